@@ -1,0 +1,19 @@
+"""refimpl: a reference implementation of attention and a harness to check other implementations against it.
+
+The math (softmax, attention, multihead, masks, online, family) imports nothing of refimpl but
+``_checks``; the R bridge, fixtures, reports and CLI sit above it.
+"""
+from ._checks import (InputTypeError, InputValueError, NonFiniteInputError, RefimplError, ShapeError)
+from .attention import (general_attention, general_attention_matrix, scaled_dot_product_attention,
+                        self_attention)
+from .masks import causal_mask
+from .multihead import multi_head_attention, split_heads
+from .softmax import softmax
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "softmax", "scaled_dot_product_attention", "general_attention", "general_attention_matrix",
+    "self_attention", "multi_head_attention", "split_heads", "causal_mask",
+    "RefimplError", "InputTypeError", "InputValueError", "ShapeError", "NonFiniteInputError",
+]

@@ -1,0 +1,193 @@
+"""The one tolerance model of refimpl: tests, ``refimpl regen`` and ``refimpl check`` all use it.
+
+Four kinds of expected value, four rules (every constant of the model is named here, nowhere else):
+
+1. **exact** — integers, RNG draws, values exactly representable: ``|a - e| == 0`` (0 ulp).
+2. **printed** — a number a source published with N printed digits: the truth lies within half a unit
+   of the last printed digit, ``|a - e| <= 0.5 * 10**-decimals``. The decimals are the larger of what
+   the source's printer shows (R: 7 significant digits; numpy: 8 decimals; torch: 4 decimals) and the
+   digits of the quoted text (R pads a matrix column to a common number of decimals).
+3. **forward bound** — two float evaluations of attention in the same precision, different orders
+   (refimpl vs R, refimpl vs torch, float32 vs a float64 oracle). The standard forward error bound of
+   ``softmax(s * q k^T) v`` gives, per output element,
+
+       |out - out_ref| <= K_FORWARD * eps * (2 * s * d_k * max|q| * max|k| + n_keys + d_v + 2) * max|v|
+
+   and for the weights the same with ``max|v| = 1``. ``eps`` is the unit roundoff of the *lower* of the
+   two precisions; K_FORWARD = 4 covers the difference of two evaluations (each within the bound).
+4. **error budget** (the FlashAttention rule) — an implementation under test is acceptable when its
+   error against a float64 oracle is at most ``K_BUDGET`` times the error of a same-precision reference
+   that orders the arithmetic differently, plus a rounding quantum ``QUANTUM_ULPS * eps * max|oracle|``.
+
+ULP distances are reported everywhere for information (``ulp_distance``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Tolerance", "Comparison", "EXACT", "K_FORWARD", "K_BUDGET", "QUANTUM_ULPS",
+           "ulp_distance", "eps", "printed", "printed_decimals", "forward", "forward_for_sdpa",
+           "within_budget", "compare"]
+
+K_FORWARD = 4.0      # safety factor of the forward bound (two evaluations, each within it)
+K_BUDGET = 2.0       # FlashAttention rule: error <= K_BUDGET x reference error + quantum
+QUANTUM_ULPS = 4.0   # the rounding quantum of the budget rule, in ulps of the largest oracle value
+
+
+def eps(dtype) -> float:
+    """Unit roundoff u = 2**-p of a float dtype (2**-53 for float64, 2**-24 for float32)."""
+    return float(np.finfo(np.dtype(dtype)).eps) / 2.0
+
+
+def ulp_distance(a, b) -> np.ndarray:
+    """Number of representable floats between ``a`` and ``b`` (elementwise, in ``a``'s precision).
+
+    Both are cast to the precision of ``a``; NaN against anything gives the maximum int64.
+    """
+    a = np.asarray(a)
+    dtype = a.dtype if a.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    ai = np.asarray(a, dtype).copy()
+    bi = np.asarray(b, dtype).astype(dtype, copy=True)
+    itype = np.int32 if dtype == np.float32 else np.int64
+    ia, ib = ai.view(itype).astype(np.int64), bi.view(itype).astype(np.int64)
+    # map the sign-magnitude float order onto a monotone integer line
+    top = np.int64(np.iinfo(itype).min)
+    ia = np.where(ia < 0, top - ia, ia)
+    ib = np.where(ib < 0, top - ib, ib)
+    d = np.abs(ia - ib)
+    return np.where(np.isnan(ai) | np.isnan(bi), np.iinfo(np.int64).max, d)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """``|actual - expected| <= atol + rtol * |expected|`` elementwise; ``atol`` may be an array."""
+    atol: float | np.ndarray
+    rtol: float
+    rule: str                      # which rule and which figures made it, for reports
+
+    def bound(self, expected) -> np.ndarray:
+        return np.asarray(self.atol, dtype=np.float64) + self.rtol * np.abs(np.asarray(expected, np.float64))
+
+    def describe(self) -> str:
+        a = np.asarray(self.atol)
+        atol = f"{float(a.max()):.3g}" if a.size else "0"
+        return f"{self.rule} (atol {atol}, rtol {self.rtol:.3g})"
+
+
+EXACT = Tolerance(0.0, 0.0, "exact")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What a comparison measured: worst absolute and relative error, worst ulp distance, verdict."""
+    ok: bool
+    max_abs: float
+    max_rel: float
+    max_ulp: int
+    max_ratio: float               # worst |a - e| / bound (<= 1 passes); inf when bound is 0 and a != e
+    worst_index: tuple[int, ...]
+    tolerance: Tolerance
+    shape_ok: bool = True
+    detail: str = field(default="")
+
+    def summary(self) -> str:
+        if not self.shape_ok:
+            return self.detail
+        return (f"max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}, {self.max_ulp} ulp, "
+                f"{self.max_ratio:.3g} of tolerance [{self.tolerance.describe()}], worst at {self.worst_index}")
+
+
+def compare(actual, expected, tol: Tolerance) -> Comparison:
+    """Compare arrays under ``tol``; shapes must match exactly (no broadcasting hides a bug)."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        return Comparison(False, math.inf, math.inf, np.iinfo(np.int64).max, math.inf, (), tol, False,
+                          f"shape {a.shape}, but should be {e.shape}")
+    if a.size == 0:
+        return Comparison(True, 0.0, 0.0, 0, 0.0, (), tol)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        diff = np.abs(a - e)
+        diff = np.where(np.isnan(a) != np.isnan(e), np.inf, np.where(np.isnan(a) & np.isnan(e), 0.0, diff))
+        same_inf = np.isinf(a) & (a == e)
+        diff = np.where(same_inf, 0.0, diff)
+        bound = np.broadcast_to(tol.bound(e), e.shape)
+        ratio = np.where(diff == 0, 0.0, np.where(bound > 0, diff / np.where(bound > 0, bound, 1), np.inf))
+        rel = np.where(diff == 0, 0.0, diff / np.where(e != 0, np.abs(e), np.inf))
+    worst = np.unravel_index(int(np.argmax(ratio)), e.shape)
+    ulps = ulp_distance(np.asarray(actual), e)
+    return Comparison(bool((ratio <= 1.0).all()), float(diff.max()), float(rel.max()), int(ulps.max()),
+                      float(ratio.max()), tuple(int(i) for i in worst), tol)
+
+
+# --- rule 2: printed numbers -----------------------------------------------------------------
+
+def printed_decimals(text: str) -> int:
+    """Decimals shown by a printed number's text: '0.7891368' -> 7, '6' -> 0, '1.5e-05' -> 6."""
+    t = text.strip().lower()
+    mant, _, exp = t.partition("e")
+    dec = len(mant.split(".")[1]) if "." in mant else 0
+    return max(dec - int(exp or 0), 0)
+
+
+def printed(values, *, decimals: int | None = None, significant: int | None = None,
+            texts=None, who: str = "") -> Tolerance:
+    """Half a unit of the last printed digit, per element.
+
+    ``decimals``: the printer showed a fixed number of decimals (numpy, torch).
+    ``significant``: the printer showed at least this many significant digits (R's ``print``).
+    ``texts``: the quoted texts, whose own decimals count too (the finer of the two wins).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    dec = np.zeros(v.shape, dtype=np.int64)
+    if decimals is not None:
+        dec[...] = decimals
+    if significant is not None:
+        with np.errstate(divide="ignore"):
+            mag = np.floor(np.log10(np.abs(np.where(v == 0, 1.0, v))))
+        dec = np.maximum(dec, (significant - 1 - mag).astype(np.int64))
+    if texts is not None:
+        td = np.vectorize(printed_decimals, otypes=[np.int64])(np.asarray(texts, dtype=object))
+        dec = np.maximum(dec, td.reshape(v.shape))
+    atol = 0.5 * np.power(10.0, -dec.astype(np.float64))
+    label = "printed" + (f" by {who}" if who else "")
+    spec = [f"{decimals} decimals" if decimals is not None else "", f"{significant} sig. digits" if significant else ""]
+    return Tolerance(atol, 0.0, f"{label}: half a unit of the last digit ({', '.join(s for s in spec if s) or 'as quoted'})")
+
+
+# --- rule 3: forward error bound ---------------------------------------------------------------
+
+def forward(dtype, n_terms: float, magnitude: float) -> Tolerance:
+    """``K_FORWARD * eps * n_terms * magnitude``: two same-precision evaluations of a length-n reduction."""
+    atol = K_FORWARD * eps(dtype) * float(n_terms) * float(magnitude)
+    return Tolerance(atol, 0.0, f"forward bound {K_FORWARD:g}*eps({np.dtype(dtype).name})*{n_terms:g}*{magnitude:.3g}")
+
+
+def forward_for_sdpa(q, k, v, scale: float | None = None, dtype=None, *, weights: bool = False) -> Tolerance:
+    """Rule 3 for the output (or, ``weights=True``, the weights) of ``softmax(s q k^T) v``."""
+    q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
+    d_k, n_keys, d_v = q.shape[-1], k.shape[-2], v.shape[-1]
+    s = 1.0 / math.sqrt(d_k) if scale is None else float(scale)
+    dtype = dtype or np.result_type(*(np.asarray(a) for a in (q, k, v)))
+    with np.errstate(over="ignore"):
+        score_mag = 2.0 * s * d_k * float(np.abs(q).max()) * float(np.abs(k).max())
+    n = min(score_mag, 1e30) + n_keys + d_v + 2
+    mag = 1.0 if weights else float(np.abs(v).max())
+    return forward(dtype, n, mag)
+
+
+# --- rule 4: the FlashAttention error budget ----------------------------------------------------
+
+def within_budget(test, reference, oracle, dtype) -> tuple[bool, float, float]:
+    """``max|test - oracle| <= K_BUDGET * max|reference - oracle| + QUANTUM_ULPS * eps * max|oracle|``.
+
+    Returns ``(ok, test_error, allowed)``.
+    """
+    o = np.asarray(oracle, dtype=np.float64)
+    err_t = float(np.abs(np.asarray(test, np.float64) - o).max())
+    err_r = float(np.abs(np.asarray(reference, np.float64) - o).max())
+    allowed = K_BUDGET * err_r + QUANTUM_ULPS * eps(dtype) * float(np.abs(o).max())
+    return err_t <= allowed, err_t, allowed
