@@ -13,3 +13,32 @@ settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True
 settings.register_profile("thorough", max_examples=600, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+# --- the `r` marker: skip with the reason, except where R is required (CI), where it fails ------
+import pytest  # noqa: E402
+
+
+def r_required() -> bool:
+    """R is required on CI (CI=true) unless R was hidden on purpose (REFIMPL_NO_R=1: the no-R leg)."""
+    if os.environ.get("REFIMPL_NO_R", "") not in ("", "0"):
+        return False
+    return os.environ.get("REFIMPL_REQUIRE_R", os.environ.get("CI", "")).lower() in ("1", "true", "yes")
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("r") is None:
+        return
+    from refimpl import rbridge
+    a = rbridge.availability()
+    if not a.ok:
+        if r_required():
+            pytest.fail(f"R is required here (CI) but unavailable: {a.reason}", pytrace=False)
+        pytest.skip(a.reason)
+
+
+@pytest.fixture(scope="session")
+def rb():
+    """The R bridge (tests using it must be marked `r`)."""
+    from refimpl import rbridge
+    return rbridge.require_r()

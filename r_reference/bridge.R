@@ -1,0 +1,153 @@
+# R code sourced by refimpl/rbridge.py into a private environment (never the global one).
+# It evaluates the CRAN package 'attention' as installed; it holds no copy of the package or its
+# vignettes (the vignette code is read from the installed package at run time).
+#
+# Every entry point:
+#   * saves and restores the global RNG state (.Random.seed), so R code that calls set.seed()
+#     leaves the user's stream as it was;
+#   * captures warnings (withCallingHandlers) and console output (capture.output) and returns them;
+#   * returns errors as data (message and call) instead of throwing, per case in a batch.
+
+## refimpl_preserving_rng: run f() and put .Random.seed back as it was (or absent, if it was).
+refimpl_preserving_rng <- function(f) {
+  had <- exists(".Random.seed", envir = globalenv(), inherits = FALSE)
+  if (had) saved <- get(".Random.seed", envir = globalenv(), inherits = FALSE)
+  on.exit({
+    if (had) assign(".Random.seed", saved, envir = globalenv())
+    else if (exists(".Random.seed", envir = globalenv(), inherits = FALSE))
+      rm(".Random.seed", envir = globalenv())
+  })
+  f()
+}
+
+## refimpl_versions: what is installed.
+refimpl_versions <- function() {
+  has <- function(p) requireNamespace(p, quietly = TRUE)
+  list(r = paste(R.version$major, R.version$minor, sep = "."),
+       r_string = R.version.string,
+       attention = if (has("attention")) format(utils::packageVersion("attention")) else NA_character_,
+       knitr = if (has("knitr")) format(utils::packageVersion("knitr")) else NA_character_,
+       blas = if (!is.null(extSoftVersion()["BLAS"])) unname(extSoftVersion()["BLAS"]) else NA_character_)
+}
+
+## refimpl_batch: evaluate attention::<fname> on n cases.
+##   ...: one array per argument, the case index on the last axis; passed positionally in the order of
+##        argnames (which must be a prefix of the function's formals)
+## Returns list(values = list of numeric vectors (one per result component, all cases concatenated),
+##              dims = list of integer matrices (n x 4: ndim, d1, d2, d3; ndim -1 = component missing),
+##              errors, calls (character n, NA when the case succeeded),
+##              warn_case, warn_msg, console, version).
+refimpl_batch <- function(fname, n, argnames, ...) {
+  stacked <- list(...)
+  refimpl_preserving_rng(function() {
+    fun <- getExportedValue("attention", fname)
+    results <- vector("list", n)
+    errors <- rep(NA_character_, n)
+    calls <- rep(NA_character_, n)
+    warn_case <- integer()
+    warn_msg <- character()
+    i <- 0L
+    on_warning <- function(w) {
+      warn_case[length(warn_case) + 1L] <<- i
+      warn_msg[length(warn_msg) + 1L] <<- conditionMessage(w)
+      invokeRestart("muffleWarning")
+    }
+    on_error <- function(e) {
+      errors[i] <<- conditionMessage(e)
+      cl <- conditionCall(e)
+      calls[i] <<- if (is.null(cl)) NA_character_ else paste(deparse(cl, nlines = 3L), collapse = " ")
+      NULL
+    }
+    # Fast path: one handler for the whole batch. When case i fails, its error is recorded and the
+    # loop resumes at case i + 1, so the other cases' results are kept.
+    # case j of argument k: a contiguous column-major block of the stacked array
+    ms <- vapply(stacked, function(a) as.integer(prod(utils::head(dim(a), -1L))), 1L)
+    ds <- lapply(stacked, function(a) { d <- utils::head(dim(a), -1L); if (length(d) > 1L) d else NULL })
+    arg <- function(k, j) {
+      x <- stacked[[k]][(j - 1L) * ms[k] + seq_len(ms[k])]
+      if (!is.null(ds[[k]])) dim(x) <- ds[[k]]
+      x
+    }
+    call_case <- switch(length(stacked) + 1L,
+      function(j) fun(),
+      function(j) fun(arg(1L, j)),
+      function(j) fun(arg(1L, j), arg(2L, j)),
+      function(j) fun(arg(1L, j), arg(2L, j), arg(3L, j)),
+      function(j) fun(arg(1L, j), arg(2L, j), arg(3L, j), arg(4L, j)))
+    if (is.null(call_case)) stop("refimpl_batch takes at most 4 arguments per case")
+    start <- 1L
+    console <- utils::capture.output(
+      withCallingHandlers(
+        while (start <= n) {
+          start <- tryCatch({
+            for (j in start:n) {
+              i <- j
+              r <- call_case(j)
+              results[[j]] <- if (is.list(r)) r else if (is.null(r)) list() else list(r)
+            }
+            n + 1L
+          }, error = function(e) { on_error(e); i + 1L })
+        }, warning = on_warning))
+    ncomp <- max(0L, vapply(results, length, 1L))
+    values <- vector("list", ncomp)
+    dims <- vector("list", ncomp)
+    for (c in seq_len(ncomp)) {
+      comp <- lapply(results, function(r) if (length(r) >= c) r[[c]] else NULL)
+      values[[c]] <- as.double(unlist(comp, use.names = FALSE))
+      dims[[c]] <- t(vapply(comp, function(x) {
+        if (is.null(x)) return(c(-1L, 0L, 0L, 0L))
+        d <- if (is.null(dim(x))) length(x) else dim(x)
+        as.integer(c(length(d), d, rep(0L, 3L - length(d)))[1:4])
+      }, integer(4)))
+    }
+    names(values) <- names(dims) <- sprintf("c%d", seq_len(ncomp))
+    list(ncomp = ncomp, values = values, dims = dims, errors = errors, calls = calls,
+         warn_case = warn_case, warn_msg = warn_msg, console = console,
+         version = format(utils::packageVersion("attention")))
+  })
+}
+
+## refimpl_run_vignette: run the installed vignette code <name>.R in a fresh environment whose parent
+## is parent.env(globalenv()) (user globals do not leak in) and return every variable it created.
+## The code is run as installed, setup chunk included: knitr::opts_chunk$set needs the knitr package
+## (Debian r-cran-knitr; CRAN 'knitr'), which refimpl's setup installs.
+refimpl_run_vignette <- function(name) {
+  refimpl_preserving_rng(function() {
+    path <- system.file("doc", paste0(name, ".R"), package = "attention")
+    if (!nzchar(path))
+      stop(sprintf("the installed package attention %s has no vignette code doc/%s.R",
+                   format(utils::packageVersion("attention")), name))
+    suppressPackageStartupMessages(library(attention))  # attach first, so the vignette's env sees it
+    exprs <- parse(path, keep.source = FALSE)
+    env <- new.env(parent = parent.env(globalenv()))
+    warns <- character()
+    console <- utils::capture.output(
+      withCallingHandlers(for (e in exprs) eval(e, env),
+                          warning = function(w) {
+                            warns[length(warns) + 1L] <<- conditionMessage(w)
+                            invokeRestart("muffleWarning")
+                          }))
+    vars <- mget(ls(env, all.names = TRUE), envir = env)
+    vars <- lapply(vars, function(x) if (is.numeric(x)) { storage.mode(x) <- "double"; x } else x)
+    list(vars = vars, console = console, warnings = warns, path = path,
+         version = format(utils::packageVersion("attention")))
+  })
+}
+
+## refimpl_runif_batch: R's own set.seed + runif for a batch of (seed, n, min, max).
+refimpl_runif_batch <- function(seeds, ns, mins, maxs) {
+  refimpl_preserving_rng(function() {
+    as.double(unlist(lapply(seq_along(seeds), function(j) {
+      set.seed(seeds[j]); runif(ns[j], min = mins[j], max = maxs[j])
+    })))
+  })
+}
+
+## refimpl_sample_batch: R's own set.seed + sample.int for a batch of (seed, n, size, replace).
+refimpl_sample_batch <- function(seeds, ns, sizes, replace) {
+  refimpl_preserving_rng(function() {
+    as.double(unlist(lapply(seq_along(seeds), function(j) {
+      set.seed(seeds[j]); sample.int(ns[j], sizes[j], replace = replace[j])
+    })))
+  })
+}

@@ -1,0 +1,289 @@
+"""The bridge to embedded R: the only module of refimpl that imports rpy2.
+
+* R starts lazily, once per process, on the first call that needs it.
+* Conversions happen only inside local contexts (``(default_converter + numpy2ri.converter).context()``);
+  nothing is activated globally.
+* One lock serialises every call into R (embedded R is not thread-safe).
+* R errors become :class:`RError` carrying R's message and call; in a batch, a failing case is
+  reported and the other cases' results are kept. R warnings and console output are captured and
+  returned with the results.
+* R's global RNG state is saved and restored around everything that runs R code (r_reference/bridge.R).
+* ``REFIMPL_NO_R=1`` hides R from this process (the no-R leg of CI): :func:`availability` says so.
+
+R code the bridge needs lives in ``r_reference/bridge.R``; R functions are looked up once.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._checks import RefimplError
+
+__all__ = ["Availability", "availability", "RUnavailable", "RError", "CaseResult", "VignetteRun",
+           "get_bridge", "R_HIDE_ENV", "EXPECTED_ATTENTION_VERSION"]
+
+R_HIDE_ENV = "REFIMPL_NO_R"
+EXPECTED_ATTENTION_VERSION = "0.4.0"   # the version the divergence catalogue was measured on
+
+_LOCK = threading.RLock()              # every call into R holds it
+_bridge: "RBridge | None" = None
+_availability: "Availability | None" = None
+
+
+class RUnavailable(RefimplError, RuntimeError):
+    """R, rpy2 or the attention package is missing (or hidden); the message says which and what to do."""
+
+
+class RError(RefimplError, RuntimeError):
+    """R signalled an error. ``r_message`` is R's message, ``r_call`` the deparsed call."""
+
+    def __init__(self, r_message: str, r_call: str | None = None, context: str = ""):
+        self.r_message, self.r_call = r_message, r_call
+        where = f" in {r_call}" if r_call else ""
+        super().__init__(f"R error{where}: {r_message}" + (f" [{context}]" if context else ""))
+
+
+@dataclass(frozen=True)
+class Availability:
+    ok: bool
+    reason: str                      # empty when ok; otherwise what is missing and what to do
+    r_version: str | None = None
+    rpy2_version: str | None = None
+    attention_version: str | None = None
+    knitr_version: str | None = None
+    r_blas: str | None = None
+
+    def describe(self) -> str:
+        if not self.ok:
+            return f"R unavailable: {self.reason}"
+        return (f"R {self.r_version}, attention {self.attention_version}, rpy2 {self.rpy2_version}, "
+                f"knitr {self.knitr_version or 'missing'}")
+
+
+@dataclass
+class CaseResult:
+    """One case of a batch: ``value`` (tuple of arrays, one per result component) or ``error``."""
+    value: tuple[np.ndarray, ...] | None
+    error: str | None = None
+    call: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    version: str = ""
+
+    def unwrap(self) -> tuple[np.ndarray, ...]:
+        if self.error is not None:
+            raise RError(self.error, self.call)
+        return self.value
+
+
+@dataclass
+class VignetteRun:
+    name: str
+    version: str
+    vars: dict[str, Any]
+    console: list[str]
+    warnings: list[str]
+    path: str
+
+
+def _r_reference_dir() -> Path:
+    here = Path(__file__).resolve().parent.parent / "r_reference"
+    if (here / "bridge.R").is_file():
+        return here
+    return Path(str(resources.files("refimpl.r_reference")))   # installed (non-editable) layout
+
+
+def availability(refresh: bool = False) -> Availability:
+    """Whether the R side can run here, with versions; never raises. Starts R if it can."""
+    global _availability
+    if _availability is not None and not refresh:
+        return _availability
+    if os.environ.get(R_HIDE_ENV, "") not in ("", "0"):
+        _availability = Availability(False, f"R is hidden from this process by {R_HIDE_ENV}=1")
+        return _availability
+    try:
+        import rpy2
+        rpy2_version = rpy2.__version__
+    except ImportError as e:
+        _availability = Availability(False, f"rpy2 is not importable ({e}); install Debian's python3-rpy2 "
+                                            f"or 'pip install rpy2' (run 'make setup')")
+        return _availability
+    try:
+        versions = get_bridge().versions()
+    except Exception as e:  # R itself missing or failing to start
+        _availability = Availability(False, f"embedded R could not start: {type(e).__name__}: {e}",
+                                     rpy2_version=rpy2_version)
+        return _availability
+    att = versions.get("attention")
+    if not att:
+        _availability = Availability(False, "the R package 'attention' is not installed; run "
+                                            "Rscript -e 'install.packages(\"attention\")' (or 'make setup')",
+                                     r_version=versions["r"], rpy2_version=rpy2_version)
+        return _availability
+    _availability = Availability(True, "", versions["r"], rpy2_version, att, versions.get("knitr"),
+                                 versions.get("blas"))
+    return _availability
+
+
+def require_r() -> "RBridge":
+    """The bridge, or :class:`RUnavailable` with the reason."""
+    a = availability()
+    if not a.ok:
+        raise RUnavailable(a.reason)
+    return get_bridge()
+
+
+def get_bridge() -> "RBridge":
+    global _bridge
+    with _LOCK:
+        if _bridge is None:
+            if os.environ.get(R_HIDE_ENV, "") not in ("", "0"):
+                raise RUnavailable(f"R is hidden from this process by {R_HIDE_ENV}=1")
+            _bridge = RBridge()
+        return _bridge
+
+
+class RBridge:
+    """Embedded R with r_reference/bridge.R loaded into a private environment."""
+
+    def __init__(self) -> None:
+        import rpy2.robjects as ro
+        from rpy2.robjects import default_converter, numpy2ri
+        self._ro = ro
+        self._conv = default_converter + numpy2ri.converter
+        with _LOCK:
+            env = ro.r["new.env"](parent=ro.r["globalenv"]())
+            ro.r["sys.source"](str(_r_reference_dir() / "bridge.R"), envir=env)
+            self._env = env
+            self._f = {name: env[name] for name in
+                       ("refimpl_versions", "refimpl_batch", "refimpl_run_vignette",
+                        "refimpl_runif_batch", "refimpl_sample_batch")}
+            self._eval = ro.r["eval"]
+            self._parse = ro.r["parse"]
+
+    def _call(self, fname: str, *args, **kwargs):
+        from rpy2.rinterface_lib.embedded import RRuntimeError
+        with _LOCK, self._conv.context():
+            try:
+                return self._f[fname](*args, **kwargs)
+            except RRuntimeError as e:
+                raise RError(str(e).strip(), fname) from None
+
+    def versions(self) -> dict[str, str | None]:
+        out = self._call("refimpl_versions")
+        return {k: (None if v is None or (isinstance(v, np.ndarray) and v[0] is None) else
+                    str(v[0] if isinstance(v, np.ndarray) else v)) for k, v in out.items()}
+
+    def apply(self, function_code: str, *args):
+        """Evaluate an R function's source and call it on ``args`` (tests and diagnostics only; the
+        harness itself calls the named functions of bridge.R)."""
+        from rpy2.rinterface_lib.embedded import RRuntimeError
+        with _LOCK, self._conv.context():
+            try:
+                return self._ro.r(function_code)(*args)
+            except RRuntimeError as e:
+                raise RError(str(e).strip(), function_code[:80]) from None
+
+    # --- the attention package ------------------------------------------------------------------
+    def batch(self, fname: str, cases: Sequence[Sequence[Any]], argnames: Sequence[str]) -> list[CaseResult]:
+        """Evaluate ``attention::<fname>(**dict(zip(argnames, case)))`` for every case.
+
+        Cases are grouped by their arguments' shapes; each group is one call into R (the case index
+        stacked on the last axis, so that R's column-major slice of a case is contiguous).
+        A ``None`` argument is left out of that case's call (R's default applies).
+        """
+        results: list[CaseResult | None] = [None] * len(cases)
+        groups: dict[tuple, list[int]] = {}
+        for i, case in enumerate(cases):
+            if len(case) != len(argnames):
+                raise ValueError(f"case {i} has {len(case)} arguments, argnames has {len(argnames)}")
+            sig = tuple(None if a is None else np.shape(a) for a in case)
+            groups.setdefault(sig, []).append(i)
+        for sig, idx in groups.items():
+            present = [j for j, s in enumerate(sig) if s is not None]
+            if present != list(range(len(present))):
+                raise ValueError(f"only trailing arguments may be None (R receives them positionally), "
+                                 f"got {[argnames[j] for j in present]} of {list(argnames)}")
+            stacked = [np.ascontiguousarray(np.stack([np.asarray(cases[i][j], dtype=np.float64) for i in idx], axis=-1))
+                       for j in present]
+            names = np.array([argnames[j] for j in present], dtype=object) if present else np.array([], dtype=str)
+            for i, res in zip(idx, self._batch_group(fname, stacked, names, len(idx))):
+                results[i] = res
+        return results  # type: ignore[return-value]
+
+    def _batch_group(self, fname, stacked, names, n) -> list[CaseResult]:
+        names_r = self._ro.StrVector(list(names))
+        out = self._call("refimpl_batch", fname, n, names_r, *stacked)
+        ncomp = int(np.asarray(out["ncomp"]).reshape(-1)[0])
+        errors = list(out["errors"])
+        calls = list(out["calls"])
+        version = str(out["version"][0])
+        warn_case = np.asarray(out["warn_case"], dtype=np.int64).reshape(-1)
+        warn_msg = [str(m) for m in np.asarray(out["warn_msg"]).reshape(-1)] if len(warn_case) else []
+        comps = []
+        for c in range(1, ncomp + 1):
+            vals = np.asarray(out["values"][f"c{c}"], dtype=np.float64).reshape(-1)
+            dims = np.asarray(out["dims"][f"c{c}"], dtype=np.int64).reshape(n, 4)
+            comps.append((vals, dims))
+        per_case = [[None] * n for _ in range(ncomp)]
+        for c, (vals, dims) in enumerate(comps):
+            if (dims == dims[0]).all() and dims[0, 0] >= 0:       # every case same shape: one reshape
+                shape = tuple(int(d) for d in dims[0, 1:1 + dims[0, 0]])
+                blocks = vals.reshape((n,) + shape[::-1])          # case-major, each block column-major
+                per_case[c] = [blocks[i].T for i in range(n)]
+                continue
+            offset = 0
+            for i in range(n):
+                nd = int(dims[i, 0])
+                if nd < 0:
+                    continue
+                shape = tuple(int(d) for d in dims[i, 1:1 + nd])
+                size = int(np.prod(shape))
+                per_case[c][i] = vals[offset:offset + size].reshape(shape, order="F")
+                offset += size
+        warned = {}
+        for case, msg in zip(warn_case.tolist(), warn_msg):
+            warned.setdefault(case - 1, []).append(msg)
+        res = []
+        for i in range(n):
+            if errors[i] is not None and str(errors[i]) != "NA":
+                res.append(CaseResult(None, str(errors[i]), None if calls[i] is None else str(calls[i]),
+                                      warned.get(i, []), version))
+            else:
+                value = tuple(per_case[c][i] for c in range(ncomp) if per_case[c][i] is not None)
+                res.append(CaseResult(value, None, None, warned.get(i, []), version))
+        return res
+
+    def call(self, fname: str, *args) -> CaseResult:
+        """One case; use :meth:`batch` for many."""
+        names = {"SoftMax": ("x",), "RowMax": ("x",), "ComputeWeights": ("scores",),
+                 "attention": ("Q", "K", "V", "mask")}[fname]
+        return self.batch(fname, [tuple(args) + (None,) * (len(names) - len(args))], names)[0]
+
+    def run_vignette(self, name: str) -> VignetteRun:
+        """Run the installed vignette code ``doc/<name>.R`` in a fresh environment; every variable it made."""
+        out = self._call("refimpl_run_vignette", name)
+        vars_ = {}
+        for k, v in out["vars"].items():
+            vars_[k] = np.asarray(v, dtype=np.float64) if isinstance(v, np.ndarray) and v.dtype.kind in "fiub" else v
+        arr = lambda x: [str(s) for s in np.asarray(x).reshape(-1)] if isinstance(x, np.ndarray) else []  # noqa: E731
+        return VignetteRun(name, str(out["version"][0]), vars_, arr(out["console"]), arr(out["warnings"]),
+                           str(out["path"][0]))
+
+    # --- R's RNG, for checking rrng ----------------------------------------------------------------
+    def runif_batch(self, seeds, ns, mins, maxs) -> list[np.ndarray]:
+        flat = np.asarray(self._call("refimpl_runif_batch", np.asarray(seeds, dtype=np.float64),
+                                     np.asarray(ns, dtype=np.float64), np.asarray(mins, dtype=np.float64),
+                                     np.asarray(maxs, dtype=np.float64)), dtype=np.float64).reshape(-1)
+        return np.split(flat, np.cumsum(ns)[:-1])
+
+    def sample_batch(self, seeds, ns, sizes, replace) -> list[np.ndarray]:
+        flat = np.asarray(self._call("refimpl_sample_batch", np.asarray(seeds, dtype=np.float64),
+                                     np.asarray(ns, dtype=np.float64), np.asarray(sizes, dtype=np.float64),
+                                     np.asarray(replace, dtype=bool)), dtype=np.float64).reshape(-1)
+        return [a.astype(np.int64) for a in np.split(flat, np.cumsum(sizes)[:-1])]
