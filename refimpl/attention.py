@@ -16,7 +16,7 @@ from .masks import prepare_mask
 from .softmax import softmax
 
 __all__ = ["scaled_dot_product_attention", "general_attention", "general_attention_matrix",
-           "self_attention", "project"]
+           "self_attention", "self_attention_with", "project"]
 
 
 class _SDPAInputs(NamedTuple):
@@ -172,6 +172,12 @@ def self_attention(x, w_q, w_k, w_v, *, mask=None, scale=None, is_causal=False, 
         ``"out_in"`` (``q = W_q @ x_i``, the Raschka/PyTorch ``nn.Linear`` convention).
     Returns ``(output (B..., S, d_v), weights (B..., S, S))``.
     """
+    return self_attention_with(scaled_dot_product_attention, x, w_q, w_k, w_v, mask=mask, scale=scale,
+                               is_causal=is_causal, weights_layout=weights_layout)
+
+
+def self_attention_with(attend, x, w_q, w_k, w_v, *, mask=None, scale=None, is_causal=False, weights_layout="in_out"):
+    """:func:`self_attention` with the attention done by ``attend(q, k, v, mask=, scale=, is_causal=)``."""
     check_choice(weights_layout, "weights_layout", ("in_out", "out_in"))
     x = as_float_array(x, "x", min_ndim=2, dims="(..., seq_len, d_model)")
     ws = {n: as_float_array(w, n, ndim=2, dims="(d_model, d_out)" if weights_layout == "in_out" else "(d_out, d_model)")
@@ -179,7 +185,7 @@ def self_attention(x, w_q, w_k, w_v, *, mask=None, scale=None, is_causal=False, 
     for n, w in ws.items():
         _check_projection(x, w, n, weights_layout)
     q, k, v = (project(x, ws[n], weights_layout) for n in ("w_q", "w_k", "w_v"))  # (B..., S, d_*)
-    return scaled_dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=is_causal)
+    return attend(q, k, v, mask=mask, scale=scale, is_causal=is_causal)
 
 
 def general_attention_matrix(words, w_q, w_k, w_v, *, scale=None):

@@ -6,7 +6,7 @@ import numpy as np
 from ._checks import (InputTypeError, InputValueError, ShapeError, as_float_array, check_choice)
 from .attention import scaled_dot_product_attention
 
-__all__ = ["multi_head_attention", "split_heads"]
+__all__ = ["multi_head_attention", "multi_head_with", "split_heads"]
 
 
 def multi_head_attention(x, w_q, w_k, w_v, w_o=None, *, mask=None, scale=None, is_causal=False,
@@ -28,6 +28,14 @@ def multi_head_attention(x, w_q, w_k, w_v, w_o=None, *, mask=None, scale=None, i
       mask: broadcastable to (B..., H, S, S); is_causal as in sdpa.
     Returns ``(output, weights)``: (B..., S, d_out) and (B..., H, S, S).
     """
+    return multi_head_with(scaled_dot_product_attention, x, w_q, w_k, w_v, w_o, mask=mask, scale=scale,
+                           is_causal=is_causal, weights_layout=weights_layout)
+
+
+def multi_head_with(attend, x, w_q, w_k, w_v, w_o=None, *, mask=None, scale=None, is_causal=False,
+                    weights_layout="in_out"):
+    """:func:`multi_head_attention` with the per-head attention done by ``attend(q, k, v, mask=, scale=,
+    is_causal=) -> (output, weights)`` (refimpl's sdpa, or an implementation under test)."""
     check_choice(weights_layout, "weights_layout", ("in_out", "out_in"))
     x = as_float_array(x, "x", min_ndim=2, dims="(..., seq_len, d_model)")
     dims = "(n_heads, d_model, d_head)" if weights_layout == "in_out" else "(n_heads, d_head, d_model)"
@@ -45,7 +53,7 @@ def multi_head_attention(x, w_q, w_k, w_v, w_o=None, *, mask=None, scale=None, i
     wq, wk, wv = ws                                        # (H, d_model, d_*)
     xh = x[..., None, :, :]                                # (B..., 1, S, d_model)
     q, k, v = xh @ wq, xh @ wk, xh @ wv                    # (B..., 1, S, d_model) x (H, d_model, d_*) -> (B..., H, S, d_*)
-    z, a = scaled_dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=is_causal)
+    z, a = attend(q, k, v, mask=mask, scale=scale, is_causal=is_causal)
     n_heads, seq, d_v = z.shape[-3], z.shape[-2], z.shape[-1]
     concat = np.moveaxis(z, -3, -2).reshape(z.shape[:-3] + (seq, n_heads * d_v))  # (B..., S, H*d_v)
     if w_o is None:

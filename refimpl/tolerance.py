@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["Tolerance", "Comparison", "EXACT", "K_FORWARD", "K_BUDGET", "QUANTUM_ULPS",
-           "ulp_distance", "eps", "printed", "printed_decimals", "forward", "forward_for_sdpa",
+           "ulp_distance", "eps", "printed", "printed_decimals", "forward", "forward_for_sdpa", "sdpa_terms",
            "within_budget", "compare"]
 
 K_FORWARD = 4.0      # safety factor of the forward bound (two evaluations, each within it)
@@ -166,17 +166,21 @@ def forward(dtype, n_terms: float, magnitude: float) -> Tolerance:
     return Tolerance(atol, 0.0, f"forward bound {K_FORWARD:g}*eps({np.dtype(dtype).name})*{n_terms:g}*{magnitude:.3g}")
 
 
-def forward_for_sdpa(q, k, v, scale: float | None = None, dtype=None, *, weights: bool = False) -> Tolerance:
-    """Rule 3 for the output (or, ``weights=True``, the weights) of ``softmax(s q k^T) v``."""
+def sdpa_terms(q, k, v, scale: float | None = None, *, weights: bool = False) -> tuple[float, float]:
+    """``(n_terms, magnitude)`` of rule 3 for ``softmax(s q k^T) v`` (or its weights)."""
     q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
     d_k, n_keys, d_v = q.shape[-1], k.shape[-2], v.shape[-1]
     s = 1.0 / math.sqrt(d_k) if scale is None else float(scale)
-    dtype = dtype or np.result_type(*(np.asarray(a) for a in (q, k, v)))
     with np.errstate(over="ignore"):
         score_mag = 2.0 * s * d_k * float(np.abs(q).max()) * float(np.abs(k).max())
     n = min(score_mag, 1e30) + n_keys + d_v + 2
-    mag = 1.0 if weights else float(np.abs(v).max())
-    return forward(dtype, n, mag)
+    return n, (1.0 if weights else float(np.abs(v).max()))
+
+
+def forward_for_sdpa(q, k, v, scale: float | None = None, dtype=None, *, weights: bool = False) -> Tolerance:
+    """Rule 3 for the output (or, ``weights=True``, the weights) of ``softmax(s q k^T) v``."""
+    dtype = dtype or np.result_type(*(np.asarray(a) for a in (q, k, v)))
+    return forward(dtype, *sdpa_terms(q, k, v, scale, weights=weights))
 
 
 # --- rule 4: the FlashAttention error budget ----------------------------------------------------

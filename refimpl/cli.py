@@ -1,0 +1,143 @@
+"""The ``refimpl`` command: ``check`` (the conformance run), ``regen`` (fixtures), ``bench``, ``env``.
+
+Exit codes: 0 success / all targets conform; 1 non-conformance, drift or a failed regen check;
+2 usage or setup error (the message says what to do).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+EXIT_OK, EXIT_NONCONFORMANCE, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # usage errors exit 2 with a hint, as argparse does, but say what to do
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n(see '{self.prog} --help')\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="refimpl", description="Reference-test harness for attention: conformance check, fixtures, benchmarks.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    c = sub.add_parser("check", help="run every conformance case against every target and print the matrix")
+    c.add_argument("--target", action="append", default=[], metavar="SPEC",
+                   help="add a target: package.module:function (protocol in the README); repeatable")
+    c.add_argument("--only", action="append", default=[], metavar="NAME",
+                   help="run only these targets (refimpl, r, torch, or a --target SPEC)")
+    c.add_argument("--layout", default="SD", choices=["SD", "BHSD", "BSHD"], help="layout user targets take")
+    c.add_argument("--torch-tensors", action="store_true", help="hand user targets torch tensors")
+    c.add_argument("--format", default="table", choices=["table", "json", "junit", "markdown"])
+    c.add_argument("--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    c.add_argument("--html", metavar="FILE", help="also write an HTML report with attention-weight heatmaps")
+    c.add_argument("--random", type=int, default=200, metavar="N", help="random cases cross-checked against R (default 200)")
+    c.add_argument("--quiet", action="store_true", help="no progress lines")
+    r = sub.add_parser("regen", help="recompute the fixtures' generated parts; detect drift (--check) or write them")
+    r.add_argument("sources", nargs="*", metavar="SOURCE")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--check", action="store_true", help="write nothing; exit 1 on drift, new or orphaned fixtures (default)")
+    g.add_argument("--write", action="store_true", help="write the fixtures atomically")
+    b = sub.add_parser("bench", help="print performance figures (nothing is asserted)")
+    b.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    b.add_argument("--only", action="append", default=[], help="run only these sections")
+    sub.add_parser("env", help="print the environment: Python, NumPy, BLAS, R, rpy2, attention, torch")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.cmd == "check":
+            return _check(args)
+        if args.cmd == "regen":
+            return _regen(args)
+        if args.cmd == "bench":
+            from .bench import main as bench_main
+            return bench_main(quick=args.quick, only=args.only)
+        if args.cmd == "env":
+            from .report import environment
+            for k, v in environment().items():
+                print(f"{k:10} {v}")
+            return EXIT_OK
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_USAGE
+
+
+def _check(args) -> int:
+    from .check import collect_cases, run_check
+    from .fixtures import FixtureError
+    from .report import environment, render, write_html
+    from .targets import TargetUnavailable, builtin_targets, load_target
+
+    targets, unavailable = [], {}
+    for name, factory in builtin_targets().items():
+        try:
+            targets.append(factory())
+        except TargetUnavailable as e:
+            unavailable[name] = str(e)
+    for spec in args.target:
+        try:
+            targets.append(load_target(spec, layout=args.layout, torch=args.torch_tensors))
+        except (ValueError, TargetUnavailable) as e:
+            print(f"refimpl check: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    if args.only:
+        known = {t.name for t in targets} | set(unavailable)
+        missing = [n for n in args.only if n not in known]
+        if missing:
+            print(f"refimpl check: --only {missing}: no such target (have {sorted(known)})", file=sys.stderr)
+            return EXIT_USAGE
+        targets = [t for t in targets if t.name in args.only]
+        unavailable = {n: r for n, r in unavailable.items() if n in args.only}
+    if args.random < 0:
+        print("refimpl check: --random must be >= 0", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        cases = collect_cases(random_n=args.random)
+    except FixtureError as e:
+        print(f"refimpl check: a fixture is invalid: {e}\n(what to do: restore it from git, or run "
+              f"'refimpl regen --write' if the generator changed)", file=sys.stderr)
+        return EXIT_USAGE
+    env = environment()
+    t0 = time.perf_counter()
+    state = {"last": 0.0}
+
+    def progress(msg: str) -> None:
+        now = time.perf_counter() - t0
+        if args.quiet or now < 2.0 or now - state["last"] < 0.5:
+            return
+        state["last"] = now
+        print(f"  {now:5.1f}s {msg}", file=sys.stderr, flush=True)
+
+    run = run_check(targets, unavailable, cases, progress)
+    text = render(run, args.format, env)
+    if args.output:
+        from .fixtures import write_atomic
+        write_atomic(args.output, text)
+        print(f"report written to {args.output}")
+    else:
+        sys.stdout.write(text)
+    if args.html:
+        write_html(run, args.html, env)
+        print(f"HTML report written to {args.html}", file=sys.stderr)
+    return EXIT_OK if run.ok else EXIT_NONCONFORMANCE
+
+
+def _regen(args) -> int:
+    from .regen import regen
+    try:
+        res = regen(args.sources or None, write=args.write)
+    except (ValueError, RuntimeError) as e:
+        print(f"refimpl regen: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    for s, why in res.skipped.items():
+        print(f"skipped {s}: {why}")
+    for p in res.problems:
+        print(f"PROBLEM: {p}")
+    mode = "write" if args.write else "check"
+    print(f"regen --{mode}: {res.fixtures} fixtures, {res.arrays} arrays compared, {len(res.written)} written, "
+          f"{len(res.removed)} removed, {len(res.skipped)} sources skipped, {len(res.problems)} problems")
+    return EXIT_OK if res.ok else EXIT_NONCONFORMANCE

@@ -1,0 +1,177 @@
+"""Implementations under test ("targets") and the protocol they follow.
+
+The protocol: a callable ``fn(q, k, v, mask=None, scale=None)`` returning ``output`` or
+``(output, weights)``:
+
+* ``q`` (..., Sq, D), ``k`` (..., Sk, D), ``v`` (..., Sk, Dv) NumPy arrays (float64, or float32 for
+  float32 cases); leading dimensions are batch/head dimensions.
+* ``mask``: None or a bool keep-mask broadcastable to (..., Sq, Sk), True = attend (PyTorch's
+  convention for a boolean ``attn_mask``). Causal cases arrive as such a mask.
+* ``scale``: None (meaning 1/sqrt(D)) or a positive float multiplying ``q k^T``.
+* it returns NumPy arrays or torch tensors (converted with ``.detach().cpu().numpy()``).
+
+Adapters: ``layout="BSHD"`` for targets that take (B, S, H, D) (FlashAttention's layout): refimpl's
+(B, H, S, D) is transposed on the way in and out. ``layout="SD"``/``"BHSD"`` pass arrays as they are.
+``torch=True`` hands the target torch tensors instead of NumPy arrays.
+
+Built-in targets: ``refimpl`` (always), ``r`` (the R package through the bridge, when available),
+``torch`` (a manual ``softmax(q k^T s) v`` in torch, when importable). A user target is
+``package.module:function``.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import r_compat
+from .attention import scaled_dot_product_attention
+from .masks import causal_mask
+
+__all__ = ["Target", "load_target", "builtin_targets", "TargetUnavailable"]
+
+
+class TargetUnavailable(RuntimeError):
+    """A target cannot run here (R missing, torch missing); the message says why."""
+
+
+@dataclass
+class Target:
+    name: str
+    fn: Callable[..., Any]
+    layout: str = "SD"
+    torch: bool = False
+    is_reference: bool = False              # refimpl itself
+    known: Callable[..., list[str]] = field(default=lambda q, k, v, mask: [])
+    note: str = ""
+
+    def attend(self, q, k, v, mask=None, scale=None, is_causal=False):
+        """Call the target with the protocol's arguments; returns ``(output, weights or None)``."""
+        q, k, v = (np.asarray(a) for a in (q, k, v))
+        if is_causal:
+            c = causal_mask(q.shape[-2], k.shape[-2])
+            mask = c if mask is None else (np.asarray(mask, dtype=bool) & c)
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.dtype != bool:
+                raise TargetUnavailable("the target protocol takes bool keep-masks; this case has an additive mask")
+            mask = np.broadcast_to(mask, np.broadcast_shapes(mask.shape, q.shape[:-1] + (k.shape[-2],)))
+        args = [q, k, v, mask]
+        if self.layout == "BSHD":
+            args = [None if a is None else np.swapaxes(a, -3, -2) for a in args[:3]] + [
+                None if mask is None else mask]
+        if self.torch:
+            import torch
+            args = [None if a is None else torch.from_numpy(np.array(a, copy=True)) for a in args]
+        res = self.fn(args[0], args[1], args[2], mask=args[3], scale=scale)
+        out, w = (res if isinstance(res, tuple) else (res, None))
+        out, w = _to_numpy(out), (None if w is None else _to_numpy(w))
+        if self.layout == "BSHD":
+            out = np.swapaxes(out, -3, -2)
+        return out, w
+
+
+def _to_numpy(x):
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _refimpl_fn(q, k, v, mask=None, scale=None):
+    return scaled_dot_product_attention(q, k, v, mask=mask, scale=scale)
+
+
+def _r_target() -> Target:
+    from .rbridge import availability, require_r
+    a = availability()
+    if not a.ok:
+        raise TargetUnavailable(a.reason)
+    rb = require_r()
+
+    def fn(q, k, v, mask=None, scale=None):
+        batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+        d_k = q.shape[-1]
+        qs = q if scale is None else q * (scale * math.sqrt(d_k))
+        qb = np.broadcast_to(qs, batch + qs.shape[-2:]).reshape((-1,) + qs.shape[-2:])
+        kb = np.broadcast_to(k, batch + k.shape[-2:]).reshape((-1,) + k.shape[-2:])
+        vb = np.broadcast_to(v, batch + v.shape[-2:]).reshape((-1,) + v.shape[-2:])
+        mb = None if mask is None else np.broadcast_to(mask, batch + mask.shape[-2:]).reshape((-1,) + mask.shape[-2:])
+        cases = [(qb[i].astype(np.float64), kb[i].astype(np.float64), vb[i].astype(np.float64),
+                  None if mb is None else mb[i].astype(np.float64)) for i in range(qb.shape[0])]
+        res = rb.batch("attention", cases, ("Q", "K", "V", "mask"))
+        outs, ws = [], []
+        for r in res:
+            o, w = r.unwrap()
+            outs.append(o)
+            ws.append(w)
+        return (np.stack(outs).reshape(batch + outs[0].shape), np.stack(ws).reshape(batch + ws[0].shape))
+
+    def known(q, k, v, mask):
+        batch = np.broadcast_shapes(np.shape(q)[:-2], np.shape(k)[:-2], np.shape(v)[:-2])
+        flat = [np.broadcast_to(a, batch + np.shape(a)[-2:]).reshape((-1,) + np.shape(a)[-2:]) for a in (q, k, v)]
+        m = None if mask is None else np.broadcast_to(mask, batch + (np.shape(q)[-2], np.shape(k)[-2])).reshape(
+            (-1, np.shape(q)[-2], np.shape(k)[-2]))
+        codes = set()
+        for i in range(flat[0].shape[0]):
+            codes.update(r_compat.attention_divergences(flat[0][i], flat[1][i], flat[2][i],
+                                                        None if m is None else m[i].astype(float)))
+        return sorted(codes)
+
+    return Target("r", fn, known=known, note=f"R attention {a.attention_version} through the bridge")
+
+
+def _torch_target() -> Target:
+    try:
+        import torch
+    except ImportError as e:
+        raise TargetUnavailable(f"torch is not importable ({e})") from None
+
+    def fn(q, k, v, mask=None, scale=None):
+        s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+        scores = (q @ k.transpose(-2, -1)) * s                        # (..., Sq, D) x (..., D, Sk) -> (..., Sq, Sk)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        w = torch.softmax(scores, dim=-1)
+        return w @ v, w
+
+    def known(q, k, v, mask):
+        if mask is not None and (~np.asarray(mask, dtype=bool)).all(axis=-1).any():
+            return ["T1"]   # torch: softmax of an all -inf row is NaN; refimpl gives zeros
+        return []
+
+    return Target("torch", fn, torch=True, known=known, note=f"torch {torch.__version__}: softmax(q k^T s) v")
+
+
+TARGET_DIVERGENCES = {"T1": "torch gives NaN weights for a fully masked query (softmax of all -inf); refimpl gives zeros"}
+
+
+def builtin_targets() -> dict[str, Callable[[], Target]]:
+    return {"refimpl": lambda: Target("refimpl", _refimpl_fn, is_reference=True, note="refimpl float64/float32"),
+            "r": _r_target, "torch": _torch_target}
+
+
+def load_target(spec: str, layout: str = "SD", torch: bool = False) -> Target:
+    """``refimpl`` | ``r`` | ``torch`` | ``package.module:function`` (raises ValueError / TargetUnavailable)."""
+    builtins = builtin_targets()
+    if spec in builtins:
+        return builtins[spec]()
+    if ":" not in spec:
+        raise ValueError(f"--target must be one of {sorted(builtins)} or package.module:function, got {spec!r}")
+    mod_name, _, attr = spec.partition(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise ValueError(f"--target {spec!r}: cannot import module {mod_name!r}: {e}") from None
+    fn: Any = mod
+    for part in attr.split("."):
+        if not hasattr(fn, part):
+            raise ValueError(f"--target {spec!r}: module {mod_name!r} has no attribute {attr!r}")
+        fn = getattr(fn, part)
+    if not callable(fn):
+        raise ValueError(f"--target {spec!r}: {attr!r} is not callable")
+    if layout not in ("SD", "BHSD", "BSHD"):
+        raise ValueError(f"layout must be SD, BHSD or BSHD, got {layout!r}")
+    return Target(spec, fn, layout=layout, torch=torch, note="user target")
