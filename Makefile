@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make check   set the machine up if needed, then run the conformance check (refimpl check)
 #   make test    set the machine up if needed, then run the test suite
-HYPOTHESIS_PROFILE ?= dev
+HYPOTHESIS_PROFILE ?= $(if $(filter true 1,$(CI)),ci,dev)
 PYTEST_ARGS ?=
 
 .PHONY: setup check test regen bench

@@ -211,7 +211,7 @@ def evaluate(fx: "Fixture", functions: dict[str, Callable[..., Any]] | None = No
         if len(outs) == 1:
             res = (res,)
         for name, value in zip(outs, res):
-            env[name] = np.asarray(value)
+            env[name] = None if value is None else np.asarray(value)
     return env
 
 

@@ -22,10 +22,10 @@ def pytest_addoption(parser):
 def pytest_generate_tests(metafunc):
     if "refimpl_target" in metafunc.fixturenames:
         specs = metafunc.config.getoption("refimpl_target") or ["refimpl"]
-        metafunc.parametrize("refimpl_target", specs, indirect=True, ids=specs)
+        metafunc.parametrize("refimpl_target", specs, indirect=True, ids=specs, scope="session")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def refimpl_target(request):
     from refimpl.targets import load_target
     return load_target(request.param, layout=request.config.getoption("refimpl_layout"))

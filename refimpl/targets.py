@@ -59,10 +59,18 @@ class Target:
             if mask.dtype != bool:
                 raise TargetUnavailable("the target protocol takes bool keep-masks; this case has an additive mask")
             mask = np.broadcast_to(mask, np.broadcast_shapes(mask.shape, q.shape[:-1] + (k.shape[-2],)))
-        args = [q, k, v, mask]
-        if self.layout == "BSHD":
-            args = [None if a is None else np.swapaxes(a, -3, -2) for a in args[:3]] + [
-                None if mask is None else mask]
+        batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+        if self.layout in ("BHSD", "BSHD"):                 # promote to 4-D (B, H, S, D)
+            if len(batch) > 2:
+                raise TargetUnavailable(f"layout {self.layout} takes at most 2 batch dims, case has {batch}")
+            full = (1,) * (2 - len(batch)) + batch
+            q, k, v = (np.broadcast_to(a, full + a.shape[-2:]) for a in (q, k, v))
+            if mask is not None:
+                mask = np.broadcast_to(mask, full + mask.shape[-2:])
+        args = [q, k, v]
+        if self.layout == "BSHD":                           # (B, H, S, D) -> (B, S, H, D)
+            args = [np.swapaxes(a, -3, -2) for a in args]
+        args.append(mask)
         if self.torch:
             import torch
             args = [None if a is None else torch.from_numpy(np.array(a, copy=True)) for a in args]
@@ -71,6 +79,9 @@ class Target:
         out, w = _to_numpy(out), (None if w is None else _to_numpy(w))
         if self.layout == "BSHD":
             out = np.swapaxes(out, -3, -2)
+        if self.layout in ("BHSD", "BSHD"):
+            out = out.reshape(batch + out.shape[-2:])
+            w = None if w is None else w.reshape(batch + w.shape[-2:])
         return out, w
 
 

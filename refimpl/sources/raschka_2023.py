@@ -58,6 +58,10 @@ def build(ctx: BuildContext) -> list[dict]:
     p = generate()
     facts = ctx.published(SOURCE) or {}
     pub = facts.get("published", {})
+    for n in ("W_query", "W_key", "W_value"):       # the article's parameters, as published.json quotes them
+        quoted = facts.get("inputs", {}).get(f"{n}_float32")
+        if quoted is not None and not np.array_equal(np.asarray(quoted, dtype=np.float32), p[n]):
+            ctx.conflicts.append(f"{SOURCE}: torch.manual_seed(123) no longer reproduces the published {n}")
     x = p["embedded_sentence"].astype(np.float64)
     Wq, Wk, Wv = (p[n].astype(np.float64) for n in ("W_query", "W_key", "W_value"))
     xd = dec.to_dec(x)

@@ -1,0 +1,46 @@
+"""Conformance tests for *your* attention implementation, run by pytest through refimpl's plugin:
+
+    pytest --pyargs refimpl.conformance --refimpl-target mypkg.attn:sdpa [--refimpl-layout BSHD]
+
+The target follows the protocol of :mod:`refimpl.targets`. Every golden fixture that involves attention
+is run with the target in place of refimpl's sdpa, and a set of invariants is checked on random inputs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+from refimpl import strategies as rst, tolerance as tol
+from refimpl.check import ATTENTION_STEPS, _fixture_case
+from refimpl.fixtures import load_all
+
+_FIXTURES = [f for f in load_all() if any(s["fn"] in ATTENTION_STEPS for s in f.steps)]
+
+
+@pytest.mark.parametrize("fixture", _FIXTURES, ids=[f.id for f in _FIXTURES])
+def test_fixture_conforms(refimpl_target, fixture):
+    o = _fixture_case(fixture).run(refimpl_target)
+    assert o.status in ("pass", "known", "skip"), f"{fixture.id} [{refimpl_target.name}]: {o.status}: {o.detail}"
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=rst.attention_inputs(mask="bool"))
+def test_weights_rows_sum_to_one_and_masked_keys_get_zero(refimpl_target, case):
+    out, w = refimpl_target.attend(case.q, case.k, case.v, mask=case.mask)
+    if w is None:
+        pytest.skip("the target returns no weights")
+    live = case.mask.any(axis=-1)
+    sums = w.sum(axis=-1)
+    assert np.all(np.abs(sums[live] - 1) <= 8 * case.k.shape[-2] * tol.eps(w.dtype)), f"row sums {sums}"
+    assert np.all(w[..., ~case.mask] == 0), "masked keys must get exactly zero weight"
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=rst.attention_inputs())
+def test_output_matches_refimpl(refimpl_target, case):
+    from refimpl import scaled_dot_product_attention
+    out, _ = refimpl_target.attend(case.q, case.k, case.v)
+    ref, _ = scaled_dot_product_attention(case.q, case.k, case.v)
+    c = tol.compare(out, ref, tol.forward_for_sdpa(case.q, case.k, case.v))
+    assert c.ok, f"{c.summary()}\nreproduce:\n{case.reproduction()}"
