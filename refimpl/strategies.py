@@ -39,7 +39,7 @@ class AttentionInputs:
             if a is None:
                 return "None"
             flat = ", ".join(repr(x) if a.dtype == bool else f"float.fromhex({float(x).hex()!r})" for x in a.reshape(-1))
-            return f"np.array([{flat}], dtype=np.{a.dtype}).reshape({a.shape})"
+            return f"np.array([{flat}], dtype={a.dtype.name!r}).reshape({a.shape})"
         return (f"import numpy as np, refimpl\nq = {arr(self.q)}\nk = {arr(self.k)}\nv = {arr(self.v)}\n"
                 f"mask = {arr(self.mask)}\n"
                 f"out, w = refimpl.scaled_dot_product_attention(q, k, v, mask=mask, is_causal={self.is_causal})")

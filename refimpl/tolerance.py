@@ -30,7 +30,7 @@ import numpy as np
 
 __all__ = ["Tolerance", "Comparison", "EXACT", "K_FORWARD", "K_BUDGET", "QUANTUM_ULPS",
            "ulp_distance", "eps", "printed", "printed_decimals", "forward", "forward_for_sdpa", "sdpa_terms",
-           "within_budget", "compare"]
+           "within_budget", "compare", "row_sum_bound", "softmax_input_perturbation"]
 
 K_FORWARD = 4.0      # safety factor of the forward bound (two evaluations, each within it)
 K_BUDGET = 2.0       # FlashAttention rule: error <= K_BUDGET x reference error + quantum
@@ -195,3 +195,16 @@ def within_budget(test, reference, oracle, dtype) -> tuple[bool, float, float]:
     err_r = float(np.abs(np.asarray(reference, np.float64) - o).max())
     allowed = K_BUDGET * err_r + QUANTUM_ULPS * eps(dtype) * float(np.abs(o).max())
     return err_t <= allowed, err_t, allowed
+
+
+# --- bounds for the invariants ---------------------------------------------------------------
+
+def row_sum_bound(n: int, dtype) -> float:
+    """``|sum_j w_ij - 1|`` for a softmax row of ``n`` weights: ``K_FORWARD * (n + 2) * eps``."""
+    return K_FORWARD * (n + 2) * eps(dtype)
+
+
+def softmax_input_perturbation(max_abs_x: float, n: int, dtype) -> Tolerance:
+    """Two softmaxes whose inputs differ by rounding of magnitude ``eps * max|x|`` (shifted rows,
+    reordered sums): ``K_FORWARD * eps * (2 max|x| + n + 2)`` absolute on weights in [0, 1]."""
+    return forward(dtype, 2.0 * max_abs_x + n + 2, 1.0)
