@@ -60,20 +60,25 @@ refimpl_batch <- function(fname, n, argnames, ...) {
     }
     # Fast path: one handler for the whole batch. When case i fails, its error is recorded and the
     # loop resumes at case i + 1, so the other cases' results are kept.
-    # case j of argument k: a contiguous column-major block of the stacked array
+    # case j of argument k: a contiguous column-major block of the stacked array. The slices are
+    # written out per arity (no helper call per argument: this loop is the bridge's hot path).
     ms <- vapply(stacked, function(a) as.integer(prod(utils::head(dim(a), -1L))), 1L)
     ds <- lapply(stacked, function(a) { d <- utils::head(dim(a), -1L); if (length(d) > 1L) d else NULL })
-    arg <- function(k, j) {
-      x <- stacked[[k]][(j - 1L) * ms[k] + seq_len(ms[k])]
-      if (!is.null(ds[[k]])) dim(x) <- ds[[k]]
-      x
-    }
+    s1 <- stacked[1L][[1L]]; s2 <- stacked[2L][[1L]]; s3 <- stacked[3L][[1L]]; s4 <- stacked[4L][[1L]]
+    ms <- c(ms, 0L, 0L, 0L, 0L)[1:4]
+    m1 <- ms[1L]; m2 <- ms[2L]; m3 <- ms[3L]; m4 <- ms[4L]
+    i1 <- seq_len(m1); i2 <- seq_len(m2); i3 <- seq_len(m3); i4 <- seq_len(m4)
+    d1 <- ds[1L][[1L]]; d2 <- ds[2L][[1L]]; d3 <- ds[3L][[1L]]; d4 <- ds[4L][[1L]]
     call_case <- switch(length(stacked) + 1L,
       function(j) fun(),
-      function(j) fun(arg(1L, j)),
-      function(j) fun(arg(1L, j), arg(2L, j)),
-      function(j) fun(arg(1L, j), arg(2L, j), arg(3L, j)),
-      function(j) fun(arg(1L, j), arg(2L, j), arg(3L, j), arg(4L, j)))
+      function(j) { a <- s1[(j - 1L) * m1 + i1]; dim(a) <- d1; fun(a) },
+      function(j) { a <- s1[(j - 1L) * m1 + i1]; dim(a) <- d1; b <- s2[(j - 1L) * m2 + i2]; dim(b) <- d2
+                    fun(a, b) },
+      function(j) { a <- s1[(j - 1L) * m1 + i1]; dim(a) <- d1; b <- s2[(j - 1L) * m2 + i2]; dim(b) <- d2
+                    c <- s3[(j - 1L) * m3 + i3]; dim(c) <- d3; fun(a, b, c) },
+      function(j) { a <- s1[(j - 1L) * m1 + i1]; dim(a) <- d1; b <- s2[(j - 1L) * m2 + i2]; dim(b) <- d2
+                    c <- s3[(j - 1L) * m3 + i3]; dim(c) <- d3; e <- s4[(j - 1L) * m4 + i4]; dim(e) <- d4
+                    fun(a, b, c, e) })
     if (is.null(call_case)) stop("refimpl_batch takes at most 4 arguments per case")
     start <- 1L
     console <- utils::capture.output(
@@ -92,13 +97,20 @@ refimpl_batch <- function(fname, n, argnames, ...) {
     values <- vector("list", ncomp)
     dims <- vector("list", ncomp)
     for (c in seq_len(ncomp)) {
-      comp <- lapply(results, function(r) if (length(r) >= c) r[[c]] else NULL)
+      comp <- if (all(lengths(results) >= c)) lapply(results, `[[`, c)
+              else lapply(results, function(r) if (length(r) >= c) r[[c]] else NULL)
       values[[c]] <- as.double(unlist(comp, use.names = FALSE))
-      dims[[c]] <- t(vapply(comp, function(x) {
-        if (is.null(x)) return(c(-1L, 0L, 0L, 0L))
-        d <- if (is.null(dim(x))) length(x) else dim(x)
-        as.integer(c(length(d), d, rep(0L, 3L - length(d)))[1:4])
-      }, integer(4)))
+      shp <- lapply(comp, function(x) if (is.null(dim(x))) length(x) else dim(x))
+      nd <- lengths(shp)
+      nd[vapply(comp, is.null, TRUE)] <- -1L
+      d <- matrix(0L, nrow = n, ncol = 4L)
+      d[, 1L] <- nd
+      if (all(nd == nd[1L]) && nd[1L] >= 1L && nd[1L] <= 3L) {   # common case: one rank, no closures
+        d[, 1L + seq_len(nd[1L])] <- matrix(as.integer(unlist(shp)), nrow = n, byrow = TRUE)
+      } else {
+        for (a in 1:3) d[, a + 1L] <- vapply(shp, function(s) if (length(s) >= a) as.integer(s[a]) else 0L, 1L)
+      }
+      dims[[c]] <- d
     }
     names(values) <- names(dims) <- sprintf("c%d", seq_len(ncomp))
     list(ncomp = ncomp, values = values, dims = dims, errors = errors, calls = calls,

@@ -93,7 +93,7 @@ def masked_softmax_(z: np.ndarray, keep, additive, t: float = 1.0) -> np.ndarray
     denom = z.sum(axis=-1, keepdims=True)                # (B..., Sq, 1), >= 1 for live rows
     if any_dead:
         denom[dead] = 1
-    np.divide(z, denom, out=z)
+    np.multiply(z, np.reciprocal(denom), out=z)          # one division per row, then a multiply per weight
     return z
 
 
@@ -126,9 +126,44 @@ def scaled_dot_product_attention(q, k, v, *, mask=None, scale=None, is_causal=Fa
     e_q, e_k = overflow_split(q, k, s)
     if e_q or e_k:
         q, k = np.ldexp(q, -e_q), np.ldexp(k, -e_k)
+    t = float(2.0 ** (e_q + e_k))
+    n_q, n_k = p.scores_shape[-2], p.scores_shape[-1]
+    if n_q * n_k >= BLOCKED_MIN_SCORES:
+        return _sdpa_blocked(q * s, k, v, p.keep, p.additive, t, p.scores_shape)
     z = (q * s) @ np.swapaxes(k, -1, -2)                   # (B..., Sq, Dk) x (B..., Dk, Sk) -> (B..., Sq, Sk)
-    weights = masked_softmax_(z, p.keep, p.additive, float(2.0 ** (e_q + e_k)))
+    weights = masked_softmax_(z, p.keep, p.additive, t)
     out = weights @ v                                     # (B..., Sq, Sk) x (B..., Sk, Dv) -> (B..., Sq, Dv)
+    return out, weights
+
+
+BLOCKED_MIN_SCORES = 128 * 128   # from this many scores per (batch, head), work in cache-sized row blocks
+BLOCK_SCORES = 256 * 1024        # scores per block (1 MiB in float32): rows per block = this // n_keys
+
+
+def _sdpa_blocked(qs, k, v, keep, additive, t, scores_shape, block_rows: int | None = None):
+    """The same computation, one (batch index, block of query rows) at a time.
+
+    Each block's scores are written straight into the weights array and softmaxed while they are in
+    cache, then multiplied by V: the S x S matrix is traversed once instead of once per pass.
+    """
+    batch, (n_q, n_k) = scores_shape[:-2], scores_shape[-2:]
+    d_v = v.shape[-1]
+    rows = block_rows or min(n_q, max(64, BLOCK_SCORES // max(n_k, 1)))
+    weights = np.empty(scores_shape, dtype=qs.dtype)                # (B..., Sq, Sk)
+    out = np.empty(batch + (n_q, d_v), dtype=qs.dtype)              # (B..., Sq, Dv)
+    qb = np.broadcast_to(qs, batch + qs.shape[-2:])
+    kb = np.broadcast_to(k, batch + k.shape[-2:])
+    vb = np.broadcast_to(v, batch + v.shape[-2:])
+    kp = None if keep is None else np.broadcast_to(keep, scores_shape)
+    ad = None if additive is None else np.broadcast_to(additive, scores_shape)
+    for idx in np.ndindex(*batch):
+        k_t = kb[idx].T                                             # (Dk, Sk)
+        for r0 in range(0, n_q, rows):
+            r1 = min(r0 + rows, n_q)
+            z = weights[idx][r0:r1]                                 # (rows, Sk) view
+            np.matmul(qb[idx][r0:r1], k_t, out=z)                   # (rows, Dk) x (Dk, Sk) -> (rows, Sk)
+            masked_softmax_(z, None if kp is None else kp[idx][r0:r1], None if ad is None else ad[idx][r0:r1], t)
+            np.matmul(z, vb[idx], out=out[idx][r0:r1])              # (rows, Sk) x (Sk, Dv) -> (rows, Dv)
     return out, weights
 
 

@@ -82,6 +82,16 @@ class CaseResult:
 
 
 @dataclass
+class StackedResult:
+    """A batch's results: ``components[c]`` is an array (n, ...) or a list of n arrays (None on error)."""
+    components: list
+    errors: list
+    calls: list
+    warnings: dict
+    version: str
+
+
+@dataclass
 class VignetteRun:
     name: str
     version: str
@@ -216,47 +226,53 @@ class RBridge:
                 results[i] = res
         return results  # type: ignore[return-value]
 
-    def _batch_group(self, fname, stacked, names, n) -> list[CaseResult]:
-        names_r = self._ro.StrVector(list(names))
-        out = self._call("refimpl_batch", fname, n, names_r, *stacked)
+    def batch_stacked(self, fname: str, arrays: Sequence[np.ndarray], argnames: Sequence[str]) -> "StackedResult":
+        """The fast path: ``arrays[j]`` holds argument j of every case, the case index on axis 0.
+
+        Returns per result component either one stacked array (n, ...) when every case's component
+        has the same shape, or a list of per-case arrays; errors and warnings per case.
+        """
+        n = len(arrays[0])
+        stacked = [np.moveaxis(np.asarray(a, dtype=np.float64), 0, -1) for a in arrays]
+        out = self._call("refimpl_batch", fname, n, self._ro.StrVector(list(argnames)), *stacked)
         ncomp = int(np.asarray(out["ncomp"]).reshape(-1)[0])
-        errors = list(out["errors"])
-        calls = list(out["calls"])
-        version = str(out["version"][0])
+        errors = [None if e is None or str(e) == "NA" else str(e) for e in out["errors"]]
+        calls = [None if c is None or str(c) == "NA" else str(c) for c in out["calls"]]
+        warned: dict[int, list[str]] = {}
         warn_case = np.asarray(out["warn_case"], dtype=np.int64).reshape(-1)
-        warn_msg = [str(m) for m in np.asarray(out["warn_msg"]).reshape(-1)] if len(warn_case) else []
-        comps = []
+        if len(warn_case):
+            for case, msg in zip(warn_case.tolist(), np.asarray(out["warn_msg"]).reshape(-1)):
+                warned.setdefault(case - 1, []).append(str(msg))
+        comps: list = []
         for c in range(1, ncomp + 1):
             vals = np.asarray(out["values"][f"c{c}"], dtype=np.float64).reshape(-1)
             dims = np.asarray(out["dims"][f"c{c}"], dtype=np.int64).reshape(n, 4)
-            comps.append((vals, dims))
-        per_case = [[None] * n for _ in range(ncomp)]
-        for c, (vals, dims) in enumerate(comps):
-            if (dims == dims[0]).all() and dims[0, 0] >= 0:       # every case same shape: one reshape
+            if (dims == dims[0]).all() and dims[0, 0] >= 0:        # every case the same shape: one reshape
                 shape = tuple(int(d) for d in dims[0, 1:1 + dims[0, 0]])
-                blocks = vals.reshape((n,) + shape[::-1])          # case-major, each block column-major
-                per_case[c] = [blocks[i].T for i in range(n)]
+                blocks = vals.reshape((n,) + shape[::-1])           # case-major, each block column-major
+                comps.append(np.transpose(blocks, (0,) + tuple(range(len(shape), 0, -1))))
                 continue
-            offset = 0
+            per, offset = [None] * n, 0
             for i in range(n):
                 nd = int(dims[i, 0])
                 if nd < 0:
                     continue
                 shape = tuple(int(d) for d in dims[i, 1:1 + nd])
                 size = int(np.prod(shape))
-                per_case[c][i] = vals[offset:offset + size].reshape(shape, order="F")
+                per[i] = vals[offset:offset + size].reshape(shape, order="F")
                 offset += size
-        warned = {}
-        for case, msg in zip(warn_case.tolist(), warn_msg):
-            warned.setdefault(case - 1, []).append(msg)
+            comps.append(per)
+        return StackedResult(comps, errors, calls, warned, str(out["version"][0]))
+
+    def _batch_group(self, fname, stacked, names, n) -> list[CaseResult]:
+        r = self.batch_stacked(fname, [np.moveaxis(a, -1, 0) for a in stacked], list(names))
         res = []
         for i in range(n):
-            if errors[i] is not None and str(errors[i]) != "NA":
-                res.append(CaseResult(None, str(errors[i]), None if calls[i] is None else str(calls[i]),
-                                      warned.get(i, []), version))
+            if r.errors[i] is not None:
+                res.append(CaseResult(None, r.errors[i], r.calls[i], r.warnings.get(i, []), r.version))
             else:
-                value = tuple(per_case[c][i] for c in range(ncomp) if per_case[c][i] is not None)
-                res.append(CaseResult(value, None, None, warned.get(i, []), version))
+                value = tuple(c[i] for c in r.components if c[i] is not None)
+                res.append(CaseResult(value, None, None, r.warnings.get(i, []), r.version))
         return res
 
     def call(self, fname: str, *args) -> CaseResult:

@@ -208,3 +208,17 @@ def softmax_input_perturbation(max_abs_x: float, n: int, dtype) -> Tolerance:
     """Two softmaxes whose inputs differ by rounding of magnitude ``eps * max|x|`` (shifted rows,
     reordered sums): ``K_FORWARD * eps * (2 max|x| + n + 2)`` absolute on weights in [0, 1]."""
     return forward(dtype, 2.0 * max_abs_x + n + 2, 1.0)
+
+
+def forward_for_sdpa_cases(q, k, v, scale: float | None = None, dtype=None, *, weights: bool = False) -> Tolerance:
+    """Rule 3 for a stack of independent cases (axis 0): one bound per case, shape (n, 1, 1)."""
+    q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
+    d_k, n_keys, d_v = q.shape[-1], k.shape[-2], v.shape[-1]
+    s = 1.0 / math.sqrt(d_k) if scale is None else float(scale)
+    mx = lambda a: np.abs(a).reshape(len(a), -1).max(axis=1)  # noqa: E731
+    with np.errstate(over="ignore"):
+        n = np.minimum(2.0 * s * d_k * mx(q) * mx(k), 1e30) + n_keys + d_v + 2
+    mag = np.ones(len(q)) if weights else mx(v)
+    dtype = dtype or np.result_type(q, k, v)
+    return Tolerance((K_FORWARD * eps(dtype) * n * mag)[:, None, None], 0.0,
+                     f"forward bound per case, {K_FORWARD:g}*eps({np.dtype(dtype).name})*n_terms*max|v|")
