@@ -258,8 +258,12 @@ def _require(obj, key, typ, path, field):
     return obj[key]
 
 
-def load(path, root: Path | None = None) -> Fixture:
-    """Load and validate one fixture file (never with pickle or eval)."""
+def load(path, root: Path | None = None, *, verify_hash: bool = True) -> Fixture:
+    """Load and validate one fixture file (never with pickle or eval).
+
+    ``verify_hash=False`` loads a fixture whose content no longer matches its hash (the value checks
+    use it, so that an edited value is reported by name; the hash is checked by its own test).
+    """
     path = Path(path)
     root = Path(root) if root is not None else fixtures_dir()
     try:
@@ -274,7 +278,11 @@ def load(path, root: Path | None = None) -> Fixture:
         raw = json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"{c} is not valid JSON")))
     except ValueError as e:
         raise FixtureError(path, "json", f"invalid or truncated JSON: {e}") from None
-    return parse(raw, path, rel.with_suffix("").as_posix())
+    fx = parse(raw, path, rel.with_suffix("").as_posix())
+    if verify_hash and not fx.hash_ok:
+        raise FixtureError(path, "hash", f"{raw.get('hash')!r} does not match the content ({content_hash(raw)}); "
+                                         f"the file was edited by hand or damaged: restore it, or run 'refimpl regen --write'")
+    return fx
 
 
 def parse(raw: Any, path, want_id: str | None = None) -> Fixture:
@@ -342,14 +350,14 @@ def parse(raw: Any, path, want_id: str | None = None) -> Fixture:
     return Fixture(path, fid, source, recipe, inputs, steps, expected, raw, h == content_hash(raw))
 
 
-def load_all(root: Path | None = None, sources: list[str] | None = None) -> list[Fixture]:
+def load_all(root: Path | None = None, sources: list[str] | None = None, *, verify_hash: bool = True) -> list[Fixture]:
     """Every fixture under ``root`` (sorted by id); duplicate ids are an error."""
     root = Path(root) if root is not None else fixtures_dir()
     out, seen = [], {}
     for p in sorted(root.glob("*/*.json")):
         if sources and p.parent.name not in sources:
             continue
-        fx = load(p, root)
+        fx = load(p, root, verify_hash=verify_hash)
         if fx.id in seen:
             raise FixtureError(p, "id", f"duplicate id {fx.id!r} (also in {seen[fx.id]})")
         seen[fx.id] = p

@@ -123,6 +123,10 @@ def availability(refresh: bool = False) -> Availability:
         _availability = Availability(False, f"rpy2 is not importable ({e}); install Debian's python3-rpy2 "
                                             f"or 'pip install rpy2' (run 'make setup')")
         return _availability
+    problem = _r_home_problem()
+    if problem:
+        _availability = Availability(False, problem, rpy2_version=rpy2_version)
+        return _availability
     try:
         versions = get_bridge().versions()
     except Exception as e:  # R itself missing or failing to start
@@ -138,6 +142,22 @@ def availability(refresh: bool = False) -> Availability:
     _availability = Availability(True, "", versions["r"], rpy2_version, att, versions.get("knitr"),
                                  versions.get("blas"))
     return _availability
+
+
+def _r_home_problem() -> str | None:
+    """Why embedded R cannot start, found *before* starting it (a broken R_HOME aborts the process)."""
+    r_home = os.environ.get("R_HOME") or None
+    if r_home is None:
+        try:
+            from rpy2 import situation
+            r_home = situation.get_r_home()
+        except Exception:  # rpy2's own probe failing means no usable R
+            r_home = None
+    if not r_home:
+        return "R was not found (no 'R' on PATH and R_HOME unset); install R (Debian: r-base-core) or set R_HOME"
+    if not (Path(r_home) / "etc" / "Renviron").is_file():
+        return f"R_HOME={r_home} is not an R installation (no etc/Renviron); unset it or point it at R"
+    return None
 
 
 def require_r() -> "RBridge":

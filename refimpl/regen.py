@@ -143,7 +143,13 @@ def _compare_to_stored(old_raw: dict, new_raw: dict, fid: str, res: RegenResult,
 
 
 def regen(sources: list[str] | None = None, *, write: bool = False, root: Path | None = None,
-          say: Callable[[str], None] = print, lock_wait_s: float = 120.0) -> RegenResult:
+          say: Callable[[str], None] = print, lock_wait_s: float | None = None) -> RegenResult:
+    """Regenerate (``write=True``) or check the fixtures of ``sources`` (default: all).
+
+    ``lock_wait_s``: how long a writer waits for another one (default ``REFIMPL_LOCK_WAIT`` or 120 s).
+    """
+    if lock_wait_s is None:
+        lock_wait_s = float(os.environ.get("REFIMPL_LOCK_WAIT", "120"))
     root = Path(root) if root is not None else fixtures_dir()
     unknown = [s for s in (sources or []) if s not in SOURCES]
     if unknown:
@@ -209,5 +215,5 @@ def regen(sources: list[str] | None = None, *, write: bool = False, root: Path |
             res.removed.append(fid)
             say(f"{fid}: removed (orphan)")
     for fid in res.written:
-        load(root / f"{fid}.json", root)   # what was written reads back and validates
+        load(root / f"{fid}.json", root)   # what was written reads back, validates and hashes
     return res

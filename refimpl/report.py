@@ -119,6 +119,10 @@ def _table(run: CheckRun, env: dict, markdown: bool) -> str:
                  "known <catalogued divergence>; skip (reason below).")
     for name, reason in run.unavailable.items():
         lines.append(f"target {name}: unavailable — {reason}")
+    from .rbridge import EXPECTED_ATTENTION_VERSION
+    if env.get("attention") not in ("unavailable", EXPECTED_ATTENTION_VERSION):
+        lines.append(f"note: the divergence catalogue was measured on attention {EXPECTED_ATTENTION_VERSION}; "
+                     f"installed {env['attention']}: 'known' labels may be stale (tests/test_divergences.py re-measures)")
     details = []
     for c in run.cases:
         for t in run.targets:

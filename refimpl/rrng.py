@@ -50,6 +50,8 @@ def _coerce_seed(seed) -> int:
             raise RSeedError(f"seed must be coercible to an integer, as R's set.seed requires; got {seed!r}") from None
     if not isinstance(seed, (numbers.Real, np.integer, np.floating)):
         raise InputTypeError(f"seed must be a number, got {type(seed).__name__} {seed!r}")
+    if isinstance(seed, (int, np.integer)) and abs(int(seed)) >= 2 ** 31:
+        raise RSeedError(f"seed must satisfy |seed| < 2**31 (R's as.integer gives NA and set.seed refuses it), got {seed!r}")
     s = float(seed)
     if math.isnan(s) or math.isinf(s):
         raise RSeedError(f"seed must be finite: R's set.seed refuses {s} ('supplied seed is not a valid integer')")
@@ -191,9 +193,11 @@ def _count(n, name: str, allow_zero: bool = True) -> int:
         return len(n)
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, (numbers.Real, np.integer, np.floating)):
         raise InputTypeError(f"{name} must be a non-negative count, got {type(n).__name__} {n!r}")
+    if isinstance(n, (int, np.integer)) and abs(int(n)) >= 2 ** 31:
+        raise InputValueError(f"{name} must be a count below 2**31, got {n!r}")
     f = float(n)
-    if not math.isfinite(f) or f < 0 or (f == 0 and not allow_zero) or f >= 2 ** 52:
-        raise InputValueError(f"{name} must be a finite non-negative count, got {n!r}")
+    if not math.isfinite(f) or f < 0 or (f == 0 and not allow_zero) or f >= 2 ** 31:
+        raise InputValueError(f"{name} must be a finite non-negative count below 2**31, got {n!r}")
     return int(f)
 
 

@@ -42,3 +42,11 @@ def rb():
     """The R bridge (tests using it must be marked `r`)."""
     from refimpl import rbridge
     return rbridge.require_r()
+
+
+def pytest_terminal_summary(terminalreporter):
+    import sys
+    mod = sys.modules.get("test_fuzz") or sys.modules.get("tests.test_fuzz")
+    if mod is not None and mod.CALLS["n"]:
+        terminalreporter.write_line(f"fuzzing: {mod.CALLS['n']} calls of public functions, "
+                                    f"each a valid result or a documented error")

@@ -24,13 +24,13 @@ def test_there_are_fixtures_for_all_five_sources():
 
 @pytest.mark.parametrize("path", FILES, ids=IDS)
 def test_fixture_loads_and_its_hash_matches(path):
-    fx = fx_mod.load(path)
+    fx = fx_mod.load(path, verify_hash=False)
     assert fx.hash_ok, f"{path}: hash does not match the content (edited by hand? run 'refimpl regen --check')"
 
 
 @pytest.mark.parametrize("path", FILES, ids=IDS)
 def test_fixture_values_reproduced_by_refimpl(path):
-    fx = fx_mod.load(path)
+    fx = fx_mod.load(path, verify_hash=False)
     bad = [f"{path}: {name} [{by}]: {c.summary()}" for name, by, c in verify_fixture(fx) if not c.ok]
     assert not bad, "\n".join(bad)
 

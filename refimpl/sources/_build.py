@@ -44,7 +44,7 @@ class BuildContext:
         if not p.exists():
             return None
         try:
-            return load(p, self.root)
+            return load(p, self.root, verify_hash=False)   # published values are compared to published.json
         except FixtureError:
             return None
 
