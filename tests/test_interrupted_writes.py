@@ -72,8 +72,15 @@ def test_sigkill_at_random_moments_never_leaves_a_partial_fixture(tmp_path):
         for p, b in old.items():
             p.write_bytes(b)
         proc = _regen(root)
-        # half the kills anywhere in the run, half in its last fifth, where the files are written
-        time.sleep(rng.uniform(0.0, duration * 1.1) if rng.random() < 0.5 else rng.uniform(0.8, 1.02) * duration)
+        if rng.random() < 0.5:                       # anywhere in the run
+            time.sleep(rng.uniform(0.0, duration * 1.1))
+        else:                                        # in the write phase: once the first file has changed
+            first = next(iter(old))
+            deadline = time.perf_counter() + 2 * duration + 5
+            while proc.poll() is None and time.perf_counter() < deadline and all(
+                    p.read_bytes() == old[p] for p in (first,)):
+                time.sleep(0.0005)
+            time.sleep(rng.uniform(0.0, 0.01))
         proc.send_signal(signal.SIGKILL)
         rc = proc.wait(timeout=60)
         killed += rc == -signal.SIGKILL
