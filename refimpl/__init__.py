@@ -6,7 +6,9 @@ The math (softmax, attention, multihead, masks, online, family) imports nothing 
 from ._checks import (InputTypeError, InputValueError, NonFiniteInputError, RefimplError, ShapeError)
 from .attention import (general_attention, general_attention_matrix, scaled_dot_product_attention,
                         self_attention)
+from .family import additive_scores, attention_context, luong_scores
 from .masks import causal_mask
+from .online import sdpa_online
 from .multihead import multi_head_attention, split_heads
 from .softmax import softmax
 
@@ -14,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "softmax", "scaled_dot_product_attention", "general_attention", "general_attention_matrix",
-    "self_attention", "multi_head_attention", "split_heads", "causal_mask",
+    "self_attention", "multi_head_attention", "split_heads", "causal_mask", "sdpa_online",
+    "additive_scores", "luong_scores", "attention_context",
     "RefimplError", "InputTypeError", "InputValueError", "ShapeError", "NonFiniteInputError",
 ]

@@ -36,6 +36,7 @@ import numpy as np
 from . import r_compat, tolerance as tol
 from ._checks import RefimplError
 from .attention import general_attention, general_attention_matrix, scaled_dot_product_attention, self_attention
+from .family import additive_scores, attention_context, luong_scores
 from .multihead import multi_head_attention
 from .softmax import softmax
 
@@ -187,6 +188,9 @@ STEP_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "general_attention_matrix": lambda words, w_q, w_k, w_v, scale=None: general_attention_matrix(words, w_q, w_k, w_v, scale=scale),
     "self_attention": lambda x, w_q, w_k, w_v, **kw: self_attention(x, w_q, w_k, w_v, **kw),
     "multi_head_attention": lambda x, w_q, w_k, w_v, w_o=None, **kw: multi_head_attention(x, w_q, w_k, w_v, w_o, **kw),
+    "additive_scores": lambda s, h, w_a, u_a, v_a: additive_scores(s, h, w_a, u_a, v_a),
+    "luong_scores": lambda s, h, w=None, v_a=None, kind="dot": luong_scores(s, h, kind, w=w, v_a=v_a),
+    "attention_context": lambda scores, h, mask=None: attention_context(scores, h, mask=mask),
     "r_compat.SoftMax": r_compat.SoftMax,
     "r_compat.RowMax": r_compat.RowMax,
     "r_compat.ComputeWeights": r_compat.ComputeWeights,

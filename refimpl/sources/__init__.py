@@ -7,6 +7,7 @@ SOURCES = {
     "codefinity": "refimpl.sources.codefinity",
     "politi-tds": "refimpl.sources.politi_tds",
     "raschka-2023": "refimpl.sources.raschka_2023",
+    "bahdanau-luong": "refimpl.sources.bahdanau_luong",
 }
 
 
