@@ -80,18 +80,21 @@ refimpl_batch <- function(fname, n, argnames, ...) {
                     c <- s3[(j - 1L) * m3 + i3]; dim(c) <- d3; e <- s4[(j - 1L) * m4 + i4]; dim(e) <- d4
                     fun(a, b, c, e) })
     if (is.null(call_case)) stop("refimpl_batch takes at most 4 arguments per case")
+    # The loop lives in a closure, so R's JIT byte-compiles it (a loop inside tryCatch's promise
+    # would be interpreted); `i` tracks the case being evaluated for the handlers.
+    run_from <- function(start) {
+      for (j in start:n) {
+        i <<- j
+        r <- call_case(j)
+        results[[j]] <<- if (is.list(r)) r else if (is.null(r)) list() else list(r)
+      }
+      n + 1L
+    }
     start <- 1L
     console <- utils::capture.output(
       withCallingHandlers(
         while (start <= n) {
-          start <- tryCatch({
-            for (j in start:n) {
-              i <- j
-              r <- call_case(j)
-              results[[j]] <- if (is.list(r)) r else if (is.null(r)) list() else list(r)
-            }
-            n + 1L
-          }, error = function(e) { on_error(e); i + 1L })
+          start <- tryCatch(run_from(start), error = function(e) { on_error(e); i + 1L })
         }, warning = on_warning))
     ncomp <- max(0L, vapply(results, length, 1L))
     values <- vector("list", ncomp)
