@@ -189,6 +189,10 @@ def _heatmap_png(expected: np.ndarray, actual: np.ndarray, title: str) -> str | 
                                   "target - expected", "coolwarm")):
         im = ax.imshow(data, cmap=cmap, aspect="auto")
         ax.set_title(name, fontsize=9)
+        if data.shape[1] <= 16:
+            ax.set_xticks(range(data.shape[1]))
+        if data.shape[0] <= 16:
+            ax.set_yticks(range(data.shape[0]))
         ax.set_xlabel("key")
         ax.set_ylabel("query")
         fig.colorbar(im, ax=ax, fraction=0.046)

@@ -183,7 +183,8 @@ def test_a_path_outside_fixtures_is_refused(fx_root, tmp_path):
 
 def _availability_in_subprocess(prelude: str, env: dict | None = None) -> str:
     code = prelude + "\nfrom refimpl import rbridge; a = rbridge.availability(); print(a.ok, '|', a.reason)"
-    return subprocess.run([sys.executable, "-c", code], env={**os.environ, **(env or {})}, capture_output=True,
+    base = {k: v for k, v in os.environ.items() if k != "REFIMPL_NO_R"}   # these tests fault R on purpose
+    return subprocess.run([sys.executable, "-c", code], env={**base, **(env or {})}, capture_output=True,
                           text=True, timeout=120).stdout
 
 

@@ -1,0 +1,81 @@
+"""The CI configuration: the GitHub workflow parses and only calls what exists; .ci/run runs the README's
+test command; a broken fixture value fails both the Python and the R leg."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from refimpl import fixtures as fx_mod
+from refimpl.cli import _parser
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
+
+
+def test_workflow_parses_and_has_the_matrix():
+    wf = yaml.safe_load(WORKFLOW.read_text())
+    matrix = wf["jobs"]["test"]["strategy"]["matrix"]
+    assert matrix["python"] == ["3.10", "3.11", "3.12", "3.13"]
+    assert matrix["r"] == ["release", "oldrel", "none"]
+    assert "drift" in wf["jobs"]
+
+
+def test_workflow_commands_exist_in_the_project():
+    wf = yaml.safe_load(WORKFLOW.read_text())
+    runs = "\n".join(step.get("run", "") for job in wf["jobs"].values() for step in job["steps"])
+    try:
+        import tomllib
+    except ImportError:                       # Python 3.10
+        tomllib = pytest.importorskip("tomli", reason="reading pyproject.toml on Python 3.10 needs tomli")
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    for spec in re.findall(r'-e "?\.\[([a-z,]+)\]', runs):
+        assert set(spec.split(",")) <= extras, f"unknown extras {spec}"
+    for path in re.findall(r"(r_reference/\S+\.R)", runs):
+        assert (ROOT / path).is_file(), path
+    sub = _parser()._subparsers._group_actions[0].choices
+    for cmd in re.findall(r"^\s*refimpl (\w+)", runs, re.M):
+        assert cmd in sub, f"refimpl {cmd} does not exist"
+    for args in re.findall(r"^\s*refimpl (.+)$", runs, re.M):
+        sub[args.split()[0]].parse_args(args.split()[1:])      # the options exist too
+    assert "pytest" in runs and "install.packages" in runs
+
+
+def test_ci_run_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in readme and "make check" in readme
+    assert re.search(r"^leg full\s+make .*\btest\b", ci, re.M)
+    assert re.search(r"^leg main\s+make .*\bcheck\b", ci, re.M)
+
+
+@pytest.fixture
+def broken(tmp_path):
+    root = tmp_path / "fixtures"
+    shutil.copytree(fx_mod.fixtures_dir(), root)
+    p = root / "r-attention" / "complete-vignette.json"
+    obj = json.loads(p.read_text())
+    obj["expected"]["weights"][1]["value"]["values"][0][2] = 0.8                 # R's value was 0.842901...
+    p.write_text(json.dumps(obj))
+    return root
+
+
+def test_a_broken_fixture_value_fails_the_python_leg(broken):
+    env = dict(os.environ, REFIMPL_FIXTURES=str(broken), REFIMPL_INNER_RUN="1")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_fixtures.py")],
+                       env=env, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1 and "complete-vignette.json: weights [r]" in r.stdout, r.stdout[-1500:]
+
+
+@pytest.mark.r
+def test_a_broken_fixture_value_fails_the_r_leg(broken, rb):
+    env = dict(os.environ, REFIMPL_FIXTURES=str(broken))
+    r = subprocess.run(["Rscript", str(ROOT / "r_reference" / "tests" / "testthat.R")], env=env,
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1, r.stdout[-1500:]
+    assert "complete-vignette.json: weights [r]" in r.stdout and "R side:" in r.stdout
