@@ -13,7 +13,6 @@ import numpy as np
 from ._checks import (ShapeError, as_float_array, broadcast_batch, check_choice, check_scale,
                       result_dtype)
 from .masks import prepare_mask
-from .softmax import softmax
 
 __all__ = ["scaled_dot_product_attention", "general_attention", "general_attention_matrix",
            "self_attention", "self_attention_with", "project"]
@@ -233,7 +232,3 @@ def general_attention_matrix(words, w_q, w_k, w_v, *, scale=None):
     words = as_float_array(words, "words", ndim=2, dims="(n_words, d_model)")
     return self_attention(words, w_q, w_k, w_v, scale=scale)
 
-
-def softmax_rows(scores) -> np.ndarray:
-    """Row softmax of a score matrix (alias kept for the tutorials' vocabulary)."""
-    return softmax(scores, axis=-1)

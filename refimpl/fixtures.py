@@ -41,7 +41,7 @@ from .multihead import multi_head_attention
 from .softmax import softmax
 
 __all__ = ["SCHEMA", "FixtureError", "Fixture", "load", "load_all", "dumps", "write_atomic", "fixtures_dir",
-           "STEP_FUNCTIONS", "evaluate", "parse", "register_step", "tolerance_of", "content_hash", "array_to_json", "array_from_json"]
+           "STEP_FUNCTIONS", "evaluate", "parse", "tolerance_of", "content_hash", "array_to_json", "array_from_json"]
 
 SCHEMA = "refimpl-fixture/1"
 DTYPES = ("float64", "float32", "int64", "bool")
@@ -199,11 +199,6 @@ STEP_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "r_compat.ComputeWeights": r_compat.ComputeWeights,
     "r_compat.attention": lambda Q, K, V, mask=None: r_compat.attention(Q, K, V, mask),
 }
-
-
-def register_step(name: str, fn: Callable[..., Any]) -> None:
-    """Make ``fn`` available to fixtures' steps (used by modules above the core, e.g. the family)."""
-    STEP_FUNCTIONS[name] = fn
 
 
 def evaluate(fx: "Fixture", functions: dict[str, Callable[..., Any]] | None = None) -> dict[str, np.ndarray]:

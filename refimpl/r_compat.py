@@ -139,6 +139,14 @@ def attention(Q, K, V, mask=None) -> tuple[np.ndarray, np.ndarray]:
     return output, weights
 
 
+def attention_or_error(Q, K, V, mask=None):
+    """``((output, weights), None)``, or ``(None, R's error message)`` where the package would fail."""
+    try:
+        return attention(Q, K, V, mask), None
+    except RCompatError as e:
+        return None, e.r_message
+
+
 # --- the divergence catalogue (docs/divergences.md) ------------------------------------------------
 
 DIVERGENCES = {

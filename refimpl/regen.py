@@ -115,30 +115,27 @@ def _compare_to_stored(old_raw: dict, new_raw: dict, fid: str, res: RegenResult,
         res.fail(f"{fid}: CHANGED structure or provenance (steps, recipe, tolerances, notes, shapes); "
                  f"review and run 'refimpl regen --write'")
         return False
-    for name, arr in new_raw["inputs"].items():
-        a_old = array_from_json(old_raw["inputs"][name], fid, f"inputs.{name}")
-        a_new = array_from_json(arr, fid, f"inputs.{name}")
-        c = _array_drift(a_old, a_new, tol.EXACT)
+    def drift(label: str, a_old, a_new, t: tol.Tolerance, problem: str) -> bool:
+        c = _array_drift(a_old, a_new, t)
         res.arrays += 1
-        say(f"    inputs.{name:<22} {c.max_abs:9.3g} abs {c.max_rel:9.3g} rel {c.max_ulp:6d} ulp  "
-            f"{'ok' if c.ok else 'DRIFT (inputs must regenerate exactly)'}")
+        say(f"    {label:<31} {c.max_abs:9.3g} abs {c.max_rel:9.3g} rel {c.max_ulp:6d} ulp  "
+            f"{'ok' if c.ok else 'DRIFT beyond ' + t.describe()}")
         if not c.ok:
-            res.fail(f"{fid}: input {name} does not regenerate from its recipe: {c.summary()}")
-            ok = False
+            res.fail(f"{fid}: {problem}: {c.summary()}")
+        return c.ok
+
+    for name, arr in new_raw["inputs"].items():
+        ok &= drift(f"inputs.{name}", array_from_json(old_raw["inputs"][name], fid, f"inputs.{name}"),
+                    array_from_json(arr, fid, f"inputs.{name}"), tol.EXACT,
+                    f"input {name} does not regenerate exactly from its recipe")
     for name, exps in new_raw["expected"].items():
         for j, e in enumerate(exps):
             if e["by"] == "shape":
                 continue
             a_old = array_from_json(old_raw["expected"][name][j]["value"], fid, f"expected.{name}[{j}]")
-            a_new = array_from_json(e["value"], fid, f"expected.{name}[{j}]")
             t = tol.EXACT if e["by"] == "published" else tolerance_of(e["tolerance"], a_old)
-            c = _array_drift(a_old, a_new, t)
-            res.arrays += 1
-            say(f"    {name + ' [' + e['by'] + ']':<31} {c.max_abs:9.3g} abs {c.max_rel:9.3g} rel {c.max_ulp:6d} ulp  "
-                f"{'ok' if c.ok else 'DRIFT beyond ' + t.describe()}")
-            if not c.ok:
-                res.fail(f"{fid}: expected.{name} [{e['by']}] drifts beyond its tolerance: {c.summary()}")
-                ok = False
+            ok &= drift(f"{name} [{e['by']}]", a_old, array_from_json(e["value"], fid, f"expected.{name}[{j}]"), t,
+                        f"expected.{name} [{e['by']}] drifts beyond its tolerance")
     return ok
 
 

@@ -184,3 +184,35 @@ def test_scale_is_the_same_as_scaling_q(c, s):
     out, _ = sdpa(c, scale=s)
     out2, _ = ri.scaled_dot_product_attention(c.q * s, c.k, c.v, scale=1.0)
     assert_conforms(out2, out, tol.forward_for_sdpa(c.q, c.k, c.v, s), f"scale={s}")
+
+
+def _conditioning(c):
+    return tol.sdpa_terms(c.q, c.k, c.v)[0]
+
+
+def _naive_float32(q, k, v):
+    """A same-precision reference that orders the arithmetic differently: scale after the matmul,
+    exp / sum / divide, no blocking."""
+    s = (q @ np.swapaxes(k, -1, -2)) * np.float32(1 / np.sqrt(q.shape[-1]))
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)) @ v
+
+
+@given(rst.attention_inputs(batch_shape=BATCH, dtype=np.float32, n_queries=st.integers(1, 40),
+                            n_keys=st.integers(1, 40), d_k=st.integers(1, 16)))
+def test_float32_error_is_within_the_flashattention_budget(c):
+    oracle, _ = ri.scaled_dot_product_attention(*(a.astype(np.float64) for a in (c.q, c.k, c.v)))
+    out, _ = sdpa(c)
+    ok, err, allowed = tol.within_budget(out, _naive_float32(c.q, c.k, c.v), oracle, np.float32, _conditioning(c))
+    assert ok, f"float32 error {err:.3g} > budget {allowed:.3g}\n{c.reproduction()}"
+
+
+@given(rst.attention_inputs(batch_shape=BATCH, dtype=np.float32, n_queries=st.integers(1, 40),
+                            n_keys=st.integers(1, 40)), st.integers(1, 16))
+def test_online_float32_error_is_within_the_budget_of_the_plain_version(c, block):
+    from refimpl.online import sdpa_online
+    oracle, _ = ri.scaled_dot_product_attention(*(a.astype(np.float64) for a in (c.q, c.k, c.v)))
+    plain, _ = sdpa(c)
+    online = sdpa_online(c.q, c.k, c.v, block_q=block, block_k=block)
+    ok, err, allowed = tol.within_budget(online, plain, oracle, np.float32, _conditioning(c))
+    assert ok, f"online float32 error {err:.3g} > budget {allowed:.3g}\n{c.reproduction()}"
