@@ -17,7 +17,8 @@ Four kinds of expected value, four rules (every constant of the model is named h
    two precisions; K_FORWARD = 4 covers the difference of two evaluations (each within the bound).
 4. **error budget** (the FlashAttention rule) — an implementation under test is acceptable when its
    error against a float64 oracle is at most ``K_BUDGET`` times the error of a same-precision reference
-   that orders the arithmetic differently, plus a rounding quantum ``QUANTUM_ULPS * eps * max|oracle|``.
+   that orders the arithmetic differently, plus a rounding quantum
+   ``QUANTUM_ULPS * eps * (1 + conditioning) * max|oracle|`` (conditioning: rule 3's n_terms).
 
 ULP distances are reported everywhere for information (``ulp_distance``).
 """
