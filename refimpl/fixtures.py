@@ -63,7 +63,11 @@ def fixtures_dir() -> Path:
     env = os.environ.get("REFIMPL_FIXTURES")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "fixtures"
+    here = Path(__file__).resolve().parent.parent / "fixtures"          # a source checkout
+    if here.is_dir():
+        return here
+    from importlib import resources
+    return Path(str(resources.files("refimpl.fixtures_data").joinpath("README.md"))).parent   # an installed wheel
 
 
 # --- arrays ------------------------------------------------------------------------------------

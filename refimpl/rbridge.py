@@ -105,7 +105,7 @@ def _r_reference_dir() -> Path:
     here = Path(__file__).resolve().parent.parent / "r_reference"
     if (here / "bridge.R").is_file():
         return here
-    return Path(str(resources.files("refimpl.r_reference")))   # installed (non-editable) layout
+    return Path(str(resources.files("refimpl.r_reference").joinpath("bridge.R"))).parent   # an installed wheel
 
 
 def availability(refresh: bool = False) -> Availability:
