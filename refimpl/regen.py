@@ -183,12 +183,8 @@ def regen(sources: list[str] | None = None, *, write: bool = False, root: Path |
                 res.fail(f"{fid}: NEW (no {p}); run 'refimpl regen --write'")
                 say(f"{fid}: NEW")
                 continue
-            text = dumps(obj)
-            if p.read_text() == text:
-                say(f"{fid}: unchanged")
-                res.arrays += len(obj["inputs"]) + sum(len(v) for v in obj["expected"].values())
-                continue
-            say(f"{fid}: recomputed values differ in the last bits; drift per array:")
+            same = p.read_text() == dumps(obj)
+            say(f"{fid}: {'unchanged (byte-identical)' if same else 'recomputed values differ'}; drift per array:")
             try:
                 old = json.loads(p.read_text())
                 _compare_to_stored(old, obj, fid, res, say)
