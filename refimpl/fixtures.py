@@ -264,6 +264,12 @@ def _require(obj, key, typ, path, field):
     return obj[key]
 
 
+def _require_choice(obj, key, choices, path, field):
+    if obj.get(key) not in choices:
+        raise FixtureError(path, f"{field}{key}", f"must be one of {tuple(choices)}, got {obj.get(key)!r}")
+    return obj[key]
+
+
 def load(path, root: Path | None = None, *, verify_hash: bool = True) -> Fixture:
     """Load and validate one fixture file (never with pickle or eval).
 
@@ -307,8 +313,7 @@ def parse(raw: Any, path, want_id: str | None = None) -> Fixture:
     _require(source, "urls", list, path, "source.")
     _require(source, "published_values", bool, path, "source.")
     recipe = _require(raw, "recipe", dict, path, "")
-    if recipe.get("kind") not in RECIPE_KINDS:
-        raise FixtureError(path, "recipe.kind", f"must be one of {RECIPE_KINDS}, got {recipe.get('kind')!r}")
+    _require_choice(recipe, "kind", RECIPE_KINDS, path, "recipe.")
     _require(recipe, "text", str, path, "recipe.")
     inputs_raw = _require(raw, "inputs", dict, path, "")
     inputs = {n: array_from_json(a, path, f"inputs.{n}") for n, a in inputs_raw.items()}
@@ -319,7 +324,7 @@ def parse(raw: Any, path, want_id: str | None = None) -> Fixture:
         if not isinstance(st, dict):
             raise FixtureError(path, f, "must be an object")
         fn = _require(st, "fn", str, path, f + ".")
-        if fn not in STEP_FUNCTIONS:
+        if fn not in STEP_FUNCTIONS:        # not _require_choice: the message lists the known functions
             raise FixtureError(path, f + ".fn", f"unknown function {fn!r}; known: {sorted(STEP_FUNCTIONS)}")
         for p, n in _require(st, "args", dict, path, f + ".").items():
             if n not in known:
@@ -339,12 +344,8 @@ def parse(raw: Any, path, want_id: str | None = None) -> Fixture:
             f = f"expected.{name}[{j}]"
             if not isinstance(e, dict):
                 raise FixtureError(path, f, "must be an object")
-            by = _require(e, "by", str, path, f + ".")
-            if by not in PRODUCERS:
-                raise FixtureError(path, f + ".by", f"must be one of {PRODUCERS}, got {by!r}")
-            spec = _require(e, "tolerance", dict, path, f + ".")
-            if spec.get("rule") not in RULES:
-                raise FixtureError(path, f + ".tolerance.rule", f"must be one of {RULES}, got {spec.get('rule')!r}")
+            by = _require_choice(e, "by", PRODUCERS, path, f + ".")
+            _require_choice(_require(e, "tolerance", dict, path, f + "."), "rule", RULES, path, f + ".tolerance.")
             arr = None
             if by == "shape":
                 _require(e, "shape", list, path, f + ".")

@@ -109,30 +109,21 @@ def build(ctx: BuildContext) -> list[dict]:
     P = pub.get("published", {})
     out = []
 
-    # SoftMax's documented example
-    fid = f"{SOURCE}/softmax-example"
-    x = softmax_example_input()
-    r = rb.call("SoftMax", x).unwrap()[0]
-    out.append(make(fid, META, "documented example of SoftMax (?SoftMax)", True,
-                     "The example prints SoftMax(V); refimpl.softmax of a vector is the same function.",
-                     {"kind": "r-set-seed", "seed": 0, "generator": "refimpl.rrng",
-                      "text": "set.seed(0); V = floor(runif(9, min=-3, max=3))"},
-                     {"V": x}, [step("softmax", {"x": "V"}, ["SoftMax"])],
-                     {"SoftMax": [expect("published", ctx.published_value(fid, "SoftMax", fns.get("SoftMax", {}).get("published")), R_PRINTED),
-                                  expect("r", r, forward_rule(x.size + 2, 1.0), _r_note(version))]}))
-
-    # RowMax's documented example
-    fid = f"{SOURCE}/rowmax-example"
-    m = rowmax_example_input()
-    r = rb.call("RowMax", m).unwrap()[0]
-    out.append(make(fid, META, "documented example of RowMax (?RowMax)", True,
-                     "RowMax returns a column matrix (n, 1) (divergence D12); refimpl's rowmax keeps dims.",
-                     {"kind": "r-set-seed", "seed": 0, "generator": "refimpl.rrng",
-                      "text": "set.seed(0); M = matrix(floor(runif(9, min=0, max=3)), nrow=3, ncol=3)"},
-                     {"M": m}, [step("rowmax", {"a": "M"}, ["RowMax"])],
-                     {"RowMax": [expect("published", ctx.published_value(fid, "RowMax", fns.get("RowMax", {}).get("published")), EXACT,
-                                        "integers printed exactly"),
-                                 expect("r", r, EXACT, _r_note(version))]}))
+    # SoftMax's and RowMax's documented examples
+    for fn, arg, value, rcode, rule, note in (
+            ("SoftMax", "V", softmax_example_input(), "V = floor(runif(9, min=-3, max=3))",
+             forward_rule(11, 1.0), "The example prints SoftMax(V); refimpl.softmax of a vector is the same function."),
+            ("RowMax", "M", rowmax_example_input(), "M = matrix(floor(runif(9, min=0, max=3)), nrow=3, ncol=3)",
+             EXACT, "RowMax returns a column matrix (n, 1) (divergence D12); refimpl's rowmax keeps dims.")):
+        fid = f"{SOURCE}/{fn.lower()}-example"
+        r = rb.call(fn, value).unwrap()[0]
+        published = ctx.published_value(fid, fn, fns.get(fn, {}).get("published"))
+        out.append(make(fid, META, f"documented example of {fn} (?{fn})", True, note,
+                        {"kind": "r-set-seed", "seed": 0, "generator": "refimpl.rrng", "text": f"set.seed(0); {rcode}"},
+                        {arg: value}, [step("softmax", {"x": arg}, [fn]) if fn == "SoftMax" else step("rowmax", {"a": arg}, [fn])],
+                        {fn: [expect("published", published, R_PRINTED if fn == "SoftMax" else EXACT,
+                                     "" if fn == "SoftMax" else "integers printed exactly"),
+                              expect("r", r, rule, _r_note(version))]}))
 
     # ComputeWeights' documented example (the vignette's scores)
     fid = f"{SOURCE}/computeweights-example"
