@@ -6,7 +6,6 @@ difference of 1 into a weight ratio of exactly 3 (e.g. weights [3/4, 1/4]).
 import math
 
 import numpy as np
-import pytest
 
 import refimpl as ri
 from refimpl import tolerance as tol

@@ -2,7 +2,6 @@
 result or raises a documented refimpl error -- never IndexError, ZeroDivisionError, a RuntimeWarning
 (pytest turns those into errors here) or a crash. The number of calls is printed at the end of the run."""
 import numpy as np
-import pytest
 from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
