@@ -35,7 +35,7 @@ refimpl_versions <- function() {
 ##        argnames (which must be a prefix of the function's formals)
 ## Returns list(values = list of numeric vectors (one per result component, all cases concatenated),
 ##              dims = list of integer matrices (n x 4: ndim, d1, d2, d3; ndim -1 = component missing),
-##              errors, calls (character n, NA when the case succeeded),
+##              err_case (integer: the failing cases), err_msg, err_call (their messages and calls),
 ##              warn_case, warn_msg, console, version).
 refimpl_batch <- function(fname, n, argnames, ...) {
   stacked <- list(...)
@@ -116,7 +116,9 @@ refimpl_batch <- function(fname, n, argnames, ...) {
       dims[[c]] <- d
     }
     names(values) <- names(dims) <- sprintf("c%d", seq_len(ncomp))
-    list(ncomp = ncomp, values = values, dims = dims, errors = errors, calls = calls,
+    failed <- which(!is.na(errors))
+    list(ncomp = ncomp, values = values, dims = dims,
+         err_case = failed, err_msg = errors[failed], err_call = calls[failed],
          warn_case = warn_case, warn_msg = warn_msg, console = console,
          version = format(utils::packageVersion("attention")))
   })

@@ -256,8 +256,14 @@ class RBridge:
         stacked = [np.moveaxis(np.asarray(a, dtype=np.float64), 0, -1) for a in arrays]
         out = self._call("refimpl_batch", fname, n, self._ro.StrVector(list(argnames)), *stacked)
         ncomp = int(np.asarray(out["ncomp"]).reshape(-1)[0])
-        errors = [None if e is None or str(e) == "NA" else str(e) for e in out["errors"]]
-        calls = [None if c is None or str(c) == "NA" else str(c) for c in out["calls"]]
+        errors: list = [None] * n
+        calls: list = [None] * n
+        err_case = np.asarray(out["err_case"], dtype=np.int64).reshape(-1)
+        if len(err_case):
+            msgs, cls = np.asarray(out["err_msg"]).reshape(-1), np.asarray(out["err_call"]).reshape(-1)
+            for case, msg, cl in zip(err_case.tolist(), msgs, cls):
+                errors[case - 1] = str(msg)
+                calls[case - 1] = None if cl is None or str(cl) == "NA" else str(cl)
         warned: dict[int, list[str]] = {}
         warn_case = np.asarray(out["warn_case"], dtype=np.int64).reshape(-1)
         if len(warn_case):
