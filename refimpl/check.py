@@ -311,6 +311,8 @@ def run_check(targets: list[Target], unavailable: dict[str, str], cases: list[Ca
     done = 0
     for case in cases:
         for target in targets:
+            if progress is not None:
+                progress(f"[{done + 1}/{total}] {case.id} x {target.name} ...")
             try:
                 results[(case.id, target.name)] = case.run(target)
             except Exception as e:  # a harness bug or an R fault must not lose the other results

@@ -107,7 +107,7 @@ def _check(args) -> int:
 
     def progress(msg: str) -> None:
         now = time.perf_counter() - t0
-        if args.quiet or now < 2.0 or now - state["last"] < 0.5:
+        if args.quiet or now < 2.0 or (now - state["last"] < 0.5 and not msg.endswith("...")):
             return
         state["last"] = now
         print(f"  {now:5.1f}s {msg}", file=sys.stderr, flush=True)
