@@ -95,6 +95,17 @@ def _refimpl_fn(q, k, v, mask=None, scale=None):
     return scaled_dot_product_attention(q, k, v, mask=mask, scale=scale)
 
 
+def _per_case(q, k, v, mask):
+    """``(batch_shape, [(Q, K, V, mask or None), ...])``: one float64 2-D case per batch index, as the R
+    package takes them (a bool mask becomes 0/1)."""
+    q, k, v = (np.asarray(a) for a in (q, k, v))
+    batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    flat = [np.broadcast_to(a, batch + a.shape[-2:]).reshape((-1,) + a.shape[-2:]).astype(np.float64) for a in (q, k, v)]
+    m = None if mask is None else np.broadcast_to(mask, batch + (q.shape[-2], k.shape[-2])).reshape(
+        (-1, q.shape[-2], k.shape[-2])).astype(np.float64)
+    return batch, [(flat[0][i], flat[1][i], flat[2][i], None if m is None else m[i]) for i in range(flat[0].shape[0])]
+
+
 def _r_target() -> Target:
     from .rbridge import availability, require_r
     a = availability()
@@ -103,15 +114,8 @@ def _r_target() -> Target:
     rb = require_r()
 
     def fn(q, k, v, mask=None, scale=None):
-        batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-        d_k = q.shape[-1]
-        qs = q if scale is None else q * (scale * math.sqrt(d_k))
-        qb = np.broadcast_to(qs, batch + qs.shape[-2:]).reshape((-1,) + qs.shape[-2:])
-        kb = np.broadcast_to(k, batch + k.shape[-2:]).reshape((-1,) + k.shape[-2:])
-        vb = np.broadcast_to(v, batch + v.shape[-2:]).reshape((-1,) + v.shape[-2:])
-        mb = None if mask is None else np.broadcast_to(mask, batch + mask.shape[-2:]).reshape((-1,) + mask.shape[-2:])
-        cases = [(qb[i].astype(np.float64), kb[i].astype(np.float64), vb[i].astype(np.float64),
-                  None if mb is None else mb[i].astype(np.float64)) for i in range(qb.shape[0])]
+        qs = q if scale is None else q * (scale * math.sqrt(q.shape[-1]))
+        batch, cases = _per_case(qs, k, v, mask)
         res = rb.batch("attention", cases, ("Q", "K", "V", "mask"))
         outs, ws = [], []
         for r in res:
@@ -121,15 +125,7 @@ def _r_target() -> Target:
         return (np.stack(outs).reshape(batch + outs[0].shape), np.stack(ws).reshape(batch + ws[0].shape))
 
     def known(q, k, v, mask):
-        batch = np.broadcast_shapes(np.shape(q)[:-2], np.shape(k)[:-2], np.shape(v)[:-2])
-        flat = [np.broadcast_to(a, batch + np.shape(a)[-2:]).reshape((-1,) + np.shape(a)[-2:]) for a in (q, k, v)]
-        m = None if mask is None else np.broadcast_to(mask, batch + (np.shape(q)[-2], np.shape(k)[-2])).reshape(
-            (-1, np.shape(q)[-2], np.shape(k)[-2]))
-        codes = set()
-        for i in range(flat[0].shape[0]):
-            codes.update(r_compat.attention_divergences(flat[0][i], flat[1][i], flat[2][i],
-                                                        None if m is None else m[i].astype(float)))
-        return sorted(codes)
+        return sorted({c for case in _per_case(q, k, v, mask)[1] for c in r_compat.attention_divergences(*case)})
 
     return Target("r", fn, known=known, note=f"R attention {a.attention_version} through the bridge")
 

@@ -167,20 +167,24 @@ def forward(dtype, n_terms: float, magnitude: float) -> Tolerance:
     return Tolerance(atol, 0.0, f"forward bound {K_FORWARD:g}*eps({np.dtype(dtype).name})*{n_terms:g}*{magnitude:.3g}")
 
 
-def sdpa_terms(q, k, v, scale: float | None = None, *, weights: bool = False) -> tuple[float, float]:
-    """``(n_terms, magnitude)`` of rule 3 for ``softmax(s q k^T) v`` (or its weights)."""
+def sdpa_terms(q, k, v, scale: float | None = None, *, weights: bool = False, per_case: bool = False):
+    """``(n_terms, magnitude)`` of rule 3 for ``softmax(s q k^T) v`` (or its weights).
+
+    ``per_case=True``: axis 0 stacks independent cases; both figures are then arrays, one per case.
+    """
     q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
     d_k, n_keys, d_v = q.shape[-1], k.shape[-2], v.shape[-1]
     s = 1.0 / math.sqrt(d_k) if scale is None else float(scale)
+    mx = (lambda a: np.abs(a).reshape(len(a), -1).max(axis=1)) if per_case else (lambda a: float(np.abs(a).max()))  # noqa: E731
     with np.errstate(over="ignore"):
-        score_mag = 2.0 * s * d_k * float(np.abs(q).max()) * float(np.abs(k).max())
-    n = min(score_mag, 1e30) + n_keys + d_v + 2
-    return n, (1.0 if weights else float(np.abs(v).max()))
+        n = np.minimum(2.0 * s * d_k * mx(q) * mx(k), 1e30) + n_keys + d_v + 2
+    mag = (np.ones(len(q)) if per_case else 1.0) if weights else mx(v)
+    return (n, mag) if per_case else (float(n), mag)
 
 
 def forward_for_sdpa(q, k, v, scale: float | None = None, dtype=None, *, weights: bool = False) -> Tolerance:
     """Rule 3 for the output (or, ``weights=True``, the weights) of ``softmax(s q k^T) v``."""
-    dtype = dtype or np.result_type(*(np.asarray(a) for a in (q, k, v)))
+    dtype = dtype or np.float64
     return forward(dtype, *sdpa_terms(q, k, v, scale, weights=weights))
 
 
@@ -218,13 +222,7 @@ def softmax_input_perturbation(max_abs_x: float, n: int, dtype) -> Tolerance:
 
 def forward_for_sdpa_cases(q, k, v, scale: float | None = None, dtype=None, *, weights: bool = False) -> Tolerance:
     """Rule 3 for a stack of independent cases (axis 0): one bound per case, shape (n, 1, 1)."""
-    q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
-    d_k, n_keys, d_v = q.shape[-1], k.shape[-2], v.shape[-1]
-    s = 1.0 / math.sqrt(d_k) if scale is None else float(scale)
-    mx = lambda a: np.abs(a).reshape(len(a), -1).max(axis=1)  # noqa: E731
-    with np.errstate(over="ignore"):
-        n = np.minimum(2.0 * s * d_k * mx(q) * mx(k), 1e30) + n_keys + d_v + 2
-    mag = np.ones(len(q)) if weights else mx(v)
-    dtype = dtype or np.result_type(q, k, v)
+    n, mag = sdpa_terms(q, k, v, scale, weights=weights, per_case=True)
+    dtype = dtype or np.float64
     return Tolerance((K_FORWARD * eps(dtype) * n * mag)[:, None, None], 0.0,
                      f"forward bound per case, {K_FORWARD:g}*eps({np.dtype(dtype).name})*n_terms*max|v|")

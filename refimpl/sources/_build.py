@@ -109,3 +109,12 @@ def make(fixture_id: str, meta: dict, part: str, published_values: bool, note: s
 
 def step(fn: str, args: dict[str, str], out: list[str], **kwargs) -> dict:
     return {"fn": fn, "args": args, "kwargs": kwargs, "out": out}
+
+
+def qkv_score_steps(x: str, w_q: str, w_k: str, w_v: str) -> list[dict]:
+    """The tutorials' first steps: ``Q = x W_q``, ``K = x W_k``, ``V = x W_v``, ``scores = Q K^T``."""
+    return [step("matmul", {"a": x, "b": w_q}, ["Q"]),
+            step("matmul", {"a": x, "b": w_k}, ["K"]),
+            step("matmul", {"a": x, "b": w_v}, ["V"]),
+            step("transpose", {"a": "K"}, ["K_t"]),
+            step("matmul", {"a": "Q", "b": "K_t"}, ["scores"])]

@@ -12,7 +12,7 @@ from decimal import Decimal
 import numpy as np
 
 from . import _decimal as dec
-from ._build import BuildContext, expect, make, sdpa_rule, step
+from ._build import BuildContext, expect, make, qkv_score_steps, sdpa_rule, step
 
 SOURCE = "codefinity"
 META = {"title": "How Self-Attention Is Calculated", "author": "Codefinity course chapter", "urls": []}
@@ -37,11 +37,7 @@ def build(ctx: BuildContext) -> list[dict]:
     d50 = "50-digit decimal arithmetic on the decimal inputs as written"
     mm = lambda m: {"rule": "forward", "dtype": "float64", "n_terms": 8.0, "magnitude": float(np.abs(m).max()) * 1.01}  # noqa: E731
     fid = f"{SOURCE}/self-attention"
-    steps = [step("matmul", {"a": "X", "b": "W_q"}, ["Q"]),
-             step("matmul", {"a": "X", "b": "W_k"}, ["K"]),
-             step("matmul", {"a": "X", "b": "W_v"}, ["V"]),
-             step("transpose", {"a": "K"}, ["K_t"]),
-             step("matmul", {"a": "Q", "b": "K_t"}, ["scores"]),
+    steps = qkv_score_steps("X", "W_q", "W_k", "W_v") + [
              step("self_attention", {"x": "X", "w_q": "W_q", "w_k": "W_k", "w_v": "W_v"}, ["output", "weights"])]
     expected = {
         "Q": [expect("decimal50", dec.to_float(Q), mm(Qf), d50)],

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from . import _decimal as dec
-from ._build import BuildContext, expect, make, sdpa_rule, step
+from ._build import BuildContext, expect, make, qkv_score_steps, sdpa_rule, step
 
 SOURCE = "cristina-mlm"
 META = {"title": "The Attention Mechanism from Scratch (general attention with NumPy and SciPy)",
@@ -35,11 +35,7 @@ def build(ctx: BuildContext) -> list[dict]:
     Q, K, V = (WORDS @ w[n] for n in ("W_Q", "W_K", "W_V"))
     s = 1.0 / math.sqrt(3)
     fid = f"{SOURCE}/general-attention"
-    steps = [step("matmul", {"a": "words", "b": "W_Q"}, ["Q"]),
-             step("matmul", {"a": "words", "b": "W_K"}, ["K"]),
-             step("matmul", {"a": "words", "b": "W_V"}, ["V"]),
-             step("transpose", {"a": "K"}, ["K_t"]),
-             step("matmul", {"a": "Q", "b": "K_t"}, ["scores"]),
+    steps = qkv_score_steps("words", "W_Q", "W_K", "W_V") + [
              step("row", {"a": "Q"}, ["query_1"], index=0),
              step("general_attention", {"query": "query_1", "keys": "K", "values": "V"},
                   ["first_word_attention", "first_word_weights"]),

@@ -78,7 +78,7 @@ def rowmax_example_input() -> np.ndarray:
 
 
 # --- fixtures ------------------------------------------------------------------------------------
-from ._build import BuildContext, expect, forward_rule, make, sdpa_rule, step  # noqa: E402
+from ._build import BuildContext, expect, forward_rule, make, qkv_score_steps, sdpa_rule, step  # noqa: E402
 
 SOURCE = "r-attention"
 META = {
@@ -144,11 +144,7 @@ def build(ctx: BuildContext) -> list[dict]:
         fid = f"{SOURCE}/{name}-vignette"
         run = rb.run_vignette(runs)
         v = run.vars
-        steps = [step("matmul", {"a": "words", "b": "W_Q"}, ["Q"]),
-                 step("matmul", {"a": "words", "b": "W_K"}, ["K"]),
-                 step("matmul", {"a": "words", "b": "W_V"}, ["V"]),
-                 step("transpose", {"a": "K"}, ["K_t"]),
-                 step("matmul", {"a": "Q", "b": "K_t"}, ["scores"])]
+        steps = qkv_score_steps("words", "W_Q", "W_K", "W_V")
         if name == "complete":
             steps.append(step("rowmax", {"a": "scores"}, ["maxs"]))
         steps.append(step("sdpa", {"q": "Q", "k": "K", "v": "V"}, ["attention", "weights"],
