@@ -184,7 +184,7 @@ def sdpa_terms(q, k, v, scale: float | None = None, *, weights: bool = False, pe
 
 def forward_for_sdpa(q, k, v, scale: float | None = None, dtype=None, *, weights: bool = False) -> Tolerance:
     """Rule 3 for the output (or, ``weights=True``, the weights) of ``softmax(s q k^T) v``."""
-    dtype = dtype or np.float64
+    dtype = dtype or np.result_type(*(np.asarray(a) for a in (q, k, v)))
     return forward(dtype, *sdpa_terms(q, k, v, scale, weights=weights))
 
 
