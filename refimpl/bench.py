@@ -145,13 +145,14 @@ def bench_memory(quick: bool) -> None:
 
 
 def bench_bridge(quick: bool) -> None:
-    from . import rbridge, tolerance as tol
+    from . import tolerance as tol
     from .attention import scaled_dot_product_attention
-    a = rbridge.availability()
+    from .r import bridge
+    a = bridge.availability()
     if not a.ok:
         print(f"bridge: skipped ({a.reason})")
         return
-    rb = rbridge.get_bridge()
+    rb = bridge.get_bridge()
     n = 2000 if quick else 20000
     rng = np.random.default_rng(4)
     Q, K, V = (rng.standard_normal((n, 4, 3)) for _ in range(3))
@@ -188,7 +189,7 @@ def main(quick: bool = False, only: list[str] | None = None) -> int:
     if unknown:
         print(f"refimpl bench: unknown section(s) {unknown}; sections: {SECTIONS}", file=sys.stderr)
         return 2
-    from .report import environment
+    from .env import environment
     env = environment()
     print(f"refimpl bench on {os.cpu_count()} cores: Python {env['python']}, NumPy {env['numpy']} ({env['blas']}), "
           f"torch {env['torch']}")

@@ -1,7 +1,7 @@
 """The ``refimpl`` command: ``check`` (the conformance run), ``regen`` (fixtures), ``bench``, ``env``.
 
 Exit codes: 0 success / all targets conform; 1 non-conformance, drift or a failed regen check;
-2 usage or setup error (the message says what to do).
+2 usage or setup error (the message says what to do); 130 interrupted by Ctrl-C (after printing what finished).
 """
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import argparse
 import sys
 import time
 
-EXIT_OK, EXIT_NONCONFORMANCE, EXIT_USAGE = 0, 1, 2
+from .errors import RefimplError
+
+EXIT_OK, EXIT_NONCONFORMANCE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+FORMATS = ("table", "json", "junit", "markdown")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="run only these targets (refimpl, r, torch, or a --target SPEC)")
     c.add_argument("--layout", default="SD", choices=["SD", "BHSD", "BSHD"], help="layout user targets take")
     c.add_argument("--torch-tensors", action="store_true", help="hand user targets torch tensors")
-    c.add_argument("--format", default="table", choices=["table", "json", "junit", "markdown"])
+    c.add_argument("--format", default="table", choices=FORMATS)
     c.add_argument("--output", metavar="FILE", help="write the report to FILE instead of stdout")
     c.add_argument("--html", metavar="FILE", help="also write an HTML report with attention-weight heatmaps")
     c.add_argument("--random", type=int, default=200, metavar="N", help="random cases cross-checked against R (default 200)")
@@ -45,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+MAX_RANDOM = 1_000_000   # --random: ~10 s of R per 100,000 cases; beyond this is a typo
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -56,34 +62,37 @@ def main(argv: list[str] | None = None) -> int:
             from .bench import main as bench_main
             return bench_main(quick=args.quick, only=args.only)
         if args.cmd == "env":
-            from .report import environment
+            from .env import environment
             for k, v in environment().items():
                 print(f"{k:10} {v}")
             return EXIT_OK
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except RefimplError as e:
+        print(f"refimpl {args.cmd}: {e}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_USAGE
 
 
 def _check(args) -> int:
-    from .check import collect_cases, run_check
-    from .fixtures import FixtureError
-    from .report import environment, render, write_html
-    from .targets import TargetUnavailable, builtin_targets, load_target
+    from .env import environment
+    from .errors import Unavailable
+    from .fixtures.schema import FixtureError
+    from .harness.html import write_html
+    from .harness.report import render
+    from .harness.runner import collect_cases, run_check
+    from .harness.targets import builtin_targets, load_target
+    from .io import check_writable, write_atomic
 
     targets, unavailable = [], {}
     for name, factory in builtin_targets().items():
         try:
             targets.append(factory())
-        except TargetUnavailable as e:
+        except Unavailable as e:
             unavailable[name] = str(e)
     for spec in args.target:
-        try:
-            targets.append(load_target(spec, layout=args.layout, torch=args.torch_tensors))
-        except (ValueError, TargetUnavailable) as e:
-            print(f"refimpl check: {e}", file=sys.stderr)
-            return EXIT_USAGE
+        targets.append(load_target(spec, layout=args.layout, torch=args.torch_tensors))   # RefimplError: exit 2
     if args.only:
         known = {t.name for t in targets} | set(unavailable)
         missing = [n for n in args.only if n not in known]
@@ -92,9 +101,12 @@ def _check(args) -> int:
             return EXIT_USAGE
         targets = [t for t in targets if t.name in args.only]
         unavailable = {n: r for n, r in unavailable.items() if n in args.only}
-    if args.random < 0:
-        print("refimpl check: --random must be >= 0", file=sys.stderr)
+    if not 0 <= args.random <= MAX_RANDOM:
+        print(f"refimpl check: --random must be between 0 and {MAX_RANDOM:,}, got {args.random}", file=sys.stderr)
         return EXIT_USAGE
+    for opt, path in (("--output", args.output), ("--html", args.html)):
+        if path:
+            check_writable(path, opt)          # before the run: a report is never lost at the end
     try:
         cases = collect_cases(random_n=args.random)
     except FixtureError as e:
@@ -115,7 +127,6 @@ def _check(args) -> int:
     run = run_check(targets, unavailable, cases, progress)
     text = render(run, args.format, env)
     if args.output:
-        from .fixtures import write_atomic
         write_atomic(args.output, text)
         print(f"report written to {args.output}")
     else:
@@ -123,16 +134,14 @@ def _check(args) -> int:
     if args.html:
         write_html(run, args.html, env)
         print(f"HTML report written to {args.html}", file=sys.stderr)
+    if run.interrupted:
+        return EXIT_INTERRUPTED
     return EXIT_OK if run.ok else EXIT_NONCONFORMANCE
 
 
 def _regen(args) -> int:
-    from .regen import regen
-    try:
-        res = regen(args.sources or None, write=args.write)
-    except (ValueError, RuntimeError) as e:
-        print(f"refimpl regen: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    from .fixtures.regen import regen
+    res = regen(args.sources or None, write=args.write)
     for s, why in res.skipped.items():
         print(f"skipped {s}: {why}")
     for p in res.problems:

@@ -2,7 +2,7 @@
 
     pytest --pyargs refimpl.conformance --refimpl-target mypkg.attn:sdpa [--refimpl-layout BSHD]
 
-The target follows the protocol of :mod:`refimpl.targets`. Every golden fixture that involves attention
+The target follows the protocol of :mod:`refimpl.harness.targets`. Every golden fixture that involves attention
 is run with the target in place of refimpl's sdpa, and a set of invariants is checked on random inputs.
 """
 from __future__ import annotations
@@ -12,15 +12,15 @@ import pytest
 from hypothesis import given, settings
 
 from refimpl import strategies as rst, tolerance as tol
-from refimpl.check import ATTENTION_STEPS, _fixture_case
-from refimpl.fixtures import load_all
+from refimpl.fixtures.schema import load_all
+from refimpl.harness.fixture_cases import attention_fixtures, fixture_case
 
-_FIXTURES = [f for f in load_all() if any(s["fn"] in ATTENTION_STEPS for s in f.steps)]
+_FIXTURES = attention_fixtures(load_all())
 
 
 @pytest.mark.parametrize("fixture", _FIXTURES, ids=[f.id for f in _FIXTURES])
 def test_fixture_conforms(refimpl_target, fixture):
-    o = _fixture_case(fixture).run(refimpl_target)
+    o = fixture_case(fixture).run(refimpl_target)
     assert o.status in ("pass", "known", "skip"), f"{fixture.id} [{refimpl_target.name}]: {o.status}: {o.detail}"
 
 

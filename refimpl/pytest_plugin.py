@@ -3,7 +3,7 @@
     pytest --pyargs refimpl.conformance --refimpl-target mypkg.attn:sdpa
 
 ``--refimpl-target`` may be given several times; without it the targets are refimpl itself. The
-``refimpl_target`` fixture is parametrised over them (see ``refimpl.targets`` for the protocol).
+``refimpl_target`` fixture is parametrised over them (see ``refimpl.harness.targets`` for the protocol).
 """
 from __future__ import annotations
 
@@ -27,5 +27,5 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(scope="session")
 def refimpl_target(request):
-    from refimpl.targets import load_target
+    from refimpl.harness.targets import load_target
     return load_target(request.param, layout=request.config.getoption("refimpl_layout"))

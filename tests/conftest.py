@@ -29,7 +29,7 @@ def r_required() -> bool:
 def pytest_runtest_setup(item):
     if item.get_closest_marker("r") is None:
         return
-    from refimpl import rbridge
+    from refimpl.r import bridge as rbridge
     a = rbridge.availability()
     if not a.ok:
         if r_required():
@@ -40,7 +40,7 @@ def pytest_runtest_setup(item):
 @pytest.fixture(scope="session")
 def rb():
     """The R bridge (tests using it must be marked `r`)."""
-    from refimpl import rbridge
+    from refimpl.r import bridge as rbridge
     return rbridge.require_r()
 
 

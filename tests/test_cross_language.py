@@ -13,7 +13,8 @@ from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import refimpl as ri
-from refimpl import r_compat, strategies as rst, tolerance as tol
+from refimpl import strategies as rst, tolerance as tol
+from refimpl.r import compat as r_compat
 
 pytestmark = pytest.mark.r
 REGRESSIONS = json.loads((Path(__file__).parent / "regressions.json").read_text())["cases"]

@@ -10,7 +10,8 @@ from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import refimpl as ri
-from refimpl import r_compat, rbridge, tolerance as tol
+from refimpl import tolerance as tol
+from refimpl.r import bridge as rbridge, compat as r_compat
 from refimpl.testing import assert_conforms, assert_exact
 
 pytestmark = pytest.mark.r

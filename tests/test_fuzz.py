@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import refimpl as ri
-from refimpl import rrng
+from refimpl.r import rrng
 from refimpl.online import sdpa_online
 
 CALLS = {"n": 0}

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 import refimpl as ri
-from refimpl import r_compat, strategies as rst, tolerance as tol
-from refimpl.sources import r_attention as src
+from refimpl import strategies as rst, tolerance as tol
+from refimpl.r import compat as r_compat
+from refimpl.sources import vignettes as src
 from refimpl.testing import assert_conforms, assert_exact
 
 pytestmark = pytest.mark.r

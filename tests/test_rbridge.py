@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from refimpl import rbridge
+from refimpl.r import bridge as rbridge
 from refimpl import tolerance as tol
 from refimpl.testing import assert_conforms, assert_exact
 
@@ -109,7 +109,7 @@ def test_concurrent_threads_do_not_crash_and_get_their_own_results(rb):
 
 
 def test_hiding_r_is_reported_by_availability():
-    code = "from refimpl import rbridge; a = rbridge.availability(); print(a.ok, '|', a.reason)"
+    code = "from refimpl.r import bridge as rbridge; a = rbridge.availability(); print(a.ok, '|', a.reason)"
     env = dict(os.environ, REFIMPL_NO_R="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.startswith("False |") and "REFIMPL_NO_R=1" in out

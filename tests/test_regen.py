@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from refimpl import fixtures as fx_mod
-from refimpl.regen import regen
+from refimpl.fixtures.regen import regen
 
 ROOT = fx_mod.fixtures_dir()
 NO_R_SOURCES = ["cristina-mlm", "codefinity", "politi-tds", "raschka-2023"]

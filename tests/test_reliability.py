@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import refimpl as ri
-from refimpl import fixtures as fx_mod, rrng
+from refimpl import fixtures as fx_mod
+from refimpl.r import rrng
 from refimpl.online import sdpa_online
 
 OK = np.ones((2, 3))
@@ -182,7 +183,7 @@ def test_a_path_outside_fixtures_is_refused(fx_root, tmp_path):
 # --- R faults --------------------------------------------------------------------------------------
 
 def _availability_in_subprocess(prelude: str, env: dict | None = None) -> str:
-    code = prelude + "\nfrom refimpl import rbridge; a = rbridge.availability(); print(a.ok, '|', a.reason)"
+    code = prelude + "\nfrom refimpl.r import bridge as rbridge; a = rbridge.availability(); print(a.ok, '|', a.reason)"
     base = {k: v for k, v in os.environ.items() if k != "REFIMPL_NO_R"}   # these tests fault R on purpose
     return subprocess.run([sys.executable, "-c", code], env={**base, **(env or {})}, capture_output=True,
                           text=True, timeout=120).stdout
@@ -213,7 +214,7 @@ def test_no_r_on_the_path_is_reported():
 
 
 def test_check_reports_a_different_attention_version(monkeypatch, capsys):
-    from refimpl import rbridge
+    from refimpl.r import bridge as rbridge
     from refimpl.cli import main
     monkeypatch.setattr(rbridge, "EXPECTED_ATTENTION_VERSION", "9.9.9")
     if not rbridge.availability().ok:

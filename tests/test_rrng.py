@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from refimpl import rrng
+from refimpl.r import rrng
 from refimpl.testing import assert_exact
 
 LENGTHS = [1, 2, 9, 623, 624, 625, 1248, 1249, 2000]
@@ -71,7 +71,7 @@ def test_seeds_r_refuses_are_refused(seed):
 @pytest.mark.r
 @pytest.mark.parametrize("seed", ["2^31", "-2^31", "NA", "Inf"])
 def test_r_really_refuses_those_seeds(rb, seed):
-    from refimpl.rbridge import RError
+    from refimpl.r.bridge import RError
     with pytest.raises(RError, match="supplied seed is not a valid integer"):
         rb.apply(f"function() suppressWarnings(set.seed({seed}))")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from refimpl import tolerance as tol
-from refimpl.sources import r_attention as src
+from refimpl.sources import vignettes as src
 from refimpl.testing import assert_conforms, assert_exact
 
 pytestmark = pytest.mark.r

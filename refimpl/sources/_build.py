@@ -10,19 +10,17 @@ from typing import Any
 import numpy as np
 
 from .. import tolerance as tol
-from ..fixtures import SCHEMA, FixtureError, array_to_json, content_hash, fixtures_dir, load
-
-
-class SourceSkipped(Exception):
-    """A source's generator needs something absent here (R, torch); the message says what."""
+from ..errors import Unavailable
+from ..fixtures.schema import SCHEMA, FixtureError, array_to_json, content_hash, fixtures_dir, load
 
 
 def published_path() -> Path:
-    """``published.json`` of the shared source facts (``REFIMPL_PUBLISHED`` overrides)."""
+    """``published.json``: the five sources' published facts, held inside the package (``REFIMPL_PUBLISHED``
+    names another copy, e.g. to check a corrected fact before it is committed)."""
     env = os.environ.get("REFIMPL_PUBLISHED")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "sources" / "published.json"
+    return Path(__file__).resolve().parent / "published.json"
 
 
 @dataclass
@@ -49,11 +47,8 @@ class BuildContext:
             return None
 
     def r(self):
-        from .. import rbridge
-        a = rbridge.availability()
-        if not a.ok:
-            raise SourceSkipped(a.reason)
-        return rbridge.get_bridge(), a.attention_version
+        from ..r import bridge
+        return bridge.require_r(), bridge.availability().attention_version
 
     def published_value(self, fixture_id: str, name: str, fallback) -> np.ndarray:
         """Published numbers are facts: taken from the existing fixture when there is one, so regen
@@ -68,7 +63,7 @@ class BuildContext:
                             self.conflicts.append(f"{fixture_id}: published {name} differs from {published_path()}")
                     return e["array"]
         if fallback is None:
-            raise SourceSkipped(f"no published value for {fixture_id}:{name}: neither the fixture nor "
+            raise Unavailable(f"no published value for {fixture_id}:{name}: neither the fixture nor "
                                 f"published.json ({published_path()}) is here")
         return np.asarray(fallback, dtype=np.float64)
 

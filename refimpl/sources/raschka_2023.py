@@ -15,7 +15,8 @@ import math
 import numpy as np
 
 from . import _decimal as dec
-from ._build import BuildContext, SourceSkipped, expect, expect_shape, make, sdpa_rule, step
+from ..errors import Unavailable
+from ._build import BuildContext, expect, expect_shape, make, sdpa_rule, step
 
 SOURCE = "raschka-2023"
 META = {"title": "Understanding and Coding the Self-Attention Mechanism of Large Language Models From Scratch "
@@ -41,7 +42,7 @@ def generate() -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError as e:
-        raise SourceSkipped(f"torch is not importable ({e}); install Debian's python3-torch to regenerate") from None
+        raise Unavailable(f"torch is not importable ({e}); install Debian's python3-torch to regenerate") from None
     _, ids = tokenize()
     torch.manual_seed(123)
     embed = torch.nn.Embedding(6, 16)

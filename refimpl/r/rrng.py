@@ -24,7 +24,7 @@ import numbers
 
 import numpy as np
 
-from ._checks import InputTypeError, InputValueError
+from .._checks import InputTypeError, InputValueError
 
 __all__ = ["RRNG", "set_seed", "runif", "unif_rand", "sample_int", "sample", "RSeedError"]
 

@@ -23,9 +23,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._checks import RefimplError
+from .._checks import RefimplError
+from ..errors import Unavailable
 
-__all__ = ["Availability", "availability", "RUnavailable", "RError", "CaseResult", "VignetteRun",
+__all__ = ["Availability", "availability", "require_r", "RError", "CaseResult", "VignetteRun",
            "get_bridge", "R_HIDE_ENV", "EXPECTED_ATTENTION_VERSION"]
 
 R_HIDE_ENV = "REFIMPL_NO_R"
@@ -34,10 +35,6 @@ EXPECTED_ATTENTION_VERSION = "0.4.0"   # the version the divergence catalogue wa
 _LOCK = threading.RLock()              # every call into R holds it
 _bridge: "RBridge | None" = None
 _availability: "Availability | None" = None
-
-
-class RUnavailable(RefimplError, RuntimeError):
-    """R, rpy2 or the attention package is missing (or hidden); the message says which and what to do."""
 
 
 class RError(RefimplError, RuntimeError):
@@ -102,7 +99,7 @@ class VignetteRun:
 
 
 def _r_reference_dir() -> Path:
-    here = Path(__file__).resolve().parent.parent / "r_reference"
+    here = Path(__file__).resolve().parents[2] / "r_reference"
     if (here / "bridge.R").is_file():
         return here
     return Path(str(resources.files("refimpl.r_reference").joinpath("bridge.R"))).parent   # an installed wheel
@@ -161,10 +158,10 @@ def _r_home_problem() -> str | None:
 
 
 def require_r() -> "RBridge":
-    """The bridge, or :class:`RUnavailable` with the reason."""
+    """The bridge, or :class:`Unavailable` with the reason."""
     a = availability()
     if not a.ok:
-        raise RUnavailable(a.reason)
+        raise Unavailable(a.reason)
     return get_bridge()
 
 
@@ -173,7 +170,7 @@ def get_bridge() -> "RBridge":
     with _LOCK:
         if _bridge is None:
             if os.environ.get(R_HIDE_ENV, "") not in ("", "0"):
-                raise RUnavailable(f"R is hidden from this process by {R_HIDE_ENV}=1")
+                raise Unavailable(f"R is hidden from this process by {R_HIDE_ENV}=1")
             _bridge = RBridge()
         return _bridge
 

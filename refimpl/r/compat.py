@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import RefimplError
+from .._checks import RefimplError
 
 __all__ = ["SoftMax", "RowMax", "ComputeWeights", "attention", "RCompatError", "R_MASK_FILL"]
 

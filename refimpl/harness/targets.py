@@ -27,15 +27,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import r_compat
-from .attention import scaled_dot_product_attention
-from .masks import causal_mask
+from ..attention import scaled_dot_product_attention
+from ..errors import Unavailable, UsageError
+from ..masks import causal_mask
+from ..r import compat as r_compat
 
-__all__ = ["Target", "load_target", "builtin_targets", "TargetUnavailable"]
+__all__ = ["Target", "load_target", "builtin_targets", "LAYOUTS"]
 
-
-class TargetUnavailable(RuntimeError):
-    """A target cannot run here (R missing, torch missing); the message says why."""
+LAYOUTS = ("SD", "BHSD", "BSHD")
 
 
 @dataclass
@@ -51,18 +50,18 @@ class Target:
     def attend(self, q, k, v, mask=None, scale=None, is_causal=False):
         """Call the target with the protocol's arguments; returns ``(output, weights or None)``."""
         q, k, v = (np.asarray(a) for a in (q, k, v))
-        if is_causal:
-            c = causal_mask(q.shape[-2], k.shape[-2])
-            mask = c if mask is None else (np.asarray(mask, dtype=bool) & c)
         if mask is not None:
             mask = np.asarray(mask)
             if mask.dtype != bool:
-                raise TargetUnavailable("the target protocol takes bool keep-masks; this case has an additive mask")
+                raise Unavailable("the target protocol takes bool keep-masks; this case has an additive mask")
+        if is_causal:
+            c = causal_mask(q.shape[-2], k.shape[-2])
+            mask = c if mask is None else (mask & c)
             mask = np.broadcast_to(mask, np.broadcast_shapes(mask.shape, q.shape[:-1] + (k.shape[-2],)))
         batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
         if self.layout in ("BHSD", "BSHD"):                 # promote to 4-D (B, H, S, D)
             if len(batch) > 2:
-                raise TargetUnavailable(f"layout {self.layout} takes at most 2 batch dims, case has {batch}")
+                raise Unavailable(f"layout {self.layout} takes at most 2 batch dims, case has {batch}")
             full = (1,) * (2 - len(batch)) + batch
             q, k, v = (np.broadcast_to(a, full + a.shape[-2:]) for a in (q, k, v))
             if mask is not None:
@@ -107,11 +106,9 @@ def _per_case(q, k, v, mask):
 
 
 def _r_target() -> Target:
-    from .rbridge import availability, require_r
-    a = availability()
-    if not a.ok:
-        raise TargetUnavailable(a.reason)
+    from ..r.bridge import availability, require_r
     rb = require_r()
+    a = availability()
 
     def fn(q, k, v, mask=None, scale=None):
         qs = q if scale is None else q * (scale * math.sqrt(q.shape[-1]))
@@ -134,7 +131,7 @@ def _torch_target() -> Target:
     try:
         import torch
     except ImportError as e:
-        raise TargetUnavailable(f"torch is not importable ({e})") from None
+        raise Unavailable(f"torch is not importable ({e})") from None
 
     def fn(q, k, v, mask=None, scale=None):
         s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
@@ -152,33 +149,30 @@ def _torch_target() -> Target:
     return Target("torch", fn, torch=True, known=known, note=f"torch {torch.__version__}: softmax(q k^T s) v")
 
 
-TARGET_DIVERGENCES = {"T1": "torch gives NaN weights for a fully masked query (softmax of all -inf); refimpl gives zeros"}
-
-
 def builtin_targets() -> dict[str, Callable[[], Target]]:
     return {"refimpl": lambda: Target("refimpl", _refimpl_fn, is_reference=True, note="refimpl float64/float32"),
             "r": _r_target, "torch": _torch_target}
 
 
 def load_target(spec: str, layout: str = "SD", torch: bool = False) -> Target:
-    """``refimpl`` | ``r`` | ``torch`` | ``package.module:function`` (raises ValueError / TargetUnavailable)."""
+    """``refimpl`` | ``r`` | ``torch`` | ``package.module:function`` (raises UsageError / Unavailable)."""
     builtins = builtin_targets()
     if spec in builtins:
         return builtins[spec]()
     if ":" not in spec:
-        raise ValueError(f"--target must be one of {sorted(builtins)} or package.module:function, got {spec!r}")
+        raise UsageError(f"--target must be one of {sorted(builtins)} or package.module:function, got {spec!r}")
     mod_name, _, attr = spec.partition(":")
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as e:
-        raise ValueError(f"--target {spec!r}: cannot import module {mod_name!r}: {e}") from None
+        raise UsageError(f"--target {spec!r}: cannot import module {mod_name!r}: {e}") from None
     fn: Any = mod
     for part in attr.split("."):
         if not hasattr(fn, part):
-            raise ValueError(f"--target {spec!r}: module {mod_name!r} has no attribute {attr!r}")
+            raise UsageError(f"--target {spec!r}: module {mod_name!r} has no attribute {attr!r}")
         fn = getattr(fn, part)
     if not callable(fn):
-        raise ValueError(f"--target {spec!r}: {attr!r} is not callable")
-    if layout not in ("SD", "BHSD", "BSHD"):
-        raise ValueError(f"layout must be SD, BHSD or BSHD, got {layout!r}")
+        raise UsageError(f"--target {spec!r}: {attr!r} is not callable")
+    if layout not in LAYOUTS:
+        raise UsageError(f"layout must be SD, BHSD or BSHD, got {layout!r}")
     return Target(spec, fn, layout=layout, torch=torch, note="user target")

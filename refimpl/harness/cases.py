@@ -1,0 +1,97 @@
+"""What a check is made of: a :class:`Case` (a row), the :class:`Outcome` of one case on one target (a
+cell), the :class:`Status` vocabulary, a whole :class:`CheckRun`, and :func:`summarise`, the one rule turning
+comparisons into a cell.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable
+
+from .. import tolerance as tol
+
+__all__ = ["Status", "Outcome", "Case", "CheckRun", "summarise", "error_outcome"]
+
+
+class Status(str, Enum):
+    """A cell's verdict. ``failed`` statuses make the run non-conformant."""
+    PASS = "pass"              # every compared array within its tolerance
+    FAIL = "FAIL"              # some array beyond its tolerance
+    ERROR = "error"            # the target raised (or returned something unusable)
+    KNOWN = "known"            # differs only where a catalogued divergence applies
+    SKIP = "skip"              # could not run here (reason in the detail)
+    REFERENCE = "reference"    # the target is where this case's expected values come from
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @property
+    def failed(self) -> bool:
+        return self in (Status.FAIL, Status.ERROR)
+
+
+@dataclass
+class Outcome:
+    status: Status
+    max_ratio: float = 0.0             # worst |error| / tolerance over the case's arrays (<= 1 passes)
+    max_abs: float = 0.0
+    detail: str = ""
+    divergences: list[str] = field(default_factory=list)
+    heat: dict = field(default_factory=dict)   # name -> (expected, actual) 2-D weights, for the HTML report
+    n_arrays: int = 0
+
+    @property
+    def failed(self) -> bool:
+        return Status(self.status).failed
+
+
+@dataclass
+class Case:
+    id: str
+    group: str
+    description: str
+    run: Callable[[Any], Outcome]      # target (refimpl.harness.targets.Target) -> its cell
+
+
+@dataclass
+class CheckRun:
+    """A whole check: the rows, the target names, every cell, why absent targets are absent."""
+    cases: list[Case]
+    targets: list[str]
+    results: dict[tuple[str, str], Outcome]
+    unavailable: dict[str, str]
+    seconds: float
+    interrupted: bool = False          # Ctrl-C: ``results`` holds the cells finished before it
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and not any(o.failed for o in self.results.values())
+
+
+def error_outcome(e: BaseException, known: list[str] | None = None, prefix: str = "") -> Outcome:
+    """The cell of a target that raised: ``known`` when a catalogued divergence explains the error."""
+    return Outcome(Status.KNOWN if known else Status.ERROR, math.inf, math.inf,
+                   f"{prefix}{type(e).__name__}: {e}"[:300], list(known or []))
+
+
+def summarise(comps: list[tuple[str, tol.Comparison]], known: list[str], heat: dict) -> Outcome:
+    """The cell from named comparisons: pass when all are within tolerance; otherwise known (a catalogued
+    divergence applies) or FAIL. Nothing compared is a skip."""
+    if not comps:
+        return Outcome(Status.SKIP, detail="nothing this target returns is checked by this case", divergences=known,
+                       heat=heat)
+    worst_name, worst = max(comps, key=lambda nc: nc[1].max_ratio)
+    bad = [(n, c) for n, c in comps if not c.ok]
+    max_abs = max(c.max_abs for _, c in comps)
+    if not bad:
+        return Outcome(Status.PASS, worst.max_ratio, max_abs,
+                       f"{len(comps)} arrays; worst {worst_name}: {worst.summary()}", known, heat, len(comps))
+    detail = "; ".join(f"{n}: {c.summary()}" for n, c in bad[:4]) + (f"; +{len(bad) - 4} more" if len(bad) > 4 else "")
+    if known:
+        return Outcome(Status.KNOWN, worst.max_ratio, max_abs, f"known divergence {', '.join(known)}: {detail}", known,
+                       heat, len(comps))
+    return Outcome(Status.FAIL, worst.max_ratio, max_abs, detail, known, heat, len(comps))

@@ -1,0 +1,162 @@
+"""Cases whose expected values come from R, live through the bridge.
+
+* ``vignette:<name>`` — both vignettes run in embedded R; refimpl against every variable they create,
+  other targets against their weights and attention.
+* ``r-examples:documented`` — SoftMax, RowMax, ComputeWeights on their documented examples.
+* ``random-vs-r:<n>`` — a seeded batch of random cases evaluated by the R package in one bridge call;
+  each target must agree within the tolerance model (catalogued divergences are "known").
+
+:func:`compare_with_r` is the one refimpl-vs-R verdict of a single case; the cross-language tests use it too.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+
+from .. import tolerance as tol
+from ..errors import Unavailable
+from ..r import bridge, compat as r_compat
+from ..softmax import softmax
+from ..sources import vignettes
+from .cases import Case, Outcome, Status, error_outcome, summarise
+from .targets import Target
+
+__all__ = ["vignette_case", "r_examples_case", "random_case", "random_cases", "compare_with_r",
+           "RANDOM_CASES", "RANDOM_SEED"]
+
+RANDOM_CASES = 200
+RANDOM_SEED = 20261122
+
+
+def _skip(e: Unavailable) -> Outcome:
+    return Outcome(Status.SKIP, detail=f"R unavailable: {e}")
+
+
+def vignette_case(name: str) -> Case:
+    runs = f"{name}_attention"
+    recompute = vignettes.simple_vignette if name == "simple" else vignettes.complete_vignette
+    scale = 0.5 if name == "simple" else None
+    cache: dict = {}
+
+    def run(target: Target) -> Outcome:
+        try:
+            rb = bridge.require_r()
+        except Unavailable as e:
+            return _skip(e)
+        if "run" not in cache:
+            cache["run"] = rb.run_vignette(runs)
+        v = cache["run"].vars
+        if target.is_reference:
+            py = recompute()
+            f = tol.forward(np.float64, 16, 10)
+            comps = [(n, tol.compare(py[n], v[n], f)) for n in sorted(v)]
+            return summarise(comps, [], {"weights": (v["weights"], py["weights"])})
+        try:
+            out, w = target.attend(v["Q"], v["K"], v["V"], scale=scale)
+        except Unavailable as e:
+            return Outcome(Status.SKIP, detail=str(e))
+        except Exception as e:
+            return error_outcome(e)
+        comps = [("attention", tol.compare(out, v["attention"], tol.forward_for_sdpa(v["Q"], v["K"], v["V"], scale)))]
+        heat = {}
+        if w is not None:
+            comps.append(("weights", tol.compare(w, v["weights"],
+                                                 tol.forward_for_sdpa(v["Q"], v["K"], v["V"], scale, weights=True))))
+            heat = {"weights": (v["weights"], w)}
+        return summarise(comps, [], heat)
+
+    title = "Simple" if name == "simple" else "Complete"
+    return Case(f"vignette:{runs}", "vignettes", f"vignette '{title} Self-Attention from Scratch', run in R", run)
+
+
+def r_examples_case() -> Case:
+    def run(target: Target) -> Outcome:
+        if not target.is_reference:
+            return Outcome(Status.SKIP, detail="softmax-level examples (SoftMax, RowMax, ComputeWeights) check refimpl only")
+        try:
+            rb = bridge.require_r()
+        except Unavailable as e:
+            return _skip(e)
+        x, m = vignettes.softmax_example_input(), vignettes.rowmax_example_input()
+        s = vignettes.simple_vignette()["scores"]
+        f = tol.forward(np.float64, 12, 1)
+        comps = [("SoftMax", tol.compare(softmax(x), rb.call("SoftMax", x).unwrap()[0], f)),
+                 ("RowMax", tol.compare(m.max(axis=1, keepdims=True), rb.call("RowMax", m).unwrap()[0], tol.EXACT)),
+                 ("ComputeWeights", tol.compare(softmax(s / 2.0), rb.call("ComputeWeights", s).unwrap()[0], f))]
+        return summarise(comps, [], {})
+    return Case("r-examples:documented", "r-examples", "documented examples of SoftMax, RowMax, ComputeWeights, live in R",
+                run)
+
+
+def random_cases(n: int = RANDOM_CASES, seed: int = RANDOM_SEED) -> list[tuple]:
+    """Seeded random (Q, K, V, mask) with 1-6 queries, 2-6 keys, 1-5 features; a 0/1 mask in 30%."""
+    rng = np.random.RandomState(seed)
+    cases = []
+    for _ in range(n):
+        nq, nk, d, dv = rng.randint(1, 7), rng.randint(2, 7), rng.randint(1, 6), rng.randint(1, 6)
+        mag = [1.0, 3.0, 10.0][rng.randint(3)]
+        q, k, v = (rng.uniform(-mag, mag, size=s) for s in ((nq, d), (nk, d), (nk, dv)))
+        mask = (rng.uniform(size=(nq, nk)) < 0.8).astype(np.float64) if rng.uniform() < 0.3 else None
+        cases.append((q, k, v, mask))
+    return cases
+
+
+def compare_with_r(q, k, v, out, w, out_r, w_r) -> list[tuple[str, tol.Comparison]]:
+    """A target's (out, weights or None) against R's on one case, under the forward bound."""
+    comps = [("output", tol.compare(out, out_r, tol.forward_for_sdpa(q, k, v)))]
+    if w is not None:
+        comps.append(("weights", tol.compare(w, w_r, tol.forward_for_sdpa(q, k, v, weights=True))))
+    return comps
+
+
+def _one_random(target: Target, i: int, case: tuple, r) -> Outcome:
+    q, k, v, m = case
+    keep = None if m is None else m.astype(bool)
+    known = r_compat.attention_divergences(q, k, v, m)
+    if r.error is not None:
+        return Outcome(Status.KNOWN if known else Status.FAIL, detail=f"case {i}: R error {r.error}", divergences=known)
+    try:
+        out, w = target.attend(q, k, v, mask=keep)
+    except Unavailable:
+        raise
+    except Exception as e:
+        return Outcome(Status.FAIL, math.inf, math.inf, f"case {i}: {type(e).__name__}: {e}"[:200])
+    known = sorted(set(known) | set(target.known(q, k, v, keep)))
+    comps = compare_with_r(q, k, v, out, w, *r.value)
+    o = summarise(comps, known, {})
+    if o.status == Status.FAIL:
+        o.detail = (f"case {i} (q {q.shape}, k {k.shape}, mask {'yes' if m is not None else 'no'}): "
+                    f"{comps[0][1].summary()}")
+    return o
+
+
+def random_case(n: int) -> Case:
+    cache: dict = {}
+
+    def run(target: Target) -> Outcome:
+        if target.name == "r":
+            return Outcome(Status.REFERENCE, detail="the R package is where this batch's expected values come from")
+        try:
+            rb = bridge.require_r()
+        except Unavailable as e:
+            return _skip(e)
+        cases = random_cases(n)
+        if "r" not in cache:
+            cache["r"] = rb.batch("attention", cases, ("Q", "K", "V", "mask"))
+        try:
+            outcomes = [_one_random(target, i, c, r) for i, (c, r) in enumerate(zip(cases, cache["r"]))]
+        except Unavailable as e:
+            return Outcome(Status.SKIP, detail=str(e))
+        counts = Counter(o.status for o in outcomes)
+        judged = [o for o in outcomes if o.status != Status.KNOWN]
+        known_all = sorted({d for o in outcomes if o.status == Status.KNOWN for d in o.divergences})
+        details = [o.detail for o in outcomes if o.status == Status.FAIL]
+        summary = (f"{n} cases: {counts[Status.PASS]} pass, {counts[Status.KNOWN]} known "
+                   f"({', '.join(known_all) or '-'}), {counts[Status.FAIL]} FAIL")
+        return Outcome(Status.FAIL if counts[Status.FAIL] else Status.PASS,
+                       max((o.max_ratio for o in judged), default=0.0), max((o.max_abs for o in judged), default=0.0),
+                       summary + ("; " + "; ".join(details[:3]) if details else ""), known_all, n_arrays=n)
+
+    return Case(f"random-vs-r:{n}", "random-vs-r", f"{n} seeded random cases cross-checked against the R package", run)

@@ -1,0 +1,57 @@
+"""``refimpl check``: every conformance case against every target, as a matrix of outcomes.
+
+Rows come from :mod:`.fixture_cases` (every golden fixture) and :mod:`.r_cases` (the vignettes, the R
+package's documented examples, a seeded random batch cross-checked against R). Cells are
+:class:`~refimpl.harness.cases.Outcome`\\ s; a run interrupted by Ctrl-C keeps the cells it finished.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+from ..fixtures.schema import load_all
+from .cases import Case, CheckRun, Outcome, Status
+from .fixture_cases import fixture_case
+from .r_cases import RANDOM_CASES, r_examples_case, random_case, vignette_case
+from .targets import Target
+
+__all__ = ["CheckRun", "collect_cases", "run_check"]
+
+
+def collect_cases(random_n: int = RANDOM_CASES, sources: list[str] | None = None) -> list[Case]:
+    cases = [fixture_case(fx) for fx in load_all(sources=sources)]
+    cases += [vignette_case("simple"), vignette_case("complete"), r_examples_case()]
+    if random_n > 0:
+        cases.append(random_case(random_n))
+    return cases
+
+
+def run_check(targets: list[Target], unavailable: dict[str, str], cases: list[Case],
+              progress: Callable[[str], None] | None = None) -> CheckRun:
+    t0 = time.perf_counter()
+    results: dict[tuple[str, str], Outcome] = {}
+    total, done, interrupted = len(cases) * len(targets), 0, False
+    say = progress or (lambda msg: None)
+    try:
+        for case in cases:
+            for target in targets:
+                say(f"[{done + 1}/{total}] {case.id} x {target.name} ...")
+                try:
+                    results[(case.id, target.name)] = case.run(target)
+                except Exception as e:  # a harness bug or an R fault must not lose the other results
+                    results[(case.id, target.name)] = Outcome(Status.ERROR, math.inf, math.inf,
+                                                              f"harness: {type(e).__name__}: {e}"[:300])
+                done += 1
+                say(f"[{done}/{total}] {case.id} x {target.name}: {results[(case.id, target.name)].status}")
+    except KeyboardInterrupt:
+        interrupted = True
+        cases = [c for c in cases if any((c.id, t.name) in results for t in targets)]
+        for c in cases:
+            for t in targets:
+                results.setdefault((c.id, t.name), Outcome(Status.SKIP, detail="not run: interrupted (Ctrl-C)"))
+    for name, reason in unavailable.items():
+        for case in cases:
+            results[(case.id, name)] = Outcome(Status.SKIP, detail=reason)
+    names = [t.name for t in targets] + list(unavailable)
+    return CheckRun(cases, names, results, unavailable, time.perf_counter() - t0, interrupted)
