@@ -1,169 +1,123 @@
 """Scaled dot-product attention, the tutorials' per-query "general attention", and self-attention.
 
 Shapes use ``B...`` for any number of leading batch/head dimensions (broadcast as in ``np.matmul``),
-``Sq`` queries, ``Sk`` keys, ``Dk`` query/key features and ``Dv`` value features.
+``Sq`` queries, ``Sk`` keys, ``D`` query/key features and ``Dv`` value features. The shared pieces
+(preparation, overflow split, softcap, masked softmax) live in :mod:`refimpl._kernel`;
+``masked_softmax_`` is re-exported here for :mod:`refimpl.family`.
 """
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import (ShapeError, as_float_array, broadcast_batch, check_choice, check_scale,
-                      result_dtype)
-from .masks import prepare_mask
+from ._checks import ShapeError, as_float_array, check_choice
+from ._kernel import SDPAInputs, block_keep, full_keep, masked_softmax_, prepare, rescaled, softcap_
 
 __all__ = ["scaled_dot_product_attention", "general_attention", "general_attention_matrix",
-           "self_attention", "self_attention_with", "project"]
+           "self_attention", "self_attention_with", "project", "masked_softmax_"]
 
 
-class _SDPAInputs(NamedTuple):
-    q: np.ndarray          # (B..., Sq, Dk)
-    k: np.ndarray          # (B..., Sk, Dk)
-    v: np.ndarray          # (B..., Sk, Dv)
-    scale: np.ndarray      # 0-d, compute dtype
-    keep: np.ndarray | None       # bool, broadcasts to (B..., Sq, Sk)
-    additive: np.ndarray | None   # compute dtype, broadcasts to (B..., Sq, Sk)
-    scores_shape: tuple[int, ...]
-
-
-def prepare_sdpa(q, k, v, mask=None, scale=None, is_causal=False) -> _SDPAInputs:
-    """Validate and convert the arguments of an SDPA call (shared by the plain and online variants)."""
-    q = as_float_array(q, "q", min_ndim=2, dims="(..., n_queries, d_k)")
-    k = as_float_array(k, "k", min_ndim=2, dims="(..., n_keys, d_k)")
-    v = as_float_array(v, "v", min_ndim=2, dims="(..., n_keys, d_v)")
-    if q.shape[-1] != k.shape[-1]:
-        raise ShapeError(f"q and k must have the same last dimension d_k, got q.shape={q.shape}, k.shape={k.shape}")
-    if k.shape[-2] != v.shape[-2]:
-        raise ShapeError(f"k and v must have the same number of keys (axis -2), got k.shape={k.shape}, v.shape={v.shape}")
-    batch = broadcast_batch(("q", "k", "v"), (q.shape[:-2], k.shape[:-2], v.shape[:-2]))
-    dtype = result_dtype(q, k, v)
-    q, k, v = (a.astype(dtype, copy=False) for a in (q, k, v))
-    s = check_scale(scale, 1.0 / math.sqrt(q.shape[-1]), dtype)
-    scores_shape = batch + (q.shape[-2], k.shape[-2])
-    keep, additive = prepare_mask(mask, scores_shape, dtype, is_causal)
-    return _SDPAInputs(q, k, v, s, keep, additive, scores_shape)
-
-
-def _log2_max_abs(a: np.ndarray) -> float:
-    m = float(np.abs(a).max())
-    return math.log2(m) if m > 0 else -math.inf
-
-
-def overflow_split(q: np.ndarray, k: np.ndarray, s: np.ndarray) -> tuple[int, int]:
-    """Powers of two ``(e_q, e_k)`` to divide q and k by so that ``(q*s) @ k^T`` cannot overflow.
-
-    ``(0, 0)`` in every ordinary case. Scaling by powers of two is exact (short of underflow), so the
-    rescaled scores are the true scores times ``2**-(e_q+e_k)`` to the last bit, and the softmax can
-    undo it exactly: ``exp((z - max z) * 2**(e_q+e_k))``.
-    """
-    fmax = np.finfo(q.dtype).max
-    bound = _log2_max_abs(q) + _log2_max_abs(k) + math.log2(float(s)) + math.log2(q.shape[-1])
-    excess = bound - (math.log2(float(fmax)) - 4)
-    if excess <= 0:
-        return 0, 0
-    e = math.ceil(excess)
-    return e // 2, e - e // 2
-
-
-def masked_softmax_(z: np.ndarray, keep, additive, t: float = 1.0) -> np.ndarray:
-    """In place: ``z <- softmax(t*z + additive, where keep)`` along the last axis.
-
-    ``t`` is the power-of-two temperature of :func:`overflow_split` (1 in ordinary cases); ``additive``
-    is divided by it so that it is added at the true scale. A row with no attended key (all masked,
-    or all ``-inf``) gets all-zero weights.
-    """
-    if additive is not None:
-        with np.errstate(over="ignore", under="ignore"):
-            np.add(z, additive if t == 1.0 else additive / np.asarray(t, z.dtype), out=z)
-    if keep is not None:
-        np.copyto(z, -np.inf, where=~keep)
-    m = z.max(axis=-1, keepdims=True)                    # (B..., Sq, 1)
-    dead = m == -np.inf
-    any_dead = bool(dead.any())
-    if any_dead:
-        m[dead] = 0
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        np.subtract(z, m, out=z)                         # <= 0
-        if t != 1.0:
-            np.multiply(z, np.asarray(t, z.dtype), out=z)  # exact or -> -inf (weight 0)
-        np.exp(z, out=z)
-    denom = z.sum(axis=-1, keepdims=True)                # (B..., Sq, 1), >= 1 for live rows
-    if any_dead:
-        denom[dead] = 1
-    np.multiply(z, np.reciprocal(denom), out=z)          # one division per row, then a multiply per weight
-    return z
-
-
-def scaled_dot_product_attention(q, k, v, *, mask=None, scale=None, is_causal=False):
+def scaled_dot_product_attention(q, k, v, *, mask=None, scale=None, is_causal=False, alignment="top-left",
+                                 window=None, softcap=None, enable_gqa=False):
     """Scaled dot-product attention.
 
-        weights = softmax(scale * q @ k^T + additive_mask, masked where keep_mask is False)
+        scores  = scale * q @ k^T                      (B..., Sq, Sk)
+        scores  = softcap * tanh(scores / softcap)     if softcap is given
+        weights = softmax(scores + additive_mask, masked where keep_mask, causal or window say no)
         output  = weights @ v
 
     Args:
-      q: (B..., Sq, Dk) queries.  k: (B..., Sk, Dk) keys.  v: (B..., Sk, Dv) values.
+      q: (B..., Sq, D) queries.  k: (B..., Sk, D) keys.  v: (B..., Sk, Dv) values.
         Leading dimensions broadcast as in ``np.matmul``.
       mask: optional, broadcastable to (B..., Sq, Sk). A bool mask is a keep-mask (True = attend);
-        a float mask is added to the scaled scores (``-inf`` masks a key).
-      scale: positive finite real; default ``1/sqrt(Dk)``.
-      is_causal: also apply :func:`refimpl.causal_mask` (query i attends key j iff j <= i).
+        a float mask is added to the (softcapped) scores (``-inf`` masks a key), e.g. :func:`alibi_bias`.
+      scale: positive finite real; default ``1/sqrt(D)``.
+      is_causal: query i attends key j iff ``j <= i + offset`` (see ``alignment``).
+      alignment: "top-left" (offset 0, torch's is_causal) or "bottom-right" (offset Sk - Sq,
+        FlashAttention's); applies to ``is_causal`` and ``window``.
+      window: None or ``(left, right)``: query i attends key j iff
+        ``i + offset - left <= j <= i + offset + right``, -1 = unbounded on that side. With
+        ``is_causal`` the right side is capped at 0.
+      softcap: None or a positive real ``cap``: ``scores = cap * tanh(scores / cap)``, applied
+        before masks and additive biases (Gemma-2's logit soft-capping).
+      enable_gqa: grouped-query attention: q (..., Hq, Sq, D), k and v (..., Hkv, Sk, D*) with Hq a
+        multiple of Hkv; query head h uses kv head ``h // (Hq // Hkv)``. Without it, head counts
+        must broadcast as any other batch dimension.
 
     Returns:
-      ``(output, weights)``: (B..., Sq, Dv) and (B..., Sq, Sk), in the compute dtype (float32 only
-      if q, k and v are all float32).
+      ``(output, weights)``: (B..., Sq, Dv) and (B..., Sq, Sk) (B... ends with Hq under GQA), in the
+      compute dtype (float32 only if q, k and v are all float32).
 
     Decided edge cases:
-      * A query whose keys are all masked gets all-zero weights and an all-zero output (the
+      * A query whose keys are all masked (by mask, causal or window: e.g. the first Sq - Sk rows
+        of a bottom-right causal call with Sq > Sk) gets all-zero weights and an all-zero output (the
         empty sum). PyTorch gives NaN there; the R package gives uniform weights.
-      * Inputs whose scores would overflow (values up to 1e300 in float64, 1e36 in float32) are
-        computed exactly via power-of-two rescaling (see :func:`overflow_split`): results stay finite.
+      * Inputs whose scores would overflow (values up to 1e308 in float64, 3e38 in float32, any
+        ``scale`` the dtype represents) are computed exactly via power-of-two rescaling (see
+        :func:`refimpl._kernel.split_exponents`): results stay finite.
+      * A call whose scores cannot fit in RAM is refused up front with :class:`ResourceError`.
     """
-    p = prepare_sdpa(q, k, v, mask, scale, is_causal)
-    q, k, v, s = p.q, p.k, p.v, p.scale
-    e_q, e_k = overflow_split(q, k, s)
-    if e_q or e_k:
-        q, k = np.ldexp(q, -e_q), np.ldexp(k, -e_k)
-    t = float(2.0 ** (e_q + e_k))
-    n_q, n_k = p.scores_shape[-2], p.scores_shape[-1]
+    p = prepare(q, k, v, mask=mask, scale=scale, is_causal=is_causal, alignment=alignment, window=window,
+                softcap=softcap, enable_gqa=enable_gqa)
+    qs, kr, e = rescaled(p)
+    n_q, n_k = p.scores_shape[-2:]
     if n_q * n_k >= BLOCKED_MIN_SCORES:
-        return _sdpa_blocked(q * s, k, v, p.keep, p.additive, t, p.scores_shape)
-    z = (q * s) @ np.swapaxes(k, -1, -2)                   # (B..., Sq, Dk) x (B..., Dk, Sk) -> (B..., Sq, Sk)
-    weights = masked_softmax_(z, p.keep, p.additive, t)
-    out = weights @ v                                     # (B..., Sq, Sk) x (B..., Sk, Dv) -> (B..., Sq, Dv)
-    return out, weights
+        out, weights = sdpa_blocked(qs, kr, p.v, p.keep, p.additive, e, p.scores_shape, band=p.band,
+                                    softcap=p.softcap)
+    else:
+        z = qs @ np.swapaxes(kr, -1, -2)                  # (B..., Sq, D) x (B..., D, Sk) -> (B..., Sq, Sk)
+        z = np.broadcast_to(z, p.scores_shape).copy() if z.shape != p.scores_shape else z
+        weights = masked_softmax_(softcap_(z, e, p.softcap), full_keep(p), p.additive, e)
+        out = weights @ p.v                               # (B..., Sq, Sk) x (B..., Sk, Dv) -> (B..., Sq, Dv)
+    return out.reshape(p.batch + out.shape[-2:]), weights.reshape(p.batch + weights.shape[-2:])
 
 
 BLOCKED_MIN_SCORES = 128 * 128   # from this many scores per (batch, head), work in cache-sized row blocks
 BLOCK_SCORES = 256 * 1024        # scores per block (1 MiB in float32): rows per block = this // n_keys
 
 
-def _sdpa_blocked(qs, k, v, keep, additive, t, scores_shape, block_rows: int | None = None):
+def sdpa_blocked(qs, k, v, keep, additive, e: int, scores_shape, block_rows: int | None = None, *,
+                 band=None, softcap=None):
     """The same computation, one (batch index, block of query rows) at a time.
 
-    Each block's scores are written straight into the weights array and softmaxed while they are in
-    cache, then multiplied by V: the S x S matrix is traversed once instead of once per pass.
+    ``qs = q * scale`` and ``k`` are already rescaled by :func:`rescaled` (``e`` its exponent). Each
+    block's scores are written straight into the weights array and softmaxed while they are in cache,
+    then multiplied by V: the Sq x Sk matrix is traversed once instead of once per pass, and the band
+    (causal/window) is built one block at a time.
     """
     batch, (n_q, n_k) = scores_shape[:-2], scores_shape[-2:]
-    d_v = v.shape[-1]
     rows = block_rows or min(n_q, max(64, BLOCK_SCORES // max(n_k, 1)))
     weights = np.empty(scores_shape, dtype=qs.dtype)                # (B..., Sq, Sk)
-    out = np.empty(batch + (n_q, d_v), dtype=qs.dtype)              # (B..., Sq, Dv)
+    out = np.empty(batch + (n_q, v.shape[-1]), dtype=qs.dtype)      # (B..., Sq, Dv)
     qb = np.broadcast_to(qs, batch + qs.shape[-2:])
     kb = np.broadcast_to(k, batch + k.shape[-2:])
     vb = np.broadcast_to(v, batch + v.shape[-2:])
     kp = None if keep is None else np.broadcast_to(keep, scores_shape)
     ad = None if additive is None else np.broadcast_to(additive, scores_shape)
     for idx in np.ndindex(*batch):
-        k_t = kb[idx].T                                             # (Dk, Sk)
+        k_t = kb[idx].T                                             # (D, Sk)
         for r0 in range(0, n_q, rows):
             r1 = min(r0 + rows, n_q)
             z = weights[idx][r0:r1]                                 # (rows, Sk) view
-            np.matmul(qb[idx][r0:r1], k_t, out=z)                   # (rows, Dk) x (Dk, Sk) -> (rows, Sk)
-            masked_softmax_(z, None if kp is None else kp[idx][r0:r1], None if ad is None else ad[idx][r0:r1], t)
+            np.matmul(qb[idx][r0:r1], k_t, out=z)                   # (rows, D) x (D, Sk) -> (rows, Sk)
+            keep_blk = block_keep(None if kp is None else kp[idx], band, r0, r1, 0, n_k)
+            masked_softmax_(softcap_(z, e, softcap), keep_blk, None if ad is None else ad[idx][r0:r1], e)
             np.matmul(z, vb[idx], out=out[idx][r0:r1])              # (rows, Sk) x (Sk, Dv) -> (rows, Dv)
     return out, weights
+
+
+# --- the original internal API, kept for tests/test_online.py (blocked path vs vectorised path) ------
+
+def prepare_sdpa(q, k, v, mask=None, scale=None, is_causal=False) -> SDPAInputs:
+    """:func:`refimpl._kernel.prepare` with the causal band folded into ``keep`` (no GQA, no window)."""
+    p = prepare(q, k, v, mask=mask, scale=scale, is_causal=is_causal)
+    return p._replace(keep=full_keep(p), band=None)
+
+
+def _sdpa_blocked(qs, k, v, keep, additive, t, scores_shape, block_rows=None):
+    """:func:`sdpa_blocked` with the temperature ``t = 2**e`` given as a number."""
+    return sdpa_blocked(qs, k, v, keep, additive, math.frexp(t)[1] - 1, scores_shape, block_rows)
 
 
 def general_attention(query, keys, values, *, scale=None):

@@ -36,6 +36,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--html", metavar="FILE", help="also write an HTML report with attention-weight heatmaps")
     c.add_argument("--random", type=int, default=200, metavar="N", help="random cases cross-checked against R (default 200)")
     c.add_argument("--quiet", action="store_true", help="no progress lines")
+    c.add_argument("--api", default="refimpl", choices=("refimpl", "torch-sdpa", "flash-attn"),
+                   help="the signature and semantics user targets follow (README: Target APIs)")
+    c.add_argument("--family", action="append", default=None, metavar="NAME",
+                   help="run only these case families (repeatable; --list-families lists them)")
+    c.add_argument("--suite", default="default", choices=("quick", "default", "full"),
+                   help="how many cases per family (quick ~10%%, default >= 1,500 cases, full 3x and long sequences)")
+    c.add_argument("--list-families", action="store_true", help="print the families (name, cases, what they check)")
+    c.add_argument("--no-families", action="store_true", help="only the fixtures, vignettes and R rows")
+    c.add_argument("--dtype", default="float64,float32", metavar="LIST",
+                   help="input dtypes of the family cases: float64,float32,float16,bfloat16 (default float64,float32)")
+    c.add_argument("--masked-rows", default=None, choices=("zeros", "nan", "uniform"),
+                   help="pin the one accepted output for a query with no key (default: any of the three)")
+    c.add_argument("--shard", default=None, metavar="K/N", help="run shard K of N of the family cases (CI matrices)")
     r = sub.add_parser("regen", help="recompute the fixtures' generated parts; detect drift (--check) or write them")
     r.add_argument("sources", nargs="*", metavar="SOURCE")
     g = r.add_mutually_exclusive_group()
@@ -91,8 +104,14 @@ def _check(args) -> int:
             targets.append(factory())
         except Unavailable as e:
             unavailable[name] = str(e)
+    if args.list_families:
+        from .harness.families import FAMILIES, family_specs
+        for name, fam in FAMILIES.items():
+            n = len(family_specs(name, args.suite, dtypes=("float64",)))
+            print(f"{name:16} {n:5d} cases per dtype ({args.suite})  {fam.doc}")
+        return EXIT_OK
     for spec in args.target:
-        targets.append(load_target(spec, layout=args.layout, torch=args.torch_tensors))   # RefimplError: exit 2
+        targets.append(load_target(spec, layout=args.layout, torch=args.torch_tensors, api=args.api))  # exit 2
     if args.only:
         known = {t.name for t in targets} | set(unavailable)
         missing = [n for n in args.only if n not in known]
@@ -107,12 +126,6 @@ def _check(args) -> int:
     for opt, path in (("--output", args.output), ("--html", args.html)):
         if path:
             check_writable(path, opt)          # before the run: a report is never lost at the end
-    try:
-        cases = collect_cases(random_n=args.random)
-    except FixtureError as e:
-        print(f"refimpl check: a fixture is invalid: {e}\n(what to do: restore it from git, or run "
-              f"'refimpl regen --write' if the generator changed)", file=sys.stderr)
-        return EXIT_USAGE
     env = environment()
     t0 = time.perf_counter()
     state = {"last": 0.0}
@@ -123,6 +136,17 @@ def _check(args) -> int:
             return
         state["last"] = now
         print(f"  {now:5.1f}s {msg}", file=sys.stderr, flush=True)
+    from .harness.families import parse_shard
+    shard = parse_shard(args.shard) if args.shard else None
+    dtypes = tuple(d.strip() for d in args.dtype.split(",") if d.strip())
+    try:
+        cases = collect_cases(random_n=args.random, families=[] if args.no_families else args.family,
+                              suite=args.suite, dtypes=dtypes, shard=shard, masked_rows=args.masked_rows,
+                              progress=lambda m: progress(m))
+    except FixtureError as e:
+        print(f"refimpl check: a fixture is invalid: {e}\n(what to do: restore it from git, or run "
+              f"'refimpl regen --write' if the generator changed)", file=sys.stderr)
+        return EXIT_USAGE
 
     run = run_check(targets, unavailable, cases, progress)
     text = render(run, args.format, env)

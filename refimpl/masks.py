@@ -1,64 +1,78 @@
-"""Masks: the causal helper and the validation/combination of user masks."""
+"""Masks: the causal, sliding-window and ALiBi helpers (the band they share and user-mask validation live in
+:mod:`refimpl._kernel`, next to the softmax that applies them).
+
+Alignment (``alignment=``) places query ``i`` of ``Sq`` against key ``j`` of ``Sk`` with an offset:
+
+    offset = 0          "top-left"      (torch's is_causal, np.tril: query 0 sees key 0)
+    offset = Sk - Sq    "bottom-right"  (FlashAttention, KV caches: the last query sees the last key)
+
+and every band rule compares ``j`` with ``i + offset``:
+
+    causal:           j <= i + offset
+    window (l, r):    i + offset - l  <=  j  <=  i + offset + r        (-1 = unbounded on that side)
+    ALiBi:            bias[h, i, j] = -slope[h] * |i + offset - j|
+"""
 from __future__ import annotations
 
+import numbers
 import numpy as np
 
-from ._checks import InputTypeError, InputValueError, ShapeError, as_float_array
+from ._checks import InputTypeError, InputValueError, ShapeError, as_float_array, check_choice, check_memory
+from ._kernel import ALIGNMENTS, make_band
 
-__all__ = ["causal_mask"]
+__all__ = ["causal_mask", "window_mask", "alibi_bias"]
 
-
-def causal_mask(n_queries: int, n_keys: int | None = None) -> np.ndarray:
-    """Boolean keep-mask of shape (n_queries, n_keys): query ``i`` attends key ``j`` iff ``j <= i``.
-
-    Top-left aligned, as ``torch.nn.functional.scaled_dot_product_attention(is_causal=True)`` and
-    ``np.tril``. ``n_keys`` defaults to ``n_queries``.
-    """
-    n_keys = n_queries if n_keys is None else n_keys
-    for name, n in (("n_queries", n_queries), ("n_keys", n_keys)):
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+def _check_sizes(**sizes) -> None:
+    for name, n in sizes.items():
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, (numbers.Integral, np.integer)):
             raise InputTypeError(f"{name} must be an int, got {type(n).__name__} {n!r}")
         if n < 1:
             raise InputValueError(f"{name} must be >= 1, got {n}")
-    return np.tri(int(n_queries), int(n_keys), dtype=bool)  # (n_queries, n_keys)
 
 
-def prepare_mask(mask, scores_shape: tuple[int, ...], dtype: np.dtype, is_causal: bool):
-    """Split ``mask`` and ``is_causal`` into a boolean keep-mask and an additive float mask.
+def causal_mask(n_queries: int, n_keys: int | None = None, *, alignment: str = "top-left") -> np.ndarray:
+    """Boolean keep-mask (n_queries, n_keys): query ``i`` attends key ``j`` iff ``j <= i + offset``.
 
-    * bool mask: True = attend, False = masked out.
-    * float mask: added to the scaled scores; ``-inf`` masks a key; NaN and ``+inf`` are refused.
-      It is cast to the compute dtype (a float64 mask does not promote float32 work; values beyond
-      float32's range become -inf there, which is what they mean).
-    Both must broadcast to ``scores_shape`` = (..., n_queries, n_keys).
-    Returns ``(keep or None, additive or None)``.
+    ``alignment="top-left"`` (offset 0) is ``np.tril`` and torch's ``is_causal=True``;
+    ``"bottom-right"`` (offset ``n_keys - n_queries``) is FlashAttention's. ``n_keys`` defaults to
+    ``n_queries``. With bottom-right and ``n_queries > n_keys`` the first rows are all False (a query
+    that sees no key: zero weights in sdpa).
     """
-    if not isinstance(is_causal, (bool, np.bool_)):
-        raise InputTypeError(f"is_causal must be a bool, got {type(is_causal).__name__} {is_causal!r}")
-    keep = additive = None
-    if mask is not None:
-        m = np.asarray(mask) if not isinstance(mask, (str, bytes)) else None
-        if m is None or m.dtype.kind not in "bf":
-            what = type(mask).__name__ if m is None else f"dtype {m.dtype}"
-            raise InputTypeError(f"mask must be a bool keep-mask (True = attend) or a float additive mask, got {what}")
-        if m.ndim < 1 or m.ndim > len(scores_shape):
-            raise ShapeError(f"mask must broadcast to the scores' shape {scores_shape} (..., n_queries, n_keys), "
-                             f"got shape {m.shape}")
-        try:
-            np.broadcast_shapes(m.shape, scores_shape)
-            ok = np.broadcast_shapes(m.shape, scores_shape) == tuple(scores_shape)
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ShapeError(f"mask must broadcast to the scores' shape {scores_shape} (..., n_queries, n_keys), "
-                             f"got shape {m.shape}")
-        if m.dtype.kind == "b":
-            keep = m
-        else:
-            m = as_float_array(m, "mask", allow_neg_inf=True)
-            with np.errstate(over="ignore"):
-                additive = m.astype(dtype, copy=False)
-    if is_causal:
-        causal = causal_mask(scores_shape[-2], scores_shape[-1])
-        keep = causal if keep is None else (keep & causal)
-    return keep, additive
+    n_keys = n_queries if n_keys is None else n_keys
+    return window_mask(n_queries, n_keys, (-1, 0), alignment=alignment)
+
+
+def window_mask(n_queries: int, n_keys: int, window, *, alignment: str = "top-left") -> np.ndarray:
+    """Boolean keep-mask (n_queries, n_keys) of a sliding window ``(left, right)``:
+    query ``i`` attends key ``j`` iff ``i + offset - left <= j <= i + offset + right``, -1 = unbounded
+    on that side (FlashAttention's ``window_size``); offset as in :func:`causal_mask`.
+    """
+    _check_sizes(n_queries=n_queries, n_keys=n_keys)
+    check_memory(int(n_queries) * int(n_keys), f"a ({n_queries}, {n_keys}) bool mask")
+    band = make_band(int(n_queries), int(n_keys), window=window, alignment=alignment)
+    if band is None:
+        raise InputTypeError("window must be a pair (left, right) of ints >= -1, got None")
+    return band.keep(0, int(n_queries), 0, int(n_keys))                          # (Sq, Sk)
+
+
+def alibi_bias(slopes, n_queries: int, n_keys: int, *, alignment: str = "bottom-right") -> np.ndarray:
+    """ALiBi's additive bias ``-slope * |i + offset - j|`` of shape ``slopes.shape + (n_queries, n_keys)``.
+
+    ``slopes``: (H,) or (B, H), finite and >= 0 (ALiBi penalises distance). Default alignment
+    bottom-right, FlashAttention's ``alibi_slopes`` convention. float32 slopes give a float32 bias;
+    a product beyond the dtype's range becomes ``-inf`` (that key is masked, which is what it means).
+    Pass the result as ``mask=`` (it broadcasts to (B, H, Sq, Sk)).
+    """
+    s = as_float_array(slopes, "slopes", min_ndim=1, dims="(H,) or (B, H)")
+    if s.ndim > 2:
+        raise ShapeError(f"slopes must have shape (H,) or (B, H), got shape {s.shape}")
+    if (s < 0).any():
+        raise InputValueError(f"slopes must be >= 0 (ALiBi penalises distance), got min {s.min()!r}")
+    _check_sizes(n_queries=n_queries, n_keys=n_keys)
+    check_choice(alignment, "alignment", ALIGNMENTS)
+    n_q, n_k = int(n_queries), int(n_keys)
+    check_memory(s.size * n_q * n_k * s.itemsize, f"an ALiBi bias of shape {s.shape + (n_q, n_k)}")
+    offset = 0 if alignment == "top-left" else n_k - n_q
+    dist = np.abs(np.arange(n_q)[:, None] + offset - np.arange(n_k)[None, :]).astype(s.dtype)   # (Sq, Sk)
+    with np.errstate(over="ignore"):
+        return -(s[..., None, None] * dist)                  # (..., H, 1, 1) * (Sq, Sk) -> (..., H, Sq, Sk)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import (InputTypeError, InputValueError, ShapeError, as_float_array, check_choice)
+from ._checks import (InputTypeError, InputValueError, ShapeError, as_float_array, check_choice,
+                      result_dtype)
 from .attention import scaled_dot_product_attention
 
 __all__ = ["multi_head_attention", "multi_head_with", "split_heads"]
@@ -26,7 +27,8 @@ def multi_head_attention(x, w_q, w_k, w_v, w_o=None, *, mask=None, scale=None, i
       w_o: (H*d_v, d_out) for "in_out", (d_out, H*d_v) for "out_in"; ``None`` returns the concatenated
         heads (B..., S, H*d_v) unprojected.
       mask: broadcastable to (B..., H, S, S); is_causal as in sdpa.
-    Returns ``(output, weights)``: (B..., S, d_out) and (B..., H, S, S).
+    Returns ``(output, weights)``: (B..., S, d_out) and (B..., H, S, S). The output is float32 only if
+    x and every weight matrix (w_o included) are float32, as for q, k and v in sdpa; otherwise float64.
     """
     return multi_head_with(scaled_dot_product_attention, x, w_q, w_k, w_v, w_o, mask=mask, scale=scale,
                            is_causal=is_causal, weights_layout=weights_layout)
@@ -65,7 +67,9 @@ def multi_head_with(attend, x, w_q, w_k, w_v, w_o=None, *, mask=None, scale=None
         raise ShapeError(f"w_o must have n_heads*d_v = {n_heads}*{d_v} = {n_heads * d_v} input features, "
                          f"got w_o.shape={w_o.T.shape if weights_layout == 'out_in' else w_o.shape} "
                          f"(weights_layout={weights_layout!r})")
-    return concat @ w_o.astype(concat.dtype, copy=False), a  # (B..., S, H*d_v) x (H*d_v, d_out) -> (B..., S, d_out)
+    dtype = result_dtype(concat, w_o)                      # float32 only if x, the W's and w_o all are
+    concat, w_o = concat.astype(dtype, copy=False), w_o.astype(dtype, copy=False)
+    return concat @ w_o, a                                 # (B..., S, H*d_v) x (H*d_v, d_out) -> (B..., S, d_out)
 
 
 def split_heads(w, n_heads: int) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._checks import InputTypeError, ShapeError, as_float_array
+from ._kernel import masked_softmax_
 
 __all__ = ["softmax"]
 
@@ -17,8 +18,9 @@ def softmax(x, *, axis: int = -1) -> np.ndarray:
 
     Conventions:
       * ``-inf`` is allowed and means "no weight" (an additive mask); NaN and ``+inf`` are refused.
-      * A slice whose entries are all ``-inf`` gives all zeros (no finite maximum; same rule as a fully
-        masked query in :func:`refimpl.scaled_dot_product_attention`).
+      * A slice whose entries are all ``-inf`` gives all zeros (no finite maximum; the dead-row rule of
+        :func:`refimpl._kernel.masked_softmax_`, shared with a fully masked query in
+        :func:`refimpl.scaled_dot_product_attention`).
       * float32 stays float32; integers are converted to float64.
     """
     x = as_float_array(x, "x", min_ndim=1, dims="(..., n)", allow_neg_inf=True)
@@ -26,20 +28,6 @@ def softmax(x, *, axis: int = -1) -> np.ndarray:
         raise InputTypeError(f"axis must be an int, got {type(axis).__name__} {axis!r}")
     if not -x.ndim <= axis < x.ndim:
         raise ShapeError(f"axis must be in [{-x.ndim}, {x.ndim - 1}] for x of shape {x.shape}, got {axis}")
-    return _softmax_inplace(x.copy(), axis)
-
-
-def _softmax_inplace(z: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Softmax of ``z`` along ``axis``, written into ``z``. No validation: internal use."""
-    m = z.max(axis=axis, keepdims=True)          # (..., 1, ...)
-    dead = m == -np.inf                          # slices with every entry -inf
-    if dead.any():
-        m[dead] = 0
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        np.subtract(z, m, out=z)                 # <= 0 everywhere; may overflow to -inf -> weight 0
-        np.exp(z, out=z)
-    s = z.sum(axis=axis, keepdims=True)
-    if dead.any():
-        s[dead] = 1                              # 0 / 1 = 0 for fully masked slices
-    np.divide(z, s, out=z)
+    z = x.copy()
+    masked_softmax_(np.moveaxis(z, axis, -1), None, None)   # in place through the view
     return z

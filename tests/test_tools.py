@@ -15,7 +15,7 @@ def test_setup_is_idempotent_a_second_run_installs_nothing():
     r = subprocess.run(["bash", str(ROOT / "tools" / "setup.sh")], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = [line for line in r.stdout.splitlines() if line.startswith("[setup]")]
-    assert len(lines) == 3 and not any("run:" in line for line in lines), lines
+    assert len(lines) == 4 and not any("run:" in line for line in lines), lines
     assert "attention" in r.stdout and "Debian packages present" in r.stdout
 
 

@@ -3,6 +3,8 @@
 #   1. Debian packages (R, NumPy with OpenBLAS, rpy2, Hypothesis, pytest, torch, ...)
 #   2. the CRAN package 'attention' through R's configured repository
 #   3. .venv (system site packages) with refimpl installed editable, without network
+#   4. onnxruntime-node (pinned in tools/ort/package-lock.json) into tools/ort/node_modules, for the
+#      onnx-runtime target; skipped with a note where npm is missing (that target then says why)
 # Every step says what it runs; a second run checks and skips in well under 5 s.
 # REFIMPL_SKIP_APT=1 skips step 1 (for machines where you manage packages yourself).
 set -uo pipefail
@@ -12,7 +14,7 @@ APT_PACKAGES=(
   r-base-core r-cran-knitr r-cran-jsonlite r-cran-testthat
   python3-numpy python3-rpy2 python3-hypothesis python3-pytest python3-pytest-xdist
   python3-venv python3-pip python3-threadpoolctl python3-matplotlib python3-torch python3-yaml
-  libopenblas0-pthread
+  libopenblas0-pthread python3-onnx
 )
 
 say()  { printf '[setup] %s\n' "$*"; }
@@ -60,4 +62,19 @@ else
   .venv/bin/pip install -q --no-build-isolation --no-deps -e . >/tmp/refimpl-pip.log 2>&1 \
     || fail "pip install -e ." "read /tmp/refimpl-pip.log (setuptools comes from Debian's python3-setuptools)"
   say "venv: refimpl installed editable"
+fi
+
+# --- 4. ONNX Runtime for the onnx-runtime target (npm, project-local) ------------------------
+# --ignore-scripts: the package's install script downloads GPU extras; the CPU library ships inside it.
+ORT_VERSION=$(sed -n 's/.*"onnxruntime-node": *"\([^"]*\)".*/\1/p' tools/ort/package.json)
+ORT_PKG=tools/ort/node_modules/onnxruntime-node/package.json
+if [ -f "$ORT_PKG" ] && grep -q "\"version\": \"$ORT_VERSION\"" "$ORT_PKG"; then
+  say "ort: onnxruntime-node $ORT_VERSION present in tools/ort"
+elif ! command -v npm >/dev/null; then
+  say "ort: npm not found, onnxruntime-node not installed: the onnx-runtime target will be skipped (Debian: nodejs, npm)"
+else
+  say "run: (cd tools/ort && npm ci --ignore-scripts --no-audit --no-fund)"
+  (cd tools/ort && npm ci --ignore-scripts --no-audit --no-fund) >/tmp/refimpl-npm.log 2>&1 \
+    || fail "npm ci in tools/ort" "read /tmp/refimpl-npm.log; check that the npm registry is reachable, then run 'make setup' again"
+  say "ort: installed onnxruntime-node $ORT_VERSION into tools/ort/node_modules"
 fi

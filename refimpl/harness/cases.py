@@ -22,6 +22,11 @@ class Status(str, Enum):
     KNOWN = "known"            # differs only where a catalogued divergence applies
     SKIP = "skip"              # could not run here (reason in the detail)
     REFERENCE = "reference"    # the target is where this case's expected values come from
+    NA = "n/a"                 # the target's API cannot express this case's features
+    UNSUPPORTED = "unsupported"  # the target raised NotImplementedError: listed, not a failure
+    CRASH = "crash"            # the target's worker died (signal, abort, os._exit) or called sys.exit
+    TIMEOUT = "timeout"        # a call took longer than --timeout
+    OOM = "oom"                # a call used more memory than --max-memory
 
     def __str__(self) -> str:
         return self.value
@@ -31,7 +36,7 @@ class Status(str, Enum):
 
     @property
     def failed(self) -> bool:
-        return self in (Status.FAIL, Status.ERROR)
+        return self in (Status.FAIL, Status.ERROR, Status.CRASH, Status.TIMEOUT, Status.OOM)
 
 
 @dataclass
@@ -43,6 +48,8 @@ class Outcome:
     divergences: list[str] = field(default_factory=list)
     heat: dict = field(default_factory=dict)   # name -> (expected, actual) 2-D weights, for the HTML report
     n_arrays: int = 0
+    cases: list = field(default_factory=list)  # per-case results of a family row (harness.judge.CaseResult)
+    conventions: dict = field(default_factory=dict)   # what the target does where conventions differ
 
     @property
     def failed(self) -> bool:

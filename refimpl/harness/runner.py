@@ -12,6 +12,8 @@ from typing import Callable
 
 from ..fixtures.schema import load_all
 from .cases import Case, CheckRun, Outcome, Status
+from .families import select, shard as shard_ids
+from .family_cases import CaseStore, family_case
 from .fixture_cases import fixture_case
 from .r_cases import RANDOM_CASES, r_examples_case, random_case, vignette_case
 from .targets import Target
@@ -19,11 +21,28 @@ from .targets import Target
 __all__ = ["CheckRun", "collect_cases", "run_check"]
 
 
-def collect_cases(random_n: int = RANDOM_CASES, sources: list[str] | None = None) -> list[Case]:
-    cases = [fixture_case(fx) for fx in load_all(sources=sources)]
-    cases += [vignette_case("simple"), vignette_case("complete"), r_examples_case()]
-    if random_n > 0:
-        cases.append(random_case(random_n))
+def collect_cases(random_n: int = RANDOM_CASES, sources: list[str] | None = None, *,
+                  families: list[str] | None = None, suite: str = "default",
+                  dtypes: tuple[str, ...] = ("float64", "float32"), shard: tuple[int, int] | None = None,
+                  masked_rows: str | None = None, caller=None, progress=None) -> list[Case]:
+    """The rows of a check: fixtures, vignettes, R examples, the random batch against R, and the case families
+    (``families=[]`` leaves them out; None takes them all). ``shard=(k, n)`` keeps shard k of n of every row's
+    family cases (the fixed rows run in shard 1 only)."""
+    cases = []
+    if shard is None or shard[0] == 1:
+        cases += [fixture_case(fx) for fx in load_all(sources=sources)]
+        cases += [vignette_case("simple"), vignette_case("complete"), r_examples_case()]
+        if random_n > 0:
+            cases.append(random_case(random_n))
+    if families == []:
+        return cases
+    specs = select(families, suite, dtypes)
+    if shard is not None:
+        keep = shard_ids([s.id for s in specs], *shard)
+        specs = [s for s in specs if s.id in keep]
+    store = CaseStore()
+    for name in dict.fromkeys(s.family for s in specs):
+        cases.append(family_case(name, [s for s in specs if s.family == name], store, masked_rows, caller, progress))
     return cases
 
 

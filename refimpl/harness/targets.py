@@ -21,6 +21,7 @@ Built-in targets: ``refimpl`` (always), ``r`` (the R package through the bridge,
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -43,8 +44,10 @@ class Target:
     fn: Callable[..., Any]
     layout: str = "SD"
     torch: bool = False
+    api: str = "refimpl"                    # refimpl | torch-sdpa | flash-attn (refimpl.harness.apis)
     is_reference: bool = False              # refimpl itself
     known: Callable[..., list[str]] = field(default=lambda q, k, v, mask: [])
+    predict: Callable[..., Any] | None = None   # the catalogued behaviour: (q, k, v, keep) -> output, or raises
     note: str = ""
 
     def attend(self, q, k, v, mask=None, scale=None, is_causal=False):
@@ -90,8 +93,8 @@ def _to_numpy(x):
     return np.asarray(x)
 
 
-def _refimpl_fn(q, k, v, mask=None, scale=None):
-    return scaled_dot_product_attention(q, k, v, mask=mask, scale=scale)
+def _refimpl_fn(q, k, v, mask=None, scale=None, **features):
+    return scaled_dot_product_attention(q, k, v, mask=mask, scale=scale, **features)
 
 
 def _per_case(q, k, v, mask):
@@ -124,7 +127,13 @@ def _r_target() -> Target:
     def known(q, k, v, mask):
         return sorted({c for case in _per_case(q, k, v, mask)[1] for c in r_compat.attention_divergences(*case)})
 
-    return Target("r", fn, known=known, note=f"R attention {a.attention_version} through the bridge")
+    def predict(q, k, v, mask):
+        """What the package does, quirks included (refimpl.r.compat): the catalogued behaviour."""
+        batch, cases = _per_case(q, k, v, mask)
+        outs = [r_compat.attention(*case)[0] for case in cases]
+        return np.stack(outs).reshape(batch + outs[0].shape)
+
+    return Target("r", fn, known=known, predict=predict, note=f"R attention {a.attention_version} through the bridge")
 
 
 def _torch_target() -> Target:
@@ -150,22 +159,40 @@ def _torch_target() -> Target:
 
 
 def builtin_targets() -> dict[str, Callable[[], Target]]:
-    return {"refimpl": lambda: Target("refimpl", _refimpl_fn, is_reference=True, note="refimpl float64/float32"),
+    return {"refimpl": lambda: Target("refimpl", _refimpl_fn, is_reference=True, api="native",
+                                      note="refimpl float64/float32, every feature"),
             "r": _r_target, "torch": _torch_target}
 
 
-def load_target(spec: str, layout: str = "SD", torch: bool = False) -> Target:
-    """``refimpl`` | ``r`` | ``torch`` | ``package.module:function`` (raises UsageError / Unavailable)."""
-    builtins = builtin_targets()
-    if spec in builtins:
-        return builtins[spec]()
-    if ":" not in spec:
-        raise UsageError(f"--target must be one of {sorted(builtins)} or package.module:function, got {spec!r}")
-    mod_name, _, attr = spec.partition(":")
+def load_function(spec: str):
+    """The callable named by ``module.path:function`` or ``path/to/file.py:function``.
+
+    Like ``python -m`` and pytest, the current directory is importable, so ``mymod:fn`` finds ./mymod.py.
+    Any failure to import is a :class:`UsageError` naming the spec and the cause.
+    """
+    import os
+    import sys
+    mod_name, _, attr = spec.rpartition(":")
+    if not mod_name or not attr:
+        raise UsageError(f"--target {spec!r}: expected module:function or path/to/file.py:function")
     try:
-        mod = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise UsageError(f"--target {spec!r}: cannot import module {mod_name!r}: {e}") from None
+        if mod_name.endswith(".py"):
+            path = os.path.abspath(mod_name)
+            if not os.path.isfile(path):
+                raise UsageError(f"--target {spec!r}: no file {mod_name}")
+            name = "refimpl_target_" + os.path.splitext(os.path.basename(path))[0].replace("-", "_")
+            sp = importlib.util.spec_from_file_location(name, path)
+            mod = importlib.util.module_from_spec(sp)
+            sys.modules[name] = mod
+            sp.loader.exec_module(mod)
+        else:
+            if "" not in sys.path and os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            mod = importlib.import_module(mod_name)
+    except UsageError:
+        raise
+    except BaseException as e:         # ImportError, SyntaxError, an exception or sys.exit at import time
+        raise UsageError(f"--target {spec!r}: cannot import module {mod_name!r}: {type(e).__name__}: {e}") from None
     fn: Any = mod
     for part in attr.split("."):
         if not hasattr(fn, part):
@@ -173,6 +200,23 @@ def load_target(spec: str, layout: str = "SD", torch: bool = False) -> Target:
         fn = getattr(fn, part)
     if not callable(fn):
         raise UsageError(f"--target {spec!r}: {attr!r} is not callable")
+    return fn
+
+
+def load_target(spec: str, layout: str = "SD", torch: bool = False, api: str = "refimpl") -> Target:
+    """``refimpl`` | ``r`` | ``torch`` | ``module:function`` | ``file.py:function`` (raises UsageError / Unavailable).
+
+    The user's function is checked against ``api``'s signature before any case runs."""
+    from .apis import APIS, check_signature
+    builtins = builtin_targets()
+    if spec in builtins:
+        return builtins[spec]()
+    if ":" not in spec:
+        raise UsageError(f"--target must be one of {sorted(builtins)} or module:function, got {spec!r}")
     if layout not in LAYOUTS:
         raise UsageError(f"layout must be SD, BHSD or BSHD, got {layout!r}")
-    return Target(spec, fn, layout=layout, torch=torch, note="user target")
+    if api not in APIS:
+        raise UsageError(f"--api must be one of {APIS}, got {api!r}")
+    fn = load_function(spec)
+    check_signature(fn, api)
+    return Target(spec, fn, layout=layout, torch=torch, api=api, note=f"user target, --api {api}")

@@ -1,0 +1,141 @@
+"""``family:<name>`` rows: a case family (refimpl.harness.families) run on a target, one verdict per case.
+
+The row's cell aggregates its cases: FAIL when any case fails (the detail names the first failing cases
+with their shapes and features), pass otherwise; n/a cases (features the target's API cannot express)
+and unsupported ones (the target raised NotImplementedError) are counted, not failed. Each case's
+result is kept in ``Outcome.cases`` for the JSON report, diagnosis and localisation.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Callable
+
+import numpy as np
+
+from ..errors import Unavailable
+from .apis import _array_dtype, _keep_mask, call, expressible
+from .cases import Case, Outcome, Status
+from .features import CaseData, CaseSpec, materialise
+from .families import FAMILIES
+from .judge import CaseResult, judge
+from .targets import Target
+
+__all__ = ["CaseStore", "family_case", "run_one"]
+
+
+class CaseStore:
+    """Materialised cases, shared by every target of a run (inputs and expected values made once)."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, CaseData] = {}
+        self._lowp: dict[str, dict] = {}
+
+    def get(self, spec: CaseSpec) -> CaseData:
+        if spec.id not in self._data:
+            self._data[spec.id] = materialise(spec)
+        return self._data[spec.id]
+
+    def cache(self, spec: CaseSpec) -> dict:
+        return self._lowp.setdefault(spec.id, {})
+
+
+def _given_dtype(target: Target, spec: CaseSpec) -> str:
+    return spec.dtype if (target.torch or target.api != "refimpl") else _array_dtype(spec.dtype)
+
+
+def _catalogued(target: Target, data: CaseData, res: CaseResult, raised: Exception | None,
+                masked_rows: str | None, given: str, cache: dict) -> CaseResult:
+    """A catalogued divergence excuses only the rows it explains, and only where the target reproduces the
+    catalogued behaviour there (``target.predict``); everything else is judged as usual."""
+    keep = _keep_mask(data.spec, data.mask)
+    keep = None if keep is None else np.broadcast_to(keep, data.expected.shape[:-1] + (data.spec.Sk,))
+    codes = target.known(data.q, data.k, data.v, keep)
+    if not codes:
+        return res
+    try:
+        predicted = target.predict(data.q, data.k, data.v, keep)
+    except Exception as e:  # the catalogue says the package fails here
+        if raised is not None:
+            return CaseResult(res.id, Status.KNOWN, math.inf, f"known {', '.join(codes)}: {type(e).__name__}: {e}"[:300],
+                              features=res.features)
+        return res
+    if raised is not None or res.got is None:
+        return res
+    with np.errstate(invalid="ignore"):
+        differs = ~np.isclose(predicted, data.expected, rtol=1e-9, atol=1e-12).all(axis=-1)   # (B, Hq, Sq)
+    if not differs.any():
+        return res
+    alt = CaseData(data.spec, data.q, data.k, data.v, data.mask, data.slopes,
+                   np.where(differs[..., None], predicted, data.expected), data.dead & ~differs)
+    again = judge(alt, res.got, given, masked_rows=masked_rows, cache={})
+    if again.status != Status.PASS:
+        return res
+    again.status, again.detail = Status.KNOWN, f"known {', '.join(codes)} on {int(differs.sum())} rows"
+    return again
+
+
+def run_one(target: Target, spec: CaseSpec, store: CaseStore, masked_rows: str | None = None,
+            caller: Callable | None = None) -> CaseResult:
+    """One case on one target: n/a, unsupported, error, or the judge's verdict. ``caller(target, data)``
+    replaces the in-process call (the isolated worker)."""
+    why = expressible(target.api, spec)
+    if why is not None:
+        return CaseResult(spec.id, Status.NA, detail=why, features=spec.features())
+    data = store.get(spec)
+    try:
+        got = caller(target, data) if caller else call(target.fn, target.api, data, layout=target.layout,
+                                                      torch=target.torch)
+    except NotImplementedError as e:
+        return CaseResult(spec.id, Status.UNSUPPORTED, detail=f"NotImplementedError: {e}"[:200], features=spec.features())
+    except Unavailable:
+        raise
+    except Exception as e:  # the target raised, or returned something unusable
+        res = CaseResult(spec.id, Status.ERROR, math.inf, f"{type(e).__name__}: {e}"[:300], features=spec.features())
+        return _catalogued(target, data, res, e, masked_rows, "", {}) if target.predict else res
+    if isinstance(got, CaseResult):                     # the worker's crash/timeout/oom verdict
+        got.features = spec.features()
+        return got
+    given = _given_dtype(target, spec)
+    res = judge(data, got, given, masked_rows=masked_rows, cache=store.cache(spec))
+    if res.status == Status.FAIL and target.predict is not None:
+        res = _catalogued(target, data, res, None, masked_rows, given, store.cache(spec))
+    return res
+
+
+def _aggregate(results: list[CaseResult], specs: dict[str, CaseSpec]) -> Outcome:
+    counts = Counter(r.status for r in results)
+    bad = [r for r in results if Status(r.status).failed]
+    judged = [r for r in results if r.status in (Status.PASS, Status.FAIL)]
+    worst = max((r.ratio for r in judged), default=0.0)
+    summary = f"{len(results)} cases: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda x: x[0].value))
+    conv = Counter(r.convention for r in results if r.convention)
+    conventions = {"masked-rows": conv.most_common(1)[0][0]} if conv else {}
+    if any(r.returned_weights for r in results):
+        conventions["returns"] = "output+weights"
+    elif judged:
+        conventions["returns"] = "output"
+    if bad:
+        details = [f"{r.id} ({specs[r.id].describe()}): {r.status}: {r.detail}" for r in bad[:3]]
+        status = Status.FAIL if any(r.status == Status.FAIL for r in bad) else Status(bad[0].status)
+        return Outcome(status, worst, 0.0, summary + "; " + "; ".join(details), n_arrays=len(results), cases=results,
+                       conventions=conventions)
+    if not judged:
+        return Outcome(Status.NA if counts[Status.NA] else Status.SKIP, detail=summary, cases=results,
+                       conventions=conventions)
+    return Outcome(Status.PASS, worst, 0.0, summary, n_arrays=len(results), cases=results, conventions=conventions)
+
+
+def family_case(name: str, specs: list[CaseSpec], store: CaseStore, masked_rows: str | None = None,
+                caller: Callable | None = None, progress: Callable[[str], None] | None = None) -> Case:
+    by_id = {s.id: s for s in specs}
+
+    def run(target: Target) -> Outcome:
+        results = []
+        for i, spec in enumerate(specs):
+            if progress is not None and i % 100 == 99:
+                progress(f"family:{name} x {target.name}: {i + 1}/{len(specs)} cases ...")
+            results.append(run_one(target, spec, store, masked_rows, caller))
+        return _aggregate(results, by_id)
+
+    return Case(f"family:{name}", "families", FAMILIES[name].doc, run)

@@ -1,0 +1,126 @@
+"""The verdict on one family case: what the target returned against the float64 expected values.
+
+* float64 targets: the forward bound of :mod:`refimpl.tolerance` (rule 3), with the additive mask's
+  magnitude counted among the score terms.
+* float32 / float16 / bfloat16: the FlashAttention budget (rule 4): the error against the float64 oracle
+  must be at most ``K_BUDGET`` times the error of a same-precision reference (refimpl in float32, its
+  output rounded to the case's dtype for the half types), plus the rounding quantum.
+* Fully masked query rows (no key attended) are judged apart: ``zeros``, ``nan`` and ``uniform`` (the
+  mean of V: every key weighted alike) are conventions, not failures (``masked_rows`` pins one);
+  anything else there fails. NaN anywhere else fails.
+* A target that returns a lower precision than it was given fails with the ``--dtype`` to use; one that
+  writes to its inputs fails naming them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import tolerance as tol
+from ..attention import scaled_dot_product_attention
+from ..online import sdpa_online
+from .apis import Returned
+from .cases import Status
+from .features import CaseData, round_to
+
+__all__ = ["CaseResult", "judge", "CONVENTIONS", "classify_dead_rows"]
+
+CONVENTIONS = ("zeros", "nan", "uniform")          # accepted outputs for a query with no key
+_RANK = {"float64": 3, "float32": 2, "float16": 1, "bfloat16": 1}
+
+
+@dataclass
+class CaseResult:
+    """One family case on one target."""
+    id: str
+    status: Status
+    ratio: float = 0.0                  # worst error / what was allowed (<= 1 passes)
+    detail: str = ""
+    convention: str | None = None       # what the target gave on fully masked rows, when the case has some
+    returned_weights: bool = False
+    features: dict = field(default_factory=dict)
+    got: Returned | None = field(default=None, repr=False)   # what the target returned (diagnosis reruns it)
+
+
+def classify_dead_rows(out: np.ndarray, data: CaseData) -> str:
+    """zeros | nan | uniform | other: the target's output on the reference's fully masked rows."""
+    rows = out[data.dead]                                              # (n_dead, Dv)
+    if rows.size == 0:
+        return "zeros"
+    if np.all(rows == 0):
+        return "zeros"
+    if np.all(np.isnan(rows)):
+        return "nan"
+    group = data.spec.Hq // data.spec.Hkv
+    mean_v = np.repeat(data.v, group, axis=1).mean(axis=-2, keepdims=True)   # (B, Hq, 1, Dv)
+    mean_v = np.broadcast_to(mean_v, out.shape)[data.dead]
+    if np.all(np.isfinite(rows)) and np.allclose(rows, mean_v, rtol=1e-2, atol=1e-3 * (1 + np.abs(mean_v).max())):
+        return "uniform"
+    return "other"
+
+
+def _reference_lowp(data: CaseData) -> np.ndarray:
+    """The same-precision reference of the budget rule: refimpl in float32 (output rounded for half types)."""
+    q, k, v = (a.astype(np.float32) for a in (data.q, data.k, data.v))
+    kw = data.reference_kwargs()
+    if kw["mask"] is not None and kw["mask"].dtype != bool:
+        kw["mask"] = kw["mask"].astype(np.float32)
+    out = sdpa_online(q, k, v, block_q=1024, block_k=1024, **kw) if data.spec.long else \
+        scaled_dot_product_attention(q, k, v, **kw)[0]
+    return round_to(out, data.spec.dtype)
+
+
+def _n_terms(data: CaseData) -> float:
+    n, _ = tol.sdpa_terms(data.q, data.k, data.v, data.spec.scale)
+    m = data.reference_kwargs()["mask"]
+    if m is not None and m.dtype != bool and np.isfinite(m).any():
+        n += 2.0 * float(np.abs(m[np.isfinite(m)]).max())
+    return n
+
+
+def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str | None = None,
+          cache: dict | None = None) -> CaseResult:
+    s = data.spec
+    res = CaseResult(s.id, Status.PASS, features=s.features(), returned_weights=got.weights is not None, got=got)
+    if _RANK.get(got.dtype, 0) < _RANK.get(given_dtype, 0):
+        res.status, res.ratio = Status.FAIL, math.inf
+        res.detail = (f"returns {got.dtype} for {given_dtype} inputs: a {got.dtype} kernel is judged by its own "
+                      f"budget: run it with --dtype {got.dtype}")
+        return res
+    if got.output.shape != data.expected.shape:
+        res.status, res.ratio = Status.FAIL, math.inf
+        res.detail = f"output shape {got.output.shape}, but should be {data.expected.shape} (B, Hq, Sq, Dv)"
+        return res
+    problems = []
+    if got.mutated:
+        problems.append(f"writes to its inputs ({', '.join(got.mutated)}): callers' tensors are changed")
+    if data.dead.any():
+        res.convention = classify_dead_rows(got.output, data)
+        allowed = (masked_rows,) if masked_rows else CONVENTIONS
+        if res.convention not in allowed:
+            problems.append(f"fully masked rows give '{res.convention}' (accepted: {', '.join(allowed)})")
+    live = ~data.dead
+    out, exp = got.output[live], data.expected[live]                    # (n_live, Dv)
+    if s.dtype == "float64":
+        c = tol.compare(out, exp, tol.forward("float64", _n_terms(data), float(np.abs(data.v).max())))
+        res.ratio = c.max_ratio
+        if not c.ok:
+            problems.append(f"output: {c.summary()}")
+    elif out.size:
+        cache = cache if cache is not None else {}
+        if "ref" not in cache:
+            cache["ref"] = _reference_lowp(data)
+        ok, err, allowed = tol.within_budget(out, cache["ref"][live], exp, s.dtype, conditioning=_n_terms(data))
+        res.ratio = err / allowed if allowed > 0 else (0.0 if err == 0 else math.inf)
+        if not ok:
+            problems.append(f"output: error {err:.3g} vs the float64 oracle above the {s.dtype} budget {allowed:.3g} "
+                            f"(K_BUDGET x a same-precision reference + quantum)")
+    if math.isnan(res.ratio):
+        res.ratio = math.inf
+    if problems:
+        res.status = Status.FAIL
+        res.ratio = max(res.ratio, 1.0 + 1e-9) if not math.isinf(res.ratio) else res.ratio
+        res.detail = "; ".join(problems)
+    return res
