@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="input dtypes of the family cases: float64,float32,float16,bfloat16 (default float64,float32)")
     c.add_argument("--masked-rows", default=None, choices=("zeros", "nan", "uniform"),
                    help="pin the one accepted output for a query with no key (default: any of the three)")
+    c.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="per call of a user target (default 60); a call past it is that case's 'timeout'")
+    c.add_argument("--max-memory", type=float, default=None, metavar="MIB",
+                   help="memory of a user target's worker (default half the machine's RAM); past it: 'oom'")
+    c.add_argument("--no-isolation", action="store_true",
+                   help="call user targets in this process (debugging); a crash then ends the run")
     c.add_argument("--shard", default=None, metavar="K/N", help="run shard K of N of the family cases (CI matrices)")
     r = sub.add_parser("regen", help="recompute the fixtures' generated parts; detect drift (--check) or write them")
     r.add_argument("sources", nargs="*", metavar="SOURCE")
@@ -111,7 +117,12 @@ def _check(args) -> int:
             print(f"{name:16} {n:5d} cases per dtype ({args.suite})  {fam.doc}")
         return EXIT_OK
     for spec in args.target:
-        targets.append(load_target(spec, layout=args.layout, torch=args.torch_tensors, api=args.api))  # exit 2
+        t = load_target(spec, layout=args.layout, torch=args.torch_tensors, api=args.api)   # UsageError: exit 2
+        if not args.no_isolation and spec not in builtin_targets():
+            from .harness.isolation import IsolatedFunction
+            t.fn = IsolatedFunction(spec, timeout=args.timeout,
+                                    max_memory=None if args.max_memory is None else int(args.max_memory * 2**20))
+        targets.append(t)
     if args.only:
         known = {t.name for t in targets} | set(unavailable)
         missing = [n for n in args.only if n not in known]

@@ -18,6 +18,7 @@ from .apis import _array_dtype, _keep_mask, call, expressible
 from .cases import Case, Outcome, Status
 from .features import CaseData, CaseSpec, materialise
 from .families import FAMILIES
+from .isolation import TargetDied
 from .judge import CaseResult, judge
 from .targets import Target
 
@@ -86,6 +87,8 @@ def run_one(target: Target, spec: CaseSpec, store: CaseStore, masked_rows: str |
     try:
         got = caller(target, data) if caller else call(target.fn, target.api, data, layout=target.layout,
                                                       torch=target.torch)
+    except TargetDied as e:
+        return CaseResult(spec.id, Status(e.status), math.inf, str(e)[:300], features=spec.features())
     except NotImplementedError as e:
         return CaseResult(spec.id, Status.UNSUPPORTED, detail=f"NotImplementedError: {e}"[:200], features=spec.features())
     except Unavailable:

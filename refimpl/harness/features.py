@@ -115,6 +115,7 @@ class CaseData:
     slopes: np.ndarray | None            # (Hq,) ALiBi slopes
     expected: np.ndarray                 # (B, Hq, Sq, Dv) float64
     dead: np.ndarray                     # (B, Hq, Sq) bool: rows with no attended key in the reference
+    weights: np.ndarray | None = None    # (B, Hq, Sq, Sk) float64 (None for long cases)
 
     def reference_kwargs(self) -> dict:
         """refimpl's keyword arguments for this case (ALiBi folded into an additive mask)."""
@@ -190,4 +191,5 @@ def materialise(spec: CaseSpec) -> CaseData:
     else:
         data.expected, w = scaled_dot_product_attention(q, k, v, **kw)       # (B, Hq, Sq, Dv), (B, Hq, Sq, Sk)
         data.dead = ~(w > 0).any(axis=-1)
+        data.weights = w
     return data

@@ -117,6 +117,15 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
         if not ok:
             problems.append(f"output: error {err:.3g} vs the float64 oracle above the {s.dtype} budget {allowed:.3g} "
                             f"(K_BUDGET x a same-precision reference + quantum)")
+    if got.weights is not None and data.weights is not None:
+        w = got.weights
+        if w.shape != data.weights.shape:
+            problems.append(f"weights shape {w.shape}, but should be {data.weights.shape} (B, Hq, Sq, Sk)")
+        else:
+            c = tol.compare(w[live], data.weights[live], tol.forward(s.dtype if s.dtype in ("float64", "float32")
+                                                                      else "float16", _n_terms(data), 1.0))
+            if not c.ok:
+                problems.append(f"weights: {c.summary()}")
     if math.isnan(res.ratio):
         res.ratio = math.inf
     if problems:

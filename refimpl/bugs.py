@@ -1,0 +1,275 @@
+"""Bug models: attention computed with one known mistake each, for diagnosing a failing target.
+
+Every model takes refimpl's inputs and keywords and returns the output only::
+
+    fn(q, k, v, *, mask=None, scale=None, is_causal=False, alignment="top-left", window=None,
+       softcap=None, enable_gqa=False) -> (B..., Sq, Dv)
+
+with q (B, Hq, Sq, D), k (B, Hkv, Sk, D), v (B, Hkv, Sk, Dv); ``mask`` a bool keep-mask (True = attend)
+or a float additive mask, broadcastable to (B, Hq, Sq, Sk). The correct computation is
+
+    S = scale * q @ k^T  (scale = 1/sqrt(D)),  S = cap * tanh(S / cap),  S += additive,
+    P = softmax over keys of S where kept (a row with no kept key -> zeros),  O = P @ v.
+
+Models that only change an argument call :func:`refimpl.attention.scaled_dot_product_attention`; the
+others rebuild S and its keep-mask (:func:`refimpl.masks.window_mask`) and change one step.
+``MODELS`` maps a model id to its ``(variant label, callable)`` list; ``EXPLANATIONS`` gives one line each.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import numpy as np
+
+from .attention import scaled_dot_product_attention
+from .masks import window_mask
+
+__all__ = ["MODELS", "EXPLANATIONS", "TOLERANCES"]
+
+
+def _sdpa(q, k, v, **kw):
+    return scaled_dot_product_attention(q, k, v, **kw)[0]
+
+
+def _expand_heads(q, k, v, enable_gqa, by_modulo=False):
+    """k, v (B, Hkv, Sk, *) -> (B, Hq, Sk, *): query head h uses kv head h // (Hq // Hkv) (h % Hkv if by_modulo)."""
+    if not enable_gqa or q.shape[-3] == k.shape[-3]:
+        return k, v
+    Hq, Hkv = q.shape[-3], k.shape[-3]
+    idx = np.arange(Hq) % Hkv if by_modulo else np.arange(Hq) // (Hq // Hkv)
+    return np.take(k, idx, axis=-3), np.take(v, idx, axis=-3)
+
+
+def _parts(q, k, v, mask, scale, is_causal, alignment, window, softcap, enable_gqa, cap_before_scale=False,
+           dtype=np.float64):
+    """(S, keep, v): raw scores S (B..., Sq, Sk) with softcap and finite additive terms applied, keep (B..., Sq, Sk)
+    bool (False where the mask, -inf additive entries, causal or window exclude the key), v expanded for GQA."""
+    q, k, v = (np.asarray(a, dtype) for a in (q, k, v))
+    k, v = _expand_heads(q, k, v, enable_gqa)
+    Sq, Sk = q.shape[-2], k.shape[-2]
+    sc = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = q @ np.swapaxes(k, -1, -2)                                   # (B..., Sq, D) x (B..., D, Sk) -> (B..., Sq, Sk)
+        if softcap is not None and cap_before_scale:
+            s = softcap * np.tanh(s / softcap) * sc
+        else:
+            s = s * dtype(sc)
+            if softcap is not None:
+                s = softcap * np.tanh(s / softcap)
+    keep = np.ones(s.shape, bool)
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.dtype == bool:
+            keep = keep & m
+        else:
+            keep = keep & (m != -np.inf)
+            s = s + np.where(np.isneginf(m), 0.0, m).astype(dtype)
+    if is_causal or window is not None:
+        left, right = window if window is not None else (-1, -1)
+        if is_causal:
+            right = 0 if right == -1 else min(right, 0)
+        keep = keep & window_mask(Sq, Sk, (left, right), alignment=alignment)
+    return s, keep, v
+
+
+def _softmax(s, keep, axis=-1):
+    """exp(s - max) / sum over ``axis`` where kept; a line with nothing kept -> zeros."""
+    s = np.where(keep, s, -np.inf)
+    m = s.max(axis=axis, keepdims=True)
+    e = np.exp(s - np.where(np.isfinite(m), m, 0.0))
+    z = e.sum(axis=axis, keepdims=True)
+    return e / np.where(z == 0, 1.0, z)
+
+
+# --- models that change an argument ------------------------------------------------------------------
+
+def scale(q, k, v, *, factor="1/sqrt(Sk)", scale=None, **kw):
+    """Wrong default scale: ``factor`` in 1/sqrt(Sk), 1/sqrt(Dv), 1/D, 1 instead of 1/sqrt(D); an explicit
+    scale is honoured, except for factor "1 always" (the scale is never applied)."""
+    D, Sk, Dv = q.shape[-1], k.shape[-2], v.shape[-1]
+    wrong = {"1/sqrt(Sk)": 1 / math.sqrt(Sk), "1/sqrt(Dv)": 1 / math.sqrt(Dv), "1/D": 1 / D, "1": 1.0,
+             "1 always": 1.0}[factor]
+    s = wrong if (scale is None or factor == "1 always") else scale
+    return _sdpa(q, k, v, scale=s, **kw)
+
+
+def mask_polarity(q, k, v, *, mask=None, with_band=False, **kw):
+    """A bool mask read with True = masked out: keep' = ~keep (float masks unchanged). ``with_band``: the
+    causal/window band is folded into the bool mask first and inverted with it (a mask-only API)."""
+    if with_band and (kw.get("is_causal") or kw.get("window") is not None):
+        Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
+        left, right = kw.pop("window", None) or (-1, -1)
+        if kw.pop("is_causal", False):
+            right = 0 if right == -1 else min(right, 0)
+        band = window_mask(Sq, Sk, (left, right), alignment=kw.pop("alignment", "top-left"))
+        if mask is None or np.asarray(mask).dtype == bool:
+            mask = band if mask is None else np.asarray(mask) & band
+        else:
+            mask = np.where(band, mask, -np.inf)
+            return _sdpa(q, k, v, mask=mask, **kw)
+    if mask is not None and np.asarray(mask).dtype == bool:
+        mask = ~np.asarray(mask)
+    return _sdpa(q, k, v, mask=mask, **kw)
+
+
+def additive_mask_sign(q, k, v, *, mask=None, **kw):
+    """A float mask subtracted instead of added: S - mask on its finite entries (-inf still masks)."""
+    if mask is not None and np.asarray(mask).dtype != bool:
+        m = np.asarray(mask)
+        mask = np.where(np.isneginf(m), -np.inf, -m)
+    return _sdpa(q, k, v, mask=mask, **kw)
+
+
+def causal_alignment(q, k, v, *, alignment="top-left", **kw):
+    """Causal/window band placed with the other alignment (top-left <-> bottom-right)."""
+    other = "bottom-right" if alignment == "top-left" else "top-left"
+    return _sdpa(q, k, v, alignment=other, **kw)
+
+
+def window_bounds(q, k, v, *, window=None, shift=1, **kw):
+    """Window's left edge off by one: (left, right) -> (left + shift, right) when left is bounded."""
+    if window is not None and window[0] >= 0 and window[0] + shift >= 0:
+        window = (window[0] + shift, window[1])
+    return _sdpa(q, k, v, window=window, **kw)
+
+
+def gqa_grouping(q, k, v, *, enable_gqa=False, **kw):
+    """GQA heads grouped by h % Hkv instead of h // (Hq // Hkv)."""
+    k, v = _expand_heads(np.asarray(q), np.asarray(k), np.asarray(v), enable_gqa, by_modulo=True)
+    return _sdpa(q, k, v, enable_gqa=False, **kw)
+
+
+# --- models that change a step -----------------------------------------------------------------------
+
+def _kw(kw):
+    names = ("mask", "scale", "is_causal", "alignment", "window", "softcap", "enable_gqa")
+    d = dict(mask=None, scale=None, is_causal=False, alignment="top-left", window=None, softcap=None, enable_gqa=False)
+    d.update({n: kw[n] for n in names if n in kw})
+    return d
+
+
+def softmax_axis(q, k, v, **kw):
+    """Softmax over the queries (axis -2) instead of the keys: P = softmax_q(S), O = P @ v."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    return _softmax(s, keep, axis=-2) @ v
+
+
+def no_max_subtraction(q, k, v, **kw):
+    """P = exp(S) / sum exp(S) without subtracting the row max: overflow gives inf/inf = NaN."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        e = np.exp(np.where(keep, s, -np.inf))
+        z = e.sum(axis=-1, keepdims=True)
+        return (e / np.where(z == 0, 1.0, z)) @ v
+
+
+def finite_mask_fill(q, k, v, *, fill=-1e9, dtype="float64", **kw):
+    """Excluded scores filled with a finite ``fill`` (-1e9, -1e4) instead of -inf: dead rows become uniform and
+    masked keys win when kept scores fall below the fill. ``dtype`` float32: the float32 kernel of half code."""
+    dt = np.dtype(dtype).type
+    s, keep, v = _parts(q, k, v, dtype=dt, **_kw(kw))
+    s = np.where(keep, s, dt(fill))
+    return (_softmax(s, np.ones(s.shape, bool)) @ v).astype(np.float64)
+
+
+def low_precision(q, k, v, **kw):
+    """exp(S - max) and the row sums in float16: P = (e16 / sum16 e16) in float16, O = P @ v in float64."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    s = np.where(keep, s, -np.inf)
+    m = s.max(axis=-1, keepdims=True)
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp((s - np.where(np.isfinite(m), m, 0.0)).astype(np.float16))
+        z = e.sum(axis=-1, keepdims=True, dtype=np.float16)
+        p = (e / np.where(z == 0, np.float16(1), z)).astype(np.float64)
+    return p @ v
+
+
+def softcap_order(q, k, v, **kw):
+    """Softcap applied to the unscaled scores: S = scale * cap * tanh(q k^T / cap)."""
+    s, keep, v = _parts(q, k, v, cap_before_scale=True, **_kw(kw))
+    return _softmax(s, keep) @ v
+
+
+def denominator_epsilon(q, k, v, *, eps=1e-6, **kw):
+    """P = e / (sum e + eps) with e = exp(S - max): every row biased low by about eps / sum e."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    s = np.where(keep, s, -np.inf)
+    m = s.max(axis=-1, keepdims=True)
+    e = np.exp(s - np.where(np.isfinite(m), m, 0.0))
+    return (e / (e.sum(axis=-1, keepdims=True) + eps)) @ v
+
+
+def blocked_tail(q, k, v, *, block=64, **kw):
+    """Key blocks counted with Sk // block: when Sk > block, keys from block * (Sk // block) on are never seen."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    Sk = s.shape[-1]
+    if Sk > block:
+        keep = keep & (np.arange(Sk) < block * (Sk // block))
+    return _softmax(s, keep) @ v
+
+
+def online_rescale(q, k, v, *, block=32, **kw):
+    """Online softmax over key blocks of ``block`` that rescales the running sum l but not the accumulator:
+    acc = sum_b exp(S_b - m_b) @ v_b with m_b the running max after block b, l = sum exp(S - m), O = acc / l."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    s = np.where(keep, s, -np.inf)
+    Sk = s.shape[-1]
+    m = np.full(s.shape[:-1] + (1,), -np.inf)                            # (B..., Sq, 1)
+    l = np.zeros_like(m)
+    acc = np.zeros(s.shape[:-1] + (v.shape[-1],))                        # (B..., Sq, Dv)
+    for j0 in range(0, Sk, block):
+        sb = s[..., j0:j0 + block]                                       # (B..., Sq, Bk)
+        m_new = np.maximum(m, sb.max(axis=-1, keepdims=True))
+        base = np.where(np.isfinite(m_new), m_new, 0.0)
+        p = np.exp(sb - base)
+        l = np.exp(m - base) * l + p.sum(axis=-1, keepdims=True)
+        acc = acc + p @ v[..., j0:j0 + block, :]                         # (B..., Sq, Bk) x (B..., Bk, Dv)
+        m = m_new
+    return acc / np.where(l == 0, 1.0, l)
+
+
+def _named(fn, **param):
+    f = partial(fn, **param)
+    f.__doc__ = fn.__doc__
+    return f
+
+
+MODELS: dict[str, list[tuple[str, object]]] = {
+    "scale": [(f, _named(scale, factor=f)) for f in ("1/sqrt(Sk)", "1/sqrt(Dv)", "1/D", "1", "1 always")],
+    "mask-polarity": [("True = masked", mask_polarity),
+                      ("True = masked, band included", _named(mask_polarity, with_band=True))],
+    "additive-mask-sign": [("S - mask", additive_mask_sign)],
+    "causal-alignment": [("other alignment", causal_alignment)],
+    "window-bounds": [("left + 1", _named(window_bounds, shift=1)), ("left - 1", _named(window_bounds, shift=-1))],
+    "softmax-axis": [("over queries", softmax_axis)],
+    "no-max-subtraction": [("exp(S)", no_max_subtraction)],
+    "finite-mask-fill": [("-1e9", _named(finite_mask_fill, fill=-1e9)), ("-1e4", _named(finite_mask_fill, fill=-1e4)),
+                         ("-1e4 float32", _named(finite_mask_fill, fill=-1e4, dtype="float32"))],
+    "gqa-grouping": [("h % Hkv", gqa_grouping)],
+    "softcap": [("tanh before scaling", softcap_order)],
+    "denominator-epsilon": [("+1e-6", denominator_epsilon)],
+    "blocked-tail": [("blocks of 64", blocked_tail)],
+    "online-rescale": [("blocks of 32", online_rescale)],
+    "low-precision": [("softmax in float16", low_precision)],
+}
+
+EXPLANATIONS: dict[str, str] = {
+    "scale": "the default softmax scale is not 1/sqrt(D)",
+    "mask-polarity": "True in a bool mask is treated as masked out",
+    "additive-mask-sign": "the float mask is subtracted from the scores instead of added",
+    "causal-alignment": "the causal/window band uses the other alignment",
+    "window-bounds": "the sliding window's left edge is off by one",
+    "softmax-axis": "softmax is taken over the queries instead of the keys",
+    "no-max-subtraction": "exp(scores) without subtracting the row max overflows",
+    "finite-mask-fill": "masked scores are filled with a finite value instead of -inf",
+    "gqa-grouping": "GQA query head h uses kv head h % Hkv instead of h // (Hq // Hkv)",
+    "softcap": "softcap tanh is applied before the scores are scaled",
+    "denominator-epsilon": "the softmax denominator has an epsilon added (sum + 1e-6)",
+    "blocked-tail": "the partial last key block of 64 is dropped (Sk // 64 blocks)",
+    "online-rescale": "online softmax (key blocks of 32) never rescales the output accumulator",
+    "low-precision": "the softmax exponentials and sums are computed in float16",
+}
+
+# Models whose output is only reproduced up to their own rounding noise: (rtol, atol relative to 1 + max|v|).
+TOLERANCES: dict[str, tuple[float, float]] = {"low-precision": (2e-2, 1e-2)}

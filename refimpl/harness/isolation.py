@@ -1,0 +1,91 @@
+"""User targets run in a worker process (:mod:`.worker`): one per target per run.
+
+:class:`IsolatedFunction` stands in for the user's function everywhere the harness calls it (family,
+fixture and vignette rows alike). The child loads the function by its spec; each call ships the
+arguments, the child calls the function, and returns the result together with any argument the function
+wrote to (the proxy writes those changes back, so the harness's mutation check sees them). A crash,
+``sys.exit``, a hang past ``timeout`` or memory past ``max_memory`` becomes :class:`TargetDied` for that
+call only; the worker restarts and the run goes on. What the target prints stays in the worker.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UsageError
+from .worker import Worker, WorkerLoadError
+
+__all__ = ["IsolatedFunction", "TargetDied", "child_loader"]
+
+
+class TargetDied(RuntimeError):
+    """The target's call ended its worker (crash, exit), ran out of time, or out of memory."""
+
+    def __init__(self, status: str, message: str, output_tail: str = ""):
+        self.status, self.output_tail = status, output_tail
+        tail = output_tail.strip().splitlines()[-3:]
+        super().__init__(message + (f" (last output: {' | '.join(tail)})"[:300] if tail else ""))
+
+
+def _snap(a):
+    if hasattr(a, "detach"):
+        return a.detach().clone()
+    return np.array(a, copy=True) if isinstance(a, np.ndarray) else None
+
+
+def _same(a, b) -> bool:
+    if hasattr(a, "detach"):
+        import torch
+        return a.shape == b.shape and bool(torch.equal(a, b) or torch.isnan(a).any())
+    return a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+
+
+def child_loader(spec: str):
+    """Runs in the worker: load ``spec`` and return the per-call function."""
+    from .targets import load_function
+    fn = load_function(spec)
+
+    def call(payload):
+        args, kwargs = payload
+        named = {i: a for i, a in enumerate(args)} | dict(kwargs)
+        before = {key: _snap(a) for key, a in named.items() if _snap(a) is not None}
+        res = fn(*args, **kwargs)
+        changed = {key: named[key] for key, b in before.items() if not _same(named[key], b)}
+        return res, changed
+    return call
+
+
+class IsolatedFunction:
+    """A callable proxy for ``spec`` running in a worker process (started at construction)."""
+
+    def __init__(self, spec: str, *, timeout: float = 60.0, max_memory: int | None = None):
+        self.spec = spec
+        self.timeouts_in_a_row = 0
+        self.worker = Worker("refimpl.harness.isolation:child_loader", (spec,), timeout=timeout,
+                             max_memory=max_memory)
+        try:
+            self.worker.start()
+        except WorkerLoadError as e:
+            raise UsageError(f"--target {spec!r}: the worker could not load it: {e}") from None
+
+    GIVE_UP_AFTER = 3      # consecutive timeouts: the target hangs; its remaining calls are not made
+
+    def __call__(self, *args, **kwargs):
+        if self.timeouts_in_a_row >= self.GIVE_UP_AFTER:
+            raise TargetDied("timeout", f"not called: the last {self.GIVE_UP_AFTER} calls timed out")
+        r = self.worker.run([(args, kwargs)])[0]
+        self.timeouts_in_a_row = self.timeouts_in_a_row + 1 if r.status == "timeout" else 0
+        if r.status == "ok":
+            res, changed = r.value
+            named = {i: a for i, a in enumerate(args)} | dict(kwargs)
+            for key, new in changed.items():             # replay the target's writes on the caller's copies
+                old = named[key]
+                old.copy_(new) if hasattr(old, "copy_") else np.copyto(old, new)
+            return res
+        if r.status == "error":
+            if r.error.startswith("NotImplementedError"):
+                raise NotImplementedError(r.error.partition(": ")[2])
+            raise RuntimeError(f"the target raised {r.error}")
+        raise TargetDied("crash" if r.status == "exit" else r.status, r.error, r.output_tail)
+
+    def close(self) -> None:
+        self.worker.close()

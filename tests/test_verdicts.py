@@ -1,0 +1,90 @@
+"""The verdict proven on implementations written on purpose (tests/zoo, independent of refimpl): every correct
+one conforms in its API, every broken one is caught; hostile ones get their verdict in an isolated worker."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from refimpl.harness.cases import Status
+from refimpl.harness.family_cases import CaseStore, run_one
+from refimpl.harness.families import select
+from refimpl.harness.targets import Target
+
+ZOO = Path(__file__).parent / "zoo"
+STORE = CaseStore()
+SPECS = select(None, "quick", ("float64", "float32"))
+
+
+def _module(name):
+    spec = importlib.util.spec_from_file_location(f"zoo_{name}", ZOO / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _entries(module, api):
+    mod = _module(module)
+    return [(module, e) for e in mod.CATALOG if e["api"] == api]
+
+
+def _run(module, entry, dtypes=("float64", "float32")):
+    mod = _module(module)
+    t = Target(entry["name"], getattr(mod, entry["fn"]), api=entry["api"])
+    specs = [s for s in SPECS if s.dtype in dtypes]
+    return [run_one(t, s, STORE) for s in specs]
+
+
+CASES = (_entries("numpy_impls", "refimpl") + _entries("numpy_broken", "refimpl")
+         + _entries("torch_sdpa_impls", "torch-sdpa") + _entries("flash_impls", "flash-attn"))
+
+
+@pytest.mark.parametrize("module,entry", CASES, ids=[f"{m}:{e['name']}" for m, e in CASES])
+def test_correct_implementations_conform_and_broken_ones_are_caught(module, entry):
+    dtypes = ("float32",) if entry.get("dtype") == "float32" else ("float64", "float32")
+    results = _run(module, entry, dtypes)
+    failed = [r for r in results if Status(r.status).failed]
+    judged = [r for r in results if r.status in (Status.PASS, Status.FAIL)]
+    assert len(judged) > 20, f"{entry['name']}: only {len(judged)} cases judged"
+    if entry["correct"]:
+        assert not failed, f"{entry['name']} is correct but failed: {[(r.id, r.detail) for r in failed[:3]]}"
+    else:
+        assert failed, f"{entry['name']} ({entry['note']}) passed all {len(judged)} judged cases"
+
+
+def test_a_float32_kernel_given_float64_is_told_which_dtype_to_use():
+    mod = _module("torch_sdpa_impls")
+    t = Target("f32", mod.sdpa_float32, api="torch-sdpa")
+
+    inner = t.fn
+
+    def downcast(*a, **kw):
+        return inner(*a, **kw).float()
+    t.fn = downcast
+    r = run_one(t, next(s for s in SPECS if s.dtype == "float64"), STORE)
+    assert r.status == Status.FAIL and "--dtype float32" in r.detail
+
+
+HOSTILE = {"segfault": "crash", "exit_zero": "crash", "exit_nonzero": "crash", "sys_exit": "crash",
+           "hang": "timeout", "returns_list": "error", "raises_not_implemented": None}
+
+
+def test_hostile_targets_get_their_verdicts_and_json_stays_valid(tmp_path):
+    args = [sys.executable, "-m", "refimpl", "check", "--random", "0", "--quiet", "--format", "json",
+            "--timeout", "6", "--only", "refimpl"]
+    for name in HOSTILE:
+        args += ["--target", f"{ZOO / 'hostile.py'}:{name}", "--only", f"{ZOO / 'hostile.py'}:{name}"]
+    args += ["--target", f"{ZOO / 'hostile.py'}:chatty", "--only", f"{ZOO / 'hostile.py'}:chatty"]
+    p = subprocess.run(args + ["--family", "sizes", "--suite", "quick"], capture_output=True, text=True, timeout=240)
+    assert p.returncode == 1, p.stderr[-2000:]
+    report = json.loads(p.stdout)                                  # 50 MB of prints did not reach stdout
+    fam = next(c for c in report["cases"] if c["id"] == "family:sizes")
+    assert fam["results"]["refimpl"]["status"] == "pass"
+    for name, want in HOSTILE.items():
+        got = fam["results"][f"{ZOO / 'hostile.py'}:{name}"]["status"]
+        if want is None:
+            continue
+        assert got in (want, "error"), (name, got)
+    assert fam["results"][f"{ZOO / 'hostile.py'}:chatty"]["status"] == "pass"
