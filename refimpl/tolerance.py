@@ -268,8 +268,9 @@ def _max_row_norm(a: np.ndarray) -> float:
 
 
 def sdpa_grad_terms(q, k, v, d_out, scale: float | None = None, *, softcap: float | None = None,
-                    additive=None, bias_shape: tuple[int, ...] | None = None) -> dict[str, tuple[float, float]]:
-    """``{"dq" | "dk" | "dv" | "dbias": (n_terms, magnitude)}`` of the gradient bound above.
+                    additive=None, bias_shape: tuple[int, ...] | None = None) -> dict[str, tuple[float, ...]]:
+    """``{"dq" | "dk" | "dv" | "dbias": (n_terms, magnitude, gain)}`` of the gradient bound above;
+    ``gain`` carries an absolute error of dS (or of P, for dv) to the gradient (for the underflow floor).
 
     ``softcap``: the cap, if any; ``additive``: the float mask and/or bias (only its largest finite
     magnitude is used); ``bias_shape``: the shape dbias is summed to (adds the "dbias" entry). Under
@@ -297,12 +298,13 @@ def sdpa_grad_terms(q, k, v, d_out, scale: float | None = None, *, softcap: floa
         return n_batch / math.prod(shape[:-2])
 
     c_q, c_k, c_v = copies(q.shape), copies(k.shape), copies(v.shape)
-    terms = {"dq": (n + n_k + c_q, c_q * s * mk * 2 * big_g),
-             "dk": (n + n_q + c_k, c_k * n_q * s * mq * 2 * big_g),
-             "dv": (z + n_k + n_q + c_v, c_v * n_q * mg)}
+    gain = {"dq": c_q * s * mk, "dk": c_k * n_q * s * mq, "dv": c_v * n_q}
+    terms = {"dq": (n + n_k + c_q, gain["dq"] * 2 * big_g, gain["dq"]),
+             "dk": (n + n_q + c_k, gain["dk"] * 2 * big_g, gain["dk"]),
+             "dv": (z + n_k + n_q + c_v, gain["dv"] * mg, gain["dv"])}
     if bias_shape is not None:
         c_b = n_batch * n_q * n_k / max(math.prod(bias_shape), 1)
-        terms["dbias"] = (n + c_b, c_b * 2 * big_g)
+        terms["dbias"] = (n + c_b, c_b * 2 * big_g, c_b)
     return terms
 
 
@@ -310,12 +312,14 @@ def gradient_for_sdpa(q, k, v, d_out, scale: float | None = None, dtype=None, *,
                       additive=None, bias_shape: tuple[int, ...] | None = None) -> dict[str, Tolerance]:
     """Rule 3 for the gradients of ``sum(d_out * sdpa(q, k, v))``: one :class:`Tolerance` per gradient
     ("dq", "dk", "dv", and "dbias" when ``bias_shape`` is given). ``dtype``: the lower precision of the
-    two evaluations compared (default: that of q, k, v)."""
+    two evaluations compared (default: that of q, k, v). Underflow floor: each of the n_terms steps may
+    lose up to the smallest subnormal absolutely, carried to the gradient by its ``gain``."""
     dtype = dtype or np.result_type(*(np.asarray(a) for a in (q, k, v)))
+    tiny = float(np.finfo(np.dtype(dtype)).smallest_subnormal)
     terms = sdpa_grad_terms(q, k, v, d_out, scale, softcap=softcap, additive=additive, bias_shape=bias_shape)
-    return {name: Tolerance(K_FORWARD * eps(dtype) * n * mag, 0.0,
+    return {name: Tolerance(K_FORWARD * n * (eps(dtype) * mag + tiny * max(1.0, gain)), 0.0,
                             f"gradient bound ({name}) {K_FORWARD:g}*eps({np.dtype(dtype).name})*{n:.3g}*{mag:.3g}")
-            for name, (n, mag) in terms.items()}
+            for name, (n, mag, gain) in terms.items()}
 
 
 def gradient_within_budget(test, reference, oracle, dtype, conditioning: float = 0.0) -> tuple[bool, float, float]:

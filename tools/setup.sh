@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   r-base-core r-cran-knitr r-cran-jsonlite r-cran-testthat
   python3-numpy python3-rpy2 python3-hypothesis python3-pytest python3-pytest-xdist
-  python3-venv python3-pip python3-threadpoolctl python3-matplotlib python3-torch python3-yaml
+  python3-mpmath python3-venv python3-pip python3-threadpoolctl python3-matplotlib python3-torch python3-yaml
   libopenblas0-pthread python3-onnx
 )
 

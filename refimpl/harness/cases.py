@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from .. import tolerance as tol
 
-__all__ = ["Status", "Outcome", "Case", "CheckRun", "summarise", "error_outcome"]
+__all__ = ["Status", "Outcome", "Case", "CheckRun", "TargetDied", "summarise", "error_outcome"]
 
 
 class Status(str, Enum):
@@ -102,3 +102,12 @@ def summarise(comps: list[tuple[str, tol.Comparison]], known: list[str], heat: d
         return Outcome(Status.KNOWN, worst.max_ratio, max_abs, f"known divergence {', '.join(known)}: {detail}", known,
                        heat, len(comps))
     return Outcome(Status.FAIL, worst.max_ratio, max_abs, detail, known, heat, len(comps))
+
+
+class TargetDied(RuntimeError):
+    """The target's call ended its worker (crash, exit), ran out of time, or out of memory."""
+
+    def __init__(self, status: str, message: str, output_tail: str = ""):
+        self.status, self.output_tail = status, output_tail
+        tail = output_tail.strip().splitlines()[-3:]
+        super().__init__(message + (f" (last output: {' | '.join(tail)})"[:300] if tail else ""))

@@ -15,10 +15,9 @@ import numpy as np
 
 from ..errors import Unavailable
 from .apis import _array_dtype, _keep_mask, call, expressible
-from .cases import Case, Outcome, Status
+from .cases import Case, Outcome, Status, TargetDied
 from .features import CaseData, CaseSpec, materialise
 from .families import FAMILIES
-from .isolation import TargetDied
 from .judge import CaseResult, judge
 from .targets import Target
 

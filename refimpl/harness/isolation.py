@@ -12,18 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UsageError
+from .cases import TargetDied
 from .worker import Worker, WorkerLoadError
 
 __all__ = ["IsolatedFunction", "TargetDied", "child_loader"]
-
-
-class TargetDied(RuntimeError):
-    """The target's call ended its worker (crash, exit), ran out of time, or out of memory."""
-
-    def __init__(self, status: str, message: str, output_tail: str = ""):
-        self.status, self.output_tail = status, output_tail
-        tail = output_tail.strip().splitlines()[-3:]
-        super().__init__(message + (f" (last output: {' | '.join(tail)})"[:300] if tail else ""))
 
 
 def _snap(a):
