@@ -26,14 +26,14 @@ def run_cli(args, capsys):
 
 
 def test_default_run_exits_0_and_prints_the_matrix(capsys):
-    code, out, _ = run_cli(["check", "--random", "20", "--quiet"], capsys)
+    code, out, _ = run_cli(["check", "--suite", "quick", "--random", "20", "--quiet"], capsys)
     assert code == 0, out
     assert "fixture:cristina-mlm/general-attention" in out and "RESULT: all targets conform" in out
     assert "NumPy" in out and "attention" in out
 
 
 def test_wrong_user_target_exits_1_and_shows_which_cases_and_by_how_much(capsys):
-    code, out, _ = run_cli(["check", "--target", "demo_targets:wrong_scale", "--only", "demo_targets:wrong_scale",
+    code, out, _ = run_cli(["check", "--suite", "quick", "--target", "demo_targets:wrong_scale", "--only", "demo_targets:wrong_scale",
                             "--random", "20", "--quiet"], capsys)
     assert code == 1
     assert "NON-CONFORMANCE" in out
@@ -44,19 +44,19 @@ def test_wrong_user_target_exits_1_and_shows_which_cases_and_by_how_much(capsys)
 
 
 def test_good_user_target_with_output_only_conforms(capsys):
-    code, out, _ = run_cli(["check", "--target", "demo_targets:output_only", "--only", "demo_targets:output_only",
+    code, out, _ = run_cli(["check", "--suite", "quick", "--target", "demo_targets:output_only", "--only", "demo_targets:output_only",
                             "--random", "20", "--quiet"], capsys)
     assert code == 0, out
 
 
 def test_bshd_layout_adapter(capsys):
-    code, out, _ = run_cli(["check", "--target", "demo_targets:bshd", "--layout", "BSHD", "--only",
+    code, out, _ = run_cli(["check", "--suite", "quick", "--target", "demo_targets:bshd", "--layout", "BSHD", "--only",
                             "demo_targets:bshd", "--random", "10", "--quiet"], capsys)
     assert code == 0, out
 
 
 def test_usage_errors_exit_2(capsys):
-    code, _, err = run_cli(["check", "--target", "no_such_module:fn"], capsys)
+    code, _, err = run_cli(["check", "--suite", "quick", "--target", "no_such_module:fn"], capsys)
     assert code == 2 and "cannot import module" in err
     with pytest.raises(SystemExit) as e:
         main(["check", "--format", "yaml"])
@@ -64,7 +64,7 @@ def test_usage_errors_exit_2(capsys):
 
 
 def test_junit_output_parses(capsys):
-    code, out, _ = run_cli(["check", "--format", "junit", "--random", "10", "--quiet"], capsys)
+    code, out, _ = run_cli(["check", "--suite", "quick", "--format", "junit", "--random", "10", "--quiet"], capsys)
     root = ET.fromstring(out.split("\n", 1)[1] if out.startswith("<?xml") else out)
     suites = root.findall("testsuite")
     assert {s.get("name") for s in suites} >= {"refimpl.refimpl"}
@@ -73,7 +73,7 @@ def test_junit_output_parses(capsys):
 
 
 def test_json_output_validates_against_its_documented_shape(capsys):
-    code, out, _ = run_cli(["check", "--format", "json", "--random", "10", "--quiet"], capsys)
+    code, out, _ = run_cli(["check", "--suite", "quick", "--format", "json", "--random", "10", "--quiet"], capsys)
     doc = json.loads(out)
     s = report.JSON_SCHEMA
     for key, typ in s["top"].items():
@@ -92,7 +92,7 @@ def test_json_output_validates_against_its_documented_shape(capsys):
 def test_html_report_has_heatmaps(tmp_path, capsys):
     pytest.importorskip("matplotlib", reason="heatmaps need matplotlib (Debian python3-matplotlib)")
     html = tmp_path / "report.html"
-    code, _, _ = run_cli(["check", "--random", "5", "--quiet", "--html", str(html)], capsys)
+    code, _, _ = run_cli(["check", "--suite", "quick", "--random", "5", "--quiet", "--html", str(html)], capsys)
     text = html.read_text()
     assert "<table>" in text and text.count("data:image/png;base64,") >= 4
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from refimpl import fixtures as fx_mod
-from refimpl.cli import _parser
+from refimpl.cli_args import parser as _parser
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"

@@ -219,5 +219,5 @@ def test_check_reports_a_different_attention_version(monkeypatch, capsys):
     monkeypatch.setattr(rbridge, "EXPECTED_ATTENTION_VERSION", "9.9.9")
     if not rbridge.availability().ok:
         pytest.skip(f"needs R: {rbridge.availability().reason}")
-    main(["check", "--random", "0", "--quiet", "--only", "refimpl"])
+    main(["check", "--random", "0", "--quiet", "--only", "refimpl", "--suite", "quick"])
     assert "measured on attention 9.9.9" in capsys.readouterr().out

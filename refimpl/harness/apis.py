@@ -165,9 +165,10 @@ def call(fn, api: str, data, *, layout: str = "SD", torch: bool = False) -> Retu
         out, w = fn(given["q"], given["k"], given["v"], **kw)
     elif api == "refimpl":
         mask = _keep_mask(s, data.mask)
-        if layout == "BSHD":
+        if layout in ("BHSD", "BSHD") and mask is not None:     # the mask stays (B, H, Sq, Sk), in full
+            mask = np.broadcast_to(mask, (s.B, s.Hq, s.Sq, s.Sk))
+        if layout == "BSHD":                                   # q, k, v (B, S, H, D), FlashAttention's layout
             q, k, v = (np.swapaxes(a, 1, 2) for a in (q, k, v))
-            mask = None if mask is None else np.swapaxes(np.broadcast_to(mask, (s.B, s.Hq, s.Sq, s.Sk)), 1, 2)
         given = {"q": conv(q), "k": conv(k), "v": conv(v), "mask": conv(mask)}
         pristine = _snapshots(given)
         res = fn(given["q"], given["k"], given["v"], mask=given["mask"], scale=s.scale)
@@ -208,6 +209,5 @@ def call(fn, api: str, data, *, layout: str = "SD", torch: bool = False) -> Retu
     if w is not None:
         w, _ = _to_numpy(w, "weights")
     if api == "refimpl" and layout == "BSHD":
-        o = np.swapaxes(o, 1, 2) if o.ndim == 4 else o
-        w = None if w is None else (np.swapaxes(w, 1, 2) if w.ndim == 4 else w)
+        o = np.swapaxes(o, 1, 2) if o.ndim == 4 else o          # weights come back (B, H, Sq, Sk) as the mask went
     return Returned(o, w, odt, mutated)

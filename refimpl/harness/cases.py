@@ -62,6 +62,8 @@ class Case:
     group: str
     description: str
     run: Callable[[Any], Outcome]      # target (refimpl.harness.targets.Target) -> its cell
+    specs: list = field(default_factory=list)   # a family row's CaseSpecs (refimpl.harness.features)
+    store: Any = None                  # a family row's CaseStore: materialised inputs and expected values
 
 
 @dataclass
@@ -73,10 +75,15 @@ class CheckRun:
     unavailable: dict[str, str]
     seconds: float
     interrupted: bool = False          # Ctrl-C: ``results`` holds the cells finished before it
+    diagnoses: dict = field(default_factory=dict)       # target -> ["diagnosis TARGET: MODEL — explanation", ...]
+    localisations: dict = field(default_factory=dict)   # target -> "fails only when: ..."
+    repros: dict = field(default_factory=dict)          # target -> [paths of reproduction scripts]
+    explored: dict = field(default_factory=dict)        # target -> lines of the --explore search
 
     @property
     def ok(self) -> bool:
-        return not self.interrupted and not any(o.failed for o in self.results.values())
+        return (not self.interrupted and not any(o.failed for o in self.results.values())
+                and not any(any(line.startswith("counterexample") for line in v) for v in self.explored.values()))
 
 
 def error_outcome(e: BaseException, known: list[str] | None = None, prefix: str = "") -> Outcome:

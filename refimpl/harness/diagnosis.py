@@ -24,7 +24,7 @@ from .family_cases import CaseStore
 from .features import CaseData, CaseSpec
 from .judge import CaseResult
 
-__all__ = ["diagnose", "localise", "fits"]
+__all__ = ["diagnose", "localise", "fits", "analyse_run"]
 
 MAX_FAILING = 40
 MAX_PASSING = 20
@@ -153,3 +153,20 @@ def localise(results: list[CaseResult]) -> str:
         return f"fails only when: (no feature separates {n_fail} failing from {len(passing)} passing cases)"
     return (f"fails only when: {best} (true on {count(failing, (best,))}/{n_fail} failing, "
             f"{count(passing, (best,))}/{len(passing)} passing cases)")
+
+
+def analyse_run(run) -> None:
+    """Fill ``run.diagnoses`` and ``run.localisations`` for every target with a failing family case."""
+    for t in run.targets:
+        results, specs, store = [], {}, None
+        for c in run.cases:
+            o = run.results.get((c.id, t))
+            if o is None or not c.specs or not o.cases:
+                continue
+            results += o.cases
+            specs.update((sp.id, sp) for sp in c.specs)
+            store = c.store
+        if store is None or not any(r.status == Status.FAIL for r in results):
+            continue
+        run.diagnoses[t] = diagnose(results, store, target=t, specs=specs)
+        run.localisations[t] = localise(results)

@@ -140,4 +140,4 @@ def family_case(name: str, specs: list[CaseSpec], store: CaseStore, masked_rows:
             results.append(run_one(target, spec, store, masked_rows, caller))
         return _aggregate(results, by_id)
 
-    return Case(f"family:{name}", "families", FAMILIES[name].doc, run)
+    return Case(f"family:{name}", "families", FAMILIES[name].doc, run, specs=specs, store=store)

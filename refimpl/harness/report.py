@@ -104,6 +104,10 @@ def _table(run: CheckRun, env: dict, markdown: bool) -> str:
     if details:
         lines.append("Details:")
         lines += details
+    for t in run.targets:
+        lines += run.diagnoses.get(t, [])
+        if run.localisations.get(t):
+            lines.append(f"localisation {t}: {run.localisations[t]}")
     used = sorted({d for o in run.results.values() for d in o.divergences})
     for d in used:
         lines.append(f"  {d}: {DIVERGENCE_TITLES.get(d, '?')} (docs/divergences.md)")

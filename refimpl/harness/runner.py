@@ -24,7 +24,8 @@ __all__ = ["CheckRun", "collect_cases", "run_check"]
 def collect_cases(random_n: int = RANDOM_CASES, sources: list[str] | None = None, *,
                   families: list[str] | None = None, suite: str = "default",
                   dtypes: tuple[str, ...] = ("float64", "float32"), shard: tuple[int, int] | None = None,
-                  masked_rows: str | None = None, caller=None, progress=None) -> list[Case]:
+                  masked_rows: str | None = None, caller=None, progress=None, grad: bool = False,
+                  backward=None) -> list[Case]:
     """The rows of a check: fixtures, vignettes, R examples, the random batch against R, and the case families
     (``families=[]`` leaves them out; None takes them all). ``shard=(k, n)`` keeps shard k of n of every row's
     family cases (the fixed rows run in shard 1 only)."""
@@ -43,6 +44,10 @@ def collect_cases(random_n: int = RANDOM_CASES, sources: list[str] | None = None
     store = CaseStore()
     for name in dict.fromkeys(s.family for s in specs):
         cases.append(family_case(name, [s for s in specs if s.family == name], store, masked_rows, caller, progress))
+    if grad or backward is not None:
+        from .grad_cases import grad_case
+        for name in dict.fromkeys(s.family for s in specs):
+            cases.append(grad_case(name, [s for s in specs if s.family == name], store, backward, progress))
     return cases
 
 

@@ -1,0 +1,77 @@
+"""The ``refimpl`` command line: every subcommand and option (the commands themselves are in :mod:`refimpl.cli`)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["parser", "FORMATS", "MAX_RANDOM"]
+
+FORMATS = ("table", "json", "junit", "markdown")
+MAX_RANDOM = 1_000_000   # --random: ~10 s of R per 100,000 cases; beyond this is a typo
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # usage errors exit 2 with a hint, as argparse does, but say what to do
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n(see '{self.prog} --help')\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="refimpl", description="Reference-test harness for attention: conformance check, fixtures, benchmarks.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    c = sub.add_parser("check", help="run every conformance case against every target and print the matrix")
+    c.add_argument("--target", action="append", default=[], metavar="SPEC",
+                   help="add a target: package.module:function (protocol in the README); repeatable")
+    c.add_argument("--only", action="append", default=[], metavar="NAME",
+                   help="run only these targets (refimpl, r, torch, or a --target SPEC)")
+    c.add_argument("--layout", default="SD", choices=["SD", "BHSD", "BSHD"], help="layout user targets take")
+    c.add_argument("--torch-tensors", action="store_true", help="hand user targets torch tensors")
+    c.add_argument("--format", default="table", choices=FORMATS)
+    c.add_argument("--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    c.add_argument("--html", metavar="FILE", help="also write an HTML report with attention-weight heatmaps")
+    c.add_argument("--random", type=int, default=200, metavar="N", help="random cases cross-checked against R (default 200)")
+    c.add_argument("--quiet", action="store_true", help="no progress lines")
+    c.add_argument("--api", default="refimpl", choices=("refimpl", "torch-sdpa", "flash-attn"),
+                   help="the signature and semantics user targets follow (README: Target APIs)")
+    c.add_argument("--family", action="append", default=None, metavar="NAME",
+                   help="run only these case families (repeatable; --list-families lists them)")
+    c.add_argument("--suite", default="default", choices=("quick", "default", "full"),
+                   help="how many cases per family (quick ~10%%, default >= 1,500 cases, full 3x and long sequences)")
+    c.add_argument("--list-families", action="store_true", help="print the families (name, cases, what they check)")
+    c.add_argument("--no-families", action="store_true", help="only the fixtures, vignettes and R rows")
+    c.add_argument("--dtype", default="float64,float32", metavar="LIST",
+                   help="input dtypes of the family cases: float64,float32,float16,bfloat16 (default float64,float32)")
+    c.add_argument("--masked-rows", default=None, choices=("zeros", "nan", "uniform"),
+                   help="pin the one accepted output for a query with no key (default: any of the three)")
+    c.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="per call of a user target (default 60); a call past it is that case's 'timeout'")
+    c.add_argument("--max-memory", type=float, default=None, metavar="MIB",
+                   help="memory of a user target's worker (default half the machine's RAM); past it: 'oom'")
+    c.add_argument("--no-isolation", action="store_true",
+                   help="call user targets in this process (debugging); a crash then ends the run")
+    c.add_argument("--shard", default=None, metavar="K/N", help="run shard K of N of the family cases (CI matrices)")
+    c.add_argument("--traceback", action="store_true", help="show the target's own traceback for a case that raised")
+    c.add_argument("--repro-dir", metavar="DIR", help="write one standalone reproduction script per failing case")
+    c.add_argument("--repro", metavar="CASE_ID", help="print the reproduction script of one case (e.g. sizes/0003-float32)")
+    c.add_argument("--explore", type=int, default=0, metavar="N",
+                   help="also search N Hypothesis examples for a counterexample, shrink and print the first")
+    c.add_argument("--explore-db", metavar="FILE", help="keep explored counterexamples in FILE; replayed first next time")
+    c.add_argument("--grad", action="store_true", help="also check dQ, dK, dV of torch-tensor targets through autograd")
+    c.add_argument("--backward", metavar="MOD:FN",
+                   help="a NumPy backward FN(q, k, v, d_out, mask=None, scale=None) -> (dq, dk, dv) to check")
+    r = sub.add_parser("regen", help="recompute the fixtures' generated parts; detect drift (--check) or write them")
+    r.add_argument("sources", nargs="*", metavar="SOURCE")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--check", action="store_true", help="write nothing; exit 1 on drift, new or orphaned fixtures (default)")
+    g.add_argument("--write", action="store_true", help="write the fixtures atomically")
+    b = sub.add_parser("bench", help="print performance figures (nothing is asserted)")
+    b.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    b.add_argument("--only", action="append", default=[], help="run only these sections")
+    sub.add_parser("env", help="print the environment: Python, NumPy, BLAS, R, rpy2, attention, torch")
+    x = sub.add_parser("export", help="write the chosen families' cases as plain JSON files (any language can read them)")
+    x.add_argument("--family", action="append", default=None, metavar="NAME", help="families to export (default all)")
+    x.add_argument("--suite", default="default", choices=("quick", "default", "full"))
+    x.add_argument("--dtype", default="float64", metavar="LIST", help="input dtypes (default float64)")
+    x.add_argument("--out", required=True, metavar="DIR", help="the directory to write (one file per case + index.json)")
+    return p
