@@ -1,6 +1,12 @@
 """pytest plugin (entry point ``pytest11``): run refimpl's conformance cases against your implementation.
 
     pytest --pyargs refimpl.conformance --refimpl-target mypkg.attn:sdpa
+    pytest --pyargs refimpl.conformance --refimpl-target kern:sdpa --refimpl-api torch-sdpa \
+           --refimpl-dtype float32,bfloat16 --refimpl-family causal --refimpl-shard 2/4 -n 2
+
+One parametrised test per family case (ids ``family/case``, e.g. ``causal/0007-float32``) plus the fixtures and
+invariants. ``--refimpl-shard K/N`` keeps a deterministic K-th of N of the family cases, so a CI matrix can spread
+the suite across runners (pytest-xdist spreads it across the cores of one).
 
 ``--refimpl-target`` may be given several times; without it the targets are refimpl itself. The
 ``refimpl_target`` fixture is parametrised over them (see ``refimpl.harness.targets`` for the protocol).
@@ -17,15 +23,49 @@ def pytest_addoption(parser):
                          "returning output or (output, weights); may be repeated")
     group.addoption("--refimpl-layout", default="SD", choices=["SD", "BHSD", "BSHD"],
                     help="tensor layout the user target expects (default SD: (..., S, D))")
+    group.addoption("--refimpl-api", default="refimpl", choices=["refimpl", "torch-sdpa", "flash-attn"],
+                    help="the signature and semantics the target follows (as refimpl check --api)")
+    group.addoption("--refimpl-torch-tensors", action="store_true", help="hand the target torch tensors")
+    group.addoption("--refimpl-dtype", default="float64,float32", metavar="LIST",
+                    help="input dtypes of the family cases (float64,float32,float16,bfloat16)")
+    group.addoption("--refimpl-family", action="append", default=None, metavar="NAME",
+                    help="only these case families (repeatable; default all)")
+    group.addoption("--refimpl-suite", default="quick", choices=["quick", "default", "full"],
+                    help="cases per family (default quick here; refimpl check's default suite is 'default')")
+    group.addoption("--refimpl-shard", default=None, metavar="K/N", help="run shard K of N of the family cases")
+    group.addoption("--refimpl-masked-rows", default=None, choices=["zeros", "nan", "uniform"],
+                    help="pin the accepted output of a query with no key")
+
+
+def family_specs(config):
+    """The family cases the options select (shard applied), in a deterministic order."""
+    from refimpl.harness.families import parse_shard, select, shard
+    dtypes = tuple(d.strip() for d in config.getoption("refimpl_dtype").split(",") if d.strip())
+    specs = select(config.getoption("refimpl_family"), config.getoption("refimpl_suite"), dtypes)
+    if config.getoption("refimpl_shard"):
+        keep = shard([s.id for s in specs], *parse_shard(config.getoption("refimpl_shard")))
+        specs = [s for s in specs if s.id in keep]
+    return specs
 
 
 def pytest_generate_tests(metafunc):
     if "refimpl_target" in metafunc.fixturenames:
         specs = metafunc.config.getoption("refimpl_target") or ["refimpl"]
         metafunc.parametrize("refimpl_target", specs, indirect=True, ids=specs, scope="session")
+    if "refimpl_case" in metafunc.fixturenames:
+        cases = family_specs(metafunc.config)
+        metafunc.parametrize("refimpl_case", cases, ids=[c.id for c in cases])
 
 
 @pytest.fixture(scope="session")
 def refimpl_target(request):
     from refimpl.harness.targets import load_target
-    return load_target(request.param, layout=request.config.getoption("refimpl_layout"))
+    c = request.config
+    return load_target(request.param, layout=c.getoption("refimpl_layout"), torch=c.getoption("refimpl_torch_tensors"),
+                       api=c.getoption("refimpl_api"))
+
+
+@pytest.fixture(scope="session")
+def refimpl_store():
+    from refimpl.harness.family_cases import CaseStore
+    return CaseStore()

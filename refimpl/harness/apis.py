@@ -162,7 +162,8 @@ def call(fn, api: str, data, *, layout: str = "SD", torch: bool = False) -> Retu
         kw = data.reference_kwargs()
         if kw["mask"] is not None:
             kw["mask"] = conv(kw["mask"])
-        out, w = fn(given["q"], given["k"], given["v"], **kw)
+        res = fn(given["q"], given["k"], given["v"], **kw)
+        out, w = res if isinstance(res, tuple) and len(res) == 2 else (res, None)
     elif api == "refimpl":
         mask = _keep_mask(s, data.mask)
         if layout in ("BHSD", "BSHD") and mask is not None:     # the mask stays (B, H, Sq, Sk), in full

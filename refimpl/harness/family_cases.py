@@ -79,7 +79,7 @@ def run_one(target: Target, spec: CaseSpec, store: CaseStore, masked_rows: str |
             caller: Callable | None = None) -> CaseResult:
     """One case on one target: n/a, unsupported, error, or the judge's verdict. ``caller(target, data)``
     replaces the in-process call (the isolated worker)."""
-    why = expressible(target.api, spec)
+    why = expressible(target.api, spec) or (target.expressible(spec) if target.expressible else None)
     if why is not None:
         return CaseResult(spec.id, Status.NA, detail=why, features=spec.features())
     data = store.get(spec)

@@ -74,6 +74,9 @@ def fixture_case(fx: Fixture) -> Case:
             env = evaluate(fx)
             comps = [(f"{n} [{by}]", c) for n, by, c in verify_fixture(fx, env)]
             return summarise(comps, [], heat_of(env))
+        if target.precision != "float64":
+            return Outcome(Status.NA, detail=f"computes in {target.precision}; this fixture's expectations are float64 "
+                                             f"(the families judge it by its own precision's budget)")
         calls: list = []
         try:
             env = evaluate(fx, _target_functions(target, calls))

@@ -48,6 +48,8 @@ class Target:
     is_reference: bool = False              # refimpl itself
     known: Callable[..., list[str]] = field(default=lambda q, k, v, mask: [])
     predict: Callable[..., Any] | None = None   # the catalogued behaviour: (q, k, v, keep) -> output, or raises
+    expressible: Callable[..., Any] | None = None   # spec -> None or why this target cannot run the case (n/a)
+    precision: str = "float64"              # what it computes in; float32-only runtimes skip float64 expectations
     note: str = ""
 
     def attend(self, q, k, v, mask=None, scale=None, is_causal=False):
@@ -62,26 +64,37 @@ class Target:
             mask = c if mask is None else (mask & c)
             mask = np.broadcast_to(mask, np.broadcast_shapes(mask.shape, q.shape[:-1] + (k.shape[-2],)))
         batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-        if self.layout in ("BHSD", "BSHD"):                 # promote to 4-D (B, H, S, D)
+        layout, use_torch = {"torch-sdpa": ("BHSD", True), "flash-attn": ("BSHD", True)}.get(
+            self.api, (self.layout, self.torch))
+        if self.api == "flash-attn" and mask is not None:
+            raise Unavailable("flash_attn_func takes no mask; this case has one")
+        if layout in ("BHSD", "BSHD"):                      # promote to 4-D (B, H, S, D)
             if len(batch) > 2:
-                raise Unavailable(f"layout {self.layout} takes at most 2 batch dims, case has {batch}")
+                raise Unavailable(f"layout {layout} takes at most 2 batch dims, case has {batch}")
             full = (1,) * (2 - len(batch)) + batch
             q, k, v = (np.broadcast_to(a, full + a.shape[-2:]) for a in (q, k, v))
             if mask is not None:
                 mask = np.broadcast_to(mask, full + mask.shape[-2:])
         args = [q, k, v]
-        if self.layout == "BSHD":                           # (B, H, S, D) -> (B, S, H, D)
+        if layout == "BSHD":                                # (B, H, S, D) -> (B, S, H, D)
             args = [np.swapaxes(a, -3, -2) for a in args]
         args.append(mask)
-        if self.torch:
+        if use_torch:
             import torch
             args = [None if a is None else torch.from_numpy(np.array(a, copy=True)) for a in args]
-        res = self.fn(args[0], args[1], args[2], mask=args[3], scale=scale)
-        out, w = (res if isinstance(res, tuple) else (res, None))
+        if self.api == "torch-sdpa":
+            res = self.fn(args[0], args[1], args[2], attn_mask=args[3], dropout_p=0.0, is_causal=False, scale=scale)
+        elif self.api == "flash-attn":
+            res = self.fn(args[0], args[1], args[2], dropout_p=0.0, softmax_scale=scale, causal=False)
+        else:
+            res = self.fn(args[0], args[1], args[2], mask=args[3], scale=scale)
+        out, w = (res if isinstance(res, tuple) and self.api in ("refimpl", "native") else (res, None))
+        if isinstance(out, tuple):                          # flash-attn with return_attn_probs
+            out = out[0]
         out, w = _to_numpy(out), (None if w is None else _to_numpy(w))
-        if self.layout == "BSHD":
+        if layout == "BSHD":
             out = np.swapaxes(out, -3, -2)
-        if self.layout in ("BHSD", "BSHD"):
+        if layout in ("BHSD", "BSHD"):
             out = out.reshape(batch + out.shape[-2:])
             w = None if w is None else w.reshape(batch + w.shape[-2:])
         return out, w
@@ -161,7 +174,15 @@ def _torch_target() -> Target:
 def builtin_targets() -> dict[str, Callable[[], Target]]:
     return {"refimpl": lambda: Target("refimpl", _refimpl_fn, is_reference=True, api="native",
                                       note="refimpl float64/float32, every feature"),
-            "r": _r_target, "torch": _torch_target}
+            "r": _r_target, "torch": _torch_target, "onnxruntime": _runtime("onnxruntime_target"),
+            "torch-mha": _runtime("torch_mha_target")}
+
+
+def _runtime(name: str) -> Callable[[], Target]:
+    def make() -> Target:
+        from . import runtimes
+        return getattr(runtimes, name)()
+    return make
 
 
 def load_function(spec: str):

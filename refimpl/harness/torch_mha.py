@@ -95,7 +95,7 @@ def torch_mha_attend(q, k, v, mask=None, *, num_heads: int = 1):
             raise ValueError(f"mask must broadcast to (B, num_heads, S, S) = {(b, num_heads, s, s)}, "
                              f"got {np.shape(mask)}") from None
         masked = torch.from_numpy(np.ascontiguousarray(~keep))      # kernel: True = masked out
-    tq, tk, tv = (torch.from_numpy(np.ascontiguousarray(a)) for a in (q, k, v))
+    tq, tk, tv = (torch.from_numpy(np.array(a, copy=True)) for a in (q, k, v))
     eye = torch.eye(e, dtype=tq.dtype)
     zeros = torch.zeros(e, dtype=tq.dtype)
     with torch.no_grad():

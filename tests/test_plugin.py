@@ -1,0 +1,35 @@
+"""The pytest plugin: family cases as parametrised tests (ids family/case), APIs, dtypes, deterministic shards."""
+import subprocess
+import sys
+from pathlib import Path
+
+ZOO = Path(__file__).parent / "zoo"
+
+
+def _pytest(*args):
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "refimpl.conformance",
+                           *args], capture_output=True, text=True, timeout=300)
+
+
+def _collected(*args):
+    p = _pytest("--collect-only", *args)
+    return {line.split("[", 1)[1].rstrip("]").split("-", 1)[1] for line in p.stdout.splitlines()
+            if line.startswith("refimpl/conformance.py::test_family_case[")}
+
+
+def test_shards_split_the_family_cases_deterministically_and_completely():
+    common = ["--refimpl-family", "causal", "--refimpl-family", "gqa"]
+    whole = _collected(*common)
+    parts = [_collected(*common, "--refimpl-shard", f"{k}/3") for k in (1, 2, 3)]
+    assert whole and all(parts), (len(whole), [len(p) for p in parts])
+    assert set().union(*parts) == whole and sum(len(p) for p in parts) == len(whole)
+    assert parts[0] == _collected(*common, "--refimpl-shard", "1/3")          # the same split every time
+    assert all(i.split("/")[0] in ("causal", "gqa") for i in whole)
+
+
+def test_a_correct_torch_sdpa_kernel_passes_and_a_misaligned_one_fails_in_bfloat16():
+    args = ["--refimpl-api", "torch-sdpa", "--refimpl-family", "causal", "--refimpl-dtype", "bfloat16"]
+    ok = _pytest("--refimpl-target", f"{ZOO / 'torch_sdpa_impls.py'}:sdpa_online", *args)
+    assert ok.returncode == 0, ok.stdout[-1500:]
+    bad = _pytest("--refimpl-target", f"{ZOO / 'torch_sdpa_impls.py'}:sdpa_causal_bottom_right", *args)
+    assert bad.returncode == 1 and "test_family_case" in bad.stdout and "bfloat16" in bad.stdout, bad.stdout[-1500:]
