@@ -6,6 +6,7 @@ Sections:
   accuracy  float32 max abs error against a float64 oracle (S=1024, D=64), plain and online
   memory    plain vs online at long S, each in a fresh process: time and peak RSS
   bridge    R bridge throughput: cross-checked 4x3 cases per second, batched vs one call per case
+  check     the conformance suite's time and peak memory (quick, default, the onnxruntime column)
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import time
 
 import numpy as np
 
-SECTIONS = ("sdpa", "accuracy", "memory", "bridge")
+SECTIONS = ("sdpa", "accuracy", "memory", "bridge", "check")
 
 
 def _best(f, repeat: int = 5) -> float:
@@ -181,6 +182,12 @@ def bench_bridge(quick: bool) -> None:
           f"batched {n / t_b:,.0f} cases/s best of 3 (median {n / t_med:,.0f}; {n} cases in one call); "
           f"one call per case {m / t_1:,.0f} cases/s; "
           f"batched / per-call = {(n / t_b) / (m / t_1):.1f}; {bad} disagreements")
+
+
+def bench_check(quick: bool) -> None:
+    from .bench_check import check_lines
+    for line in check_lines(quick):
+        print(line, flush=True)
 
 
 def main(quick: bool = False, only: list[str] | None = None) -> int:

@@ -8,6 +8,9 @@ result is kept in ``Outcome.cases`` for the JSON report, diagnosis and localisat
 from __future__ import annotations
 
 import math
+import os
+import re
+import traceback as tb_mod
 from collections import Counter
 from typing import Callable
 
@@ -21,7 +24,7 @@ from .families import FAMILIES
 from .judge import CaseResult, judge
 from .targets import Target
 
-__all__ = ["CaseStore", "family_case", "run_one"]
+__all__ = ["CaseStore", "family_case", "run_one", "target_traceback"]
 
 
 class CaseStore:
@@ -31,10 +34,15 @@ class CaseStore:
         self._data: dict[str, CaseData] = {}
         self._lowp: dict[str, dict] = {}
 
+    CACHE_BYTES = 2 * 2**20      # larger cases (decode's long key sequences) are made again when needed
+
     def get(self, spec: CaseSpec) -> CaseData:
-        if spec.id not in self._data:
-            self._data[spec.id] = materialise(spec)
-        return self._data[spec.id]
+        if spec.id in self._data:
+            return self._data[spec.id]
+        data = materialise(spec)
+        if spec.long or data.k.nbytes + data.v.nbytes <= self.CACHE_BYTES:   # long ones are slow to make: kept
+            self._data[spec.id] = data
+        return data
 
     def cache(self, spec: CaseSpec) -> dict:
         return self._lowp.setdefault(spec.id, {})
@@ -75,37 +83,62 @@ def _catalogued(target: Target, data: CaseData, res: CaseResult, raised: Excepti
     return again
 
 
+def target_traceback(e: BaseException) -> str:
+    """The target's own traceback: the worker's (``e.target_traceback``, set by the isolation proxy), else this
+    exception's frames from the first one outside refimpl/harness ("" when it was raised by the harness)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    given = getattr(e, "target_traceback", None)
+    if given is not None:                         # drop the worker's frames in this package (isolation.py's call)
+        return re.sub(r'  File "' + re.escape(here) + r'/[^\n]*\n(    [^\n]*\n)*', "", given)
+    tb = e.__traceback__
+    while tb is not None and os.path.dirname(os.path.abspath(tb.tb_frame.f_code.co_filename)) == here:
+        tb = tb.tb_next
+    return "" if tb is None else "".join(tb_mod.format_exception(type(e), e, tb))
+
+
 def run_one(target: Target, spec: CaseSpec, store: CaseStore, masked_rows: str | None = None,
-            caller: Callable | None = None) -> CaseResult:
+            caller: Callable | None = None, pre=None) -> CaseResult:
     """One case on one target: n/a, unsupported, error, or the judge's verdict. ``caller(target, data)``
-    replaces the in-process call (the isolated worker)."""
+    replaces the in-process call (the isolated worker); ``pre`` is what a batched call already returned (or raised)."""
     why = expressible(target.api, spec) or (target.expressible(spec) if target.expressible else None)
     if why is not None:
         return CaseResult(spec.id, Status.NA, detail=why, features=spec.features())
     data = store.get(spec)
     try:
-        got = caller(target, data) if caller else call(target.fn, target.api, data, layout=target.layout,
+        if isinstance(pre, BaseException):
+            raise pre
+        got = pre if pre is not None else caller(target, data) if caller else call(target.fn, target.api, data, layout=target.layout,
                                                       torch=target.torch)
     except TargetDied as e:
-        return CaseResult(spec.id, Status(e.status), math.inf, str(e)[:300], features=spec.features())
+        return CaseResult(spec.id, Status(e.status), math.inf, str(e)[:300], features=spec.features(),
+                          traceback=target_traceback(e))
     except NotImplementedError as e:
         return CaseResult(spec.id, Status.UNSUPPORTED, detail=f"NotImplementedError: {e}"[:200], features=spec.features())
     except Unavailable:
         raise
     except Exception as e:  # the target raised, or returned something unusable
-        res = CaseResult(spec.id, Status.ERROR, math.inf, f"{type(e).__name__}: {e}"[:300], features=spec.features())
+        res = CaseResult(spec.id, Status.ERROR, math.inf, f"{type(e).__name__}: {e}"[:300], features=spec.features(),
+                         traceback=target_traceback(e))
         return _catalogued(target, data, res, e, masked_rows, "", {}) if target.predict else res
     if isinstance(got, CaseResult):                     # the worker's crash/timeout/oom verdict
         got.features = spec.features()
         return got
     given = _given_dtype(target, spec)
     res = judge(data, got, given, masked_rows=masked_rows, cache=store.cache(spec))
+    if getattr(got, "warnings", None):                  # R functions' warnings, per case
+        res.detail = (res.detail + "; " if res.detail else "") + "R warnings: " + " | ".join(got.warnings)[:200]
     if res.status == Status.FAIL and target.predict is not None:
         res = _catalogued(target, data, res, None, masked_rows, given, store.cache(spec))
     return res
 
 
+KEEP_PASSING_OUTPUTS = 20   # per family and target: what diagnosis compares on the passing side
+
+
 def _aggregate(results: list[CaseResult], specs: dict[str, CaseSpec]) -> Outcome:
+    passing = [r for r in results if r.status == Status.PASS]
+    for r in passing[KEEP_PASSING_OUTPUTS:]:
+        r.got = None                                     # memory: a target's outputs are kept only where needed
     counts = Counter(r.status for r in results)
     bad = [r for r in results if Status(r.status).failed]
     judged = [r for r in results if r.status in (Status.PASS, Status.FAIL)]
@@ -128,16 +161,30 @@ def _aggregate(results: list[CaseResult], specs: dict[str, CaseSpec]) -> Outcome
     return Outcome(Status.PASS, worst, 0.0, summary, n_arrays=len(results), cases=results, conventions=conventions)
 
 
+def _batched(target: Target, specs: list[CaseSpec], store: CaseStore) -> dict:
+    """A target whose ``fn`` has ``batch`` (R functions: refimpl.harness.r_targets) gets the row's expressible
+    cases in one call: case id -> what it returned or raised."""
+    batch, more = getattr(target.fn, "batch", None), getattr(target, "expressible", None)
+    if batch is None:
+        return {}
+    todo = [s for s in specs if expressible(target.api, s) is None and not (more and more(s))]
+    return dict(zip((s.id for s in todo), batch([store.get(s) for s in todo])))
+
+
 def family_case(name: str, specs: list[CaseSpec], store: CaseStore, masked_rows: str | None = None,
                 caller: Callable | None = None, progress: Callable[[str], None] | None = None) -> Case:
     by_id = {s.id: s for s in specs}
 
     def run(target: Target) -> Outcome:
-        results = []
+        results, pre = [], _batched(target, specs, store)
         for i, spec in enumerate(specs):
             if progress is not None and i % 100 == 99:
                 progress(f"family:{name} x {target.name}: {i + 1}/{len(specs)} cases ...")
-            results.append(run_one(target, spec, store, masked_rows, caller))
-        return _aggregate(results, by_id)
+            results.append(run_one(target, spec, store, masked_rows, caller, pre.get(spec.id)))
+        out = _aggregate(results, by_id)
+        warned = [r for r in results if "R warnings: " in r.detail]
+        if warned:
+            out.detail += f"; R warnings in {len(warned)} cases ({warned[0].id}: {warned[0].detail.split('R warnings: ')[1]})"
+        return out
 
     return Case(f"family:{name}", "families", FAMILIES[name].doc, run, specs=specs, store=store)

@@ -1,0 +1,64 @@
+"""``refimpl bench --only check``: how long the conformance suite takes and how much memory it needs.
+
+Each run is a fresh ``refimpl check`` process (its wall time and peak RSS measured from outside, by
+``os.wait4``): the quick and default suites against a plain NumPy target (:func:`numpy_target`, in the user's
+position: loaded by spec, run in the isolated worker), and the default suite's ``onnxruntime`` column alone.
+Goals (issue #14/#17): default suite <= 60 s and quick <= 10 s on 2 cores, peak RSS <= 1.5 GiB; the ONNX Runtime
+column adds <= 30 s to the default suite.
+"""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+__all__ = ["numpy_target", "check_lines"]
+
+
+def numpy_target(q, k, v, mask=None, scale=None):
+    """A plain, correct NumPy attention in the refimpl protocol: what a user would hand to ``refimpl check``."""
+    s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    z = (q @ np.swapaxes(k, -1, -2)) * s                        # (..., Sq, D) x (..., D, Sk) -> (..., Sq, Sk)
+    if mask is not None:
+        z = np.where(mask, z, -np.inf)
+    m = z.max(axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    e = np.exp(z - m)
+    d = e.sum(axis=-1, keepdims=True)
+    w = e / np.where(d > 0, d, 1)
+    return w @ v                                                # (..., Sq, Sk) x (..., Sk, Dv) -> (..., Sq, Dv)
+
+
+def _run(args: list[str]) -> tuple[float, float, int, str]:
+    """(seconds, peak RSS MiB, exit code, RESULT line) of one ``refimpl check`` process."""
+    t = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-m", "refimpl", "check", "--quiet", *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    out = p.stdout.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - t
+    result = next((line for line in out.splitlines() if line.startswith("RESULT")), "no RESULT line")
+    cells = next((line for line in out.splitlines() if " cells: " in line), "")
+    return seconds, usage.ru_maxrss / 1024.0, p.returncode, f"{result}; {cells}"
+
+
+def check_lines(quick: bool) -> list[str]:
+    spec = "refimpl.bench_check:numpy_target"
+    base = ["--random", "0", "--no-families"]
+    lines = []
+    suites = ("quick",) if quick else ("quick", "default")
+    for suite in suites:
+        s, rss, code, result = _run(["--target", spec, "--only", spec, "--random", "0", "--suite", suite])
+        lines.append(f"check {suite} suite vs a NumPy target (isolated worker): {s:.1f} s, peak RSS {rss:.0f} MiB, "
+                     f"exit {code}: {result}")
+    if not quick:
+        s0, _, _, _ = _run(["--only", "refimpl", *base])
+        s1, rss, code, result = _run(["--only", "onnxruntime", "--random", "0"])
+        lines.append(f"check default suite, onnxruntime column alone: {s1:.1f} s (of which {s0:.1f} s is the "
+                     f"process and the fixed rows), peak RSS {rss:.0f} MiB, exit {code}: {result}")
+    return lines
