@@ -34,7 +34,12 @@ else
   say "apt: installing ${missing[*]}"
   say "run: $SUDO apt-get update && $SUDO apt-get install -y ${missing[*]}"
   $SUDO apt-get update -q >/dev/null || fail "apt-get update" "check that Debian's package repositories are reachable, then run 'make setup' again"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}" >/tmp/refimpl-apt.log 2>&1 \
+  # progress: one line per package downloaded, unpacked and set up (the whole log stays in /tmp/refimpl-apt.log)
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q -o Dpkg::Progress-Fancy=0 "${missing[@]}" 2>&1 \
+    | tee /tmp/refimpl-apt.log \
+    | grep --line-buffered -E '^(Get:[0-9]+|Unpacking|Setting up) ' \
+    | sed -u -E 's/^Get:[0-9]+ [^ ]+ [^ ]+ [^ ]+ ([^ ]+) .*/[setup]   downloaded \1/; s/^Unpacking ([^ ]+).*/[setup]   unpacked \1/; s/^Setting up ([^ ]+).*/[setup]   set up \1/'
+  [ "${PIPESTATUS[0]}" -eq 0 ] \
     || fail "apt-get install ${missing[*]}" "read /tmp/refimpl-apt.log; install those packages by hand, then run 'make setup' again"
 fi
 
