@@ -12,7 +12,18 @@ EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
+    def parse_known_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)   # for error(): what the user typed
+        return super().parse_known_args(args, namespace)
+
     def error(self, message):  # usage errors exit 2 with a hint, as argparse does, but say what to do
+        subs = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if subs is not None and message.startswith("the following arguments are required") and subs.dest in message:
+            # argparse reports a missing subcommand before an unknown option: name the option, list the commands
+            names = ", ".join(subs.choices)
+            unknown = [a for a in getattr(self, "_argv", []) if a.startswith("-") and a not in ("-h", "--help")]
+            message = (f"unrecognized option(s) {' '.join(unknown)}: expected a subcommand first, one of {names}"
+                       if unknown else f"a subcommand is required: one of {names}")
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n(see '{self.prog} --help')\n")
 

@@ -1,4 +1,8 @@
-"""The environment a result was measured in: Python, NumPy and its BLAS, R, rpy2, attention, torch."""
+"""The environment a result was measured in: Python, NumPy and its BLAS, R, rpy2, attention, knitr, torch.
+
+R's facts come from :func:`refimpl.r.bridge.probe` (``Rscript`` in a subprocess): printing the environment
+never embeds R, so it cannot abort however R is broken.
+"""
 from __future__ import annotations
 
 import platform
@@ -20,10 +24,11 @@ def environment() -> dict[str, str]:
                                 f"{i.get('architecture') or ''})".replace(" ,", ",") for i in blas) or "unknown"
     except ImportError:
         env["blas"] = "unknown (threadpoolctl not installed)"
-    a = bridge.availability()
+    a = bridge.probe()        # R asked in a subprocess: a broken R_HOME or package cannot abort this process
     env["r"] = a.r_version or "unavailable"
     env["rpy2"] = a.rpy2_version or "unavailable"
     env["attention"] = a.attention_version or "unavailable"
+    env["knitr"] = a.knitr_version or ("missing (the vignettes' setup chunk needs it)" if a.r_version else "unavailable")
     if not a.ok:
         env["r_reason"] = a.reason
     try:

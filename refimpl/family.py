@@ -84,9 +84,14 @@ def attention_context(scores, h, *, mask=None) -> tuple[np.ndarray, np.ndarray]:
 
     Args: scores e (B..., T, N) from any of the score functions; h (B..., N, d_h); mask: optional
     bool keep-mask, True = a real source position, False = padding, of shape (B..., N) (one per
-    source sequence) or broadcastable to (B..., T, N). A step with every position padded gets zero
-    weights and a zero context (the same decision as the core's fully masked query).
-    Returns ``(context (B..., T, d_h), weights (B..., T, N))``.
+    source sequence) or broadcastable to (B..., T, N) (e.g. (T, N): one per decoder step). A step with
+    every position padded gets zero weights and a zero context (the same decision as the core's fully
+    masked query). Returns ``(context (B..., T, d_h), weights (B..., T, N))``.
+
+    A mask with one axis more than the batch can be read both ways: as (B..., N), i.e. (B..., 1, N),
+    and as itself broadcast to (B..., T, N). Only one reading fitting: that one. Both fitting and
+    giving the same array (every axis but N of size 1): taken. Both fitting and differing (e.g. a
+    (3, N) mask with B = T = 3): a ShapeError asking for the explicit (B..., 1, N) or (1, T, N).
     """
     e = as_float_array(scores, "scores", min_ndim=2, dims="(..., n_steps, n_positions)")
     h = as_float_array(h, "h", min_ndim=2, dims="(..., n_positions, d_h)")
@@ -99,16 +104,25 @@ def attention_context(scores, h, *, mask=None) -> tuple[np.ndarray, np.ndarray]:
         m = np.asarray(mask)
         if m.dtype != bool:
             raise InputTypeError(f"mask must be a bool keep-mask (True = real position, False = padding), got dtype {m.dtype}")
-        if m.ndim == len(batch) + 1 and m.shape[-1] == e.shape[-1]:
-            m = m[..., None, :]                                   # (B..., N) -> (B..., 1, N)
-        try:
-            ok = np.broadcast_shapes(m.shape, batch + e.shape[-2:]) == batch + e.shape[-2:]
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ShapeError(f"mask must have shape (..., n_positions) or broadcast to {batch + e.shape[-2:]}, got {np.shape(mask)}")
-        keep = m
+        full = batch + e.shape[-2:]                               # (B..., T, N)
+        per_step = _fits(m.shape, full)                           # m as is, broadcast
+        per_seq = m.ndim == len(batch) + 1 and _fits(m.shape[:-1] + (1,) + m.shape[-1:], full)   # (B..., 1, N)
+        if per_seq and per_step and any(d != 1 for d in m.shape[:-1]):
+            raise ShapeError(f"mask of shape {m.shape} is ambiguous here (batch {batch}, T={e.shape[-2]}): it reads "
+                             f"both as (B..., N), one per source sequence, and as (T, N)-like, one per decoder step; "
+                             f"pass mask[..., None, :] for the first or mask[None] for the second")
+        if not (per_seq or per_step):
+            raise ShapeError(f"mask must have shape (B..., n_positions) or broadcast to {full}, got {m.shape}")
+        keep = m[..., None, :] if per_seq and not per_step else m  # (B..., N) -> (B..., 1, N)
     dtype = result_dtype(e, h)
     z = np.array(np.broadcast_to(e, batch + e.shape[-2:]), dtype=dtype)   # a writable copy
     weights = masked_softmax_(z, keep, None)
     return weights @ h.astype(dtype, copy=False), weights     # (B..., T, N) x (B..., N, d_h) -> (B..., T, d_h)
+
+
+def _fits(shape: tuple, full: tuple) -> bool:
+    """Whether an array of ``shape`` broadcasts to exactly ``full``."""
+    try:
+        return np.broadcast_shapes(shape, full) == full
+    except ValueError:
+        return False

@@ -34,39 +34,65 @@ def _skip(e: Unavailable) -> Outcome:
     return Outcome(Status.SKIP, detail=f"R unavailable: {e}")
 
 
+def _r_failure(e: Exception) -> str:
+    """Why R's run failed, the cause first (R's own message, one line)."""
+    msg = " ".join((e.r_message if isinstance(e, bridge.RError) else f"{type(e).__name__}: {e}").split())
+    hint = ("; the vignette's setup chunk calls knitr::opts_chunk$set: install knitr (Debian r-cran-knitr)"
+            if "knitr" in msg else "")
+    return f"R could not run the vignette: {msg[:240]}{hint}"
+
+
 def vignette_case(name: str) -> Case:
+    """refimpl's cell: refimpl against the vignette recomputed in Python, and that recomputation against every
+    variable of R's run where R ran (refimpl's verdict never depends on R). Other targets: against R's run;
+    skip, with the cause, where R is unavailable or could not run the vignette (e.g. knitr missing)."""
     runs = f"{name}_attention"
     recompute = vignettes.simple_vignette if name == "simple" else vignettes.complete_vignette
     scale = 0.5 if name == "simple" else None
     cache: dict = {}
 
-    def run(target: Target) -> Outcome:
-        try:
-            rb = bridge.require_r()
-        except Unavailable as e:
-            return _skip(e)
+    def r_run() -> tuple:
+        """(R's VignetteRun or None, why not); once per case."""
         if "run" not in cache:
-            cache["run"] = rb.run_vignette(runs)
-        v = cache["run"].vars
+            try:
+                cache["run"] = (bridge.require_r().run_vignette(runs), "")
+            except Unavailable as e:
+                cache["run"] = (None, f"R unavailable: {e}")
+            except Exception as e:  # an R error, or R's answer unusable: the reason, not a harness error
+                cache["run"] = (None, _r_failure(e))
+        return cache["run"]
+
+    def attend(target: Target, x: dict):
+        q, k, v = x["Q"], x["K"], x["V"]
+        out, w = target.attend(q, k, v, scale=scale)
+        comps = [("attention", tol.compare(out, x["attention"], tol.forward_for_sdpa(q, k, v, scale)))]
+        if w is not None:
+            comps.append(("weights", tol.compare(w, x["weights"], tol.forward_for_sdpa(q, k, v, scale, weights=True))))
+        return comps, ({"weights": (x["weights"], w)} if w is not None else {})
+
+    def run(target: Target) -> Outcome:
+        r, why = r_run()
         if target.is_reference:
             py = recompute()
-            f = tol.forward(np.float64, 16, 10)
-            comps = [(n, tol.compare(py[n], v[n], f)) for n in sorted(v)]
-            return summarise(comps, [], {"weights": (v["weights"], py["weights"])})
-        if target.precision != "float64":
-            return Outcome(Status.NA, detail=f"computes in {target.precision}; the vignette's values are float64")
+            try:
+                comps, heat = attend(target, py)
+            except Exception as e:
+                return error_outcome(e)
+            if r is not None:
+                f = tol.forward(np.float64, 16, 10)
+                comps += [(f"R {n}", tol.compare(py[n], r.vars[n], f)) for n in sorted(r.vars)]
+            o = summarise(comps, [], heat)
+            o.detail += (f"; R's run: its {len(r.vars)} variables compared" if r is not None
+                         else f"; R not compared ({why})")
+            return o
+        if r is None:
+            return Outcome(Status.SKIP, detail=why)
         try:
-            out, w = target.attend(v["Q"], v["K"], v["V"], scale=scale)
+            comps, heat = attend(target, r.vars)
         except Unavailable as e:
             return Outcome(Status.SKIP, detail=str(e))
         except Exception as e:
             return error_outcome(e)
-        comps = [("attention", tol.compare(out, v["attention"], tol.forward_for_sdpa(v["Q"], v["K"], v["V"], scale)))]
-        heat = {}
-        if w is not None:
-            comps.append(("weights", tol.compare(w, v["weights"],
-                                                 tol.forward_for_sdpa(v["Q"], v["K"], v["V"], scale, weights=True))))
-            heat = {"weights": (v["weights"], w)}
         return summarise(comps, [], heat)
 
     title = "Simple" if name == "simple" else "Complete"

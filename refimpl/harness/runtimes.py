@@ -1,7 +1,8 @@
 """Built-in columns for production kernels written by others: ONNX Runtime's ``Attention`` (opset 23, CPU, through
 one Node process per run: :mod:`.onnx_runtime`) and torch's fused ``_native_multi_head_attention`` (:mod:`.torch_mha`).
 
-Both take refimpl's native keyword arguments (the ``native`` API of :mod:`.apis`) and map each case's features
+Each factory returns the keyword arguments of a :class:`~.targets.Target` (targets.py builds it: this module
+stays below it). Both take refimpl's native keyword arguments (the ``native`` API of :mod:`.apis`) and map each case's features
 onto what the runtime can express; what it cannot is ``n/a`` through ``Target.expressible``:
 
 * onnxruntime — float32 (float16 cases arrive as float32 values; float64 is n/a: the CPU kernel has no float64);
@@ -17,8 +18,6 @@ import numpy as np
 
 from ..errors import Unavailable
 from ..masks import causal_mask, window_mask
-from .targets import Target
-
 __all__ = ["onnxruntime_target", "torch_mha_target"]
 
 
@@ -41,7 +40,7 @@ def _fold(mask, keep):
     return np.where(keep, mask, -np.inf)
 
 
-def onnxruntime_target() -> Target:
+def onnxruntime_target() -> dict:
     from . import onnx_runtime as ort
     from .ort_case import OrtCase
     ok, why = ort.availability()
@@ -79,11 +78,11 @@ def onnxruntime_target() -> Target:
         return None
 
     fn.close = session.close
-    return Target("onnxruntime", fn, api="native", expressible=expressible, precision="float32",
-                  note=f"ONNX Attention-23 on {why}")
+    return dict(name="onnxruntime", fn=fn, api="native", expressible=expressible, precision="float32",
+                note=f"ONNX Attention-23 on {why}")
 
 
-def torch_mha_target() -> Target:
+def torch_mha_target() -> dict:
     try:
         from .torch_mha import torch_mha_target as mha
     except ImportError as e:
@@ -116,5 +115,5 @@ def torch_mha_target() -> Target:
         return None
 
     import torch
-    return Target("torch-mha", fn, api="native", expressible=expressible,
-                  note=f"torch {torch.__version__} _native_multi_head_attention, identity projections")
+    return dict(name="torch-mha", fn=fn, api="native", expressible=expressible,
+                note=f"torch {torch.__version__} _native_multi_head_attention, identity projections")

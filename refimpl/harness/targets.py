@@ -181,7 +181,7 @@ def builtin_targets() -> dict[str, Callable[[], Target]]:
 def _runtime(name: str) -> Callable[[], Target]:
     def make() -> Target:
         from . import runtimes
-        return getattr(runtimes, name)()
+        return Target(**getattr(runtimes, name)())
     return make
 
 
@@ -232,6 +232,9 @@ def load_target(spec: str, layout: str = "SD", torch: bool = False, api: str = "
     builtins = builtin_targets()
     if spec in builtins:
         return builtins[spec]()
+    if spec.startswith("R:"):                  # an R function (refimpl.harness.r_targets)
+        from .r_targets import load_r_target
+        return load_r_target(spec, Target)
     if ":" not in spec:
         raise UsageError(f"--target must be one of {sorted(builtins)} or module:function, got {spec!r}")
     if layout not in LAYOUTS:

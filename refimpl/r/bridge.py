@@ -9,6 +9,8 @@
   returned with the results.
 * R's global RNG state is saved and restored around everything that runs R code (r_reference/bridge.R).
 * ``REFIMPL_NO_R=1`` hides R from this process (the no-R leg of CI): :func:`availability` says so.
+* Before R is embedded, :func:`probe` asks ``Rscript`` in a subprocess (:mod:`.rprobe`): a broken R_HOME,
+  an R that does not start, a missing or damaged ``attention`` become a reason, never an aborted process.
 
 R code the bridge needs lives in ``r_reference/bridge.R``; R functions are looked up once.
 """
@@ -25,11 +27,11 @@ import numpy as np
 
 from .._checks import RefimplError
 from ..errors import Unavailable
+from .rprobe import INSTALL_HINT, R_HIDE_ENV, Availability, probe
 
-__all__ = ["Availability", "availability", "require_r", "RError", "CaseResult", "VignetteRun",
+__all__ = ["Availability", "availability", "probe", "require_r", "RError", "CaseResult", "VignetteRun",
            "get_bridge", "R_HIDE_ENV", "EXPECTED_ATTENTION_VERSION"]
 
-R_HIDE_ENV = "REFIMPL_NO_R"
 EXPECTED_ATTENTION_VERSION = "0.4.0"   # the version the divergence catalogue was measured on
 
 _LOCK = threading.RLock()              # every call into R holds it
@@ -44,23 +46,6 @@ class RError(RefimplError, RuntimeError):
         self.r_message, self.r_call = r_message, r_call
         where = f" in {r_call}" if r_call else ""
         super().__init__(f"R error{where}: {r_message}" + (f" [{context}]" if context else ""))
-
-
-@dataclass(frozen=True)
-class Availability:
-    ok: bool
-    reason: str                      # empty when ok; otherwise what is missing and what to do
-    r_version: str | None = None
-    rpy2_version: str | None = None
-    attention_version: str | None = None
-    knitr_version: str | None = None
-    r_blas: str | None = None
-
-    def describe(self) -> str:
-        if not self.ok:
-            return f"R unavailable: {self.reason}"
-        return (f"R {self.r_version}, attention {self.attention_version}, rpy2 {self.rpy2_version}, "
-                f"knitr {self.knitr_version or 'missing'}")
 
 
 @dataclass
@@ -105,24 +90,31 @@ def _r_reference_dir() -> Path:
     return Path(str(resources.files("refimpl.r_reference").joinpath("bridge.R"))).parent   # an installed wheel
 
 
+def _rpy2_version() -> tuple[str | None, str]:
+    try:
+        import rpy2
+        return rpy2.__version__, ""
+    except ImportError as e:
+        return None, (f"rpy2 is not importable ({e}); install Debian's python3-rpy2 "
+                      f"or 'pip install rpy2' (run 'make setup')")
+
+
 def availability(refresh: bool = False) -> Availability:
-    """Whether the R side can run here, with versions; never raises. Starts R if it can."""
+    """Whether the R side can run here, with versions; never raises. Starts R if it can: only after
+    :func:`probe` found R and ``attention`` working."""
     global _availability
     if _availability is not None and not refresh:
         return _availability
     if os.environ.get(R_HIDE_ENV, "") not in ("", "0"):
         _availability = Availability(False, f"R is hidden from this process by {R_HIDE_ENV}=1")
         return _availability
-    try:
-        import rpy2
-        rpy2_version = rpy2.__version__
-    except ImportError as e:
-        _availability = Availability(False, f"rpy2 is not importable ({e}); install Debian's python3-rpy2 "
-                                            f"or 'pip install rpy2' (run 'make setup')")
+    rpy2_version, why = _rpy2_version()
+    if rpy2_version is None:
+        _availability = Availability(False, why)
         return _availability
-    problem = _r_home_problem()
-    if problem:
-        _availability = Availability(False, problem, rpy2_version=rpy2_version)
+    p = probe(refresh)
+    if not p.ok:
+        _availability = p
         return _availability
     try:
         versions = get_bridge().versions()
@@ -132,29 +124,12 @@ def availability(refresh: bool = False) -> Availability:
         return _availability
     att = versions.get("attention")
     if not att:
-        _availability = Availability(False, "the R package 'attention' is not installed; run "
-                                            "Rscript -e 'install.packages(\"attention\")' (or 'make setup')",
+        _availability = Availability(False, f"the R package 'attention' is not installed; {INSTALL_HINT}",
                                      r_version=versions["r"], rpy2_version=rpy2_version)
         return _availability
     _availability = Availability(True, "", versions["r"], rpy2_version, att, versions.get("knitr"),
                                  versions.get("blas"))
     return _availability
-
-
-def _r_home_problem() -> str | None:
-    """Why embedded R cannot start, found *before* starting it (a broken R_HOME aborts the process)."""
-    r_home = os.environ.get("R_HOME") or None
-    if r_home is None:
-        try:
-            from rpy2 import situation
-            r_home = situation.get_r_home()
-        except Exception:  # rpy2's own probe failing means no usable R
-            r_home = None
-    if not r_home:
-        return "R was not found (no 'R' on PATH and R_HOME unset); install R (Debian: r-base-core) or set R_HOME"
-    if not (Path(r_home) / "etc" / "Renviron").is_file():
-        return f"R_HOME={r_home} is not an R installation (no etc/Renviron); unset it or point it at R"
-    return None
 
 
 def require_r() -> "RBridge":
@@ -252,6 +227,10 @@ class RBridge:
         n = len(arrays[0])
         stacked = [np.moveaxis(np.asarray(a, dtype=np.float64), 0, -1) for a in arrays]
         out = self._call("refimpl_batch", fname, n, self._ro.StrVector(list(argnames)), *stacked)
+        return self._unstack(out, n)
+
+    def _unstack(self, out, n: int) -> "StackedResult":
+        """A batch's R list (refimpl_batch, refimpl_target_batch) as a :class:`StackedResult`."""
         ncomp = int(np.asarray(out["ncomp"]).reshape(-1)[0])
         errors: list = [None] * n
         calls: list = [None] * n
@@ -286,6 +265,24 @@ class RBridge:
                 offset += size
             comps.append(per)
         return StackedResult(comps, errors, calls, warned, str(out["version"][0]))
+
+    # --- R functions as targets (r_reference/targets.R; refimpl.harness.r_targets) --------------------
+    def _targets_loaded(self) -> None:
+        with _LOCK:
+            if "refimpl_target_batch" not in self._f:
+                self._ro.r["sys.source"](str(_r_reference_dir() / "targets.R"), envir=self._env)
+                self._f.update({n: self._env[n] for n in ("refimpl_target_load", "refimpl_target_batch")})
+
+    def load_function(self, path: str | None, package: str | None, name: str):
+        """R function ``name`` of file ``path`` (own environment) or of ``package``: a :meth:`batch_function` handle."""
+        self._targets_loaded()
+        return self._call("refimpl_target_load", path or "", package or "", name)
+
+    def batch_function(self, handle, arrays: Sequence[np.ndarray]) -> "StackedResult":
+        """``handle(Q, K, V[, mask = M])`` on Q (n, Sq, D), K (n, Sk, D), V (n, Sk, Dv)[, M (n, Sq, Sk)]: one R call."""
+        self._targets_loaded()
+        stacked = [np.moveaxis(np.asarray(a, dtype=np.float64), 0, -1) for a in arrays]
+        return self._unstack(self._call("refimpl_target_batch", handle, len(arrays[0]), *stacked), len(arrays[0]))
 
     def _batch_group(self, fname, stacked, names, n) -> list[CaseResult]:
         r = self.batch_stacked(fname, [np.moveaxis(a, -1, 0) for a in stacked], list(names))
