@@ -75,6 +75,7 @@ class CheckRun:
     unavailable: dict[str, str]
     seconds: float
     interrupted: bool = False          # Ctrl-C: ``results`` holds the cells finished before it
+    nothing_checked: str = ""          # why no cell checked anything (then the run is not a pass: exit 2)
     diagnoses: dict = field(default_factory=dict)       # target -> ["diagnosis TARGET: MODEL — explanation", ...]
     localisations: dict = field(default_factory=dict)   # target -> "fails only when: ..."
     repros: dict = field(default_factory=dict)          # target -> [paths of reproduction scripts]
@@ -82,7 +83,7 @@ class CheckRun:
 
     @property
     def ok(self) -> bool:
-        return (not self.interrupted and not any(o.failed for o in self.results.values())
+        return (not self.interrupted and not self.nothing_checked and not any(o.failed for o in self.results.values())
                 and not any(any(line.startswith("counterexample") for line in v) for v in self.explored.values()))
 
 

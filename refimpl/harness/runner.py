@@ -10,7 +10,6 @@ import math
 import time
 from typing import Callable
 
-from ..errors import UsageError
 from ..fixtures.schema import load_all
 from .cases import Case, CheckRun, Outcome, Status
 from .families import select, shard as shard_ids
@@ -19,15 +18,11 @@ from .fixture_cases import fixture_case
 from .r_cases import RANDOM_CASES, r_examples_case, random_case, vignette_case
 from .targets import Target
 
-__all__ = ["CheckRun", "collect_cases", "run_check", "NothingChecked", "CHECKED"]
+__all__ = ["CheckRun", "collect_cases", "run_check", "CHECKED"]
 
 # A cell checks something when the target's result was compared (or the target failed); skip, n/a,
 # reference and unsupported cells check nothing.
 CHECKED = (Status.PASS, Status.FAIL, Status.KNOWN, Status.ERROR, Status.CRASH, Status.TIMEOUT, Status.OOM)
-
-
-class NothingChecked(UsageError):
-    """A finished run in which no cell checked anything: not a pass (the CLI exits 2 with the reasons)."""
 
 
 def collect_cases(random_n: int = RANDOM_CASES, sources: list[str] | None = None, *,
@@ -89,15 +84,15 @@ def run_check(targets: list[Target], unavailable: dict[str, str], cases: list[Ca
     names = [t.name for t in targets] + list(unavailable)
     run = CheckRun(cases, names, results, unavailable, time.perf_counter() - t0, interrupted)
     if not interrupted:
-        _require_something_checked(run)
+        run.nothing_checked = _nothing_checked(run)
     return run
 
 
-def _require_something_checked(run: CheckRun) -> None:
-    """Raise :class:`NothingChecked` when no cell of ``run`` is in :data:`CHECKED` (no cases or no targets
-    included), with why: the unavailable targets' reasons, then the first distinct cell details."""
+def _nothing_checked(run: CheckRun) -> str:
+    """"" when some cell of ``run`` is in :data:`CHECKED`; otherwise why nothing was (no cases or no targets
+    included, the unavailable targets' reasons, then the first distinct cell details): such a run is not a pass."""
     if any(Status(o.status) in CHECKED for o in run.results.values()):
-        return
+        return ""
     why = [f"target {n}: unavailable — {r}" for n, r in run.unavailable.items()]
     if not run.cases:
         why.append("no cases were selected")
@@ -106,6 +101,6 @@ def _require_something_checked(run: CheckRun) -> None:
     details = dict.fromkeys(f"{o.status}: {o.detail}" for k, o in sorted(run.results.items())
                             if k[1] not in run.unavailable)
     why += list(details)[:3]
-    raise NothingChecked(f"NOTHING CHECKED: every one of the {len(run.results)} cells of {len(run.cases)} cases x "
+    return (f"NOTHING CHECKED: every one of the {len(run.results)} cells of {len(run.cases)} cases x "
                          f"{len(run.targets)} targets is skip, n/a, reference or unsupported, so this run is not a "
                          f"pass; why: " + "; ".join(why)[:600])
