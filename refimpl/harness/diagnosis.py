@@ -20,7 +20,6 @@ import numpy as np
 
 from .. import bugs
 from .cases import Status
-from .family_cases import CaseStore
 from .features import CaseData, CaseSpec
 from .judge import CaseResult
 
@@ -37,7 +36,7 @@ def _output(r: CaseResult):
     return None if got is None else getattr(got, "output", None)
 
 
-def _data(store: CaseStore, r: CaseResult, specs: dict[str, CaseSpec] | None) -> CaseData | None:
+def _data(store, r: CaseResult, specs: dict[str, CaseSpec] | None) -> CaseData | None:
     if specs is not None and r.id in specs:
         return store.get(specs[r.id])
     return store._data.get(r.id)          # materialised while the target ran
@@ -87,7 +86,7 @@ def fits(fn, data: CaseData, got: np.ndarray, rtol: float = 1e-3, atol: float = 
     return _distance(out, got, live) <= EXPLAINS * _distance(data.expected, got, live)
 
 
-def diagnose(results: list[CaseResult], store: CaseStore, target: str = "target",
+def diagnose(results: list[CaseResult], store, target: str = "target",
              specs: dict[str, CaseSpec] | None = None) -> list[str]:
     """``diagnosis TARGET: MODEL — explanation`` for each bug model that fits (see the module doc), else
     ``diagnosis TARGET: unknown``; [] when no case failed. ``specs`` (id -> spec) materialises cases that the
@@ -111,7 +110,7 @@ def diagnose(results: list[CaseResult], store: CaseStore, target: str = "target"
     return lines or [f"diagnosis {target}: unknown"]
 
 
-def _usable(rs: list[CaseResult], store: CaseStore, specs, cap: int) -> list[tuple[CaseData, np.ndarray]]:
+def _usable(rs: list[CaseResult], store, specs, cap: int) -> list[tuple[CaseData, np.ndarray]]:
     out = []
     for r in rs:
         got = _output(r)

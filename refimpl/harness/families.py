@@ -117,7 +117,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("softcap", "logit soft-capping cap * tanh(scores / cap)", 60,
            lambda r, i: dict(_small(r), softcap=_pick(r, (1.0, 5.0, 30.0, 50.0)), magnitude=_pick(r, (1.0, 4.0)))),
     Family("alibi", "ALiBi biases -slope * |i + Sk - Sq - j| (FlashAttention's alignment)", 60,
-           lambda r, i: dict(_small(r), Hq=_pick(r, (1, 2, 4, 8)), Hkv=None, alibi=True)),
+           lambda r, i: dict(_small(r), Hq=_pick(r, (1, 2, 3, 4, 6, 8)), Hkv=None, alibi=True)),
     Family("scale", "explicit softmax scales", 40, lambda r, i: dict(_small(r), scale=_pick(r, (0.01, 0.5, 1.0, 3.0)))),
     Family("masked-rows", "queries with no key at all (bool, additive, padding)", 80, _masked_rows),
     Family("extreme-logits", "scores beyond exp's range; attended scores far below a finite fill", 90, _extreme),

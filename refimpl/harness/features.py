@@ -182,7 +182,8 @@ def materialise(spec: CaseSpec) -> CaseData:
     mask = _mask(spec, rng)
     if mask is not None and mask.dtype != bool:
         mask = round_to(mask, spec.dtype)
-    slopes = 2.0 ** (-8.0 * np.arange(1, spec.Hq + 1) / spec.Hq) if spec.alibi else None
+    # ALiBi slopes 2**(-8 h / Hq), rounded to float32: kernels take them as float32 tensors (flash_attn_func)
+    slopes = round_to(2.0 ** (-8.0 * np.arange(1, spec.Hq + 1) / spec.Hq), "float32") if spec.alibi else None
     data = CaseData(spec, q, k, v, mask, slopes, np.empty(0), np.empty(0, bool))
     kw = data.reference_kwargs()
     if spec.long:
