@@ -49,7 +49,7 @@ def expressible(api: str, spec) -> str | None:
     if api == NATIVE:
         return None
     if api == "refimpl":
-        for bad, why in ((spec.mask == "additive", "an additive float mask"), (spec.softcap is not None, "softcap"),
+        for bad, why in ((spec.mask == "additive", "additive float masks"), (spec.softcap is not None, "softcap"),
                          (spec.alibi, "ALiBi biases"), (spec.gqa, "GQA (Hq != Hkv)")):
             if bad:
                 return f"the refimpl protocol has no {why}"

@@ -165,7 +165,7 @@ def _batched(target: Target, specs: list[CaseSpec], store: CaseStore) -> dict:
     """A target whose ``fn`` has ``batch`` (R functions: refimpl.harness.r_targets) gets the row's expressible
     cases in one call: case id -> what it returned or raised."""
     batch, more = getattr(target.fn, "batch", None), getattr(target, "expressible", None)
-    if batch is None:
+    if not callable(batch):
         return {}
     todo = [s for s in specs if expressible(target.api, s) is None and not (more and more(s))]
     return dict(zip((s.id for s in todo), batch([store.get(s) for s in todo])))

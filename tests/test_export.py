@@ -1,0 +1,126 @@
+"""``refimpl export``: deterministic, atomic JSON cases whose expected values and bounds a reader can use
+without Python (checked here against an independent few-line attention, not against refimpl)."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from refimpl.cli import main
+from refimpl.errors import UsageError
+from refimpl.harness.export import export
+
+FAMILIES = ["causal", "window", "additive-mask", "scale", "masked-rows"]
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    d = tmp_path_factory.mktemp("exp") / "cases"
+    n = export(FAMILIES, d, suite="quick", dtypes=("float64", "float32"))
+    assert n == len(json.loads((d / "index.json").read_text())["cases"]) > 0
+    return d
+
+
+def _load(out, case_id):
+    return json.loads((out / f"{case_id}.json").read_text())
+
+
+def _arr(a):
+    if a is None:
+        return None
+    vals = np.array(a["values"], dtype=object)
+    conv = np.vectorize(lambda x: float(x) if isinstance(x, str) else x, otypes=[bool if a["dtype"] == "bool" else float])
+    return conv(vals).reshape(a["shape"])
+
+
+def _attention(q, k, v, keep, scale):
+    """softmax(scale q k^T) v row by row; a row with no key gives zeros (independent of refimpl)."""
+    out = np.zeros(q.shape[:-1] + (v.shape[-1],))
+    for idx in np.ndindex(q.shape[:-1]):
+        b, h, i = idx
+        s = np.array([scale * math.fsum(q[b, h, i] * k[b, h, j]) for j in range(k.shape[2])])
+        ok = np.ones(len(s), bool) if keep is None else keep[b, h, i]
+        if ok.any():
+            e = np.where(ok, np.exp(s - s[ok].max()), 0.0)
+            out[idx] = (e / e.sum()) @ v[b, h]
+    return out
+
+
+def test_export_is_deterministic_and_replaces_a_previous_export(out, tmp_path):
+    again = tmp_path / "again"
+    export(FAMILIES, again, suite="quick", dtypes=("float64", "float32"))
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    assert all((out / f).read_bytes() == (again / f).read_bytes() for f in files)
+    export(["scale"], again, suite="quick")                 # a previous export is replaced as a whole
+    assert {p.name for p in again.iterdir()} == {"scale", "index.json"}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]      # no temp dirs left behind
+
+
+def test_export_refuses_a_directory_holding_other_files_and_keeps_it(tmp_path):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "notes.txt").write_text("keep me")
+    with pytest.raises(UsageError, match=r"--out .*mine: expected a new or empty directory or a previous export"):
+        export(["scale"], d, suite="quick")
+    assert (d / "notes.txt").read_text() == "keep me"
+
+
+def test_expected_output_meets_the_exported_bound_against_an_independent_attention(out):
+    index = json.loads((out / "index.json").read_text())
+    checked = 0
+    for row in index["cases"]:
+        if row["r_protocol"] is not None or row["dtype"] != "float64":
+            continue
+        c = _load(out, row["id"])
+        q, k, v, keep = (_arr(c["inputs"][n]) for n in ("q", "k", "v", "keep"))
+        f = c["features"]
+        scale = 1 / math.sqrt(f["D"]) if f["scale"] is None else f["scale"]
+        want = _attention(q, k, v, keep, scale)
+        got, dead = _arr(c["expected"]["output"]), _arr(c["expected"]["dead_rows"])
+        assert got.shape == (f["B"], f["Hq"], f["Sq"], f["Dv"])
+        assert np.abs(got - want)[~dead].max(initial=0) <= c["tolerance"]["atol"]
+        assert np.array_equal(dead, ~keep.any(axis=-1)) if keep is not None else not dead.any()
+        checked += 1
+    assert checked >= 10
+
+
+def test_causal_and_window_are_folded_into_the_keep_mask(out):
+    for cid, rule in (("causal/0000-float64", lambda i, j, sq, sk: j <= i),                   # top-left
+                      ("causal/0001-float64", lambda i, j, sq, sk: j <= i + sk - sq)):         # bottom-right
+        c = _load(out, cid)
+        f = c["features"]
+        assert f["is_causal"] and f["alignment"] == ("top-left" if cid.endswith("0000-float64") else "bottom-right")
+        keep = _arr(c["inputs"]["keep"])
+        want = np.array([[rule(i, j, f["Sq"], f["Sk"]) for j in range(f["Sk"])] for i in range(f["Sq"])])
+        assert keep.shape == (f["B"], f["Hq"], f["Sq"], f["Sk"]) and (keep == want).all()
+    w = _load(out, "window/0000-float64")
+    assert w["features"]["window"] is not None and w["inputs"]["keep"] is not None
+
+
+def test_additive_masks_are_n_a_for_r_with_non_finite_values_as_strings(out):
+    cases = [_load(out, f"additive-mask/{i:04d}-float64") for i in range(8)]
+    assert all("additive" in c["r_protocol"] and c["inputs"]["keep"] is None for c in cases)
+    flat = [json.dumps(c["inputs"]["mask"]["values"]) for c in cases]
+    assert any('"-Inf"' in f for f in flat) and not any("Infinity" in f for f in flat)
+    assert any(np.isneginf(_arr(c["inputs"]["mask"])).any() for c in cases)
+
+
+def test_provenance_tolerance_and_float32_bounds(out):
+    c = _load(out, "scale/0000-float32")
+    assert c["provenance"]["family"] == "scale" and c["provenance"]["seed"] == c["features"]["seed"]
+    t = c["tolerance"]
+    assert t["atol"] == pytest.approx(4 * 2.0 ** -53 * t["n_terms"] * t["magnitude"])
+    assert t["atol_float32"] == pytest.approx(t["atol"] * 2.0 ** 29)
+    q = _arr(c["inputs"]["q"])
+    assert (q.astype(np.float32).astype(np.float64) == q).all()      # inputs representable in the dtype
+
+
+def test_the_cli_writes_and_reports_the_count(tmp_path, capsys):
+    d = tmp_path / "x"
+    assert main(["export", "--family", "scale", "--suite", "quick", "--out", str(d)]) == 0
+    n = len(json.loads((d / "index.json").read_text())["cases"])
+    assert f"{n} cases written to {d}" in capsys.readouterr().out
+    assert main(["export", "--family", "nope", "--out", str(tmp_path / "y")]) == 2
+    assert not Path(tmp_path / "y").exists()
