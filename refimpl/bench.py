@@ -6,7 +6,10 @@ Sections:
   accuracy  float32 max abs error against a float64 oracle (S=1024, D=64), plain and online
   memory    plain vs online at long S, each in a fresh process: time and peak RSS
   bridge    R bridge throughput: cross-checked 4x3 cases per second, batched vs one call per case
+  rtargets  R functions as targets: cross-checked 2-D cases per second, batched through the bridge
   check     the conformance suite's time and peak memory (quick, default, the onnxruntime column)
+  backward  the backward oracle: sdpa_backward / forward time vs torch autograd, and the memory-bounded
+            backward's peak RSS at S = 16,384 (refimpl.bench_backward)
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import time
 
 import numpy as np
 
-SECTIONS = ("sdpa", "accuracy", "memory", "bridge", "check")
+SECTIONS = ("sdpa", "accuracy", "memory", "bridge", "rtargets", "check", "backward")
 
 
 def _best(f, repeat: int = 5) -> float:
@@ -188,6 +191,16 @@ def bench_check(quick: bool) -> None:
     from .bench_check import check_lines
     for line in check_lines(quick):
         print(line, flush=True)
+
+
+def bench_rtargets(quick: bool) -> None:
+    from .harness.r_targets import bench_r_targets
+    print(bench_r_targets(quick), flush=True)
+
+
+def bench_backward(quick: bool) -> None:
+    from .bench_backward import backward_lines
+    print("\n".join(backward_lines(quick)))
 
 
 def main(quick: bool = False, only: list[str] | None = None) -> int:

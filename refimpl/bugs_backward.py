@@ -1,0 +1,120 @@
+"""Backward bug models: the gradients of attention computed with one classic mistake each, for diagnosing
+a target whose ``grad:<family>`` row fails (refimpl.harness.grad_cases).
+
+Every model takes refimpl's inputs and keywords plus the upstream gradient and returns ``(dq, dk, dv)``::
+
+    fn(q, k, v, d_out, *, mask=None, scale=None, is_causal=False, alignment="top-left", window=None,
+       softcap=None, enable_gqa=False) -> (dq (B, Hq, Sq, D), dk (B, Hkv, Sk, D), dv (B, Hkv, Sk, Dv))
+
+with q (B, Hq, Sq, D), k (B, Hkv, Sk, D), v (B, Hkv, Sk, Dv), d_out (B, Hq, Sq, Dv), float64. The correct
+computation (refimpl.backward), with P the forward's weights (a fully masked row: P = 0), s the scale:
+
+    dV = P^T dO,   dP = dO V^T,   delta = rowsum(dO * O) (= rowsum(P * dP)),   dS = P * (dP - delta)
+    dR = dS * (1 - tanh^2(R / cap))   (dR = dS without a softcap; R = s Q K^T)
+    dQ = s dR K,   dK = s dR^T Q;   under GQA dK, dV of a kv head = the SUM over its Hq / Hkv query heads
+
+The models (each changes exactly one step):
+
+    bwd-delta-term     dS = P * dP                    (the rowsum(dO * O) term dropped)
+    bwd-scale-dq       dQ = dR K                      (s forgotten in dQ)
+    bwd-scale-dk       dK = dR^T Q                    (s forgotten in dK)
+    bwd-ds-transposed  dQ = s dR^T K  or  dK = s dR Q (dS used transposed; shapes agree only when Sq == Sk:
+                                                      elsewhere the model raises, as the mistake does)
+    bwd-gqa-sum        dK, dV of a kv head from the first query head of its group (or the group's mean)
+    bwd-masked-nan     P recomputed as exp(S - max S) / sum: NaN on fully masked rows, which flows into dQ
+                       of that row and into every dK, dV entry of its (batch, head)
+
+``MODELS`` maps a model id to its ``(variant label, callable)`` list; ``EXPLANATIONS`` gives one line each.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import numpy as np
+
+from .attention import scaled_dot_product_attention
+
+__all__ = ["MODELS", "EXPLANATIONS", "backward_with"]
+
+MISTAKES = ("none", "delta", "scale-dq", "scale-dk", "ds-transposed-dq", "ds-transposed-dk", "gqa-first",
+            "gqa-mean", "masked-nan")
+
+
+def backward_with(q, k, v, d_out, *, mistake: str = "none", mask=None, scale=None, is_causal=False,
+                  alignment="top-left", window=None, softcap=None, enable_gqa=False):
+    """``(dq, dk, dv)`` in float64 with one ``mistake`` (one of ``MISTAKES``; "none" is the correct backward).
+
+    The weights P come from refimpl's forward (every mask, band, softcap and GQA feature); the rest is the
+    textbook backward of the module docstring, written out so that each mistake changes one line."""
+    if mistake not in MISTAKES:
+        raise ValueError(f"mistake must be one of {MISTAKES}, got {mistake!r}")
+    q, k, v, g = (np.asarray(a, np.float64) for a in (q, k, v, d_out))
+    s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    _, p = scaled_dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=is_causal, alignment=alignment,
+                                        window=window, softcap=softcap, enable_gqa=enable_gqa)   # (B, Hq, Sq, Sk)
+    group = q.shape[-3] // k.shape[-3] if enable_gqa else 1             # kv head h serves query heads hG .. hG+G-1
+    ke, ve = (np.repeat(a, group, axis=-3) for a in (k, v))              # (B, Hq, Sk, D), (B, Hq, Sk, Dv)
+    with np.errstate(all="ignore"):
+        if mistake == "masked-nan":
+            p = np.where(~(p > 0).any(axis=-1, keepdims=True), np.nan, p)   # 0/0 on rows with no key
+        o = p @ ve                                                        # (B, Hq, Sq, Dv)
+        dv = np.swapaxes(p, -1, -2) @ g                                   # (.., Sk, Sq) x (.., Sq, Dv) -> (.., Sk, Dv)
+        dp = g @ np.swapaxes(ve, -1, -2)                                  # (.., Sq, Dv) x (.., Dv, Sk) -> (.., Sq, Sk)
+        ds = p * dp if mistake == "delta" else p * (dp - np.sum(g * o, axis=-1, keepdims=True))
+        if softcap is not None:
+            r = s * (q @ np.swapaxes(ke, -1, -2))                         # (B, Hq, Sq, Sk)
+            ds = ds * (1.0 - np.tanh(r / softcap) ** 2)
+        dst = np.swapaxes(ds, -1, -2)                                     # (B, Hq, Sk, Sq)
+        if mistake == "ds-transposed-dq":
+            dq = s * (_square(dst, "dS^T K") @ ke)
+        else:
+            dq = (ds @ ke) * (1.0 if mistake == "scale-dq" else s)       # (.., Sq, Sk) x (.., Sk, D) -> (.., Sq, D)
+        if mistake == "ds-transposed-dk":
+            dk = s * (_square(ds, "dS Q") @ q)
+        else:
+            dk = (dst @ q) * (1.0 if mistake == "scale-dk" else s)       # (.., Sk, Sq) x (.., Sq, D) -> (.., Sk, D)
+    return dq, _reduce(dk, group, mistake), _reduce(dv, group, mistake)
+
+
+def _square(a: np.ndarray, what: str) -> np.ndarray:
+    if a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"{what} needs Sq == Sk, got dS of shape {a.shape[-2:]}")
+    return a
+
+
+def _reduce(g: np.ndarray, group: int, mistake: str) -> np.ndarray:
+    """(B, Hq, Sk, X) -> (B, Hkv, Sk, X): the group's sum (correct), its first head, or its mean."""
+    if group == 1:
+        return g
+    sh = g.shape
+    grouped = g.reshape(sh[:-3] + (sh[-3] // group, group) + sh[-2:])   # (B, Hkv, G, Sk, X)
+    if mistake == "gqa-first":
+        return grouped[..., 0, :, :]
+    if mistake == "gqa-mean":
+        return grouped.mean(axis=-3)
+    return grouped.sum(axis=-3)
+
+
+def _model(mistake: str):
+    return partial(backward_with, mistake=mistake)
+
+
+MODELS: dict[str, list[tuple[str, object]]] = {
+    "bwd-delta-term": [("dS = P * dP", _model("delta"))],
+    "bwd-scale-dq": [("dQ = dS K", _model("scale-dq"))],
+    "bwd-scale-dk": [("dK = dS^T Q", _model("scale-dk"))],
+    "bwd-ds-transposed": [("dQ = s dS^T K", _model("ds-transposed-dq")), ("dK = s dS Q", _model("ds-transposed-dk"))],
+    "bwd-gqa-sum": [("first head of each group", _model("gqa-first")), ("mean over the group", _model("gqa-mean"))],
+    "bwd-masked-nan": [("NaN weights on fully masked rows", _model("masked-nan"))],
+}
+
+EXPLANATIONS: dict[str, str] = {
+    "bwd-delta-term": "dS = P * dP: the rowsum(dO * O) term of the softmax Jacobian is missing (dQ, dK wrong)",
+    "bwd-scale-dq": "the softmax scale is not applied to dQ (dQ = dS K instead of scale * dS K)",
+    "bwd-scale-dk": "the softmax scale is not applied to dK (dK = dS^T Q instead of scale * dS^T Q)",
+    "bwd-ds-transposed": "dS is used transposed in dQ or dK (only runs when Sq == Sk; a shape error otherwise)",
+    "bwd-gqa-sum": "GQA: the gradient of a key/value head is not the sum over the query heads that share it",
+    "bwd-masked-nan": "fully masked query rows give NaN weights in the backward (softmax of all -inf), "
+                      "NaN gradients where zeros are expected",
+}

@@ -1,0 +1,226 @@
+"""Gradient conformance of targets (``grad:<family>`` rows): the zoo's backward passes, correct and broken.
+
+Correct implementations conform in float64 and float32 (NumPy) and float64, float32, bfloat16, float16 (torch
+autograd); every broken one fails and is diagnosed by its catalogued bug model, and by no other model.
+"""
+import importlib.util
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from refimpl.backward import sdpa_backward
+from refimpl.bugs_backward import MODELS, backward_with
+from refimpl.errors import UsageError
+from refimpl.harness.cases import CheckRun, Status
+from refimpl.harness.families import select
+from refimpl.harness.family_cases import CaseStore
+from refimpl.harness.grad_cases import Backward, analyse_grad, grad_case, load_backward
+from refimpl.harness.targets import Target, builtin_targets
+
+ZOO = Path(__file__).resolve().parent / "zoo"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"grad_zoo_{name}", ZOO / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+NB = _load("numpy_backward")
+torch = pytest.importorskip("torch")
+TA = _load("torch_autograd_impls")
+STORE = CaseStore()        # inputs and oracles made once for the whole module
+
+
+def _rows(target, families, dtypes, backward=None, keep=lambda s: True):
+    """{family: (Outcome, diagnosis model ids)} of the grad rows of ``families`` (quick suite) on ``target``."""
+    specs = [s for s in select(families, "quick", dtypes) if keep(s)]
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for f in families:
+            case = grad_case(f, [s for s in specs if s.family == f], STORE, backward)
+            o = case.run(target)
+            models = {line.split(": ", 1)[1].split(" — ")[0] for line in case.diagnoses.get(target.name, [])}
+            out[f] = (o, models)
+    return out
+
+
+def _numpy_target():
+    return Target("zoo:forward", lambda q, k, v, mask=None, scale=None: q)
+
+
+# --- the bug models themselves ---------------------------------------------------------------------------
+
+def test_the_models_change_exactly_the_gradient_they_name():
+    rng = np.random.default_rng(1)
+    q, k, v = rng.normal(size=(1, 4, 6, 8)), rng.normal(size=(1, 2, 6, 8)), rng.normal(size=(1, 2, 6, 3))
+    g = rng.normal(size=(1, 4, 6, 3))
+    s = 0.3
+    ref = sdpa_backward(q, k, v, g, scale=s, enable_gqa=True)
+    ok = backward_with(q, k, v, g, scale=s, enable_gqa=True)
+    for a, b in zip(ok, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    dq, dk, dv = backward_with(q, k, v, g, mistake="scale-dq", scale=s, enable_gqa=True)
+    np.testing.assert_allclose(dq * s, ref[0], rtol=1e-12, atol=1e-12)     # dQ missing exactly the factor s
+    np.testing.assert_allclose(dk, ref[1], rtol=1e-12, atol=1e-12)
+    dq, dk, dv = backward_with(q, k, v, g, mistake="gqa-first", scale=s, enable_gqa=True)
+    assert not np.allclose(dk, ref[1]) and np.allclose(dq, ref[0])
+    with pytest.raises(ValueError, match="Sq == Sk"):
+        backward_with(q[..., :5, :], k, v, g[..., :5, :], mistake="ds-transposed-dq", enable_gqa=True)
+    assert set(MODELS) == {"bwd-delta-term", "bwd-scale-dq", "bwd-scale-dk", "bwd-ds-transposed", "bwd-gqa-sum",
+                           "bwd-masked-nan"}
+
+
+# --- NumPy backward passes (--backward MOD:FN) --------------------------------------------------------
+
+NP_FAMILIES = ["sizes", "causal", "window", "masked-rows"]
+
+
+@pytest.mark.parametrize("entry", NB.CATALOG, ids=[e["name"] for e in NB.CATALOG])
+def test_numpy_backward_zoo(entry):
+    dtypes = ("float32",) if entry["dtype"] == "float32" else ("float64", "float32")
+    rows = _rows(_numpy_target(), NP_FAMILIES, dtypes, Backward(entry["fn"], getattr(NB, entry["fn"])))
+    statuses = {f: o.status for f, (o, _) in rows.items()}
+    models = set().union(*(m for _, m in rows.values()))
+    if entry["correct"]:
+        assert all(s == Status.PASS for s in statuses.values()), {f: o.detail[:300] for f, (o, _) in rows.items()}
+        assert not models
+    else:
+        assert Status.FAIL in statuses.values(), statuses
+        assert models == {entry["model"]}, (models, statuses)
+
+
+def test_a_float32_backward_fails_the_float64_rule():
+    rows = _rows(_numpy_target(), ["sizes"], ("float64",), Backward("grad_float32", NB.grad_float32))
+    o, _ = rows["sizes"]
+    assert o.status == Status.FAIL and "gradient bound" in o.detail
+
+
+def test_a_tiny_relative_error_in_dk_fails_float64_but_not_float32():
+    def nudged(q, k, v, d_out, mask=None, scale=None):
+        dq, dk, dv = NB.grad_plain(q, k, v, d_out, mask=mask, scale=scale)
+        return dq, dk * (1 + 1e-7), dv
+    rows64 = _rows(_numpy_target(), ["causal"], ("float64",), Backward("nudged", nudged))
+    rows32 = _rows(_numpy_target(), ["causal"], ("float32",), Backward("nudged", nudged))
+    assert rows64["causal"][0].status == Status.FAIL and "dk" in rows64["causal"][0].detail
+    assert rows32["causal"][0].status == Status.PASS, rows32["causal"][0].detail[:300]
+
+
+# --- torch autograd (hand-written backward passes behind torch-sdpa's signature) ---------------------
+
+TORCH_FAMILIES = ["gqa", "causal", "masked-rows"]
+
+
+@pytest.mark.parametrize("entry", TA.CATALOG, ids=[e["name"] for e in TA.CATALOG])
+def test_torch_autograd_zoo(entry):
+    correct = entry["correct"]
+    dtypes = ("float64", "float32", "bfloat16", "float16") if correct else ("float64",)
+    target = Target("zoo:" + entry["fn"], getattr(TA, entry["fn"]), api="torch-sdpa", torch=True)
+    rows = _rows(target, TORCH_FAMILIES, dtypes, keep=lambda s: s.mask != "additive")   # the zoo takes bool masks
+    statuses = {f: o.status for f, (o, _) in rows.items()}
+    models = set().union(*(m for _, m in rows.values()))
+    if correct:
+        assert all(s == Status.PASS for s in statuses.values()), {f: o.detail[:300] for f, (o, _) in rows.items()}
+        judged = sum(1 for o, _ in rows.values() for r in o.cases if r.status == Status.PASS)
+        assert judged >= 40
+    else:
+        assert Status.FAIL in statuses.values(), statuses
+        assert models == {entry["model"]}, (models, statuses)
+
+
+def test_torch_nan_softmax_forward_has_nan_gradients_and_is_diagnosed():
+    """The zoo's sdpa_plain (torch.softmax: its forward's masked-rows convention is "nan") passes the forward
+    rows but its gradients of fully masked rows are NaN, not zero."""
+    sdpa = _load("torch_sdpa_impls")
+    target = Target("zoo:sdpa_plain", sdpa.sdpa_plain, api="torch-sdpa", torch=True)
+    rows = _rows(target, ["masked-rows", "sizes"], ("float64",))
+    assert rows["masked-rows"][0].status == Status.FAIL and "NaN" in rows["masked-rows"][0].detail
+    assert rows["masked-rows"][1] == {"bwd-masked-nan"}
+    assert rows["sizes"][0].status == Status.PASS
+
+
+def test_flash_attn_layout_gradients_conform_in_bfloat16():
+    flash = _load("flash_impls")
+    target = Target("zoo:flash_online", flash.flash_online, api="flash-attn", torch=True)
+    rows = _rows(target, ["gqa", "window"], ("float32", "bfloat16"))
+    assert {o.status for o, _ in rows.values()} == {Status.PASS}, {f: o.detail[:300] for f, (o, _) in rows.items()}
+
+
+# --- who gets gradients, n/a families, diagnoses in the run, --backward loading ------------------------
+
+def test_columns_reference_skip_and_na():
+    ref = builtin_targets()["refimpl"]()
+    assert _rows(ref, ["sizes"], ("float64",))["sizes"][0].status == Status.REFERENCE
+    o = _rows(_numpy_target(), ["sizes"], ("float64",))["sizes"][0]
+    assert o.status == Status.SKIP and "--backward" in o.detail
+    target = Target("zoo:autograd_correct", TA.autograd_correct, api="torch-sdpa", torch=True)
+    o = _rows(target, ["extreme-logits"], ("float64",))["extreme-logits"][0]
+    assert o.status == Status.NA and "saturates" in o.detail
+    r_fn = Target("R:attn.R:attention", lambda q, k, v, mask=None, scale=None: q)
+    assert _rows(r_fn, ["sizes"], ("float64",), Backward("x", NB.grad_plain))["sizes"][0].status == Status.NA
+
+
+def test_analyse_grad_puts_the_lines_into_the_run():
+    target = Target("zoo:autograd_bwd_no_scale_dk", TA.autograd_bwd_no_scale_dk, api="torch-sdpa", torch=True)
+    case = grad_case("gqa", select(["gqa"], "quick", ("float64",)), STORE)
+    run = CheckRun([case], [target.name], {(case.id, target.name): case.run(target)}, {}, 0.0)
+    run.diagnoses[target.name] = ["diagnosis zoo: something forward"]
+    analyse_grad(run)
+    lines = run.diagnoses[target.name]
+    assert lines[0] == "diagnosis zoo: something forward"
+    assert len(lines) == 2 and lines[1].startswith(f"diagnosis {target.name}: bwd-scale-dk — ")
+    assert not run.ok
+
+
+def test_isolated_targets_get_their_gradients_in_process():
+    from refimpl.harness.isolation import IsolatedFunction
+    spec = f"{ZOO / 'torch_autograd_impls.py'}:autograd_bwd_gqa_first_head"
+    proxy = IsolatedFunction(spec, timeout=60)
+    try:
+        target = Target(spec, proxy, api="torch-sdpa", torch=True)
+        o, models = _rows(target, ["gqa"], ("float64",))["gqa"]
+    finally:
+        proxy.close()
+    assert o.status == Status.FAIL and models == {"bwd-gqa-sum"}
+
+
+def test_load_backward_errors_name_the_flag(tmp_path):
+    with pytest.raises(UsageError, match="--backward 'no_such_mod_xyz:fn'"):
+        load_backward("no_such_mod_xyz:fn")
+    f = tmp_path / "bw.py"
+    f.write_text("def fwd_only(q, k, v, mask=None, scale=None):\n    return q\n")
+    with pytest.raises(UsageError, match=r"--backward .*expected FN\(q, k, v, d_out, mask=None, scale=None\)"):
+        load_backward(f"{f}:fwd_only")
+    b = load_backward(f"{ZOO / 'numpy_backward.py'}:grad_plain")
+    assert callable(b.fn) and math.isfinite(float(np.asarray(b.fn(*(np.ones((2, 3)),) * 4)[0]).sum()))
+
+
+def test_bshd_layouts_transpose_inputs_and_gradients():
+    """A NumPy backward and a torch-tensor target that both take (B, S, H, D) conform; so a missed transposition
+    of the gradients would fail (the shapes differ whenever S != H)."""
+    def grad_bshd(q, k, v, d_out, mask=None, scale=None):
+        t = [np.swapaxes(a, 1, 2) for a in (q, k, v, d_out)]                 # (B, S, H, D) -> (B, H, S, D)
+        return tuple(np.swapaxes(g, 1, 2) for g in NB.grad_plain(*t, mask=mask, scale=scale))
+
+    def attn_bshd(q, k, v, mask=None, scale=None):
+        q, k, v = (a.transpose(1, 2) for a in (q, k, v))
+        s = q.shape[-1] ** -0.5 if scale is None else scale
+        scores = (q @ k.transpose(-2, -1)) * s
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return (torch.softmax(scores, dim=-1) @ v).transpose(1, 2)
+
+    numpy_target = Target("zoo:bshd", lambda q, k, v, mask=None, scale=None: q, layout="BSHD")
+    o, _ = _rows(numpy_target, ["batched-heads"], ("float64",), Backward("grad_bshd", grad_bshd))["batched-heads"]
+    assert o.status == Status.PASS, o.detail[:300]
+    torch_target = Target("zoo:attn_bshd", attn_bshd, layout="BSHD", torch=True)
+    o, _ = _rows(torch_target, ["batched-heads"], ("float64", "float32"))["batched-heads"]
+    assert o.status == Status.PASS, o.detail[:300]
+    wrong = Backward("grad_plain", NB.grad_plain)                             # ignores the layout
+    o, _ = _rows(numpy_target, ["batched-heads"], ("float64",), wrong)["batched-heads"]
+    assert o.status in (Status.FAIL, Status.ERROR)
