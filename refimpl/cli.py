@@ -89,6 +89,8 @@ def _check(args) -> int:
     for opt, path in (("--output", args.output), ("--html", args.html)):
         if path:
             check_writable(path, opt)          # before the run: a report is never lost at the end
+    from .harness.probe import probe_targets, record
+    probed = probe_targets(targets, (args.dtype.split(",")[0].strip() or "float64"), user=set(args.target))
     env = environment()
     t0 = time.perf_counter()
     state = {"last": 0.0}
@@ -123,9 +125,13 @@ def _check(args) -> int:
         return EXIT_USAGE
 
     run = run_check(targets, unavailable, cases, progress)
+    record(run, probed)                                    # the probed conventions (causal) reach the reports
     if not run.interrupted:
         from .harness.diagnosis import analyse_run
         analyse_run(run)                                   # diagnosis and localisation of failing targets
+        if args.grad or args.backward:
+            from .harness.grad_cases import analyse_grad
+            analyse_grad(run)
         if args.repro_dir:
             from .harness.repro import write_repros
             run.repros = write_repros(run, user, args.repro_dir)
@@ -133,7 +139,7 @@ def _check(args) -> int:
             from .harness.explore import explore
             for t in user:
                 run.explored[t.name] = explore(t, args.explore, db=args.explore_db, dtypes=dtypes, say=progress)
-    text = render(run, args.format, env)
+    text = render(run, args.format, env, traceback=args.traceback)
     if args.output:
         write_atomic(args.output, text)
         print(f"report written to {args.output}")
@@ -144,6 +150,9 @@ def _check(args) -> int:
         print(f"HTML report written to {args.html}", file=sys.stderr)
     if run.interrupted:
         return EXIT_INTERRUPTED
+    if run.nothing_checked:
+        print(f"refimpl check: {run.nothing_checked}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK if run.ok else EXIT_NONCONFORMANCE
 
 

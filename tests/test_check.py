@@ -89,12 +89,14 @@ def test_json_output_validates_against_its_documented_shape(capsys):
             assert res["status"] in s["statuses"]
 
 
-def test_html_report_has_heatmaps(tmp_path, capsys):
+def test_html_report_has_heatmaps_for_failing_cells_only(tmp_path, capsys):
     pytest.importorskip("matplotlib", reason="heatmaps need matplotlib (Debian python3-matplotlib)")
-    html = tmp_path / "report.html"
-    code, _, _ = run_cli(["check", "--suite", "quick", "--random", "5", "--quiet", "--html", str(html)], capsys)
-    text = html.read_text()
-    assert "<table>" in text and text.count("data:image/png;base64,") >= 4
+    ok, bad = tmp_path / "ok.html", tmp_path / "bad.html"
+    run_cli(["check", "--no-families", "--random", "5", "--quiet", "--only", "refimpl", "--html", str(ok)], capsys)
+    assert "<table>" in ok.read_text() and ok.read_text().count("data:image/png;base64,") == 0
+    run_cli(["check", "--no-families", "--random", "0", "--quiet", "--target", "demo_targets:wrong_scale", "--only",
+             "demo_targets:wrong_scale", "--html", str(bad)], capsys)
+    assert bad.read_text().count("data:image/png;base64,") >= 4
 
 
 def test_no_r_still_checks_every_fixture_and_exits_0():

@@ -68,12 +68,12 @@ def test_a_float32_kernel_given_float64_is_told_which_dtype_to_use():
 
 
 HOSTILE = {"segfault": "crash", "exit_zero": "crash", "exit_nonzero": "crash", "sys_exit": "crash",
-           "hang": "timeout", "returns_list": "error", "raises_not_implemented": None}
+           "raises_not_implemented": None}          # returns_list & co are refused before the run (tests/test_probe.py)
 
 
 def test_hostile_targets_get_their_verdicts_and_json_stays_valid(tmp_path):
     args = [sys.executable, "-m", "refimpl", "check", "--random", "0", "--quiet", "--format", "json",
-            "--timeout", "6", "--only", "refimpl"]
+            "--timeout", "60", "--only", "refimpl"]
     for name in HOSTILE:
         args += ["--target", f"{ZOO / 'hostile.py'}:{name}", "--only", f"{ZOO / 'hostile.py'}:{name}"]
     args += ["--target", f"{ZOO / 'hostile.py'}:chatty", "--only", f"{ZOO / 'hostile.py'}:chatty"]
@@ -88,3 +88,17 @@ def test_hostile_targets_get_their_verdicts_and_json_stays_valid(tmp_path):
             continue
         assert got in (want, "error"), (name, got)
     assert fam["results"][f"{ZOO / 'hostile.py'}:chatty"]["status"] == "pass"
+
+
+def test_a_hanging_target_times_out_and_the_run_ends_within_the_timeout_plus_seconds():
+    import time
+    t = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "refimpl", "check", "--random", "0", "--quiet", "--format", "json",
+                        "--timeout", "2", "--family", "sizes", "--suite", "quick", "--no-families",
+                        "--target", f"{ZOO / 'hostile.py'}:hang", "--only", f"{ZOO / 'hostile.py'}:hang"],
+                       capture_output=True, text=True, timeout=120)
+    took = time.perf_counter() - t
+    assert p.returncode == 1, p.stderr[-1500:]
+    statuses = {c["id"]: r["status"] for c in json.loads(p.stdout)["cases"] for r in c["results"].values()}
+    assert "timeout" in str(p.stdout) and "pass" not in statuses.values(), statuses
+    assert took < 3 * 2 + 20, f"{took:.1f} s: three timeouts of 2 s, then no more calls"

@@ -31,6 +31,12 @@ def _same(a, b) -> bool:
     return a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
 
 
+def _carrying(e: Exception, traceback: str) -> Exception:
+    """``e`` with the worker's traceback of the target as ``e.target_traceback`` (CaseResult.traceback)."""
+    e.target_traceback = traceback
+    return e
+
+
 def child_loader(spec: str):
     """Runs in the worker: load ``spec`` and return the per-call function."""
     from .targets import load_function
@@ -76,8 +82,8 @@ class IsolatedFunction:
         if r.status == "error":
             if r.error.startswith("NotImplementedError"):
                 raise NotImplementedError(r.error.partition(": ")[2])
-            raise RuntimeError(f"the target raised {r.error}")
-        raise TargetDied("crash" if r.status == "exit" else r.status, r.error, r.output_tail)
+            raise _carrying(RuntimeError(f"the target raised {r.error}"), r.traceback)
+        raise _carrying(TargetDied("crash" if r.status == "exit" else r.status, r.error, r.output_tail), r.traceback)
 
     def close(self) -> None:
         self.worker.close()

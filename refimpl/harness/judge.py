@@ -42,6 +42,7 @@ class CaseResult:
     returned_weights: bool = False
     features: dict = field(default_factory=dict)
     got: Returned | None = field(default=None, repr=False)   # what the target returned (diagnosis reruns it)
+    traceback: str = field(default="", repr=False)           # the target's own traceback when it raised or died
 
 
 def classify_dead_rows(out: np.ndarray, data: CaseData) -> str:
