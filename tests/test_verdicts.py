@@ -102,3 +102,16 @@ def test_a_hanging_target_times_out_and_the_run_ends_within_the_timeout_plus_sec
     statuses = {c["id"]: r["status"] for c in json.loads(p.stdout)["cases"] for r in c["results"].values()}
     assert "timeout" in str(p.stdout) and "pass" not in statuses.values(), statuses
     assert took < 3 * 2 + 20, f"{took:.1f} s: three timeouts of 2 s, then no more calls"
+
+
+@pytest.mark.r
+def test_a_catalogued_divergence_excuses_only_the_rows_it_explains(rb):
+    """One fully masked row in a random case used to mark the whole case as D3: NaN (a convention) on that row
+    passes, 42 there fails, and a broken row elsewhere is not excused."""
+    from refimpl.harness.r_cases import random_case
+    case = random_case(200)
+    nan_rows = Target("nan", _module("numpy_impls").nan_masked_rows)
+    forty_two = Target("42", _module("numpy_broken").masked_rows_42)
+    assert case.run(nan_rows).status == Status.PASS
+    o = case.run(forty_two)
+    assert o.status == Status.FAIL, o.detail

@@ -141,6 +141,30 @@ def compare_with_r(q, k, v, out, w, out_r, w_r) -> list[tuple[str, tol.Compariso
     return comps
 
 
+def _excused_rows(q, k, v, keep, out, w, r_value, comps) -> list:
+    """Where R diverges from refimpl (a catalogued divergence), the target is judged against refimpl there (a
+    query with no key: any accepted convention, zeros, NaN or uniform) and against R on every other row."""
+    from ..attention import scaled_dot_product_attention
+    out_r, w_r = r_value
+    ref, ref_w = scaled_dot_product_attention(q, k, v, mask=keep)
+    with np.errstate(invalid="ignore"):
+        diverged = ~np.isclose(out_r, ref, rtol=1e-9, atol=1e-12).all(axis=-1) | np.isnan(out_r).any(axis=-1)
+    if not diverged.any():
+        return comps
+    dead = ~(ref_w > 0).any(axis=-1)
+    out = np.asarray(out, np.float64)
+    mean_v = np.broadcast_to(v.mean(axis=-2, keepdims=True), out.shape)
+    conv_ok = np.all(out == 0, axis=-1) | np.all(np.isnan(out), axis=-1) | np.isclose(out, mean_v).all(axis=-1)
+    t_out = tol.forward_for_sdpa(q, k, v)
+    new = [("output [rows R agrees on]", tol.compare(out[~diverged], out_r[~diverged], t_out)),
+           ("output [rows R diverges on, vs refimpl]", tol.compare(np.where(dead[:, None] & conv_ok[:, None], ref, out)
+                                                                   [diverged], ref[diverged], t_out))]
+    if w is not None:
+        t_w = tol.forward_for_sdpa(q, k, v, weights=True)
+        new.append(("weights [rows R agrees on]", tol.compare(w[~diverged], w_r[~diverged], t_w)))
+    return new
+
+
 def _one_random(target: Target, i: int, case: tuple, r) -> Outcome:
     q, k, v, m = case
     keep = None if m is None else m.astype(bool)
@@ -155,6 +179,9 @@ def _one_random(target: Target, i: int, case: tuple, r) -> Outcome:
         return Outcome(Status.FAIL, math.inf, math.inf, f"case {i}: {type(e).__name__}: {e}"[:200])
     known = sorted(set(known) | set(target.known(q, k, v, keep)))
     comps = compare_with_r(q, k, v, out, w, *r.value)
+    if known:                                   # excuse only the rows the catalogue explains, and only if right there
+        comps = _excused_rows(q, k, v, keep, out, w, r.value, comps)
+        known = []
     o = summarise(comps, known, {})
     if o.status == Status.FAIL:
         o.detail = (f"case {i} (q {q.shape}, k {k.shape}, mask {'yes' if m is not None else 'no'}): "
