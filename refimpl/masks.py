@@ -20,7 +20,7 @@ import numpy as np
 from ._checks import InputTypeError, InputValueError, ShapeError, as_float_array, check_choice, check_memory
 from ._kernel import ALIGNMENTS, make_band
 
-__all__ = ["causal_mask", "window_mask", "alibi_bias"]
+__all__ = ["causal_mask", "window_mask", "alibi_bias", "band_mask"]
 
 def _check_sizes(**sizes) -> None:
     for name, n in sizes.items():
@@ -76,3 +76,16 @@ def alibi_bias(slopes, n_queries: int, n_keys: int, *, alignment: str = "bottom-
     dist = np.abs(np.arange(n_q)[:, None] + offset - np.arange(n_k)[None, :]).astype(s.dtype)   # (Sq, Sk)
     with np.errstate(over="ignore"):
         return -(s[..., None, None] * dist)                  # (..., H, 1, 1) * (Sq, Sk) -> (..., H, Sq, Sk)
+
+
+def band_mask(n_queries: int, n_keys: int, *, is_causal: bool = False, window=None, alignment: str = "top-left",
+              mask=None) -> np.ndarray | None:
+    """The bool keep-mask (n_queries, n_keys) of ``is_causal`` and ``window`` together (causal caps the window's
+    right side at 0, as in :func:`refimpl.scaled_dot_product_attention`), and-ed with a bool keep-``mask``
+    (broadcast); None when nothing is masked. How a mask-only API receives causal and sliding-window cases."""
+    _check_sizes(n_queries=n_queries, n_keys=n_keys)
+    band = make_band(n_queries, n_keys, is_causal=is_causal, window=window, alignment=alignment)
+    keep = None if band is None else band.keep(0, n_queries, 0, n_keys)       # (Sq, Sk)
+    if mask is None:
+        return keep
+    return mask if keep is None else (np.asarray(mask, dtype=bool) & keep)

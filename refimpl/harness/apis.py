@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UsageError
-from ..masks import causal_mask, window_mask
+from ..masks import band_mask
 
 __all__ = ["APIS", "expressible", "call", "Returned", "check_signature"]
 
@@ -94,14 +94,9 @@ def check_signature(fn, api: str) -> None:
                          + (f"; it looks like --api {hint}" if hint else ""))
 
 
-def _keep_mask(s, mask: np.ndarray | None) -> np.ndarray | None:
+def keep_mask(s, mask: np.ndarray | None) -> np.ndarray | None:
     """A case's (spec ``s``) bool keep-mask ``mask`` with causal and window folded in (None: nothing masked)."""
-    keep = mask
-    for extra in ((causal_mask(s.Sq, s.Sk, alignment=s.alignment) if s.is_causal else None),
-                  (window_mask(s.Sq, s.Sk, s.window, alignment=s.alignment) if s.window is not None else None)):
-        if extra is not None:
-            keep = extra if keep is None else (keep & extra)
-    return keep
+    return band_mask(s.Sq, s.Sk, is_causal=s.is_causal, window=s.window, alignment=s.alignment, mask=mask)
 
 
 def _array_dtype(dtype: str) -> str:
@@ -165,7 +160,7 @@ def call(fn, api: str, data, *, layout: str = "SD", torch: bool = False) -> Retu
         res = fn(given["q"], given["k"], given["v"], **kw)
         out, w = res if isinstance(res, tuple) and len(res) == 2 else (res, None)
     elif api == "refimpl":
-        mask = _keep_mask(s, data.mask)
+        mask = keep_mask(s, data.mask)
         if layout in ("BHSD", "BSHD") and mask is not None:     # the mask stays (B, H, Sq, Sk), in full
             mask = np.broadcast_to(mask, (s.B, s.Hq, s.Sq, s.Sk))
         if layout == "BSHD":                                   # q, k, v (B, S, H, D), FlashAttention's layout
@@ -179,13 +174,13 @@ def call(fn, api: str, data, *, layout: str = "SD", torch: bool = False) -> Retu
         if data.spec.alibi or (mask is not None and mask.dtype != bool):
             kw = data.reference_kwargs()
             mask = kw["mask"]
-            extra = _keep_mask(s, None)
+            extra = keep_mask(s, None)
             if extra is not None:
                 mask = np.where(extra, mask, -np.inf)
         elif s.is_causal and s.alignment == "top-left" and s.window is None and mask is None:
             causal = True
         else:
-            mask = _keep_mask(s, data.mask)
+            mask = keep_mask(s, data.mask)
         given = {"query": conv(q), "key": conv(k), "value": conv(v), "attn_mask": conv(mask)}
         pristine = _snapshots(given)
         kwargs = dict(attn_mask=given["attn_mask"], dropout_p=0.0, is_causal=causal, scale=s.scale)

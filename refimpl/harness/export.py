@@ -34,9 +34,10 @@ import numpy as np
 from .. import __version__, tolerance as tol
 from ..errors import UsageError
 from ..io import write_atomic
-from .apis import _keep_mask, expressible
+from .apis import keep_mask, expressible
 from .features import CaseData, materialise
 from .families import select
+from .judge import n_terms
 
 __all__ = ["export", "case_json", "SCHEMA"]
 
@@ -59,27 +60,20 @@ def _array(a) -> dict | None:
     return {"dtype": "float64", "shape": list(a.shape), "values": values}
 
 
-def _n_terms(data: CaseData) -> float:
-    """Rule 3's n_terms, as the judge counts it: the score terms plus twice the largest finite additive term."""
-    n, _ = tol.sdpa_terms(data.q, data.k, data.v, data.spec.scale)
-    m = data.reference_kwargs()["mask"]
-    if m is not None and m.dtype != bool and np.isfinite(m).any():
-        n += 2.0 * float(np.abs(m[np.isfinite(m)]).max())
-    return n
 
 
 def case_json(data: CaseData) -> dict:
     """One case as the export schema's dict (see the module docstring)."""
     s = data.spec
-    keep = _keep_mask(s, data.mask if (data.mask is None or data.mask.dtype == bool) else None)
+    keep = keep_mask(s, data.mask if (data.mask is None or data.mask.dtype == bool) else None)
     if keep is not None:
         keep = np.broadcast_to(keep, (s.B, s.Hq, s.Sq, s.Sk))
-    n_terms, vmax = _n_terms(data), float(np.abs(data.v).max()) if data.v.size else 0.0
-    bound = {"rule": "forward", "precision": "float64", "K_FORWARD": tol.K_FORWARD, "n_terms": n_terms,
-             "magnitude": vmax, "atol": tol.forward("float64", n_terms, vmax).atol,
-             "weights_atol": tol.forward("float64", n_terms, 1.0).atol, "compare": "rows with a key only"}
+    terms, vmax = n_terms(data), float(np.abs(data.v).max()) if data.v.size else 0.0
+    bound = {"rule": "forward", "precision": "float64", "K_FORWARD": tol.K_FORWARD, "n_terms": terms,
+             "magnitude": vmax, "atol": tol.forward("float64", terms, vmax).atol,
+             "weights_atol": tol.forward("float64", terms, 1.0).atol, "compare": "rows with a key only"}
     if s.dtype != "float64":
-        bound[f"atol_{s.dtype}"] = tol.K_FORWARD * tol.eps(s.dtype) * n_terms * vmax
+        bound[f"atol_{s.dtype}"] = tol.K_FORWARD * tol.eps(s.dtype) * terms * vmax
     features = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(s).items()}
     return {
         "schema": SCHEMA, "id": s.id, "describe": s.describe(), "features": features,

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import Unavailable
-from .apis import _array_dtype, _keep_mask, call, expressible
+from .apis import _array_dtype, keep_mask, call, expressible
 from .cases import Case, Outcome, Status, TargetDied
 from .features import CaseData, CaseSpec, materialise
 from .families import FAMILIES
@@ -56,7 +56,7 @@ def _catalogued(target: Target, data: CaseData, res: CaseResult, raised: Excepti
                 masked_rows: str | None, given: str, cache: dict) -> CaseResult:
     """A catalogued divergence excuses only the rows it explains, and only where the target reproduces the
     catalogued behaviour there (``target.predict``); everything else is judged as usual."""
-    keep = _keep_mask(data.spec, data.mask)
+    keep = keep_mask(data.spec, data.mask)
     keep = None if keep is None else np.broadcast_to(keep, data.expected.shape[:-1] + (data.spec.Sk,))
     codes = target.known(data.q, data.k, data.v, keep)
     if not codes:

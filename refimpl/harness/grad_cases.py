@@ -38,7 +38,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import Unavailable, UsageError
-from .apis import _array_dtype, _keep_mask, _to_numpy, call, expressible
+from .apis import _array_dtype, keep_mask, _to_numpy, call, expressible
 from .cases import Case, Outcome, Status, TargetDied
 from .families import FAMILIES
 from .features import CaseSpec
@@ -146,7 +146,7 @@ def _autograd(target: Target, data, d_out: np.ndarray) -> GradReturned:
 def _numpy(backward: Backward, target: Target, data, d_out: np.ndarray) -> GradReturned:
     s = data.spec
     dt = _array_dtype(s.dtype)
-    mask = _keep_mask(s, data.mask)
+    mask = keep_mask(s, data.mask)
     if target.layout in ("BHSD", "BSHD") and mask is not None:
         mask = np.broadcast_to(mask, (s.B, s.Hq, s.Sq, s.Sk))
     arrays = [data.q, data.k, data.v, d_out]
@@ -169,7 +169,7 @@ def _known(target: Target, data, res: CaseResult) -> CaseResult:
     """A catalogued divergence on fully masked rows (the built-in torch's NaN softmax, T1) excuses NaN gradients."""
     if res.status != Status.FAIL or not data.dead.any() or "NaN or inf" not in res.detail:
         return res
-    keep = _keep_mask(data.spec, data.mask)
+    keep = keep_mask(data.spec, data.mask)
     keep = None if keep is None else np.broadcast_to(keep, data.expected.shape[:-1] + (data.spec.Sk,))
     codes = target.known(data.q, data.k, data.v, keep)
     if codes:

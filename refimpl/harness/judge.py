@@ -25,7 +25,7 @@ from .apis import Returned
 from .cases import Status
 from .features import CaseData, round_to
 
-__all__ = ["CaseResult", "judge", "CONVENTIONS", "classify_dead_rows"]
+__all__ = ["CaseResult", "judge", "CONVENTIONS", "classify_dead_rows", "n_terms"]
 
 CONVENTIONS = ("zeros", "nan", "uniform")          # accepted outputs for a query with no key
 _RANK = {"float64": 3, "float32": 2, "float16": 1, "bfloat16": 1}
@@ -73,7 +73,8 @@ def _reference_lowp(data: CaseData) -> np.ndarray:
     return round_to(out, data.spec.dtype)
 
 
-def _n_terms(data: CaseData) -> float:
+def n_terms(data: CaseData) -> float:
+    """Rule 3's n_terms of a case: the score terms plus twice the largest finite additive term (mask, ALiBi)."""
     n, _ = tol.sdpa_terms(data.q, data.k, data.v, data.spec.scale)
     m = data.reference_kwargs()["mask"]
     if m is not None and m.dtype != bool and np.isfinite(m).any():
@@ -105,7 +106,7 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
     live = ~data.dead
     out, exp = got.output[live], data.expected[live]                    # (n_live, Dv)
     if s.dtype == "float64":
-        c = tol.compare(out, exp, tol.forward("float64", _n_terms(data), float(np.abs(data.v).max())))
+        c = tol.compare(out, exp, tol.forward("float64", n_terms(data), float(np.abs(data.v).max())))
         res.ratio = c.max_ratio
         if not c.ok:
             problems.append(f"output: {c.summary()}")
@@ -113,7 +114,7 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
         cache = cache if cache is not None else {}
         if "ref" not in cache:
             cache["ref"] = _reference_lowp(data)
-        ok, err, allowed = tol.within_budget(out, cache["ref"][live], exp, s.dtype, conditioning=_n_terms(data))
+        ok, err, allowed = tol.within_budget(out, cache["ref"][live], exp, s.dtype, conditioning=n_terms(data))
         res.ratio = err / allowed if allowed > 0 else (0.0 if err == 0 else math.inf)
         if not ok:
             problems.append(f"output: error {err:.3g} vs the float64 oracle above the {s.dtype} budget {allowed:.3g} "
@@ -124,7 +125,7 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
             problems.append(f"weights shape {w.shape}, but should be {data.weights.shape} (B, Hq, Sq, Sk)")
         else:
             c = tol.compare(w[live], data.weights[live], tol.forward(s.dtype if s.dtype in ("float64", "float32")
-                                                                      else "float16", _n_terms(data), 1.0))
+                                                                      else "float16", n_terms(data), 1.0))
             if not c.ok:
                 problems.append(f"weights: {c.summary()}")
     if math.isnan(res.ratio):

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import UsageError
-from ..masks import causal_mask, window_mask
+from ..masks import band_mask
 from ..r.bridge import RError, require_r
 
 __all__ = ["RFunction", "RReturned", "load_r_target", "parse_spec", "bench_r_targets"]
@@ -149,12 +149,7 @@ def _shape_error(comp: list):
 
 def _keep(s, mask: np.ndarray | None) -> np.ndarray | None:
     """The case's bool keep-mask with causal and window folded in (None: nothing masked), as apis does."""
-    keep = mask
-    for extra in ((causal_mask(s.Sq, s.Sk, alignment=s.alignment) if s.is_causal else None),
-                  (window_mask(s.Sq, s.Sk, s.window, alignment=s.alignment) if s.window is not None else None)):
-        if extra is not None:
-            keep = extra if keep is None else (keep & extra)
-    return keep
+    return band_mask(s.Sq, s.Sk, is_causal=s.is_causal, window=s.window, alignment=s.alignment, mask=mask)
 
 
 def load_r_target(spec: str, target_class: Callable[..., Any]):

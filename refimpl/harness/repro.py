@@ -33,7 +33,7 @@ from .apis import _array_dtype, call, expressible
 from .cases import Status
 from .families import FAMILIES, family_specs
 from .features import DTYPES, CaseData, CaseSpec, materialise
-from .judge import _n_terms, _reference_lowp
+from .judge import _reference_lowp, n_terms as case_n_terms
 from .targets import Target
 
 __all__ = ["script_for", "write_repros", "find_spec", "MAX_SCRIPTS", "MAX_VALUES"]
@@ -109,7 +109,7 @@ def _given(target: Target, spec: CaseSpec) -> str:
 def _bounds(data: CaseData) -> tuple[float, float, str]:
     """(ATOL of the output, ATOL of the weights, how the first was made): the judge's bounds as numbers."""
     s, live = data.spec, ~data.dead
-    n_terms = _n_terms(data)
+    n_terms = case_n_terms(data)
     w_atol = tol.forward(s.dtype if s.dtype in ("float64", "float32") else "float16", n_terms, 1.0).atol
     if s.dtype == "float64":
         t = tol.forward("float64", n_terms, float(np.abs(data.v).max()))

@@ -17,16 +17,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import Unavailable
-from ..masks import causal_mask, window_mask
+from ..masks import band_mask
 __all__ = ["onnxruntime_target", "torch_mha_target"]
 
 
 def _band(sq: int, sk: int, is_causal: bool, alignment: str, window) -> np.ndarray | None:
-    keep = causal_mask(sq, sk, alignment=alignment) if is_causal else None
-    if window is not None:
-        w = window_mask(sq, sk, window, alignment=alignment)
-        keep = w if keep is None else keep & w
-    return keep
+    return band_mask(sq, sk, is_causal=is_causal, window=window, alignment=alignment)
 
 
 def _fold(mask, keep):
