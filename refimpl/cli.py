@@ -43,46 +43,61 @@ def main(argv: list[str] | None = None) -> int:
     except RefimplError as e:
         print(f"refimpl {args.cmd}: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:       # a report or export path that failed while writing
+        print(f"refimpl {args.cmd}: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_USAGE
 
 
 def _check(args) -> int:
-    from .env import environment
-    from .errors import Unavailable, UsageError
-    from .fixtures.schema import FixtureError
-    from .harness.html import write_html
-    from .harness.report import render
-    from .harness.runner import collect_cases, run_check
+    from .errors import Unavailable
+    from .harness.runner import close_targets
     from .harness.targets import builtin_targets, load_target
-    from .io import check_writable, write_atomic
 
-    targets, unavailable = [], {}
-    for name, factory in builtin_targets().items():
-        try:
-            targets.append(factory())
-        except Unavailable as e:
-            unavailable[name] = str(e)
     if args.list_families:
         from .harness.families import FAMILIES, family_specs
         for name, fam in FAMILIES.items():
             n = len(family_specs(name, args.suite, dtypes=("float64",)))
             print(f"{name:16} {n:5d} cases per dtype ({args.suite})  {fam.doc}")
         return EXIT_OK
+    builtins = builtin_targets()
+    missing = [n for n in args.only if n not in builtins and n not in args.target]
+    if missing:
+        print(f"refimpl check: --only {missing}: no such target (have {sorted(builtins) + list(args.target)})",
+              file=sys.stderr)
+        return EXIT_USAGE
+    targets, unavailable = [], {}
+    for name, factory in builtins.items():       # only the columns asked for are started (R, Node, torch)
+        if args.only and name not in args.only:
+            continue
+        try:
+            targets.append(factory())
+        except Unavailable as e:
+            unavailable[name] = str(e)
     for spec in args.target:
         t = load_target(spec, layout=args.layout, torch=args.torch_tensors, api=args.api)   # UsageError: exit 2
-        if not args.no_isolation and spec not in builtin_targets() and not spec.startswith("R:"):
+        if not args.no_isolation and spec not in builtins and not spec.startswith("R:"):
             from .harness.isolation import IsolatedFunction
             t.fn = IsolatedFunction(spec, timeout=args.timeout,
                                     max_memory=None if args.max_memory is None else int(args.max_memory * 2**20))
         targets.append(t)
+    try:
+        return _run_and_report(args, targets, unavailable)
+    finally:
+        close_targets(targets)
+
+
+def _run_and_report(args, targets, unavailable) -> int:
+    from .env import environment
+    from .errors import UsageError
+    from .fixtures.schema import FixtureError
+    from .harness.html import write_html
+    from .harness.report import render
+    from .harness.runner import collect_cases, run_check
+    from .io import check_writable, write_atomic
+
     if args.only:
-        known = {t.name for t in targets} | set(unavailable)
-        missing = [n for n in args.only if n not in known]
-        if missing:
-            print(f"refimpl check: --only {missing}: no such target (have {sorted(known)})", file=sys.stderr)
-            return EXIT_USAGE
         targets = [t for t in targets if t.name in args.only]
-        unavailable = {n: r for n, r in unavailable.items() if n in args.only}
     if not 0 <= args.random <= MAX_RANDOM:
         print(f"refimpl check: --random must be between 0 and {MAX_RANDOM:,}, got {args.random}", file=sys.stderr)
         return EXIT_USAGE

@@ -30,12 +30,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["Tolerance", "Comparison", "EXACT", "BFLOAT16_EPS", "K_FORWARD", "K_BUDGET", "QUANTUM_ULPS",
+           "CONDITIONING_CAP", "budget_conditioning",
            "ulp_distance", "eps", "printed", "printed_decimals", "forward", "forward_for_sdpa", "sdpa_terms",
-           "within_budget", "compare", "row_sum_bound", "softmax_input_perturbation"]
+           "within_budget", "compare", "row_sum_bound", "softmax_input_perturbation",
+           "K_GRAD_BUDGET", "sdpa_grad_terms", "gradient_for_sdpa", "gradient_within_budget"]
 
 K_FORWARD = 4.0      # safety factor of the forward bound (two evaluations, each within it)
 K_BUDGET = 2.0       # FlashAttention rule: error <= K_BUDGET x reference error + quantum
 QUANTUM_ULPS = 4.0   # the rounding quantum of the budget rule, in ulps of the largest oracle value
+CONDITIONING_CAP = 4.0   # the budget's quantum is at most 1/CONDITIONING_CAP of the answer (budget_conditioning)
 
 
 BFLOAT16_EPS = 2.0 ** -8   # unit roundoff of bfloat16 (8 significant bits); NumPy has no bfloat16 dtype
@@ -170,7 +173,8 @@ def printed(values, *, decimals: int | None = None, significant: int | None = No
 def forward(dtype, n_terms: float, magnitude: float) -> Tolerance:
     """``K_FORWARD * eps * n_terms * magnitude``: two same-precision evaluations of a length-n reduction."""
     atol = K_FORWARD * eps(dtype) * float(n_terms) * float(magnitude)
-    return Tolerance(atol, 0.0, f"forward bound {K_FORWARD:g}*eps({np.dtype(dtype).name})*{n_terms:g}*{magnitude:.3g}")
+    name = "bfloat16" if str(dtype).replace("torch.", "") == "bfloat16" else np.dtype(dtype).name
+    return Tolerance(atol, 0.0, f"forward bound {K_FORWARD:g}*eps({name})*{n_terms:g}*{magnitude:.3g}")
 
 
 def sdpa_terms(q, k, v, scale: float | None = None, *, weights: bool = False, per_case: bool = False):
@@ -195,6 +199,19 @@ def forward_for_sdpa(q, k, v, scale: float | None = None, dtype=None, *, weights
 
 
 # --- rule 4: the FlashAttention error budget ----------------------------------------------------
+
+def budget_conditioning(n_terms: float, dtype) -> float:
+    """The conditioning a judge gives :func:`within_budget`: the problem's ``n_terms``, capped so that the
+    quantum stays at most a quarter of the answer, ``QUANTUM_ULPS * eps * (1 + cap) <= 1/4``.
+
+    Uncapped, the quantum ``QUANTUM_ULPS * eps * (1 + n_terms) * max|oracle|`` reaches the size of the answer
+    itself in bfloat16 from n_terms ~ 64 (in float32 for scores near 1e7): a target returning zeros would pass.
+    Errors beyond the cap that a correct low-precision kernel makes (scores so large that the dtype cannot
+    resolve the softmax) are the same-precision reference's too, and the ``K_BUDGET`` term covers them.
+    """
+    cap = 1.0 / (CONDITIONING_CAP * QUANTUM_ULPS * eps(dtype)) - 1.0
+    return min(float(n_terms), cap)
+
 
 def within_budget(test, reference, oracle, dtype, conditioning: float = 0.0) -> tuple[bool, float, float]:
     """``max|test - oracle| <= K_BUDGET * max|reference - oracle| + quantum`` with the rounding quantum
@@ -331,6 +348,3 @@ def gradient_within_budget(test, reference, oracle, dtype, conditioning: float =
     err_r = float(np.abs(np.asarray(reference, np.float64) - o).max())
     allowed = K_GRAD_BUDGET * err_r + QUANTUM_ULPS * eps(dtype) * (1.0 + conditioning) * float(np.abs(o).max())
     return err_t <= allowed, err_t, allowed
-
-
-__all__ += ["K_GRAD_BUDGET", "sdpa_grad_terms", "gradient_for_sdpa", "gradient_within_budget"]

@@ -103,7 +103,11 @@ def run_one(target: Target, spec: CaseSpec, store: CaseStore, masked_rows: str |
     why = expressible(target.api, spec) or (target.expressible(spec) if target.expressible else None)
     if why is not None:
         return CaseResult(spec.id, Status.NA, detail=why, features=spec.features())
-    data = store.get(spec)
+    try:
+        data = store.get(spec)
+    except Exception as e:  # the harness could not build this case: its verdict, not the row's
+        return CaseResult(spec.id, Status.ERROR, math.inf, f"harness: inputs not built: {type(e).__name__}: {e}"[:300],
+                          features=spec.features())
     try:
         if isinstance(pre, BaseException):
             raise pre

@@ -19,9 +19,10 @@ from ..attention import scaled_dot_product_attention
 from ..masks import alibi_bias
 from ..online import sdpa_online
 
-__all__ = ["CaseSpec", "CaseData", "materialise", "round_to", "DTYPES", "MASK_KINDS"]
+__all__ = ["CaseSpec", "CaseData", "materialise", "round_to", "DTYPES", "MASK_KINDS", "RANK"]
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")
+RANK = {"float64": 3, "float32": 2, "float16": 1, "bfloat16": 1}     # a target may not return lower than it got
 MASK_KINDS = ("none", "bool", "additive", "padding")
 
 
@@ -124,6 +125,7 @@ class CaseData:
         if s.alibi:
             bias = alibi_bias(self.slopes, s.Sq, s.Sk, alignment="bottom-right")[None]     # (1, Hq, Sq, Sk)
             mask = bias if mask is None else (np.where(mask, bias, -np.inf) if mask.dtype == bool else mask + bias)
+            mask = round_to(mask, s.dtype)          # what a target of this dtype receives as its float mask
         return dict(mask=mask, scale=s.scale, is_causal=s.is_causal, alignment=s.alignment, window=s.window,
                     softcap=s.softcap, enable_gqa=s.gqa)
 
@@ -169,9 +171,12 @@ def _mask(spec: CaseSpec, rng: np.random.Generator) -> np.ndarray | None:
     return None
 
 
+_LARGEST = {"float64": 1.7e308, "float32": 3.4e38, "float16": 65504.0, "bfloat16": 3.38e38}
+
+
 def materialise(spec: CaseSpec) -> CaseData:
     rng = _rng(spec)
-    m = spec.magnitude
+    m = min(spec.magnitude, _LARGEST[spec.dtype] / 4)         # q, k up to 2m: finite in the case's dtype
     q = rng.uniform(-m, m, size=(spec.B, spec.Hq, spec.Sq, spec.D))
     k = rng.uniform(-m, m, size=(spec.B, spec.Hkv, spec.Sk, spec.D))
     v = rng.normal(size=(spec.B, spec.Hkv, spec.Sk, spec.Dv))

@@ -41,12 +41,11 @@ import numpy as np
 from .. import bugs_backward, tolerance as tol
 from ..backward import expand_gqa, reduce_gqa, sdpa_backward
 from .cases import Status
-from .features import CaseData, round_to
+from .features import RANK, CaseData, round_to
 
 __all__ = ["GradData", "GradReturned", "GradVerdict", "GRADS", "grad_data", "judge_grads", "diagnose_grads"]
 
 GRADS = ("dq", "dk", "dv")
-_RANK = {"float64": 3, "float32": 2, "float16": 1, "bfloat16": 1}
 MAX_FAILING, MAX_PASSING, EXPLAINS = 12, 6, 0.5
 
 
@@ -145,7 +144,7 @@ def judge_grads(gd: GradData, got: GradReturned, given_dtype: str, cache: dict |
     """The verdict on ``got`` (see the module docstring); ``got.allowed`` is filled for the diagnosis."""
     s = gd.data.spec
     res = GradVerdict(Status.PASS)
-    if _RANK.get(got.dtype, 0) < _RANK.get(given_dtype, 0):
+    if RANK.get(got.dtype, 0) < RANK.get(given_dtype, 0):
         res.status, res.ratio = Status.FAIL, math.inf
         res.detail = (f"returns {got.dtype} gradients for {given_dtype} inputs: a {got.dtype} kernel is judged by its "
                       f"own budget: run it with --dtype {got.dtype}")
@@ -176,8 +175,9 @@ def judge_grads(gd: GradData, got: GradReturned, given_dtype: str, cache: dict |
         else:
             cache = cache if cache is not None else {}
             naive = _naive(gd, cache)[name]
-            ok, err, allow = tol.gradient_within_budget(a, naive, e, s.dtype, conditioning=terms[name][0])
-            floor = tol.QUANTUM_ULPS * tol.eps(s.dtype) * (1.0 + terms[name][0]) * _magnitudes(gd, cache)[name]
+            cond = tol.budget_conditioning(terms[name][0], s.dtype)   # capped: zeros must not fit the budget
+            _, err, allow = tol.gradient_within_budget(a, naive, e, s.dtype, conditioning=cond)
+            floor = tol.QUANTUM_ULPS * tol.eps(s.dtype) * (1.0 + cond) * _magnitudes(gd, cache)[name]
             allow = max(allow, tol.K_GRAD_BUDGET * _distance(naive, e) + floor)
             ok = err <= allow
             allowed[name] = allow

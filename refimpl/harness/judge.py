@@ -23,12 +23,11 @@ from ..attention import scaled_dot_product_attention
 from ..online import sdpa_online
 from .apis import Returned
 from .cases import Status
-from .features import CaseData, round_to
+from .features import RANK, CaseData, round_to
 
 __all__ = ["CaseResult", "judge", "CONVENTIONS", "classify_dead_rows", "n_terms"]
 
 CONVENTIONS = ("zeros", "nan", "uniform")          # accepted outputs for a query with no key
-_RANK = {"float64": 3, "float32": 2, "float16": 1, "bfloat16": 1}
 
 
 @dataclass
@@ -86,7 +85,7 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
           cache: dict | None = None) -> CaseResult:
     s = data.spec
     res = CaseResult(s.id, Status.PASS, features=s.features(), returned_weights=got.weights is not None, got=got)
-    if _RANK.get(got.dtype, 0) < _RANK.get(given_dtype, 0):
+    if RANK.get(got.dtype, 0) < RANK.get(given_dtype, 0):
         res.status, res.ratio = Status.FAIL, math.inf
         res.detail = (f"returns {got.dtype} for {given_dtype} inputs: a {got.dtype} kernel is judged by its own "
                       f"budget: run it with --dtype {got.dtype}")
@@ -114,7 +113,8 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
         cache = cache if cache is not None else {}
         if "ref" not in cache:
             cache["ref"] = _reference_lowp(data)
-        ok, err, allowed = tol.within_budget(out, cache["ref"][live], exp, s.dtype, conditioning=n_terms(data))
+        ok, err, allowed = tol.within_budget(out, cache["ref"][live], exp, s.dtype,
+                                             conditioning=tol.budget_conditioning(n_terms(data), s.dtype))
         res.ratio = err / allowed if allowed > 0 else (0.0 if err == 0 else math.inf)
         if not ok:
             problems.append(f"output: error {err:.3g} vs the float64 oracle above the {s.dtype} budget {allowed:.3g} "
@@ -124,8 +124,7 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
         if w.shape != data.weights.shape:
             problems.append(f"weights shape {w.shape}, but should be {data.weights.shape} (B, Hq, Sq, Sk)")
         else:
-            c = tol.compare(w[live], data.weights[live], tol.forward(s.dtype if s.dtype in ("float64", "float32")
-                                                                      else "float16", n_terms(data), 1.0))
+            c = tol.compare(w[live], data.weights[live], tol.forward(s.dtype, n_terms(data), 1.0))
             if not c.ok:
                 problems.append(f"weights: {c.summary()}")
     if math.isnan(res.ratio):

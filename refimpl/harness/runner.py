@@ -18,7 +18,7 @@ from .fixture_cases import fixture_case
 from .r_cases import RANDOM_CASES, r_examples_case, random_case, vignette_case
 from .targets import Target
 
-__all__ = ["CheckRun", "collect_cases", "run_check", "CHECKED"]
+__all__ = ["CheckRun", "collect_cases", "run_check", "close_targets", "CHECKED"]
 
 # A cell checks something when the target's result was compared (or the target failed); skip, n/a,
 # reference and unsupported cells check nothing.
@@ -104,3 +104,14 @@ def _nothing_checked(run: CheckRun) -> str:
     return (f"NOTHING CHECKED: every one of the {len(run.results)} cells of {len(run.cases)} cases x "
                          f"{len(run.targets)} targets is skip, n/a, reference or unsupported, so this run is not a "
                          f"pass; why: " + "; ".join(why)[:600])
+
+
+def close_targets(targets: list[Target]) -> None:
+    """End what targets hold open (worker processes, the Node process of onnxruntime); never raises."""
+    for target in targets:
+        close = getattr(target.fn, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:  # a target that cannot be closed must not lose the report
+                pass
