@@ -75,9 +75,21 @@ ORT_VERSION=$(sed -n 's/.*"onnxruntime-node": *"\([^"]*\)".*/\1/p' tools/ort/pac
 ORT_PKG=tools/ort/node_modules/onnxruntime-node/package.json
 if [ -f "$ORT_PKG" ] && grep -q "\"version\": \"$ORT_VERSION\"" "$ORT_PKG"; then
   say "ort: onnxruntime-node $ORT_VERSION present in tools/ort"
-elif ! command -v npm >/dev/null; then
-  say "ort: npm not found, onnxruntime-node not installed: the onnx-runtime target will be skipped (Debian: nodejs, npm)"
 else
+  if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+    if [ "${REFIMPL_SKIP_APT:-0}" = 1 ]; then
+      say "ort: node/npm not found and REFIMPL_SKIP_APT=1: the onnxruntime column will be skipped"
+    else
+      SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+      say "run: $SUDO apt-get install -y nodejs npm   (Node for the onnxruntime column)"
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q nodejs npm >/tmp/refimpl-node.log 2>&1 \
+        || fail "apt-get install nodejs npm" "read /tmp/refimpl-node.log; install Node.js and npm, then run 'make setup' again"
+    fi
+  fi
+fi
+if [ -f "$ORT_PKG" ] && grep -q "\"version\": \"$ORT_VERSION\"" "$ORT_PKG"; then
+  :
+elif command -v npm >/dev/null; then
   say "run: (cd tools/ort && npm ci --ignore-scripts --no-audit --no-fund)"
   (cd tools/ort && npm ci --ignore-scripts --no-audit --no-fund) >/tmp/refimpl-npm.log 2>&1 \
     || fail "npm ci in tools/ort" "read /tmp/refimpl-npm.log; check that the npm registry is reachable, then run 'make setup' again"
