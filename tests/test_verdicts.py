@@ -93,12 +93,12 @@ def test_a_float32_kernel_given_float64_is_told_which_dtype_to_use():
 
 
 HOSTILE = {"segfault": "crash", "exit_zero": "crash", "exit_nonzero": "crash", "sys_exit": "crash",
-           "raises_not_implemented": None}          # returns_list & co are refused before the run (tests/test_probe.py)
+           "alloc": "oom", "raises_not_implemented": None}          # returns_list & co are refused before the run (tests/test_probe.py)
 
 
 def test_hostile_targets_get_their_verdicts_and_json_stays_valid(tmp_path):
     args = [sys.executable, "-m", "refimpl", "check", "--random", "0", "--quiet", "--format", "json",
-            "--timeout", "60", "--only", "refimpl"]
+            "--timeout", "60", "--max-memory", "400", "--only", "refimpl"]
     for name in HOSTILE:
         args += ["--target", f"{ZOO / 'hostile.py'}:{name}", "--only", f"{ZOO / 'hostile.py'}:{name}"]
     args += ["--target", f"{ZOO / 'hostile.py'}:chatty", "--only", f"{ZOO / 'hostile.py'}:chatty"]

@@ -58,7 +58,7 @@ class IsolatedFunction:
 
     def __init__(self, spec: str, *, timeout: float = 60.0, max_memory: int | None = None):
         self.spec = spec
-        self.timeouts_in_a_row = 0
+        self.costly_in_a_row: tuple[str, int] = ("", 0)   # (timeout | oom, how many calls in a row ended so)
         self.worker = Worker("refimpl.harness.isolation:child_loader", (spec,), timeout=timeout,
                              max_memory=max_memory)
         try:
@@ -66,13 +66,15 @@ class IsolatedFunction:
         except WorkerLoadError as e:
             raise UsageError(f"--target {spec!r}: the worker could not load it: {e}") from None
 
-    GIVE_UP_AFTER = 3      # consecutive timeouts: the target hangs; its remaining calls are not made
+    GIVE_UP_AFTER = 3      # consecutive timeouts (or ooms): each costs up to --timeout; the rest are not called
 
     def __call__(self, *args, **kwargs):
-        if self.timeouts_in_a_row >= self.GIVE_UP_AFTER:
-            raise TargetDied("timeout", f"not called: the last {self.GIVE_UP_AFTER} calls timed out")
+        kind, n = self.costly_in_a_row
+        if n >= self.GIVE_UP_AFTER:
+            raise TargetDied(kind, f"not called: the last {n} calls ended in '{kind}'")
         r = self.worker.run([(args, kwargs)])[0]
-        self.timeouts_in_a_row = self.timeouts_in_a_row + 1 if r.status == "timeout" else 0
+        costly = r.status in ("timeout", "oom")
+        self.costly_in_a_row = (r.status, n + 1 if kind == r.status else 1) if costly else ("", 0)
         if r.status == "ok":
             res, changed = r.value
             named = {i: a for i, a in enumerate(args)} | dict(kwargs)
