@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from .. import tolerance as tol
 
-__all__ = ["Status", "Outcome", "Case", "CheckRun", "TargetDied", "summarise", "error_outcome"]
+__all__ = ["Status", "Outcome", "Case", "CheckRun", "TargetDied", "summarise", "error_outcome", "fitting_models"]
 
 
 class Status(str, Enum):
@@ -119,3 +119,16 @@ class TargetDied(RuntimeError):
         self.status, self.output_tail = status, output_tail
         tail = output_tail.strip().splitlines()[-3:]
         super().__init__(message + (f" (last output: {' | '.join(tail)})"[:300] if tail else ""))
+
+
+def fitting_models(target: str, models: dict, explanations: dict, fits: Callable[[str, Any], bool]) -> list[str]:
+    """``diagnosis TARGET: MODEL — explanation (variant)`` for every bug model one of whose variants ``fits``
+    (``fits(model, fn)``): the one rule the forward and the backward diagnoses share."""
+    lines = []
+    for model, variants in models.items():
+        for label, fn in variants:
+            if fits(model, fn):
+                tail = f" ({label})" if len(variants) > 1 else ""
+                lines.append(f"diagnosis {target}: {model} — {explanations[model]}{tail}")
+                break
+    return lines

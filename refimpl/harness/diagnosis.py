@@ -19,7 +19,7 @@ from itertools import combinations
 import numpy as np
 
 from .. import bugs
-from .cases import Status
+from .cases import Status, fitting_models
 from .features import CaseData, CaseSpec
 from .judge import CaseResult
 
@@ -99,14 +99,11 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
     pass_cases = _usable(passing, store, specs, MAX_PASSING)
     lines = []
     if fail_cases:
-        for model, variants in bugs.MODELS.items():
+        def fit(model, fn) -> bool:
             rtol, atol = bugs.TOLERANCES.get(model, (1e-3, 1e-6))
-            for label, fn in variants:
-                if (all(fits(fn, d, g, rtol, atol) for d, g in fail_cases)
-                        and all(fits(fn, d, g, rtol, atol, failing=False) for d, g in pass_cases)):
-                    tail = f" ({label})" if len(variants) > 1 else ""
-                    lines.append(f"diagnosis {target}: {model} — {bugs.EXPLANATIONS[model]}{tail}")
-                    break
+            return (all(fits(fn, d, g, rtol, atol) for d, g in fail_cases)
+                    and all(fits(fn, d, g, rtol, atol, failing=False) for d, g in pass_cases))
+        lines = fitting_models(target, bugs.MODELS, bugs.EXPLANATIONS, fit)
     return lines or [f"diagnosis {target}: unknown"]
 
 

@@ -33,6 +33,7 @@ from ..errors import Unavailable, UsageError
 from ..io import write_atomic
 from .cases import Status
 from .diagnosis import diagnose
+from .families import check_dtypes
 from .family_cases import CaseStore, run_one
 from .features import DTYPES, CaseSpec
 from .judge import CaseResult
@@ -196,9 +197,7 @@ def explore(target: Target, n: int, db=None, dtypes: tuple[str, ...] = ("float64
     """Replay ``db``, then search ``n`` examples; the lines of the module doc. ``n`` must be positive."""
     if not isinstance(n, int) or n < 1:
         raise UsageError(f"--explore takes a positive number of examples, got {n!r}")
-    bad = [d for d in dtypes if d not in DTYPES]
-    if bad or not dtypes:
-        raise UsageError(f"--dtype takes a comma-separated list of {DTYPES}, got {','.join(dtypes) or 'nothing'}")
+    check_dtypes(dtypes)
     say = say or (lambda msg: None)
     t0 = time.perf_counter()
     entries = _load_db(db)

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import UsageError
 from .features import DTYPES, CaseSpec
 
-__all__ = ["Family", "FAMILIES", "SUITES", "family_specs", "select", "shard", "parse_shard"]
+__all__ = ["Family", "FAMILIES", "SUITES", "family_specs", "select", "shard", "parse_shard", "check_dtypes"]
 
 SUITES = {"quick": 0.1, "default": 1.0, "full": 3.0}       # cases per family relative to the default suite
 SEED = 20261123
@@ -144,13 +144,17 @@ def select(families: list[str] | None, suite: str, dtypes: tuple[str, ...]) -> l
     """Every spec of the chosen families (all when None), validated names."""
     if suite not in SUITES:
         raise UsageError(f"--suite must be one of {tuple(SUITES)}, got {suite!r}")
-    bad = [d for d in dtypes if d not in DTYPES]
-    if bad or not dtypes:
-        raise UsageError(f"--dtype takes a comma-separated list of {DTYPES}, got {','.join(dtypes) or 'nothing'}")
+    check_dtypes(dtypes)
     unknown = [f for f in families or [] if f not in FAMILIES]
     if unknown:
         raise UsageError(f"--family {unknown}: no such family; --list-families lists them ({', '.join(FAMILIES)})")
     return [s for name in (families or list(FAMILIES)) for s in family_specs(name, suite, dtypes)]
+
+
+def check_dtypes(dtypes: tuple[str, ...]) -> None:
+    """Refuse an empty or unknown ``--dtype`` list, naming the choices."""
+    if not dtypes or any(d not in DTYPES for d in dtypes):
+        raise UsageError(f"--dtype takes a comma-separated list of {DTYPES}, got {','.join(dtypes) or 'nothing'}")
 
 
 def parse_shard(text: str) -> tuple[int, int]:

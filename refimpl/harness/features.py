@@ -19,10 +19,19 @@ from ..attention import scaled_dot_product_attention
 from ..masks import alibi_bias
 from ..online import sdpa_online
 
-__all__ = ["CaseSpec", "CaseData", "materialise", "round_to", "DTYPES", "MASK_KINDS", "RANK"]
+__all__ = ["CaseSpec", "CaseData", "materialise", "round_to", "lower_precision", "DTYPES", "MASK_KINDS", "RANK"]
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 RANK = {"float64": 3, "float32": 2, "float16": 1, "bfloat16": 1}     # a target may not return lower than it got
+
+
+def lower_precision(returned: str, given: str, what: str = "") -> str:
+    """"" when ``returned`` is at least the precision ``given``; otherwise the message naming the --dtype to use."""
+    if RANK.get(returned, 0) >= RANK.get(given, 0):
+        return ""
+    what = f" {what}" if what else ""
+    return (f"returns {returned}{what} for {given} inputs: a {returned} kernel is judged by its own budget: "
+            f"run it with --dtype {returned}")
 MASK_KINDS = ("none", "bool", "additive", "padding")
 
 

@@ -40,8 +40,8 @@ import numpy as np
 
 from .. import bugs_backward, tolerance as tol
 from ..backward import expand_gqa, reduce_gqa, sdpa_backward
-from .cases import Status
-from .features import RANK, CaseData, round_to
+from .cases import Status, fitting_models
+from .features import CaseData, lower_precision, round_to
 
 __all__ = ["GradData", "GradReturned", "GradVerdict", "GRADS", "grad_data", "judge_grads", "diagnose_grads"]
 
@@ -144,10 +144,9 @@ def judge_grads(gd: GradData, got: GradReturned, given_dtype: str, cache: dict |
     """The verdict on ``got`` (see the module docstring); ``got.allowed`` is filled for the diagnosis."""
     s = gd.data.spec
     res = GradVerdict(Status.PASS)
-    if RANK.get(got.dtype, 0) < RANK.get(given_dtype, 0):
-        res.status, res.ratio = Status.FAIL, math.inf
-        res.detail = (f"returns {got.dtype} gradients for {given_dtype} inputs: a {got.dtype} kernel is judged by its "
-                      f"own budget: run it with --dtype {got.dtype}")
+    lower = lower_precision(got.dtype, given_dtype, "gradients")
+    if lower:
+        res.status, res.ratio, res.detail = Status.FAIL, math.inf, lower
         return res
     problems, ratios, allowed = [], [], {}
     q, k, v = gd.data.q, gd.data.k, gd.data.v
@@ -225,12 +224,7 @@ def diagnose_grads(failing: list[tuple[GradData, GradReturned]], passing: list[t
     if not failing:
         return []
     failing, passing = failing[:MAX_FAILING], passing[:MAX_PASSING]
-    lines = []
-    for model, variants in bugs_backward.MODELS.items():
-        for label, fn in variants:
-            if all(_fits(fn, gd, got, True) for gd, got in failing) and \
-                    all(_fits(fn, gd, got, False) for gd, got in passing):
-                tail = f" ({label})" if len(variants) > 1 else ""
-                lines.append(f"diagnosis {target}: {model} — {bugs_backward.EXPLANATIONS[model]}{tail}")
-                break
+    lines = fitting_models(target, bugs_backward.MODELS, bugs_backward.EXPLANATIONS,
+                           lambda model, fn: all(_fits(fn, gd, got, True) for gd, got in failing)
+                           and all(_fits(fn, gd, got, False) for gd, got in passing))
     return lines or [f"diagnosis {target}: unknown gradient error (no backward bug model fits)"]

@@ -23,7 +23,7 @@ from ..attention import scaled_dot_product_attention
 from ..online import sdpa_online
 from .apis import Returned
 from .cases import Status
-from .features import RANK, CaseData, round_to
+from .features import CaseData, lower_precision, round_to
 
 __all__ = ["CaseResult", "judge", "CONVENTIONS", "classify_dead_rows", "n_terms"]
 
@@ -85,10 +85,9 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
           cache: dict | None = None) -> CaseResult:
     s = data.spec
     res = CaseResult(s.id, Status.PASS, features=s.features(), returned_weights=got.weights is not None, got=got)
-    if RANK.get(got.dtype, 0) < RANK.get(given_dtype, 0):
-        res.status, res.ratio = Status.FAIL, math.inf
-        res.detail = (f"returns {got.dtype} for {given_dtype} inputs: a {got.dtype} kernel is judged by its own "
-                      f"budget: run it with --dtype {got.dtype}")
+    lower = lower_precision(got.dtype, given_dtype)
+    if lower:
+        res.status, res.ratio, res.detail = Status.FAIL, math.inf, lower
         return res
     if got.output.shape != data.expected.shape:
         res.status, res.ratio = Status.FAIL, math.inf
