@@ -140,3 +140,17 @@ def test_a_catalogued_divergence_excuses_only_the_rows_it_explains(rb):
     assert case.run(nan_rows).status == Status.PASS
     o = case.run(forty_two)
     assert o.status == Status.FAIL, o.detail
+
+
+def test_a_target_writing_to_its_inputs_is_reported_and_affects_no_other_cell():
+    """The issue's case: a target scaling q in place corrupted the cached vignette inputs for the next target."""
+    bad, good = f"{ZOO / 'numpy_broken.py'}:mutates_input", f"{ZOO / 'numpy_impls.py'}:plain"
+    p = subprocess.run([sys.executable, "-m", "refimpl", "check", "--random", "20", "--quiet", "--no-families",
+                        "--format", "json", "--target", bad, "--only", bad, "--target", good, "--only", good],
+                       capture_output=True, text=True, timeout=240)
+    rows = {c["id"]: c["results"] for c in json.loads(p.stdout)["cases"]}
+    for row in ("vignette:simple_attention", "vignette:complete_attention", "fixture:codefinity/self-attention"):
+        if rows[row][good]["status"] == "skip":
+            continue                                         # R unavailable: the vignette rows skip for both
+        assert rows[row][good]["status"] == "pass", (row, rows[row][good])
+        assert rows[row][bad]["status"] in ("error", "FAIL") and "writes to its inputs" in rows[row][bad]["detail"]

@@ -30,7 +30,6 @@ import numpy as np
 
 from ..attention import scaled_dot_product_attention
 from ..errors import Unavailable, UsageError
-from ..masks import causal_mask
 from ..r import compat as r_compat
 
 __all__ = ["Target", "load_target", "builtin_targets", "LAYOUTS"]
@@ -53,57 +52,40 @@ class Target:
     note: str = ""
 
     def attend(self, q, k, v, mask=None, scale=None, is_causal=False):
-        """Call the target with the protocol's arguments; returns ``(output, weights or None)``."""
+        """One call outside the families (fixture, vignette and random rows): ``(output, weights or None)`` in
+        the inputs' own leading dims. It goes through the same adapter as the families (:func:`.apis.call`:
+        fresh copies of the inputs, the API's signature and layout), so no row has semantics of its own.
+
+        ``q`` (..., Sq, D), ``k`` (..., Sk, D), ``v`` (..., Sk, Dv) with at most 2 leading dims; ``mask`` None
+        or a bool keep-mask. A target that writes to its inputs raises here (the row's cell says so)."""
+        from . import apis
+        from .features import CaseData, CaseSpec
         q, k, v = (np.asarray(a) for a in (q, k, v))
         if mask is not None:
             mask = np.asarray(mask)
             if mask.dtype != bool:
                 raise Unavailable("the target protocol takes bool keep-masks; this case has an additive mask")
-        if is_causal:
-            c = causal_mask(q.shape[-2], k.shape[-2])
-            mask = c if mask is None else (mask & c)
-            mask = np.broadcast_to(mask, np.broadcast_shapes(mask.shape, q.shape[:-1] + (k.shape[-2],)))
         batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-        layout, use_torch = {"torch-sdpa": ("BHSD", True), "flash-attn": ("BSHD", True)}.get(
-            self.api, (self.layout, self.torch))
-        if self.api == "flash-attn" and mask is not None:
-            raise Unavailable("flash_attn_func takes no mask; this case has one")
-        if layout in ("BHSD", "BSHD"):                      # promote to 4-D (B, H, S, D)
-            if len(batch) > 2:
-                raise Unavailable(f"layout {layout} takes at most 2 batch dims, case has {batch}")
-            full = (1,) * (2 - len(batch)) + batch
-            q, k, v = (np.broadcast_to(a, full + a.shape[-2:]) for a in (q, k, v))
-            if mask is not None:
-                mask = np.broadcast_to(mask, full + mask.shape[-2:])
-        args = [q, k, v]
-        if layout == "BSHD":                                # (B, H, S, D) -> (B, S, H, D)
-            args = [np.swapaxes(a, -3, -2) for a in args]
-        args.append(mask)
-        if use_torch:
-            import torch
-            args = [None if a is None else torch.from_numpy(np.array(a, copy=True)) for a in args]
-        if self.api == "torch-sdpa":
-            res = self.fn(args[0], args[1], args[2], attn_mask=args[3], dropout_p=0.0, is_causal=False, scale=scale)
-        elif self.api == "flash-attn":
-            res = self.fn(args[0], args[1], args[2], dropout_p=0.0, softmax_scale=scale, causal=False)
-        else:
-            res = self.fn(args[0], args[1], args[2], mask=args[3], scale=scale)
-        out, w = (res if isinstance(res, tuple) and self.api in ("refimpl", "native") else (res, None))
-        if isinstance(out, tuple):                          # flash-attn with return_attn_probs
-            out = out[0]
-        out, w = _to_numpy(out), (None if w is None else _to_numpy(w))
-        if layout == "BSHD":
-            out = np.swapaxes(out, -3, -2)
-        if layout in ("BHSD", "BSHD"):
-            out = out.reshape(batch + out.shape[-2:])
-            w = None if w is None else w.reshape(batch + w.shape[-2:])
+        if len(batch) > 2:
+            raise Unavailable(f"at most 2 batch dims (B, H), the case has {batch}")
+        full = (1,) * (2 - len(batch)) + batch                        # (B, H)
+        q4, k4, v4 = (np.broadcast_to(a, full + a.shape[-2:]) for a in (q, k, v))
+        m4 = None if mask is None else np.broadcast_to(mask, full + (q.shape[-2], k.shape[-2]))
+        dtype = "float32" if all(a.dtype == np.float32 for a in (q, k, v)) else "float64"
+        spec = CaseSpec("row", 0, Sq=q.shape[-2], Sk=k.shape[-2], D=q.shape[-1], Dv=v.shape[-1], B=full[0],
+                        Hq=full[1], Hkv=full[1], mask="none" if mask is None else "bool", is_causal=bool(is_causal),
+                        scale=scale, dtype=dtype)
+        why = apis.expressible(self.api, spec)
+        if why is not None:
+            raise Unavailable(why)
+        data = CaseData(spec, q4, k4, v4, m4, None, np.empty(0), np.empty(0, bool))
+        got = apis.call(self.fn, self.api, data, layout=self.layout, torch=self.torch)
+        if got.mutated:
+            raise ValueError(f"the target writes to its inputs ({', '.join(got.mutated)}): callers' arrays are changed")
+        out, w = got.output, got.weights
+        out = out.reshape(batch + out.shape[-2:])
+        w = None if w is None else w.reshape(batch + w.shape[-2:])
         return out, w
-
-
-def _to_numpy(x):
-    if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 def _refimpl_fn(q, k, v, mask=None, scale=None, **features):
