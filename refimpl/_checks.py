@@ -89,9 +89,9 @@ def as_float_array(x: Any, name: str, *, min_ndim: int = 0, ndim: int | None = N
             raise InputTypeError(f"{name} must have dtype float32 or float64, got {a.dtype}; "
                                  f"cast it first (e.g. {name}.astype(np.float32))")
     elif kind in "iu":
-        if a.size and np.abs(a.astype(np.float64)).max() > _MAX_EXACT_INT:
+        if a.size and max(int(a.max()), -int(a.min())) > _MAX_EXACT_INT:     # in integers: exact, no rounding
             raise InputValueError(f"{name} has integer values beyond 2**53 that float64 cannot hold exactly; "
-                                  f"got max |{name}| = {np.abs(a).max()}")
+                                  f"got max |{name}| = {max(int(a.max()), -int(a.min()))}")
         a = a.astype(np.float64)
     elif kind == "b":
         raise InputTypeError(f"{name} must hold real numbers, got a bool array (is this a mask in the wrong argument?)")

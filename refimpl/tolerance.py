@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["Tolerance", "Comparison", "EXACT", "BFLOAT16_EPS", "K_FORWARD", "K_BUDGET", "QUANTUM_ULPS",
-           "CONDITIONING_CAP", "budget_conditioning",
-           "ulp_distance", "eps", "printed", "printed_decimals", "forward", "forward_for_sdpa", "sdpa_terms",
-           "within_budget", "compare", "row_sum_bound", "softmax_input_perturbation",
+           "CONDITIONING_CAP", "budget_conditioning", "ulp_distance", "eps", "printed", "printed_decimals", "forward",
+           "forward_for_sdpa", "sdpa_terms", "within_budget", "compare", "row_sum_bound", "softmax_input_perturbation",
            "K_GRAD_BUDGET", "sdpa_grad_terms", "gradient_for_sdpa", "gradient_within_budget"]
 
 K_FORWARD = 4.0      # safety factor of the forward bound (two evaluations, each within it)
@@ -127,6 +126,7 @@ def compare(actual, expected, tol: Tolerance) -> Comparison:
         bound = np.broadcast_to(tol.bound(e), e.shape)
         ratio = np.where(diff == 0, 0.0, np.where(bound > 0, diff / np.where(bound > 0, bound, 1), np.inf))
         rel = np.where(diff == 0, 0.0, diff / np.where(e != 0, np.abs(e), np.inf))
+        ratio, rel = (np.where(np.isnan(x), np.inf, x) for x in (ratio, rel))   # inf/inf: a finite value vs inf
     worst = np.unravel_index(int(np.argmax(ratio)), e.shape)
     ulps = ulp_distance(np.asarray(actual), e)
     return Comparison(bool((ratio <= 1.0).all()), float(diff.max()), float(rel.max()), int(ulps.max()),

@@ -29,3 +29,50 @@ def test_bench_prints_figures():
 def test_bench_refuses_an_unknown_section():
     r = subprocess.run([sys.executable, "-m", "refimpl", "bench", "--only", "nope"], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown section" in r.stderr
+
+
+# --- tools/mutation_check.py (issue #18) ---------------------------------------------------------------
+
+def _mutation_tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("mutation_check", ROOT / "tools" / "mutation_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_mutation_tool_makes_each_kind_of_mutant_from_the_syntax_tree():
+    import ast
+    mc = _mutation_tool()
+    src = ("def f(a, b):\n    if a < b and b == 0:\n        return -a[1:b] * 2.5 + 0\n    return None\n")
+    tree = ast.parse(src)
+    whats = sorted(w for n in ast.walk(tree) for w, _ in mc.operators(n))
+    assert whats == sorted(["+->-", "*->/", "<-><=", "==->!=", "and->or", "const 2.5->5.0", "const 0->1", "const 0->1",
+                            "const 1->2", "drop unary -", "return None", "if False", "if True", "slice lower+1",
+                            "slice upper-1"]), whats
+    ids = subprocess.run([sys.executable, str(ROOT / "tools" / "mutation_check.py"), "--list", "--module", "softmax"],
+                         capture_output=True, text=True, cwd=ROOT, check=True).stdout.splitlines()
+    assert ids[-1].endswith("mutants in softmax") and len(ids) > 10
+    assert all(i.startswith("softmax:") for i in ids[:-1]) and any(i.endswith(":return None") for i in ids)
+
+
+def test_mutation_tool_kills_a_mutant_in_a_private_copy_and_leaves_the_tree_alone(tmp_path):
+    before = (ROOT / "refimpl" / "softmax.py").read_bytes()
+    ids = subprocess.run([sys.executable, str(ROOT / "tools" / "mutation_check.py"), "--list", "--module", "softmax"],
+                         capture_output=True, text=True, cwd=ROOT, check=True).stdout.splitlines()
+    mutant = next(i for i in ids if i.endswith(":return None"))
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "mutation_check.py"), "--module", "softmax", "--only",
+                        mutant, "--timeout", "120", "--work", str(tmp_path / "w"), "--json", str(tmp_path / "r.json")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "KILLED" in r.stdout and "mutation score 100.0%: 1 killed, 0 equivalent, 0 survived of 1 mutants" in r.stdout
+    import json
+    assert json.loads((tmp_path / "r.json").read_text())[0]["status"] == "KILLED"
+    assert (tmp_path / "w" / "refimpl" / "softmax.py").read_text() == (ROOT / "refimpl" / "softmax.py").read_text()
+    assert (ROOT / "refimpl" / "softmax.py").read_bytes() == before
+
+
+def test_mutation_tool_refuses_a_bad_max():
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "mutation_check.py"), "--max", "0"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "--max must be a positive integer, got 0" in r.stderr

@@ -1,63 +1,348 @@
-"""Mutation check: break refimpl on purpose, one mutant at a time, and show which tests catch it.
+"""Mutation check: break the math on purpose, one syntax-tree mutant at a time, and count the tests that notice.
 
-    .venv/bin/python tools/mutation_check.py        (from the repository root; restores every file)
+    .venv/bin/python tools/mutation_check.py [--module softmax] [--list] [--max N] [--only ID ...] [--rerun JSON]
 
-Each mutant patches one place in the working tree, runs the suite (Hypothesis profile ci, no slow
-tests), records the failing tests, and puts the file back. A mutant no test catches is reported as
-SURVIVED and the script exits 1.
+Mutants are made from each module's syntax tree (``ast``), never from its text:
+
+    arith     +  <-> -,  *  <-> /,  & <-> |          (binary operators and augmented assignments)
+    compare   <  <-> <=, >  <-> >=, == <-> !=, is <-> is not
+    bool      and <-> or
+    const     0 -> 1, 1 -> 2, other ints n -> n+1, floats c -> 2c (0.0 -> 1.0), True <-> False
+    unary     -x -> x,  not x -> x
+    return    ``return value`` -> ``return None`` (functions that return a value)
+    guard     ``if cond:`` -> ``if False:`` and ``if True:``
+    slice     ``a[lo:hi]`` -> ``a[lo+1:hi]`` and ``a[lo:hi-1]``
+
+Nodes inside docstrings, f-strings, ``raise`` statements (the error messages) and ``__all__`` are not
+mutated: a changed message is not a changed result. A mutant's id is ``module:line:col:what`` and is stable
+as long as the module is.
+
+Each mutant is unparsed (``ast.unparse``) into a private copy of the checkout under ``--work`` (default
+a fresh temporary directory; the working tree is never touched), then the module's test files (``TESTS``,
+fastest first) run there with ``pytest -x -q -p no:cacheprovider -m "not slow"``, HYPOTHESIS_PROFILE=ci,
+one process (one core). A mutant is KILLED when a test fails or errors, or when the run exceeds the
+module's timeout (2 x the unmutated run + 20 s); otherwise it SURVIVED, unless docs/mutation.md lists its
+id as equivalent (a row ``| `id` | equivalent | reason |``). Exit status 1 if any mutant survived.
+
+    score = killed / (mutants run - equivalent)
 """
 from __future__ import annotations
 
+import argparse
+import ast
+import copy
+import json
 import os
+import random
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
-MUTANTS = [
-    ("drop the max-subtraction in sdpa", "refimpl/attention.py",
-     "        np.subtract(z, m, out=z)                         # <= 0\n", "        pass\n"),
-    ("drop the max-subtraction in softmax()", "refimpl/softmax.py",
-     "        np.subtract(z, m, out=z)                 # <= 0 everywhere; may overflow to -inf -> weight 0\n", "        pass\n"),
-    ("scale by 1/sqrt(n_queries)", "refimpl/attention.py",
-     "    s = check_scale(scale, 1.0 / math.sqrt(q.shape[-1]), dtype)", "    s = check_scale(scale, 1.0 / math.sqrt(q.shape[-2]), dtype)"),
-    ("ignore the mask", "refimpl/masks.py",
-     "        if m.dtype.kind == \"b\":\n            keep = m\n", "        if m.dtype.kind == \"b\":\n            keep = None\n"),
-    ("transpose a weight (W_k in multi-head)", "refimpl/multihead.py",
-     "    q, k, v = xh @ wq, xh @ wk, xh @ wv", "    q, k, v = xh @ wq, xh @ np.swapaxes(wk, -1, -2), xh @ wv"),
-    ("transpose a weight (W_q in self-attention)", "refimpl/attention.py",
-     "    q, k, v = (project(x, ws[n], weights_layout) for n in (\"w_q\", \"w_k\", \"w_v\"))",
-     "    q, k, v = (project(x, ws[n].T if n == \"w_q\" else ws[n], weights_layout) for n in (\"w_q\", \"w_k\", \"w_v\"))"),
-]
+DOC = ROOT / "docs" / "mutation.md"
+
+# module -> test files, fastest and most specific first (-x stops at the first failure)
+_COMMON = ["test_mutation_kills.py", "test_mutation_kernel.py", "test_core.py", "test_math_faults.py"]
+TESTS: dict[str, list[str]] = {
+    "softmax": _COMMON + ["test_features.py", "test_properties.py"],
+    "attention": _COMMON + ["test_features.py", "test_online.py", "test_fixtures.py", "test_properties.py"],
+    "masks": _COMMON + ["test_features.py", "test_properties.py"],
+    "multihead": _COMMON + ["test_fixtures.py", "test_properties.py"],
+    "online": _COMMON + ["test_online.py", "test_features.py", "test_properties.py"],
+    "family": ["test_mutation_family.py"] + _COMMON + ["test_family.py", "test_fixtures.py"],
+    "_checks": _COMMON + ["test_fuzz.py", "test_features.py", "test_fixtures.py", "test_properties.py"],
+    "_kernel": _COMMON + ["test_features.py", "test_online.py", "test_fixtures.py", "test_properties.py"],
+    "tolerance": ["test_judge_tolerance.py"] + _COMMON + ["test_features.py", "test_online.py", "test_fixtures.py",
+                                                           "test_properties.py", "test_backward.py"],
+}
+COPY = ["refimpl", "tests", "fixtures", "r_reference", "pyproject.toml"]
 
 
-def run(name: str, path: str, old: str, new: str) -> list[str]:
-    p = ROOT / path
-    original = p.read_text()
-    if original.count(old) != 1:
-        raise SystemExit(f"mutant {name!r}: the pattern occurs {original.count(old)} times in {path}")
+class Mutant(NamedTuple):
+    module: str
+    index: int          # position of the mutated node in ast.walk order
+    variant: int        # which of the node's mutations
+    line: int
+    col: int
+    what: str
+    nth: int = 1        # 2, 3, ...: nodes sharing a position (e.g. the inner `a * b` of `a * b * c`)
+
+    @property
+    def id(self) -> str:
+        return f"{self.module}:{self.line}:{self.col}:{self.what}" + (f"#{self.nth}" if self.nth > 1 else "")
+
+
+# --- mutation operators: each maps a node to [(description, apply(node) -> replacement node)] -------------
+
+_SWAP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.BitAnd: ast.BitOr,
+         ast.BitOr: ast.BitAnd, ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
+         ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.Is: ast.IsNot, ast.IsNot: ast.Is, ast.And: ast.Or, ast.Or: ast.And}
+_SYM = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.BitAnd: "&", ast.BitOr: "|", ast.Lt: "<",
+        ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=", ast.Is: "is", ast.IsNot: "is-not",
+        ast.And: "and", ast.Or: "or"}
+Op = Callable[[ast.AST], ast.AST]
+
+
+def _set(node: ast.AST, **fields) -> ast.AST:
+    for k, v in fields.items():
+        setattr(node, k, v)
+    return node
+
+
+def _plus(expr: ast.expr, n: int) -> ast.expr:
+    return ast.BinOp(expr, ast.Add() if n > 0 else ast.Sub(), ast.Constant(abs(n)))
+
+
+def operators(node: ast.AST) -> list[tuple[str, Op]]:
+    """The mutations of one node (the node itself is replaced by what ``apply`` returns)."""
+    out: list[tuple[str, Op]] = []
+    t = type(node)
+    if t in (ast.BinOp, ast.AugAssign) and type(node.op) in _SWAP:
+        new = _SWAP[type(node.op)]
+        out.append((f"{_SYM[type(node.op)]}->{_SYM[new]}", lambda n, new=new: _set(n, op=new())))
+    elif t is ast.Compare and len(node.ops) == 1 and type(node.ops[0]) in _SWAP:
+        new = _SWAP[type(node.ops[0])]
+        out.append((f"{_SYM[type(node.ops[0])]}->{_SYM[new]}", lambda n, new=new: _set(n, ops=[new()])))
+    elif t is ast.BoolOp:
+        new = _SWAP[type(node.op)]
+        out.append((f"{_SYM[type(node.op)]}->{_SYM[new]}", lambda n, new=new: _set(n, op=new())))
+    elif t is ast.Constant and type(node.value) in (int, float, bool):
+        v = node.value
+        if isinstance(v, bool):
+            new_v: object = not v
+        elif isinstance(v, int):
+            new_v = 1 if v == 0 else 2 if v == 1 else v + 1
+        else:
+            new_v = 1.0 if v == 0 else v * 2
+        out.append((f"const {v!r}->{new_v!r}", lambda n, new_v=new_v: _set(n, value=new_v)))
+    elif t is ast.UnaryOp and isinstance(node.op, (ast.USub, ast.Not)):
+        out.append(("drop unary " + ("-" if isinstance(node.op, ast.USub) else "not"), lambda n: n.operand))
+    elif t is ast.Return and node.value is not None and not (isinstance(node.value, ast.Constant)
+                                                              and node.value.value is None):
+        out.append(("return None", lambda n: _set(n, value=ast.Constant(None))))
+    elif t is ast.If:
+        out.append(("if False", lambda n: _set(n, test=ast.Constant(False))))
+        out.append(("if True", lambda n: _set(n, test=ast.Constant(True))))
+    elif t is ast.Slice:
+        if node.lower is not None:
+            out.append(("slice lower+1", lambda n: _set(n, lower=_plus(n.lower, 1))))
+        if node.upper is not None:
+            out.append(("slice upper-1", lambda n: _set(n, upper=_plus(n.upper, -1))))
+    return out
+
+
+def _skipped(tree: ast.Module) -> set[int]:
+    """ids of nodes not to mutate: docstrings, f-strings, raise statements, __all__, annotations."""
+    skip: set[int] = set()
+
+    def all_below(n: ast.AST) -> None:
+        skip.update(id(x) for x in ast.walk(n))
+
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.JoinedStr, ast.Raise)):
+            all_below(n)
+        elif isinstance(n, (ast.Assign, ast.AugAssign)) and any(
+                isinstance(t, ast.Name) and t.id == "__all__" for t in (n.targets if isinstance(n, ast.Assign) else [n.target])):
+            all_below(n)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for a in n.args.args + n.args.kwonlyargs + n.args.posonlyargs:
+                if a.annotation is not None:
+                    all_below(a.annotation)
+            if n.returns is not None:
+                all_below(n.returns)
+        elif isinstance(n, ast.AnnAssign):
+            all_below(n.annotation)
+        if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body and isinstance(n.body[0], ast.Expr) \
+                and isinstance(getattr(n.body[0], "value", None), ast.Constant):
+            all_below(n.body[0])
+    return skip
+
+
+def mutants_of(module: str, base: Path = ROOT) -> list[Mutant]:
+    tree = ast.parse((base / "refimpl" / f"{module}.py").read_text())
+    skip = _skipped(tree)
+    out: list[Mutant] = []
+    seen: dict[tuple, int] = {}
+    for i, node in enumerate(ast.walk(tree)):
+        if id(node) in skip:
+            continue
+        for j, (what, _) in enumerate(operators(node)):
+            key = (getattr(node, "lineno", 0), getattr(node, "col_offset", 0), what)
+            seen[key] = seen.get(key, 0) + 1
+            out.append(Mutant(module, i, j, *key, nth=seen[key]))
+    return out
+
+
+def mutated_source(m: Mutant, base: Path = ROOT) -> str:
+    """The module's source with mutant ``m`` applied (``base``: the checkout whose module is read)."""
+    tree = ast.parse((base / "refimpl" / f"{m.module}.py").read_text())
+    nodes = list(ast.walk(tree))
+    target = nodes[m.index]
+    _, apply = operators(target)[m.variant]
+    new = apply(copy.deepcopy(target))
+    for parent in nodes:                                   # put the replacement where the node was
+        for field, value in ast.iter_fields(parent):
+            if value is target:
+                setattr(parent, field, new)
+            elif isinstance(value, list) and any(v is target for v in value):
+                value[[k for k, v in enumerate(value) if v is target][0]] = new
+    return ast.unparse(ast.fix_missing_locations(tree))
+
+
+# --- running ------------------------------------------------------------------------------------------
+
+def equivalents() -> dict[str, str]:
+    """``{id: reason}`` from the rows ``| `id` | equivalent | reason |`` of docs/mutation.md."""
+    if not DOC.exists():
+        return {}
+    rows = re.findall(r"^\|\s*`([^`]+)`\s*\|\s*equivalent\s*\|\s*(.*?)\s*\|\s*$", DOC.read_text(), re.M)
+    return dict(rows)
+
+
+def make_copy(work: Path) -> None:
+    for name in COPY:
+        src, dst = ROOT / name, work / name
+        if dst.exists():
+            shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
+        elif src.exists():
+            shutil.copy2(src, dst)
+
+
+def run_tests(work: Path, module: str, timeout: float) -> tuple[str, float, str]:
+    """``(outcome, seconds, first failing test)``; outcome "pass", "fail" or "timeout"."""
+    env = dict(os.environ, HYPOTHESIS_PROFILE="ci", PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(work),
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    files = [f"tests/{f}" for f in TESTS[module] if (work / "tests" / f).exists()]
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow", *files]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     try:
-        p.write_text(original.replace(old, new))
-        env = dict(os.environ, HYPOTHESIS_PROFILE="ci", PYTHONDONTWRITEBYTECODE="1")
-        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow",
-                            "-n", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
-        return re.findall(r"^FAILED (\S+)", r.stdout, re.M)
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return "timeout", time.monotonic() - t0, ""
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    first = re.search(r"^(?:FAILED|ERROR) (\S+)", out, re.M)
+    return ("pass" if proc.returncode == 0 else "fail"), time.monotonic() - t0, first.group(1) if first else out[-200:]
+
+
+def select(mods: list[str], only: list[str], n_max: int | None, seed: int, base: Path = ROOT) -> list[Mutant]:
+    ms = [m for mod in mods for m in mutants_of(mod, base)]
+    if only:
+        unknown = sorted(set(only) - {m.id for m in ms})
+        if unknown:                                        # the module changed since, or a typo
+            print(f"warning: {len(unknown)} mutant id(s) not found (module edited since?): {unknown[:5]}",
+                  file=sys.stderr)
+        ms = [m for m in ms if m.id in only]
+    if n_max is not None and len(ms) > n_max:              # a fixed-seed sample, every module in proportion
+        ms = sorted(random.Random(seed).sample(ms, n_max), key=lambda m: (mods.index(m.module), m.index, m.variant))
+    return ms
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--module", action="append", choices=sorted(TESTS), help="only this module (repeatable)")
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--max", type=int, default=None, help="run a fixed-seed sample of at most N mutants")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the --max sample (default 0)")
+    ap.add_argument("--only", nargs="+", default=[], help="run only these mutant ids (quote them: they hold spaces)")
+    ap.add_argument("--rerun", type=Path, default=None, metavar="JSON",
+                    help="run only the mutants that SURVIVED in this earlier --json file")
+    ap.add_argument("--work", type=Path, default=None, help="directory for the private copy (default: a temp dir)")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds per mutant run; skips the unmutated baseline runs (default: 2 x baseline + 20)")
+    ap.add_argument("--json", type=Path, default=None, help="write every mutant's result here")
+    args = ap.parse_args(argv)
+    if args.max is not None and args.max < 1:
+        ap.error(f"--max must be a positive integer, got {args.max}")
+    mods = args.module or list(TESTS)
+    if args.rerun is not None:
+        try:
+            args.only += [r["id"] for r in json.loads(args.rerun.read_text()) if r["status"] == "SURVIVED"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            ap.error(f"--rerun must name a JSON file written by --json, got {str(args.rerun)!r} ({e})")
+        if not args.only:
+            print("no surviving mutant to rerun")
+            return 0
+    if args.list:
+        ms = select(mods, args.only, args.max, args.seed)
+        for m in ms:
+            print(m.id)
+        print(f"{len(ms)} mutants in {', '.join(mods)}")
+        return 0
+    eq = equivalents()
+    work = args.work or Path(tempfile.mkdtemp(prefix="refimpl-mut-"))
+    work.mkdir(parents=True, exist_ok=True)
+    make_copy(work)                 # a snapshot: the mutants come from it, so edits made meanwhile do not shift them
+    ms = select(mods, args.only, args.max, args.seed, work)
+    results, timeouts, interrupted = [], {}, False
+    try:
+        for mod in dict.fromkeys(m.module for m in ms):      # the unmutated run: must pass; sets the timeout
+            if args.timeout is not None:
+                timeouts[mod] = args.timeout
+                continue
+            outcome, secs, first = run_tests(work, mod, 1800)
+            if outcome != "pass":
+                print(f"the unmutated tests of {mod} do not pass ({first}); fix that first", file=sys.stderr)
+                return 2
+            timeouts[mod] = 2 * secs + 20
+            print(f"[{mod}] baseline {secs:.1f} s, timeout {timeouts[mod]:.0f} s", flush=True)
+        for k, m in enumerate(ms, 1):
+            path = work / "refimpl" / f"{m.module}.py"
+            original = path.read_text()
+            try:
+                path.write_text(mutated_source(m, work))
+                outcome, secs, first = run_tests(work, m.module, timeouts[m.module])
+            finally:
+                path.write_text(original)
+            status = ("KILLED" if outcome != "pass" else "EQUIV" if m.id in eq else "SURVIVED")
+            results.append({"id": m.id, "module": m.module, "status": status, "outcome": outcome,
+                            "seconds": round(secs, 1), "by": first if outcome == "fail" else ""})
+            print(f"{k:4d}/{len(ms)} {status:8s} {secs:5.1f}s {m.id}" + (f"  <- {first}" if outcome == "fail" else
+                                                                          "  (timeout)" if outcome == "timeout" else ""),
+                  flush=True)
+    except KeyboardInterrupt:
+        print("interrupted: partial figures below", file=sys.stderr)
+        interrupted = True
     finally:
-        p.write_text(original)
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+    status = summarise(results, mods)
+    return 130 if interrupted else status
 
 
-def main() -> int:
-    survived = 0
-    for name, path, old, new in MUTANTS:
-        failed = run(name, path, old, new)
-        survived += not failed
-        print(f"{'CAUGHT  ' if failed else 'SURVIVED'} {name}: {len(failed)} failing tests")
-        for t in failed[:8]:
-            print(f"           {t}")
-        if len(failed) > 8:
-            print(f"           ... and {len(failed) - 8} more")
-    return 1 if survived else 0
+def summarise(results: list[dict], mods: list[str]) -> int:
+    print(f"\n{'module':10s} {'mutants':>7s} {'killed':>7s} {'equiv':>6s} {'survived':>8s} {'score':>7s}")
+    for mod in mods + ["total"]:
+        rs = [r for r in results if mod in ("total", r["module"])]
+        if not rs:
+            continue
+        n, k, e = len(rs), sum(r["status"] == "KILLED" for r in rs), sum(r["status"] == "EQUIV" for r in rs)
+        score = 100.0 * k / (n - e) if n > e else 100.0
+        print(f"{mod:10s} {n:7d} {k:7d} {e:6d} {n - k - e:8d} {score:6.1f}%")
+    for r in results:
+        if r["status"] == "SURVIVED":
+            print(f"SURVIVED {r['id']}")
+    n = len(results)
+    k, e = sum(r["status"] == "KILLED" for r in results), sum(r["status"] == "EQUIV" for r in results)
+    print(f"mutation score {100.0 * k / max(n - e, 1):.1f}%: {k} killed, {e} equivalent, {n - k - e} survived "
+          f"of {n} mutants")
+    return 1 if n - k - e else 0
 
 
 if __name__ == "__main__":
