@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 import refimpl
 from refimpl import tolerance
 from refimpl.harness import onnx_runtime as ortm
-from refimpl.harness.onnx_runtime import (ORT_DIVERGENCES, OrtCase, OrtCaseError, OrtProcessError, OrtRunError,
+from refimpl.harness.divergences import ORT_DIVERGENCES
+from refimpl.harness.onnx_runtime import (OrtCase, OrtCaseError, OrtProcessError, OrtRunError,
                                           OrtSession, availability, expressible)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,8 @@ import pytest
 
 import refimpl
 from refimpl import tolerance
-from refimpl.harness.torch_mha import (TORCH_MHA_DIVERGENCES, torch_mha_attend, torch_mha_expressible,
+from refimpl.harness.divergences import TORCH_MHA_DIVERGENCES
+from refimpl.harness.torch_mha import (torch_mha_attend, torch_mha_expressible,
                                        torch_mha_target)
 
 torch = pytest.importorskip("torch")

@@ -19,7 +19,7 @@ i attends key j iff j <= i + P, i.e. bottom-right. :class:`OrtCase` expresses bo
 attention with Sk > Sq that way, sending the first Sk - Sq keys/values as past_key/past_value.
 
 Divergences of ORT 1.30 (CPU) from the spec's reference implementation and from refimpl, each pinned by a
-test in tests/test_onnx_runtime.py: ``ORT_DIVERGENCES``.
+test in tests/test_onnx_runtime.py: ``refimpl.harness.divergences.ORT_DIVERGENCES``.
 """
 from __future__ import annotations
 
@@ -40,22 +40,12 @@ import numpy as np
 
 from .ort_case import DTYPES, OrtCase, OrtCaseError, encode, expressible
 
-__all__ = ["OrtCase", "OrtSession", "availability", "expressible", "ORT_DIVERGENCES",
+__all__ = ["OrtCase", "OrtSession", "availability", "expressible",
            "OrtCaseError", "OrtRunError", "OrtProcessError", "OrtUnavailable"]
 
 RUNNER = Path(__file__).with_name("ort_runner.mjs")
 MAX_RESTARTS = 3                  # worker restarts within one run() after a crash or a time-out
 
-ORT_DIVERGENCES = {
-    "O1": "fully masked query row (bool mask all False, or float mask all -inf): ORT gives an all-zero output "
-          "row, as refimpl does; the ONNX reference implementation (softmax of all -inf) gives NaN",
-    "O2": "attn_mask broadcast along its last two axes (e.g. shape (1, Sk), (B, 1, 1, Sk) or (Sq, 1)) is refused "
-          "by ORT ('inconsistent q_sequence_length' / 'total_sequence_length'); the spec allows any mask "
-          "broadcastable to (B, Hq, Sq, Sk)",
-    "O3": "a float attn_mask value equal to float32's lowest finite number (-3.4028235e38, ORT's own mask "
-          "sentinel) counts as masked: a row of them gives zeros; refimpl (and the math: a constant shift) "
-          "gives the uniform average of V",
-}
 
 
 class OrtUnavailable(RuntimeError):

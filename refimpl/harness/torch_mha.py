@@ -28,14 +28,10 @@ import math
 
 import numpy as np
 
-__all__ = ["torch_mha_attend", "torch_mha_expressible", "torch_mha_target", "TORCH_MHA_DIVERGENCES"]
+__all__ = ["torch_mha_attend", "torch_mha_expressible", "torch_mha_target"]
 
 DTYPES = ("float32", "float64")
 
-TORCH_MHA_DIVERGENCES = {
-    "M1": "fused MHA gives NaN weights and output for a query whose keys are all masked; refimpl gives zeros",
-    "M2": "fused MHA treats a float mask as boolean (nonzero = masked out) instead of adding it to the scores",
-}
 
 
 def torch_mha_expressible(q_shape, k_shape, v_shape, mask=None, dtype="float64") -> str | None:
