@@ -23,7 +23,7 @@ from functools import partial
 import numpy as np
 
 from .attention import scaled_dot_product_attention
-from .masks import window_mask
+from .masks import alibi_bias, window_mask
 
 __all__ = ["MODELS", "EXPLANATIONS", "TOLERANCES"]
 
@@ -113,12 +113,59 @@ def mask_polarity(q, k, v, *, mask=None, with_band=False, **kw):
     return _sdpa(q, k, v, mask=mask, **kw)
 
 
-def additive_mask_sign(q, k, v, *, mask=None, **kw):
-    """A float mask subtracted instead of added: S - mask on its finite entries (-inf still masks)."""
+def _with_alibi(mask, slopes, Sq: int, Sk: int, sign: float = 1.0):
+    """The user's ``mask`` (None, bool keep or float) with ALiBi's bias ``sign * -slope * |i + Sk - Sq - j|``."""
+    if slopes is None:
+        return mask
+    bias = sign * alibi_bias(slopes, Sq, Sk, alignment="bottom-right")[None]      # (1, H, Sq, Sk)
+    if mask is None:
+        return bias
+    mask = np.asarray(mask)
+    return np.where(mask, bias, -np.inf) if mask.dtype == bool else mask + bias
+
+
+def additive_mask_sign(q, k, v, *, mask=None, slopes=None, alibi_in_mask=False, **kw):
+    """A float mask subtracted instead of added: S - mask on its finite entries (-inf still masks). ``mask`` is
+    the user's mask; ALiBi (``slopes``) keeps its sign, unless ``alibi_in_mask``: an API that receives ALiBi as
+    part of its float mask (torch's SDPA) subtracts it with the rest."""
+    if alibi_in_mask:
+        mask, slopes = _with_alibi(mask, slopes, q.shape[-2], k.shape[-2]), None
     if mask is not None and np.asarray(mask).dtype != bool:
         m = np.asarray(mask)
         mask = np.where(np.isneginf(m), -np.inf, -m)
-    return _sdpa(q, k, v, mask=mask, **kw)
+    return _sdpa(q, k, v, mask=_with_alibi(mask, slopes, q.shape[-2], k.shape[-2]), **kw)
+
+
+def additive_mask_negated(q, k, v, *, mask=None, slopes=None, **kw):
+    """The whole float mask (ALiBi included, as torch's SDPA receives it) subtracted, -inf entries too:
+    S - mask, where a -inf becomes +inf (NaN rows)."""
+    mask = _with_alibi(mask, slopes, q.shape[-2], k.shape[-2])
+    if mask is None or np.asarray(mask).dtype == bool:
+        return _sdpa(q, k, v, mask=mask, **kw)
+    s, keep, v = _parts(q, k, v, **dict(_kw(kw), mask=None))
+    with np.errstate(invalid="ignore", over="ignore"):
+        s = s - np.asarray(mask, np.float64)
+        return _softmax(s, keep) @ v
+
+
+def alibi_sign(q, k, v, *, mask=None, slopes=None, **kw):
+    """ALiBi with the wrong sign: bias +slope * |i + Sk - Sq - j| (distant keys favoured) instead of -slope * ...;
+    without ALiBi (no ``slopes``) the mistake does not show: the reference."""
+    return _sdpa(q, k, v, mask=_with_alibi(mask, slopes, q.shape[-2], k.shape[-2], sign=-1.0), **kw)
+
+
+def weights_transposed(q, k, v, **kw):
+    """The output is right; the weights are returned transposed, (B..., Sk, Sq) instead of (B..., Sq, Sk).
+    Returns ``(output, weights)``: the one model about what a target returns besides its output."""
+    out, w = scaled_dot_product_attention(q, k, v, **kw)
+    return out, np.swapaxes(w, -1, -2)
+
+
+# models that take the user's mask and the ALiBi slopes apart (the diagnosis passes ``mask`` and ``slopes``)
+for _fn in (additive_mask_sign, additive_mask_negated, alibi_sign):
+    _fn.splits_alibi = True
+_ALIBI_IN_MASK = partial(additive_mask_sign, alibi_in_mask=True)
+_ALIBI_IN_MASK.splits_alibi = True
 
 
 def causal_alignment(q, k, v, *, alignment="top-left", **kw):
@@ -200,11 +247,12 @@ def denominator_epsilon(q, k, v, *, eps=1e-6, **kw):
     return (e / (e.sum(axis=-1, keepdims=True) + eps)) @ v
 
 
-def blocked_tail(q, k, v, *, block=64, **kw):
-    """Key blocks counted with Sk // block: when Sk > block, keys from block * (Sk // block) on are never seen."""
+def blocked_tail(q, k, v, *, block=64, short_too=False, **kw):
+    """Key blocks counted with Sk // block: when Sk > block, keys from block * (Sk // block) on are never seen
+    (``short_too``: a kernel that also runs no block at all when Sk < block, so its output is zeros there)."""
     s, keep, v = _parts(q, k, v, **_kw(kw))
     Sk = s.shape[-1]
-    if Sk > block:
+    if Sk > block or short_too:
         keep = keep & (np.arange(Sk) < block * (Sk // block))
     return _softmax(s, keep) @ v
 
@@ -239,8 +287,11 @@ MODELS: dict[str, list[tuple[str, object]]] = {
     "scale": [(f, _named(scale, factor=f)) for f in ("1/sqrt(Sk)", "1/sqrt(Dv)", "1/D", "1", "1 always")],
     "mask-polarity": [("True = masked", mask_polarity),
                       ("True = masked, band included", _named(mask_polarity, with_band=True))],
-    "additive-mask-sign": [("S - mask", additive_mask_sign)],
+    "additive-mask-sign": [("S - mask", additive_mask_sign),
+                           ("S - mask, ALiBi in the mask too", _ALIBI_IN_MASK),
+                           ("S - mask, -inf too", additive_mask_negated)],
     "causal-alignment": [("other alignment", causal_alignment)],
+    "alibi-sign": [("+slope * distance", alibi_sign)],
     "window-bounds": [("left + 1", _named(window_bounds, shift=1)), ("left - 1", _named(window_bounds, shift=-1))],
     "softmax-axis": [("over queries", softmax_axis)],
     "no-max-subtraction": [("exp(S)", no_max_subtraction)],
@@ -249,7 +300,8 @@ MODELS: dict[str, list[tuple[str, object]]] = {
     "gqa-grouping": [("h % Hkv", gqa_grouping)],
     "softcap": [("tanh before scaling", softcap_order)],
     "denominator-epsilon": [("+1e-6", denominator_epsilon)],
-    "blocked-tail": [("blocks of 64", blocked_tail)],
+    "blocked-tail": [("blocks of 64", blocked_tail),
+                     ("blocks of 64, none when Sk < 64", lambda q, k, v, **kw: blocked_tail(q, k, v, short_too=True, **kw))],
     "online-rescale": [("blocks of 32", online_rescale)],
     "low-precision": [("softmax in float16", low_precision)],
 }
@@ -259,6 +311,8 @@ EXPLANATIONS: dict[str, str] = {
     "mask-polarity": "True in a bool mask is treated as masked out",
     "additive-mask-sign": "the float mask is subtracted from the scores instead of added",
     "causal-alignment": "the causal/window band uses the other alignment",
+    "weights-transposed": "the output is right but the weights are returned transposed, (Sk, Sq) per head",
+    "alibi-sign": "the ALiBi bias is +slope * distance (distant keys favoured) instead of -slope * distance",
     "window-bounds": "the sliding window's left edge is off by one",
     "softmax-axis": "softmax is taken over the queries instead of the keys",
     "no-max-subtraction": "exp(scores) without subtracting the row max overflows",

@@ -73,9 +73,12 @@ def fits(fn, data: CaseData, got: np.ndarray, rtol: float = 1e-3, atol: float = 
     """Whether bug model ``fn`` reproduces ``got`` (B, Hq, Sq, Dv) on this case (an exception: no). On a failing
     case the model must also explain the failure: on the rows that have keys, its distance to ``got`` is at
     most ``EXPLAINS`` times the expected output's (a model equal to the reference explains nothing)."""
+    kw = data.reference_kwargs()
+    if getattr(fn, "splits_alibi", False):      # the model takes the user's mask and the ALiBi slopes apart
+        kw = dict(kw, mask=data.mask, slopes=data.slopes)
     try:
         with np.errstate(all="ignore"):
-            out = np.asarray(fn(data.q, data.k, data.v, **data.reference_kwargs()), np.float64)   # (B, Hq, Sq, Dv)
+            out = np.asarray(fn(data.q, data.k, data.v, **kw), np.float64)   # (B, Hq, Sq, Dv)
     except Exception:
         return False
     if not _close(out, got, data.v, rtol, atol):
@@ -104,7 +107,26 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
             return (all(fits(fn, d, g, rtol, atol) for d, g in fail_cases)
                     and all(fits(fn, d, g, rtol, atol, failing=False) for d, g in pass_cases))
         lines = fitting_models(target, bugs.MODELS, bugs.EXPLANATIONS, fit)
+    if _weights_transposed([r for r in failing if getattr(r, "got", None) is not None], store, specs):
+        lines.append(f"diagnosis {target}: weights-transposed — {bugs.EXPLANATIONS['weights-transposed']}")
     return lines or [f"diagnosis {target}: unknown"]
+
+
+def _weights_transposed(failing: list[CaseResult], store, specs) -> bool:
+    """Every failing case (with returned weights) is explained by :func:`refimpl.bugs.weights_transposed`:
+    the output agrees with the model's and the weights are its transposed ones."""
+    seen = 0
+    for r in failing[:MAX_FAILING]:
+        data = _data(store, r, specs)
+        w = getattr(r.got, "weights", None)
+        if data is None or w is None or not _small(data):
+            return False
+        with np.errstate(all="ignore"):
+            out, w_model = bugs.weights_transposed(data.q, data.k, data.v, **data.reference_kwargs())
+        if not (_close(out, r.got.output, data.v, 1e-3, 1e-6) and _close(w_model, w, np.ones(1), 1e-3, 1e-6)):
+            return False
+        seen += 1
+    return seen > 0
 
 
 def _usable(rs: list[CaseResult], store, specs, cap: int) -> list[tuple[CaseData, np.ndarray]]:
