@@ -279,3 +279,17 @@ def test_a_huge_positive_additive_mask_on_top_of_huge_scores_does_not_overflow(f
     out = (ri.scaled_dot_product_attention(q, k, v, mask=mask, scale=1.0)[0] if fn == "plain"
            else sdpa_online(q, k, v, mask=mask, scale=1.0, block_k=1))
     np.testing.assert_array_equal(out, [[3.0]])               # true logits 1.8e308 vs 1.7e308: all weight on key 0
+
+
+# --- survivors of the second sample (seed 1) ---------------------------------------------------------------
+
+def test_as_float_array_takes_a_0d_value_by_default():
+    a = _checks.as_float_array(np.float64(3.0), "x")
+    assert a.shape == () and float(a) == 3.0
+
+
+@pytest.mark.parametrize("mask", ["yes", b"no"])
+def test_a_string_mask_is_an_input_type_error_naming_the_mask(mask):
+    q = np.ones((2, 3))
+    with pytest.raises(ri.InputTypeError, match="mask must be a bool keep-mask"):
+        ri.scaled_dot_product_attention(q, q, q, mask=mask)
