@@ -293,3 +293,22 @@ def test_a_string_mask_is_an_input_type_error_naming_the_mask(mask):
     q = np.ones((2, 3))
     with pytest.raises(ri.InputTypeError, match="mask must be a bool keep-mask"):
         ri.scaled_dot_product_attention(q, q, q, mask=mask)
+
+
+def test_gqa_refuses_batch_dims_that_do_not_broadcast_naming_the_arrays():
+    q = np.ones((2, 4, 3, 5))
+    k = np.ones((3, 2, 3, 5))                       # batch 3 against q's 2: no broadcast
+    with pytest.raises(ri.ShapeError, match="k"):
+        ri.scaled_dot_product_attention(q, k, np.ones((2, 2, 3, 5)), enable_gqa=True)
+    with pytest.raises(ri.ShapeError, match="v"):
+        ri.scaled_dot_product_attention(q, np.ones((2, 2, 3, 5)), np.ones((3, 2, 3, 5)), enable_gqa=True)
+
+
+def test_forward_for_sdpa_cases_is_absolute_only():
+    from refimpl import tolerance as t
+    q = np.ones((2, 3, 4))
+    b = t.forward_for_sdpa_cases(q, q, q)
+    assert b.rtol == 0.0
+    e = np.full((2, 3, 4), 1.0)                     # the expected value's size must not widen the bound
+    over = e + 4 * np.asarray(b.atol)
+    assert not t.compare(over, e, b).ok
