@@ -312,3 +312,19 @@ def test_forward_for_sdpa_cases_is_absolute_only():
     e = np.full((2, 3, 4), 1.0)                     # the expected value's size must not widen the bound
     over = e + 4 * np.asarray(b.atol)
     assert not t.compare(over, e, b).ok
+
+
+def test_a_scalar_bias_sums_every_score_into_its_one_gradient():
+    from refimpl import tolerance as t
+    rng = np.random.default_rng(7)
+    q, k, v, g = (rng.standard_normal(s) for s in ((2, 3, 4), (2, 5, 4), (2, 5, 6), (2, 3, 6)))
+    one = t.sdpa_grad_terms(q, k, v, g, bias_shape=(1, 1))["dbias"]
+    assert one[2] == 2 * 3 * 5            # gain: n_batch * n_q * n_k copies summed into one dbias entry
+
+
+def test_gradient_within_budget_at_its_edge():
+    from refimpl import tolerance as t
+    o = np.array([1.0])
+    quantum = t.QUANTUM_ULPS * t.eps(np.float64)      # conditioning 0, reference exact: allowed = quantum
+    ok, err, allowed = t.gradient_within_budget(o + quantum, o, o, np.float64, conditioning=0.0)
+    assert err == allowed == quantum and ok
