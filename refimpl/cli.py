@@ -76,10 +76,11 @@ def _check(args) -> int:
             unavailable[name] = str(e)
     for spec in args.target:
         t = load_target(spec, layout=args.layout, torch=args.torch_tensors, api=args.api)   # UsageError: exit 2
-        if not args.no_isolation and spec not in builtins and not spec.startswith("R:"):
-            from .harness.isolation import IsolatedFunction
-            t.fn = IsolatedFunction(spec, timeout=args.timeout,
-                                    max_memory=None if args.max_memory is None else int(args.max_memory * 2**20))
+        if not args.no_isolation and spec not in builtins:
+            from .harness.isolation import IsolatedFunction, IsolatedRFunction
+            proxy = IsolatedRFunction if spec.startswith("R:") else IsolatedFunction
+            t.fn = proxy(spec, timeout=args.timeout,
+                         max_memory=None if args.max_memory is None else int(args.max_memory * 2**20))
         targets.append(t)
     try:
         return _run_and_report(args, targets, unavailable)

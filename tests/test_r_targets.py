@@ -188,3 +188,25 @@ def test_conform_r_catches_broken_functions(exported, fn, word, text):
 def test_conform_r_usage_errors_exit_2_naming_the_argument(exported):
     p = _conform(exported, "no_such_fn")
     assert p.returncode == 2 and "fn no_such_fn:" in p.stderr and "defines no function" in p.stderr
+
+
+@pytest.mark.r
+def test_an_r_function_that_quits_or_hangs_gets_its_verdict_in_the_worker(tmp_path):
+    """R runs embedded in the target's worker process: quit() or a hang ends that call, not the run."""
+    import json
+    import subprocess
+    import sys
+    src = tmp_path / "hostile.R"
+    src.write_text("r_quits <- function(Q, K, V, mask = NULL) quit(save = 'no', status = 3)\n"
+                   "r_hangs <- function(Q, K, V, mask = NULL) { Sys.sleep(1000); Q }\n")
+    good = "R:tests/zoo/r/attention_impls.R:attn_correct"
+    args = [sys.executable, "-m", "refimpl", "check", "--random", "0", "--suite", "quick", "--family", "sizes",
+            "--timeout", "3", "--quiet", "--format", "json", "--target", good, "--only", good]
+    for fn in ("r_quits", "r_hangs"):
+        args += ["--target", f"R:{src}:{fn}", "--only", f"R:{src}:{fn}"]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=240, cwd=Path(__file__).parents[1])
+    assert p.returncode == 1, p.stderr[-1500:]
+    fam = next(c for c in json.loads(p.stdout)["cases"] if c["id"] == "family:sizes")["results"]
+    assert fam[good]["status"] == "pass"
+    assert fam[f"R:{src}:r_quits"]["status"] == "crash"
+    assert fam[f"R:{src}:r_hangs"]["status"] == "timeout"

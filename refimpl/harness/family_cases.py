@@ -172,7 +172,11 @@ def _batched(target: Target, specs: list[CaseSpec], store: CaseStore) -> dict:
     if not callable(batch):
         return {}
     todo = [s for s in specs if expressible(target.api, s) is None and not (more and more(s))]
-    return dict(zip((s.id for s in todo), batch([store.get(s) for s in todo])))
+    try:
+        got = batch([store.get(s) for s in todo])
+    except Exception as e:  # the whole batch died (a crash or hang in the worker): every case of it says so
+        got = [e] * len(todo)
+    return dict(zip((s.id for s in todo), got))
 
 
 def family_case(name: str, specs: list[CaseSpec], store: CaseStore, masked_rows: str | None = None,

@@ -15,7 +15,7 @@ from ..errors import UsageError
 from .cases import TargetDied
 from .worker import Worker, WorkerLoadError
 
-__all__ = ["IsolatedFunction", "TargetDied", "child_loader"]
+__all__ = ["IsolatedFunction", "IsolatedRFunction", "TargetDied", "child_loader", "r_child_loader"]
 
 
 def _snap(a):
@@ -53,14 +53,30 @@ def child_loader(spec: str):
     return call
 
 
+def r_child_loader(spec: str):
+    """Runs in the worker: embed R there, load the R function ``spec`` (R:file.R:fn or R:pkg::fn) and return the
+    per-call function; a ``("batch", datas)`` payload is one batched bridge call for a family row."""
+    from .r_targets import load_r_target
+    from .targets import Target
+    fn = load_r_target(spec, Target).fn
+
+    def call(payload):
+        if payload[0] == "batch":
+            return fn.batch(payload[1]), {}
+        args, kwargs = payload[1:]
+        return fn(*args, **kwargs), {}
+    return call
+
+
 class IsolatedFunction:
     """A callable proxy for ``spec`` running in a worker process (started at construction)."""
+
+    LOADER = "refimpl.harness.isolation:child_loader"
 
     def __init__(self, spec: str, *, timeout: float = 60.0, max_memory: int | None = None):
         self.spec = spec
         self.costly_in_a_row: tuple[str, int] = ("", 0)   # (timeout | oom, how many calls in a row ended so)
-        self.worker = Worker("refimpl.harness.isolation:child_loader", (spec,), timeout=timeout,
-                             max_memory=max_memory)
+        self.worker = Worker(self.LOADER, (spec,), timeout=timeout, max_memory=max_memory)
         try:
             self.worker.start()
         except WorkerLoadError as e:
@@ -68,11 +84,18 @@ class IsolatedFunction:
 
     GIVE_UP_AFTER = 3      # consecutive timeouts (or ooms): each costs up to --timeout; the rest are not called
 
+    def _payload(self, args, kwargs):
+        return (args, kwargs)
+
     def __call__(self, *args, **kwargs):
+        return self._send(self._payload(args, kwargs), args, kwargs)
+
+    def _send(self, payload, args=(), kwargs=None):
+        kwargs = kwargs or {}
         kind, n = self.costly_in_a_row
         if n >= self.GIVE_UP_AFTER:
             raise TargetDied(kind, f"not called: the last {n} calls ended in '{kind}'")
-        r = self.worker.run([(args, kwargs)])[0]
+        r = self.worker.run([payload])[0]
         costly = r.status in ("timeout", "oom")
         self.costly_in_a_row = (r.status, n + 1 if kind == r.status else 1) if costly else ("", 0)
         if r.status == "ok":
@@ -90,3 +113,16 @@ class IsolatedFunction:
 
     def close(self) -> None:
         self.worker.close()
+
+
+class IsolatedRFunction(IsolatedFunction):
+    """An R function as a target, with embedded R in the worker process (an R crash or hang is that call's
+    verdict, not the run's); ``batch`` keeps the one-bridge-call-per-family-row batching of r_targets."""
+
+    LOADER = "refimpl.harness.isolation:r_child_loader"
+
+    def _payload(self, args, kwargs):
+        return ("call", args, kwargs)
+
+    def batch(self, datas: list) -> list:
+        return self._send(("batch", datas))
