@@ -328,3 +328,29 @@ def test_gradient_within_budget_at_its_edge():
     quantum = t.QUANTUM_ULPS * t.eps(np.float64)      # conditioning 0, reference exact: allowed = quantum
     ok, err, allowed = t.gradient_within_budget(o + quantum, o, o, np.float64, conditioning=0.0)
     assert err == allowed == quantum and ok
+
+
+# --- survivors of the third sample (seed 2) ----------------------------------------------------------------
+
+@pytest.mark.parametrize("bad,word", [(None, "NoneType"), ({"a": 1}, "dict"), ("text", "str")])
+def test_a_non_array_is_refused_naming_what_arrived(bad, word):
+    with pytest.raises(ri.InputTypeError, match=f"x must be an array-like of real numbers, got {word}"):
+        _checks.as_float_array(bad, "x")
+
+
+def test_allow_nonfinite_keeps_nan_and_inf():
+    a = _checks.as_float_array([np.nan, np.inf, 1.0], "x", allow_nonfinite=True)
+    assert np.isnan(a[0]) and np.isinf(a[1]) and a[2] == 1.0
+
+
+def test_gradient_within_budget_scales_its_quantum_with_the_conditioning():
+    from refimpl import tolerance as t
+    o = np.array([1.0])
+    quantum = t.QUANTUM_ULPS * t.eps(np.float64) * (1.0 + 1.0)     # conditioning 1: twice the quantum
+    ok, err, allowed = t.gradient_within_budget(o + quantum, o, o, np.float64, conditioning=1.0)
+    assert err == allowed == quantum and ok
+
+
+def test_an_array_of_strings_is_refused_describing_the_array():
+    with pytest.raises(ri.InputTypeError, match=r"x must hold real numbers, got dtype <U1 \(ndarray of dtype <U1 and shape \(2,\)\)"):
+        _checks.as_float_array(np.array(["a", "b"]), "x")
