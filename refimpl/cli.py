@@ -76,6 +76,9 @@ def _check(args) -> int:
             unavailable[name] = str(e)
     for spec in args.target:
         t = load_target(spec, layout=args.layout, torch=args.torch_tensors, api=args.api)   # UsageError: exit 2
+        dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+        if dtypes and "float64" not in dtypes:     # a lower-precision kernel: the float64 rows are n/a for it
+            t.precision = "float32" if "float32" in dtypes else dtypes[0]
         if not args.no_isolation and spec not in builtins:
             from .harness.isolation import IsolatedFunction, IsolatedRFunction
             proxy = IsolatedRFunction if spec.startswith("R:") else IsolatedFunction

@@ -154,3 +154,14 @@ def test_a_target_writing_to_its_inputs_is_reported_and_affects_no_other_cell():
             continue                                         # R unavailable: the vignette rows skip for both
         assert rows[row][good]["status"] == "pass", (row, rows[row][good])
         assert rows[row][bad]["status"] in ("error", "FAIL") and "writes to its inputs" in rows[row][bad]["detail"]
+
+
+def test_a_float32_kernel_checked_with_dtype_float32_conforms_on_every_row():
+    """The issue's case: a correct float32 kernel failed the float64 fixture rows at 1e7x; with --dtype float32
+    those rows are n/a for it (their expectations are float64) and the families judge it by the float32 budget."""
+    spec = f"{ZOO / 'numpy_impls.py'}:float32"
+    p = subprocess.run([sys.executable, "-m", "refimpl", "check", "--target", spec, "--only", spec, "--random", "0",
+                        "--suite", "quick", "--dtype", "float32", "--quiet"], capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0 and "RESULT: all targets conform" in p.stdout, p.stdout[-2000:]
+    fixed = [line for line in p.stdout.splitlines() if line.startswith("fixture:codefinity")]
+    assert fixed and " n/a" in fixed[0], fixed
