@@ -82,8 +82,7 @@ def _check(args) -> int:
         if not args.no_isolation and spec not in builtins:
             from .harness.isolation import IsolatedFunction, IsolatedRFunction
             proxy = IsolatedRFunction if spec.startswith("R:") else IsolatedFunction
-            t.fn = proxy(spec, timeout=args.timeout,
-                         max_memory=None if args.max_memory is None else int(args.max_memory * 2**20))
+            t.fn = proxy(spec, timeout=args.timeout, max_memory=_max_memory(args))
         targets.append(t)
     try:
         return _run_and_report(args, targets, unavailable)
@@ -91,14 +90,14 @@ def _check(args) -> int:
         close_targets(targets)
 
 
+def _max_memory(args) -> int | None:
+    return None if args.max_memory is None else int(args.max_memory * 2**20)
+
+
 def _run_and_report(args, targets, unavailable) -> int:
     from .env import environment
     from .errors import UsageError
-    from .fixtures.schema import FixtureError
-    from .harness.html import write_html
-    from .harness.report import render
-    from .harness.runner import collect_cases, run_check
-    from .io import check_writable, write_atomic
+    from .io import check_writable
 
     if args.only:
         targets = [t for t in targets if t.name in args.only]
@@ -108,7 +107,7 @@ def _run_and_report(args, targets, unavailable) -> int:
     for opt, path in (("--output", args.output), ("--html", args.html)):
         if path:
             check_writable(path, opt)          # before the run: a report is never lost at the end
-    from .harness.probe import probe_targets, record
+    from .harness.probe import probe_targets
     probed = probe_targets(targets, (args.dtype.split(",")[0].strip() or "float64"), user=set(args.target))
     env = environment()
     t0 = time.perf_counter()
@@ -130,10 +129,27 @@ def _run_and_report(args, targets, unavailable) -> int:
             raise UsageError("--repro CASE_ID needs exactly one --target")
         sys.stdout.write(script_for(args.repro, user[0], dtypes=dtypes))
         return EXIT_OK
-    backward = None
+    backward = proxy = None
     if args.backward:
         from .harness.grad_cases import load_backward
-        backward = load_backward(args.backward)
+        backward = load_backward(args.backward)              # checked here: a wrong signature is exit 2
+        if not args.no_isolation:
+            from .harness.isolation import IsolatedFunction
+            backward.fn = proxy = IsolatedFunction(args.backward, timeout=args.timeout, max_memory=_max_memory(args))
+    try:
+        return _collect_run_report(args, targets, unavailable, env, progress, dtypes, shard, user, probed, backward)
+    finally:
+        if proxy is not None:
+            proxy.close()
+
+
+def _collect_run_report(args, targets, unavailable, env, progress, dtypes, shard, user, probed, backward) -> int:
+    from .fixtures.schema import FixtureError
+    from .harness.html import write_html
+    from .harness.probe import record
+    from .harness.report import render
+    from .harness.runner import collect_cases, run_check
+    from .io import write_atomic
     try:
         cases = collect_cases(random_n=args.random, families=[] if args.no_families else args.family,
                               suite=args.suite, dtypes=dtypes, shard=shard, masked_rows=args.masked_rows,

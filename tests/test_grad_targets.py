@@ -4,8 +4,13 @@ Correct implementations conform in float64 and float32 (NumPy) and float64, floa
 autograd); every broken one fails and is diagnosed by its catalogued bug model, and by no other model.
 """
 import importlib.util
+import json
 import math
+import subprocess
+import sys
+import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -177,7 +182,7 @@ def test_analyse_grad_puts_the_lines_into_the_run():
     assert not run.ok
 
 
-def test_isolated_targets_get_their_gradients_in_process():
+def test_isolated_targets_get_their_gradients_in_their_worker():
     from refimpl.harness.isolation import IsolatedFunction
     spec = f"{ZOO / 'torch_autograd_impls.py'}:autograd_bwd_gqa_first_head"
     proxy = IsolatedFunction(spec, timeout=60)
@@ -187,6 +192,90 @@ def test_isolated_targets_get_their_gradients_in_process():
     finally:
         proxy.close()
     assert o.status == Status.FAIL and models == {"bwd-gqa-sum"}
+
+
+def _hostile(name, timeout=60.0):
+    from refimpl.harness.isolation import IsolatedFunction
+    spec = f"{ZOO / 'hostile_grads.py'}:{name}"
+    return spec, IsolatedFunction(spec, timeout=timeout)
+
+
+def _statuses(outcome):
+    return Counter(Status(r.status).value for r in outcome.cases)
+
+
+def test_a_target_that_segfaults_in_its_backward_gets_crash_verdicts_and_the_rest_go_on():
+    spec, proxy = _hostile("sdpa_segfault_in_backward")
+    try:
+        o = _rows(Target(spec, proxy, api="torch-sdpa", torch=True), ["sizes"], ("float64",))["sizes"][0]
+    finally:
+        proxy.close()
+    n = _statuses(o)
+    # the worker dies on its 3rd backward, restarts, and the count starts again: 2 passes per crash
+    assert n["crash"] >= 3 and n["pass"] >= 2 * n["crash"] - 2 and set(n) == {"crash", "pass"}, n
+    crash = next(r for r in o.cases if r.status == Status.CRASH)
+    assert "SIGSEGV" in crash.detail, crash.detail
+    correct_spec, correct = _hostile("sdpa_correct")
+    try:
+        ok = _rows(Target(correct_spec, correct, api="torch-sdpa", torch=True), ["sizes"], ("float64",))["sizes"][0]
+    finally:
+        correct.close()
+    assert ok.status == Status.PASS, ok.detail
+
+
+def test_sys_exit_and_a_hang_in_the_backward_are_that_case_s_verdict():
+    spec, proxy = _hostile("sdpa_sys_exit_in_backward")
+    try:
+        o = _rows(Target(spec, proxy, api="torch-sdpa", torch=True), ["scale"], ("float64",))["scale"][0]
+    finally:
+        proxy.close()
+    assert set(_statuses(o)) == {"crash"} and "exit" in o.cases[0].detail.lower(), o.cases[0].detail
+    spec, proxy = _hostile("sdpa_hang_in_backward", timeout=2.0)
+    t = time.perf_counter()
+    try:
+        o = _rows(Target(spec, proxy, api="torch-sdpa", torch=True), ["sizes"], ("float64",))["sizes"][0]
+    finally:
+        proxy.close()
+    took = time.perf_counter() - t
+    n = _statuses(o)
+    assert set(n) == {"timeout"} and n["timeout"] == len(o.cases), n
+    assert sum("not called" in r.detail for r in o.cases) == len(o.cases) - 3
+    assert took < 3 * 2 + 20, f"{took:.1f} s: three timeouts of 2 s, then no more calls"
+
+
+def test_a_backward_function_that_exits_runs_in_its_own_worker():
+    from refimpl.harness.isolation import IsolatedFunction
+    spec = f"{ZOO / 'hostile_grads.py'}:grad_exit_every_second_call"
+    backward = load_backward(spec)
+    backward.fn = proxy = IsolatedFunction(spec, timeout=60)
+    try:
+        o = _rows(_numpy_target(), ["batched-heads"], ("float64",), backward)["batched-heads"][0]
+    finally:
+        proxy.close()
+    n = _statuses(o)
+    assert set(n) == {"crash", "pass"} and abs(n["crash"] - n["pass"]) <= 1, n
+    assert "exit" in next(r for r in o.cases if r.status == Status.CRASH).detail.lower()
+
+
+def test_check_grad_survives_a_crash_in_autograd_and_a_hanging_backward_and_json_stays_valid():
+    target = f"{ZOO / 'hostile_grads.py'}:sdpa_segfault_in_backward"
+    p = subprocess.run([sys.executable, "-m", "refimpl", "check", "--random", "0", "--quiet", "--format", "json",
+                        "--family", "scale", "--suite", "quick", "--dtype", "float64", "--grad",
+                        "--timeout", "3", "--api", "torch-sdpa", "--target", target, "--only", target],
+                       capture_output=True, text=True, timeout=180)
+    assert p.returncode == 1, p.stderr[-2000:]
+    rows = {c["id"]: c["results"][target] for c in json.loads(p.stdout)["cases"]}
+    assert rows["family:scale"]["status"] == "pass"                     # the forward rows are untouched
+    assert rows["grad:scale"]["status"] == "crash" and "SIGSEGV" in rows["grad:scale"]["detail"], rows["grad:scale"]
+    target = f"{ZOO / 'numpy_impls.py'}:plain"
+    p = subprocess.run([sys.executable, "-m", "refimpl", "check", "--random", "0", "--quiet", "--format", "json",
+                        "--family", "scale", "--suite", "quick", "--dtype", "float64", "--timeout", "3",
+                        "--backward", f"{ZOO / 'hostile_grads.py'}:grad_hang", "--target", target, "--only", target],
+                       capture_output=True, text=True, timeout=180)
+    assert p.returncode == 1, p.stderr[-2000:]
+    rows = {c["id"]: c["results"][target] for c in json.loads(p.stdout)["cases"]}
+    assert rows["family:scale"]["status"] == "pass"
+    assert rows["grad:scale"]["status"] == "timeout", rows["grad:scale"]
 
 
 def test_load_backward_errors_name_the_flag(tmp_path):

@@ -14,9 +14,10 @@ How a column gets its gradients:
   target without ``--backward`` is skipped, with the flag to use.
 * ``refimpl`` is the reference (its backward is the oracle); other built-ins without autograd and ``R:``
   function targets are n/a.
-* Isolation: autograd cannot cross the worker's process boundary, so grad rows call user targets (and
-  the ``--backward`` function) **in the harness's process**, loaded from the same spec: a target that
-  crashes its process takes the run with it in these rows (run ``--grad`` after the forward rows pass).
+* Isolation: as in the forward rows, a user target's gradients are computed in its worker
+  (:meth:`.isolation.IsolatedFunction.grads`: the graph is built and differentiated there, only arrays
+  cross), and ``--backward`` runs in a worker of its own; a crash, ``sys.exit``, hang or memory past
+  ``--max-memory`` in either is that case's verdict (``crash``, ``timeout``, ``oom``), and the run goes on.
 
 Families with no gradient meaning are n/a: ``long`` (S up to 16,384: the autograd graph of an
 Sq x Sk matrix per head) and ``extreme-logits`` (saturated softmax: the weights are one-hot up to
@@ -38,7 +39,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import Unavailable, UsageError
-from .apis import _array_dtype, keep_mask, _to_numpy, call, expressible
+from .apis import _array_dtype, keep_mask, _to_numpy, expressible
+from .autograd_grads import autograd_grads
 from .cases import Case, Outcome, Status, TargetDied
 from .families import FAMILIES
 from .features import CaseSpec
@@ -52,12 +54,12 @@ GRAD_NA = {"long": "gradients of S >= 2,048 are not checked (an Sq x Sk autograd
            "extreme-logits": "no gradient meaning: the softmax saturates (one-hot weights, ties decided by "
                              "rounding, the gradient bound vacuous)"}
 _TORCH_APIS = ("torch-sdpa", "flash-attn")
-_LOADED: dict[str, Callable] = {}
 
 
 @dataclass
 class Backward:
-    """The ``--backward MOD:FN`` function: ``FN(q, k, v, d_out, mask=None, scale=None) -> (dq, dk, dv)``."""
+    """The ``--backward MOD:FN`` function: ``FN(q, k, v, d_out, mask=None, scale=None) -> (dq, dk, dv)``
+    (``fn`` is replaced by an :class:`.isolation.IsolatedFunction` unless ``--no-isolation``)."""
     spec: str
     fn: Callable
 
@@ -106,41 +108,14 @@ def _mode(target: Target, backward: Backward | None) -> tuple[str, str]:
     return "numpy", ""
 
 
-def _in_process(fn):
-    """The user's function itself: an isolated proxy (it has a ``spec`` and a ``worker``) is loaded again here."""
-    if hasattr(fn, "worker") and hasattr(fn, "spec"):
-        if fn.spec not in _LOADED:
-            _LOADED[fn.spec] = load_function(fn.spec)
-        return _LOADED[fn.spec]
-    return fn
-
-
 def _autograd(target: Target, data, d_out: np.ndarray) -> GradReturned:
-    import torch
-    box = {}
-
-    def wrapped(*args, **kwargs):
-        ins = args[:3]                                        # q, k, v tensors as the API lays them out
-        for t in ins:
-            t.requires_grad_(True)
-        box["ins"], box["res"] = ins, fn(*args, **kwargs)
-        return box["res"]
-
-    fn = _in_process(target.fn)
-    call(wrapped, target.api, data, layout=target.layout, torch=True)
-    out = box["res"][0] if isinstance(box["res"], (tuple, list)) else box["res"]
-    if not isinstance(out, torch.Tensor) or out.grad_fn is None:
-        raise TypeError("the output carries no autograd graph (computed outside torch, detached or under no_grad)")
-    swap = target.api == "flash-attn" or (target.api == "refimpl" and target.layout == "BSHD")
-    g = np.swapaxes(d_out, 1, 2) if swap else d_out           # (B, Sq, Hq, Dv) for the BSHD layouts
-    gt = torch.tensor(np.ascontiguousarray(g), dtype=torch.float64).to(out.dtype)
-    grads = torch.autograd.grad(out, box["ins"], grad_outputs=gt, allow_unused=True)
-    res, dtypes = {}, []
-    for name, gr, inp in zip(GRADS, grads, box["ins"]):
-        a, dt = _to_numpy(torch.zeros_like(inp) if gr is None else gr, name)
-        res[name] = np.swapaxes(a, 1, 2) if swap else a
-        dtypes.append(dt)
-    return GradReturned(res, min(dtypes, key=lambda d: {"float64": 3, "float32": 2}.get(d, 1)))
+    """Through autograd where the target runs: in its worker when its function is a proxy that offers
+    ``grads(api, layout, data, d_out)`` (:class:`.isolation.IsolatedFunction`), else in this process."""
+    fn = target.fn
+    remote = getattr(fn, "grads", None)
+    grads, dtype = remote(target.api, target.layout, data, d_out) if remote is not None else \
+        autograd_grads(fn, target.api, target.layout, data, d_out)
+    return GradReturned(grads, dtype)
 
 
 def _numpy(backward: Backward, target: Target, data, d_out: np.ndarray) -> GradReturned:
@@ -152,7 +127,7 @@ def _numpy(backward: Backward, target: Target, data, d_out: np.ndarray) -> GradR
     arrays = [data.q, data.k, data.v, d_out]
     if target.layout == "BSHD":
         arrays = [np.swapaxes(a, 1, 2) for a in arrays]       # (B, S, H, D)
-    res = _in_process(backward.fn)(*(np.array(a, dtype=dt) for a in arrays),
+    res = backward.fn(*(np.array(a, dtype=dt) for a in arrays),
                                    mask=None if mask is None else np.array(mask), scale=s.scale)
     if not isinstance(res, (tuple, list)) or len(res) != 3:
         raise TypeError(f"--backward returned {type(res).__name__}"

@@ -3,7 +3,9 @@
 :class:`IsolatedFunction` stands in for the user's function everywhere the harness calls it (family,
 fixture and vignette rows alike). The child loads the function by its spec; each call ships the
 arguments, the child calls the function, and returns the result together with any argument the function
-wrote to (the proxy writes those changes back, so the harness's mutation check sees them). A crash,
+wrote to (the proxy writes those changes back, so the harness's mutation check sees them).
+:meth:`IsolatedFunction.grads` ships a whole gradient case instead: the child builds the autograd graph and
+differentiates it there (:mod:`.autograd_grads`; a graph cannot cross the process boundary). A crash,
 ``sys.exit``, a hang past ``timeout`` or memory past ``max_memory`` becomes :class:`TargetDied` for that
 call only; the worker restarts and the run goes on. What the target prints stays in the worker.
 """
@@ -44,7 +46,13 @@ def child_loader(spec: str):
     fn = load_function(spec)
 
     def call(payload):
-        args, kwargs = payload
+        if payload[0] == "grad":                     # ("grad", api, layout, data, d_out): autograd in here
+            from .autograd_grads import NoGraph, autograd_grads
+            try:
+                return autograd_grads(fn, *payload[1:]), {}
+            except NoGraph as e:
+                return ("no graph", str(e)), {}
+        args, kwargs = payload[1:]
         named = {i: a for i, a in enumerate(args)} | dict(kwargs)
         before = {key: _snap(a) for key, a in named.items() if _snap(a) is not None}
         res = fn(*args, **kwargs)
@@ -85,7 +93,7 @@ class IsolatedFunction:
     GIVE_UP_AFTER = 3      # consecutive timeouts (or ooms): each costs up to --timeout; the rest are not called
 
     def _payload(self, args, kwargs):
-        return (args, kwargs)
+        return ("call", args, kwargs)
 
     def __call__(self, *args, **kwargs):
         return self._send(self._payload(args, kwargs), args, kwargs)
@@ -111,6 +119,14 @@ class IsolatedFunction:
             raise _carrying(RuntimeError(f"the target raised {r.error}"), r.traceback)
         raise _carrying(TargetDied("crash" if r.status == "exit" else r.status, r.error, r.output_tail), r.traceback)
 
+    def grads(self, api: str, layout: str, data, d_out: np.ndarray) -> tuple[dict, str]:
+        """:func:`.autograd_grads.autograd_grads` of the target, run in the worker (TargetDied if it dies)."""
+        from .autograd_grads import NoGraph
+        res = self._send(("grad", api, layout, data, d_out))
+        if res[0] == "no graph":
+            raise NoGraph(res[1])
+        return res
+
     def close(self) -> None:
         self.worker.close()
 
@@ -120,9 +136,6 @@ class IsolatedRFunction(IsolatedFunction):
     verdict, not the run's); ``batch`` keeps the one-bridge-call-per-family-row batching of r_targets."""
 
     LOADER = "refimpl.harness.isolation:r_child_loader"
-
-    def _payload(self, args, kwargs):
-        return ("call", args, kwargs)
 
     def batch(self, datas: list) -> list:
         return self._send(("batch", datas))
