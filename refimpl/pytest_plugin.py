@@ -10,6 +10,9 @@ the suite across runners (pytest-xdist spreads it across the cores of one).
 
 ``--refimpl-target`` may be given several times; without it the targets are refimpl itself. The
 ``refimpl_target`` fixture is parametrised over them (see ``refimpl.harness.targets`` for the protocol).
+As in ``refimpl check``, a target runs in a worker process of its own (``refimpl.harness.isolation``): a
+segfault, ``os._exit``, ``sys.exit`` or a hang past ``--refimpl-timeout`` fails that case's test with
+``crash``/``timeout`` and the session goes on; ``--refimpl-no-isolation`` calls it in pytest's process.
 """
 from __future__ import annotations
 
@@ -35,6 +38,10 @@ def pytest_addoption(parser):
     group.addoption("--refimpl-shard", default=None, metavar="K/N", help="run shard K of N of the family cases")
     group.addoption("--refimpl-masked-rows", default=None, choices=["zeros", "nan", "uniform"],
                     help="pin the accepted output of a query with no key")
+    group.addoption("--refimpl-timeout", type=float, default=60.0, metavar="SECONDS",
+                    help="a call of the target longer than this is that case's 'timeout' (default 60)")
+    group.addoption("--refimpl-no-isolation", action="store_true",
+                    help="call the target in pytest's own process (for a debugger; a crash then ends the session)")
 
 
 def family_specs(config):
@@ -59,10 +66,19 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(scope="session")
 def refimpl_target(request):
-    from refimpl.harness.targets import load_target
+    from refimpl.harness.targets import builtin_targets, load_target
     c = request.config
-    return load_target(request.param, layout=c.getoption("refimpl_layout"), torch=c.getoption("refimpl_torch_tensors"),
-                       api=c.getoption("refimpl_api"))
+    target = load_target(request.param, layout=c.getoption("refimpl_layout"),
+                         torch=c.getoption("refimpl_torch_tensors"), api=c.getoption("refimpl_api"))
+    if c.getoption("refimpl_no_isolation") or request.param in builtin_targets():
+        yield target
+        return
+    from refimpl.harness.isolation import IsolatedFunction
+    target.fn = proxy = IsolatedFunction(request.param, timeout=c.getoption("refimpl_timeout"))
+    try:
+        yield target
+    finally:
+        proxy.close()
 
 
 @pytest.fixture(scope="session")

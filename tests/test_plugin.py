@@ -33,3 +33,13 @@ def test_a_correct_torch_sdpa_kernel_passes_and_a_misaligned_one_fails_in_bfloat
     assert ok.returncode == 0, ok.stdout[-1500:]
     bad = _pytest("--refimpl-target", f"{ZOO / 'torch_sdpa_impls.py'}:sdpa_causal_bottom_right", *args)
     assert bad.returncode == 1 and "test_family_case" in bad.stdout and "bfloat16" in bad.stdout, bad.stdout[-1500:]
+
+
+def test_a_target_that_segfaults_fails_its_cases_and_the_session_goes_on():
+    """The plugin isolates targets as refimpl check does: pytest reports, it does not die with SIGSEGV."""
+    p = _pytest("--refimpl-target", f"{ZOO / 'hostile.py'}:segfault", "--refimpl-family", "sizes",
+                "--refimpl-dtype", "float64", "-k", "test_family_case", "-rf")
+    assert p.returncode == 1, (p.returncode, p.stdout[-1500:])
+    failed = [line for line in p.stdout.splitlines() if line.startswith("FAILED")]
+    assert failed and "passed" in p.stdout.splitlines()[-1], p.stdout[-1500:]      # every 3rd call crashes
+    assert p.stdout.count(": crash: ") >= len(failed) and "SIGSEGV" in p.stdout, p.stdout[-3000:]
