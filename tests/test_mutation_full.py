@@ -1,0 +1,56 @@
+"""Tests written for the survivors of the full mutation run (all 1,287 mutants, issue #18; docs/mutation.md).
+
+Values are computed here independently (one batch element or one pair at a time, textbook softmax), and the
+error messages are checked for the words a user needs: which argument, what was expected, what arrived.
+"""
+import math
+
+import numpy as np
+import pytest
+
+import refimpl as ri
+from refimpl._checks import ShapeError
+
+from test_mutation_kills import textbook
+
+
+def test_values_with_more_batch_than_q_and_k_give_one_result_per_batch():
+    """q (Sq, D) and k (Sk, D) with v and the mask (2, ...): the unblocked path broadcasts the (Sq, Sk) scores
+    up to the batch before its in-place softmax (attention:70: without it the weights keep one batch)."""
+    rng = np.random.default_rng(0)
+    q, k, v = rng.standard_normal((3, 4)), rng.standard_normal((5, 4)), rng.standard_normal((2, 5, 2))
+    keep = np.ones((2, 3, 5), bool)
+    keep[0, :, 1] = keep[1, :, 3] = False
+    for mask in (None, keep):
+        out, w = ri.scaled_dot_product_attention(q, k, v, mask=mask)
+        assert out.shape == (2, 3, 2) and w.shape == (2, 3, 5)
+        for b in range(2):
+            o_b, w_b = textbook(q, k, v[b], keep=None if mask is None else keep[b])
+            np.testing.assert_allclose(out[b], o_b, rtol=1e-13, atol=1e-15)
+            np.testing.assert_allclose(w[b], w_b, rtol=1e-13, atol=1e-15)
+
+
+def test_weight_shape_errors_name_the_layout_s_dimensions():
+    """The dims hint follows weights_layout (attention:171, multihead:43, multihead:63)."""
+    x = np.ones((3, 4))
+    with pytest.raises(ShapeError, match=r"w_q.*\(d_out, d_model\)"):
+        ri.self_attention(x, np.ones((2, 4, 4)), np.ones((4, 4)), np.ones((4, 4)), weights_layout="out_in")
+    with pytest.raises(ShapeError, match=r"w_q.*\(d_model, d_out\)"):
+        ri.self_attention(x, np.ones((2, 4, 4)), np.ones((4, 4)), np.ones((4, 4)))
+    w = np.ones((2, 4, 3))
+    with pytest.raises(ShapeError, match=r"w_q.*\(n_heads, d_head, d_model\)"):
+        ri.multi_head_attention(x, np.ones((2, 4)), w, w, weights_layout="out_in")
+    with pytest.raises(ShapeError, match=r"w_q.*\(n_heads, d_model, d_head\)"):
+        ri.multi_head_attention(x, np.ones((2, 4)), w, w)
+    w_oi = np.ones((2, 3, 4))                                       # (H, d_head, d_model)
+    with pytest.raises(ShapeError, match=r"w_o.*\(d_out, H\*d_v\)"):
+        ri.multi_head_attention(x, w_oi, w_oi, w_oi, w_o=np.ones((2, 3, 4)), weights_layout="out_in")
+    with pytest.raises(ShapeError, match=r"w_o.*\(H\*d_v, d_out\)"):
+        ri.multi_head_attention(x, w, w, w, w_o=np.ones((2, 3, 4)))
+
+
+def test_a_head_count_mismatch_names_the_matrix_that_differs():
+    """w_k with 3 heads against w_q's 2: the message shows w_k's shape (multihead:50)."""
+    x = np.ones((3, 4))
+    with pytest.raises(ShapeError, match=r"same number of heads.*w_q\.shape=\(2, 4, 3\), w_k\.shape=\(3, 4, 3\)"):
+        ri.multi_head_attention(x, np.ones((2, 4, 3)), np.ones((3, 4, 3)), np.ones((2, 4, 3)))
