@@ -54,3 +54,27 @@ def test_a_head_count_mismatch_names_the_matrix_that_differs():
     x = np.ones((3, 4))
     with pytest.raises(ShapeError, match=r"same number of heads.*w_q\.shape=\(2, 4, 3\), w_k\.shape=\(3, 4, 3\)"):
         ri.multi_head_attention(x, np.ones((2, 4, 3)), np.ones((3, 4, 3)), np.ones((2, 4, 3)))
+
+
+def test_prepare_sdpa_takes_two_d_inputs_without_heads():
+    """The internal prepare_sdpa (tests/test_online.py's blocked-vs-vectorised checks) does no GQA: 2-D q, k, v
+    are (Sq, D), (Sk, D), (Sk, Dv) with no head axis (_kernel:153, prepare's enable_gqa default)."""
+    from refimpl.attention import prepare_sdpa
+    p = prepare_sdpa(np.ones((3, 4)), np.ones((5, 4)), np.ones((5, 2)), is_causal=True)
+    assert p.scores_shape == (3, 5) and p.keep.shape[-2:] == (3, 5) and p.band is None
+
+
+def test_a_memory_refusal_names_the_call_and_its_blocks_only_when_blocked(monkeypatch):
+    """The ResourceError says what was asked: the shapes, the dtype, and the blocks for the online variant
+    only (_kernel:209); and what to do instead."""
+    from refimpl import _checks
+    from refimpl.online import sdpa_online
+    monkeypatch.setattr(_checks, "machine_memory", lambda: 64)
+    q, k, v = np.ones((3, 4)), np.ones((5, 4)), np.ones((5, 2))
+    with pytest.raises(ri.ResourceError) as plain:
+        ri.scaled_dot_product_attention(q, k, v)
+    msg = str(plain.value)
+    assert "q (3, 4), k (5, 4), v (5, 2)" in msg and "float64" in msg and "blocks" not in msg, msg
+    assert "sdpa_online" in msg, msg
+    with pytest.raises(ri.ResourceError, match=r"float64, blocks \(2, 3\)\).*smaller blocks"):
+        sdpa_online(q, k, v, block_q=2, block_k=3)

@@ -48,7 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "mutation.md"
 
 # module -> test files, fastest and most specific first (-x stops at the first failure)
-_COMMON = ["test_mutation_kills.py", "test_mutation_full.py", "test_mutation_kernel.py", "test_core.py", "test_math_faults.py"]
+_COMMON = ["test_mutation_kills.py", "test_mutation_full.py", "test_mutation_kernel.py", "test_core.py", "test_math_faults.py",
+           "test_reliability.py"]
 TESTS: dict[str, list[str]] = {
     "softmax": _COMMON + ["test_features.py", "test_properties.py"],
     "attention": _COMMON + ["test_features.py", "test_online.py", "test_fixtures.py", "test_properties.py"],
