@@ -80,9 +80,8 @@ def _check(args) -> int:
         if dtypes and "float64" not in dtypes:     # a lower-precision kernel: the float64 rows are n/a for it
             t.precision = "float32" if "float32" in dtypes else dtypes[0]
         if not args.no_isolation and spec not in builtins:
-            from .harness.isolation import IsolatedFunction, IsolatedRFunction
-            proxy = IsolatedRFunction if spec.startswith("R:") else IsolatedFunction
-            t.fn = proxy(spec, timeout=args.timeout, max_memory=_max_memory(args))
+            from .harness.isolation import isolated
+            t.fn = isolated(spec, timeout=args.timeout, max_memory=_max_memory(args))
         targets.append(t)
     try:
         return _run_and_report(args, targets, unavailable)
@@ -129,18 +128,19 @@ def _run_and_report(args, targets, unavailable) -> int:
             raise UsageError("--repro CASE_ID needs exactly one --target")
         sys.stdout.write(script_for(args.repro, user[0], dtypes=dtypes))
         return EXIT_OK
-    backward = proxy = None
+    backward = worker = None
     if args.backward:
         from .harness.grad_cases import load_backward
         backward = load_backward(args.backward)              # checked here: a wrong signature is exit 2
         if not args.no_isolation:
-            from .harness.isolation import IsolatedFunction
-            backward.fn = proxy = IsolatedFunction(args.backward, timeout=args.timeout, max_memory=_max_memory(args))
+            from .harness.isolation import isolated
+            backward.fn = worker = isolated(args.backward, timeout=args.timeout, max_memory=_max_memory(args),
+                                            flag="--backward")
     try:
         return _collect_run_report(args, targets, unavailable, env, progress, dtypes, shard, user, probed, backward)
     finally:
-        if proxy is not None:
-            proxy.close()
+        if worker is not None:
+            worker.close()
 
 
 def _collect_run_report(args, targets, unavailable, env, progress, dtypes, shard, user, probed, backward) -> int:

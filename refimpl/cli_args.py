@@ -4,11 +4,22 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["parser", "FORMATS", "MAX_RANDOM"]
+__all__ = ["parser", "positive", "FORMATS", "MAX_RANDOM"]
 
 FORMATS = ("table", "json", "junit", "markdown")
 MAX_RANDOM = 1_000_000   # --random: ~10 s of R per 100,000 cases; beyond this is a typo
 EXIT_USAGE = 2
+
+
+def positive(text: str) -> float:
+    """An argparse type: a finite number > 0 (a timeout or a memory limit of 0 would refuse every call)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not 0 < x < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return x
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,9 +66,9 @@ def parser() -> argparse.ArgumentParser:
                    help="input dtypes of the family cases: float64,float32,float16,bfloat16 (default float64,float32)")
     c.add_argument("--masked-rows", default=None, choices=("zeros", "nan", "uniform"),
                    help="pin the one accepted output for a query with no key (default: any of the three)")
-    c.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+    c.add_argument("--timeout", type=positive, default=60.0, metavar="SECONDS",
                    help="per call of a user target (default 60); a call past it is that case's 'timeout'")
-    c.add_argument("--max-memory", type=float, default=None, metavar="MIB",
+    c.add_argument("--max-memory", type=positive, default=None, metavar="MIB",
                    help="memory of a user target's worker (default half the machine's RAM); past it: 'oom'")
     c.add_argument("--no-isolation", action="store_true",
                    help="call user targets in this process (debugging); a crash then ends the run")

@@ -11,8 +11,9 @@ the suite across runners (pytest-xdist spreads it across the cores of one).
 ``--refimpl-target`` may be given several times; without it the targets are refimpl itself. The
 ``refimpl_target`` fixture is parametrised over them (see ``refimpl.harness.targets`` for the protocol).
 As in ``refimpl check``, a target runs in a worker process of its own (``refimpl.harness.isolation``): a
-segfault, ``os._exit``, ``sys.exit`` or a hang past ``--refimpl-timeout`` fails that case's test with
-``crash``/``timeout`` and the session goes on; ``--refimpl-no-isolation`` calls it in pytest's process.
+segfault, ``os._exit``, ``sys.exit``, a hang past ``--refimpl-timeout`` or memory past ``--refimpl-max-memory``
+fails that case's test with ``crash``/``timeout``/``oom`` and the session goes on (R function targets,
+``R:file.R:fn``, get embedded R in their worker); ``--refimpl-no-isolation`` calls it in pytest's process.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import pytest
 
 
 def pytest_addoption(parser):
+    from refimpl.cli_args import positive
     group = parser.getgroup("refimpl", "refimpl conformance")
     group.addoption("--refimpl-target", action="append", default=[], metavar="MODULE:FUNCTION",
                     help="an attention implementation to check: a callable (q, k, v, mask=None, scale=None) "
@@ -38,8 +40,10 @@ def pytest_addoption(parser):
     group.addoption("--refimpl-shard", default=None, metavar="K/N", help="run shard K of N of the family cases")
     group.addoption("--refimpl-masked-rows", default=None, choices=["zeros", "nan", "uniform"],
                     help="pin the accepted output of a query with no key")
-    group.addoption("--refimpl-timeout", type=float, default=60.0, metavar="SECONDS",
+    group.addoption("--refimpl-timeout", type=positive, default=60.0, metavar="SECONDS",
                     help="a call of the target longer than this is that case's 'timeout' (default 60)")
+    group.addoption("--refimpl-max-memory", type=positive, default=None, metavar="MIB",
+                    help="memory of the target's worker (default half the machine's RAM); past it: 'oom'")
     group.addoption("--refimpl-no-isolation", action="store_true",
                     help="call the target in pytest's own process (for a debugger; a crash then ends the session)")
 
@@ -73,12 +77,14 @@ def refimpl_target(request):
     if c.getoption("refimpl_no_isolation") or request.param in builtin_targets():
         yield target
         return
-    from refimpl.harness.isolation import IsolatedFunction
-    target.fn = proxy = IsolatedFunction(request.param, timeout=c.getoption("refimpl_timeout"))
+    from refimpl.harness.isolation import isolated
+    mib = c.getoption("refimpl_max_memory")
+    target.fn = worker = isolated(request.param, timeout=c.getoption("refimpl_timeout"),
+                                  max_memory=None if mib is None else int(mib * 2**20), flag="--refimpl-target")
     try:
         yield target
     finally:
-        proxy.close()
+        worker.close()
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from refimpl.bugs_backward import MODELS, backward_with
 from refimpl.errors import UsageError
 from refimpl.harness.cases import CheckRun, Status
 from refimpl.harness.families import select
-from refimpl.harness.family_cases import CaseStore
+from refimpl.harness.family_cases import CaseStore, run_one
 from refimpl.harness.grad_cases import Backward, analyse_grad, grad_case, load_backward
 from refimpl.harness.targets import Target, builtin_targets
 
@@ -232,15 +232,19 @@ def test_sys_exit_and_a_hang_in_the_backward_are_that_case_s_verdict():
     assert set(_statuses(o)) == {"crash"} and "exit" in o.cases[0].detail.lower(), o.cases[0].detail
     spec, proxy = _hostile("sdpa_hang_in_backward", timeout=2.0)
     t = time.perf_counter()
+    target = Target(spec, proxy, api="torch-sdpa", torch=True)
     try:
-        o = _rows(Target(spec, proxy, api="torch-sdpa", torch=True), ["sizes"], ("float64",))["sizes"][0]
+        o = _rows(target, ["sizes"], ("float64",))["sizes"][0]
+        took = time.perf_counter() - t
+        # the backward's timeouts stop further gradient calls, not the forward ones (--explore runs after)
+        forward = [run_one(target, s, STORE) for s in select(["sizes"], "quick", ("float64",))[:2]]
     finally:
         proxy.close()
-    took = time.perf_counter() - t
     n = _statuses(o)
     assert set(n) == {"timeout"} and n["timeout"] == len(o.cases), n
     assert sum("not called" in r.detail for r in o.cases) == len(o.cases) - 3
     assert took < 3 * 2 + 20, f"{took:.1f} s: three timeouts of 2 s, then no more calls"
+    assert [Status(r.status) for r in forward] == [Status.PASS] * 2, [r.detail for r in forward]
 
 
 def test_a_backward_function_that_exits_runs_in_its_own_worker():
@@ -285,6 +289,9 @@ def test_load_backward_errors_name_the_flag(tmp_path):
     f.write_text("def fwd_only(q, k, v, mask=None, scale=None):\n    return q\n")
     with pytest.raises(UsageError, match=r"--backward .*expected FN\(q, k, v, d_out, mask=None, scale=None\)"):
         load_backward(f"{f}:fwd_only")
+    from refimpl.harness.isolation import isolated
+    with pytest.raises(UsageError, match="--backward 'no_such_mod_xyz:fn': the worker could not load it"):
+        isolated("no_such_mod_xyz:fn", flag="--backward")
     b = load_backward(f"{ZOO / 'numpy_backward.py'}:grad_plain")
     assert callable(b.fn) and math.isfinite(float(np.asarray(b.fn(*(np.ones((2, 3)),) * 4)[0]).sum()))
 

@@ -56,14 +56,6 @@ def test_a_head_count_mismatch_names_the_matrix_that_differs():
         ri.multi_head_attention(x, np.ones((2, 4, 3)), np.ones((3, 4, 3)), np.ones((2, 4, 3)))
 
 
-def test_prepare_sdpa_takes_two_d_inputs_without_heads():
-    """The internal prepare_sdpa (tests/test_online.py's blocked-vs-vectorised checks) does no GQA: 2-D q, k, v
-    are (Sq, D), (Sk, D), (Sk, Dv) with no head axis (_kernel:153, prepare's enable_gqa default)."""
-    from refimpl.attention import prepare_sdpa
-    p = prepare_sdpa(np.ones((3, 4)), np.ones((5, 4)), np.ones((5, 2)), is_causal=True)
-    assert p.scores_shape == (3, 5) and p.keep.shape[-2:] == (3, 5) and p.band is None
-
-
 def test_a_memory_refusal_names_the_call_and_its_blocks_only_when_blocked(monkeypatch):
     """The ResourceError says what was asked: the shapes, the dtype, and the blocks for the online variant
     only (_kernel:209); and what to do instead."""
@@ -78,3 +70,13 @@ def test_a_memory_refusal_names_the_call_and_its_blocks_only_when_blocked(monkey
     assert "sdpa_online" in msg, msg
     with pytest.raises(ri.ResourceError, match=r"float64, blocks \(2, 3\)\).*smaller blocks"):
         sdpa_online(q, k, v, block_q=2, block_k=3)
+
+
+def test_the_exponent_split_counts_the_feature_dimension_not_another_axis():
+    """The scores' bound is max|q s| max|k| D: D is the last axis, whatever q's rank (_kernel:230)."""
+    from refimpl import _kernel
+    q, k = np.full((1, 8, 1, 2), 2.0 ** 500), np.full((1, 8, 1, 2), 2.0 ** 520)   # H = 8, D = 2
+    # log2 bound = 500 + 520 + log2(2) = 1021, one past L - 4 = 1020: the least e is 1 (with log2(8): 3)
+    assert sum(_kernel.split_exponents(q, k, 1.0)) == 1
+    out, _ = ri.scaled_dot_product_attention(q, k, np.ones((1, 8, 1, 3)))
+    np.testing.assert_array_equal(out, np.ones((1, 8, 1, 3)))

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ZOO = Path(__file__).parent / "zoo"
 
 
@@ -43,3 +45,19 @@ def test_a_target_that_segfaults_fails_its_cases_and_the_session_goes_on():
     failed = [line for line in p.stdout.splitlines() if line.startswith("FAILED")]
     assert failed and "passed" in p.stdout.splitlines()[-1], p.stdout[-1500:]      # every 3rd call crashes
     assert p.stdout.count(": crash: ") >= len(failed) and "SIGSEGV" in p.stdout, p.stdout[-3000:]
+
+
+@pytest.mark.r
+def test_an_r_function_target_runs_in_its_worker_with_embedded_r(rb):
+    """R:file.R:fn targets get the R worker in the plugin as in refimpl check: the correct one passes, a wrong
+    scale fails."""
+    args = ["--refimpl-family", "scale", "--refimpl-dtype", "float64", "-k", "test_family_case"]
+    ok = _pytest("--refimpl-target", f"R:{ZOO / 'r' / 'attention_impls.R'}:attn_correct", *args)
+    assert ok.returncode == 0 and " passed" in ok.stdout.splitlines()[-1], ok.stdout[-1500:]
+    bad = _pytest("--refimpl-target", f"R:{ZOO / 'r' / 'attention_impls.R'}:attn_wrong_scale", *args)
+    assert bad.returncode == 1 and "FAIL" in bad.stdout, bad.stdout[-1500:]
+
+
+def test_a_zero_timeout_is_a_usage_error_naming_the_option():
+    p = _pytest("--refimpl-target", f"{ZOO / 'numpy_impls.py'}:plain", "--refimpl-timeout", "0")
+    assert p.returncode == 4 and "--refimpl-timeout" in p.stderr and "expected a number > 0" in p.stderr, p.stderr

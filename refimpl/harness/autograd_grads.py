@@ -3,8 +3,9 @@
 One function, :func:`autograd_grads`, called where the target runs: in the harness's process for built-in
 targets and ``--no-isolation``, in the target's worker otherwise (the worker's ``("grad", ...)`` payload,
 :mod:`.isolation`), so a target that crashes or hangs while its graph is built or differentiated is that
-case's verdict, as in the forward rows. Only plain arrays cross the process boundary: the case's inputs
-go in, the three gradients (float64, refimpl's layout) and the lowest dtype among them come out.
+case's verdict, as in the forward rows. Only plain data cross the process boundary: the case
+(:class:`.features.CaseData`, arrays) and ``d_out`` go in, the three gradients (float64, refimpl's layout)
+and the lowest dtype among them come out.
 """
 from __future__ import annotations
 
@@ -12,10 +13,15 @@ import numpy as np
 
 from .apis import _to_numpy, call
 
-__all__ = ["NoGraph", "autograd_grads"]
+__all__ = ["NoGraph", "autograd_grads", "lowest_dtype"]
 
 _NAMES = ("dq", "dk", "dv")
 _RANK = {"float64": 3, "float32": 2}
+
+
+def lowest_dtype(dtypes) -> str:
+    """The lowest precision among dtype names (float64 > float32 > the 16-bit types)."""
+    return min(dtypes, key=lambda d: _RANK.get(d, 1))
 
 
 class NoGraph(TypeError):
@@ -52,4 +58,4 @@ def autograd_grads(fn, api: str, layout: str, data, d_out: np.ndarray) -> tuple[
         a, dt = _to_numpy(torch.zeros_like(inp) if gr is None else gr, name)
         res[name] = np.swapaxes(a, 1, 2) if swap else a
         dtypes.append(dt)
-    return res, min(dtypes, key=lambda d: _RANK.get(d, 1))
+    return res, lowest_dtype(dtypes)

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..errors import Unavailable, UsageError
 from .apis import _array_dtype, keep_mask, _to_numpy, expressible
-from .autograd_grads import autograd_grads
+from .autograd_grads import autograd_grads, lowest_dtype
 from .cases import Case, Outcome, Status, TargetDied
 from .families import FAMILIES
 from .features import CaseSpec
@@ -128,7 +128,7 @@ def _numpy(backward: Backward, target: Target, data, d_out: np.ndarray) -> GradR
     if target.layout == "BSHD":
         arrays = [np.swapaxes(a, 1, 2) for a in arrays]       # (B, S, H, D)
     res = backward.fn(*(np.array(a, dtype=dt) for a in arrays),
-                                   mask=None if mask is None else np.array(mask), scale=s.scale)
+                      mask=None if mask is None else np.array(mask), scale=s.scale)
     if not isinstance(res, (tuple, list)) or len(res) != 3:
         raise TypeError(f"--backward returned {type(res).__name__}"
                         f"{f' of length {len(res)}' if isinstance(res, (tuple, list)) else ''}; expected (dq, dk, dv)")
@@ -137,7 +137,7 @@ def _numpy(backward: Backward, target: Target, data, d_out: np.ndarray) -> GradR
         arr, d = _to_numpy(a, name)
         out[name] = np.swapaxes(arr, 1, 2) if target.layout == "BSHD" and arr.ndim == 4 else arr
         dtypes.append(d)
-    return GradReturned(out, min(dtypes, key=lambda d: {"float64": 3, "float32": 2}.get(d, 1)))
+    return GradReturned(out, lowest_dtype(dtypes))
 
 
 def _known(target: Target, data, res: CaseResult) -> CaseResult:

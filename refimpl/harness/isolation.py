@@ -17,7 +17,7 @@ from ..errors import UsageError
 from .cases import TargetDied
 from .worker import Worker, WorkerLoadError
 
-__all__ = ["IsolatedFunction", "IsolatedRFunction", "TargetDied", "child_loader", "r_child_loader"]
+__all__ = ["IsolatedFunction", "IsolatedRFunction", "TargetDied", "child_loader", "isolated", "r_child_loader"]
 
 
 def _snap(a):
@@ -47,11 +47,8 @@ def child_loader(spec: str):
 
     def call(payload):
         if payload[0] == "grad":                     # ("grad", api, layout, data, d_out): autograd in here
-            from .autograd_grads import NoGraph, autograd_grads
-            try:
-                return autograd_grads(fn, *payload[1:]), {}
-            except NoGraph as e:
-                return ("no graph", str(e)), {}
+            from .autograd_grads import autograd_grads
+            return autograd_grads(fn, *payload[1:]), {}
         args, kwargs = payload[1:]
         named = {i: a for i, a in enumerate(args)} | dict(kwargs)
         before = {key: _snap(a) for key, a in named.items() if _snap(a) is not None}
@@ -81,31 +78,31 @@ class IsolatedFunction:
 
     LOADER = "refimpl.harness.isolation:child_loader"
 
-    def __init__(self, spec: str, *, timeout: float = 60.0, max_memory: int | None = None):
+    def __init__(self, spec: str, *, timeout: float = 60.0, max_memory: int | None = None, flag: str = "--target"):
         self.spec = spec
-        self.costly_in_a_row: tuple[str, int] = ("", 0)   # (timeout | oom, how many calls in a row ended so)
+        # per kind of call ("call" | "grad"): (timeout | oom, how many calls of that kind in a row ended so)
+        self.costly_in_a_row: dict[str, tuple[str, int]] = {"call": ("", 0), "grad": ("", 0)}
         self.worker = Worker(self.LOADER, (spec,), timeout=timeout, max_memory=max_memory)
         try:
             self.worker.start()
         except WorkerLoadError as e:
-            raise UsageError(f"--target {spec!r}: the worker could not load it: {e}") from None
+            raise UsageError(f"{flag} {spec!r}: the worker could not load it: {e}") from None
 
     GIVE_UP_AFTER = 3      # consecutive timeouts (or ooms): each costs up to --timeout; the rest are not called
 
-    def _payload(self, args, kwargs):
-        return ("call", args, kwargs)
-
     def __call__(self, *args, **kwargs):
-        return self._send(self._payload(args, kwargs), args, kwargs)
+        return self._send(("call", args, kwargs), args, kwargs)
 
     def _send(self, payload, args=(), kwargs=None):
+        """Run one payload; a hanging backward does not stop forward calls (each kind counts on its own)."""
         kwargs = kwargs or {}
-        kind, n = self.costly_in_a_row
+        counter = "grad" if payload[0] == "grad" else "call"
+        kind, n = self.costly_in_a_row[counter]
         if n >= self.GIVE_UP_AFTER:
             raise TargetDied(kind, f"not called: the last {n} calls ended in '{kind}'")
         r = self.worker.run([payload])[0]
         costly = r.status in ("timeout", "oom")
-        self.costly_in_a_row = (r.status, n + 1 if kind == r.status else 1) if costly else ("", 0)
+        self.costly_in_a_row[counter] = (r.status, n + 1 if kind == r.status else 1) if costly else ("", 0)
         if r.status == "ok":
             res, changed = r.value
             named = {i: a for i, a in enumerate(args)} | dict(kwargs)
@@ -116,16 +113,15 @@ class IsolatedFunction:
         if r.status == "error":
             if r.error.startswith("NotImplementedError"):
                 raise NotImplementedError(r.error.partition(": ")[2])
+            if payload[0] == "grad" and r.error.startswith("NoGraph: "):
+                from .autograd_grads import NoGraph
+                raise NoGraph(r.error.partition(": ")[2])
             raise _carrying(RuntimeError(f"the target raised {r.error}"), r.traceback)
         raise _carrying(TargetDied("crash" if r.status == "exit" else r.status, r.error, r.output_tail), r.traceback)
 
     def grads(self, api: str, layout: str, data, d_out: np.ndarray) -> tuple[dict, str]:
         """:func:`.autograd_grads.autograd_grads` of the target, run in the worker (TargetDied if it dies)."""
-        from .autograd_grads import NoGraph
-        res = self._send(("grad", api, layout, data, d_out))
-        if res[0] == "no graph":
-            raise NoGraph(res[1])
-        return res
+        return self._send(("grad", api, layout, data, d_out))
 
     def close(self) -> None:
         self.worker.close()
@@ -136,6 +132,14 @@ class IsolatedRFunction(IsolatedFunction):
     verdict, not the run's); ``batch`` keeps the one-bridge-call-per-family-row batching of r_targets."""
 
     LOADER = "refimpl.harness.isolation:r_child_loader"
+    grads = None           # an R function has no autograd: its grad rows are n/a (grad_cases)
 
     def batch(self, datas: list) -> list:
         return self._send(("batch", datas))
+
+
+def isolated(spec: str, *, timeout: float = 60.0, max_memory: int | None = None,
+             flag: str = "--target") -> IsolatedFunction:
+    """The worker-backed stand-in for the user function ``spec``: R functions (``R:...``) get embedded R there."""
+    cls = IsolatedRFunction if spec.startswith("R:") else IsolatedFunction
+    return cls(spec, timeout=timeout, max_memory=max_memory, flag=flag)

@@ -7,7 +7,8 @@
 * ``grad_*``: ``--backward`` functions, ``fn(q, k, v, d_out, mask=None, scale=None) -> (dq, dk, dv)``, q (B, H,
   Sq, D), bool keep-mask; correct gradients (NumPy, written out below) except for the misbehaviour.
 
-NEVER call them in-process: they end the process they run in.
+NEVER call the hostile ones in-process (they end or hang the process they run in); ``sdpa_correct`` and
+``grad_correct`` are the well-behaved controls.
 """
 import ctypes
 import math
