@@ -285,3 +285,21 @@ def test_a_finite_value_against_inf_has_an_infinite_ratio_not_nan():
     from refimpl import tolerance as t
     c = t.compare([1.0, 2.0], [math.inf, 2.0], t.Tolerance(0.0, 1e-6, "test"))
     assert not c.ok and c.max_ratio == math.inf and c.max_rel == math.inf
+
+
+def test_within_budget_without_conditioning_is_one_quantum_of_the_answer():
+    """The default conditioning is 0: quantum = QUANTUM_ULPS * eps * max|oracle| (tolerance:216)."""
+    oracle = np.array([0.0, -2.0])
+    allowed = 4 * U32 * 2.0                                            # a perfect reference: the quantum only
+    ok, _, got = tol.within_budget(oracle + [allowed, 0.0], oracle, oracle, np.float32)
+    assert ok and got == allowed
+    assert not tol.within_budget(oracle + [up(allowed), 0.0], oracle, oracle, np.float32)[0]
+
+
+def test_forward_for_sdpa_cases_uses_the_dtype_it_is_given():
+    """float32 cases get float32's eps; no dtype means float64 (tolerance:249)."""
+    q, k, v = _qkv()
+    qs, ks, vs = np.stack([q]), np.stack([k]), np.stack([v])
+    t32, t64 = (tol.forward_for_sdpa_cases(qs, ks, vs, dtype=d) for d in (np.float32, None))
+    assert t32.atol[0, 0, 0] == t64.atol[0, 0, 0] * U32 / U64 > 0
+    assert t64.atol[0, 0, 0] == tol.forward_for_sdpa_cases(qs, ks, vs, dtype=np.float64).atol[0, 0, 0]
