@@ -303,3 +303,15 @@ def test_forward_for_sdpa_cases_uses_the_dtype_it_is_given():
     t32, t64 = (tol.forward_for_sdpa_cases(qs, ks, vs, dtype=d) for d in (np.float32, None))
     assert t32.atol[0, 0, 0] == t64.atol[0, 0, 0] * U32 / U64 > 0
     assert t64.atol[0, 0, 0] == tol.forward_for_sdpa_cases(qs, ks, vs, dtype=np.float64).atol[0, 0, 0]
+
+
+def test_comparisons_are_immutable_and_forward_rules_name_their_dtype():
+    """A verdict cannot be edited after the fact (tolerance:92); the rule names the dtype whose eps it used
+    (tolerance:176), bfloat16 by name."""
+    import dataclasses
+    c = tol.compare([1.0], [1.0], tol.Tolerance(0.0, 0.0, "exact"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.ok = False
+    for dtype, name in ((np.float64, "float64"), (np.float32, "float32"), ("float16", "float16"),
+                        ("bfloat16", "bfloat16"), ("torch.bfloat16", "bfloat16")):
+        assert tol.forward(dtype, 3, 2.0).rule.startswith(f"forward bound 4*eps({name})*3*2"), dtype
