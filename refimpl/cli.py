@@ -74,19 +74,25 @@ def _check(args) -> int:
             targets.append(factory())
         except Unavailable as e:
             unavailable[name] = str(e)
-    for spec in args.target:
-        t = load_target(spec, layout=args.layout, torch=args.torch_tensors, api=args.api)   # UsageError: exit 2
-        dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
-        if dtypes and "float64" not in dtypes:     # a lower-precision kernel: the float64 rows are n/a for it
-            t.precision = "float32" if "float32" in dtypes else dtypes[0]
-        if not args.no_isolation and spec not in builtins:
-            from .harness.isolation import isolated
-            t.fn = isolated(spec, timeout=args.timeout, max_memory=_max_memory(args))
-        targets.append(t)
     try:
+        for spec in args.target:                   # user functions load (and are checked) in their worker
+            t = load_target(spec, layout=args.layout, torch=args.torch_tensors, api=args.api,
+                            isolate=_isolate(args, "--target"))                     # UsageError: exit 2
+            dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+            if dtypes and "float64" not in dtypes:     # a lower-precision kernel: the float64 rows are n/a for it
+                t.precision = "float32" if "float32" in dtypes else dtypes[0]
+            targets.append(t)
         return _run_and_report(args, targets, unavailable)
     finally:
         close_targets(targets)
+
+
+def _isolate(args, flag: str):
+    """``isolate(spec, check)`` for load_target / load_backward: a worker per user function (None: this process)."""
+    if args.no_isolation:
+        return None
+    from .harness.isolation import isolated
+    return lambda spec, check: isolated(spec, check, timeout=args.timeout, max_memory=_max_memory(args), flag=flag)
 
 
 def _max_memory(args) -> int | None:
@@ -128,19 +134,15 @@ def _run_and_report(args, targets, unavailable) -> int:
             raise UsageError("--repro CASE_ID needs exactly one --target")
         sys.stdout.write(script_for(args.repro, user[0], dtypes=dtypes))
         return EXIT_OK
-    backward = worker = None
+    backward = None
     if args.backward:
         from .harness.grad_cases import load_backward
-        backward = load_backward(args.backward)              # checked here: a wrong signature is exit 2
-        if not args.no_isolation:
-            from .harness.isolation import isolated
-            backward.fn = worker = isolated(args.backward, timeout=args.timeout, max_memory=_max_memory(args),
-                                            flag="--backward")
+        backward = load_backward(args.backward, _isolate(args, "--backward"))   # a wrong signature: exit 2
     try:
         return _collect_run_report(args, targets, unavailable, env, progress, dtypes, shard, user, probed, backward)
     finally:
-        if worker is not None:
-            worker.close()
+        if backward is not None and not args.no_isolation:
+            backward.fn.close()                          # its worker
 
 
 def _collect_run_report(args, targets, unavailable, env, progress, dtypes, shard, user, probed, backward) -> int:

@@ -72,19 +72,21 @@ def pytest_generate_tests(metafunc):
 def refimpl_target(request):
     from refimpl.harness.targets import builtin_targets, load_target
     c = request.config
+    isolate = None
+    if not c.getoption("refimpl_no_isolation") and request.param not in builtin_targets():
+        from refimpl.harness.isolation import isolated
+        mib = c.getoption("refimpl_max_memory")
+
+        def isolate(spec, check):
+            return isolated(spec, check, timeout=c.getoption("refimpl_timeout"),
+                            max_memory=None if mib is None else int(mib * 2**20), flag="--refimpl-target")
     target = load_target(request.param, layout=c.getoption("refimpl_layout"),
-                         torch=c.getoption("refimpl_torch_tensors"), api=c.getoption("refimpl_api"))
-    if c.getoption("refimpl_no_isolation") or request.param in builtin_targets():
-        yield target
-        return
-    from refimpl.harness.isolation import isolated
-    mib = c.getoption("refimpl_max_memory")
-    target.fn = worker = isolated(request.param, timeout=c.getoption("refimpl_timeout"),
-                                  max_memory=None if mib is None else int(mib * 2**20), flag="--refimpl-target")
+                         torch=c.getoption("refimpl_torch_tensors"), api=c.getoption("refimpl_api"), isolate=isolate)
     try:
         yield target
     finally:
-        worker.close()
+        if isolate is not None:
+            target.fn.close()                                # its worker
 
 
 @pytest.fixture(scope="session")

@@ -290,8 +290,15 @@ def test_load_backward_errors_name_the_flag(tmp_path):
     with pytest.raises(UsageError, match=r"--backward .*expected FN\(q, k, v, d_out, mask=None, scale=None\)"):
         load_backward(f"{f}:fwd_only")
     from refimpl.harness.isolation import isolated
-    with pytest.raises(UsageError, match="--backward 'no_such_mod_xyz:fn': the worker could not load it"):
-        isolated("no_such_mod_xyz:fn", flag="--backward")
+    def isolate(spec, check):
+        return isolated(spec, check, flag="--backward")
+    with pytest.raises(UsageError, match="--backward 'no_such_mod_xyz:fn': cannot import module"):
+        load_backward("no_such_mod_xyz:fn", isolate)                     # the same words from the worker
+    with pytest.raises(UsageError, match=r"--backward .*expected FN\(q, k, v, d_out, mask=None, scale=None\)"):
+        load_backward(f"{f}:fwd_only", isolate)
+    f.write_text("import os\nos._exit(7)\n")                          # a module that ends its process on import
+    with pytest.raises(UsageError, match=r"--backward .*the worker could not load it: .*os._exit\(7\)"):
+        load_backward(f"{f}:fwd_only", isolate)
     b = load_backward(f"{ZOO / 'numpy_backward.py'}:grad_plain")
     assert callable(b.fn) and math.isfinite(float(np.asarray(b.fn(*(np.ones((2, 3)),) * 4)[0]).sum()))
 

@@ -165,3 +165,19 @@ def test_a_float32_kernel_checked_with_dtype_float32_conforms_on_every_row():
     assert p.returncode == 0 and "RESULT: all targets conform" in p.stdout, p.stdout[-2000:]
     fixed = [line for line in p.stdout.splitlines() if line.startswith("fixture:codefinity")]
     assert fixed and " n/a" in fixed[0], fixed
+
+
+def test_a_module_that_crashes_on_import_is_a_usage_error_not_the_end_of_the_run(tmp_path):
+    """The user's module is imported in its worker only: a segfault there is exit 2 naming the target and the
+    signal (it used to end refimpl check itself with status 139 and no output)."""
+    mod = tmp_path / "crashes_on_import.py"
+    mod.write_text("import ctypes\nctypes.string_at(0)\n\ndef attn(q, k, v, mask=None, scale=None):\n    return q\n")
+    p = subprocess.run([sys.executable, "-m", "refimpl", "check", "--random", "0", "--quiet", "--no-families",
+                        "--target", f"{mod}:attn"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, (p.returncode, p.stderr[-1500:])
+    assert f"--target '{mod}:attn'" in p.stderr and "SIGSEGV" in p.stderr, p.stderr[-1500:]
+    wrong = tmp_path / "wrong_signature.py"
+    wrong.write_text("def attn(q, k):\n    return q\n")
+    p = subprocess.run([sys.executable, "-m", "refimpl", "check", "--random", "0", "--quiet", "--no-families",
+                        "--target", f"{wrong}:attn"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "takes 2 positional arguments" in p.stderr and "q, k, v first" in p.stderr, p.stderr

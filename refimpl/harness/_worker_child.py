@@ -10,9 +10,10 @@ Wire format, both directions: a frame is a 17-byte header ``!cQQ`` (kind, index,
 * parent -> child: ``L`` (body: pickled ``(loader, loader_args, sys_path)``), then ``C`` frames (index = the
   payload's position in the parent's list, body: the pickled payload). EOF on FD_IN = stop.
 * child -> parent: ``R`` ready (body: pickled ``{"pid", "load_seconds"}``) or ``E`` load failed (body: pickled
-  ``(message, traceback)``), then one ``A`` answer per ``C`` frame, in order. An answer body is
-  ``!Q`` len(meta) + pickled meta dict (status, error, traceback, output_tail, seconds) + the pickled value
-  (empty unless status is "ok"), so an unpicklable value is told apart from a broken channel.
+  ``(message, traceback, exception type name, str(exception))``), then one ``A`` answer per ``C`` frame, in
+  order. An answer body is ``!Q`` len(meta) + pickled meta dict (status, error, traceback, output_tail,
+  seconds) + the pickled value (empty unless status is "ok"), so an unpicklable value is told apart from a
+  broken channel.
 
 Statuses decided here: "ok", "error" (the call raised, the payload could not be unpickled or the value could
 not be pickled), "exit" (SystemExit out of the call) and "oom" (MemoryError, or an exception class named
@@ -229,7 +230,8 @@ def main(argv: list[str]) -> int:
         call = _load(_read_exact(fd_in, size) or b"")
     except BaseException as exc:
         out.flush()
-        body = pickle.dumps((one_line(exc), "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))))
+        body = pickle.dumps((one_line(exc), "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                             type(exc).__qualname__, str(exc)))
         _write_all(fd_out, frame(LOAD_FAILED, 0, body))
         return 0
     out.flush()

@@ -94,6 +94,23 @@ def check_signature(fn, api: str) -> None:
                          + (f"; it looks like --api {hint}" if hint else ""))
 
 
+def check_backward_signature(fn, spec: str) -> None:
+    """Refuse a ``--backward`` function that cannot be ``FN(q, k, v, d_out, mask=None, scale=None)``."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return                                           # builtins, C extensions: no signature to read
+    kinds = [p.kind for p in params.values()]
+    if inspect.Parameter.VAR_KEYWORD in kinds:
+        return
+    arrays = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+              and p.name not in ("mask", "scale")]                 # q, k, v, d_out
+    missing = [n for n in ("mask", "scale") if n not in params]
+    if (len(arrays) < 4 and inspect.Parameter.VAR_POSITIONAL not in kinds) or missing:
+        raise UsageError(f"--backward {spec!r}: the function's signature is {inspect.signature(fn)}; expected "
+                         f"FN(q, k, v, d_out, mask=None, scale=None) -> (dq, dk, dv)")
+
+
 def keep_mask(s, mask: np.ndarray | None) -> np.ndarray | None:
     """A case's (spec ``s``) bool keep-mask ``mask`` with causal and window folded in (None: nothing masked)."""
     return band_mask(s.Sq, s.Sk, is_causal=s.is_causal, window=s.window, alignment=s.alignment, mask=mask)

@@ -30,7 +30,6 @@ lines are kept on the :class:`GradCase` and :func:`analyse_grad` copies them int
 """
 from __future__ import annotations
 
-import inspect
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import Unavailable, UsageError
-from .apis import _array_dtype, keep_mask, _to_numpy, expressible
+from .apis import _array_dtype, check_backward_signature, keep_mask, _to_numpy, expressible
 from .autograd_grads import autograd_grads, lowest_dtype
 from .cases import Case, Outcome, Status, TargetDied
 from .families import FAMILIES
@@ -64,25 +63,18 @@ class Backward:
     fn: Callable
 
 
-def load_backward(spec: str) -> Backward:
-    """Load and check ``--backward``'s function (UsageError naming the flag, what was expected and what came)."""
+def load_backward(spec: str, isolate: Callable | None = None) -> Backward:
+    """Load and check ``--backward``'s function (UsageError naming the flag, what was expected and what came).
+
+    ``isolate(spec, check)``: load and check it in a worker instead (:func:`.isolation.isolated`): the
+    user's module is then never imported into this process."""
+    if isolate is not None:
+        return Backward(spec, isolate(spec, "backward"))
     try:
         fn = load_function(spec)
     except UsageError as e:
         raise UsageError(str(e).replace("--target", "--backward", 1)) from None
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return Backward(spec, fn)
-    kinds = [p.kind for p in params.values()]
-    if inspect.Parameter.VAR_KEYWORD in kinds:
-        return Backward(spec, fn)
-    arrays = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-              and p.name not in ("mask", "scale")]                 # q, k, v, d_out
-    missing = [n for n in ("mask", "scale") if n not in params]
-    if (len(arrays) < 4 and inspect.Parameter.VAR_POSITIONAL not in kinds) or missing:
-        raise UsageError(f"--backward {spec!r}: the function's signature is {inspect.signature(fn)}; expected "
-                         f"FN(q, k, v, d_out, mask=None, scale=None) -> (dq, dk, dv)")
+    check_backward_signature(fn, spec)
     return Backward(spec, fn)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import Unavailable, UsageError
 from .cases import TargetDied
 from .worker import Worker, WorkerLoadError
 
@@ -40,10 +40,16 @@ def _carrying(e: Exception, traceback: str) -> Exception:
     return e
 
 
-def child_loader(spec: str):
-    """Runs in the worker: load ``spec`` and return the per-call function."""
+def child_loader(spec: str, check: str | None = None):
+    """Runs in the worker: load ``spec``, check its signature (``check``: an API name, or ``"backward"``)
+    and return the per-call function. A UsageError here reaches the user as it is (exit 2)."""
+    from .apis import check_backward_signature, check_signature
     from .targets import load_function
     fn = load_function(spec)
+    if check == "backward":
+        check_backward_signature(fn, spec)
+    elif check is not None:
+        check_signature(fn, check)
 
     def call(payload):
         if payload[0] == "grad":                     # ("grad", api, layout, data, d_out): autograd in here
@@ -58,7 +64,7 @@ def child_loader(spec: str):
     return call
 
 
-def r_child_loader(spec: str):
+def r_child_loader(spec: str, check: str | None = None):
     """Runs in the worker: embed R there, load the R function ``spec`` (R:file.R:fn or R:pkg::fn) and return the
     per-call function; a ``("batch", datas)`` payload is one batched bridge call for a family row."""
     from .r_targets import load_r_target
@@ -78,14 +84,22 @@ class IsolatedFunction:
 
     LOADER = "refimpl.harness.isolation:child_loader"
 
-    def __init__(self, spec: str, *, timeout: float = 60.0, max_memory: int | None = None, flag: str = "--target"):
+    def __init__(self, spec: str, *, timeout: float = 60.0, max_memory: int | None = None, flag: str = "--target",
+                 check: str | None = None):
         self.spec = spec
         # per kind of call ("call" | "grad"): (timeout | oom, how many calls of that kind in a row ended so)
         self.costly_in_a_row: dict[str, tuple[str, int]] = {"call": ("", 0), "grad": ("", 0)}
-        self.worker = Worker(self.LOADER, (spec,), timeout=timeout, max_memory=max_memory)
+        self.worker = Worker(self.LOADER, (spec, check), timeout=timeout, max_memory=max_memory)
         try:
             self.worker.start()
-        except WorkerLoadError as e:
+        except WorkerLoadError as e:                     # the loader's own verdicts keep their kind and words
+            kind, text = e.raised or ("", "")
+            if kind == "UsageError":
+                if text.startswith("--target "):                 # load_function's words, for this flag
+                    text = flag + text[len("--target"):]
+                raise UsageError(text if text.startswith("--") else f"{flag} {spec!r}: {text}") from None
+            if kind == "Unavailable":
+                raise Unavailable(text) from None
             raise UsageError(f"{flag} {spec!r}: the worker could not load it: {e}") from None
 
     GIVE_UP_AFTER = 3      # consecutive timeouts (or ooms): each costs up to --timeout; the rest are not called
@@ -138,8 +152,10 @@ class IsolatedRFunction(IsolatedFunction):
         return self._send(("batch", datas))
 
 
-def isolated(spec: str, *, timeout: float = 60.0, max_memory: int | None = None,
+def isolated(spec: str, check: str | None = None, *, timeout: float = 60.0, max_memory: int | None = None,
              flag: str = "--target") -> IsolatedFunction:
-    """The worker-backed stand-in for the user function ``spec``: R functions (``R:...``) get embedded R there."""
+    """The worker-backed stand-in for the user function ``spec``, loaded and signature-checked (``check``)
+    in the worker only: a module that crashes or exits while it is imported is a usage error naming it,
+    not the end of the run. R functions (``R:...``) get embedded R there."""
     cls = IsolatedRFunction if spec.startswith("R:") else IsolatedFunction
-    return cls(spec, timeout=timeout, max_memory=max_memory, flag=flag)
+    return cls(spec, timeout=timeout, max_memory=max_memory, flag=flag, check=check)

@@ -152,14 +152,16 @@ def _keep(s, mask: np.ndarray | None) -> np.ndarray | None:
     return band_mask(s.Sq, s.Sk, is_causal=s.is_causal, window=s.window, alignment=s.alignment, mask=mask)
 
 
-def load_r_target(spec: str, target_class: Callable[..., Any]):
+def load_r_target(spec: str, target_class: Callable[..., Any], fn: Callable | None = None):
     """The ``Target`` (``target_class``, handed in by ``targets.load_target``) of an ``R:`` spec; api ``refimpl``.
 
+    ``fn``: the function already loaded elsewhere (an isolated worker with its own R); else loaded here.
     UsageError for a malformed spec, a missing file or function, or R failing to source the file;
     Unavailable when R is not usable here."""
-    fn = RFunction(spec)
-    where = f"package {spec[2:].split('::')[0]}" if "::" in spec else f"file {spec[2:].rpartition(':')[0]}"
-    return target_class(spec, fn, api="refimpl", note=f"R function {fn.name} from {where}, through the bridge")
+    path, pkg, name = parse_spec(spec)
+    fn = RFunction(spec) if fn is None else fn
+    where = f"package {pkg}" if pkg else f"file {spec[2:].rpartition(':')[0]}"
+    return target_class(spec, fn, api="refimpl", note=f"R function {name} from {where}, through the bridge")
 
 
 def bench_r_targets(quick: bool) -> str:

@@ -206,23 +206,33 @@ def load_function(spec: str):
     return fn
 
 
-def load_target(spec: str, layout: str = "SD", torch: bool = False, api: str = "refimpl") -> Target:
-    """``refimpl`` | ``r`` | ``torch`` | ``module:function`` | ``file.py:function`` (raises UsageError / Unavailable).
+def load_target(spec: str, layout: str = "SD", torch: bool = False, api: str = "refimpl",
+                isolate: Callable | None = None) -> Target:
+    """``refimpl`` | ``r`` | ``torch`` | ``module:function`` | ``file.py:function`` | ``R:...`` (raises
+    UsageError / Unavailable).
 
-    The user's function is checked against ``api``'s signature before any case runs."""
+    The user's function is checked against ``api``'s signature before any case runs. ``isolate(spec,
+    check)``: load and check a user function in a worker instead (:func:`.isolation.isolated`); its module
+    (or R file) is then never loaded into this process."""
     from .apis import APIS, check_signature
     builtins = builtin_targets()
     if spec in builtins:
         return builtins[spec]()
     if spec.startswith("R:"):                  # an R function (refimpl.harness.r_targets)
-        from .r_targets import load_r_target
-        return load_r_target(spec, Target)
+        from .r_targets import load_r_target, parse_spec
+        if isolate is None:
+            return load_r_target(spec, Target)
+        parse_spec(spec)                        # a malformed spec or a missing file: said here, before a worker
+        return load_r_target(spec, Target, isolate(spec, None))
     if ":" not in spec:
         raise UsageError(f"--target must be one of {sorted(builtins)} or module:function, got {spec!r}")
     if layout not in LAYOUTS:
         raise UsageError(f"layout must be SD, BHSD or BSHD, got {layout!r}")
     if api not in APIS:
         raise UsageError(f"--api must be one of {APIS}, got {api!r}")
-    fn = load_function(spec)
-    check_signature(fn, api)
+    if isolate is not None:
+        fn = isolate(spec, api)
+    else:
+        fn = load_function(spec)
+        check_signature(fn, api)
     return Target(spec, fn, layout=layout, torch=torch, api=api, note=f"user target, --api {api}")

@@ -84,9 +84,10 @@ class CallResult:
 class WorkerLoadError(RefimplError):
     """The loader could not be imported or called in the child, or the child died while loading it."""
 
-    def __init__(self, message: str, traceback: str = "", output_tail: str = ""):
+    def __init__(self, message: str, traceback: str = "", output_tail: str = "", raised: tuple[str, str] | None = None):
         super().__init__(message)
         self.message, self.traceback, self.output_tail = message, traceback, output_tail
+        self.raised = raised          # (exception type name, its whole message) when the loader raised
 
 
 class Worker:
@@ -147,8 +148,9 @@ class Worker:
                     if kind != proto.LOAD_FAILED:
                         raise WorkerLoadError(f"the worker's channel was corrupted while loading {self.loader!r}",
                                               "", child.output_tail())
-                    message, tb = pickle.loads(body)
-                    raise WorkerLoadError(f"loader {self.loader!r} failed: {message}", tb, child.output_tail())
+                    message, tb, kind, text = pickle.loads(body)
+                    raise WorkerLoadError(f"loader {self.loader!r} failed: {message}", tb, child.output_tail(),
+                                          (kind, text))
                 now = time.monotonic()
                 if child.eof or child.exited():
                     rc = child.finish()
