@@ -315,3 +315,20 @@ def test_comparisons_are_immutable_and_forward_rules_name_their_dtype():
     for dtype, name in ((np.float64, "float64"), (np.float32, "float32"), ("float16", "float16"),
                         ("bfloat16", "bfloat16"), ("torch.bfloat16", "bfloat16")):
         assert tol.forward(dtype, 3, 2.0).rule.startswith(f"forward bound 4*eps({name})*3*2"), dtype
+
+
+def test_the_gradient_floor_is_at_least_one_subnormal_per_step_and_the_bound_is_absolute_only():
+    """max(1, gain) in the underflow floor: a gain below 1 still allows one subnormal per step (tolerance:337,
+    the 1.0); the bound has no relative part, so a gradient 1 % off fails however large it is (the 0.0)."""
+    q, k, v, g = _grad_case()
+    tiny = float(np.finfo(np.float64).smallest_subnormal)
+    b = tol.gradient_for_sdpa(q, k, v, g * 0)                      # magnitude 0: the floor alone
+    assert b["dq"].atol == 4 * 51 * tiny                            # gain s * max|k| = 0.5 * 2 = 1
+    b = tol.gradient_for_sdpa(q, k, v, g * 0, scale=0.25)           # gain 0.25 * 2 = 0.5 < 1
+    n = 2 * 0.25 * 4 * 3 * 2 + 5 + 2 * 3 + 4 + 6 + 5 + 1          # z + n_k + 2 Dv + D + 6, + n_k + copies
+    assert b["dq"].atol == 4 * n * tiny
+    b = tol.gradient_for_sdpa(q, k, v, g)
+    for name, t in b.items():
+        assert t.rtol == 0.0, name
+    big = np.full((2, 3, 4), 1e6)
+    assert not tol.compare(big * 1.01, big, b["dq"]).ok

@@ -80,3 +80,29 @@ def test_the_exponent_split_counts_the_feature_dimension_not_another_axis():
     assert sum(_kernel.split_exponents(q, k, 1.0)) == 1
     out, _ = ri.scaled_dot_product_attention(q, k, np.ones((1, 8, 1, 3)))
     np.testing.assert_array_equal(out, np.ones((1, 8, 1, 3)))
+
+
+def test_an_array_like_with_a_numpy_method_but_no_detach_is_accepted():
+    """Only torch tensors (detach and numpy) are refused as foreign; an array-like that merely has a numpy()
+    method, as TensorFlow's eager tensors do, converts through __array__ (_checks:132)."""
+    class ArrayLike:
+        def __init__(self, a):
+            self.a = np.asarray(a, np.float64)
+
+        def __array__(self, dtype=None):
+            return self.a if dtype is None else self.a.astype(dtype)
+
+        def numpy(self):
+            return self.a
+    q = np.array([[1.0, 0.0], [0.0, 1.0]])
+    out, _ = ri.scaled_dot_product_attention(ArrayLike(q), ArrayLike(q), ArrayLike(q))
+    np.testing.assert_allclose(out, ri.scaled_dot_product_attention(q, q, q)[0], rtol=0, atol=0)
+
+
+def test_compact_keeps_one_element_per_broadcast_axis():
+    """compact() of a scalar broadcast to (3, 4) is (1, 1), so the split's scan of a broadcast additive mask
+    reads its distinct values only, never the 1e10 of a (1e5, 1e5) broadcast (_checks:139)."""
+    from refimpl._checks import compact
+    assert compact(np.broadcast_to(5.0, (3, 4))).shape == (1, 1)
+    assert compact(np.broadcast_to(np.arange(4.0), (3, 4))).shape == (1, 4)
+    assert compact(np.ones((3, 4))).shape == (3, 4)

@@ -199,11 +199,12 @@ def mutated_source(m: Mutant, base: Path = ROOT) -> str:
 # --- running ------------------------------------------------------------------------------------------
 
 def equivalents() -> dict[str, str]:
-    """``{id: reason}`` from the rows ``| `id` | equivalent | reason |`` of docs/mutation.md."""
+    """``{id: reason}`` from the rows ``| `id` | equivalent | reason |`` of docs/mutation.md (a ``|`` inside a
+    cell is written ``\\|``, as Markdown tables need)."""
     if not DOC.exists():
         return {}
     rows = re.findall(r"^\|\s*`([^`]+)`\s*\|\s*equivalent\s*\|\s*(.*?)\s*\|\s*$", DOC.read_text(), re.M)
-    return dict(rows)
+    return {i.replace("\\|", "|"): reason.replace("\\|", "|") for i, reason in rows}
 
 
 def make_copy(work: Path) -> None:
