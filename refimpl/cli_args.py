@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["parser", "positive", "FORMATS", "MAX_RANDOM"]
+__all__ = ["parser", "mebibytes", "positive", "FORMATS", "MAX_RANDOM"]
 
 FORMATS = ("table", "json", "junit", "markdown")
 MAX_RANDOM = 1_000_000   # --random: ~10 s of R per 100,000 cases; beyond this is a typo
@@ -19,6 +19,14 @@ def positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
     if not 0 < x < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return x
+
+
+def mebibytes(text: str) -> float:
+    """An argparse type for a memory limit in MiB: at least 1 (a worker cannot even start in less)."""
+    x = positive(text)
+    if x < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1 (MiB), got {text!r}")
     return x
 
 
@@ -68,7 +76,7 @@ def parser() -> argparse.ArgumentParser:
                    help="pin the one accepted output for a query with no key (default: any of the three)")
     c.add_argument("--timeout", type=positive, default=60.0, metavar="SECONDS",
                    help="per call of a user target (default 60); a call past it is that case's 'timeout'")
-    c.add_argument("--max-memory", type=positive, default=None, metavar="MIB",
+    c.add_argument("--max-memory", type=mebibytes, default=None, metavar="MIB",
                    help="memory of a user target's worker (default half the machine's RAM); past it: 'oom'")
     c.add_argument("--no-isolation", action="store_true",
                    help="call user targets in this process (debugging); a crash then ends the run")

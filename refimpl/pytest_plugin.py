@@ -21,7 +21,7 @@ import pytest
 
 
 def pytest_addoption(parser):
-    from refimpl.cli_args import positive
+    from refimpl.cli_args import mebibytes, positive
     group = parser.getgroup("refimpl", "refimpl conformance")
     group.addoption("--refimpl-target", action="append", default=[], metavar="MODULE:FUNCTION",
                     help="an attention implementation to check: a callable (q, k, v, mask=None, scale=None) "
@@ -42,7 +42,7 @@ def pytest_addoption(parser):
                     help="pin the accepted output of a query with no key")
     group.addoption("--refimpl-timeout", type=positive, default=60.0, metavar="SECONDS",
                     help="a call of the target longer than this is that case's 'timeout' (default 60)")
-    group.addoption("--refimpl-max-memory", type=positive, default=None, metavar="MIB",
+    group.addoption("--refimpl-max-memory", type=mebibytes, default=None, metavar="MIB",
                     help="memory of the target's worker (default half the machine's RAM); past it: 'oom'")
     group.addoption("--refimpl-no-isolation", action="store_true",
                     help="call the target in pytest's own process (for a debugger; a crash then ends the session)")
@@ -85,7 +85,7 @@ def refimpl_target(request):
     try:
         yield target
     finally:
-        if isolate is not None:
+        if isolate is not None and hasattr(target.fn, "close"):
             target.fn.close()                                # its worker
 
 

@@ -194,6 +194,20 @@ def test_isolated_targets_get_their_gradients_in_their_worker():
     assert o.status == Status.FAIL and models == {"bwd-gqa-sum"}
 
 
+def test_an_in_process_target_with_a_grads_attribute_is_still_differentiated_here():
+    """Only the worker proxy's class marks remote gradients: a user's callable object that happens to have a
+    ``grads`` attribute is called and differentiated in this process (--no-isolation)."""
+    hg = _load("hostile_grads")
+
+    class Kernel:
+        grads = []                                  # e.g. a list the author keeps for debugging
+
+        def __call__(self, *args, **kwargs):
+            return hg.sdpa_correct(*args, **kwargs)
+    o = _rows(Target("kernel", Kernel(), api="torch-sdpa", torch=True), ["gqa"], ("float64",))["gqa"][0]
+    assert o.status == Status.PASS, o.detail
+
+
 def _hostile(name, timeout=60.0):
     from refimpl.harness.isolation import IsolatedFunction
     spec = f"{ZOO / 'hostile_grads.py'}:{name}"

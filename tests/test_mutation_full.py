@@ -1,4 +1,4 @@
-"""Tests written for the survivors of the full mutation run (all 1,287 mutants, issue #18; docs/mutation.md).
+"""Tests written for the survivors of the full mutation run (all 1,288 mutants, issue #18; docs/mutation.md).
 
 Values are computed here independently (one batch element or one pair at a time, textbook softmax), and the
 error messages are checked for the words a user needs: which argument, what was expected, what arrived.
@@ -66,20 +66,27 @@ def test_a_memory_refusal_names_the_call_and_its_blocks_only_when_blocked(monkey
     with pytest.raises(ri.ResourceError) as plain:
         ri.scaled_dot_product_attention(q, k, v)
     msg = str(plain.value)
-    assert "q (3, 4), k (5, 4), v (5, 2)" in msg and "float64" in msg and "blocks" not in msg, msg
-    assert "sdpa_online" in msg, msg
+    assert "scaled_dot_product_attention with q (3, 4), k (5, 4), v (5, 2)" in msg, msg
+    assert "float64" in msg and "blocks" not in msg and "or sdpa_online" in msg, msg
     with pytest.raises(ri.ResourceError, match=r"float64, blocks \(2, 3\)\).*smaller blocks"):
         sdpa_online(q, k, v, block_q=2, block_k=3)
+    # the documented defaults (docs/performance.md: block_q=512, block_k=1024; online:40)
+    with pytest.raises(ri.ResourceError, match=r"sdpa_online with q .*blocks \(512, 1024\)\)"):
+        sdpa_online(q, k, v)
 
 
 def test_the_exponent_split_counts_the_feature_dimension_not_another_axis():
-    """The scores' bound is max|q s| max|k| D: D is the last axis, whatever q's rank (_kernel:230)."""
+    """The scores' bound is max|q s| max|k| D: D is the last axis, whatever q's rank (_kernel:230); the
+    rescaled scores still give the exact softmax (the larger score takes all the weight)."""
     from refimpl import _kernel
     q, k = np.full((1, 8, 1, 2), 2.0 ** 500), np.full((1, 8, 1, 2), 2.0 ** 520)   # H = 8, D = 2
     # log2 bound = 500 + 520 + log2(2) = 1021, one past L - 4 = 1020: the least e is 1 (with log2(8): 3)
     assert sum(_kernel.split_exponents(q, k, 1.0)) == 1
-    out, _ = ri.scaled_dot_product_attention(q, k, np.ones((1, 8, 1, 3)))
-    np.testing.assert_array_equal(out, np.ones((1, 8, 1, 3)))
+    v = np.random.default_rng(3).standard_normal((1, 8, 2, 3))
+    k2 = np.concatenate([k, k / 2], axis=-2)                                     # two keys: scores 2**1021, 2**1020
+    out, w = ri.scaled_dot_product_attention(q, k2, v)
+    np.testing.assert_array_equal(w[..., 1], 0.0)                               # exp(-2**1020) underflows to 0
+    np.testing.assert_array_equal(out, v[..., :1, :])
 
 
 def test_an_array_like_with_a_numpy_method_but_no_detach_is_accepted():

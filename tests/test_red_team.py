@@ -220,10 +220,12 @@ def test_an_unknown_option_before_the_subcommand_is_named(argv, words, capsys):
     assert "required: cmd" not in err
 
 
-@pytest.mark.parametrize("opt,value", [("--timeout", "0"), ("--timeout", "-1"), ("--timeout", "nan"),
-                                       ("--max-memory", "0"), ("--timeout", "soon")])
-def test_a_limit_that_would_refuse_every_call_is_a_usage_error(opt, value, capsys):
+@pytest.mark.parametrize("opt,value,words", [("--timeout", "0", "a number > 0"), ("--timeout", "-1", "a number > 0"),
+                                             ("--timeout", "nan", "a number > 0"), ("--timeout", "soon", "a number > 0"),
+                                             ("--max-memory", "0", "a number > 0"),
+                                             ("--max-memory", "1e-7", "at least 1 (MiB)")])
+def test_a_limit_that_would_refuse_every_call_is_a_usage_error(opt, value, words, capsys):
     with pytest.raises(SystemExit) as e:
         main(["check", "--random", "0", opt, value])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and opt in err and f"expected a number > 0, got {value!r}" in err, err
+    assert e.value.code == 2 and opt in err and f"expected {words}, got {value!r}" in err, err

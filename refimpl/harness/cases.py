@@ -88,7 +88,10 @@ class CheckRun:
 
 
 def error_outcome(e: BaseException, known: list[str] | None = None, prefix: str = "") -> Outcome:
-    """The cell of a target that raised: ``known`` when a catalogued divergence explains the error."""
+    """The cell of a target that raised: ``known`` when a catalogued divergence explains the error; a worker
+    that died, timed out or ran out of memory (:class:`TargetDied`) is ``crash``/``timeout``/``oom``."""
+    if isinstance(e, TargetDied):
+        return Outcome(Status(e.status), math.inf, math.inf, f"{prefix}{e}"[:300])
     return Outcome(Status.KNOWN if known else Status.ERROR, math.inf, math.inf,
                    f"{prefix}{type(e).__name__}: {e}"[:300], list(known or []))
 

@@ -58,7 +58,7 @@ _TORCH_APIS = ("torch-sdpa", "flash-attn")
 @dataclass
 class Backward:
     """The ``--backward MOD:FN`` function: ``FN(q, k, v, d_out, mask=None, scale=None) -> (dq, dk, dv)``
-    (``fn`` is replaced by an :class:`.isolation.IsolatedFunction` unless ``--no-isolation``)."""
+    (``fn`` is a worker proxy, :class:`.isolation.IsolatedFunction`, unless ``--no-isolation``)."""
     spec: str
     fn: Callable
 
@@ -101,11 +101,12 @@ def _mode(target: Target, backward: Backward | None) -> tuple[str, str]:
 
 
 def _autograd(target: Target, data, d_out: np.ndarray) -> GradReturned:
-    """Through autograd where the target runs: in its worker when its function is a proxy that offers
-    ``grads(api, layout, data, d_out)`` (:class:`.isolation.IsolatedFunction`), else in this process."""
+    """Through autograd where the target runs: in its worker when its function is a worker proxy
+    (:class:`.isolation.IsolatedFunction`, marked ``refimpl_remote_grads`` on its class), else in this process.
+    The class is not imported here: that would put the worker under the grad rows' layer."""
     fn = target.fn
-    remote = getattr(fn, "grads", None)
-    grads, dtype = remote(target.api, target.layout, data, d_out) if remote is not None else \
+    remote = getattr(type(fn), "refimpl_remote_grads", False) is True
+    grads, dtype = fn.grads(target.api, target.layout, data, d_out) if remote else \
         autograd_grads(fn, target.api, target.layout, data, d_out)
     return GradReturned(grads, dtype)
 

@@ -1,4 +1,4 @@
-"""User targets run in a worker process (:mod:`.worker`): one per target per run.
+"""User targets run in a worker process (:mod:`.worker`): one per target per run, and one for ``--backward``.
 
 :class:`IsolatedFunction` stands in for the user's function everywhere the harness calls it (family,
 fixture and vignette rows alike). The child loads the function by its spec; each call ships the
@@ -66,7 +66,8 @@ def child_loader(spec: str, check: str | None = None):
 
 def r_child_loader(spec: str, check: str | None = None):
     """Runs in the worker: embed R there, load the R function ``spec`` (R:file.R:fn or R:pkg::fn) and return the
-    per-call function; a ``("batch", datas)`` payload is one batched bridge call for a family row."""
+    per-call function; a ``("batch", datas)`` payload is one batched bridge call for a family row. ``check`` is
+    not used: loading an R function checks that it exists, and R functions have no signature to read."""
     from .r_targets import load_r_target
     from .targets import Target
     fn = load_r_target(spec, Target).fn
@@ -80,7 +81,11 @@ def r_child_loader(spec: str, check: str | None = None):
 
 
 class IsolatedFunction:
-    """A callable proxy for ``spec`` running in a worker process (started at construction)."""
+    """A callable proxy for ``spec`` running in a worker process (started at construction). Loading (the
+    user's imports) is bounded by ``max(timeout, LOAD_SECONDS)``: torch or R alone can take seconds."""
+
+    LOAD_SECONDS = 60.0
+    refimpl_remote_grads = True   # grad_cases: gradients come from :meth:`grads`, in the worker
 
     LOADER = "refimpl.harness.isolation:child_loader"
 
@@ -89,7 +94,8 @@ class IsolatedFunction:
         self.spec = spec
         # per kind of call ("call" | "grad"): (timeout | oom, how many calls of that kind in a row ended so)
         self.costly_in_a_row: dict[str, tuple[str, int]] = {"call": ("", 0), "grad": ("", 0)}
-        self.worker = Worker(self.LOADER, (spec, check), timeout=timeout, max_memory=max_memory)
+        self.worker = Worker(self.LOADER, (spec, check), timeout=timeout, max_memory=max_memory,
+                             start_timeout=max(timeout, self.LOAD_SECONDS))
         try:
             self.worker.start()
         except WorkerLoadError as e:                     # the loader's own verdicts keep their kind and words
@@ -100,7 +106,9 @@ class IsolatedFunction:
                 raise UsageError(text if text.startswith("--") else f"{flag} {spec!r}: {text}") from None
             if kind == "Unavailable":
                 raise Unavailable(text) from None
-            raise UsageError(f"{flag} {spec!r}: the worker could not load it: {e}") from None
+            why = str(e).replace(f"loader {self.LOADER!r} ", "loading ").replace(f"loader {self.LOADER!r}: ", "") \
+                .replace(f" while loading {self.LOADER!r}", " while loading")      # the user's words, not ours
+            raise UsageError(f"{flag} {spec!r}: the worker could not load it: {why}") from None
 
     GIVE_UP_AFTER = 3      # consecutive timeouts (or ooms): each costs up to --timeout; the rest are not called
 
@@ -108,7 +116,8 @@ class IsolatedFunction:
         return self._send(("call", args, kwargs), args, kwargs)
 
     def _send(self, payload, args=(), kwargs=None):
-        """Run one payload; a hanging backward does not stop forward calls (each kind counts on its own)."""
+        """Run one payload. Timeouts and ooms in a row are counted per kind of call: a backward (a "grad"
+        payload) that hangs three times stops further gradient calls, not the forward ones."""
         kwargs = kwargs or {}
         counter = "grad" if payload[0] == "grad" else "call"
         kind, n = self.costly_in_a_row[counter]
@@ -146,7 +155,7 @@ class IsolatedRFunction(IsolatedFunction):
     verdict, not the run's); ``batch`` keeps the one-bridge-call-per-family-row batching of r_targets."""
 
     LOADER = "refimpl.harness.isolation:r_child_loader"
-    grads = None           # an R function has no autograd: its grad rows are n/a (grad_cases)
+    refimpl_remote_grads = False   # an R function has no autograd: its grad rows are n/a (grad_cases)
 
     def batch(self, datas: list) -> list:
         return self._send(("batch", datas))

@@ -234,5 +234,8 @@ def load_target(spec: str, layout: str = "SD", torch: bool = False, api: str = "
         fn = isolate(spec, api)
     else:
         fn = load_function(spec)
-        check_signature(fn, api)
+        try:
+            check_signature(fn, api)
+        except UsageError as e:                 # the same words as from a worker (isolation.isolated)
+            raise UsageError(f"--target {spec!r}: {e}") from None
     return Target(spec, fn, layout=layout, torch=torch, api=api, note=f"user target, --api {api}")
