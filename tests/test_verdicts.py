@@ -177,6 +177,7 @@ def test_a_module_that_crashes_on_import_is_a_usage_error_not_the_end_of_the_run
                         "--target", f"{mod}:attn"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, (p.returncode, p.stderr[-1500:])
     assert f"--target '{mod}:attn'" in p.stderr and "SIGSEGV" in p.stderr, p.stderr[-1500:]
+    assert "child_loader" not in p.stderr, p.stderr[-1500:]         # the user's words, not refimpl's internals
     wrong = tmp_path / "wrong_signature.py"
     wrong.write_text("def attn(q, k):\n    return q\n")
     p = subprocess.run([sys.executable, "-m", "refimpl", "check", "--random", "0", "--quiet", "--no-families",
