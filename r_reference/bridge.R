@@ -30,6 +30,47 @@ refimpl_versions <- function() {
        blas = if (!is.null(extSoftVersion()["BLAS"])) unname(extSoftVersion()["BLAS"]) else NA_character_)
 }
 
+## refimpl_run_cases: r <- call_case(j) for j in 1..n, stored as keep(r) (a list of result components; keep
+## may stop(): that case's error). An error in case j is recorded (message and call) and the loop resumes at
+## case j + 1, so the other cases' results are kept; warnings are recorded with their case; what R prints is
+## captured. Returns list(results, errors, calls, warn_case, warn_msg, console). Shared by refimpl_batch
+## (the package's functions) and targets.R's refimpl_target_batch (R functions as targets).
+refimpl_run_cases <- function(n, call_case, keep) {
+  results <- vector("list", n)
+  errors <- rep(NA_character_, n)
+  calls <- rep(NA_character_, n)
+  warn_case <- integer()
+  warn_msg <- character()
+  i <- 0L
+  # The loop lives in a closure, so R's JIT byte-compiles it (a loop inside tryCatch's promise would be
+  # interpreted); `i` tracks the case being evaluated for the handlers.
+  run_from <- function(start) {
+    for (j in start:n) {
+      i <<- j
+      results[[j]] <<- keep(call_case(j))
+    }
+    n + 1L
+  }
+  start <- 1L
+  console <- utils::capture.output(
+    withCallingHandlers(
+      while (start <= n) {
+        start <- tryCatch(run_from(start), error = function(e) {
+          errors[i] <<- conditionMessage(e)
+          cl <- conditionCall(e)
+          calls[i] <<- if (is.null(cl)) NA_character_ else paste(deparse(cl, nlines = 3L), collapse = " ")
+          i + 1L
+        })
+      },
+      warning = function(w) {
+        warn_case[length(warn_case) + 1L] <<- i
+        warn_msg[length(warn_msg) + 1L] <<- conditionMessage(w)
+        invokeRestart("muffleWarning")
+      }))
+  list(results = results, errors = errors, calls = calls, warn_case = warn_case, warn_msg = warn_msg,
+       console = console)
+}
+
 ## refimpl_batch: evaluate attention::<fname> on n cases.
 ##   ...: one array per argument, the case index on the last axis; passed positionally in the order of
 ##        argnames (which must be a prefix of the function's formals)
@@ -41,25 +82,6 @@ refimpl_batch <- function(fname, n, argnames, ...) {
   stacked <- list(...)
   refimpl_preserving_rng(function() {
     fun <- getExportedValue("attention", fname)
-    results <- vector("list", n)
-    errors <- rep(NA_character_, n)
-    calls <- rep(NA_character_, n)
-    warn_case <- integer()
-    warn_msg <- character()
-    i <- 0L
-    on_warning <- function(w) {
-      warn_case[length(warn_case) + 1L] <<- i
-      warn_msg[length(warn_msg) + 1L] <<- conditionMessage(w)
-      invokeRestart("muffleWarning")
-    }
-    on_error <- function(e) {
-      errors[i] <<- conditionMessage(e)
-      cl <- conditionCall(e)
-      calls[i] <<- if (is.null(cl)) NA_character_ else paste(deparse(cl, nlines = 3L), collapse = " ")
-      NULL
-    }
-    # Fast path: one handler for the whole batch. When case i fails, its error is recorded and the
-    # loop resumes at case i + 1, so the other cases' results are kept.
     # case j of argument k: a contiguous column-major block of the stacked array. The slices are
     # written out per arity (no helper call per argument: this loop is the bridge's hot path).
     ms <- vapply(stacked, function(a) as.integer(prod(utils::head(dim(a), -1L))), 1L)
@@ -80,22 +102,8 @@ refimpl_batch <- function(fname, n, argnames, ...) {
                     c <- s3[(j - 1L) * m3 + i3]; dim(c) <- d3; e <- s4[(j - 1L) * m4 + i4]; dim(e) <- d4
                     fun(a, b, c, e) })
     if (is.null(call_case)) stop("refimpl_batch takes at most 4 arguments per case")
-    # The loop lives in a closure, so R's JIT byte-compiles it (a loop inside tryCatch's promise
-    # would be interpreted); `i` tracks the case being evaluated for the handlers.
-    run_from <- function(start) {
-      for (j in start:n) {
-        i <<- j
-        r <- call_case(j)
-        results[[j]] <<- if (is.list(r)) r else if (is.null(r)) list() else list(r)
-      }
-      n + 1L
-    }
-    start <- 1L
-    console <- utils::capture.output(
-      withCallingHandlers(
-        while (start <= n) {
-          start <- tryCatch(run_from(start), error = function(e) { on_error(e); i + 1L })
-        }, warning = on_warning))
+    run <- refimpl_run_cases(n, call_case, function(r) if (is.list(r)) r else if (is.null(r)) list() else list(r))
+    results <- run$results; errors <- run$errors
     ncomp <- max(0L, vapply(results, length, 1L))
     values <- vector("list", ncomp)
     dims <- vector("list", ncomp)
@@ -118,8 +126,8 @@ refimpl_batch <- function(fname, n, argnames, ...) {
     names(values) <- names(dims) <- sprintf("c%d", seq_len(ncomp))
     failed <- which(!is.na(errors))
     list(ncomp = ncomp, values = values, dims = dims,
-         err_case = failed, err_msg = errors[failed], err_call = calls[failed],
-         warn_case = warn_case, warn_msg = warn_msg, console = console,
+         err_case = failed, err_msg = errors[failed], err_call = run$calls[failed],
+         warn_case = run$warn_case, warn_msg = run$warn_msg, console = run$console,
          version = format(utils::packageVersion("attention")))
   })
 }

@@ -37,12 +37,6 @@ refimpl_target_load <- function(path, pkg, fname) {
 ## err_msg, err_call, warn_case, warn_msg, console, version), so the bridge unpacks both alike.
 refimpl_target_batch <- function(fun, n, Q, K, V, M = NULL) {
   refimpl_preserving_rng(function() {
-    results <- vector("list", n)
-    errors <- rep(NA_character_, n)
-    calls <- rep(NA_character_, n)
-    warn_case <- integer()
-    warn_msg <- character()
-    i <- 0L
     dq <- dim(Q)[1:2]; dk <- dim(K)[1:2]; dv <- dim(V)[1:2]
     iq <- seq_len(prod(dq)); ik <- seq_len(prod(dk)); iv <- seq_len(prod(dv))
     mq <- length(iq); mk <- length(ik); mv <- length(iv)
@@ -61,37 +55,18 @@ refimpl_target_batch <- function(fun, n, Q, K, V, M = NULL) {
                     c <- V[(j - 1L) * mv + iv]; dim(c) <- dv; e <- M[(j - 1L) * mm + im]; dim(e) <- dm
                     fun(a, b, c, mask = e) }
     }
-    run_from <- function(start) {
-      for (j in start:n) {
-        i <<- j
-        r <- call_case(j)
-        if (is.list(r) && !is.data.frame(r)) {
-          if (length(r) > 2L) r <- r[1:2]
-          if (length(r) == 0L || !is.numeric(r[[1L]]) || (length(r) == 2L && !is.numeric(r[[2L]]))) bad_value(r)
-        } else {
-          if (!is.numeric(r)) bad_value(r)
-          r <- list(r)
-        }
-        results[[j]] <<- r
+    keep <- function(r) {
+      if (is.list(r) && !is.data.frame(r)) {
+        if (length(r) > 2L) r <- r[1:2]
+        if (length(r) == 0L || !is.numeric(r[[1L]]) || (length(r) == 2L && !is.numeric(r[[2L]]))) bad_value(r)
+        r
+      } else {
+        if (!is.numeric(r)) bad_value(r)
+        list(r)
       }
-      n + 1L
     }
-    start <- 1L
-    console <- utils::capture.output(
-      withCallingHandlers(
-        while (start <= n) {
-          start <- tryCatch(run_from(start), error = function(e) {
-            errors[i] <<- conditionMessage(e)
-            cl <- conditionCall(e)
-            calls[i] <<- if (is.null(cl)) NA_character_ else paste(deparse(cl, nlines = 3L), collapse = " ")
-            i + 1L
-          })
-        },
-        warning = function(w) {
-          warn_case[length(warn_case) + 1L] <<- i
-          warn_msg[length(warn_msg) + 1L] <<- conditionMessage(w)
-          invokeRestart("muffleWarning")
-        }))
+    run <- refimpl_run_cases(n, call_case, keep)           # bridge.R: errors and warnings per case
+    results <- run$results; errors <- run$errors
     ncomp <- max(0L, vapply(results, length, 1L))
     values <- vector("list", ncomp)
     dims <- vector("list", ncomp)
@@ -119,7 +94,7 @@ refimpl_target_batch <- function(fun, n, Q, K, V, M = NULL) {
     names(values) <- names(dims) <- sprintf("c%d", seq_len(ncomp))
     failed <- which(!is.na(errors))
     list(ncomp = ncomp, values = values, dims = dims,
-         err_case = failed, err_msg = errors[failed], err_call = calls[failed],
-         warn_case = warn_case, warn_msg = warn_msg, console = console, version = R.version.string)
+         err_case = failed, err_msg = errors[failed], err_call = run$calls[failed],
+         warn_case = run$warn_case, warn_msg = run$warn_msg, console = run$console, version = R.version.string)
   })
 }
