@@ -91,12 +91,8 @@ def _isolate(args, flag: str):
     """``isolate(spec, check)`` for load_target / load_backward: a worker per user function (None: this process)."""
     if args.no_isolation:
         return None
-    from .harness.isolation import isolated
-    return lambda spec, check: isolated(spec, check, timeout=args.timeout, max_memory=_max_memory(args), flag=flag)
-
-
-def _max_memory(args) -> int | None:
-    return None if args.max_memory is None else int(args.max_memory * 2**20)
+    from .harness.isolation import isolator
+    return isolator(timeout=args.timeout, max_memory_mib=args.max_memory, flag=flag)
 
 
 def _run_and_report(args, targets, unavailable) -> int:

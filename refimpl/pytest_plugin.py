@@ -74,12 +74,9 @@ def refimpl_target(request):
     c = request.config
     isolate = None
     if not c.getoption("refimpl_no_isolation") and request.param not in builtin_targets():
-        from refimpl.harness.isolation import isolated
-        mib = c.getoption("refimpl_max_memory")
-
-        def isolate(spec, check):
-            return isolated(spec, check, timeout=c.getoption("refimpl_timeout"),
-                            max_memory=None if mib is None else int(mib * 2**20), flag="--refimpl-target")
+        from refimpl.harness.isolation import isolator
+        isolate = isolator(timeout=c.getoption("refimpl_timeout"), max_memory_mib=c.getoption("refimpl_max_memory"),
+                           flag="--refimpl-target")
     target = load_target(request.param, layout=c.getoption("refimpl_layout"),
                          torch=c.getoption("refimpl_torch_tensors"), api=c.getoption("refimpl_api"), isolate=isolate)
     try:

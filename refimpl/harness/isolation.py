@@ -17,7 +17,7 @@ from ..errors import Unavailable, UsageError
 from .cases import TargetDied
 from .worker import Worker, WorkerLoadError
 
-__all__ = ["IsolatedFunction", "IsolatedRFunction", "TargetDied", "child_loader", "isolated", "r_child_loader"]
+__all__ = ["IsolatedFunction", "IsolatedRFunction", "TargetDied", "child_loader", "isolated", "isolator", "r_child_loader"]
 
 
 def _snap(a):
@@ -168,3 +168,10 @@ def isolated(spec: str, check: str | None = None, *, timeout: float = 60.0, max_
     not the end of the run. R functions (``R:...``) get embedded R there."""
     cls = IsolatedRFunction if spec.startswith("R:") else IsolatedFunction
     return cls(spec, timeout=timeout, max_memory=max_memory, flag=flag, check=check)
+
+
+def isolator(*, timeout: float, max_memory_mib: float | None, flag: str):
+    """``isolate(spec, check)`` for ``targets.load_target`` / ``grad_cases.load_backward``: a worker per user
+    function with these limits (``max_memory_mib``: the ``--max-memory`` option, MiB; None: the default)."""
+    max_memory = None if max_memory_mib is None else int(max_memory_mib * 2**20)
+    return lambda spec, check: isolated(spec, check, timeout=timeout, max_memory=max_memory, flag=flag)
