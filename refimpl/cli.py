@@ -28,8 +28,7 @@ def main(argv: list[str] | None = None) -> int:
             return bench_main(quick=args.quick, only=args.only)
         if args.cmd == "export":
             from .harness.export import export
-            dtypes = tuple(d.strip() for d in args.dtype.split(",") if d.strip())
-            n = export(args.family, args.out, suite=args.suite, dtypes=dtypes)
+            n = export(args.family, args.out, suite=args.suite, dtypes=args.dtype)
             print(f"refimpl export: {n} cases written to {args.out} (index.json lists them)")
             return EXIT_OK
         if args.cmd == "env":
@@ -53,6 +52,7 @@ def _check(args) -> int:
     from .errors import Unavailable
     from .harness.runner import close_targets
     from .harness.targets import builtin_targets, load_target
+    from .precision import get as precision
 
     if args.list_families:
         from .harness.families import FAMILIES, family_specs
@@ -78,9 +78,9 @@ def _check(args) -> int:
         for spec in args.target:                   # user functions load (and are checked) in their worker
             t = load_target(spec, layout=args.layout, torch=args.torch_tensors, api=args.api,
                             isolate=_isolate(args, "--target"))                     # UsageError: exit 2
-            dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
-            if dtypes and "float64" not in dtypes:     # a lower-precision kernel: the float64 rows are n/a for it
-                t.precision = "float32" if "float32" in dtypes else dtypes[0]
+            highest = max(args.dtype, key=lambda d: precision(d).rank)
+            if precision(highest).low:                 # a lower-precision kernel: the float64 rows are n/a for it
+                t.precision = highest
             targets.append(t)
         return _run_and_report(args, targets, unavailable)
     finally:
@@ -109,7 +109,7 @@ def _run_and_report(args, targets, unavailable) -> int:
         if path:
             check_writable(path, opt)          # before the run: a report is never lost at the end
     from .harness.probe import probe_targets
-    probed = probe_targets(targets, (args.dtype.split(",")[0].strip() or "float64"), user=set(args.target))
+    probed = probe_targets(targets, args.dtype[0], user=set(args.target))
     env = environment()
     t0 = time.perf_counter()
     state = {"last": 0.0}
@@ -122,7 +122,7 @@ def _run_and_report(args, targets, unavailable) -> int:
         print(f"  {now:5.1f}s {msg}", file=sys.stderr, flush=True)
     from .harness.families import parse_shard
     shard = parse_shard(args.shard) if args.shard else None
-    dtypes = tuple(d.strip() for d in args.dtype.split(",") if d.strip())
+    dtypes = args.dtype
     user = [t for t in targets if t.name in args.target]
     if args.repro:
         from .harness.repro import script_for

@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["parser", "mebibytes", "positive", "FORMATS", "MAX_RANDOM"]
+from .harness.apis import names as api_names
+from .precision import parse_dtypes
+
+__all__ = ["parser", "mebibytes", "positive", "dtype_list", "FORMATS", "MAX_RANDOM"]
 
 FORMATS = ("table", "json", "junit", "markdown")
 MAX_RANDOM = 1_000_000   # --random: ~10 s of R per 100,000 cases; beyond this is a typo
@@ -20,6 +23,14 @@ def positive(text: str) -> float:
     if not 0 < x < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return x
+
+
+def dtype_list(text: str) -> tuple[str, ...]:
+    """An argparse type for ``--dtype``: precision names, comma-separated (:func:`refimpl.precision.parse_dtypes`)."""
+    try:
+        return parse_dtypes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def mebibytes(text: str) -> float:
@@ -62,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--html", metavar="FILE", help="also write an HTML report with attention-weight heatmaps")
     c.add_argument("--random", type=int, default=200, metavar="N", help="random cases cross-checked against R (default 200)")
     c.add_argument("--quiet", action="store_true", help="no progress lines")
-    c.add_argument("--api", default="refimpl", choices=("refimpl", "torch-sdpa", "flash-attn"),
+    c.add_argument("--api", default="refimpl", choices=api_names(),
                    help="the signature and semantics user targets follow (README: Target APIs)")
     c.add_argument("--family", action="append", default=None, metavar="NAME",
                    help="run only these case families (repeatable; --list-families lists them)")
@@ -70,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
                    help="how many cases per family (quick ~10%%, default >= 1,500 cases, full 3x and long sequences)")
     c.add_argument("--list-families", action="store_true", help="print the families (name, cases, what they check)")
     c.add_argument("--no-families", action="store_true", help="only the fixtures, vignettes and R rows")
-    c.add_argument("--dtype", default="float64,float32", metavar="LIST",
+    c.add_argument("--dtype", type=dtype_list, default=("float64", "float32"), metavar="LIST",
                    help="input dtypes of the family cases: float64,float32,float16,bfloat16 (default float64,float32)")
     c.add_argument("--masked-rows", default=None, choices=("zeros", "nan", "uniform"),
                    help="pin the one accepted output for a query with no key (default: any of the three)")
@@ -102,6 +113,6 @@ def parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="write the chosen families' cases as plain JSON files (any language can read them)")
     x.add_argument("--family", action="append", default=None, metavar="NAME", help="families to export (default all)")
     x.add_argument("--suite", default="default", choices=("quick", "default", "full"))
-    x.add_argument("--dtype", default="float64", metavar="LIST", help="input dtypes (default float64)")
+    x.add_argument("--dtype", type=dtype_list, default=("float64",), metavar="LIST", help="input dtypes (default float64)")
     x.add_argument("--out", required=True, metavar="DIR", help="the directory to write (one file per case + index.json)")
     return p

@@ -21,17 +21,18 @@ import pytest
 
 
 def pytest_addoption(parser):
-    from refimpl.cli_args import mebibytes, positive
+    from refimpl.cli_args import dtype_list, mebibytes, positive
+    from refimpl.harness.apis import names as api_names
     group = parser.getgroup("refimpl", "refimpl conformance")
     group.addoption("--refimpl-target", action="append", default=[], metavar="MODULE:FUNCTION",
                     help="an attention implementation to check: a callable (q, k, v, mask=None, scale=None) "
                          "returning output or (output, weights); may be repeated")
     group.addoption("--refimpl-layout", default="SD", choices=["SD", "BHSD", "BSHD"],
                     help="tensor layout the user target expects (default SD: (..., S, D))")
-    group.addoption("--refimpl-api", default="refimpl", choices=["refimpl", "torch-sdpa", "flash-attn"],
+    group.addoption("--refimpl-api", default="refimpl", choices=api_names(),
                     help="the signature and semantics the target follows (as refimpl check --api)")
     group.addoption("--refimpl-torch-tensors", action="store_true", help="hand the target torch tensors")
-    group.addoption("--refimpl-dtype", default="float64,float32", metavar="LIST",
+    group.addoption("--refimpl-dtype", type=dtype_list, default=("float64", "float32"), metavar="LIST",
                     help="input dtypes of the family cases (float64,float32,float16,bfloat16)")
     group.addoption("--refimpl-family", action="append", default=None, metavar="NAME",
                     help="only these case families (repeatable; default all)")
@@ -51,7 +52,7 @@ def pytest_addoption(parser):
 def family_specs(config):
     """The family cases the options select (shard applied), in a deterministic order."""
     from refimpl.harness.families import parse_shard, select, shard
-    dtypes = tuple(d.strip() for d in config.getoption("refimpl_dtype").split(",") if d.strip())
+    dtypes = config.getoption("refimpl_dtype")
     specs = select(config.getoption("refimpl_family"), config.getoption("refimpl_suite"), dtypes)
     if config.getoption("refimpl_shard"):
         keep = shard([s.id for s in specs], *parse_shard(config.getoption("refimpl_shard")))

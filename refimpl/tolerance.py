@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import precision
+
 __all__ = ["Tolerance", "Comparison", "EXACT", "BFLOAT16_EPS", "K_FORWARD", "K_BUDGET", "QUANTUM_ULPS",
            "CONDITIONING_CAP", "budget_conditioning", "ulp_distance", "eps", "printed", "printed_decimals", "forward",
-           "forward_for_sdpa", "sdpa_terms", "within_budget", "compare", "row_sum_bound", "softmax_input_perturbation",
-           "K_GRAD_BUDGET", "sdpa_grad_terms", "gradient_for_sdpa", "gradient_within_budget"]
+           "forward_for_sdpa", "sdpa_terms", "within_budget", "budget", "compare", "row_sum_bound", "softmax_input_perturbation"]
 
 K_FORWARD = 4.0      # safety factor of the forward bound (two evaluations, each within it)
 K_BUDGET = 2.0       # FlashAttention rule: error <= K_BUDGET x reference error + quantum
@@ -40,15 +41,21 @@ QUANTUM_ULPS = 4.0   # the rounding quantum of the budget rule, in ulps of the l
 CONDITIONING_CAP = 4.0   # the budget's quantum is at most 1/CONDITIONING_CAP of the answer (budget_conditioning)
 
 
-BFLOAT16_EPS = 2.0 ** -8   # unit roundoff of bfloat16 (8 significant bits); NumPy has no bfloat16 dtype
+BFLOAT16_EPS = precision.PRECISIONS["bfloat16"].eps   # 2**-8; NumPy has no bfloat16 dtype
+
+
+def _precision(dtype) -> precision.Precision:
+    p = precision.of(dtype)
+    if p is None:
+        raise ValueError(f"dtype must be one of {', '.join(precision.NAMES)} (a name, NumPy or torch dtype), "
+                         f"got {dtype!r}")
+    return p
 
 
 def eps(dtype) -> float:
     """Unit roundoff u = 2**-p of a float dtype (2**-53 for float64, 2**-24 for float32, 2**-11 for
-    float16; ``"bfloat16"`` by name: 2**-8)."""
-    if str(dtype).replace("torch.", "") == "bfloat16":
-        return BFLOAT16_EPS
-    return float(np.finfo(np.dtype(dtype)).eps) / 2.0
+    float16, 2**-8 for bfloat16): :mod:`refimpl.precision`'s figure."""
+    return _precision(dtype).eps
 
 
 def ulp_distance(a, b) -> np.ndarray:
@@ -173,8 +180,7 @@ def printed(values, *, decimals: int | None = None, significant: int | None = No
 def forward(dtype, n_terms: float, magnitude: float) -> Tolerance:
     """``K_FORWARD * eps * n_terms * magnitude``: two same-precision evaluations of a length-n reduction."""
     atol = K_FORWARD * eps(dtype) * float(n_terms) * float(magnitude)
-    name = "bfloat16" if str(dtype).replace("torch.", "") == "bfloat16" else np.dtype(dtype).name
-    return Tolerance(atol, 0.0, f"forward bound {K_FORWARD:g}*eps({name})*{n_terms:g}*{magnitude:.3g}")
+    return Tolerance(atol, 0.0, f"forward bound {K_FORWARD:g}*eps({_precision(dtype).name})*{n_terms:g}*{magnitude:.3g}")
 
 
 def sdpa_terms(q, k, v, scale: float | None = None, *, weights: bool = False, per_case: bool = False):
@@ -223,11 +229,17 @@ def within_budget(test, reference, oracle, dtype, conditioning: float = 0.0) -> 
     rounding any correct order of operations may produce.
     Returns ``(ok, test_error, allowed)``.
     """
-    o = np.asarray(oracle, dtype=np.float64)
-    err_t = float(np.abs(np.asarray(test, np.float64) - o).max())
-    err_r = float(np.abs(np.asarray(reference, np.float64) - o).max())
-    allowed = K_BUDGET * err_r + QUANTUM_ULPS * eps(dtype) * (1.0 + conditioning) * float(np.abs(o).max())
+    allowed = budget(reference, oracle, dtype, conditioning)
+    err_t = float(np.abs(np.asarray(test, np.float64) - np.asarray(oracle, np.float64)).max())
     return err_t <= allowed, err_t, allowed
+
+
+def budget(reference, oracle, dtype, conditioning: float = 0.0) -> float:
+    """The error rule 4 allows: ``K_BUDGET * max|reference - oracle| + QUANTUM_ULPS * eps * (1 + conditioning)
+    * max|oracle|`` (:func:`within_budget`)."""
+    o = np.asarray(oracle, dtype=np.float64)
+    err_r = float(np.abs(np.asarray(reference, np.float64) - o).max())
+    return K_BUDGET * err_r + QUANTUM_ULPS * eps(dtype) * (1.0 + conditioning) * float(np.abs(o).max())
 
 
 # --- bounds for the invariants ---------------------------------------------------------------
@@ -248,103 +260,4 @@ def forward_for_sdpa_cases(q, k, v, scale: float | None = None, dtype=None, *, w
     n, mag = sdpa_terms(q, k, v, scale, weights=weights, per_case=True)
     dtype = dtype or np.float64
     return Tolerance((K_FORWARD * eps(dtype) * n * mag)[:, None, None], 0.0,
-                     f"forward bound per case, {K_FORWARD:g}*eps({np.dtype(dtype).name})*n_terms*max|v|")
-
-
-# === gradients (rules 3 and 4 for the backward pass, refimpl.backward) ==========================
-#
-# Rule 3 for gradients. With u = eps(dtype), z = 2*s*D*max|q|*max|k| + 2*max|finite additive| (the
-# softmax's relative error per u: the rounding of the scores, which a softcap does not reduce since
-# tanh' <= 1 passes it on near 0, and the exponent's argument), G = max_i ||dO_i|| * max_j ||v_j||
-# (Euclidean row norms; Cauchy-Schwarz bounds |dP| and |rowsum(dO*O)| by it), and
-# n = z + Sk + 2*Dv + D + 6 the orders of the steps before dS:
-#   dS    (= dbias)  |error| <= u * n * 2G                  (P has relative error <= u*z, rows sum to 1)
-#   dQ = s dR K      |error| <= u * (n + Sk) * s*max|k| * 2G            (a row of |dS| sums to <= 2G)
-#   dK = s dR^T Q    |error| <= u * (n + Sq) * Sq * s*max|q| * 2G       (a column of P sums to <= Sq)
-#   dV = P^T dO      |error| <= u * (z + Sk + Sq) * Sq * max|dO|
-# A softcap's slope 1 - tanh^2(R/cap) is off by <= 0.77 * (error of R) / cap, which adds
-# s*D*max|q|*max|k| / cap to n (and the rounding of tanh, D + 4). A gradient summed over c
-# broadcast copies (GQA groups, broadcast batch axes) has c times the magnitude and c more terms.
-# Each bound is multiplied by K_FORWARD like rule 3 (two evaluations, each within it).
-#
-# Rule 4 for gradients: K_GRAD_BUDGET = 4 (the forward's K_BUDGET is 2). A gradient reorders more
-# than the forward does: dK and dV sum over the queries as well, and FlashAttention-2 recomputes
-# P = exp(Z - L) from the rounded log-sum-exp L, whose absolute rounding u*|L| becomes a relative error
-# of every weight. Measured on 24 float32 cases (S 32-256, D 16/64, magnitudes 0.5-3, causal or not),
-# the online backward's max error was 0.2-3.0x the naive float32 backward's (median 1.0-1.2 per
-# gradient), hence 4. The rounding floor is the forward's quantum with the gradient's n_terms as
-# conditioning.
-
-K_GRAD_BUDGET = 4.0  # FlashAttention rule for gradients: error <= K_GRAD_BUDGET x reference error + quantum
-
-
-def _max_row_norm(a: np.ndarray) -> float:
-    """``max_i ||a_i||`` over the rows (last axis), scaled by max|a| so that it neither under- nor overflows."""
-    m = float(np.abs(a).max())
-    return 0.0 if m == 0 else m * float(np.sqrt(np.square(a / m).sum(axis=-1)).max())
-
-
-def sdpa_grad_terms(q, k, v, d_out, scale: float | None = None, *, softcap: float | None = None,
-                    additive=None, bias_shape: tuple[int, ...] | None = None) -> dict[str, tuple[float, ...]]:
-    """``{"dq" | "dk" | "dv" | "dbias": (n_terms, magnitude, gain)}`` of the gradient bound above;
-    ``gain`` carries an absolute error of dS (or of P, for dv) to the gradient (for the underflow floor).
-
-    ``softcap``: the cap, if any; ``additive``: the float mask and/or bias (only its largest finite
-    magnitude is used); ``bias_shape``: the shape dbias is summed to (adds the "dbias" entry). Under
-    GQA, k and v have fewer heads than ``d_out``: the group size counts as broadcast copies. Scores
-    beyond the dtype's range make the bound vacuous (n_terms capped at 1e30): near-ties there are
-    decided by rounding, so two correct evaluations may differ completely.
-    """
-    q, k, v, g = (np.asarray(a, dtype=np.float64) for a in (q, k, v, d_out))
-    d, n_k, d_v, n_q = q.shape[-1], k.shape[-2], v.shape[-1], q.shape[-2]
-    s = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    mq, mk, mg = (float(np.abs(a).max()) for a in (q, k, g))
-    with np.errstate(over="ignore"):
-        logits = min(s * d * mq * mk, 1e30)
-        if additive is not None:
-            a = np.asarray(additive, dtype=np.float64)
-            fin = np.abs(a[np.isfinite(a)])
-            logits += float(fin.max()) if fin.size else 0.0
-        z = min(2.0 * logits, 1e30)
-        big_g = _max_row_norm(g) * _max_row_norm(v)
-        capped = 0.0 if softcap is None else min(s * d * mq * mk / float(softcap), 1e30)
-        n = z + n_k + 2 * d_v + d + 6 + capped
-    n_batch = math.prod(g.shape[:-2])
-
-    def copies(shape) -> float:
-        return n_batch / math.prod(shape[:-2])
-
-    c_q, c_k, c_v = copies(q.shape), copies(k.shape), copies(v.shape)
-    gain = {"dq": c_q * s * mk, "dk": c_k * n_q * s * mq, "dv": c_v * n_q}
-    terms = {"dq": (n + n_k + c_q, gain["dq"] * 2 * big_g, gain["dq"]),
-             "dk": (n + n_q + c_k, gain["dk"] * 2 * big_g, gain["dk"]),
-             "dv": (z + n_k + n_q + c_v, gain["dv"] * mg, gain["dv"])}
-    if bias_shape is not None:
-        c_b = n_batch * n_q * n_k / max(math.prod(bias_shape), 1)
-        terms["dbias"] = (n + c_b, c_b * 2 * big_g, c_b)
-    return terms
-
-
-def gradient_for_sdpa(q, k, v, d_out, scale: float | None = None, dtype=None, *, softcap: float | None = None,
-                      additive=None, bias_shape: tuple[int, ...] | None = None) -> dict[str, Tolerance]:
-    """Rule 3 for the gradients of ``sum(d_out * sdpa(q, k, v))``: one :class:`Tolerance` per gradient
-    ("dq", "dk", "dv", and "dbias" when ``bias_shape`` is given). ``dtype``: the lower precision of the
-    two evaluations compared (default: that of q, k, v). Underflow floor: each of the n_terms steps may
-    lose up to the smallest subnormal absolutely, carried to the gradient by its ``gain``."""
-    dtype = dtype or np.result_type(*(np.asarray(a) for a in (q, k, v)))
-    tiny = float(np.finfo(np.dtype(dtype)).smallest_subnormal)
-    terms = sdpa_grad_terms(q, k, v, d_out, scale, softcap=softcap, additive=additive, bias_shape=bias_shape)
-    return {name: Tolerance(K_FORWARD * n * (eps(dtype) * mag + tiny * max(1.0, gain)), 0.0,
-                            f"gradient bound ({name}) {K_FORWARD:g}*eps({np.dtype(dtype).name})*{n:.3g}*{mag:.3g}")
-            for name, (n, mag, gain) in terms.items()}
-
-
-def gradient_within_budget(test, reference, oracle, dtype, conditioning: float = 0.0) -> tuple[bool, float, float]:
-    """Rule 4 for one gradient: ``max|test - oracle| <= K_GRAD_BUDGET * max|reference - oracle| + quantum``,
-    quantum ``QUANTUM_ULPS * eps * (1 + conditioning) * max|oracle|`` (``conditioning``: the gradient's
-    n_terms from :func:`sdpa_grad_terms`). Returns ``(ok, test_error, allowed)``."""
-    o = np.asarray(oracle, dtype=np.float64)
-    err_t = float(np.abs(np.asarray(test, np.float64) - o).max())
-    err_r = float(np.abs(np.asarray(reference, np.float64) - o).max())
-    allowed = K_GRAD_BUDGET * err_r + QUANTUM_ULPS * eps(dtype) * (1.0 + conditioning) * float(np.abs(o).max())
-    return err_t <= allowed, err_t, allowed
+                     f"forward bound per case, {K_FORWARD:g}*eps({_precision(dtype).name})*n_terms*max|v|")

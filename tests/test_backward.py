@@ -13,7 +13,7 @@ from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import refimpl as ri
-from refimpl import strategies as rst, tolerance as tol
+from refimpl import strategies as rst, tolerance as tol, tolerance_gradients as tg
 from refimpl.backward import sdpa_backward
 from refimpl.backward_online import sdpa_backward_online
 
@@ -100,7 +100,7 @@ def grad_tolerances(a, kw, dtype=np.float64):
     additive = [np.abs(x[np.isfinite(x)]).max(initial=0.0) for x in (kw["bias"], kw["mask"])
                 if x is not None and x.dtype != bool]
     summed = kw["bias"] if kw["bias"] is not None else kw["mask"] if additive else None   # dbias's shape
-    t = tol.gradient_for_sdpa(a["q"], a["k"], a["v"], a["d_out"], kw["scale"], dtype, softcap=kw["softcap"],
+    t = tg.gradient_for_sdpa(a["q"], a["k"], a["v"], a["d_out"], kw["scale"], dtype, softcap=kw["softcap"],
                               additive=np.array([sum(additive)]) if additive else None,
                               bias_shape=None if summed is None else summed.shape)
     return [t[n] for n in NAMES if n in t]
@@ -227,7 +227,7 @@ def test_float64_and_float32_gradients_against_a_50_digit_oracle(seed):
     for dtype in (np.float64, np.float32):
         c = [a.astype(dtype) for a in (q, k, v, g, bias)]
         got = sdpa_backward(c[0], c[1], c[2], c[3], mask=keep, bias=c[4], scale=scale, softcap=cap)
-        tols = tol.gradient_for_sdpa(q, k, v, g, scale, dtype, softcap=cap, additive=bias, bias_shape=bias.shape)
+        tols = tg.gradient_for_sdpa(q, k, v, g, scale, dtype, softcap=cap, additive=bias, bias_shape=bias.shape)
         for name, n, gr in zip(("q", "k", "v", "bias"), NAMES, got):
             # one side is exact: half of rule 3's two-evaluation bound would do; the full bound is kept
             check(gr, oracle[name], tols[n], f"{dtype.__name__} d{name} vs the 50-digit oracle")
@@ -248,10 +248,10 @@ def test_float32_online_and_torch_within_the_gradient_budget(seed, causal):
     t = [torch.tensor(a, requires_grad=True) for a in f32[:3]]
     by_torch = [x.numpy() for x in torch.autograd.grad(torch_sdpa(*t, keep, None, None, None, 1), t,
                                                        torch.tensor(f32[3]))]
-    terms = tol.sdpa_grad_terms(q, k, v, g)
+    terms = tg.sdpa_grad_terms(q, k, v, g)
     for i, name in enumerate(NAMES[:3]):
         for who, test in (("online", online[i]), ("torch", by_torch[i])):
-            ok, err, allowed = tol.gradient_within_budget(test, naive[i], oracle[i], np.float32, terms[name][0])
+            ok, err, allowed = tg.gradient_within_budget(test, naive[i], oracle[i], np.float32, terms[name][0])
             assert ok, f"{who} {name}: float32 error {err:.3g} > allowed {allowed:.3g}"
         assert float(np.abs(naive[i] - oracle[i]).max()) > 0        # the reference really rounds
 
@@ -284,7 +284,7 @@ def test_broadcast_inputs_and_bias_get_the_sum_over_their_copies():
     k, v, bias = rng.standard_normal((3, 6, 4)), rng.standard_normal((1, 6, 2)), rng.standard_normal((6,))
     full = sdpa_backward(q, np.broadcast_to(k, (2, 3, 6, 4)).copy(), np.broadcast_to(v, (2, 3, 6, 2)).copy(), g,
                          bias=np.broadcast_to(bias, (2, 3, 5, 6)).copy())
-    t = tol.gradient_for_sdpa(q, k, v, g, bias_shape=bias.shape)
+    t = tg.gradient_for_sdpa(q, k, v, g, bias_shape=bias.shape)
     for fn in (sdpa_backward, sdpa_backward_online):
         got = fn(q, k, v, g, bias=bias)
         for name, a, b in zip(NAMES, got, full):
@@ -310,7 +310,7 @@ def test_huge_scores_give_finite_gradients(c, cap):
     v, g = np.tanh(c.v), np.ones(c.q.shape[:-1] + c.v.shape[-1:])
     plain = sdpa_backward(c.q, c.k, v, g, is_causal=c.is_causal, softcap=cap)
     online = sdpa_backward_online(c.q, c.k, v, g, is_causal=c.is_causal, softcap=cap, block_q=2, block_k=3)
-    t = tol.gradient_for_sdpa(c.q, c.k, v, g, softcap=cap)
+    t = tg.gradient_for_sdpa(c.q, c.k, v, g, softcap=cap)
     for name, a, b in zip(NAMES, online, plain):
         assert np.isfinite(a).all() and np.isfinite(b).all()
         check(a, b, t[name], f"huge inputs {name}")

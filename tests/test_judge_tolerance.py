@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from refimpl import tolerance as tol
+from refimpl import tolerance_gradients as tg
 
 U64, U32 = 2.0 ** -53, 2.0 ** -24          # unit roundoffs, written out
 
@@ -121,7 +122,7 @@ def test_ulp_distance_counts_in_float32_for_float32():
 def test_unit_roundoffs_and_the_named_constants():
     assert (tol.eps(np.float64), tol.eps(np.float32), tol.eps(np.float16)) == (U64, U32, 2.0 ** -11)
     assert tol.eps("bfloat16") == tol.eps("torch.bfloat16") == tol.BFLOAT16_EPS == 2.0 ** -8
-    assert (tol.K_FORWARD, tol.K_BUDGET, tol.QUANTUM_ULPS, tol.K_GRAD_BUDGET) == (4.0, 2.0, 4.0, 4.0)
+    assert (tol.K_FORWARD, tol.K_BUDGET, tol.QUANTUM_ULPS, tg.K_GRAD_BUDGET) == (4.0, 2.0, 4.0, 4.0)
 
 
 def test_forward_is_k_forward_eps_n_terms_magnitude():
@@ -192,7 +193,7 @@ def test_within_budget_at_its_edge():
     assert ok and got == allowed and err == allowed
     ok, _, _ = tol.within_budget(oracle + [up(allowed), 0.0], ref, oracle, np.float32, conditioning=3.0)
     assert not ok
-    ok, err, got = tol.gradient_within_budget(oracle, ref, oracle, np.float64)
+    ok, err, got = tg.gradient_within_budget(oracle, ref, oracle, np.float64)
     assert ok and err == 0.0 and got == 4 * 2.0 ** -20 + 4 * U64 * 2.0
 
 
@@ -210,31 +211,31 @@ def test_gradient_terms_follow_the_documented_formula():
     q, k, v, g = _grad_case()
     z, big_g = 2 * 0.5 * 4 * 3 * 2, 5.0 * 3.0                     # 24, 15
     n = z + 5 + 2 * 3 + 4 + 6                                     # 45
-    t = tol.sdpa_grad_terms(q, k, v, g, bias_shape=(3, 5))
+    t = tg.sdpa_grad_terms(q, k, v, g, bias_shape=(3, 5))
     assert t["dq"] == (n + 5 + 1, 0.5 * 2 * 2 * big_g, 0.5 * 2)
     assert t["dk"] == (n + 3 + 1, 3 * 0.5 * 3 * 2 * big_g, 3 * 0.5 * 3)
     assert t["dv"] == (z + 5 + 3 + 1, 3 * 4.0, 3.0)
     assert t["dbias"] == (n + 2, 2 * 2 * big_g, 2.0)               # 2*3*5 scores summed to 15: 2 copies
-    t = tol.sdpa_grad_terms(q, k, v, g, additive=np.array([-np.inf, 1.5, -0.5]), softcap=4.0)
+    t = tg.sdpa_grad_terms(q, k, v, g, additive=np.array([-np.inf, 1.5, -0.5]), softcap=4.0)
     n2 = 2 * (12 + 1.5) + 5 + 6 + 4 + 6 + 12 / 4.0                # + 2*max|finite additive| + s*D*mq*mk/cap
     assert t["dq"][0] == n2 + 5 + 1 and t["dv"][0] == 27 + 5 + 3 + 1 and "dbias" not in t
-    t = tol.sdpa_grad_terms(q, k[1:], v[:1], g)                    # k, v broadcast over the batch: 2 copies
+    t = tg.sdpa_grad_terms(q, k[1:], v[:1], g)                    # k, v broadcast over the batch: 2 copies
     assert t["dk"] == (n + 3 + 2, 2 * 4.5 * 2 * big_g, 9.0) and t["dv"] == (z + 5 + 3 + 2, 2 * 3 * 4.0, 6.0)
-    assert tol.sdpa_grad_terms(q, k, v, g, scale=0.25)["dq"][2] == 0.25 * 2
+    assert tg.sdpa_grad_terms(q, k, v, g, scale=0.25)["dq"][2] == 0.25 * 2
 
 
 def test_gradient_for_sdpa_is_k_forward_n_eps_magnitude_plus_the_underflow_floor():
     q, k, v, g = _grad_case()
     tiny = float(np.finfo(np.float64).smallest_subnormal)
-    b = tol.gradient_for_sdpa(q, k, v, g)
+    b = tg.gradient_for_sdpa(q, k, v, g)
     assert b["dq"].atol == 4 * 51 * (U64 * 30 + tiny * 1.0)
     assert b["dk"].atol == 4 * 49 * (U64 * 135 + tiny * 4.5)
     assert b["dv"].atol == 4 * 33 * (U64 * 12 + tiny * 3.0)
     f = np.float32
-    b32 = tol.gradient_for_sdpa(q.astype(f), k.astype(f), v.astype(f), g)
+    b32 = tg.gradient_for_sdpa(q.astype(f), k.astype(f), v.astype(f), g)
     assert b32["dq"].atol == 4 * 51 * (U32 * 30 + float(np.finfo(f).smallest_subnormal) * 1.0)
     q0 = q * 0
-    assert tol.gradient_for_sdpa(q0, k, v, g)["dq"].atol == 4 * (4 + 5 + 6 + 6 + 5 + 1) * (U64 * 30 + tiny)
+    assert tg.gradient_for_sdpa(q0, k, v, g)["dq"].atol == 4 * (4 + 5 + 6 + 6 + 5 + 1) * (U64 * 30 + tiny)
 
 
 def test_tolerances_are_immutable_and_say_what_made_them():
@@ -250,14 +251,14 @@ def test_tolerances_are_immutable_and_say_what_made_them():
 
 def test_vacuous_bounds_are_capped_at_1e30_terms():
     q, k, v, g = _grad_case()
-    huge = tol.sdpa_grad_terms(q * 1e200, k * 1e200, v, g, softcap=1e-200)
+    huge = tg.sdpa_grad_terms(q * 1e200, k * 1e200, v, g, softcap=1e-200)
     assert huge["dv"][0] == 1e30 + 5 + 3 + 1                      # z = min(2 * min(s D mq mk, 1e30), 1e30)
     assert huge["dq"][0] == 1e30 + 1e30 + 5 + 6 + 4 + 6 + 5 + 1   # + the softcap's term, capped too
     n, _ = tol.sdpa_terms(q[0] * 1e200, k[1] * 1e200, v[0])
     assert n == 1e30 + 5 + 3 + 2
-    masked = tol.sdpa_grad_terms(q, k, v, g, additive=np.full(3, -np.inf))   # no finite additive value
+    masked = tg.sdpa_grad_terms(q, k, v, g, additive=np.full(3, -np.inf))   # no finite additive value
     assert masked["dq"][0] == 45 + 5 + 1
-    zero = tol.sdpa_grad_terms(q, k, v, g * 0)                     # max row norm of zeros: 0
+    zero = tg.sdpa_grad_terms(q, k, v, g * 0)                     # max row norm of zeros: 0
     assert zero["dq"][1] == 0.0 and zero["dv"][1] == 0.0
 
 
@@ -274,7 +275,7 @@ def test_budget_conditioning_caps_the_quantum_at_a_quarter_of_the_answer():
 def test_the_gradient_underflow_floor_grows_with_the_gain():
     q, k, v, g = _grad_case()
     tiny = float(np.finfo(np.float64).smallest_subnormal)
-    b = tol.gradient_for_sdpa(q, k, v, g * 0)                     # magnitude 0: only the floor is left
+    b = tg.gradient_for_sdpa(q, k, v, g * 0)                     # magnitude 0: only the floor is left
     assert b["dk"].atol == 4 * 49 * (tiny * 4.5) > 4 * 49 * tiny
     assert b["dv"].atol == 4 * 33 * (tiny * 3.0)
 
@@ -322,12 +323,12 @@ def test_the_gradient_floor_is_at_least_one_subnormal_per_step_and_the_bound_is_
     the 1.0); the bound has no relative part, so a gradient 1 % off fails however large it is (the 0.0)."""
     q, k, v, g = _grad_case()
     tiny = float(np.finfo(np.float64).smallest_subnormal)
-    b = tol.gradient_for_sdpa(q, k, v, g * 0)                      # magnitude 0: the floor alone
+    b = tg.gradient_for_sdpa(q, k, v, g * 0)                      # magnitude 0: the floor alone
     assert b["dq"].atol == 4 * 51 * tiny                            # gain s * max|k| = 0.5 * 2 = 1
-    b = tol.gradient_for_sdpa(q, k, v, g * 0, scale=0.25)           # gain 0.25 * 2 = 0.5 < 1
+    b = tg.gradient_for_sdpa(q, k, v, g * 0, scale=0.25)           # gain 0.25 * 2 = 0.5 < 1
     n = 2 * 0.25 * 4 * 3 * 2 + 5 + 2 * 3 + 4 + 6 + 5 + 1          # z + n_k + 2 Dv + D + 6, + n_k + copies
     assert b["dq"].atol == 4 * n * tiny
-    b = tol.gradient_for_sdpa(q, k, v, g)
+    b = tg.gradient_for_sdpa(q, k, v, g)
     for name, t in b.items():
         assert t.rtol == 0.0, name
     big = np.full((2, 3, 4), 1e6)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import refimpl as ri
-from refimpl import _checks, attention as att, tolerance as tol
+from refimpl import _checks, attention as att, tolerance as tol, tolerance_gradients as tg
 from refimpl.online import sdpa_online
 from refimpl.testing import assert_conforms
 
@@ -318,7 +318,7 @@ def test_a_scalar_bias_sums_every_score_into_its_one_gradient():
     from refimpl import tolerance as t
     rng = np.random.default_rng(7)
     q, k, v, g = (rng.standard_normal(s) for s in ((2, 3, 4), (2, 5, 4), (2, 5, 6), (2, 3, 6)))
-    one = t.sdpa_grad_terms(q, k, v, g, bias_shape=(1, 1))["dbias"]
+    one = tg.sdpa_grad_terms(q, k, v, g, bias_shape=(1, 1))["dbias"]
     assert one[2] == 2 * 3 * 5            # gain: n_batch * n_q * n_k copies summed into one dbias entry
 
 
@@ -326,7 +326,7 @@ def test_gradient_within_budget_at_its_edge():
     from refimpl import tolerance as t
     o = np.array([1.0])
     quantum = t.QUANTUM_ULPS * t.eps(np.float64)      # conditioning 0, reference exact: allowed = quantum
-    ok, err, allowed = t.gradient_within_budget(o + quantum, o, o, np.float64, conditioning=0.0)
+    ok, err, allowed = tg.gradient_within_budget(o + quantum, o, o, np.float64, conditioning=0.0)
     assert err == allowed == quantum and ok
 
 
@@ -347,7 +347,7 @@ def test_gradient_within_budget_scales_its_quantum_with_the_conditioning():
     from refimpl import tolerance as t
     o = np.array([1.0])
     quantum = t.QUANTUM_ULPS * t.eps(np.float64) * (1.0 + 1.0)     # conditioning 1: twice the quantum
-    ok, err, allowed = t.gradient_within_budget(o + quantum, o, o, np.float64, conditioning=1.0)
+    ok, err, allowed = tg.gradient_within_budget(o + quantum, o, o, np.float64, conditioning=1.0)
     assert err == allowed == quantum and ok
 
 

@@ -39,7 +39,8 @@ def _run(module, entry, dtypes=("float64", "float32")):
 
 
 CASES = (_entries("numpy_impls", "refimpl") + _entries("numpy_broken", "refimpl")
-         + _entries("torch_sdpa_impls", "torch-sdpa") + _entries("flash_impls", "flash-attn"))
+         + _entries("torch_sdpa_impls", "torch-sdpa") + _entries("flash_impls", "flash-attn")
+         + _entries("jax_impls", "jax"))
 
 
 @pytest.mark.parametrize("module,entry", CASES, ids=[f"{m}:{e['name']}" for m, e in CASES])

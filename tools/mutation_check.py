@@ -59,6 +59,7 @@ TESTS: dict[str, list[str]] = {
     "family": ["test_mutation_family.py"] + _COMMON + ["test_family.py", "test_fixtures.py"],
     "_checks": _COMMON + ["test_fuzz.py", "test_features.py", "test_fixtures.py", "test_properties.py"],
     "_kernel": _COMMON + ["test_features.py", "test_online.py", "test_fixtures.py", "test_properties.py"],
+    "tolerance_gradients": ["test_judge_tolerance.py", "test_backward.py"] + _COMMON,
     "tolerance": ["test_judge_tolerance.py"] + _COMMON + ["test_features.py", "test_online.py", "test_fixtures.py",
                                                            "test_properties.py", "test_backward.py"],
 }

@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .apis import _to_numpy, call
+from ..precision import lowest
+from .apis import call, get, to_numpy
 
-__all__ = ["NoGraph", "autograd_grads", "lowest_dtype"]
+__all__ = ["NoGraph", "autograd_grads"]
 
 _NAMES = ("dq", "dk", "dv")
-_RANK = {"float64": 3, "float32": 2}
-
-
-def lowest_dtype(dtypes) -> str:
-    """The lowest precision among dtype names (float64 > float32 > the 16-bit types)."""
-    return min(dtypes, key=lambda d: _RANK.get(d, 1))
 
 
 class NoGraph(TypeError):
@@ -49,13 +44,13 @@ def autograd_grads(fn, api: str, layout: str, data, d_out: np.ndarray) -> tuple[
     out = box["res"][0] if isinstance(box["res"], (tuple, list)) else box["res"]
     if not isinstance(out, torch.Tensor) or out.grad_fn is None:
         raise NoGraph("the output carries no autograd graph (computed outside torch, detached or under no_grad)")
-    swap = api == "flash-attn" or (api == "refimpl" and layout == "BSHD")
+    swap = get(api).bshd(layout)
     g = np.swapaxes(d_out, 1, 2) if swap else d_out           # (B, Sq, Hq, Dv) for the BSHD layouts
     gt = torch.tensor(np.ascontiguousarray(g), dtype=torch.float64).to(out.dtype)
     grads = torch.autograd.grad(out, box["ins"], grad_outputs=gt, allow_unused=True)
     res, dtypes = {}, []
     for name, gr, inp in zip(_NAMES, grads, box["ins"]):
-        a, dt = _to_numpy(torch.zeros_like(inp) if gr is None else gr, name)
+        a, dt = to_numpy(torch.zeros_like(inp) if gr is None else gr, name)
         res[name] = np.swapaxes(a, 1, 2) if swap else a
         dtypes.append(dt)
-    return res, lowest_dtype(dtypes)
+    return res, lowest(dtypes)

@@ -31,11 +31,13 @@ import numpy as np
 
 from ..errors import Unavailable, UsageError
 from ..io import write_atomic
+from ..precision import PRECISIONS
+from . import apis
 from .cases import Status
 from .diagnosis import diagnose
 from .families import check_dtypes
 from .family_cases import CaseStore, run_one
-from .features import DTYPES, CaseSpec
+from .features import CaseSpec
 from .judge import CaseResult
 from .targets import Target
 
@@ -52,9 +54,9 @@ def spec_strategy(api: str, dtypes: tuple[str, ...]):
     """A Hypothesis strategy of CaseSpecs that ``api`` can express (see the module doc for the fields)."""
     from hypothesis import strategies as st
 
-    gqa = api in ("torch-sdpa", "flash-attn")
-    masks = {"refimpl": ("none", "bool", "padding"), "torch-sdpa": ("none", "bool", "additive", "padding"),
-             "flash-attn": ("none",)}.get(api, ("none", "bool", "additive", "padding"))
+    a = apis.get(api)
+    gqa, masks = a.can("gqa"), a.explore_masks
+    fixed = a.can("bottom-right-band") and not a.can("top-left-band")      # only one alignment expressible
 
     @st.composite
     def draw(draw):
@@ -69,8 +71,8 @@ def spec_strategy(api: str, dtypes: tuple[str, ...]):
         if draw(st.booleans()):
             window = (draw(st.sampled_from(_WINDOW_EDGES)), draw(st.sampled_from(_WINDOW_EDGES)))
             window = None if window == (-1, -1) else window
-        alignment = "bottom-right" if api == "flash-attn" else draw(st.sampled_from(("top-left", "bottom-right")))
-        softcap = draw(st.sampled_from((None, 5.0, 1.0, 30.0))) if api == "flash-attn" else None
+        alignment = "bottom-right" if fixed else draw(st.sampled_from(("top-left", "bottom-right")))
+        softcap = draw(st.sampled_from((None, 5.0, 1.0, 30.0))) if a.can("softcap") else None
         alibi = draw(st.booleans()) if gqa and Hq & (Hq - 1) == 0 else False     # see the module doc
         far = draw(st.booleans())
         return CaseSpec(family="explore", index=0, Sq=Sq, Sk=Sk, D=D, Dv=Dv, B=B, Hq=Hq, Hkv=Hkv, mask=mask,
@@ -182,7 +184,7 @@ def _spec_of(entry: dict) -> CaseSpec | None:
         spec = CaseSpec(**fields)
     except (KeyError, TypeError):
         return None
-    return spec if spec.dtype in DTYPES else None
+    return spec if spec.dtype in PRECISIONS else None
 
 
 def _save(db, entries: list[dict], target: Target, spec: CaseSpec) -> None:

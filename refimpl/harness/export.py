@@ -34,7 +34,8 @@ import numpy as np
 from .. import __version__, tolerance as tol
 from ..errors import UsageError
 from ..io import write_atomic
-from .apis import keep_mask, expressible
+from ..precision import get as precision
+from .apis import PROTOCOL, keep_mask, expressible
 from .features import CaseData, materialise
 from .families import select
 from .judge import n_terms
@@ -72,7 +73,7 @@ def case_json(data: CaseData) -> dict:
     bound = {"rule": "forward", "precision": "float64", "K_FORWARD": tol.K_FORWARD, "n_terms": terms,
              "magnitude": vmax, "atol": tol.forward("float64", terms, vmax).atol,
              "weights_atol": tol.forward("float64", terms, 1.0).atol, "compare": "rows with a key only"}
-    if s.dtype != "float64":
+    if precision(s.dtype).low:
         bound[f"atol_{s.dtype}"] = tol.K_FORWARD * tol.eps(s.dtype) * terms * vmax
     features = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(s).items()}
     return {
@@ -84,7 +85,7 @@ def case_json(data: CaseData) -> dict:
             "causal_alignment": s.alignment, "masked_rows": ["zeros", "nan", "uniform"],
             "r_slices": "an R function of the attention protocol is called once per (b, h): Q[b, h], K[b, h], "
                         "V[b, h], mask = 1 * keep[b, h] (or no mask)"},
-        "r_protocol": expressible("refimpl", s),
+        "r_protocol": expressible(PROTOCOL, s),
         "inputs": {"q": _array(data.q), "k": _array(data.k), "v": _array(data.v), "keep": _array(keep),
                    "mask": _array(data.mask), "alibi_slopes": _array(data.slopes)},
         "expected": {"output": _array(data.expected), "weights": _array(data.weights), "dead_rows": _array(data.dead)},
@@ -119,7 +120,7 @@ def export(families: list[str] | None, out, *, suite: str = "default", dtypes: t
             rel = f"{spec.family}/{spec.index:04d}-{spec.dtype}.json"
             write_atomic(tmp / rel, _dumps(case_json(materialise(spec))))
             rows.append({"id": spec.id, "file": rel, "family": spec.family, "dtype": spec.dtype,
-                         "r_protocol": expressible("refimpl", spec), "describe": spec.describe()})
+                         "r_protocol": expressible(PROTOCOL, spec), "describe": spec.describe()})
         index = {"cases": rows, "schema": INDEX_SCHEMA, "case_schema": SCHEMA, "refimpl": __version__,
                  "suite": suite, "dtypes": list(dtypes), "families": list(dict.fromkeys(s.family for s in specs))}
         write_atomic(tmp / "index.json", _dumps(index))

@@ -14,7 +14,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import UsageError
-from .features import DTYPES, CaseSpec
+from ..precision import NAMES as DTYPE_NAMES
+from .features import CaseSpec
 
 __all__ = ["Family", "FAMILIES", "SUITES", "family_specs", "select", "shard", "parse_shard", "check_dtypes"]
 
@@ -153,8 +154,9 @@ def select(families: list[str] | None, suite: str, dtypes: tuple[str, ...]) -> l
 
 def check_dtypes(dtypes: tuple[str, ...]) -> None:
     """Refuse an empty or unknown ``--dtype`` list, naming the choices."""
-    if not dtypes or any(d not in DTYPES for d in dtypes):
-        raise UsageError(f"--dtype takes a comma-separated list of {DTYPES}, got {','.join(dtypes) or 'nothing'}")
+    if not dtypes or any(d not in DTYPE_NAMES for d in dtypes):
+        raise UsageError(f"--dtype takes a comma-separated list of {', '.join(DTYPE_NAMES)}, "
+                         f"got {','.join(dtypes) or 'nothing'}")
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -17,7 +17,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import Unavailable
-from .apis import _array_dtype, keep_mask, call, expressible
+from . import apis
+from .apis import keep_mask, call, expressible
 from .cases import Case, Outcome, Status, TargetDied
 from .features import CaseData, CaseSpec, materialise
 from .families import FAMILIES
@@ -49,7 +50,7 @@ class CaseStore:
 
 
 def _given_dtype(target: Target, spec: CaseSpec) -> str:
-    return spec.dtype if (target.torch or target.api != "refimpl") else _array_dtype(spec.dtype)
+    return apis.get(target.api).given_dtype(spec.dtype, target.torch)
 
 
 def _catalogued(target: Target, data: CaseData, res: CaseResult, raised: Exception | None,
@@ -91,7 +92,7 @@ def target_traceback(e: BaseException) -> str:
     if given is not None:                         # drop the worker's frames in this package (isolation.py's call)
         return re.sub(r'  File "' + re.escape(here) + r'/[^\n]*\n(    [^\n]*\n)*', "", given)
     tb = e.__traceback__
-    while tb is not None and os.path.dirname(os.path.abspath(tb.tb_frame.f_code.co_filename)) == here:
+    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(here + os.sep):
         tb = tb.tb_next
     return "" if tb is None else "".join(tb_mod.format_exception(type(e), e, tb))
 

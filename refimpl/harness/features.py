@@ -18,16 +18,14 @@ import numpy as np
 from ..attention import scaled_dot_product_attention
 from ..masks import alibi_bias
 from ..online import sdpa_online
+from ..precision import PRECISIONS, get as precision
 
-__all__ = ["CaseSpec", "CaseData", "materialise", "round_to", "lower_precision", "DTYPES", "MASK_KINDS", "RANK"]
-
-DTYPES = ("float64", "float32", "float16", "bfloat16")
-RANK = {"float64": 3, "float32": 2, "float16": 1, "bfloat16": 1}     # a target may not return lower than it got
+__all__ = ["CaseSpec", "CaseData", "materialise", "lower_precision", "MASK_KINDS"]
 
 
 def lower_precision(returned: str, given: str, what: str = "") -> str:
     """"" when ``returned`` is at least the precision ``given``; otherwise the message naming the --dtype to use."""
-    if RANK.get(returned, 0) >= RANK.get(given, 0):
+    if returned in PRECISIONS and PRECISIONS[returned].at_least(precision(given)):
         return ""
     what = f" {what}" if what else ""
     return (f"returns {returned}{what} for {given} inputs: a {returned} kernel is judged by its own budget: "
@@ -134,21 +132,9 @@ class CaseData:
         if s.alibi:
             bias = alibi_bias(self.slopes, s.Sq, s.Sk, alignment="bottom-right")[None]     # (1, Hq, Sq, Sk)
             mask = bias if mask is None else (np.where(mask, bias, -np.inf) if mask.dtype == bool else mask + bias)
-            mask = round_to(mask, s.dtype)          # what a target of this dtype receives as its float mask
+            mask = precision(s.dtype).round(mask)   # what a target of this dtype receives as its float mask
         return dict(mask=mask, scale=s.scale, is_causal=s.is_causal, alignment=s.alignment, window=s.window,
                     softcap=s.softcap, enable_gqa=s.gqa)
-
-
-def round_to(a: np.ndarray, dtype: str) -> np.ndarray:
-    """``a`` rounded to ``dtype`` (round to nearest even), returned as float64."""
-    a = np.asarray(a, np.float64)
-    if dtype == "float64":
-        return a
-    if dtype == "bfloat16":
-        u = a.astype(np.float32).view(np.uint32).astype(np.uint64)
-        u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000                 # round the low 16 bits away, ties to even
-        return u.astype(np.uint32).view(np.float32).astype(np.float64)
-    return a.astype(dtype).astype(np.float64)
 
 
 def _rng(spec: CaseSpec) -> np.random.Generator:
@@ -180,24 +166,22 @@ def _mask(spec: CaseSpec, rng: np.random.Generator) -> np.ndarray | None:
     return None
 
 
-_LARGEST = {"float64": 1.7e308, "float32": 3.4e38, "float16": 65504.0, "bfloat16": 3.38e38}
-
-
 def materialise(spec: CaseSpec) -> CaseData:
     rng = _rng(spec)
-    m = min(spec.magnitude, _LARGEST[spec.dtype] / 4)         # q, k up to 2m: finite in the case's dtype
+    p = precision(spec.dtype)
+    m = min(spec.magnitude, p.largest / 4)                    # q, k up to 2m: finite in the case's dtype
     q = rng.uniform(-m, m, size=(spec.B, spec.Hq, spec.Sq, spec.D))
     k = rng.uniform(-m, m, size=(spec.B, spec.Hkv, spec.Sk, spec.D))
     v = rng.normal(size=(spec.B, spec.Hkv, spec.Sk, spec.Dv))
     if spec.pattern == "far-below-fill":                    # every attended score about -m*m*D*scale
         q = np.abs(q) + m
         k = -(np.abs(k) + m)
-    q, k, v = (round_to(a, spec.dtype) for a in (q, k, v))
+    q, k, v = (p.round(a) for a in (q, k, v))
     mask = _mask(spec, rng)
     if mask is not None and mask.dtype != bool:
-        mask = round_to(mask, spec.dtype)
+        mask = p.round(mask)
     # ALiBi slopes 2**(-8 h / Hq), rounded to float32: kernels take them as float32 tensors (flash_attn_func)
-    slopes = round_to(2.0 ** (-8.0 * np.arange(1, spec.Hq + 1) / spec.Hq), "float32") if spec.alibi else None
+    slopes = PRECISIONS["float32"].round(2.0 ** (-8.0 * np.arange(1, spec.Hq + 1) / spec.Hq)) if spec.alibi else None
     data = CaseData(spec, q, k, v, mask, slopes, np.empty(0), np.empty(0, bool))
     kw = data.reference_kwargs()
     if spec.long:

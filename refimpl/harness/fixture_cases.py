@@ -14,6 +14,7 @@ from ..errors import Unavailable
 from ..fixtures.schema import Fixture
 from ..fixtures.steps import ATTENTION_STEPS, STEP_FUNCTIONS, evaluate, tolerance_of, verify_fixture
 from ..multihead import multi_head_with
+from ..precision import get as precision
 from .cases import Case, Outcome, Status, error_outcome, summarise
 from .targets import Target
 
@@ -74,7 +75,7 @@ def fixture_case(fx: Fixture) -> Case:
             env = evaluate(fx)
             comps = [(f"{n} [{by}]", c) for n, by, c in verify_fixture(fx, env)]
             return summarise(comps, [], heat_of(env))
-        if target.precision != "float64":
+        if precision(target.precision).low:
             return Outcome(Status.NA, detail=f"computes in {target.precision}; this fixture's expectations are float64 "
                                              f"(the families judge it by its own precision's budget)")
         calls: list = []

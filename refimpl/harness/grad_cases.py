@@ -38,8 +38,10 @@ from typing import Callable
 import numpy as np
 
 from ..errors import Unavailable, UsageError
-from .apis import _array_dtype, check_backward_signature, keep_mask, _to_numpy, expressible
-from .autograd_grads import autograd_grads, lowest_dtype
+from ..precision import lowest
+from . import apis
+from .apis import PROTOCOL, check_backward_signature, keep_mask, to_numpy, expressible
+from .autograd_grads import autograd_grads
 from .cases import Case, Outcome, Status, TargetDied
 from .families import FAMILIES
 from .features import CaseSpec
@@ -52,7 +54,6 @@ __all__ = ["Backward", "GradCase", "GRAD_NA", "load_backward", "grad_case", "run
 GRAD_NA = {"long": "gradients of S >= 2,048 are not checked (an Sq x Sk autograd graph per head)",
            "extreme-logits": "no gradient meaning: the softmax saturates (one-hot weights, ties decided by "
                              "rounding, the gradient bound vacuous)"}
-_TORCH_APIS = ("torch-sdpa", "flash-attn")
 
 
 @dataclass
@@ -89,7 +90,7 @@ def _mode(target: Target, backward: Backward | None) -> tuple[str, str]:
     """(mode, why): "reference" | "autograd" | "numpy" | "skip" | "n/a"."""
     if target.is_reference:
         return "reference", "refimpl.backward.sdpa_backward is the gradients' oracle"
-    if target.torch or target.api in _TORCH_APIS:
+    if apis.get(target.api).uses_torch(target.torch):
         return "autograd", ""
     if ":" not in target.name:
         return "n/a", f"the built-in target {target.name} computes no gradients"
@@ -113,7 +114,7 @@ def _autograd(target: Target, data, d_out: np.ndarray) -> GradReturned:
 
 def _numpy(backward: Backward, target: Target, data, d_out: np.ndarray) -> GradReturned:
     s = data.spec
-    dt = _array_dtype(s.dtype)
+    dt = PROTOCOL.given_dtype(s.dtype)
     mask = keep_mask(s, data.mask)
     if target.layout in ("BHSD", "BSHD") and mask is not None:
         mask = np.broadcast_to(mask, (s.B, s.Hq, s.Sq, s.Sk))
@@ -127,10 +128,10 @@ def _numpy(backward: Backward, target: Target, data, d_out: np.ndarray) -> GradR
                         f"{f' of length {len(res)}' if isinstance(res, (tuple, list)) else ''}; expected (dq, dk, dv)")
     out, dtypes = {}, []
     for name, a in zip(GRADS, res):
-        arr, d = _to_numpy(a, name)
+        arr, d = to_numpy(a, name)
         out[name] = np.swapaxes(arr, 1, 2) if target.layout == "BSHD" and arr.ndim == 4 else arr
         dtypes.append(d)
-    return GradReturned(out, lowest_dtype(dtypes))
+    return GradReturned(out, lowest(dtypes))
 
 
 def _known(target: Target, data, res: CaseResult) -> CaseResult:
@@ -170,7 +171,7 @@ def run_grad_one(target: Target, spec: CaseSpec, store, backward: Backward | Non
     if mode in ("reference", "n/a", "skip"):
         status = {"reference": Status.REFERENCE, "n/a": Status.NA, "skip": Status.SKIP}[mode]
         return CaseResult(spec.id, status, detail=why, features=spec.features())
-    why = GRAD_NA.get(spec.family) or expressible("refimpl" if mode == "numpy" else target.api, spec)
+    why = GRAD_NA.get(spec.family) or expressible(PROTOCOL if mode == "numpy" else target.api, spec)
     extra = getattr(target, "expressible", None)
     why = why or (extra(spec) if extra else None)
     if why is not None:
@@ -189,7 +190,7 @@ def run_grad_one(target: Target, spec: CaseSpec, store, backward: Backward | Non
         raise
     except Exception as e:  # the target raised, or returned something unusable
         return CaseResult(spec.id, Status.ERROR, math.inf, f"{type(e).__name__}: {e}"[:300], features=spec.features())
-    given = spec.dtype if mode == "autograd" else _array_dtype(spec.dtype)
+    given = spec.dtype if mode == "autograd" else PROTOCOL.given_dtype(spec.dtype)
     v = judge_grads(gd, got, given, cache)
     return _known(target, data, CaseResult(spec.id, v.status, v.ratio, v.detail, features=spec.features(), got=got))
 

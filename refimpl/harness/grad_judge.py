@@ -7,10 +7,10 @@ gradient ``d_out`` (B, Hq, Sq, Dv), standard normal, rounded to the case's dtype
 
 Each gradient is judged on its own:
 
-* float64: rule 3 for gradients (:func:`refimpl.tolerance.gradient_for_sdpa`: ``K_FORWARD * eps * n * G``
+* float64: rule 3 for gradients (:func:`refimpl.tg.gradient_for_sdpa`: ``K_FORWARD * eps * n * G``
   per gradient, the additive mask's magnitude counted among the logits);
 * float32 / float16 / bfloat16: the FlashAttention rule for gradients
-  (:func:`refimpl.tolerance.gradient_within_budget`): ``max|got - oracle| <= K_GRAD_BUDGET x
+  (:func:`refimpl.tg.gradient_within_budget`): ``max|got - oracle| <= K_GRAD_BUDGET x
   max|naive - oracle| + quantum``, ``naive`` = ``sdpa_backward`` in float32 on the same inputs (rounded to
   the case's dtype for the half types), the quantum's conditioning the gradient's ``n_terms``, and its
   magnitude that of the gradient's terms, ``max`` of ``s |dS|_abs |K|``, ``s |dS|_abs^T |Q|``, ``P^T |dO|``
@@ -38,10 +38,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import bugs_backward, tolerance as tol
+from .. import bugs_backward, tolerance as tol, tolerance_gradients as tg
 from ..backward import expand_gqa, reduce_gqa, sdpa_backward
 from .cases import Status, fitting_models
-from .features import CaseData, lower_precision, round_to
+from ..precision import get as precision
+from .features import CaseData, lower_precision
 
 __all__ = ["GradData", "GradReturned", "GradVerdict", "GRADS", "grad_data", "judge_grads", "diagnose_grads"]
 
@@ -78,7 +79,7 @@ def d_out_for(data: CaseData) -> np.ndarray:
     """The case's upstream gradient: N(0, 1) from a generator seeded by (seed, "grad:" + family, index)."""
     s = data.spec
     rng = np.random.default_rng([s.seed, zlib.crc32(f"grad:{s.family}".encode()), s.index])
-    return round_to(rng.standard_normal(data.expected.shape), s.dtype)       # (B, Hq, Sq, Dv)
+    return precision(s.dtype).round(rng.standard_normal(data.expected.shape))       # (B, Hq, Sq, Dv)
 
 
 def _backward64(data: CaseData, d_out: np.ndarray, dtype=np.float64) -> dict:
@@ -105,7 +106,7 @@ def _naive(gd: GradData, cache: dict) -> dict:
     """The same-precision reference: sdpa_backward in float32, rounded to the case's dtype."""
     if "grad_naive" not in cache:
         g32 = _backward64(gd.data, gd.d_out, np.float32)
-        cache["grad_naive"] = {n: round_to(a.astype(np.float64), gd.data.spec.dtype) for n, a in g32.items()}
+        cache["grad_naive"] = {n: precision(gd.data.spec.dtype).round(a) for n, a in g32.items()}
     return cache["grad_naive"]
 
 
@@ -150,9 +151,9 @@ def judge_grads(gd: GradData, got: GradReturned, given_dtype: str, cache: dict |
         return res
     problems, ratios, allowed = [], [], {}
     q, k, v = gd.data.q, gd.data.k, gd.data.v
-    terms = tol.sdpa_grad_terms(q, k, v, gd.d_out, s.scale, softcap=s.softcap, additive=gd.additive)
-    bounds = tol.gradient_for_sdpa(q, k, v, gd.d_out, s.scale, np.float64, softcap=s.softcap,
-                                   additive=gd.additive) if s.dtype == "float64" else None
+    terms = tg.sdpa_grad_terms(q, k, v, gd.d_out, s.scale, softcap=s.softcap, additive=gd.additive)
+    bounds = tg.gradient_for_sdpa(q, k, v, gd.d_out, s.scale, np.float64, softcap=s.softcap,
+                                   additive=gd.additive) if not precision(s.dtype).low else None
     for name in GRADS:
         a, e = got.grads[name], gd.oracle[name]
         if a.shape != e.shape:
@@ -175,9 +176,9 @@ def judge_grads(gd: GradData, got: GradReturned, given_dtype: str, cache: dict |
             cache = cache if cache is not None else {}
             naive = _naive(gd, cache)[name]
             cond = tol.budget_conditioning(terms[name][0], s.dtype)   # capped: zeros must not fit the budget
-            _, err, allow = tol.gradient_within_budget(a, naive, e, s.dtype, conditioning=cond)
+            _, err, allow = tg.gradient_within_budget(a, naive, e, s.dtype, conditioning=cond)
             floor = tol.QUANTUM_ULPS * tol.eps(s.dtype) * (1.0 + cond) * _magnitudes(gd, cache)[name]
-            allow = max(allow, tol.K_GRAD_BUDGET * _distance(naive, e) + floor)
+            allow = max(allow, tg.K_GRAD_BUDGET * _distance(naive, e) + floor)
             ok = err <= allow
             allowed[name] = allow
             ratios.append(err / allow if allow > 0 else (0.0 if err == 0 else math.inf))

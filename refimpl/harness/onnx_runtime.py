@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ort_case import DTYPES, OrtCase, OrtCaseError, encode, expressible
+from .ort_case import ORT_TYPES, OrtCase, OrtCaseError, encode, expressible
 
 __all__ = ["OrtCase", "OrtSession", "availability", "expressible",
            "OrtCaseError", "OrtRunError", "OrtProcessError", "OrtUnavailable"]
@@ -230,9 +230,9 @@ class OrtSession:
         if not header.get("ok"):
             return OrtRunError(_short(header.get("error", "unknown ORT error")))
         y = header["outputs"][0]
-        if y["type"] not in DTYPES:
+        if y["type"] not in ORT_TYPES:
             return OrtRunError(f"ORT returned an output of type {y['type']}, expected float32 or float16")
-        return np.frombuffer(payload[:y["nbytes"]], dtype=DTYPES[y["type"]]).reshape(y["dims"]).copy()
+        return np.frombuffer(payload[:y["nbytes"]], dtype=ORT_TYPES[y["type"]]).reshape(y["dims"]).copy()
 
     def _kill(self) -> None:
         if self._proc is not None:

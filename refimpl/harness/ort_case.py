@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["OrtCase", "OrtCaseError", "expressible", "encode", "DTYPES"]
+__all__ = ["OrtCase", "OrtCaseError", "expressible", "encode", "ORT_TYPES"]
 
 OPSET = 23
 IR_VERSION = 11                   # the IR version that came with opset 23; ORT 1.30 reads it
-DTYPES = {"float32": np.float32, "float16": np.float16}   # what ORT's CPU Attention kernel registers
+ORT_TYPES = {"float32": np.float32, "float16": np.float16}   # what ORT's CPU Attention kernel registers
 
 
 class OrtCaseError(ValueError):
@@ -61,7 +61,7 @@ def expressible(*, alignment: str = "top-left", window=None, alibi: bool = False
     """
     if alignment not in ("top-left", "bottom-right"):
         raise ValueError(f"alignment must be 'top-left' or 'bottom-right', got {alignment!r}")
-    if str(dtype) not in DTYPES:
+    if str(dtype) not in ORT_TYPES:
         return f"ORT's CPU Attention kernel takes float32 and float16 only, not {dtype}"
     if window is not None and tuple(window) != (-1, -1):
         return "ONNX Attention has no sliding window"
@@ -126,7 +126,7 @@ def encode(case: OrtCase) -> tuple[str, bytes, list[tuple[str, np.ndarray]]]:
         if a.ndim != 4:
             raise OrtCaseError(f"{name} must be 4-D (B, H, S, D), got shape {a.shape}")
     dt = q.dtype.name
-    if dt not in DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
+    if dt not in ORT_TYPES or k.dtype != q.dtype or v.dtype != q.dtype:
         raise OrtCaseError(f"q, k, v must all be float32 or all float16, got {q.dtype}, {k.dtype}, {v.dtype}")
     (b, hq, sq, d), (bk, hkv, sk, dk), (bv, hv, skv, _) = q.shape, k.shape, v.shape
     if not (b == bk == bv and hkv == hv and sk == skv and d == dk) or hkv < 1 or hq % hkv:

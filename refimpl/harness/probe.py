@@ -36,9 +36,11 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import UsageError
-from .apis import APIS, NATIVE, call, check_signature
+from . import apis
+from .apis import call, check_signature
 from .cases import TargetDied
-from .features import DTYPES, CaseData, CaseSpec, materialise
+from ..precision import PRECISIONS
+from .features import CaseData, CaseSpec, materialise
 from .targets import Target
 
 __all__ = ["probe", "probe_targets", "record", "causal_convention", "PROBE_SPEC", "matches"]
@@ -69,10 +71,7 @@ class _Recorder:
 
 
 def _flags(t: Target) -> str:
-    if t.api != "refimpl":
-        return f"--api {t.api}"
-    return "--api refimpl" + (" --layout BSHD" if t.layout == "BSHD" else f" --layout {t.layout}") + \
-        (" --torch-tensors" if t.torch else "")
+    return apis.get(t.api).flags(t.layout, t.torch)
 
 
 def _try(t: Target, data: CaseData):
@@ -89,12 +88,13 @@ def _try(t: Target, data: CaseData):
 def _alternatives(t: Target) -> list[Target]:
     """Every other configuration the flags allow whose signature fits (layout SD and BHSD are one for 4-D)."""
     out = []
-    for api in APIS:
+    for api in apis.names():
+        a = apis.get(api)
         try:
-            check_signature(t.fn, api)
+            check_signature(t.fn, a)
         except UsageError:
             continue
-        if api == "refimpl":
+        if len(a.layouts) > 1:                 # its layout and tensor type are flags: every combination
             combos = [(lay, th) for lay in ("BHSD", "BSHD") for th in (False, True)]
             out += [replace(t, api=api, layout=lay, torch=th) for lay, th in combos
                     if (api, lay == "BSHD", th) != (t.api, t.layout == "BSHD", t.torch)]
@@ -110,21 +110,12 @@ def _returned_kind(raw, api: str) -> str | None:
     if array(raw):
         return None
     if isinstance(raw, tuple):
-        if api == "refimpl" and len(raw) == 2 and array(raw[0]) and (raw[1] is None or array(raw[1])):
-            return None
-        if api == "flash-attn" and raw and array(raw[0]):
+        if apis.get(api).accepts(raw, array):
             return None
         return f"a tuple of {len(raw)} ({', '.join(type(x).__name__ for x in raw[:3])})"
     if isinstance(raw, dict):
         return f"a dict with keys {sorted(map(str, raw))[:4]}"
     return "None" if raw is None else f"a {type(raw).__name__}"
-
-
-_RETURN_FIX = {
-    "refimpl": "return the output as a NumPy array or torch tensor (B, H, Sq, Dv), or the tuple (output, weights)",
-    "torch-sdpa": "return the output tensor (B, H, Sq, Dv), as torch's scaled_dot_product_attention does",
-    "flash-attn": "return the output tensor (B, Sq, H, Dv), as flash_attn_func does",
-}
 
 
 def _hint(raw) -> str:
@@ -163,7 +154,7 @@ def probe(target: Target, dtype: str = "float64") -> dict:
         return {"causal": "n/a"}
     if err is not None and rec.returned and (kind := _returned_kind(rec.raw, target.api)) is not None:
         raise UsageError(f"--target {name}: returned {kind} on a probe case ({shapes}); expected an array: "
-                         f"{_RETURN_FIX[target.api]}{_hint(rec.raw)}")
+                         f"{apis.get(target.api).returns}{_hint(rec.raw)}")
     if got is not None and got.output.ndim == 4 and got.output.shape == data.expected.swapaxes(1, 2).shape \
             and matches(np.swapaxes(got.output, 1, 2), data.expected, data.v):
         raise UsageError(f"--target {name}: returned output {got.output.shape} = (B, Sq, H, Dv) on a probe case "
@@ -174,17 +165,18 @@ def probe(target: Target, dtype: str = "float64") -> dict:
 
 def causal_convention(target: Target, dtype: str = "float64") -> str:
     """top-left | bottom-right | other | n/a: what the API's causal flag does (module doc)."""
-    if target.api not in (NATIVE, "torch-sdpa", "flash-attn"):
+    flag = apis.get(target.api).causal_flag
+    if flag is None:
         return "n/a"
     spec = replace(PROBE_SPEC, dtype=dtype, is_causal=True)
     tl = materialise(replace(spec, alignment="top-left"))
     br = materialise(replace(spec, alignment="bottom-right"))
     try:
-        if target.api == NATIVE:          # refimpl's own: is_causal=True, no alignment given
+        if apis.get(target.api).keywords:  # refimpl's own keywords: is_causal=True, no alignment given
             out = target.fn(tl.q, tl.k, tl.v, is_causal=True)
             out = out[0] if isinstance(out, tuple) else out
         else:                             # the spec whose causal apis.call passes as the API's flag
-            out = call(target.fn, target.api, tl if target.api == "torch-sdpa" else br, layout=target.layout,
+            out = call(target.fn, target.api, tl if flag == "top-left" else br, layout=target.layout,
                        torch=target.torch).output
     except Exception:                     # NotImplementedError, TargetDied included: nothing measured
         return "n/a"
@@ -197,7 +189,7 @@ def causal_convention(target: Target, dtype: str = "float64") -> str:
 def probe_targets(targets: list[Target], dtype: str = "float64", user: set[str] | None = None) -> dict[str, dict]:
     """``{name: conventions}`` for every target; the ``user`` ones (default: those not built in) are probed and
     may raise UsageError; the others only get their causal convention measured."""
-    out, dtype = {}, dtype if dtype in DTYPES else "float64"        # a bad --dtype is refused later, by name
+    out, dtype = {}, dtype if dtype in PRECISIONS else "float64"        # a bad --dtype is refused later, by name
     for t in targets:
         is_user = (t.name in user) if user is not None else (":" in t.name)
         out[t.name] = probe(t, dtype) if is_user else {"causal": causal_convention(t, dtype)}

@@ -20,6 +20,7 @@ from ..errors import Unavailable
 from ..r import bridge, compat as r_compat
 from ..softmax import softmax
 from ..sources import vignettes
+from ..precision import get as precision
 from .cases import Case, Outcome, Status, error_outcome, summarise
 from .targets import Target
 
@@ -87,7 +88,7 @@ def vignette_case(name: str) -> Case:
             return o
         if r is None:
             return Outcome(Status.SKIP, detail=why)
-        if target.precision != "float64":
+        if precision(target.precision).low:
             return Outcome(Status.NA, detail=f"computes in {target.precision}; the vignette's values are float64")
         try:
             comps, heat = attend(target, r.vars)
@@ -203,7 +204,7 @@ def random_case(n: int) -> Case:
     def run(target: Target) -> Outcome:
         if target.name == "r":
             return Outcome(Status.REFERENCE, detail="the R package is where this batch's expected values come from")
-        if target.precision != "float64":
+        if precision(target.precision).low:
             return Outcome(Status.NA, detail=f"computes in {target.precision}; the batch is judged in float64")
         try:
             rb = bridge.require_r()

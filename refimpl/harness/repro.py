@@ -26,14 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import tolerance as tol
 from ..errors import UsageError
 from ..io import write_atomic
-from .apis import _array_dtype, call, expressible
+from ..precision import NAMES as DTYPE_NAMES, PRECISIONS, of as precision_of
+from . import apis
+from .apis import call, expressible
 from .cases import Status
 from .families import FAMILIES, family_specs
-from .features import DTYPES, CaseData, CaseSpec, materialise
-from .judge import _reference_lowp, n_terms as case_n_terms
+from .features import CaseData, CaseSpec, materialise
+from .judge import bounds
 from .targets import Target
 
 __all__ = ["script_for", "write_repros", "find_spec", "MAX_SCRIPTS", "MAX_VALUES"]
@@ -72,14 +73,15 @@ def _hex(a: np.ndarray) -> str:
 def _lit(x) -> tuple[str, int]:
     """Python source for one argument and the count of numbers it holds."""
     if hasattr(x, "detach"):                                       # a torch tensor
-        name = str(x.dtype).replace("torch.", "")
-        inner, n = _lit(x.detach().cpu().float().numpy() if name in ("float16", "bfloat16") else x.detach().cpu().numpy())
+        name, p = str(x.dtype).replace("torch.", ""), precision_of(x.dtype)
+        inner, n = _lit(x.detach().cpu().float().numpy() if p is not None and not p.native else x.detach().cpu().numpy())
         return (f"torch.tensor({inner})" if name == "bool" else f"torch.tensor({inner}, dtype=torch.{name})"), n
     if isinstance(x, np.ndarray):
         shape = tuple(int(s) for s in x.shape)
         if x.dtype == bool:
             return f'_b("{"".join("1" if b else "0" for b in x.ravel())}", {shape})', x.size
-        dt = x.dtype.name if x.dtype.name in ("float32", "float64") else "float64"
+        p = precision_of(x.dtype)
+        dt = p.name if p is not None and p.native else "float64"
         return f'_f("{_hex(x)}", {shape}, "{dt}")', x.size
     if isinstance(x, float):
         return repr(x), 1
@@ -103,24 +105,14 @@ def _import_lines(name: str) -> list[str]:
 
 
 def _given(target: Target, spec: CaseSpec) -> str:
-    return spec.dtype if (target.torch or target.api != "refimpl") else _array_dtype(spec.dtype)
+    return apis.get(target.api).given_dtype(spec.dtype, target.torch)
 
 
 def _bounds(data: CaseData) -> tuple[float, float, str]:
-    """(ATOL of the output, ATOL of the weights, how the first was made): the judge's bounds as numbers."""
-    s, live = data.spec, ~data.dead
-    n_terms = case_n_terms(data)
-    w_atol = tol.forward(s.dtype if s.dtype in ("float64", "float32") else "float16", n_terms, 1.0).atol
-    if s.dtype == "float64":
-        t = tol.forward("float64", n_terms, float(np.abs(data.v).max()))
-        return float(t.atol), float(w_atol), t.describe()
-    exp = data.expected[live]
-    if exp.size == 0:
-        return 0.0, float(w_atol), "no row has a key"
-    ref = _reference_lowp(data)[live]
-    _, _, allowed = tol.within_budget(ref, ref, exp, s.dtype, conditioning=n_terms)
-    return float(allowed), float(w_atol), (f"{tol.K_BUDGET:g} x max|refimpl {s.dtype} - float64| + {tol.QUANTUM_ULPS:g}"
-                                           f" x eps({s.dtype}) x (1 + {n_terms:.6g}) x max|expected|")
+    """(ATOL of the output, ATOL of the weights, how the first was made): the judge's bounds
+    (:func:`.judge.bounds`) as numbers."""
+    b = bounds(data)
+    return float(b.output.atol), float(b.weights.atol), b.output.describe()
 
 
 def _script(target: Target, data: CaseData) -> str:
@@ -138,11 +130,12 @@ def _script(target: Target, data: CaseData) -> str:
     if n > MAX_VALUES:
         raise UsageError(f"--repro {s.id}: the case holds {n:,} numbers; a script holds at most {MAX_VALUES:,} "
                          f"(pick a smaller case of the same family)")
-    uses_torch = target.torch or target.api != "refimpl"
+    api = apis.get(target.api)
+    uses_torch = api.uses_torch(target.torch)
     atol, w_atol, how = _bounds(data)
     group = s.Hq // s.Hkv
     mean_v = np.repeat(data.v, group, axis=1).mean(axis=-2)                         # (B, Hq, Dv)
-    weights = data.weights if (target.api == "refimpl" and data.weights is not None
+    weights = data.weights if (api.returns_weights and data.weights is not None
                                and data.weights.size <= MAX_VALUES // 4) else None
     lines = [
         "#!/usr/bin/env python3",
@@ -162,6 +155,10 @@ def _script(target: Target, data: CaseData) -> str:
         "    return np.array([c == '1' for c in text], dtype=bool).reshape(shape)",
         "", "",
         f"API, LAYOUT, GIVEN = {target.api!r}, {target.layout!r}, {_given(target, s)!r}   # GIVEN: the inputs' dtype",
+        f"OUT_BSHD = {api.bshd(target.layout)!r}   # the output comes (B, Sq, H, Dv)",
+        f"NAMES = {tuple(api.arg_names)!r}   # how the API names q, k, v",
+        f"RANK = { {p.name: p.rank for p in PRECISIONS.values()}!r}",
+        f"VIA_FLOAT32 = {tuple(p.name for p in PRECISIONS.values() if not p.native)!r}   # NumPy lacks them",
         "ARGS = [" + ", ".join(src for src, _ in arg_src) + "]",
         "KWARGS = {" + ", ".join(f"{k!r}: {src}" for k, (src, _) in kw_src.items()) + "}",
         f"EXPECTED = {_lit(data.expected)[0]}   # (B, Hq, Sq, Dv) float64",
@@ -171,18 +168,19 @@ def _script(target: Target, data: CaseData) -> str:
         f"ATOL = {atol!r}   # {how}",
         f"ATOL_WEIGHTS = {w_atol!r}",
     ]
-    return "\n".join(lines) + "\n" + _CHECK
+    check = _CHECK.replace("    # API: what the target returned -> res (output) and w (weights)\n",
+                           "".join(line + "\n" for line in api.repro_unpack()))
+    return "\n".join(lines) + "\n" + check
 
 
-_CHECK = '''RANK = {"float64": 3, "float32": 2, "float16": 1, "bfloat16": 1}
-
+_CHECK = '''
 
 def _numpy(x):
     """(float64 array, dtype name) of a returned array or tensor."""
     if hasattr(x, "detach"):
         name = str(x.dtype).replace("torch.", "")
         x = x.detach().cpu()
-        return (x.float() if name in ("float16", "bfloat16") else x).numpy().astype(np.float64), name
+        return (x.float() if name in VIA_FLOAT32 else x).numpy().astype(np.float64), name
     x = np.asarray(x)
     return x.astype(np.float64), x.dtype.name
 
@@ -207,7 +205,7 @@ def _err(a, e):
 
 
 def main():
-    named = list(zip(("query", "key", "value") if API == "torch-sdpa" else ("q", "k", "v"), ARGS)) + list(KWARGS.items())
+    named = list(zip(NAMES, ARGS)) + list(KWARGS.items())
     before = {key: _copy(a) for key, a in named if _copy(a) is not None}
     try:
         res = target(*ARGS, **KWARGS)
@@ -215,16 +213,13 @@ def main():
         print(f"FAIL: the target raised {type(e).__name__}: {e}")
         return 1
     w = None
-    if API == "refimpl" and isinstance(res, tuple) and len(res) == 2:
-        res, w = res
-    elif API == "flash-attn" and isinstance(res, tuple):
-        res = res[0]
+    # API: what the target returned -> res (output) and w (weights)
     try:
         out, dtype = _numpy(res)
     except Exception as e:
         print(f"FAIL: the target returned {type(res).__name__}, not an array or tensor ({e})")
         return 1
-    if (API == "flash-attn" or LAYOUT == "BSHD") and out.ndim == 4:
+    if OUT_BSHD and out.ndim == 4:
         out = np.swapaxes(out, 1, 2)                                  # (B, S, H, Dv) -> (B, H, S, Dv)
     problems = []
     changed = [str(key) for key, a in named if key in before and _changed(a, before[key])]
@@ -267,9 +262,9 @@ def find_spec(case_id: str) -> CaseSpec:
     """The family spec whose id is ``case_id`` (``FAMILY/NNNN-DTYPE``; an index exists in every suite that
     has that many cases, so the full suite is searched)."""
     m = re.fullmatch(r"([a-z-]+)/(\d{4})-([a-z0-9]+)", case_id)
-    if not m or m.group(1) not in FAMILIES or m.group(3) not in DTYPES:
+    if not m or m.group(1) not in FAMILIES or m.group(3) not in PRECISIONS:
         raise UsageError(f"--repro {case_id!r}: expected FAMILY/NNNN-DTYPE like sizes/0003-float32 with a family "
-                         f"of {', '.join(FAMILIES)} and a dtype of {', '.join(DTYPES)}")
+                         f"of {', '.join(FAMILIES)} and a dtype of {', '.join(DTYPE_NAMES)}")
     for spec in family_specs(m.group(1), "full", (m.group(3),)):
         if spec.id == case_id:
             return spec

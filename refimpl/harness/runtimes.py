@@ -38,7 +38,7 @@ def _fold(mask, keep):
 
 def onnxruntime_target() -> dict:
     from . import onnx_runtime as ort
-    from .ort_case import OrtCase
+    from .ort_case import ORT_TYPES, OrtCase
     ok, why = ort.availability()
     if not ok:
         raise Unavailable(why)
@@ -67,11 +67,7 @@ def onnxruntime_target() -> dict:
         return res[(0,) * lead] if lead > 0 else res
 
     def expressible(spec) -> str | None:
-        if spec.dtype == "float64":
-            return "ORT's CPU Attention kernel has no float64"
-        if spec.dtype == "bfloat16":
-            return "ORT's CPU Attention kernel has no bfloat16"
-        return None
+        return None if spec.dtype in ORT_TYPES else f"ORT's CPU Attention kernel has no {spec.dtype}"
 
     fn.close = session.close
     return dict(name="onnxruntime", fn=fn, api="native", expressible=expressible, precision="float32",

@@ -43,7 +43,7 @@ class Target:
     fn: Callable[..., Any]
     layout: str = "SD"
     torch: bool = False
-    api: str = "refimpl"                    # refimpl | torch-sdpa | flash-attn (refimpl.harness.apis)
+    api: str = "refimpl"                    # a registered API's name (refimpl.harness.apis)
     is_reference: bool = False              # refimpl itself
     known: Callable[..., list[str]] = field(default=lambda q, k, v, mask: [])
     predict: Callable[..., Any] | None = None   # the catalogued behaviour: (q, k, v, keep) -> output, or raises
@@ -214,7 +214,7 @@ def load_target(spec: str, layout: str = "SD", torch: bool = False, api: str = "
     The user's function is checked against ``api``'s signature before any case runs. ``isolate(spec,
     check)``: load and check a user function in a worker instead (:func:`.isolation.isolated`); its module
     (or R file) is then never loaded into this process."""
-    from .apis import APIS, check_signature
+    from .apis import check_signature, get as get_api
     builtins = builtin_targets()
     if spec in builtins:
         return builtins[spec]()
@@ -228,8 +228,7 @@ def load_target(spec: str, layout: str = "SD", torch: bool = False, api: str = "
         raise UsageError(f"--target must be one of {sorted(builtins)} or module:function, got {spec!r}")
     if layout not in LAYOUTS:
         raise UsageError(f"layout must be SD, BHSD or BSHD, got {layout!r}")
-    if api not in APIS:
-        raise UsageError(f"--api must be one of {APIS}, got {api!r}")
+    get_api(api)                                # a UsageError naming the choices
     if isolate is not None:
         fn = isolate(spec, api)
     else:

@@ -30,7 +30,7 @@ import numpy as np
 
 __all__ = ["torch_mha_attend", "torch_mha_expressible", "torch_mha_target"]
 
-DTYPES = ("float32", "float64")
+MHA_TYPES = ("float32", "float64")      # what the fused CPU kernel runs
 
 
 
@@ -39,7 +39,7 @@ def torch_mha_expressible(q_shape, k_shape, v_shape, mask=None, dtype="float64")
     v (B..., Sk, Dv), at most 2 leading dims (B, H)), else why not (``n/a``). ``mask``: the case's mask
     (None, bool or float array) or its dtype."""
     q_shape, k_shape, v_shape = tuple(q_shape), tuple(k_shape), tuple(v_shape)
-    if str(dtype) not in DTYPES:
+    if str(dtype) not in MHA_TYPES:
         return f"the fused kernel runs float32 and float64 on CPU, not {dtype}"
     if not (2 <= len(q_shape) <= 4 and len(k_shape) == len(v_shape) == len(q_shape)):
         return f"needs q, k, v of rank 2..4 (B, H, S, D), got {q_shape}, {k_shape}, {v_shape}"
@@ -74,7 +74,7 @@ def torch_mha_attend(q, k, v, mask=None, *, num_heads: int = 1):
     q, k, v = (np.asarray(a) for a in (q, k, v))
     if q.ndim != 3 or q.shape != k.shape or q.shape != v.shape:
         raise ValueError(f"q, k, v must be (B, S, E) arrays of one shape, got {q.shape}, {k.shape}, {v.shape}")
-    if q.dtype.name not in DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
+    if q.dtype.name not in MHA_TYPES or k.dtype != q.dtype or v.dtype != q.dtype:
         raise ValueError(f"q, k, v must all be float32 or all float64, got {q.dtype}, {k.dtype}, {v.dtype}")
     b, s, e = q.shape
     if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1 or e % num_heads:

@@ -1,0 +1,128 @@
+"""The target APIs: one module each (its face is :class:`.base.Api`), registered here by name.
+
+Adding an API is one module with an ``API`` object and its line in ``_MODULES``; the CLI's and the plugin's
+``--api`` choices, the probe, explore, repro and the gradient rows all ask the API object.
+Every call gets fresh copies of its inputs; :func:`call` reports which inputs the target wrote to.
+float16/bfloat16 cases reach NumPy targets as float32 arrays of representable values, torch targets as
+real tensors of that dtype.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+
+from ...errors import UsageError
+from .base import Api, Returned, converter, keep_mask, mutations, needs, snapshots, to_numpy
+
+__all__ = ["Api", "Returned", "get", "names", "register", "unregister", "expressible", "call", "check_signature",
+           "check_backward_signature", "keep_mask", "to_numpy", "needs", "NATIVE", "PROTOCOL"]
+
+_MODULES = ("refimpl_protocol", "torch_sdpa", "flash_attn", "jax_api", "native")
+_REGISTRY: dict[str, Api] = {}
+
+
+def register(api: Api) -> Api:
+    """Add ``api`` (a test's own API, say); its name must be new."""
+    if api.name in _REGISTRY and _REGISTRY[api.name] is not api:
+        raise ValueError(f"an API named {api.name!r} is already registered")
+    _REGISTRY[api.name] = api
+    return api
+
+
+def unregister(name: str) -> None:
+    """Remove an API a test registered (the built-in ones stay)."""
+    if name in _MODULES_NAMES:
+        raise ValueError(f"{name!r} is built in")
+    _REGISTRY.pop(name, None)
+
+
+for _m in _MODULES:
+    register(importlib.import_module(f"{__name__}.{_m}").API)
+
+_MODULES_NAMES = frozenset(_REGISTRY)
+NATIVE = "native"          # refimpl's own keywords, every feature (the built-in columns)
+PROTOCOL = _REGISTRY["refimpl"]     # what R functions and --backward functions follow
+
+
+def names(*, user: bool = True) -> tuple[str, ...]:
+    """The registered API names (``user``: only those a user target can pick with ``--api``)."""
+    return tuple(n for n in _REGISTRY if not (user and n == NATIVE))
+
+
+def get(api) -> Api:
+    """The API called ``api`` (an :class:`Api` passes through); a UsageError naming the choices otherwise."""
+    if isinstance(api, Api):
+        return api
+    try:
+        return _REGISTRY[api]
+    except KeyError:
+        raise UsageError(f"--api must be one of {', '.join(names())}, got {api!r}") from None
+
+
+def expressible(api, spec) -> str | None:
+    """None when ``api`` can express every feature of ``spec``; otherwise why not (the cell's ``n/a``)."""
+    return get(api).cannot(spec)
+
+
+def call(fn, api, data, *, layout: str = "SD", torch: bool = False) -> Returned:
+    """Call ``fn`` on ``data`` through ``api``; the output comes back in refimpl's (B, Hq, Sq, Dv) layout."""
+    a = get(api)
+    given, args, kwargs = a.arguments(data, converter(data.spec.dtype, a.uses_torch(torch)), layout)
+    pristine = snapshots(given)
+    out, w = a.unpack(fn(*args, **kwargs))
+    mutated = mutations(given, pristine)
+    o, odt = to_numpy(out, "output")
+    if w is not None:
+        w, _ = to_numpy(w, "weights")
+    if a.bshd(layout) and o.ndim == 4:
+        o = o.swapaxes(1, 2)                  # (B, Sq, Hq, Dv) -> (B, Hq, Sq, Dv); weights come as (B, H, Sq, Sk)
+    return Returned(o, w, odt, mutated)
+
+
+def _hint(params, exclude: str) -> str | None:
+    """The API whose identifying parameters ``params`` all has (the most specific first)."""
+    fits = [a for a in _REGISTRY.values() if a.name not in (exclude, NATIVE) and a.params
+            and all(p in params for p in a.params)]
+    return max(fits, key=lambda a: len(a.params)).name if fits else None
+
+
+def check_signature(fn, api) -> None:
+    """Refuse, before any case runs, a target whose signature cannot be the API's (exit 2 with the fix)."""
+    a = get(api)
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return                                           # builtins, C extensions: no signature to read
+    params = sig.parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < 3 and not any(p.kind == p.VAR_POSITIONAL for p in params.values()):
+        raise UsageError(f"the target takes {len(positional)} positional arguments {tuple(params)}; every API passes "
+                         f"q, k, v first")
+    missing = [n for n in a.params if n not in params]
+    if not missing:
+        return
+    hint = _hint(params, a.name)
+    if a is PROTOCOL:
+        raise UsageError(f"the target's signature {sig} has no {', '.join(missing)}: the refimpl protocol is "
+                         f"{a.signature}" + (f"; it looks like --api {hint}" if hint else ""))
+    raise UsageError(f"the target's signature {sig} lacks {', '.join(missing)} of --api {a.name}"
+                     + (f"; it looks like --api {hint}" if hint else ""))
+
+
+def check_backward_signature(fn, spec: str) -> None:
+    """Refuse a ``--backward`` function that cannot be ``FN(q, k, v, d_out, mask=None, scale=None)``."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return                                           # builtins, C extensions: no signature to read
+    kinds = [p.kind for p in params.values()]
+    if inspect.Parameter.VAR_KEYWORD in kinds:
+        return
+    arrays = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+              and p.name not in ("mask", "scale")]                 # q, k, v, d_out
+    missing = [n for n in ("mask", "scale") if n not in params]
+    if (len(arrays) < 4 and inspect.Parameter.VAR_POSITIONAL not in kinds) or missing:
+        raise UsageError(f"--backward {spec!r}: the function's signature is {inspect.signature(fn)}; expected "
+                         f"FN(q, k, v, d_out, mask=None, scale=None) -> (dq, dk, dv)")

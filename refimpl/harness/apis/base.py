@@ -1,0 +1,144 @@
+"""The face every target API has (:class:`Api`) and what all of them share: fresh copies of the inputs, the
+conversion of what a target returns, and the rule that decides whether an API can express a case.
+
+An API module declares its name, its signature, the parameters that identify it, whether it hands torch
+tensors, the features it cannot express (feature -> the ``n/a`` reason), and two functions: the arguments of
+a case (``arguments``) and the output in refimpl's layout (``unpack``). Nothing outside ``apis/`` compares
+API names: callers ask the API object.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...masks import band_mask
+from ...precision import get as precision, of as precision_of
+
+__all__ = ["Api", "Returned", "needs", "keep_mask", "to_numpy", "snapshots", "mutations", "converter"]
+
+FEATURES = ("bool-mask", "additive-mask", "padding-mask", "softcap", "alibi", "gqa", "top-left-band",
+            "bottom-right-band")
+
+
+def needs(spec) -> list[str]:
+    """The features (of :data:`FEATURES`) a case needs from an API, in the order their reasons are given."""
+    out = [f"{spec.mask}-mask"] if spec.mask != "none" else []
+    out += [f for f, on in (("softcap", spec.softcap is not None), ("alibi", spec.alibi), ("gqa", spec.gqa)) if on]
+    if (spec.is_causal or spec.window is not None) and spec.Sq != spec.Sk:
+        out.append(f"{spec.alignment}-band")
+    return out
+
+
+@dataclass
+class Returned:
+    """What a target returned for one case, in refimpl's layout and float64."""
+    output: np.ndarray                  # (B, Hq, Sq, Dv)
+    weights: np.ndarray | None          # (B, Hq, Sq, Sk) when the API returns them
+    dtype: str                          # the precision the target returned
+    mutated: list[str]                  # inputs the target wrote to
+
+
+@dataclass(frozen=True)
+class Api:
+    name: str
+    signature: str                           # the call as the API documents it
+    params: tuple[str, ...]                  # parameter names that identify the API in a signature
+    tensors: bool                            # hands torch tensors whatever --torch-tensors says
+    cannot_express: dict = field(default_factory=dict)   # feature -> why the API cannot express it (n/a)
+    layouts: tuple[str, ...] = ("BHSD",)     # the layouts it can be called in; the first is its own
+    returns: str = ""                        # what it must return (the probe's fix)
+    returns_weights: bool = False            # (output, weights) is a documented return
+    causal_flag: str | None = None           # the alignment its causal flag means (probed), None: no flag
+    keywords: bool = False                   # takes refimpl's own keywords (is_causal=..., alignment=...)
+    explore_masks: tuple[str, ...] = ("none",)   # the mask kinds --explore draws for it
+    arg_names: tuple[str, ...] = ("q", "k", "v")
+    note: str = ""
+
+    def cannot(self, spec) -> str | None:
+        """None when the API can express every feature of ``spec``; otherwise why not (the cell's ``n/a``)."""
+        return next((self.cannot_express[f] for f in needs(spec) if f in self.cannot_express), None)
+
+    def can(self, feature: str) -> bool:
+        return feature not in self.cannot_express
+
+    def uses_torch(self, torch: bool = False) -> bool:
+        return self.tensors or torch
+
+    def given_dtype(self, dtype: str, torch: bool = False) -> str:
+        """The dtype a case's inputs reach the target in (NumPy holds the 16-bit types as float32)."""
+        return dtype if self.uses_torch(torch) else precision(dtype).carrier
+
+    def bshd(self, layout: str) -> bool:
+        """Whether q, k, v and the output are (B, S, H, D) when called with ``--layout layout``."""
+        own = self.layouts[0]
+        return (layout if len(self.layouts) > 1 else own) == "BSHD"
+
+    def flags(self, layout: str, torch: bool) -> str:
+        """The command-line flags that select this configuration."""
+        if len(self.layouts) == 1:
+            return f"--api {self.name}"
+        return f"--api {self.name} --layout {'BSHD' if layout == 'BSHD' else layout}" + \
+            (" --torch-tensors" if torch else "")
+
+    def arguments(self, data, conv, layout: str) -> tuple[dict, tuple, dict]:
+        """``(inputs to watch for writes, positional arguments, keyword arguments)`` of one case."""
+        raise NotImplementedError
+
+    def unpack(self, res) -> tuple:
+        """``(output, weights or None)`` from what the target returned, still in the API's layout."""
+        return (res[0] if isinstance(res, tuple) else res), None
+
+    def accepts(self, raw, is_array) -> bool:
+        """Whether ``raw`` is a return value the API allows (the probe's return-type check)."""
+        return bool(is_array(raw))
+
+    def repro_unpack(self) -> list[str]:
+        """Source lines of a reproduction script that turn ``res`` into ``res`` (output) and ``w``."""
+        return ["    if isinstance(res, tuple):", "        res = res[0]"]
+
+
+def keep_mask(s, mask: np.ndarray | None) -> np.ndarray | None:
+    """A case's (spec ``s``) bool keep-mask ``mask`` with causal and window folded in (None: nothing masked)."""
+    return band_mask(s.Sq, s.Sk, is_causal=s.is_causal, window=s.window, alignment=s.alignment, mask=mask)
+
+
+def converter(dtype: str, torch: bool):
+    """``conv(array or None)``: an input as the target receives it (bool stays bool)."""
+    p = precision(dtype)
+    if torch:
+        import torch as th
+        tdt = p.torch_dtype()
+        return lambda a: None if a is None else (th.tensor(a) if a.dtype == bool else th.tensor(a, dtype=tdt))
+    return lambda a: None if a is None else np.array(a, dtype=bool if a.dtype == bool else p.carrier)
+
+
+def to_numpy(x, what: str) -> tuple[np.ndarray, str]:
+    """``(float64 array, precision name)`` of a returned array or tensor; TypeError naming ``what`` otherwise."""
+    if hasattr(x, "detach") and hasattr(x, "dtype"):
+        p = precision_of(x.dtype)
+        t = x.detach().to("cpu")
+        name = p.name if p is not None else str(x.dtype).replace("torch.", "")
+        return (t.float() if p is not None and not p.native else t).numpy().astype(np.float64), name
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind != "f":
+            raise TypeError(f"the target returned a {what} of dtype {x.dtype}; expected a float array")
+        return x.astype(np.float64), x.dtype.name
+    raise TypeError(f"the target returned {type(x).__name__} as its {what}; expected a NumPy array or a torch tensor")
+
+
+def _snap(a) -> np.ndarray:
+    """A NumPy copy of an input as it is now (bfloat16 tensors via float32, exactly)."""
+    if hasattr(a, "detach"):
+        a = a.detach().cpu()
+        return (a.float() if a.is_floating_point() else a).numpy().copy()
+    return np.array(a, copy=True)
+
+
+def snapshots(given: dict) -> dict:
+    return {n: _snap(a) for n, a in given.items() if a is not None}
+
+
+def mutations(given: dict, pristine: dict) -> list[str]:
+    return [n for n, before in pristine.items()
+            if (now := _snap(given[n])).shape != before.shape or not np.array_equal(now, before, equal_nan=True)]

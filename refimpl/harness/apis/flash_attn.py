@@ -1,0 +1,43 @@
+"""``flash-attn`` — ``flash_attn_func``'s signature: ``fn(q, k, v, dropout_p=0.0, softmax_scale=None,
+causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None, deterministic=False,
+return_attn_probs=False)``.
+
+Tensors (B, S, H, D), GQA by fewer kv heads, causal and windows bottom-right, ALiBi as float32 slopes; no
+masks.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Api
+
+__all__ = ["API"]
+
+
+class FlashAttn(Api):
+    def arguments(self, data, conv, layout):
+        import torch as th
+        s = data.spec
+        left, right = s.window if s.window is not None else (-1, -1)
+        if s.is_causal:
+            right = 0 if right < 0 else min(right, 0)
+        given = {n: conv(np.swapaxes(a, 1, 2)) for n, a in (("q", data.q), ("k", data.k), ("v", data.v))}
+        slopes = None if not s.alibi else th.tensor(data.slopes, dtype=th.float32)
+        kwargs = dict(dropout_p=0.0, softmax_scale=s.scale, causal=s.is_causal,
+                      window_size=(left, right) if s.window is not None else (-1, -1), softcap=s.softcap or 0.0,
+                      alibi_slopes=slopes, deterministic=True, return_attn_probs=False)
+        return given, (given["q"], given["k"], given["v"]), kwargs
+
+    def accepts(self, raw, is_array):
+        return bool(is_array(raw)) or (isinstance(raw, tuple) and len(raw) > 0 and is_array(raw[0]))
+
+
+_NO_MASK = "flash_attn_func takes no {} mask"
+API = FlashAttn(
+    name="flash-attn", params=("softmax_scale", "causal", "window_size"), tensors=True, layouts=("BSHD",),
+    signature="fn(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, "
+              "alibi_slopes=None, deterministic=False, return_attn_probs=False)",
+    cannot_express={**{f"{m}-mask": _NO_MASK.format(m) for m in ("bool", "additive", "padding")},
+                    "top-left-band": "flash_attn_func aligns causal and windows bottom-right"},
+    returns="return the output tensor (B, Sq, H, Dv), as flash_attn_func does",
+    causal_flag="bottom-right", explore_masks=("none",), note="tensors (B, S, H, D), bottom-right causal")

@@ -1,0 +1,124 @@
+"""The harness's open axes live in registries: precisions (refimpl/precision.py) and target APIs
+(refimpl/harness/apis/). No other module compares an API name or a dtype name; adding an API is one module."""
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from refimpl import precision
+from refimpl.errors import UsageError
+from refimpl.harness import apis
+from refimpl.harness.features import CaseSpec, materialise
+
+PKG = Path(__file__).resolve().parents[1] / "refimpl"
+REGISTRIES = {PKG / "precision.py"} | set((PKG / "harness" / "apis").glob("*.py"))
+NAME = r"""["'](?:refimpl|native|torch-sdpa|flash-attn|jax|float64|float32|float16|bfloat16)["']"""
+COMPARISONS = [re.compile(p) for p in (
+    rf"(?:==|!=)\s*{NAME}", rf"{NAME}\s*(?:==|!=)",            # x == "flash-attn", "float64" != x
+    rf"\bin\s*[\(\[\{{]\s*{NAME}", rf"{NAME}\s+(?:not\s+)?in\b",   # x in ("float16", ...), "float64" in dtypes
+)]
+# A file-format vocabulary, not refimpl's precisions: the fixture files' own dtypes (float64, float32, int64, bool).
+ALLOWED = {PKG / "fixtures" / "schema.py"}
+
+
+def _offenders():
+    for path in sorted(PKG.rglob("*.py")):
+        if path in REGISTRIES or path in ALLOWED:
+            continue
+        for no, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if any(p.search(code) for p in COMPARISONS):
+                yield f"{path.relative_to(PKG.parent)}:{no}: {line.strip()}"
+
+
+def test_no_module_outside_the_registries_compares_an_api_or_dtype_name():
+    bad = list(_offenders())
+    assert not bad, "ask refimpl.precision or refimpl.harness.apis instead:\n" + "\n".join(bad)
+
+
+def test_the_guard_catches_each_kind_of_comparison(tmp_path, monkeypatch):
+    for line in ('if api == "flash-attn":', 'ok = "float64" != dtype', 'if d in ("float16", "bfloat16"):',
+                 'if "float64" not in dtypes:', "x = target.api != 'refimpl'"):
+        assert any(p.search(line) for p in COMPARISONS), line
+    for line in ('dtype: str = "float64"', 'Target("refimpl", fn)', "name = 'jax_api'"):
+        assert not any(p.search(line) for p in COMPARISONS), line
+
+
+def test_precisions_hold_the_ieee_figures():
+    p = precision.PRECISIONS
+    assert [p[n].eps for n in ("float64", "float32", "float16", "bfloat16")] == [2.0 ** -53, 2.0 ** -24, 2.0 ** -11,
+                                                                                  2.0 ** -8]
+    assert p["float32"].largest == float(np.finfo(np.float32).max) and p["float16"].largest == 65504.0
+    assert p["bfloat16"].largest == (2 - 2 ** -7) * 2.0 ** 127
+    assert p["bfloat16"].round(np.array([1 + 2 ** -8, 1 + 3 * 2 ** -8])).tolist() == [1.0, 1 + 2 ** -6]   # ties to even
+    assert precision.lowest(["float64", "bfloat16", "float32"]) == "bfloat16"
+    assert precision.of(np.float16).name == "float16" and precision.of("torch.bfloat16").name == "bfloat16"
+    assert precision.of(np.int64) is None
+
+
+def test_a_bad_dtype_is_refused_by_name_with_the_choices():
+    with pytest.raises(ValueError, match=r"--dtype takes a comma-separated list of float64, float32, float16, "
+                                         r"bfloat16, got 'float8'"):
+        precision.parse_dtypes("float8")
+    assert precision.parse_dtypes(" float32, bfloat16") == ("float32", "bfloat16")
+
+
+def test_the_cli_parses_dtype_once_and_names_the_allowed_values(capsys):
+    from refimpl.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["check", "--dtype", "float64,half", "--quiet"])
+    assert e.value.code == 2
+    assert "float64, float32, float16, bfloat16, got 'float64,half'" in capsys.readouterr().err
+
+
+def test_an_unknown_api_is_refused_naming_the_registered_ones():
+    with pytest.raises(UsageError, match="--api must be one of refimpl, torch-sdpa, flash-attn, jax, got 'tf'"):
+        apis.get("tf")
+
+
+def test_whether_an_api_can_run_a_case_is_its_features_minus_the_case_needs():
+    s = CaseSpec("t", 0, Sq=3, Sk=5, D=4, Dv=4, Hq=4, Hkv=2, softcap=5.0)
+    assert apis.needs(s) == ["softcap", "gqa"]
+    assert apis.expressible("refimpl", s) == "the refimpl protocol has no softcap"
+    assert apis.expressible("flash-attn", s) is None
+    assert apis.expressible("jax", s) == "jax.nn.dot_product_attention has no softcap"
+    br = replace(s, softcap=None, is_causal=True, alignment="bottom-right")
+    assert apis.needs(br) == ["gqa", "bottom-right-band"] and apis.expressible("jax", br) is None
+    assert apis.expressible("flash-attn", replace(br, alignment="top-left")) == \
+        "flash_attn_func aligns causal and windows bottom-right"
+
+
+class _Echo(apis.Api):
+    """A small API of a test's own: ``fn(v, k, q, scale)``, arguments reversed, no masks or other features."""
+
+    def arguments(self, data, conv, layout):
+        given = {"q": conv(data.q), "k": conv(data.k), "v": conv(data.v)}
+        return given, (given["v"], given["k"], given["q"], data.spec.scale), {}
+
+
+def test_a_new_api_is_one_object_registered_and_the_harness_runs_it():
+    """Adding an API touches nothing outside its own module: here it is registered from the test."""
+    from refimpl import scaled_dot_product_attention
+    from refimpl.harness.family_cases import CaseStore, run_one
+    from refimpl.harness.families import select
+    from refimpl.harness.cases import Status
+    from refimpl.harness.targets import Target
+    echo = apis.register(_Echo(name="test-echo", signature="fn(q, k, v, scale=None)", params=("scale",),
+                               tensors=False, cannot_express={f: "echo has only q, k, v" for f in apis.base.FEATURES}))
+    try:
+        def good(v, k, q, scale):
+            return scaled_dot_product_attention(q, k, v, scale=scale)[0]
+
+        def bad(v, k, q, scale):                       # the scale argument ignored
+            return scaled_dot_product_attention(q, k, v, scale=1.0)[0]
+        specs = [s for s in select(["sizes", "scale", "bool-mask"], "quick", ("float64",))]
+        store = CaseStore()
+        ok = [run_one(Target("good", good, api="test-echo"), s, store) for s in specs]
+        ko = [run_one(Target("bad", bad, api="test-echo"), s, store) for s in specs]
+        assert {r.status for r in ok} <= {Status.PASS, Status.NA} and Status.PASS in {r.status for r in ok}
+        assert any(r.status == Status.NA and "echo has only" in r.detail for r in ok)      # the bool-mask family
+        assert sum(r.status == Status.FAIL for r in ko) >= 2
+    finally:
+        apis.unregister(echo.name)

@@ -1,0 +1,66 @@
+"""A reproduction script allows exactly the error the judge allows: both read :func:`refimpl.harness.judge.bounds`,
+so a script fails exactly when its case FAILs in the matrix, in every dtype (the scripts once re-derived the
+low-precision bound without the judge's conditioning cap and passed cases the matrix failed, by up to 17.5x)."""
+import importlib.util
+
+import numpy as np
+import pytest
+
+from refimpl.harness.cases import Status
+from refimpl.harness.family_cases import CaseStore, run_one
+from refimpl.harness.families import select
+from refimpl.harness.judge import bounds
+from refimpl.harness.repro import _script
+from refimpl.harness.targets import Target
+
+STORE = CaseStore()
+MODULE = '''import numpy as np
+from refimpl import scaled_dot_product_attention
+
+DELTA, WHERE = {delta!r}, {where!r}
+
+
+def attn(q, k, v, mask=None, scale=None):
+    out = scaled_dot_product_attention(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64),
+                                       mask=mask, scale=scale)[0]
+    out[WHERE] += DELTA                     # one element off by DELTA
+    return out.astype(q.dtype)
+'''
+
+
+def _load(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _specs(dtype):
+    specs = [s for s in select(["sizes", "bool-mask", "extreme-logits"], "quick", (dtype,))
+             if s.B * s.Hq * s.Sq * s.Sk <= 20_000]
+    return specs[:4] + [s for s in specs if s.family == "extreme-logits"][:2]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_a_script_fails_exactly_when_the_matrix_fails_its_case(dtype, tmp_path, capsys):
+    agreed = {"pass": 0, "FAIL": 0}
+    for spec in _specs(dtype):
+        data = STORE.get(spec)
+        live = np.argwhere(~data.dead)
+        if not len(live):
+            continue
+        allowed = float(bounds(data).output.atol)
+        where = tuple(int(i) for i in live[0]) + (0,)
+        for factor in (0.5, 0.97, 1.03, 3.0):
+            path = tmp_path / f"m_{spec.family.replace('-', '_')}_{spec.index}_{int(factor * 100)}.py"
+            path.write_text(MODULE.format(delta=factor * allowed, where=where))
+            target = Target(f"{path}:attn", _load(path, path.stem).attn)
+            verdict = run_one(target, spec, STORE)
+            assert verdict.status in (Status.PASS, Status.FAIL), (spec.id, verdict.detail)
+            script = tmp_path / f"{path.stem}_repro.py"
+            script.write_text(_script(target, data))
+            code = _load(script, script.stem).main()
+            said = capsys.readouterr().out
+            assert (code == 1) == (verdict.status == Status.FAIL), (spec.id, factor, verdict.detail, said)
+            agreed["FAIL" if code else "pass"] += 1
+    assert agreed["pass"] >= 4 and agreed["FAIL"] >= 8, agreed       # both verdicts were exercised
