@@ -18,14 +18,14 @@ from refimpl.harness.fixture_cases import attention_fixtures, fixture_case
 _FIXTURES = attention_fixtures(load_all())
 
 
-def test_family_case(refimpl_target, refimpl_case, refimpl_store, request):
+def test_family_case(refimpl_target, refimpl_case, refimpl_verdicts):
     from refimpl.harness.cases import Status
-    from refimpl.harness.family_cases import run_one
-    r = run_one(refimpl_target, refimpl_case, refimpl_store, request.config.getoption("refimpl_masked_rows"))
+    results, lines = refimpl_verdicts
+    r = results[refimpl_case.id]
     if r.status in (Status.NA, Status.UNSUPPORTED):
         pytest.skip(f"{r.status}: {r.detail}")
-    assert not Status(r.status).failed, f"{refimpl_case.id} [{refimpl_target.name}] ({refimpl_case.describe()}): " \
-                                        f"{r.status}: {r.detail}"
+    assert not Status(r.status).failed, "\n".join(
+        [f"{refimpl_case.id} [{refimpl_target.name}] ({refimpl_case.describe()}): {r.status}: {r.detail}"] + lines)
 
 
 @pytest.mark.parametrize("fixture", _FIXTURES, ids=[f.id for f in _FIXTURES])

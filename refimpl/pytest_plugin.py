@@ -14,6 +14,11 @@ As in ``refimpl check``, a target runs in a worker process of its own (``refimpl
 segfault, ``os._exit``, ``sys.exit``, a hang past ``--refimpl-timeout`` or memory past ``--refimpl-max-memory``
 fails that case's test with ``crash``/``timeout``/``oom`` and the session goes on (R function targets,
 ``R:file.R:fn``, get embedded R in their worker); ``--refimpl-no-isolation`` calls it in pytest's process.
+
+As in ``refimpl check``, a failing family case's message ends with the target's ``diagnosis`` (the bug model
+that explains its failing cases) and ``localisation`` (the condition they share) lines: the target's family
+cases are judged once per session (:func:`refimpl_verdicts`), then each test reports its own case.
+``--refimpl-repro-dir DIR`` writes the same reproduction scripts as ``refimpl check --repro-dir``.
 """
 from __future__ import annotations
 
@@ -45,6 +50,8 @@ def pytest_addoption(parser):
                     help="a call of the target longer than this is that case's 'timeout' (default 60)")
     group.addoption("--refimpl-max-memory", type=mebibytes, default=None, metavar="MIB",
                     help="memory of the target's worker (default half the machine's RAM); past it: 'oom'")
+    group.addoption("--refimpl-repro-dir", default=None, metavar="DIR",
+                    help="write one standalone reproduction script per failing family case (as refimpl check)")
     group.addoption("--refimpl-no-isolation", action="store_true",
                     help="call the target in pytest's own process (for a debugger; a crash then ends the session)")
 
@@ -85,6 +92,30 @@ def refimpl_target(request):
     finally:
         if isolate is not None and hasattr(target.fn, "close"):
             target.fn.close()                                # its worker
+
+
+@pytest.fixture(scope="session")
+def refimpl_verdicts(refimpl_target, refimpl_store, request):
+    """``(results by case id, lines)`` for the target: every selected family case judged once, and the diagnosis
+    and localisation lines when some failed (the reproduction scripts written with ``--refimpl-repro-dir``)."""
+    from refimpl.harness.cases import Status
+    from refimpl.harness.diagnosis import diagnose, localise
+    from refimpl.harness.family_cases import run_one
+    c = request.config
+    specs = family_specs(c)
+    results = [run_one(refimpl_target, s, refimpl_store, c.getoption("refimpl_masked_rows")) for s in specs]
+    lines = []
+    failing = [r for r in results if r.status == Status.FAIL]
+    if failing:
+        name, by_id = refimpl_target.name, {s.id: s for s in specs}
+        lines = diagnose(results, refimpl_store, target=name, specs=by_id)
+        lines.append(f"localisation {name}: {localise(results)}")
+        if c.getoption("refimpl_repro_dir") and ":" in name:
+            from refimpl.harness.repro import write_target_repros
+            paths = write_target_repros(refimpl_target, [(by_id[r.id], refimpl_store) for r in failing],
+                                        c.getoption("refimpl_repro_dir"))
+            lines.append(f"reproductions {name}: {len(paths)} scripts in {c.getoption('refimpl_repro_dir')}")
+    return {r.id: r for r in results}, lines
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ from . import precision
 
 __all__ = ["Tolerance", "Comparison", "EXACT", "BFLOAT16_EPS", "K_FORWARD", "K_BUDGET", "QUANTUM_ULPS",
            "CONDITIONING_CAP", "budget_conditioning", "ulp_distance", "eps", "printed", "printed_decimals", "forward",
-           "forward_for_sdpa", "sdpa_terms", "within_budget", "budget", "compare", "row_sum_bound", "softmax_input_perturbation"]
+           "forward_for_sdpa", "sdpa_terms", "within_budget", "budget", "score_sensitivity", "compare", "row_sum_bound", "softmax_input_perturbation"]
 
 K_FORWARD = 4.0      # safety factor of the forward bound (two evaluations, each within it)
 K_BUDGET = 2.0       # FlashAttention rule: error <= K_BUDGET x reference error + quantum
@@ -217,6 +217,34 @@ def budget_conditioning(n_terms: float, dtype) -> float:
     """
     cap = 1.0 / (CONDITIONING_CAP * QUANTUM_ULPS * eps(dtype)) - 1.0
     return min(float(n_terms), cap)
+
+
+def score_sensitivity(q, k, v, weights, out, scale: float | None = None, additive=None) -> float:
+    """How far rounding the scores moves the output, per unit roundoff: ``max_id sum_j p_ij c_ij |v_jd - o_id|``
+    with ``c_ij = 2 (s sum_d |q_id k_jd| + |additive_ij|)`` the error of score ``ij`` per u (its products, the
+    added term, the max subtracted). First order: a score off by ``delta_ij`` moves ``o_i`` by
+    ``sum_j p_ij delta_ij (v_j - o_i)``, so a row whose softmax is saturated (one weight 1, the others ~0)
+    is insensitive however large its scores: the budget's conditioning there is this, not ``n_terms``.
+
+    Evaluated with Cauchy-Schwarz, ``sqrt(sum_j p c^2) * sqrt(sum_j p (v_jd - o_id)^2)``, in matrix products;
+    the variance gets the float64 rounding of its own evaluation added. ``q`` (B, Hq, Sq, D), ``k`` (B, Hkv,
+    Sk, D), ``v`` (B, Hkv, Sk, Dv), ``weights`` (B, Hq, Sq, Sk) and ``out`` (B, Hq, Sq, Dv) float64, in the
+    oracle's exact values; ``additive`` broadcasts to the weights (-inf where a key is dropped)."""
+    q, k, v, p, o = (np.asarray(a, np.float64) for a in (q, k, v, weights, out))
+    if p.size == 0 or o.size == 0:
+        return 0.0
+    group = q.shape[-3] // k.shape[-3]
+    k, v = (np.repeat(a, group, axis=-3) if group > 1 else a for a in (k, v))
+    s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else abs(float(scale))
+    c = s * (np.abs(q) @ np.swapaxes(np.abs(k), -1, -2))                  # (B, Hq, Sq, Sk)
+    if additive is not None:
+        a = np.abs(np.asarray(additive, np.float64))
+        c = c + np.where(np.isfinite(a), a, 0.0)
+    c *= 2.0
+    spread = np.sqrt((p * c * c).sum(axis=-1, keepdims=True))            # (B, Hq, Sq, 1)
+    second = p @ (v * v)                                                 # (B, Hq, Sq, Dv)
+    var = np.maximum(second - o * o, 0.0) + 4.0 * eps(np.float64) * (second + o * o)
+    return float((spread * np.sqrt(var)).max())
 
 
 def within_budget(test, reference, oracle, dtype, conditioning: float = 0.0) -> tuple[bool, float, float]:

@@ -11,7 +11,7 @@ from refimpl import fixtures as fx_mod
 from refimpl.cli import EXIT_INTERRUPTED, main
 from refimpl.harness import runner
 from refimpl.harness.cases import Case, Outcome, Status
-from refimpl.harness.divergences import DIVERGENCE_TITLES
+from refimpl.harness.columns import DIVERGENCE_TITLES
 from refimpl.harness.targets import builtin_targets
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import refimpl
 from refimpl import tolerance
 from refimpl.harness import onnx_runtime as ortm
-from refimpl.harness.divergences import ORT_DIVERGENCES
+from refimpl.harness.columns.onnxruntime_column import DIVERGENCES as ORT_DIVERGENCES
 from refimpl.harness.onnx_runtime import (OrtCase, OrtCaseError, OrtProcessError, OrtRunError,
                                           OrtSession, availability, expressible)
 

@@ -61,3 +61,17 @@ def test_an_r_function_target_runs_in_its_worker_with_embedded_r(rb):
 def test_a_zero_timeout_is_a_usage_error_naming_the_option():
     p = _pytest("--refimpl-target", f"{ZOO / 'numpy_impls.py'}:plain", "--refimpl-timeout", "0")
     assert p.returncode == 4 and "--refimpl-timeout" in p.stderr and "expected a number > 0" in p.stderr, p.stderr
+
+
+def test_a_failing_case_in_the_plugin_carries_the_diagnosis_and_localisation_and_writes_repro_scripts(tmp_path):
+    """The plugin has what refimpl check has: the bug model named, where it fails, and the scripts."""
+    p = _pytest("--refimpl-target", f"{ZOO / 'numpy_broken.py'}:mask_polarity", "--refimpl-family", "bool-mask",
+                "--refimpl-family", "sizes", "--refimpl-dtype", "float64", "--refimpl-repro-dir", str(tmp_path),
+                "-k", "test_family_case")
+    assert p.returncode == 1, p.stdout[-2000:]
+    assert "diagnosis " in p.stdout and "mask-polarity" in p.stdout, p.stdout[-3000:]
+    assert "localisation " in p.stdout and "bool mask" in p.stdout, p.stdout[-3000:]
+    scripts = list(tmp_path.rglob("bool-mask-*.py"))
+    assert scripts and not list(tmp_path.rglob("sizes-*.py"))        # only the failing cases get one
+    run = subprocess.run([sys.executable, str(scripts[0])], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and run.stdout.startswith("FAIL"), run.stdout

@@ -122,3 +122,29 @@ def test_a_new_api_is_one_object_registered_and_the_harness_runs_it():
         assert sum(r.status == Status.FAIL for r in ko) >= 2
     finally:
         apis.unregister(echo.name)
+
+
+def test_a_new_column_is_one_object_registered_and_the_check_runs_it(capsys):
+    """A trivial column (refimpl's own SDPA doubled: wrong on purpose) registered from the test: the CLI's
+    --only finds it, the matrix shows it, and its failures decide the exit code."""
+    from refimpl import scaled_dot_product_attention
+    from refimpl.cli import main
+    from refimpl.harness import columns
+    from refimpl.harness.target import Target
+
+    def doubled(q, k, v, mask=None, scale=None, **features):
+        out, w = scaled_dot_product_attention(q, k, v, mask=mask, scale=scale, **features)
+        return 2.0 * out, w
+    col = columns.register(columns.Column("test-doubled", lambda: Target("test-doubled", doubled, api="native"),
+                                          "refimpl's output doubled (a test's column)", {"X9": "a test divergence"}))
+    try:
+        assert "test-doubled" in columns.builtin_targets() and columns.divergence_titles()["X9"]
+        code = main(["check", "--only", "test-doubled", "--only", "refimpl", "--family", "sizes", "--suite", "quick",
+                     "--random", "0", "--quiet", "--dtype", "float64"])
+        out = capsys.readouterr().out
+        assert code == 1 and "test-doubled" in out and "FAIL" in out and "RESULT: NON-CONFORMANCE" in out
+    finally:
+        columns.unregister(col.name)
+    assert "test-doubled" not in columns.builtin_targets()
+    with pytest.raises(ValueError, match="built in"):
+        columns.unregister("refimpl")

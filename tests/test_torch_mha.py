@@ -11,7 +11,7 @@ import pytest
 
 import refimpl
 from refimpl import tolerance
-from refimpl.harness.divergences import TORCH_MHA_DIVERGENCES
+from refimpl.harness.columns.torch_mha_column import DIVERGENCES as TORCH_MHA_DIVERGENCES
 from refimpl.harness.torch_mha import (torch_mha_attend, torch_mha_expressible,
                                        torch_mha_target)
 

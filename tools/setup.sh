@@ -14,7 +14,7 @@ APT_PACKAGES=(
   r-base-core r-cran-knitr r-cran-jsonlite r-cran-testthat
   python3-numpy python3-rpy2 python3-hypothesis python3-pytest python3-pytest-xdist
   python3-mpmath python3-venv python3-pip python3-threadpoolctl python3-matplotlib python3-torch python3-yaml
-  libopenblas0-pthread python3-onnx
+  libopenblas0-pthread python3-onnx python3-flake8 python3-mypy
 )
 
 say()  { printf '[setup] %s\n' "$*"; }

@@ -39,7 +39,7 @@ from .families import check_dtypes
 from .family_cases import CaseStore, run_one
 from .features import CaseSpec
 from .judge import CaseResult
-from .targets import Target
+from .target import Target
 
 __all__ = ["explore", "spec_strategy", "search", "BUDGET_SECONDS"]
 

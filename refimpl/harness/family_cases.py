@@ -23,7 +23,7 @@ from .cases import Case, Outcome, Status, TargetDied
 from .features import CaseData, CaseSpec, materialise
 from .families import FAMILIES
 from .judge import CaseResult, judge
-from .targets import Target
+from .target import Target
 
 __all__ = ["CaseStore", "family_case", "run_one", "target_traceback"]
 

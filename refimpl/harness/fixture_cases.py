@@ -16,7 +16,7 @@ from ..fixtures.steps import ATTENTION_STEPS, STEP_FUNCTIONS, evaluate, toleranc
 from ..multihead import multi_head_with
 from ..precision import get as precision
 from .cases import Case, Outcome, Status, error_outcome, summarise
-from .targets import Target
+from .target import Target
 
 __all__ = ["fixture_case", "attention_fixtures"]
 

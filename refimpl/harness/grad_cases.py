@@ -47,7 +47,8 @@ from .families import FAMILIES
 from .features import CaseSpec
 from .grad_judge import GRADS, MAX_FAILING, MAX_PASSING, GradReturned, diagnose_grads, grad_data, judge_grads
 from .judge import CaseResult
-from .targets import Target, load_function
+from .target import Target
+from .targets import load_function
 
 __all__ = ["Backward", "GradCase", "GRAD_NA", "load_backward", "grad_case", "run_grad_one", "analyse_grad"]
 

@@ -19,7 +19,7 @@ i attends key j iff j <= i + P, i.e. bottom-right. :class:`OrtCase` expresses bo
 attention with Sk > Sq that way, sending the first Sk - Sq keys/values as past_key/past_value.
 
 Divergences of ORT 1.30 (CPU) from the spec's reference implementation and from refimpl, each pinned by a
-test in tests/test_onnx_runtime.py: ``refimpl.harness.divergences.ORT_DIVERGENCES``.
+test in tests/test_onnx_runtime.py: ``refimpl.harness.columns.onnxruntime_column.DIVERGENCES``.
 """
 from __future__ import annotations
 

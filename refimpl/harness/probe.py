@@ -41,7 +41,7 @@ from .apis import call, check_signature
 from .cases import TargetDied
 from ..precision import PRECISIONS
 from .features import CaseData, CaseSpec, materialise
-from .targets import Target
+from .target import Target
 
 __all__ = ["probe", "probe_targets", "record", "causal_convention", "PROBE_SPEC", "matches"]
 

@@ -22,7 +22,7 @@ from ..softmax import softmax
 from ..sources import vignettes
 from ..precision import get as precision
 from .cases import Case, Outcome, Status, error_outcome, summarise
-from .targets import Target
+from .target import Target
 
 __all__ = ["vignette_case", "r_examples_case", "random_case", "random_cases", "compare_with_r",
            "RANDOM_CASES", "RANDOM_SEED"]

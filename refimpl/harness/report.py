@@ -39,7 +39,7 @@ from collections import Counter
 from ..env import describe, environment
 from ..r import bridge
 from .cases import CheckRun, Status
-from .divergences import DIVERGENCE_TITLES
+from .columns import DIVERGENCE_TITLES
 
 __all__ = ["render", "FORMATS", "JSON_SCHEMA", "cell_text", "conventions", "conventions_line", "result_word",
            "target_lines"]

@@ -35,9 +35,9 @@ from .cases import Status
 from .families import FAMILIES, family_specs
 from .features import CaseData, CaseSpec, materialise
 from .judge import bounds
-from .targets import Target
+from .target import Target
 
-__all__ = ["script_for", "write_repros", "find_spec", "MAX_SCRIPTS", "MAX_VALUES"]
+__all__ = ["script_for", "write_repros", "write_target_repros", "find_spec", "MAX_SCRIPTS", "MAX_VALUES"]
 
 MAX_SCRIPTS = 50            # per target and run
 MAX_VALUES = 400_000        # numbers in one script (about 10 MB of hex)
@@ -294,19 +294,26 @@ def write_repros(run, user_targets: list[Target], directory) -> dict[str, list[s
                 continue
             specs = {s.id: s for s in c.specs}
             failing += [(specs[r.id], c.store) for r in o.cases if Status(r.status).failed and r.id in specs]
-        if not failing:
-            continue
-        failing.sort(key=lambda fs: (fs[0].B * fs[0].Hq * (fs[0].Sq + fs[0].Sk) * (fs[0].D + fs[0].Dv), fs[0].id))
-        paths = []
-        for spec, store in failing:
-            if len(paths) >= MAX_SCRIPTS:
-                break
-            try:
-                text = _script(t, store.get(spec) if store is not None else materialise(spec))
-            except UsageError:
-                continue                                     # too large for a script
-            path = Path(directory) / _file_name(t.name) / f"{spec.family}-{spec.index:04d}-{spec.dtype}.py"
-            write_atomic(path, text)
-            paths.append(str(path))
-        out[t.name] = paths
+        if failing:
+            out[t.name] = write_target_repros(t, failing, directory)
     return out
+
+
+def write_target_repros(t: Target, failing: list, directory) -> list[str]:
+    """Write the scripts of one target's failing cases ``[(spec, store or None), ...]`` (at most ``MAX_SCRIPTS``,
+    smallest first; too large ones are left out): the check's ``--repro-dir`` and the plugin's
+    ``--refimpl-repro-dir``. Returns the paths."""
+    failing = sorted(failing, key=lambda fs: (fs[0].B * fs[0].Hq * (fs[0].Sq + fs[0].Sk) * (fs[0].D + fs[0].Dv),
+                                              fs[0].id))
+    paths: list[str] = []
+    for spec, store in failing:
+        if len(paths) >= MAX_SCRIPTS:
+            break
+        try:
+            text = _script(t, store.get(spec) if store is not None else materialise(spec))
+        except UsageError:
+            continue                                     # too large for a script
+        path = Path(directory) / _file_name(t.name) / f"{spec.family}-{spec.index:04d}-{spec.dtype}.py"
+        write_atomic(path, text)
+        paths.append(str(path))
+    return paths

@@ -16,7 +16,7 @@ from .families import select, shard as shard_ids
 from .family_cases import CaseStore, family_case
 from .fixture_cases import fixture_case
 from .r_cases import RANDOM_CASES, r_examples_case, random_case, vignette_case
-from .targets import Target
+from .target import Target
 
 __all__ = ["CheckRun", "collect_cases", "run_check", "close_targets", "CHECKED"]
 

@@ -2,8 +2,8 @@
 scale=None, is_causal=False, query_seq_lengths=None, key_value_seq_lengths=None, local_window_size=None)``.
 
 NumPy arrays in (a JAX user calls ``jnp.asarray`` inside), layout (B, T, N, H) = (B, S, H, D); GQA by fewer
-kv heads; ``bias`` additive (additive masks and ALiBi arrive there, -inf where a bool mask or band drops a
-key), ``mask`` bool (True = attend); ``is_causal`` top-left, ``local_window_size=(left, right)`` top-left
+kv heads; ``bias`` additive and finite (additive masks and ALiBi arrive there), ``mask`` bool (True = attend:
+bool masks, padding, and the keys an additive mask drops with -inf); ``is_causal`` top-left, ``local_window_size=(left, right)`` top-left
 (query i sees keys i - left .. i + right); bottom-right bands and windows with an unbounded edge arrive
 folded into ``mask``. No softcap. Sequence lengths are not used (padding arrives as a mask).
 """
@@ -28,8 +28,10 @@ class Jax(Api):
         else:
             band = keep_mask(s, None)                               # (Sq, Sk): the band as a keep-mask
             mask = band if mask is None else (mask & band)
-        if bias is not None and mask is not None:
-            bias, mask = np.where(mask, bias, -np.inf), None
+        if bias is not None and not np.isfinite(bias).all():     # -inf drops a key: JAX says that with the mask
+            dropped = np.isfinite(bias)
+            mask = dropped if mask is None else (mask & dropped)
+            bias = np.where(dropped, bias, 0.0)
         given = {"query": conv(np.swapaxes(data.q, 1, 2)), "key": conv(np.swapaxes(data.k, 1, 2)),
                  "value": conv(np.swapaxes(data.v, 1, 2)), "bias": conv(bias), "mask": conv(mask)}
         kwargs = dict(bias=given["bias"], mask=given["mask"], scale=s.scale, is_causal=causal)

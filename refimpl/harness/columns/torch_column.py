@@ -1,0 +1,39 @@
+"""``torch`` — a manual ``softmax(q k^T s) v`` in torch (tensors), with its one catalogued divergence (T1)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...errors import Unavailable
+from ..target import Target
+from .base import Column
+
+__all__ = ["COLUMN"]
+
+DIVERGENCES = {"T1": "torch gives NaN weights for a fully masked query (softmax of all -inf); refimpl gives zeros"}
+
+
+def _make() -> Target:
+    try:
+        import torch
+    except ImportError as e:
+        raise Unavailable(f"torch is not importable ({e})") from None
+
+    def fn(q, k, v, mask=None, scale=None):
+        s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+        scores = (q @ k.transpose(-2, -1)) * s                        # (..., Sq, D) x (..., D, Sk) -> (..., Sq, Sk)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        w = torch.softmax(scores, dim=-1)
+        return w @ v, w
+
+    def known(q, k, v, mask):
+        if mask is not None and (~np.asarray(mask, dtype=bool)).all(axis=-1).any():
+            return ["T1"]   # torch: softmax of an all -inf row is NaN; refimpl gives zeros
+        return []
+
+    return Target("torch", fn, torch=True, known=known, note=f"torch {torch.__version__}: softmax(q k^T s) v")
+
+
+COLUMN = Column("torch", _make, "torch: a manual softmax(q k^T s) v", DIVERGENCES)
