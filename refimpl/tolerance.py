@@ -18,7 +18,9 @@ Four kinds of expected value, four rules (every constant of the model is named h
 4. **error budget** (the FlashAttention rule) — an implementation under test is acceptable when its
    error against a float64 oracle is at most ``K_BUDGET`` times the error of a same-precision reference
    that orders the arithmetic differently, plus a rounding quantum
-   ``QUANTUM_ULPS * eps * (1 + conditioning) * max|oracle|`` (conditioning: rule 3's n_terms).
+   ``QUANTUM_ULPS * eps * (1 + conditioning) * max|oracle|`` (conditioning: rule 3's n_terms, capped, or the
+   case's own first-order conditioning where the weights are known, whichever is smaller:
+   :func:`output_conditioning`).
 
 ULP distances are reported everywhere for information (``ulp_distance``).
 """
@@ -33,7 +35,7 @@ from . import precision
 
 __all__ = ["Tolerance", "Comparison", "EXACT", "BFLOAT16_EPS", "K_FORWARD", "K_BUDGET", "QUANTUM_ULPS",
            "CONDITIONING_CAP", "budget_conditioning", "ulp_distance", "eps", "printed", "printed_decimals", "forward",
-           "forward_for_sdpa", "sdpa_terms", "within_budget", "budget", "score_sensitivity", "compare", "row_sum_bound", "softmax_input_perturbation"]
+           "forward_for_sdpa", "sdpa_terms", "within_budget", "budget", "output_conditioning", "compare", "row_sum_bound", "softmax_input_perturbation"]
 
 K_FORWARD = 4.0      # safety factor of the forward bound (two evaluations, each within it)
 K_BUDGET = 2.0       # FlashAttention rule: error <= K_BUDGET x reference error + quantum
@@ -219,20 +221,26 @@ def budget_conditioning(n_terms: float, dtype) -> float:
     return min(float(n_terms), cap)
 
 
-def score_sensitivity(q, k, v, weights, out, scale: float | None = None, additive=None) -> float:
-    """How far rounding the scores moves the output, per unit roundoff: ``max_id sum_j p_ij c_ij |v_jd - o_id|``
-    with ``c_ij = 2 (s sum_d |q_id k_jd| + |additive_ij|)`` the error of score ``ij`` per u (its products, the
-    added term, the max subtracted). First order: a score off by ``delta_ij`` moves ``o_i`` by
-    ``sum_j p_ij delta_ij (v_j - o_i)``, so a row whose softmax is saturated (one weight 1, the others ~0)
-    is insensitive however large its scores: the budget's conditioning there is this, not ``n_terms``.
+def output_conditioning(q, k, v, weights, out, scale: float | None = None, additive=None) -> float:
+    """The budget's conditioning of one case from its own numbers (first order), in units of ``max|out|``:
+    ``2 + max_id (sum_j p_ij (c_ij + 1) |v_jd - o_id|) / max|out|``.
 
-    Evaluated with Cauchy-Schwarz, ``sqrt(sum_j p c^2) * sqrt(sum_j p (v_jd - o_id)^2)``, in matrix products;
-    the variance gets the float64 rounding of its own evaluation added. ``q`` (B, Hq, Sq, D), ``k`` (B, Hkv,
-    Sk, D), ``v`` (B, Hkv, Sk, Dv), ``weights`` (B, Hq, Sq, Sk) and ``out`` (B, Hq, Sq, Dv) float64, in the
-    oracle's exact values; ``additive`` broadcasts to the weights (-inf where a key is dropped)."""
+    ``c_ij = 2 (s sum_d |q_id k_jd| + |additive_ij|)`` is the error of score ``ij`` per unit roundoff (its
+    products, the added term, the max subtracted) and the 1 beside it a weight rounded to the precision (as
+    FlashAttention rounds P before P @ V): a score off by ``delta_ij`` moves ``o_i`` by ``sum_j p_ij delta_ij
+    (v_j - o_i)``, so a row whose softmax is saturated (one weight 1, the others ~0) is insensitive however
+    large its scores. The 2 counts the normalisation and the output's own rounding. :func:`n_terms` bounds the
+    same quantity by the largest score alone, which reaches the size of the answer where the float32 reference
+    is exact (extreme logits: a 1.10x output passed).
+
+    Evaluated without cancellation: the largest weight's term exactly, ``p_iw c_iw |v_wd - o_id|`` (a saturated
+    row has ``o_i = v_w`` to rounding, however large ``c_iw``), the others through ``|v_jd - o_id| <= |v_jd| +
+    |o_id|``, in matrix products. ``q`` (B, Hq, Sq, D), ``k`` (B, Hkv, Sk, D), ``v`` (B, Hkv, Sk, Dv),
+    ``weights`` (B, Hq, Sq, Sk) and ``out`` (B, Hq, Sq, Dv) float64, the oracle's values; ``additive``
+    broadcasts to the weights (-inf where a key is dropped)."""
     q, k, v, p, o = (np.asarray(a, np.float64) for a in (q, k, v, weights, out))
     if p.size == 0 or o.size == 0:
-        return 0.0
+        return 2.0
     group = q.shape[-3] // k.shape[-3]
     k, v = (np.repeat(a, group, axis=-3) if group > 1 else a for a in (k, v))
     s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else abs(float(scale))
@@ -240,11 +248,15 @@ def score_sensitivity(q, k, v, weights, out, scale: float | None = None, additiv
     if additive is not None:
         a = np.abs(np.asarray(additive, np.float64))
         c = c + np.where(np.isfinite(a), a, 0.0)
-    c *= 2.0
-    spread = np.sqrt((p * c * c).sum(axis=-1, keepdims=True))            # (B, Hq, Sq, 1)
-    second = p @ (v * v)                                                 # (B, Hq, Sq, Dv)
-    var = np.maximum(second - o * o, 0.0) + 4.0 * eps(np.float64) * (second + o * o)
-    return float((spread * np.sqrt(var)).max())
+    pc = p * (2.0 * c + 1.0)                                              # (B, Hq, Sq, Sk)
+    w = np.argmax(p, axis=-1)[..., None]                                  # (B, Hq, Sq, 1): the largest weight
+    top = np.take_along_axis(pc, w, axis=-1)                              # (B, Hq, Sq, 1)
+    v_w = np.take_along_axis(v, np.broadcast_to(w, w.shape[:-1] + v.shape[-1:]), axis=-2)   # (B, Hq, Sq, Dv)
+    np.put_along_axis(pc, w, 0.0, axis=-1)
+    moved = top * np.abs(v_w - o) + pc @ np.abs(v) + pc.sum(axis=-1, keepdims=True) * np.abs(o)
+    largest = float(np.abs(o).max())
+    moved = float(moved.max())
+    return 2.0 + (moved / largest if largest > 0 else 0.0)
 
 
 def within_budget(test, reference, oracle, dtype, conditioning: float = 0.0) -> tuple[bool, float, float]:

@@ -92,8 +92,9 @@ class Bounds:
 def bounds(data: CaseData, cache: dict | None = None) -> Bounds:
     """The one statement of what error a case allows (the judge and the reproduction scripts both read it):
     float64 by rule 3 (the additive mask counted among the score terms), lower precisions by rule 4 with
-    refimpl's own same-precision result as the reference (``cache["ref"]``, made once) and the capped
-    conditioning of :func:`refimpl.tolerance.budget_conditioning`."""
+    refimpl's own same-precision result as the reference (``cache["ref"]``, made once) and the conditioning
+    of :func:`refimpl.tolerance.budget_conditioning` (capped n_terms) or, where the case's weights are known,
+    :func:`refimpl.tolerance.output_conditioning` (the case's own first-order conditioning) if smaller."""
     s, live = data.spec, ~data.dead
     n = n_terms(data)
     weights = tol.forward(s.dtype, n, 1.0)
@@ -105,7 +106,15 @@ def bounds(data: CaseData, cache: dict | None = None) -> Bounds:
     cache = cache if cache is not None else {}
     if "ref" not in cache:
         cache["ref"] = _reference_lowp(data)
-    cond = tol.budget_conditioning(n, s.dtype)
+    if "conditioning" not in cache:
+        cond = tol.budget_conditioning(n, s.dtype)
+        if data.weights is not None:                # the case's own conditioning, never looser than the cap
+            add = data.reference_kwargs()["mask"]
+            add = add if add is not None and add.dtype != bool else None
+            cond = min(cond, tol.output_conditioning(data.q, data.k, data.v, data.weights, data.expected, s.scale,
+                                                     add))
+        cache["conditioning"] = cond
+    cond = cache["conditioning"]
     allowed = tol.budget(cache["ref"][live], exp, s.dtype, cond)
     return Bounds(tol.Tolerance(allowed, 0.0, f"{tol.K_BUDGET:g} x max|refimpl {s.dtype} - float64| + "
                                               f"{tol.QUANTUM_ULPS:g} x eps({s.dtype}) x (1 + {cond:.6g}) x max|expected|"),
