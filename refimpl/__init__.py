@@ -5,6 +5,8 @@ The math (softmax, attention, multihead, masks, online, family) imports nothing 
 """
 from ._checks import (InputTypeError, InputValueError, NonFiniteInputError, RefimplError, ResourceError,
                       ShapeError)
+from .backward import sdpa_backward
+from .backward_online import sdpa_backward_online
 from .attention import (general_attention, general_attention_matrix, scaled_dot_product_attention,
                         self_attention)
 from .family import additive_scores, attention_context, luong_scores
@@ -18,7 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "softmax", "scaled_dot_product_attention", "general_attention", "general_attention_matrix",
     "self_attention", "multi_head_attention", "split_heads", "causal_mask", "window_mask", "alibi_bias",
-    "sdpa_online",
+    "sdpa_online", "sdpa_backward", "sdpa_backward_online",
     "additive_scores", "luong_scores", "attention_context",
     "RefimplError", "InputTypeError", "InputValueError", "ShapeError", "NonFiniteInputError", "ResourceError",
 ]

@@ -66,9 +66,20 @@ def _check(args) -> int:
         print(f"refimpl check: --only {missing}: no such target (have {sorted(builtins) + list(args.target)})",
               file=sys.stderr)
         return EXIT_USAGE
+    named = [n.strip() for n in args.with_.split(",") if n.strip()]
+    if any(n not in builtins and n != "all" for n in named):
+        print(f"refimpl check: --with {args.with_!r}: expected 'all' or built-in columns among "
+              f"{', '.join(builtins)}", file=sys.stderr)
+        return EXIT_USAGE
+    focused = bool(args.target) and not args.only       # a user's check: their targets against the reference
+    if focused:
+        joining = set(builtins) if "all" in named else {"refimpl", *named}
+        args.judged = list(args.target) + [n for n in builtins if n in named]
+    else:
+        joining, args.judged = set(builtins), None
     targets, unavailable = [], {}
     for name, factory in builtins.items():       # only the columns asked for are started (R, Node, torch)
-        if args.only and name not in args.only:
+        if (args.only and name not in args.only) or name not in joining:
             continue
         try:
             targets.append(factory())
@@ -98,16 +109,21 @@ def _isolate(args, flag: str):
 def _run_and_report(args, targets, unavailable) -> int:
     from .env import environment
     from .errors import UsageError
-    from .io import check_writable
+    from .io import check_directory, check_writable
 
     if args.only:
         targets = [t for t in targets if t.name in args.only]
     if not 0 <= args.random <= MAX_RANDOM:
         print(f"refimpl check: --random must be between 0 and {MAX_RANDOM:,}, got {args.random}", file=sys.stderr)
         return EXIT_USAGE
-    for opt, path in (("--output", args.output), ("--html", args.html)):
+    for opt, path in (("--output", args.output), ("--html", args.html), ("--explore-db", args.explore_db)):
         if path:
             check_writable(path, opt)          # before the run: a report is never lost at the end
+    if args.repro_dir:
+        check_directory(args.repro_dir, "--repro-dir")
+    if args.explore_db:
+        from .harness.explore import load_db
+        load_db(args.explore_db)               # junk in it: exit 2 now, not after the run
     from .harness.probe import probe_targets
     probed = probe_targets(targets, args.dtype[0], user=set(args.target))
     env = environment()
@@ -158,6 +174,7 @@ def _collect_run_report(args, targets, unavailable, env, progress, dtypes, shard
         return EXIT_USAGE
 
     run = run_check(targets, unavailable, cases, progress)
+    run.judged = getattr(args, "judged", None)
     record(run, probed)                                    # the probed conventions (causal) reach the reports
     if not run.interrupted:
         from .harness.diagnosis import analyse_run

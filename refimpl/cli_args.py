@@ -4,41 +4,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .harness.apis import names as api_names
-from .precision import parse_dtypes
+from .options import add_to_argparse, dtype_list
 
-__all__ = ["parser", "mebibytes", "positive", "dtype_list", "FORMATS", "MAX_RANDOM"]
+__all__ = ["parser", "FORMATS", "MAX_RANDOM"]
 
 FORMATS = ("table", "json", "junit", "markdown")
 MAX_RANDOM = 1_000_000   # --random: ~10 s of R per 100,000 cases; beyond this is a typo
 EXIT_USAGE = 2
-
-
-def positive(text: str) -> float:
-    """An argparse type: a finite number > 0 (a timeout or a memory limit of 0 would refuse every call)."""
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not 0 < x < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return x
-
-
-def dtype_list(text: str) -> tuple[str, ...]:
-    """An argparse type for ``--dtype``: precision names, comma-separated (:func:`refimpl.precision.parse_dtypes`)."""
-    try:
-        return parse_dtypes(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def mebibytes(text: str) -> float:
-    """An argparse type for a memory limit in MiB: at least 1 (a worker cannot even start in less)."""
-    x = positive(text)
-    if x < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1 (MiB), got {text!r}")
-    return x
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,38 +34,22 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="refimpl", description="Reference-test harness for attention: conformance check, fixtures, benchmarks.")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     c = sub.add_parser("check", help="run every conformance case against every target and print the matrix")
+    add_to_argparse(c)                          # the options the pytest plugin shares (refimpl.options)
     c.add_argument("--target", action="append", default=[], metavar="SPEC",
                    help="add a target: package.module:function (protocol in the README); repeatable")
+    c.add_argument("--with", dest="with_", default="", metavar="LIST",
+                   help="with --target: built-in columns to run beside it (comma-separated names, or 'all'); "
+                        "a column named here also decides the exit code")
     c.add_argument("--only", action="append", default=[], metavar="NAME",
                    help="run only these targets (refimpl, r, torch, or a --target SPEC)")
-    c.add_argument("--layout", default="SD", choices=["SD", "BHSD", "BSHD"], help="layout user targets take")
-    c.add_argument("--torch-tensors", action="store_true", help="hand user targets torch tensors")
     c.add_argument("--format", default="table", choices=FORMATS)
     c.add_argument("--output", metavar="FILE", help="write the report to FILE instead of stdout")
     c.add_argument("--html", metavar="FILE", help="also write an HTML report with attention-weight heatmaps")
     c.add_argument("--random", type=int, default=200, metavar="N", help="random cases cross-checked against R (default 200)")
     c.add_argument("--quiet", action="store_true", help="no progress lines")
-    c.add_argument("--api", default="refimpl", choices=api_names(),
-                   help="the signature and semantics user targets follow (README: Target APIs)")
-    c.add_argument("--family", action="append", default=None, metavar="NAME",
-                   help="run only these case families (repeatable; --list-families lists them)")
-    c.add_argument("--suite", default="default", choices=("quick", "default", "full"),
-                   help="how many cases per family (quick ~10%%, default >= 1,500 cases, full 3x and long sequences)")
     c.add_argument("--list-families", action="store_true", help="print the families (name, cases, what they check)")
     c.add_argument("--no-families", action="store_true", help="only the fixtures, vignettes and R rows")
-    c.add_argument("--dtype", type=dtype_list, default=("float64", "float32"), metavar="LIST",
-                   help="input dtypes of the family cases: float64,float32,float16,bfloat16 (default float64,float32)")
-    c.add_argument("--masked-rows", default=None, choices=("zeros", "nan", "uniform"),
-                   help="pin the one accepted output for a query with no key (default: any of the three)")
-    c.add_argument("--timeout", type=positive, default=60.0, metavar="SECONDS",
-                   help="per call of a user target (default 60); a call past it is that case's 'timeout'")
-    c.add_argument("--max-memory", type=mebibytes, default=None, metavar="MIB",
-                   help="memory of a user target's worker (default half the machine's RAM); past it: 'oom'")
-    c.add_argument("--no-isolation", action="store_true",
-                   help="call user targets in this process (debugging); a crash then ends the run")
-    c.add_argument("--shard", default=None, metavar="K/N", help="run shard K of N of the family cases (CI matrices)")
     c.add_argument("--traceback", action="store_true", help="show the target's own traceback for a case that raised")
-    c.add_argument("--repro-dir", metavar="DIR", help="write one standalone reproduction script per failing case")
     c.add_argument("--repro", metavar="CASE_ID", help="print the reproduction script of one case (e.g. sizes/0003-float32)")
     c.add_argument("--explore", type=int, default=0, metavar="N",
                    help="also search N Hypothesis examples for a counterexample, shrink and print the first")

@@ -43,6 +43,17 @@ def write_atomic(path, text: str) -> bool:
     return True
 
 
+def check_directory(path, what: str) -> Path:
+    """Refuse, before any work is done, a directory option (``--repro-dir``) that is a file or cannot be made."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{what} {path}: is a file, not a directory")
+    existing = next((a for a in (p, *p.parents) if a.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path}: {existing} is not a writable directory")
+    return p
+
+
 def check_writable(path, what: str) -> Path:
     """Refuse, before any work is done, a report path that cannot be written as a regular file.
 

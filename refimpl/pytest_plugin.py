@@ -26,34 +26,12 @@ import pytest
 
 
 def pytest_addoption(parser):
-    from refimpl.cli_args import dtype_list, mebibytes, positive
-    from refimpl.harness.apis import names as api_names
+    from refimpl.options import add_to_pytest
     group = parser.getgroup("refimpl", "refimpl conformance")
     group.addoption("--refimpl-target", action="append", default=[], metavar="MODULE:FUNCTION",
                     help="an attention implementation to check: a callable (q, k, v, mask=None, scale=None) "
                          "returning output or (output, weights); may be repeated")
-    group.addoption("--refimpl-layout", default="SD", choices=["SD", "BHSD", "BSHD"],
-                    help="tensor layout the user target expects (default SD: (..., S, D))")
-    group.addoption("--refimpl-api", default="refimpl", choices=api_names(),
-                    help="the signature and semantics the target follows (as refimpl check --api)")
-    group.addoption("--refimpl-torch-tensors", action="store_true", help="hand the target torch tensors")
-    group.addoption("--refimpl-dtype", type=dtype_list, default=("float64", "float32"), metavar="LIST",
-                    help="input dtypes of the family cases (float64,float32,float16,bfloat16)")
-    group.addoption("--refimpl-family", action="append", default=None, metavar="NAME",
-                    help="only these case families (repeatable; default all)")
-    group.addoption("--refimpl-suite", default="quick", choices=["quick", "default", "full"],
-                    help="cases per family (default quick here; refimpl check's default suite is 'default')")
-    group.addoption("--refimpl-shard", default=None, metavar="K/N", help="run shard K of N of the family cases")
-    group.addoption("--refimpl-masked-rows", default=None, choices=["zeros", "nan", "uniform"],
-                    help="pin the accepted output of a query with no key")
-    group.addoption("--refimpl-timeout", type=positive, default=60.0, metavar="SECONDS",
-                    help="a call of the target longer than this is that case's 'timeout' (default 60)")
-    group.addoption("--refimpl-max-memory", type=mebibytes, default=None, metavar="MIB",
-                    help="memory of the target's worker (default half the machine's RAM); past it: 'oom'")
-    group.addoption("--refimpl-repro-dir", default=None, metavar="DIR",
-                    help="write one standalone reproduction script per failing family case (as refimpl check)")
-    group.addoption("--refimpl-no-isolation", action="store_true",
-                    help="call the target in pytest's own process (for a debugger; a crash then ends the session)")
+    add_to_pytest(group)                        # the options refimpl check shares (refimpl.options)
 
 
 def family_specs(config):

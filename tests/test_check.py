@@ -33,19 +33,19 @@ def test_default_run_exits_0_and_prints_the_matrix(capsys):
 
 
 def test_wrong_user_target_exits_1_and_shows_which_cases_and_by_how_much(capsys):
-    code, out, _ = run_cli(["check", "--suite", "quick", "--target", "demo_targets:wrong_scale", "--only", "demo_targets:wrong_scale",
-                            "--random", "20", "--quiet"], capsys)
+    code, out, _ = run_cli(["check", "--suite", "quick", "--target", "demo_targets:wrong_scale",
+                            "--only", "demo_targets:wrong_scale", "--random", "20", "--quiet"], capsys)
     assert code == 1
     assert "NON-CONFORMANCE" in out
-    line = next(l for l in out.splitlines() if l.startswith("fixture:cristina-mlm/general-attention"))
+    line = next(row for row in out.splitlines() if row.startswith("fixture:cristina-mlm/general-attention"))
     assert "FAIL" in line
     assert "fixture:cristina-mlm/general-attention x demo_targets:wrong_scale: FAIL: " in out
     assert "max abs" in out and "of tolerance" in out
 
 
 def test_good_user_target_with_output_only_conforms(capsys):
-    code, out, _ = run_cli(["check", "--suite", "quick", "--target", "demo_targets:output_only", "--only", "demo_targets:output_only",
-                            "--random", "20", "--quiet"], capsys)
+    code, out, _ = run_cli(["check", "--suite", "quick", "--target", "demo_targets:output_only",
+                            "--only", "demo_targets:output_only", "--random", "20", "--quiet"], capsys)
     assert code == 0, out
 
 
@@ -99,20 +99,23 @@ def test_html_report_has_heatmaps_for_failing_cells_only(tmp_path, capsys):
     assert bad.read_text().count("data:image/png;base64,") >= 4
 
 
+@pytest.mark.slow
 def test_no_r_still_checks_every_fixture_and_exits_0():
     env = dict(os.environ, REFIMPL_NO_R="1")
     r = subprocess.run([sys.executable, "-m", "refimpl", "check", "--quiet", "--only", "refimpl", "--only", "r"],
                        env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "target r: unavailable" in r.stdout and "REFIMPL_NO_R=1" in r.stdout
-    fixtures = [l for l in r.stdout.splitlines() if l.startswith("fixture:")]
-    assert len(fixtures) >= 11 and all(" pass " in l for l in fixtures), r.stdout
+    fixtures = [row for row in r.stdout.splitlines() if row.startswith("fixture:")]
+    assert len(fixtures) >= 11 and all(" pass " in row for row in fixtures), r.stdout
 
 
+@pytest.mark.slow
 def test_pytest_plugin_runs_the_conformance_suite_against_a_user_target():
     env = dict(os.environ, PYTHONPATH=SUPPORT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "refimpl.conformance"]
     good = subprocess.run(base + ["--refimpl-target", "demo_targets:good"], env=env, capture_output=True, text=True)
     assert good.returncode == 0, good.stdout[-3000:]
-    bad = subprocess.run(base + ["--refimpl-target", "demo_targets:wrong_scale"], env=env, capture_output=True, text=True)
+    bad = subprocess.run(base + ["--refimpl-target", "demo_targets:wrong_scale"], env=env, capture_output=True,
+                         text=True)
     assert bad.returncode == 1 and "failed" in bad.stdout, bad.stdout[-3000:]

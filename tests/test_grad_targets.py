@@ -218,6 +218,7 @@ def _statuses(outcome):
     return Counter(Status(r.status).value for r in outcome.cases)
 
 
+@pytest.mark.slow
 def test_a_target_that_segfaults_in_its_backward_gets_crash_verdicts_and_the_rest_go_on():
     spec, proxy = _hostile("sdpa_segfault_in_backward")
     try:
@@ -237,6 +238,7 @@ def test_a_target_that_segfaults_in_its_backward_gets_crash_verdicts_and_the_res
     assert ok.status == Status.PASS, ok.detail
 
 
+@pytest.mark.slow
 def test_sys_exit_and_a_hang_in_the_backward_are_that_case_s_verdict():
     spec, proxy = _hostile("sdpa_sys_exit_in_backward")
     try:
@@ -261,6 +263,7 @@ def test_sys_exit_and_a_hang_in_the_backward_are_that_case_s_verdict():
     assert [Status(r.status) for r in forward] == [Status.PASS] * 2, [r.detail for r in forward]
 
 
+@pytest.mark.slow
 def test_a_backward_function_that_exits_runs_in_its_own_worker():
     from refimpl.harness.isolation import IsolatedFunction
     spec = f"{ZOO / 'hostile_grads.py'}:grad_exit_every_second_call"
@@ -275,6 +278,7 @@ def test_a_backward_function_that_exits_runs_in_its_own_worker():
     assert "exit" in next(r for r in o.cases if r.status == Status.CRASH).detail.lower()
 
 
+@pytest.mark.slow
 def test_check_grad_survives_a_crash_in_autograd_and_a_hanging_backward_and_json_stays_valid():
     target = f"{ZOO / 'hostile_grads.py'}:sdpa_segfault_in_backward"
     p = subprocess.run([sys.executable, "-m", "refimpl", "check", "--random", "0", "--quiet", "--format", "json",
@@ -304,6 +308,7 @@ def test_load_backward_errors_name_the_flag(tmp_path):
     with pytest.raises(UsageError, match=r"--backward .*expected FN\(q, k, v, d_out, mask=None, scale=None\)"):
         load_backward(f"{f}:fwd_only")
     from refimpl.harness.isolation import isolated
+
     def isolate(spec, check):
         return isolated(spec, check, flag="--backward")
     with pytest.raises(UsageError, match="--backward 'no_such_mod_xyz:fn': cannot import module"):

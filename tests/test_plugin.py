@@ -29,6 +29,7 @@ def test_shards_split_the_family_cases_deterministically_and_completely():
     assert all(i.split("/")[0] in ("causal", "gqa") for i in whole)
 
 
+@pytest.mark.slow
 def test_a_correct_torch_sdpa_kernel_passes_and_a_misaligned_one_fails_in_bfloat16():
     args = ["--refimpl-api", "torch-sdpa", "--refimpl-family", "causal", "--refimpl-dtype", "bfloat16"]
     ok = _pytest("--refimpl-target", f"{ZOO / 'torch_sdpa_impls.py'}:sdpa_online", *args)

@@ -190,6 +190,7 @@ def test_conform_r_usage_errors_exit_2_naming_the_argument(exported):
     assert p.returncode == 2 and "fn no_such_fn:" in p.stderr and "defines no function" in p.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.r
 def test_an_r_function_that_quits_or_hangs_gets_its_verdict_in_the_worker(tmp_path):
     """R runs embedded in the target's worker process: quit() or a hang ends that call, not the run."""

@@ -148,3 +148,14 @@ def test_a_new_column_is_one_object_registered_and_the_check_runs_it(capsys):
     assert "test-doubled" not in columns.builtin_targets()
     with pytest.raises(ValueError, match="built in"):
         columns.unregister("refimpl")
+
+
+def test_every_name_of_the_readmes_python_api_is_importable_from_refimpl():
+    import refimpl
+    readme = (PKG.parent / "README.md").read_text()
+    section = readme.split("## The Python API", 1)[1].split("\n## ", 1)[0]
+    listed = [n for n in re.findall(r"`([A-Za-z_]+)`", section.split("```", 1)[0]) if n != "refimpl"]
+    assert len(listed) >= 20 and "sdpa_backward" in listed, listed
+    missing = [n for n in listed if not hasattr(refimpl, n) or n not in refimpl.__all__]
+    assert not missing, missing
+    assert callable(refimpl.sdpa_backward)

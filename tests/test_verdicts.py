@@ -97,6 +97,7 @@ HOSTILE = {"segfault": "crash", "exit_zero": "crash", "exit_nonzero": "crash", "
            "alloc": "oom", "raises_not_implemented": None}          # returns_list & co are refused before the run (tests/test_probe.py)
 
 
+@pytest.mark.slow
 def test_hostile_targets_get_their_verdicts_and_json_stays_valid(tmp_path):
     args = [sys.executable, "-m", "refimpl", "check", "--random", "0", "--quiet", "--format", "json",
             "--timeout", "60", "--max-memory", "400", "--only", "refimpl"]
@@ -116,6 +117,7 @@ def test_hostile_targets_get_their_verdicts_and_json_stays_valid(tmp_path):
     assert fam["results"][f"{ZOO / 'hostile.py'}:chatty"]["status"] == "pass"
 
 
+@pytest.mark.slow
 def test_a_hanging_target_times_out_and_the_run_ends_within_the_timeout_plus_seconds():
     import time
     t = time.perf_counter()

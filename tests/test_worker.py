@@ -53,6 +53,7 @@ def wait_until(predicate, seconds: float = 3.0) -> bool:
     return predicate()
 
 
+@pytest.mark.slow
 def test_every_misbehaviour_gets_its_verdict_and_the_run_goes_on(capfd):
     payloads = [
         ("segv_on_call", 3), ("segv_on_call", 3), ("segv_on_call", 3),   # ok, ok, SIGSEGV on the 3rd call
@@ -244,7 +245,8 @@ def test_nothing_reaches_a_piped_stdout_or_stderr():
 
 
 def test_the_child_dies_with_its_parent():
-    code = "w = Worker('hostile_calls:load', timeout=60)\nw.start()\nprint(w.pid, flush=True)\nw.run([('hang', None)])\n"
+    code = ("w = Worker('hostile_calls:load', timeout=60)\nw.start()\nprint(w.pid, flush=True)\n"
+            "w.run([('hang', None)])\n")
     parent = subprocess.Popen(python_with_worker(code), stdout=subprocess.PIPE, text=True)
     child = None
     try:

@@ -80,11 +80,17 @@ class CheckRun:
     localisations: dict = field(default_factory=dict)   # target -> "fails only when: ..."
     repros: dict = field(default_factory=dict)          # target -> [paths of reproduction scripts]
     explored: dict = field(default_factory=dict)        # target -> lines of the --explore search
+    judged: list[str] | None = None    # the targets whose cells decide the verdict (None: every target)
+
+    def failing(self) -> list[str]:
+        """The judged targets with a failed cell or a counterexample, in column order."""
+        names = self.judged if self.judged is not None else self.targets
+        return [t for t in names if any(o.failed for (_, n), o in self.results.items() if n == t)
+                or any(line.startswith("counterexample") for line in self.explored.get(t, []))]
 
     @property
     def ok(self) -> bool:
-        return (not self.interrupted and not self.nothing_checked and not any(o.failed for o in self.results.values())
-                and not any(any(line.startswith("counterexample") for line in v) for v in self.explored.values()))
+        return not self.interrupted and not self.nothing_checked and not self.failing()
 
 
 def error_outcome(e: BaseException, known: list[str] | None = None, prefix: str = "") -> Outcome:

@@ -41,7 +41,7 @@ from .features import CaseSpec
 from .judge import CaseResult
 from .target import Target
 
-__all__ = ["explore", "spec_strategy", "search", "BUDGET_SECONDS"]
+__all__ = ["explore", "spec_strategy", "search", "load_db", "BUDGET_SECONDS"]
 
 BUDGET_SECONDS = 45.0        # generation stops here; shrinking what was found goes on
 SMALL = 48                   # arrays with at most this many numbers are printed in full
@@ -164,7 +164,8 @@ def _describe(target: Target, spec: CaseSpec, res: CaseResult, source: str) -> l
     return [f"counterexample {target.name}: {x}" for x in out]
 
 
-def _load_db(db) -> list[dict]:
+def load_db(db) -> list[dict]:
+    """The explored specs kept in ``db`` ([] when there is none yet); a UsageError naming it when it is junk."""
     if db is None or not Path(db).is_file():
         return []
     try:
@@ -202,7 +203,7 @@ def explore(target: Target, n: int, db=None, dtypes: tuple[str, ...] = ("float64
     check_dtypes(dtypes)
     say = say or (lambda msg: None)
     t0 = time.perf_counter()
-    entries = _load_db(db)
+    entries = load_db(db)
     for entry in entries:
         spec = _spec_of(entry)
         if spec is None:
@@ -217,6 +218,7 @@ def explore(target: Target, n: int, db=None, dtypes: tuple[str, ...] = ("float64
     if spec is None:
         stop = f" (stopped after {tried}: {BUDGET_SECONDS:g} s budget)" if tried < n else ""
         return [f"explore {target.name}: no counterexample in {n} examples{stop} ({seconds:.1f} s)"]
+    assert res is not None                                # search returns the spec and its result together
     if db is not None:
         _save(db, entries, target, spec)
     return _describe(target, spec, res, "shrunk") + [

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol, cast
 
 import numpy as np
 
@@ -48,7 +48,7 @@ from .features import CaseSpec
 from .grad_judge import GRADS, MAX_FAILING, MAX_PASSING, GradReturned, diagnose_grads, grad_data, judge_grads
 from .judge import CaseResult
 from .target import Target
-from .targets import load_function
+from .loading import load_function
 
 __all__ = ["Backward", "GradCase", "GRAD_NA", "load_backward", "grad_case", "run_grad_one", "analyse_grad"]
 
@@ -80,6 +80,12 @@ def load_backward(spec: str, isolate: Callable | None = None) -> Backward:
     return Backward(spec, fn)
 
 
+class _RemoteGrads(Protocol):
+    """A worker proxy's function (:class:`.isolation.IsolatedFunction`): its gradients come from its worker."""
+
+    def grads(self, api: str, layout: str, data, d_out: np.ndarray) -> tuple[dict, str]: ...
+
+
 @dataclass
 class GradCase(Case):
     """A ``grad:<family>`` row; ``diagnoses`` holds, per target, the diagnosis lines of its failing cases."""
@@ -108,7 +114,7 @@ def _autograd(target: Target, data, d_out: np.ndarray) -> GradReturned:
     The class is not imported here: that would put the worker under the grad rows' layer."""
     fn = target.fn
     remote = getattr(type(fn), "refimpl_remote_grads", False) is True
-    grads, dtype = fn.grads(target.api, target.layout, data, d_out) if remote else \
+    grads, dtype = cast(_RemoteGrads, fn).grads(target.api, target.layout, data, d_out) if remote else \
         autograd_grads(fn, target.api, target.layout, data, d_out)
     return GradReturned(grads, dtype)
 
@@ -172,16 +178,20 @@ def run_grad_one(target: Target, spec: CaseSpec, store, backward: Backward | Non
     if mode in ("reference", "n/a", "skip"):
         status = {"reference": Status.REFERENCE, "n/a": Status.NA, "skip": Status.SKIP}[mode]
         return CaseResult(spec.id, status, detail=why, features=spec.features())
-    why = GRAD_NA.get(spec.family) or expressible(PROTOCOL if mode == "numpy" else target.api, spec)
+    na = GRAD_NA.get(spec.family) or expressible(PROTOCOL if mode == "numpy" else target.api, spec)
     extra = getattr(target, "expressible", None)
-    why = why or (extra(spec) if extra else None)
-    if why is not None:
-        return CaseResult(spec.id, Status.NA, detail=why, features=spec.features())
+    na = na or (extra(spec) if extra else None)
+    if na is not None:
+        return CaseResult(spec.id, Status.NA, detail=na, features=spec.features())
     data = store.get(spec)
     cache = _case_cache(store, data)
     gd = grad_data(data, cache)
     try:
-        got = _autograd(target, data, gd.d_out) if mode == "autograd" else _numpy(backward, target, data, gd.d_out)
+        if mode == "autograd":
+            got = _autograd(target, data, gd.d_out)
+        else:
+            assert backward is not None                   # _mode is "numpy" only with a --backward
+            got = _numpy(backward, target, data, gd.d_out)
     except TargetDied as e:
         return CaseResult(spec.id, Status(e.status), math.inf, str(e)[:300], features=spec.features())
     except NotImplementedError as e:
@@ -198,8 +208,8 @@ def run_grad_one(target: Target, spec: CaseSpec, store, backward: Backward | Non
 
 def _aggregate(results: list[CaseResult], specs: dict[str, CaseSpec], diagnosis: list[str]) -> Outcome:
     counts = Counter(r.status for r in results)
-    summary = f"{len(results)} cases: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items(),
-                                                                                 key=lambda x: x[0].value))
+    ordered = sorted(counts.items(), key=lambda x: x[0].value)
+    summary = f"{len(results)} cases: " + ", ".join(f"{n} {s}" for s, n in ordered)
     bad = [r for r in results if Status(r.status).failed]
     judged = [r for r in results if r.status in (Status.PASS, Status.FAIL)]
     worst = max((r.ratio for r in judged), default=0.0)
@@ -227,7 +237,8 @@ def grad_case(name: str, specs: list[CaseSpec], store, backward: Backward | None
                     grad_specs=specs, store=store)
 
     def run(target: Target) -> Outcome:
-        results, kept = [], Counter()
+        results: list[CaseResult] = []
+        kept: Counter[Status] = Counter()
         for i, spec in enumerate(specs):
             if progress is not None and i % 100 == 99:
                 progress(f"grad:{name} x {target.name}: {i + 1}/{len(specs)} cases ...")
@@ -236,6 +247,7 @@ def grad_case(name: str, specs: list[CaseSpec], store, backward: Backward | None
             if r.got is not None and kept[r.status] > (MAX_FAILING if r.status == Status.FAIL else MAX_PASSING):
                 r.got = None                 # the diagnosis reads at most this many: memory stays one row's
             results.append(r)
+
         def again(r):
             data = store.get(by_id[r.id])
             return grad_data(data, _case_cache(store, data)), r.got

@@ -236,7 +236,12 @@ def result_word(run: CheckRun) -> str:
         return "INTERRUPTED"
     if run.nothing_checked:
         return "NOTHING CHECKED"
-    return "all targets conform" if run.ok else "NON-CONFORMANCE"
+    if run.judged is None:
+        return "all targets conform" if run.ok else "NON-CONFORMANCE"
+    if run.ok:                                    # a user's check: the verdict speaks of the targets they named
+        return f"{', '.join(run.judged)} conform{'s' if len(run.judged) == 1 else ''}"
+    bad = run.failing()
+    return f"NON-CONFORMANCE: {', '.join(bad)} do{'es' if len(bad) == 1 else ''} not conform"
 
 
 def _testcase(suite, classname: str, name: str, status: str, detail: str, analysis: str, tb: str = "") -> None:

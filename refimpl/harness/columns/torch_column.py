@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from ...errors import Unavailable
+from ...precision import PRECISIONS
 from ..target import Target
 from .base import Column
 
@@ -33,7 +34,26 @@ def _make() -> Target:
             return ["T1"]   # torch: softmax of an all -inf row is NaN; refimpl gives zeros
         return []
 
-    return Target("torch", fn, torch=True, known=known, note=f"torch {torch.__version__}: softmax(q k^T s) v")
+    lacking = _lacking(torch)
+
+    def expressible(spec) -> str | None:
+        return lacking.get(spec.dtype)
+
+    return Target("torch", fn, torch=True, known=known, expressible=expressible,
+                  note=f"torch {torch.__version__}: softmax(q k^T s) v")
+
+
+def _lacking(torch) -> dict[str, str]:
+    """dtype -> why this torch's CPU cannot run the column in it (torch 1.13 has no float16 matmul on CPU): those
+    cases are the column's n/a, not its error."""
+    out = {}
+    for p in PRECISIONS.values():
+        a = torch.ones(2, 2, dtype=p.torch_dtype())
+        try:
+            torch.softmax(a @ a, dim=-1)
+        except RuntimeError as e:
+            out[p.name] = f"torch {torch.__version__}'s CPU kernels have no {p.name} matmul ({str(e).splitlines()[0]})"
+    return out
 
 
 COLUMN = Column("torch", _make, "torch: a manual softmax(q k^T s) v", DIVERGENCES)
