@@ -82,7 +82,8 @@ def as_float_array(x: Any, name: str, *, min_ndim: int = 0, ndim: int | None = N
         with np.errstate(all="ignore"):
             a = np.asarray(x)
     except (ValueError, TypeError) as e:  # ragged nested lists and the like
-        raise InputValueError(f"{name} must be a rectangular array-like of real numbers, got {_describe(x)} ({e})") from None
+        raise InputValueError(f"{name} must be a rectangular array-like of real numbers, "
+                              f"got {_describe(x)} ({e})") from None
     kind = a.dtype.kind
     if kind == "f":
         if a.dtype not in (np.float32, np.float64):

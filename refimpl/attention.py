@@ -185,4 +185,3 @@ def general_attention_matrix(words, w_q, w_k, w_v, *, scale=None):
     """
     words = as_float_array(words, "words", ndim=2, dims="(n_words, d_model)")
     return self_attention(words, w_q, w_k, w_v, scale=scale)
-

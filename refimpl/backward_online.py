@@ -58,8 +58,8 @@ def sdpa_backward_online(q, k, v, d_out, *, mask=None, scale=None, is_causal=Fal
     try:
         p = prepare(q, k, v, mask=fwd_mask, scale=scale, is_causal=is_causal, alignment=alignment, window=window,
                     softcap=softcap, enable_gqa=enable_gqa, blocks=(block_q, block_k), who="sdpa_backward_online")
-    except ShapeError as e:
-        raise bias_shape_error(e, b, mask) from None
+    except ShapeError as err:
+        raise bias_shape_error(err, b, mask) from None
     shapes = [np.shape(a) for a in (q, k, v)]                        # validated by prepare
     inner, n_q = p.scores_shape[:-2], p.scores_shape[-2]
     dt = p.q.dtype
@@ -79,13 +79,14 @@ def sdpa_backward_online(q, k, v, d_out, *, mask=None, scale=None, is_causal=Fal
                       None if keep is None else keep[idx], None if add is None else add[idx], p.band, p.softcap, e)
         iq, ik, iv = (_source(a.shape[:-2], idx) for a in (p.q, p.k, p.v))
         lse, delta = _forward_pass(blk, p.v[iv], g_out[idx], block_q, block_k)
-        ib = None
+        bias_blk = None
         if dbias is not None:    # the caller's (un-grouped, row-major) batch index, then the bias's own
-            flat = np.ravel_multi_index(idx, inner) if inner else 0
+            assert target is not None                                # dbias has target's shape
+            flat: int | np.integer = np.ravel_multi_index(idx, inner) if inner else 0
             caller = tuple(int(i) for i in np.unravel_index(flat, p.batch)) if p.batch else ()
-            ib = _source(target[:-2], caller)
+            bias_blk = dbias[_source(target[:-2], caller)]
         _backward_pass(blk, p.q[iq], p.k[ik], p.v[iv], g_out[idx], lse, delta, dq[iq], dk[ik], dv[iv],
-                       None if ib is None else dbias[ib], target, block_q, block_k)
+                       bias_blk, target, block_q, block_k)
     dq *= p.scale
     dk *= p.scale
     grads = (dq.reshape(shapes[0]), dk.reshape(shapes[1]), dv.reshape(shapes[2]))
@@ -135,7 +136,7 @@ def _forward_pass(blk: _Blocks, v, g_out, block_q: int, block_k: int):
         for q0 in range(0, blk.n_q, block_q):
             q1 = min(q0 + block_q, blk.n_q)
             m = np.full((q1 - q0, 1), -np.inf, dtype=v.dtype)          # running row max
-            l = np.zeros((q1 - q0, 1), dtype=v.dtype)                  # running row sum
+            row_sum = np.zeros((q1 - q0, 1), dtype=v.dtype)            # running row sum
             acc = np.zeros((q1 - q0, v.shape[-1]), dtype=v.dtype)      # (bq, Dv)
             lo, hi = blk.key_range(q0, q1)
             for k0 in range(0, blk.n_k, block_k):    # the backward pass's blocks: the same z, bit for bit
@@ -148,14 +149,14 @@ def _forward_pass(blk: _Blocks, v, g_out, block_q: int, block_k: int):
                 corr = np.exp(np.ldexp(m - m_safe, blk.e))           # 0 before the first live block
                 z -= m_safe
                 np.exp(np.ldexp(z, blk.e, out=z) if blk.e else z, out=z)
-                l = l * corr + z.sum(axis=1, keepdims=True)
+                row_sum = row_sum * corr + z.sum(axis=1, keepdims=True)
                 acc *= corr
                 acc += z @ v[k0:k1]                                  # (bq, bk) x (bk, Dv) -> (bq, Dv)
                 m = m_new
-            dead = l == 0                                            # no attended key
-            out = np.where(dead, 0, acc / np.where(dead, 1, l))      # (bq, Dv)
+            dead = row_sum == 0                                      # no attended key
+            out = np.where(dead, 0, acc / np.where(dead, 1, row_sum))  # (bq, Dv)
             delta[q0:q1] = np.einsum("id,id->i", g_out[q0:q1], out)
-            lse[q0:q1] = np.where(dead, np.inf, m + np.ldexp(np.log(np.where(dead, 1, l)), -blk.e))[:, 0]
+            lse[q0:q1] = np.where(dead, np.inf, m + np.ldexp(np.log(np.where(dead, 1, row_sum)), -blk.e))[:, 0]
     return lse, delta
 
 

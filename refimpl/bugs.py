@@ -50,7 +50,8 @@ def _parts(q, k, v, mask, scale, is_causal, alignment, window, softcap, enable_g
     Sq, Sk = q.shape[-2], k.shape[-2]
     sc = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     with np.errstate(over="ignore", invalid="ignore"):
-        s = q @ np.swapaxes(k, -1, -2)                                   # (B..., Sq, D) x (B..., D, Sk) -> (B..., Sq, Sk)
+        # (B..., Sq, D) x (B..., D, Sk) -> (B..., Sq, Sk)
+        s = q @ np.swapaxes(k, -1, -2)
         if softcap is not None and cap_before_scale:
             s = softcap * np.tanh(s / softcap) * sc
         else:
@@ -163,9 +164,9 @@ def weights_transposed(q, k, v, **kw):
 
 # models that take the user's mask and the ALiBi slopes apart (the diagnosis passes ``mask`` and ``slopes``)
 for _fn in (additive_mask_sign, additive_mask_negated, alibi_sign):
-    _fn.splits_alibi = True
+    setattr(_fn, "splits_alibi", True)          # a marker on a function: read back with getattr
 _ALIBI_IN_MASK = partial(additive_mask_sign, alibi_in_mask=True)
-_ALIBI_IN_MASK.splits_alibi = True
+setattr(_ALIBI_IN_MASK, "splits_alibi", True)
 
 
 def causal_alignment(q, k, v, *, alignment="top-left", **kw):
@@ -264,17 +265,17 @@ def online_rescale(q, k, v, *, block=32, **kw):
     s = np.where(keep, s, -np.inf)
     Sk = s.shape[-1]
     m = np.full(s.shape[:-1] + (1,), -np.inf)                            # (B..., Sq, 1)
-    l = np.zeros_like(m)
+    row_sum = np.zeros_like(m)
     acc = np.zeros(s.shape[:-1] + (v.shape[-1],))                        # (B..., Sq, Dv)
     for j0 in range(0, Sk, block):
         sb = s[..., j0:j0 + block]                                       # (B..., Sq, Bk)
         m_new = np.maximum(m, sb.max(axis=-1, keepdims=True))
         base = np.where(np.isfinite(m_new), m_new, 0.0)
         p = np.exp(sb - base)
-        l = np.exp(m - base) * l + p.sum(axis=-1, keepdims=True)
+        row_sum = np.exp(m - base) * row_sum + p.sum(axis=-1, keepdims=True)
         acc = acc + p @ v[..., j0:j0 + block, :]                         # (B..., Sq, Bk) x (B..., Bk, Dv)
         m = m_new
-    return acc / np.where(l == 0, 1.0, l)
+    return acc / np.where(row_sum == 0, 1.0, row_sum)
 
 
 def _named(fn, **param):
@@ -301,7 +302,8 @@ MODELS: dict[str, list[tuple[str, object]]] = {
     "softcap": [("tanh before scaling", softcap_order)],
     "denominator-epsilon": [("+1e-6", denominator_epsilon)],
     "blocked-tail": [("blocks of 64", blocked_tail),
-                     ("blocks of 64, none when Sk < 64", lambda q, k, v, **kw: blocked_tail(q, k, v, short_too=True, **kw))],
+                     ("blocks of 64, none when Sk < 64",
+                      lambda q, k, v, **kw: blocked_tail(q, k, v, short_too=True, **kw))],
     "online-rescale": [("blocks of 32", online_rescale)],
     "low-precision": [("softmax in float16", low_precision)],
 }

@@ -31,7 +31,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="refimpl", description="Reference-test harness for attention: conformance check, fixtures, benchmarks.")
+    p = _Parser(prog="refimpl",
+                description="Reference-test harness for attention: conformance check, fixtures, benchmarks.")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     c = sub.add_parser("check", help="run every conformance case against every target and print the matrix")
     add_to_argparse(c)                          # the options the pytest plugin shares (refimpl.options)
@@ -45,30 +46,37 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--format", default="table", choices=FORMATS)
     c.add_argument("--output", metavar="FILE", help="write the report to FILE instead of stdout")
     c.add_argument("--html", metavar="FILE", help="also write an HTML report with attention-weight heatmaps")
-    c.add_argument("--random", type=int, default=200, metavar="N", help="random cases cross-checked against R (default 200)")
+    c.add_argument("--random", type=int, default=200, metavar="N",
+                   help="random cases cross-checked against R (default 200)")
     c.add_argument("--quiet", action="store_true", help="no progress lines")
     c.add_argument("--list-families", action="store_true", help="print the families (name, cases, what they check)")
     c.add_argument("--no-families", action="store_true", help="only the fixtures, vignettes and R rows")
     c.add_argument("--traceback", action="store_true", help="show the target's own traceback for a case that raised")
-    c.add_argument("--repro", metavar="CASE_ID", help="print the reproduction script of one case (e.g. sizes/0003-float32)")
+    c.add_argument("--repro", metavar="CASE_ID",
+                   help="print the reproduction script of one case (e.g. sizes/0003-float32)")
     c.add_argument("--explore", type=int, default=0, metavar="N",
                    help="also search N Hypothesis examples for a counterexample, shrink and print the first")
-    c.add_argument("--explore-db", metavar="FILE", help="keep explored counterexamples in FILE; replayed first next time")
+    c.add_argument("--explore-db", metavar="FILE",
+                   help="keep explored counterexamples in FILE; replayed first next time")
     c.add_argument("--grad", action="store_true", help="also check dQ, dK, dV of torch-tensor targets through autograd")
     c.add_argument("--backward", metavar="MOD:FN",
                    help="a NumPy backward FN(q, k, v, d_out, mask=None, scale=None) -> (dq, dk, dv) to check")
     r = sub.add_parser("regen", help="recompute the fixtures' generated parts; detect drift (--check) or write them")
     r.add_argument("sources", nargs="*", metavar="SOURCE")
     g = r.add_mutually_exclusive_group()
-    g.add_argument("--check", action="store_true", help="write nothing; exit 1 on drift, new or orphaned fixtures (default)")
+    g.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 on drift, new or orphaned fixtures (default)")
     g.add_argument("--write", action="store_true", help="write the fixtures atomically")
     b = sub.add_parser("bench", help="print performance figures (nothing is asserted)")
     b.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     b.add_argument("--only", action="append", default=[], help="run only these sections")
     sub.add_parser("env", help="print the environment: Python, NumPy, BLAS, R, rpy2, attention, torch")
-    x = sub.add_parser("export", help="write the chosen families' cases as plain JSON files (any language can read them)")
+    x = sub.add_parser("export",
+                       help="write the chosen families' cases as plain JSON files (any language can read them)")
     x.add_argument("--family", action="append", default=None, metavar="NAME", help="families to export (default all)")
     x.add_argument("--suite", default="default", choices=("quick", "default", "full"))
-    x.add_argument("--dtype", type=dtype_list, default=("float64",), metavar="LIST", help="input dtypes (default float64)")
-    x.add_argument("--out", required=True, metavar="DIR", help="the directory to write (one file per case + index.json)")
+    x.add_argument("--dtype", type=dtype_list, default=("float64",), metavar="LIST",
+                   help="input dtypes (default float64)")
+    x.add_argument("--out", required=True, metavar="DIR",
+                   help="the directory to write (one file per case + index.json)")
     return p

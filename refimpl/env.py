@@ -28,7 +28,8 @@ def environment() -> dict[str, str]:
     env["r"] = a.r_version or "unavailable"
     env["rpy2"] = a.rpy2_version or "unavailable"
     env["attention"] = a.attention_version or "unavailable"
-    env["knitr"] = a.knitr_version or ("missing (the vignettes' setup chunk needs it)" if a.r_version else "unavailable")
+    env["knitr"] = a.knitr_version or ("missing (the vignettes' setup chunk needs it)" if a.r_version
+                                       else "unavailable")
     if not a.ok:
         env["r_reason"] = a.reason
     try:

@@ -48,7 +48,8 @@ def additive_scores(s, h, w_a, u_a, v_a) -> np.ndarray:
                          f"v_a.shape={v_a.shape}")
     dtype = result_dtype(s, h, w_a, u_a, v_a)
     s, h, w_a, u_a, v_a = (a.astype(dtype, copy=False) for a in (s, h, w_a, u_a, v_a))
-    a = (s @ w_a)[..., :, None, :] + (h @ u_a)[..., None, :, :]   # (B..., T, 1, d_a) + (B..., 1, N, d_a) -> (B..., T, N, d_a)
+    # (B..., T, 1, d_a) + (B..., 1, N, d_a) -> (B..., T, N, d_a)
+    a = (s @ w_a)[..., :, None, :] + (h @ u_a)[..., None, :, :]
     return np.tanh(a) @ v_a                                        # (B..., T, N, d_a) x (d_a,) -> (B..., T, N)
 
 
@@ -71,10 +72,12 @@ def luong_scores(s, h, kind: str = "dot", *, w=None, v_a=None) -> np.ndarray:
         if w.shape != (s.shape[-1], h.shape[-1]):
             raise ShapeError(f"w must have shape (d_s, d_h) = {(s.shape[-1], h.shape[-1])}, got {w.shape}")
         dtype = result_dtype(s, h, w)
-        return (s.astype(dtype, copy=False) @ w.astype(dtype, copy=False)) @ np.swapaxes(h.astype(dtype, copy=False), -1, -2)
+        sw = s.astype(dtype, copy=False) @ w.astype(dtype, copy=False)
+        return sw @ np.swapaxes(h.astype(dtype, copy=False), -1, -2)
     w = as_float_array(w, "w", ndim=2, dims="(d_s + d_h, d_a)")
     if w.shape[0] != s.shape[-1] + h.shape[-1]:
-        raise ShapeError(f"w must have d_s + d_h = {s.shape[-1] + h.shape[-1]} rows for concat scores, got w.shape={w.shape}")
+        raise ShapeError(f"w must have d_s + d_h = {s.shape[-1] + h.shape[-1]} rows for concat scores, "
+                         f"got w.shape={w.shape}")
     d_s = s.shape[-1]
     return additive_scores(s, h, w[:d_s], w[d_s:], v_a)          # [s; h] W = s W_top + h W_bottom
 
@@ -103,7 +106,8 @@ def attention_context(scores, h, *, mask=None) -> tuple[np.ndarray, np.ndarray]:
     if mask is not None:
         m = np.asarray(mask)
         if m.dtype != bool:
-            raise InputTypeError(f"mask must be a bool keep-mask (True = real position, False = padding), got dtype {m.dtype}")
+            raise InputTypeError(f"mask must be a bool keep-mask (True = real position, False = padding), "
+                                 f"got dtype {m.dtype}")
         full = batch + e.shape[-2:]                               # (B..., T, N)
         per_step = _fits(m.shape, full)                           # m as is, broadcast
         per_seq = m.ndim == len(batch) + 1 and _fits(m.shape[:-1] + (1,) + m.shape[-1:], full)   # (B..., 1, N)

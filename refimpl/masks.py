@@ -22,6 +22,7 @@ from ._kernel import ALIGNMENTS, make_band
 
 __all__ = ["causal_mask", "window_mask", "alibi_bias", "band_mask"]
 
+
 def _check_sizes(**sizes) -> None:
     for name, n in sizes.items():
         if isinstance(n, (bool, np.bool_)) or not isinstance(n, (numbers.Integral, np.integer)):

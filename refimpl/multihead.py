@@ -54,7 +54,7 @@ def multi_head_with(attend, x, w_q, w_k, w_v, w_o=None, *, mask=None, scale=None
         ws = [np.swapaxes(w, -1, -2) for w in ws]
     wq, wk, wv = ws                                        # (H, d_model, d_*)
     xh = x[..., None, :, :]                                # (B..., 1, S, d_model)
-    q, k, v = xh @ wq, xh @ wk, xh @ wv                    # (B..., 1, S, d_model) x (H, d_model, d_*) -> (B..., H, S, d_*)
+    q, k, v = xh @ wq, xh @ wk, xh @ wv                 # (B..., 1, S, d_model) x (H, d_model, d_*) -> (B..., H, S, d_*)
     z, a = attend(q, k, v, mask=mask, scale=scale, is_causal=is_causal)
     n_heads, seq, d_v = z.shape[-3], z.shape[-2], z.shape[-1]
     concat = np.moveaxis(z, -3, -2).reshape(z.shape[:-3] + (seq, n_heads * d_v))  # (B..., S, H*d_v)

@@ -62,7 +62,7 @@ def sdpa_online(q, k, v, *, mask=None, scale=None, is_causal=False, alignment="t
             for q0 in range(0, n_q, block_q):
                 q1 = min(q0 + block_q, n_q)
                 m = np.full((q1 - q0, 1), -np.inf, dtype=dtype)   # running row max
-                l = np.zeros((q1 - q0, 1), dtype=dtype)           # running row sum
+                row_sum = np.zeros((q1 - q0, 1), dtype=dtype)     # running row sum
                 acc = np.zeros((q1 - q0, vi.shape[-1]), dtype=dtype)
                 k_lo, k_hi = (0, n_k) if p.band is None else p.band.key_range(q0, q1, n_k)
                 for k0 in range(k_lo, k_hi, block_k):            # blocks outside the band: skipped
@@ -82,10 +82,10 @@ def sdpa_online(q, k, v, *, mask=None, scale=None, is_causal=False, alignment="t
                     if e:
                         np.ldexp(z, e, out=z)
                     np.exp(z, out=z)                                 # (bq, bk) weights up to the row's scale
-                    l = l * corr + z.sum(axis=1, keepdims=True)
+                    row_sum = row_sum * corr + z.sum(axis=1, keepdims=True)
                     acc *= corr
                     acc += z @ vi[k0:k1]                             # (bq, bk) x (bk, Dv) -> (bq, Dv)
                     m = m_new
-                dead = l == 0                                        # no attended key: zeros by decision
-                out[idx][q0:q1] = np.where(dead, 0, acc / np.where(dead, 1, l))
+                dead = row_sum == 0                                  # no attended key: zeros by decision
+                out[idx][q0:q1] = np.where(dead, 0, acc / np.where(dead, 1, row_sum))
     return out.reshape(p.batch + out.shape[-2:])

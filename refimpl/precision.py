@@ -13,8 +13,9 @@ bfloat16   2**-8        3.39e38         1     float32      bfloat16
 dtype that holds a precision's values exactly (NumPy has no bfloat16, and NumPy targets get the 16-bit types
 as float32 arrays of representable values). :meth:`Precision.round` rounds float64 values to the precision
 (round to nearest even) and returns float64. It stands on the ground floor (imports nothing of refimpl): a
-wrong name is a ValueError naming the argument and the allowed names, which the CLI turns into exit 2. Sources: IEEE 754-2008 (binary64/32/16); bfloat16 is binary32
-with the low 16 bits of the significand dropped (8 significant bits).
+wrong name is a ValueError naming the argument and the allowed names, which the CLI turns into exit 2.
+Sources: IEEE 754-2008 (binary64/32/16); bfloat16 is binary32 with the low 16 bits of the significand
+dropped (8 significant bits).
 """
 from __future__ import annotations
 

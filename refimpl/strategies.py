@@ -38,7 +38,8 @@ class AttentionInputs:
         def arr(a):
             if a is None:
                 return "None"
-            flat = ", ".join(repr(x) if a.dtype == bool else f"float.fromhex({float(x).hex()!r})" for x in a.reshape(-1))
+            flat = ", ".join(repr(x) if a.dtype == bool else f"float.fromhex({float(x).hex()!r})"
+                             for x in a.reshape(-1))
             return f"np.array([{flat}], dtype={a.dtype.name!r}).reshape({a.shape})"
         return (f"import numpy as np, refimpl\nq = {arr(self.q)}\nk = {arr(self.k)}\nv = {arr(self.v)}\n"
                 f"mask = {arr(self.mask)}\n"
@@ -104,7 +105,8 @@ def attention_inputs(*, batch_shape=st.just(()), n_queries=st.integers(1, 6), n_
                      magnitude: float | st.SearchStrategy[float] = 10.0) -> st.SearchStrategy[AttentionInputs]:
     """Inputs of scaled dot-product attention.
 
-    ``batch_shape``: a strategy of tuples (leading batch/head dims), e.g. ``hnp.array_shapes(min_dims=0, max_dims=2, max_side=3)``.
+    ``batch_shape``: a strategy of tuples (leading batch/head dims), e.g.
+    ``hnp.array_shapes(min_dims=0, max_dims=2, max_side=3)``.
     ``n_queries``, ``n_keys``, ``d_k``, ``d_v``: ints or strategies of ints (>= 1).
     ``dtype``: a dtype or a strategy of dtypes (float32/float64).
     ``mask``: one of ``MASK_KINDS`` or a strategy of them; "causal" sets ``is_causal``.
@@ -118,7 +120,8 @@ def attention_inputs(*, batch_shape=st.just(()), n_queries=st.integers(1, 6), n_
         if isinstance(batch_shape, tuple) and all(isinstance(x, int) and x >= 1 for x in batch_shape):
             batch_shape = st.just(batch_shape)
         else:
-            raise InputValueError(f"batch_shape must be a tuple of ints >= 1 or a strategy of them, got {batch_shape!r}")
+            raise InputValueError(f"batch_shape must be a tuple of ints >= 1 or a strategy of them, "
+                                  f"got {batch_shape!r}")
     sizes = [_check_size(n, v) for n, v in (("n_queries", n_queries), ("n_keys", n_keys), ("d_k", d_k), ("d_v", d_v))]
     if not isinstance(dtype, st.SearchStrategy):
         dtype = st.just(_check_dtype(dtype))

@@ -35,7 +35,8 @@ from . import precision
 
 __all__ = ["Tolerance", "Comparison", "EXACT", "BFLOAT16_EPS", "K_FORWARD", "K_BUDGET", "QUANTUM_ULPS",
            "CONDITIONING_CAP", "budget_conditioning", "ulp_distance", "eps", "printed", "printed_decimals", "forward",
-           "forward_for_sdpa", "sdpa_terms", "within_budget", "budget", "output_conditioning", "compare", "row_sum_bound", "softmax_input_perturbation"]
+           "forward_for_sdpa", "sdpa_terms", "within_budget", "budget", "output_conditioning", "compare",
+           "row_sum_bound", "softmax_input_perturbation"]
 
 K_FORWARD = 4.0      # safety factor of the forward bound (two evaluations, each within it)
 K_BUDGET = 2.0       # FlashAttention rule: error <= K_BUDGET x reference error + quantum
@@ -72,7 +73,7 @@ def ulp_distance(a, b) -> np.ndarray:
     itype = np.int32 if dtype == np.float32 else np.int64
     ia, ib = ai.view(itype).astype(np.int64), bi.view(itype).astype(np.int64)
     # map the sign-magnitude float order onto a monotone integer line
-    top = np.int64(np.iinfo(itype).min)
+    top = np.int64(np.iinfo(np.int32).min if dtype == np.float32 else np.iinfo(np.int64).min)
     ia = np.where(ia < 0, top - ia, ia)
     ib = np.where(ib < 0, top - ib, ib)
     d = np.abs(ia - ib)
@@ -174,7 +175,8 @@ def printed(values, *, decimals: int | None = None, significant: int | None = No
     atol = 0.5 * np.power(10.0, -dec.astype(np.float64))
     label = "printed" + (f" by {who}" if who else "")
     spec = [f"{decimals} decimals" if decimals is not None else "", f"{significant} sig. digits" if significant else ""]
-    return Tolerance(atol, 0.0, f"{label}: half a unit of the last digit ({', '.join(s for s in spec if s) or 'as quoted'})")
+    quoted = ', '.join(s for s in spec if s) or 'as quoted'
+    return Tolerance(atol, 0.0, f"{label}: half a unit of the last digit ({quoted})")
 
 
 # --- rule 3: forward error bound ---------------------------------------------------------------
@@ -182,7 +184,8 @@ def printed(values, *, decimals: int | None = None, significant: int | None = No
 def forward(dtype, n_terms: float, magnitude: float) -> Tolerance:
     """``K_FORWARD * eps * n_terms * magnitude``: two same-precision evaluations of a length-n reduction."""
     atol = K_FORWARD * eps(dtype) * float(n_terms) * float(magnitude)
-    return Tolerance(atol, 0.0, f"forward bound {K_FORWARD:g}*eps({_precision(dtype).name})*{n_terms:g}*{magnitude:.3g}")
+    name = _precision(dtype).name
+    return Tolerance(atol, 0.0, f"forward bound {K_FORWARD:g}*eps({name})*{n_terms:g}*{magnitude:.3g}")
 
 
 def sdpa_terms(q, k, v, scale: float | None = None, *, weights: bool = False, per_case: bool = False):
@@ -193,7 +196,9 @@ def sdpa_terms(q, k, v, scale: float | None = None, *, weights: bool = False, pe
     q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
     d_k, n_keys, d_v = q.shape[-1], k.shape[-2], v.shape[-1]
     s = 1.0 / math.sqrt(d_k) if scale is None else float(scale)
-    mx = (lambda a: np.abs(a).reshape(len(a), -1).max(axis=1)) if per_case else (lambda a: float(np.abs(a).max()))  # noqa: E731
+
+    def mx(a):
+        return np.abs(a).reshape(len(a), -1).max(axis=1) if per_case else float(np.abs(a).max())
     with np.errstate(over="ignore"):
         n = np.minimum(2.0 * s * d_k * mx(q) * mx(k), 1e30) + n_keys + d_v + 2
     mag = (np.ones(len(q)) if per_case else 1.0) if weights else mx(v)

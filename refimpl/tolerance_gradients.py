@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from .tolerance import K_BUDGET, K_FORWARD, QUANTUM_ULPS, Tolerance, eps, forward
+from .tolerance import K_FORWARD, QUANTUM_ULPS, Tolerance, eps
 
 __all__ = ["K_GRAD_BUDGET", "sdpa_grad_terms", "gradient_for_sdpa", "gradient_within_budget"]
 
@@ -78,9 +78,10 @@ def sdpa_grad_terms(q, k, v, d_out, scale: float | None = None, *, softcap: floa
 
     c_q, c_k, c_v = copies(q.shape), copies(k.shape), copies(v.shape)
     gain = {"dq": c_q * s * mk, "dk": c_k * n_q * s * mq, "dv": c_v * n_q}
-    terms = {"dq": (n + n_k + c_q, gain["dq"] * 2 * big_g, gain["dq"]),
-             "dk": (n + n_q + c_k, gain["dk"] * 2 * big_g, gain["dk"]),
-             "dv": (z + n_k + n_q + c_v, gain["dv"] * mg, gain["dv"])}
+    terms: dict[str, tuple[float, ...]] = {
+        "dq": (n + n_k + c_q, gain["dq"] * 2 * big_g, gain["dq"]),
+        "dk": (n + n_q + c_k, gain["dk"] * 2 * big_g, gain["dk"]),
+        "dv": (z + n_k + n_q + c_v, gain["dv"] * mg, gain["dv"])}
     if bias_shape is not None:
         c_b = n_batch * n_q * n_k / max(math.prod(bias_shape), 1)
         terms["dbias"] = (n + c_b, c_b * 2 * big_g, c_b)

@@ -101,8 +101,8 @@ def grad_tolerances(a, kw, dtype=np.float64):
                 if x is not None and x.dtype != bool]
     summed = kw["bias"] if kw["bias"] is not None else kw["mask"] if additive else None   # dbias's shape
     t = tg.gradient_for_sdpa(a["q"], a["k"], a["v"], a["d_out"], kw["scale"], dtype, softcap=kw["softcap"],
-                              additive=np.array([sum(additive)]) if additive else None,
-                              bias_shape=None if summed is None else summed.shape)
+                             additive=np.array([sum(additive)]) if additive else None,
+                             bias_shape=None if summed is None else summed.shape)
     return [t[n] for n in NAMES if n in t]
 
 

@@ -67,7 +67,8 @@ def broken(tmp_path):
 
 def test_a_broken_fixture_value_fails_the_python_leg(broken):
     env = dict(os.environ, REFIMPL_FIXTURES=str(broken), REFIMPL_INNER_RUN="1")
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_fixtures.py")],
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        str(ROOT / "tests" / "test_fixtures.py")],
                        env=env, capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 1 and "complete-vignette.json: weights [r]" in r.stdout, r.stdout[-1500:]
 

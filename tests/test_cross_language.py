@@ -33,7 +33,8 @@ def regression_entry(q, k, v, mask) -> str:
 
 @st.composite
 def r_case(draw):
-    q, k, v = draw(rst.r_attention_inputs(n_keys=st.integers(1, 6), magnitude=draw(st.sampled_from([1.0, 10.0, 100.0]))))
+    q, k, v = draw(rst.r_attention_inputs(n_keys=st.integers(1, 6),
+                                          magnitude=draw(st.sampled_from([1.0, 10.0, 100.0]))))
     mask = None
     if draw(st.booleans()):
         mask = draw(hnp.arrays(np.float64, (q.shape[0], k.shape[0]), elements=st.sampled_from([0.0, 1.0])))

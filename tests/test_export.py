@@ -30,7 +30,8 @@ def _arr(a):
     if a is None:
         return None
     vals = np.array(a["values"], dtype=object)
-    conv = np.vectorize(lambda x: float(x) if isinstance(x, str) else x, otypes=[bool if a["dtype"] == "bool" else float])
+    conv = np.vectorize(lambda x: float(x) if isinstance(x, str) else x,
+                        otypes=[bool if a["dtype"] == "bool" else float])
     return conv(vals).reshape(a["shape"])
 
 

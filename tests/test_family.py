@@ -42,7 +42,8 @@ def test_context_lies_within_the_column_range_of_the_encoder_states(c):
     assert np.all(ctx >= live.min(axis=0) - slack) and np.all(ctx <= live.max(axis=0) + slack)
 
 
-@given(rst.float_arrays(st.tuples(st.integers(1, 5), st.just(4))), rst.float_arrays(st.tuples(st.integers(1, 5), st.just(4))))
+@given(rst.float_arrays(st.tuples(st.integers(1, 5), st.just(4))),
+       rst.float_arrays(st.tuples(st.integers(1, 5), st.just(4))))
 def test_luong_general_with_identity_equals_dot(s, h):
     assert_conforms(ri.luong_scores(s, h, "general", w=np.eye(4)), ri.luong_scores(s, h, "dot"),
                     tol.forward(np.float64, 8, float(np.abs(s).max() * np.abs(h).max() * 4)), "general(W=I) vs dot")
@@ -84,7 +85,8 @@ def test_luong_general_matches_a_per_pair_loop(c, w_full):
     loop = np.array([[s[t] @ w @ h[i] for i in range(h.shape[0])] for t in range(s.shape[0])])
     mag = float(np.abs(s).max() * np.abs(w).max() * np.abs(h).max())
     assert_conforms(ri.luong_scores(s, h, "general", w=w), loop,
-                    tol.forward(np.float64, s.shape[1] * h.shape[1] * 2, mag * s.shape[1] * h.shape[1]), "general vs loop")
+                    tol.forward(np.float64, s.shape[1] * h.shape[1] * 2, mag * s.shape[1] * h.shape[1]),
+                    "general vs loop")
 
 
 @given(encoder_decoder())
@@ -113,12 +115,15 @@ def test_float32_stays_float32():
 @pytest.mark.parametrize("call, words", [
     (lambda: ri.luong_scores(np.ones((2, 3)), np.ones((2, 4))), ["d_s == d_h", "(2, 3)", "(2, 4)"]),
     (lambda: ri.luong_scores(np.ones((2, 3)), np.ones((2, 3)), "bilinear"), ["kind", "'bilinear'"]),
-    (lambda: ri.luong_scores(np.ones((2, 3)), np.ones((2, 3)), "general", w=np.ones((3, 2))), ["w", "(3, 3)", "(3, 2)"]),
-    (lambda: ri.additive_scores(np.ones((2, 3)), np.ones((2, 3)), np.ones((3, 4)), np.ones((3, 5)), np.ones(4)), ["d_a"]),
+    (lambda: ri.luong_scores(np.ones((2, 3)), np.ones((2, 3)), "general", w=np.ones((3, 2))),
+     ["w", "(3, 3)", "(3, 2)"]),
+    (lambda: ri.additive_scores(np.ones((2, 3)), np.ones((2, 3)), np.ones((3, 4)), np.ones((3, 5)), np.ones(4)),
+     ["d_a"]),
     (lambda: ri.attention_context(np.ones((2, 3)), np.ones((4, 2))), ["encoder positions", "(2, 3)", "(4, 2)"]),
     (lambda: ri.attention_context(np.ones((2, 3)), np.ones((3, 2)), mask=np.ones(3)), ["mask", "bool", "float64"]),
     (lambda: ri.attention_context(np.ones((2, 3)), np.ones((3, 2)), mask=np.ones(4, bool)), ["mask", "(4,)"]),
-    (lambda: ri.additive_scores(np.full((2, 3), np.nan), np.ones((2, 3)), np.ones((3, 4)), np.ones((3, 4)), np.ones(4)), ["s", "NaN"]),
+    (lambda: ri.additive_scores(np.full((2, 3), np.nan), np.ones((2, 3)), np.ones((3, 4)), np.ones((3, 4)), np.ones(4)),
+     ["s", "NaN"]),
 ])
 def test_bad_arguments_get_clear_errors(call, words):
     with pytest.raises((ValueError, TypeError)) as e:

@@ -101,7 +101,7 @@ def feature_cases(draw, dtypes=(np.float64, np.float32)):
         mask = draw(hnp.arrays(np.bool_, draw(st.sampled_from([(n_q, n_k), (n_hq, n_q, n_k), (1, n_q, n_k)]))))
     elif kind == "additive":
         mask = draw(hnp.arrays(dt, draw(st.sampled_from([(n_q, n_k), (n_hq, n_q, n_k)])),
-                                   elements=st.sampled_from([0.0, -1.0, -np.inf, 2.0])))
+                               elements=st.sampled_from([0.0, -1.0, -np.inf, 2.0])))
     elif kind == "alibi":
         slopes = np.asarray(draw(st.lists(st.floats(0, 1, width=32), min_size=n_hq, max_size=n_hq)), dt)
         mask = ri.alibi_bias(slopes, n_q, n_k, alignment=alignment)

@@ -87,11 +87,13 @@ def test_sigkill_at_random_moments_never_leaves_a_partial_fixture(tmp_path):
         states = []
         for p in old:
             data = p.read_bytes()
-            assert data in (old[p], new[p]), f"{p} is neither the old nor the new version after SIGKILL ({len(data)} bytes)"
+            assert data in (old[p], new[p]), (f"{p} is neither the old nor the new version after SIGKILL "
+                                              f"({len(data)} bytes)")
             fx_mod.load(p, root)                       # parses, validates, hash matches
             states.append(data == new[p])
         mixed += rc == -signal.SIGKILL and sum(states) > 0
-    print(f"kill trials: {trials}, killed mid-run {killed}, killed after writing some files {mixed}, partial fixtures 0")
+    print(f"kill trials: {trials}, killed mid-run {killed}, killed after writing some files {mixed}, "
+          f"partial fixtures 0")
     assert trials >= 50 and killed >= 20 and mixed >= 1
 
 

@@ -60,7 +60,7 @@ def test_attention_context_equals_a_loop_with_padding(enc, mask_kind):
     c, w = ri.attention_context(e, h, mask=keep)
     for b in range(2):
         kb = None if keep is None else (keep[b][None, :].repeat(3, 0) if keep.ndim == 2 and mask_kind == "per_sequence"
-                                         else keep)
+                                        else keep)
         c_ref, w_ref = loop_context(e[b], h[b], kb)
         assert_conforms(c[b], c_ref, F64, f"context {b}")
         assert_conforms(w[b], w_ref, F64, f"weights {b}")
@@ -69,14 +69,17 @@ def test_attention_context_equals_a_loop_with_padding(enc, mask_kind):
 
 
 @pytest.mark.parametrize("call, err, words", [
-    (lambda s, h: ri.additive_scores(s, h, np.ones((5, 7)), np.ones((6, 7)), np.ones(7)), ri.ShapeError, ["w_a", "d_s=4"]),
-    (lambda s, h: ri.additive_scores(s, h, np.ones((4, 7)), np.ones((5, 7)), np.ones(7)), ri.ShapeError, ["u_a", "d_h=6"]),
+    (lambda s, h: ri.additive_scores(s, h, np.ones((5, 7)), np.ones((6, 7)), np.ones(7)), ri.ShapeError,
+     ["w_a", "d_s=4"]),
+    (lambda s, h: ri.additive_scores(s, h, np.ones((4, 7)), np.ones((5, 7)), np.ones(7)), ri.ShapeError,
+     ["u_a", "d_h=6"]),
     (lambda s, h: ri.additive_scores(s, h, np.ones((4, 7)), np.ones((6, 7)), np.ones(8)), ri.ShapeError, ["d_a"]),
     (lambda s, h: ri.additive_scores(s, h, np.ones((4, 7)), np.ones((6, 8)), np.ones(7)), ri.ShapeError, ["d_a"]),
     (lambda s, h: ri.luong_scores(s, s, w=np.ones((4, 4))), ri.InputTypeError, ["dot", "no w"]),
     (lambda s, h: ri.luong_scores(s, s, v_a=np.ones(4)), ri.InputTypeError, ["dot", "no w"]),
     (lambda s, h: ri.luong_scores(s, h, "general", w=np.ones((6, 4))), ri.ShapeError, ["(4, 6)", "(6, 4)"]),
-    (lambda s, h: ri.luong_scores(s, h, "concat", w=np.ones((9, 3)), v_a=np.ones(3)), ri.ShapeError, ["d_s + d_h = 10"]),
+    (lambda s, h: ri.luong_scores(s, h, "concat", w=np.ones((9, 3)), v_a=np.ones(3)), ri.ShapeError,
+     ["d_s + d_h = 10"]),
     (lambda s, h: ri.luong_scores(s, h[:1, :, :4].repeat(3, 0)), ri.ShapeError, ["batch", "s: (2,)", "h: (3,)"]),
     (lambda s, h: ri.luong_scores(s[0, 0], h), ri.ShapeError, ["s", "at least 2"]),
     (lambda s, h: ri.attention_context(np.ones((2, 3, 5)), h, mask=np.ones((2, 4, 5), bool)), ri.ShapeError, ["mask"]),

@@ -3,8 +3,6 @@
 Values are computed here independently (one batch element or one pair at a time, textbook softmax), and the
 error messages are checked for the words a user needs: which argument, what was expected, what arrived.
 """
-import math
-
 import numpy as np
 import pytest
 

@@ -65,7 +65,8 @@ def test_split_exponents_is_the_least_balanced_split_that_fits(lq, lk, d, s):
     assert bound <= lim - 4 and a <= lim - 2 and b <= lim - 2                 # it fits
     a0, b0, bound0 = _bound_log2(q, k, s, 0, 0)
     least = max(math.ceil(bound0 - (lim - 4)), 0)
-    assert e_q + e_k == max(least, (a0 > lim - 2) * math.ceil(a0 - (lim - 2)) + (b0 > lim - 2) * math.ceil(b0 - (lim - 2)))
+    assert e_q + e_k == max(least, (a0 > lim - 2) * math.ceil(a0 - (lim - 2))
+                            + (b0 > lim - 2) * math.ceil(b0 - (lim - 2)))
     ideal = (e_q + e_k + a0 - b0) / 2                       # the e_q that makes both factors equal
     if a0 <= lim - 2 and b0 <= lim - 2:                     # no factor forced on its own: balanced
         if ideal < 0:

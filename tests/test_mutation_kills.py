@@ -315,7 +315,6 @@ def test_forward_for_sdpa_cases_is_absolute_only():
 
 
 def test_a_scalar_bias_sums_every_score_into_its_one_gradient():
-    from refimpl import tolerance as t
     rng = np.random.default_rng(7)
     q, k, v, g = (rng.standard_normal(s) for s in ((2, 3, 4), (2, 5, 4), (2, 5, 6), (2, 3, 6)))
     one = tg.sdpa_grad_terms(q, k, v, g, bias_shape=(1, 1))["dbias"]
@@ -352,5 +351,6 @@ def test_gradient_within_budget_scales_its_quantum_with_the_conditioning():
 
 
 def test_an_array_of_strings_is_refused_describing_the_array():
-    with pytest.raises(ri.InputTypeError, match=r"x must hold real numbers, got dtype <U1 \(ndarray of dtype <U1 and shape \(2,\)\)"):
+    with pytest.raises(ri.InputTypeError,
+                       match=r"x must hold real numbers, got dtype <U1 \(ndarray of dtype <U1 and shape \(2,\)\)"):
         _checks.as_float_array(np.array(["a", "b"]), "x")

@@ -265,7 +265,7 @@ def test_one_worker_serves_a_whole_run_and_models_are_sent_once():
 def test_a_crashed_worker_fails_only_its_case_and_a_fresh_one_runs_the_rest(monkeypatch):
     real = ortm._frame
     poison = lambda header, payloads=(): (struct.pack("<I", 5) + b"{bad}" if header.get("id") == 1  # noqa: E731
-                                           else real(header, payloads))
+                                          else real(header, payloads))
     monkeypatch.setattr(ortm, "_frame", poison)
     cases = [FEATURES["plain"], FEATURES["scale"], FEATURES["softcap"], FEATURES["float16"]]
     with OrtSession() as s:
@@ -278,6 +278,7 @@ def test_a_crashed_worker_fails_only_its_case_and_a_fresh_one_runs_the_rest(monk
 @needs_ort
 def test_a_silent_worker_times_out_and_the_session_recovers(monkeypatch):
     real = ortm._frame
+
     def starve(header, payloads=()):                      # announce 1000 model bytes more than are sent
         if header.get("id") == 1:
             header = dict(header, model_nbytes=header["model_nbytes"] + 1000)

@@ -9,8 +9,8 @@ ZOO = Path(__file__).parent / "zoo"
 
 
 def _pytest(*args):
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "refimpl.conformance",
-                           *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs",
+                           "refimpl.conformance", *args], capture_output=True, text=True, timeout=300)
 
 
 def _collected(*args):

@@ -113,8 +113,10 @@ def test_broken_or_refusing_targets_are_left_to_the_run():
 
 
 @pytest.mark.parametrize("module,fn,api,want", [
-    ("SDPA", "sdpa_plain", "torch-sdpa", "top-left"), ("SDPA", "sdpa_causal_bottom_right", "torch-sdpa", "bottom-right"),
-    ("FLASH", "flash_plain", "flash-attn", "bottom-right"), ("FLASH", "flash_causal_top_left", "flash-attn", "top-left"),
+    ("SDPA", "sdpa_plain", "torch-sdpa", "top-left"),
+    ("SDPA", "sdpa_causal_bottom_right", "torch-sdpa", "bottom-right"),
+    ("FLASH", "flash_plain", "flash-attn", "bottom-right"),
+    ("FLASH", "flash_causal_top_left", "flash-attn", "top-left"),
     ("NUMPY", "plain", "refimpl", "n/a")])
 def test_causal_convention_is_measured(module, fn, api, want):
     pytest.importorskip("torch")

@@ -221,7 +221,8 @@ def test_an_unknown_option_before_the_subcommand_is_named(argv, words, capsys):
 
 
 @pytest.mark.parametrize("opt,value,words", [("--timeout", "0", "a number > 0"), ("--timeout", "-1", "a number > 0"),
-                                             ("--timeout", "nan", "a number > 0"), ("--timeout", "soon", "a number > 0"),
+                                             ("--timeout", "nan", "a number > 0"),
+                                             ("--timeout", "soon", "a number > 0"),
                                              ("--max-memory", "0", "a number > 0"),
                                              ("--max-memory", "1e-7", "at least 1 (MiB)")])
 def test_a_limit_that_would_refuse_every_call_is_a_usage_error(opt, value, words, capsys):

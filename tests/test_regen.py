@@ -64,6 +64,7 @@ def test_drift_beyond_tolerance_fails_and_names_the_array(copy):
 
 def test_drift_of_one_ulp_is_reported_and_passes(copy):
     p = copy / "codefinity" / "self-attention.json"
+
     def nudge(o):
         row = o["expected"]["output"][0]["value"]["values"][0]
         row[0] = float(np.nextafter(row[0], np.inf))

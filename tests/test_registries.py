@@ -10,7 +10,7 @@ import pytest
 from refimpl import precision
 from refimpl.errors import UsageError
 from refimpl.harness import apis
-from refimpl.harness.features import CaseSpec, materialise
+from refimpl.harness.features import CaseSpec
 
 PKG = Path(__file__).resolve().parents[1] / "refimpl"
 REGISTRIES = {PKG / "precision.py"} | set((PKG / "harness" / "apis").glob("*.py"))
@@ -48,8 +48,8 @@ def test_the_guard_catches_each_kind_of_comparison(tmp_path, monkeypatch):
 
 def test_precisions_hold_the_ieee_figures():
     p = precision.PRECISIONS
-    assert [p[n].eps for n in ("float64", "float32", "float16", "bfloat16")] == [2.0 ** -53, 2.0 ** -24, 2.0 ** -11,
-                                                                                  2.0 ** -8]
+    units = [p[n].eps for n in ("float64", "float32", "float16", "bfloat16")]
+    assert units == [2.0 ** -53, 2.0 ** -24, 2.0 ** -11, 2.0 ** -8]
     assert p["float32"].largest == float(np.finfo(np.float32).max) and p["float16"].largest == 65504.0
     assert p["bfloat16"].largest == (2 - 2 ** -7) * 2.0 ** 127
     assert p["bfloat16"].round(np.array([1 + 2 ** -8, 1 + 3 * 2 ** -8])).tolist() == [1.0, 1 + 2 ** -6]   # ties to even

@@ -40,8 +40,10 @@ BAD_INPUTS = [
     ("object-q", lambda: sdpa(q=np.array([[1, "a", None]], dtype=object)), ri.InputTypeError, ["q", "object"]),
     ("string-array-q", lambda: sdpa(q=np.array([["a", "b", "c"]])), ri.InputTypeError, ["q", "<U1"]),
     ("float16-q", lambda: sdpa(q=np.ones((2, 3), np.float16)), ri.InputTypeError, ["q", "float16", "float32"]),
-    ("nan-q", lambda: sdpa(q=np.array([[1.0, np.nan, 0.0], [0, 0, 0]])), ri.NonFiniteInputError, ["q", "NaN", "(0, 1)"]),
-    ("inf-v", lambda: sdpa(v=np.array([[1.0, 0, 0], [0, np.inf, 0]])), ri.NonFiniteInputError, ["v", "finite", "(1, 1)"]),
+    ("nan-q", lambda: sdpa(q=np.array([[1.0, np.nan, 0.0], [0, 0, 0]])), ri.NonFiniteInputError,
+     ["q", "NaN", "(0, 1)"]),
+    ("inf-v", lambda: sdpa(v=np.array([[1.0, 0, 0], [0, np.inf, 0]])), ri.NonFiniteInputError,
+     ["v", "finite", "(1, 1)"]),
     ("mask-shape", lambda: sdpa(mask=np.ones((3, 2), bool)), ri.ShapeError, ["mask", "(2, 2)", "(3, 2)"]),
     ("mask-int-dtype", lambda: sdpa(mask=np.ones((2, 2), int)), ri.InputTypeError, ["mask", "bool", "int64"]),
     ("mask-nan", lambda: sdpa(mask=np.array([[0.0, np.nan], [0, 0]])), ri.NonFiniteInputError, ["mask", "NaN"]),
@@ -60,9 +62,11 @@ BAD_INPUTS = [
                                                         np.ones((2, 4, 2)), np.ones((5, 4))),
      ri.ShapeError, ["w_o", "n_heads*d_v", "(5, 4)"]),
     ("w-q-wrong-d-model", lambda: ri.multi_head_attention(np.ones((3, 4)), np.ones((2, 5, 2)), np.ones((2, 4, 2)),
-                                                          np.ones((2, 4, 2))), ri.ShapeError, ["w_q", "d_model=4", "(2, 5, 2)"]),
+                                                          np.ones((2, 4, 2))),
+     ri.ShapeError, ["w_q", "d_model=4", "(2, 5, 2)"]),
     ("heads-count-differ", lambda: ri.multi_head_attention(np.ones((3, 4)), np.ones((2, 4, 2)), np.ones((3, 4, 2)),
-                                                           np.ones((2, 4, 2))), ri.ShapeError, ["same number of heads", "(3, 4, 2)"]),
+                                                           np.ones((2, 4, 2))),
+     ri.ShapeError, ["same number of heads", "(3, 4, 2)"]),
     ("weights-layout", lambda: ri.self_attention(OK, np.eye(3), np.eye(3), np.eye(3), weights_layout="xw"),
      ri.InputValueError, ["weights_layout", "in_out", "'xw'"]),
     ("self-attention-w-shape", lambda: ri.self_attention(OK, np.ones((4, 3)), np.eye(3), np.eye(3)),
@@ -128,7 +132,9 @@ def _mutate(root, fn, name="self-attention.json"):
 def test_broken_json_is_reported_with_file_and_field(fx_root, fault, field, words):
     p = fx_root / "codefinity" / "self-attention.json"
     text = p.read_text()
-    p.write_text({"truncated": text[: len(text) // 2], "not-json": "hello", "nan-literal": text.replace('"values": [\n', '"values": [NaN, \n', 1)}[fault])
+    faulty = {"truncated": text[: len(text) // 2], "not-json": "hello",
+              "nan-literal": text.replace('"values": [\n', '"values": [NaN, \n', 1)}
+    p.write_text(faulty[fault])
     with pytest.raises(fx_mod.FixtureError) as e:
         fx_mod.load(p, fx_root)
     assert e.value.field == field and words in str(e.value) and str(p) in str(e.value)

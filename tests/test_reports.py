@@ -14,7 +14,6 @@ import pytest
 from refimpl.harness import report
 from refimpl.harness.cases import Case, CheckRun, Outcome, Status
 from refimpl.harness.diagnosis import analyse_run
-from refimpl.harness.features import CaseSpec
 from refimpl.harness.probe import probe_targets, record
 from refimpl.harness.runner import collect_cases, run_check
 from refimpl.harness.targets import Target, builtin_targets
@@ -134,7 +133,8 @@ def test_conventions_aggregate_over_rows():
 
 def test_traceback_lines_only_with_the_flag_and_one_per_distinct_frames():
     from refimpl.harness.judge import CaseResult
-    tb = 'Traceback (most recent call last):\n  File "/x/mine.py", line 3, in f\n    raise ValueError(n)\nValueError: {}\n'
+    tb = ('Traceback (most recent call last):\n  File "/x/mine.py", line 3, in f\n    raise ValueError(n)\n'
+          'ValueError: {}\n')
     cr = [CaseResult(f"sizes/000{i}-float64", Status.ERROR, math.inf, "ValueError", traceback=tb.format(i))
           for i in range(3)]
     r = _synthetic(**{"family:sizes": {"t": Outcome(Status.ERROR, math.inf, math.inf, "3 cases", cases=cr)}})

@@ -68,7 +68,8 @@ def test_correct_torch_kernels_conform_in_float16_and_bfloat16(module, entry):
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_a_target_returning_zeros_fails_every_precision_budget(dtype):
-    """The budget's quantum is capped (tolerance.budget_conditioning): uncapped, zeros passed half the bfloat16 cases."""
+    """The budget's quantum is capped (tolerance.budget_conditioning): uncapped, zeros passed half the bfloat16
+    cases."""
     import numpy as np
 
     def zeros(q, k, v, mask=None, scale=None):
@@ -94,7 +95,8 @@ def test_a_float32_kernel_given_float64_is_told_which_dtype_to_use():
 
 
 HOSTILE = {"segfault": "crash", "exit_zero": "crash", "exit_nonzero": "crash", "sys_exit": "crash",
-           "alloc": "oom", "raises_not_implemented": None}          # returns_list & co are refused before the run (tests/test_probe.py)
+           "alloc": "oom", "raises_not_implemented": None}
+# (returns_list & co are refused before the run: tests/test_probe.py)
 
 
 @pytest.mark.slow
@@ -165,7 +167,8 @@ def test_a_float32_kernel_checked_with_dtype_float32_conforms_on_every_row():
     those rows are n/a for it (their expectations are float64) and the families judge it by the float32 budget."""
     spec = f"{ZOO / 'numpy_impls.py'}:float32"
     p = subprocess.run([sys.executable, "-m", "refimpl", "check", "--target", spec, "--only", spec, "--random", "0",
-                        "--suite", "quick", "--dtype", "float32", "--quiet"], capture_output=True, text=True, timeout=240)
+                        "--suite", "quick", "--dtype", "float32", "--quiet"],
+                       capture_output=True, text=True, timeout=240)
     assert p.returncode == 0 and "RESULT: all targets conform" in p.stdout, p.stdout[-2000:]
     fixed = [line for line in p.stdout.splitlines() if line.startswith("fixture:codefinity")]
     assert fixed and " n/a" in fixed[0], fixed

@@ -48,8 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "mutation.md"
 
 # module -> test files, fastest and most specific first (-x stops at the first failure)
-_COMMON = ["test_mutation_kills.py", "test_mutation_full.py", "test_mutation_kernel.py", "test_core.py", "test_math_faults.py",
-           "test_reliability.py"]
+_COMMON = ["test_mutation_kills.py", "test_mutation_full.py", "test_mutation_kernel.py", "test_core.py",
+           "test_math_faults.py", "test_reliability.py"]
 TESTS: dict[str, list[str]] = {
     "softmax": _COMMON + ["test_features.py", "test_properties.py"],
     "attention": _COMMON + ["test_features.py", "test_online.py", "test_fixtures.py", "test_properties.py"],
@@ -61,7 +61,7 @@ TESTS: dict[str, list[str]] = {
     "_kernel": _COMMON + ["test_features.py", "test_online.py", "test_fixtures.py", "test_properties.py"],
     "tolerance_gradients": ["test_judge_tolerance.py", "test_backward.py"] + _COMMON,
     "tolerance": ["test_judge_tolerance.py"] + _COMMON + ["test_features.py", "test_online.py", "test_fixtures.py",
-                                                           "test_properties.py", "test_backward.py"],
+                                                          "test_properties.py", "test_backward.py"],
 }
 COPY = ["refimpl", "tests", "fixtures", "r_reference", "pyproject.toml"]
 
@@ -126,7 +126,7 @@ def operators(node: ast.AST) -> list[tuple[str, Op]]:
     elif t is ast.UnaryOp and isinstance(node.op, (ast.USub, ast.Not)):
         out.append(("drop unary " + ("-" if isinstance(node.op, ast.USub) else "not"), lambda n: n.operand))
     elif t is ast.Return and node.value is not None and not (isinstance(node.value, ast.Constant)
-                                                              and node.value.value is None):
+                                                             and node.value.value is None):
         out.append(("return None", lambda n: _set(n, value=ast.Constant(None))))
     elif t is ast.If:
         out.append(("if False", lambda n: _set(n, test=ast.Constant(False))))
@@ -150,7 +150,8 @@ def _skipped(tree: ast.Module) -> set[int]:
         if isinstance(n, (ast.JoinedStr, ast.Raise)):
             all_below(n)
         elif isinstance(n, (ast.Assign, ast.AugAssign)) and any(
-                isinstance(t, ast.Name) and t.id == "__all__" for t in (n.targets if isinstance(n, ast.Assign) else [n.target])):
+                isinstance(t, ast.Name) and t.id == "__all__"
+                for t in (n.targets if isinstance(n, ast.Assign) else [n.target])):
             all_below(n)
         elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for a in n.args.args + n.args.kwonlyargs + n.args.posonlyargs:
@@ -314,9 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             status = ("KILLED" if outcome != "pass" else "EQUIV" if m.id in eq else "SURVIVED")
             results.append({"id": m.id, "module": m.module, "status": status, "outcome": outcome,
                             "seconds": round(secs, 1), "by": first if outcome == "fail" else ""})
-            print(f"{k:4d}/{len(ms)} {status:8s} {secs:5.1f}s {m.id}" + (f"  <- {first}" if outcome == "fail" else
-                                                                          "  (timeout)" if outcome == "timeout" else ""),
-                  flush=True)
+            tail = f"  <- {first}" if outcome == "fail" else "  (timeout)" if outcome == "timeout" else ""
+            print(f"{k:4d}/{len(ms)} {status:8s} {secs:5.1f}s {m.id}" + tail, flush=True)
     except KeyboardInterrupt:
         print("interrupted: partial figures below", file=sys.stderr)
         interrupted = True

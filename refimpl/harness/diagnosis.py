@@ -119,7 +119,7 @@ def _weights_transposed(failing: list[CaseResult], store, specs) -> bool:
     for r in failing[:MAX_FAILING]:
         data = _data(store, r, specs)
         w = getattr(r.got, "weights", None)
-        if data is None or w is None or not _small(data):
+        if data is None or w is None or r.got is None or not _small(data):
             return False
         with np.errstate(all="ignore"):
             out, w_model = bugs.weights_transposed(data.q, data.k, data.v, **data.reference_kwargs())
@@ -147,8 +147,8 @@ def _usable(rs: list[CaseResult], store, specs, cap: int) -> list[tuple[CaseData
 def localise(results: list[CaseResult]) -> str:
     """``fails only when: A`` or ``fails only when: A and B`` (boolean features True on every failing case and
     on no passing one, fewest first, then fewest passing cases covered by name order); otherwise the single
-    feature with the largest (share of failing cases) - (share of passing cases) it is True on, with counts. Features True on every case are
-    ignored. "" when nothing failed."""
+    feature with the largest (share of failing cases) - (share of passing cases) it is True on, with counts.
+    Features True on every case are ignored. "" when nothing failed."""
     failing = [r.features for r in results if Status(r.status).failed and r.features]
     passing = [r.features for r in results if r.status == Status.PASS and r.features]
     if not failing:
@@ -176,7 +176,9 @@ def localise(results: list[CaseResult]) -> str:
 def analyse_run(run) -> None:
     """Fill ``run.diagnoses`` and ``run.localisations`` for every target with a failing family case."""
     for t in run.targets:
-        results, specs, store = [], {}, None
+        results: list[CaseResult] = []
+        specs: dict[str, CaseSpec] = {}
+        store = None
         for c in run.cases:
             o = run.results.get((c.id, t))
             if o is None or not c.specs or not o.cases:

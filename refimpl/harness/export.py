@@ -61,8 +61,6 @@ def _array(a) -> dict | None:
     return {"dtype": "float64", "shape": list(a.shape), "values": values}
 
 
-
-
 def case_json(data: CaseData) -> dict:
     """One case as the export schema's dict (see the module docstring)."""
     s = data.spec

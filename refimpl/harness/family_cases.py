@@ -60,14 +60,14 @@ def _catalogued(target: Target, data: CaseData, res: CaseResult, raised: Excepti
     keep = keep_mask(data.spec, data.mask)
     keep = None if keep is None else np.broadcast_to(keep, data.expected.shape[:-1] + (data.spec.Sk,))
     codes = target.known(data.q, data.k, data.v, keep)
-    if not codes:
+    if not codes or target.predict is None:
         return res
     try:
         predicted = target.predict(data.q, data.k, data.v, keep)
     except Exception as e:  # the catalogue says the package fails here
         if raised is not None:
-            return CaseResult(res.id, Status.KNOWN, math.inf, f"known {', '.join(codes)}: {type(e).__name__}: {e}"[:300],
-                              features=res.features)
+            what = f"known {', '.join(codes)}: {type(e).__name__}: {e}"
+            return CaseResult(res.id, Status.KNOWN, math.inf, what[:300], features=res.features)
         return res
     if raised is not None or res.got is None:
         return res
@@ -112,13 +112,18 @@ def run_one(target: Target, spec: CaseSpec, store: CaseStore, masked_rows: str |
     try:
         if isinstance(pre, BaseException):
             raise pre
-        got = pre if pre is not None else caller(target, data) if caller else call(target.fn, target.api, data, layout=target.layout,
-                                                      torch=target.torch)
+        if pre is not None:
+            got = pre
+        elif caller:
+            got = caller(target, data)
+        else:
+            got = call(target.fn, target.api, data, layout=target.layout, torch=target.torch)
     except TargetDied as e:
         return CaseResult(spec.id, Status(e.status), math.inf, str(e)[:300], features=spec.features(),
                           traceback=target_traceback(e))
     except NotImplementedError as e:
-        return CaseResult(spec.id, Status.UNSUPPORTED, detail=f"NotImplementedError: {e}"[:200], features=spec.features())
+        return CaseResult(spec.id, Status.UNSUPPORTED, detail=f"NotImplementedError: {e}"[:200],
+                          features=spec.features())
     except Unavailable:
         raise
     except Exception as e:  # the target raised, or returned something unusable
@@ -148,7 +153,8 @@ def _aggregate(results: list[CaseResult], specs: dict[str, CaseSpec]) -> Outcome
     bad = [r for r in results if Status(r.status).failed]
     judged = [r for r in results if r.status in (Status.PASS, Status.FAIL)]
     worst = max((r.ratio for r in judged), default=0.0)
-    summary = f"{len(results)} cases: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda x: x[0].value))
+    ordered = sorted(counts.items(), key=lambda x: x[0].value)
+    summary = f"{len(results)} cases: " + ", ".join(f"{n} {s}" for s, n in ordered)
     conv = Counter(r.convention for r in results if r.convention)
     conventions = {"masked-rows": conv.most_common(1)[0][0]} if conv else {}
     if any(r.returned_weights for r in results):
@@ -193,7 +199,8 @@ def family_case(name: str, specs: list[CaseSpec], store: CaseStore, masked_rows:
         out = _aggregate(results, by_id)
         warned = [r for r in results if "R warnings: " in r.detail]
         if warned:
-            out.detail += f"; R warnings in {len(warned)} cases ({warned[0].id}: {warned[0].detail.split('R warnings: ')[1]})"
+            first = warned[0].detail.split('R warnings: ')[1]
+            out.detail += f"; R warnings in {len(warned)} cases ({warned[0].id}: {first})"
         return out
 
     return Case(f"family:{name}", "families", FAMILIES[name].doc, run, specs=specs, store=store)

@@ -30,6 +30,8 @@ def lower_precision(returned: str, given: str, what: str = "") -> str:
     what = f" {what}" if what else ""
     return (f"returns {returned}{what} for {given} inputs: a {returned} kernel is judged by its own budget: "
             f"run it with --dtype {returned}")
+
+
 MASK_KINDS = ("none", "bool", "additive", "padding")
 
 

@@ -90,11 +90,11 @@ def fixture_case(fx: Fixture) -> Case:
         for name in att_outputs:
             if env.get(name) is None:
                 continue                                       # the target returns no weights
-            for e in fx.expected.get(name, []):
-                if e["by"] == "shape":
+            for exp in fx.expected.get(name, []):
+                if exp["by"] == "shape":
                     continue
-                comps.append((f"{name} [{e['by']}]",
-                              tol.compare(env[name], e["array"], tolerance_of(e["tolerance"], e["array"]))))
+                comps.append((f"{name} [{exp['by']}]",
+                              tol.compare(env[name], exp["array"], tolerance_of(exp["tolerance"], exp["array"]))))
         return summarise(comps, known, heat_of(env))
 
     return Case(f"fixture:{fx.id}", "fixtures", fx.source["part"], run)

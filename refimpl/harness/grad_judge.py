@@ -118,6 +118,7 @@ def _magnitudes(gd: GradData, cache: dict) -> dict:
         group = d.spec.Hq // d.spec.Hkv
         ke, ve = expand_gqa(np.abs(d.k), group), expand_gqa(d.v, group)    # (B, Hq, Sk, D), (B, Hq, Sk, Dv)
         p = d.weights                                                        # (B, Hq, Sq, Sk)
+        assert p is not None            # None only for long cases, which have no gradient rows (GRAD_NA)
         with np.errstate(all="ignore"):
             dp = gd.d_out @ np.swapaxes(ve, -1, -2)                          # (B, Hq, Sq, Sk)
             delta = np.sum(gd.d_out * d.expected, axis=-1, keepdims=True)    # (B, Hq, Sq, 1)
@@ -152,8 +153,8 @@ def judge_grads(gd: GradData, got: GradReturned, given_dtype: str, cache: dict |
     problems, ratios, allowed = [], [], {}
     q, k, v = gd.data.q, gd.data.k, gd.data.v
     terms = tg.sdpa_grad_terms(q, k, v, gd.d_out, s.scale, softcap=s.softcap, additive=gd.additive)
-    bounds = tg.gradient_for_sdpa(q, k, v, gd.d_out, s.scale, np.float64, softcap=s.softcap,
-                                   additive=gd.additive) if not precision(s.dtype).low else None
+    bounds = None if precision(s.dtype).low else tg.gradient_for_sdpa(q, k, v, gd.d_out, s.scale, np.float64,
+                                                                      softcap=s.softcap, additive=gd.additive)
     for name in GRADS:
         a, e = got.grads[name], gd.oracle[name]
         if a.shape != e.shape:

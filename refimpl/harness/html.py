@@ -14,8 +14,9 @@ Layout of the page, top to bottom:
 
 The difference panel plots ``(target - expected) / tolerance`` on a symmetric scale of ``+-max(2, worst)``,
 linear inside ``[-1, 1]`` and logarithmic beyond (:func:`diff_scale`), whose colours are pale grey inside
-``[-1, 1]`` (noise within the tolerance is not alarming) and blue / red of growing strength beyond it. The tolerance of a cell is its worst array's: ``max_abs / max_ratio`` (the
-absolute tolerance where the worst ratio was found); a family case's is ``max |target - expected| / ratio``.
+``[-1, 1]`` (noise within the tolerance is not alarming) and blue / red of growing strength beyond it. The
+tolerance of a cell is its worst array's: ``max_abs / max_ratio`` (the absolute tolerance where the worst
+ratio was found); a family case's is ``max |target - expected| / ratio``.
 Without a finite tolerance the panel shows the raw difference on a symmetric scale, and says so.
 """
 from __future__ import annotations
@@ -150,7 +151,8 @@ def _failures(run: CheckRun, esc) -> list[str]:
                     desc = specs[r.id].describe() if r.id in specs else ""
                     ratio = f"{r.ratio:.3g}" if math.isfinite(r.ratio) else "inf"
                     parts.append(f"<tr><td>{esc(r.id)}</td><td>{esc(desc)}</td><td class='{esc(str(r.status))}'>"
-                                 f"{esc(str(r.status))}</td><td>{ratio}</td><td class='detail'>{esc(r.detail)}</td></tr>")
+                                 f"{esc(str(r.status))}</td><td>{ratio}</td>"
+                                 f"<td class='detail'>{esc(r.detail)}</td></tr>")
                 parts.append("</table>")
                 if len(failing) > MAX_CASES:
                     parts.append(f"<p>+{len(failing) - MAX_CASES} more failing cases (the JSON report lists all)</p>")
@@ -181,7 +183,8 @@ def write_html(run: CheckRun, path, env: dict | None = None) -> None:
     def rank(c):
         cells = [run.results[(c.id, t)] for t in run.targets]
         return 0 if any(o.failed for o in cells) else (1 if any(o.status == "known" for o in cells) else 2)
-    parts.append("<h2>Matrix</h2><table><tr><th>row</th>" + "".join(f"<th>{esc(t)}</th>" for t in run.targets) + "</tr>")
+    parts.append("<h2>Matrix</h2><table><tr><th>row</th>" + "".join(f"<th>{esc(t)}</th>" for t in run.targets)
+                 + "</tr>")
     for c in sorted(run.cases, key=rank):
         parts.append(f"<tr><td title='{esc(c.description)}'>{esc(c.id)}</td>")
         for t in run.targets:
@@ -189,7 +192,7 @@ def write_html(run: CheckRun, path, env: dict | None = None) -> None:
             parts.append(f"<td class='{esc(str(o.status))}' title='{esc(o.detail)}'>{esc(cell_text(o))}</td>")
         parts.append("</tr>")
     parts.append("</table>")
-    figures = []
+    figures: list[str] = []
     for c in sorted(run.cases, key=rank):
         for t in run.targets:
             o = run.results[(c.id, t)]

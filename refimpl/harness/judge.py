@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class CaseResult:
     convention: str | None = None       # what the target gave on fully masked rows, when the case has some
     returned_weights: bool = False
     features: dict = field(default_factory=dict)
-    got: Returned | None = field(default=None, repr=False)   # what the target returned (diagnosis reruns it)
+    got: Any = field(default=None, repr=False)   # Returned (grad rows: GradReturned): what the target returned
     traceback: str = field(default="", repr=False)           # the target's own traceback when it raised or died
 
 
@@ -116,9 +117,9 @@ def bounds(data: CaseData, cache: dict | None = None) -> Bounds:
         cache["conditioning"] = cond
     cond = cache["conditioning"]
     allowed = tol.budget(cache["ref"][live], exp, s.dtype, cond)
-    return Bounds(tol.Tolerance(allowed, 0.0, f"{tol.K_BUDGET:g} x max|refimpl {s.dtype} - float64| + "
-                                              f"{tol.QUANTUM_ULPS:g} x eps({s.dtype}) x (1 + {cond:.6g}) x max|expected|"),
-                  weights)
+    how = (f"{tol.K_BUDGET:g} x max|refimpl {s.dtype} - float64| + {tol.QUANTUM_ULPS:g} x eps({s.dtype}) x "
+           f"(1 + {cond:.6g}) x max|expected|")
+    return Bounds(tol.Tolerance(allowed, 0.0, how), weights)
 
 
 def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str | None = None,
@@ -150,11 +151,11 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
         if not c.ok:
             problems.append(f"output: {c.summary()}")
     elif out.size:
-        allowed = float(b.output.atol)
+        limit = float(b.output.atol)
         err = float(np.abs(out - exp).max())
-        res.ratio = err / allowed if allowed > 0 else (0.0 if err == 0 else math.inf)
-        if not err <= allowed:
-            problems.append(f"output: error {err:.3g} vs the float64 oracle above the {s.dtype} budget {allowed:.3g} "
+        res.ratio = err / limit if limit > 0 else (0.0 if err == 0 else math.inf)
+        if not err <= limit:
+            problems.append(f"output: error {err:.3g} vs the float64 oracle above the {s.dtype} budget {limit:.3g} "
                             f"(K_BUDGET x a same-precision reference + quantum)")
     if got.weights is not None and data.weights is not None:
         w = got.weights

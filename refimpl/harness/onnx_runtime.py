@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -45,7 +46,6 @@ __all__ = ["OrtCase", "OrtSession", "availability", "expressible",
 
 RUNNER = Path(__file__).with_name("ort_runner.mjs")
 MAX_RESTARTS = 3                  # worker restarts within one run() after a crash or a time-out
-
 
 
 class OrtUnavailable(RuntimeError):
@@ -111,7 +111,7 @@ class OrtSession:
         self.timeout = float(timeout)
         self._proc: subprocess.Popen | None = None
         self._sent: set[str] = set()          # model keys this worker already holds
-        self._stderr = None
+        self._stderr: IO[bytes] | None = None
         self.hello: dict | None = None
 
     def __enter__(self) -> "OrtSession":
@@ -123,6 +123,7 @@ class OrtSession:
     def start(self) -> dict:
         """Start the worker if needed; returns its hello (``{"ort": version, "node": version}``)."""
         if self._proc is not None and self._proc.poll() is None:
+            assert self.hello is not None             # set when this worker started
             return self.hello
         node = shutil.which(os.environ.get("REFIMPL_NODE", "node"))
         if node is None or not (ort_dir() / "node_modules" / "onnxruntime-node").is_dir():
@@ -133,6 +134,7 @@ class OrtSession:
         self._proc = subprocess.Popen([node, str(RUNNER), str(ort_dir())], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
         self._sent = set()
+        assert self._proc.stdin is not None           # stdin=PIPE
         try:
             self._proc.stdin.write(_frame({"op": "hello"}))
             self.hello, _ = self._read_frame(time.monotonic() + self.timeout)
@@ -149,6 +151,7 @@ class OrtSession:
 
     def _read_exact(self, n: int, deadline: float) -> bytes:
         buf = bytearray()
+        assert self._proc is not None and self._proc.stdout is not None   # called while a worker runs (stdout=PIPE)
         fd = self._proc.stdout.fileno()
         with selectors.DefaultSelector() as sel:
             sel.register(fd, selectors.EVENT_READ)
@@ -195,6 +198,7 @@ class OrtSession:
                                       "dims": list(a.shape), "nbytes": a.nbytes} for (n, _), a in zip(feeds, arrays)],
                           "outputs": ["Y"]}
                 frames.append(_frame(header, [model if send_model else b"", *(a.tobytes() for a in arrays)]))
+            assert self._proc is not None             # start() left a worker running
             writer = threading.Thread(target=self._write_all, args=(self._proc.stdin, frames), daemon=True)
             writer.start()
             for pos, (i, _) in enumerate(todo):
@@ -240,12 +244,14 @@ class OrtSession:
                 self._proc.kill()
             self._proc.wait()
             for f in (self._proc.stdin, self._proc.stdout):
-                f.close()
+                if f is not None:
+                    f.close()
         self._proc = None
 
     def close(self) -> None:
         """Ask the worker to exit (kill it after 5 s); the session can start a new one later."""
         if self._proc is not None and self._proc.poll() is None:
+            assert self._proc.stdin is not None       # stdin=PIPE
             try:
                 self._proc.stdin.write(_frame({"op": "bye"}))
                 self._proc.stdin.close()

@@ -98,7 +98,7 @@ def _model(dtype: str, mask: str, is_causal: bool, scale: float | None, softcap:
         inputs += [vi("past_key", t, ["B", "Hkv", "P", "D"]), vi("past_value", t, ["B", "Hkv", "P", "Dv"])]
         names += ["past_key", "past_value"]
         outputs += [vi("present_key", t, ["B", "Hkv", "T", "D"]), vi("present_value", t, ["B", "Hkv", "T", "Dv"])]
-    attrs = {"is_causal": int(is_causal)}
+    attrs: dict[str, int | float] = {"is_causal": int(is_causal)}
     if scale is not None:
         attrs["scale"] = float(scale)
     if softcap is not None:

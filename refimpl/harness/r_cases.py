@@ -105,7 +105,8 @@ def vignette_case(name: str) -> Case:
 def r_examples_case() -> Case:
     def run(target: Target) -> Outcome:
         if not target.is_reference:
-            return Outcome(Status.SKIP, detail="softmax-level examples (SoftMax, RowMax, ComputeWeights) check refimpl only")
+            return Outcome(Status.SKIP,
+                           detail="softmax-level examples (SoftMax, RowMax, ComputeWeights) check refimpl only")
         try:
             rb = bridge.require_r()
         except Unavailable as e:
@@ -117,14 +118,14 @@ def r_examples_case() -> Case:
                  ("RowMax", tol.compare(m.max(axis=1, keepdims=True), rb.call("RowMax", m).unwrap()[0], tol.EXACT)),
                  ("ComputeWeights", tol.compare(softmax(s / 2.0), rb.call("ComputeWeights", s).unwrap()[0], f))]
         return summarise(comps, [], {})
-    return Case("r-examples:documented", "r-examples", "documented examples of SoftMax, RowMax, ComputeWeights, live in R",
-                run)
+    return Case("r-examples:documented", "r-examples",
+                "documented examples of SoftMax, RowMax, ComputeWeights, live in R", run)
 
 
 def random_cases(n: int = RANDOM_CASES, seed: int = RANDOM_SEED) -> list[tuple]:
     """Seeded random (Q, K, V, mask) with 1-6 queries, 2-6 keys, 1-5 features; a 0/1 mask in 30%."""
     rng = np.random.RandomState(seed)
-    cases = []
+    cases: list[tuple] = []
     for _ in range(n):
         nq, nk, d, dv = rng.randint(1, 7), rng.randint(2, 7), rng.randint(1, 6), rng.randint(1, 6)
         mag = [1.0, 3.0, 10.0][rng.randint(3)]

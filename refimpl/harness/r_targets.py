@@ -178,7 +178,9 @@ def bench_r_targets(quick: bool) -> str:
     n = 2000 if quick else 20000
     rng = np.random.default_rng(7)
 
-    def rate(q, k, v, keep, via_package=False) -> tuple[float, int]:
+    def rate(qkv, keep, via_package=False) -> tuple[float, float, int]:
+        q, k, v = qkv
+
         def once() -> int:
             if via_package:
                 res = fn._rb.batch_stacked("attention", [q, k, v], ("Q", "K", "V"))
@@ -202,9 +204,10 @@ def bench_r_targets(quick: bool) -> str:
     big = [rng.standard_normal((n, s, 8)) for s in (4, 8, 8)]
     keep = rng.uniform(size=(n, 4, 8)) < 0.8
     keep[..., 0] = True                                                   # no fully masked row
-    (r_small, c_small, b1), (r_big, c_big, b2) = rate(*small, None), rate(*big, keep)
-    r_pkg, c_pkg, b3 = rate(*small, None, via_package=True)
+    (r_small, c_small, b1), (r_big, c_big, b2) = rate(small, None), rate(big, keep)
+    r_pkg, c_pkg, b3 = rate(small, None, via_package=True)
     return (f"r-targets R:attention::attention, {n} cases per batch, cross-checked against refimpl (best of 3; "
             f"per CPU-second in brackets): 4x3 {r_small:,.0f} cases/s ({c_small:,.0f}); 4x8x8 with a 0/1 mask "
-            f"{r_big:,.0f} cases/s ({c_big:,.0f}); the package's own bridge path on the 4x3 cases {r_pkg:,.0f} cases/s "
-            f"({c_pkg:,.0f}; target path / bridge = {c_small / c_pkg:.2f} per CPU-second); {b1 + b2 + b3} disagreements")
+            f"{r_big:,.0f} cases/s ({c_big:,.0f}); the package's own bridge path on the 4x3 cases "
+            f"{r_pkg:,.0f} cases/s ({c_pkg:,.0f}; target path / bridge = {c_small / c_pkg:.2f} per CPU-second); "
+            f"{b1 + b2 + b3} disagreements")

@@ -198,7 +198,8 @@ def _table(run: CheckRun, env: dict, markdown: bool, traceback: bool = False) ->
         lines.append(f"{bullet}target {name}: unavailable — {reason}")
     if env.get("attention") not in ("unavailable", bridge.EXPECTED_ATTENTION_VERSION):
         lines.append(f"note: the divergence catalogue was measured on attention {bridge.EXPECTED_ATTENTION_VERSION}; "
-                     f"installed {env['attention']}: 'known' labels may be stale (tests/test_divergences.py re-measures)")
+                     f"installed {env['attention']}: 'known' labels may be stale "
+                     f"(tests/test_divergences.py re-measures)")
     details = _details(run)
     if details:
         lines.append("\n## Details\n" if markdown else "Details:")
@@ -263,8 +264,8 @@ def _junit(run: CheckRun) -> str:
     """One testsuite per target; one testcase per row, except family rows: one per case (``family/case``)."""
     suites = ET.Element("testsuites", name="refimpl check", time=f"{run.seconds:.3f}")
     for t in run.targets:
-        analysis = "\n".join(list(run.diagnoses.get(t, [])) + ([f"localisation {t}: {run.localisations[t]}"]
-                                                              if run.localisations.get(t) else []))
+        where = [f"localisation {t}: {run.localisations[t]}"] if run.localisations.get(t) else []
+        analysis = "\n".join(list(run.diagnoses.get(t, [])) + where)
         s = ET.SubElement(suites, "testsuite", name=f"refimpl.{t}")
         for c in run.cases:
             o = run.results[(c.id, t)]

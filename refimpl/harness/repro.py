@@ -74,7 +74,8 @@ def _lit(x) -> tuple[str, int]:
     """Python source for one argument and the count of numbers it holds."""
     if hasattr(x, "detach"):                                       # a torch tensor
         name, p = str(x.dtype).replace("torch.", ""), precision_of(x.dtype)
-        inner, n = _lit(x.detach().cpu().float().numpy() if p is not None and not p.native else x.detach().cpu().numpy())
+        t = x.detach().cpu()
+        inner, n = _lit(t.float().numpy() if p is not None and not p.native else t.numpy())
         return (f"torch.tensor({inner})" if name == "bool" else f"torch.tensor({inner}, dtype=torch.{name})"), n
     if isinstance(x, np.ndarray):
         shape = tuple(int(s) for s in x.shape)
@@ -239,7 +240,8 @@ def main():
                 problems.append(f"rows with no key give {rows[0][:4]}...: not zeros, NaN or the mean of V")
         err = _err(out[~DEAD], EXPECTED[~DEAD])
         if not err <= ATOL:
-            problems.append(f"output: max |error| {err:.6g} > ATOL {ATOL:.6g} ({err / ATOL if ATOL else float('inf'):.3g}x)")
+            times = err / ATOL if ATOL else float("inf")
+            problems.append(f"output: max |error| {err:.6g} > ATOL {ATOL:.6g} ({times:.3g}x)")
         if w is not None and WEIGHTS is not None:
             wn, _ = _numpy(w)
             if wn.shape != WEIGHTS.shape:

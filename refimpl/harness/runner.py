@@ -102,8 +102,8 @@ def _nothing_checked(run: CheckRun) -> str:
                             if k[1] not in run.unavailable)
     why += list(details)[:3]
     return (f"NOTHING CHECKED: every one of the {len(run.results)} cells of {len(run.cases)} cases x "
-                         f"{len(run.targets)} targets is skip, n/a, reference or unsupported, so this run is not a "
-                         f"pass; why: " + "; ".join(why)[:600])
+            f"{len(run.targets)} targets is skip, n/a, reference or unsupported, so this run is not a "
+            f"pass; why: " + "; ".join(why)[:600])
 
 
 def close_targets(targets: list[Target]) -> None:

@@ -19,6 +19,11 @@ __all__ = ["Target", "LAYOUTS"]
 LAYOUTS = ("SD", "BHSD", "BSHD")
 
 
+def _no_known(q, k, v, mask) -> list[str]:
+    """A target with no catalogued divergence."""
+    return []
+
+
 @dataclass
 class Target:
     name: str
@@ -27,7 +32,7 @@ class Target:
     torch: bool = False
     api: str = "refimpl"                    # a registered API's name (refimpl.harness.apis)
     is_reference: bool = False              # refimpl itself
-    known: Callable[..., list[str]] = field(default=lambda q, k, v, mask: [])
+    known: Callable[..., list[str]] = field(default=_no_known)
     predict: Callable[..., Any] | None = None   # the catalogued behaviour: (q, k, v, keep) -> output, or raises
     expressible: Callable[..., Any] | None = None   # spec -> None or why this target cannot run the case (n/a)
     precision: str = "float64"              # what it computes in; float32-only runtimes skip float64 expectations

@@ -33,7 +33,6 @@ __all__ = ["torch_mha_attend", "torch_mha_expressible", "torch_mha_target"]
 MHA_TYPES = ("float32", "float64")      # what the fused CPU kernel runs
 
 
-
 def torch_mha_expressible(q_shape, k_shape, v_shape, mask=None, dtype="float64") -> str | None:
     """None when the fused kernel can run this case (refimpl layout: q (B..., Sq, D), k (B..., Sk, D),
     v (B..., Sk, Dv), at most 2 leading dims (B, H)), else why not (``n/a``). ``mask``: the case's mask

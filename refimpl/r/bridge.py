@@ -60,6 +60,7 @@ class CaseResult:
     def unwrap(self) -> tuple[np.ndarray, ...]:
         if self.error is not None:
             raise RError(self.error, self.call)
+        assert self.value is not None            # a case without an error holds its value
         return self.value
 
 
@@ -254,7 +255,8 @@ class RBridge:
                 blocks = vals.reshape((n,) + shape[::-1])           # case-major, each block column-major
                 comps.append(np.transpose(blocks, (0,) + tuple(range(len(shape), 0, -1))))
                 continue
-            per, offset = [None] * n, 0
+            per: list[np.ndarray | None] = [None] * n
+            offset = 0
             for i in range(n):
                 nd = int(dims[i, 0])
                 if nd < 0:

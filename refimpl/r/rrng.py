@@ -47,17 +47,20 @@ def _coerce_seed(seed) -> int:
         try:
             seed = float(seed.strip())
         except ValueError:
-            raise RSeedError(f"seed must be coercible to an integer, as R's set.seed requires; got {seed!r}") from None
+            raise RSeedError(f"seed must be coercible to an integer, as R's set.seed requires; "
+                             f"got {seed!r}") from None
     if not isinstance(seed, (numbers.Real, np.integer, np.floating)):
         raise InputTypeError(f"seed must be a number, got {type(seed).__name__} {seed!r}")
     if isinstance(seed, (int, np.integer)) and abs(int(seed)) >= 2 ** 31:
-        raise RSeedError(f"seed must satisfy |seed| < 2**31 (R's as.integer gives NA and set.seed refuses it), got {seed!r}")
+        raise RSeedError(f"seed must satisfy |seed| < 2**31 (R's as.integer gives NA and set.seed refuses it), "
+                         f"got {seed!r}")
     s = float(seed)
     if math.isnan(s) or math.isinf(s):
         raise RSeedError(f"seed must be finite: R's set.seed refuses {s} ('supplied seed is not a valid integer')")
     t = math.trunc(s)
     if abs(t) >= 2 ** 31:
-        raise RSeedError(f"seed must satisfy |seed| < 2**31 (R's as.integer gives NA and set.seed refuses it), got {seed!r}")
+        raise RSeedError(f"seed must satisfy |seed| < 2**31 (R's as.integer gives NA and set.seed refuses it), "
+                         f"got {seed!r}")
     return int(t)
 
 
@@ -155,19 +158,21 @@ class RRNG:
         n = _count(n, "n", allow_zero=True)
         size = n if size is None else _count(size, "size", allow_zero=True)
         if not replace and size > n:
-            raise InputValueError(f"cannot take a sample larger than the population when replace=False: size={size} > n={n}")
+            raise InputValueError(f"cannot take a sample larger than the population when replace=False: "
+                                  f"size={size} > n={n}")
         if replace or size < 2:
             if size > 0 and n == 0:
                 raise InputValueError("invalid first argument: n must be >= 1 when size > 0")
             return np.array([self._unif_index(n) + 1 for _ in range(size)], dtype=np.int64)
         if n > 1e7 and size <= n / 2:                         # R's useHash default -> sample2
-            seen, out = set(), []
-            while len(out) < size:
+            seen: set[int] = set()
+            picked: list[int] = []
+            while len(picked) < size:
                 v = self._unif_index(n) + 1
                 if v not in seen:
                     seen.add(v)
-                    out.append(v)
-            return np.array(out, dtype=np.int64)
+                    picked.append(v)
+            return np.array(picked, dtype=np.int64)
         x = list(range(n))
         out = np.empty(size, dtype=np.int64)
         m = n

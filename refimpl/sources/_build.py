@@ -64,7 +64,7 @@ class BuildContext:
                     return e["array"]
         if fallback is None:
             raise Unavailable(f"no published value for {fixture_id}:{name}: neither the fixture nor "
-                                f"published.json ({published_path()}) is here")
+                              f"published.json ({published_path()}) is here")
         return np.asarray(fallback, dtype=np.float64)
 
 

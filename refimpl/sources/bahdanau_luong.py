@@ -23,8 +23,9 @@ META = {"title": "The Attention Mechanism from Scratch (the Bahdanau encoder-dec
                  "https://arxiv.org/abs/1409.0473", "https://arxiv.org/abs/1508.04025"]}
 T, N, D_S, D_H, D_A = 3, 5, 4, 4, 6
 RECIPE = {"kind": "numpy-legacy", "seed": 2014,
-          "calls": ["standard_normal((3, 4)) -> s", "standard_normal((5, 4)) -> h", "standard_normal((4, 6)) / 2 -> w_a",
-                    "standard_normal((4, 6)) / 2 -> u_a", "standard_normal(6) -> v_a", "standard_normal((4, 4)) / 2 -> w_general",
+          "calls": ["standard_normal((3, 4)) -> s", "standard_normal((5, 4)) -> h",
+                    "standard_normal((4, 6)) / 2 -> w_a", "standard_normal((4, 6)) / 2 -> u_a",
+                    "standard_normal(6) -> v_a", "standard_normal((4, 4)) / 2 -> w_general",
                     "standard_normal((8, 6)) / 2 -> w_concat"],
           "text": "rs = numpy.random.RandomState(2014); then, in this order: s = rs.standard_normal((3, 4)) "
                   "(decoder states), h = rs.standard_normal((5, 4)) (encoder states), w_a, u_a = "
@@ -86,13 +87,16 @@ def build(ctx: BuildContext) -> list[dict]:
     va = float(np.abs(p["v_a"]).sum())
     hmax = float(np.abs(p["h"]).max())
     score_rule = forward_rule(D_A * 8 + 8, va * 1.01)
-    gen_rule = forward_rule(D_S * D_H + 4, float(np.abs(p["s"]).max() * np.abs(p["w_general"]).max() * hmax * D_S * D_H))
+    gen_rule = forward_rule(D_S * D_H + 4,
+                            float(np.abs(p["s"]).max() * np.abs(p["w_general"]).max() * hmax * D_S * D_H))
     w_rule = lambda e: forward_rule(2 * float(np.abs(dec.to_float(e)).max()) + N + 2, 1.0)  # noqa: E731
     c_rule = lambda e: forward_rule(2 * float(np.abs(dec.to_float(e)).max()) + N + D_H + 2, hmax * 1.01)  # noqa: E731
     steps = [step("additive_scores", {"s": "s", "h": "h", "w_a": "w_a", "u_a": "u_a", "v_a": "v_a"}, ["e_additive"]),
-             step("attention_context", {"scores": "e_additive", "h": "h", "mask": "mask"}, ["context_additive", "weights_additive"]),
+             step("attention_context", {"scores": "e_additive", "h": "h", "mask": "mask"},
+                  ["context_additive", "weights_additive"]),
              step("luong_scores", {"s": "s", "h": "h", "w": "w_general"}, ["e_general"], kind="general"),
-             step("attention_context", {"scores": "e_general", "h": "h", "mask": "mask"}, ["context_general", "weights_general"]),
+             step("attention_context", {"scores": "e_general", "h": "h", "mask": "mask"},
+                  ["context_general", "weights_general"]),
              step("luong_scores", {"s": "s", "h": "h", "w": "w_concat", "v_a": "v_a"}, ["e_concat"], kind="concat")]
     expected = {
         "e_additive": [expect("decimal50", dec.to_float(e_add), score_rule, d50)],

@@ -18,9 +18,12 @@ SOURCE = "codefinity"
 META = {"title": "How Self-Attention Is Calculated", "author": "Codefinity course chapter", "urls": []}
 TEXT = {  # the chapter's inputs, as decimal text
     "X": [["1.0", "0.0", "1.0", "0.0"], ["0.0", "2.0", "0.0", "2.0"], ["1.0", "1.0", "1.0", "1.0"]],
-    "W_q": [["0.1", "0.2", "0.0", "0.0"], ["0.0", "0.1", "0.3", "0.0"], ["0.1", "0.0", "0.0", "0.2"], ["0.0", "0.0", "0.2", "0.3"]],
-    "W_k": [["0.2", "0.0", "0.1", "0.0"], ["0.0", "0.1", "0.0", "0.3"], ["0.1", "0.0", "0.2", "0.0"], ["0.0", "0.2", "0.0", "0.1"]],
-    "W_v": [["0.0", "0.1", "0.0", "0.2"], ["0.2", "0.0", "0.2", "0.0"], ["0.0", "0.3", "0.1", "0.0"], ["0.1", "0.0", "0.0", "0.3"]],
+    "W_q": [["0.1", "0.2", "0.0", "0.0"], ["0.0", "0.1", "0.3", "0.0"], ["0.1", "0.0", "0.0", "0.2"],
+            ["0.0", "0.0", "0.2", "0.3"]],
+    "W_k": [["0.2", "0.0", "0.1", "0.0"], ["0.0", "0.1", "0.0", "0.3"], ["0.1", "0.0", "0.2", "0.0"],
+            ["0.0", "0.2", "0.0", "0.1"]],
+    "W_v": [["0.0", "0.1", "0.0", "0.2"], ["0.2", "0.0", "0.2", "0.0"], ["0.0", "0.3", "0.1", "0.0"],
+            ["0.1", "0.0", "0.0", "0.3"]],
 }
 
 
@@ -35,7 +38,8 @@ def build(ctx: BuildContext) -> list[dict]:
     f = inputs()
     Qf, Kf, Vf = (f["X"] @ f[w] for w in ("W_q", "W_k", "W_v"))
     d50 = "50-digit decimal arithmetic on the decimal inputs as written"
-    mm = lambda m: {"rule": "forward", "dtype": "float64", "n_terms": 8.0, "magnitude": float(np.abs(m).max()) * 1.01}  # noqa: E731
+    mm = lambda m: {"rule": "forward", "dtype": "float64", "n_terms": 8.0,  # noqa: E731
+                    "magnitude": float(np.abs(m).max()) * 1.01}
     fid = f"{SOURCE}/self-attention"
     steps = qkv_score_steps("X", "W_q", "W_k", "W_v") + [
              step("self_attention", {"x": "X", "w_q": "W_q", "w_k": "W_k", "w_v": "W_v"}, ["output", "weights"])]

@@ -58,7 +58,8 @@ def build(ctx: BuildContext) -> list[dict]:
         "first_word_weights": [expect("decimal50", dec.to_float(w50[0]), sdpa_rule(Q[:1], K, V, s, weights=True), d50)],
         "attention": [expect("published", P("attention", "attention"), numpy8),
                       expect("decimal50", dec.to_float(out50), sdpa_rule(Q, K, V, s), d50)],
-        "weights": [expect("published", P("weights", "weights (printed in a public copy of the notebook, 9 significant digits)"), sig9),
+        "weights": [expect("published", P("weights", "weights (printed in a public copy of the notebook, "
+                                                     "9 significant digits)"), sig9),
                     expect("decimal50", dec.to_float(w50), sdpa_rule(Q, K, V, s, weights=True), d50)],
     }
     return [make(fid, META, "'The General Attention Mechanism with NumPy and SciPy': first-word attention and the "
@@ -66,4 +67,3 @@ def build(ctx: BuildContext) -> list[dict]:
                  "Both forms scale by sqrt(3): key_1.shape[0]**0.5 and K.shape[1]**0.5. The W's are inputs "
                  "regenerated from the recipe and equal to the tutorial's printed ones.",
                  RECIPE, {"words": WORDS, **w}, steps, expected)]
-

@@ -26,7 +26,8 @@ RECIPE = {"kind": "numpy-legacy", "seed": 2025,
                     "standard_normal((4, 16, 4)) / 4 -> w_value", "standard_normal((16, 16)) / 4 -> w_output"],
           "text": "rs = numpy.random.RandomState(2025); table = rs.standard_normal((10, 16)); "
                   "sentence_embed = table[[2, 6, 8, 3, 1]]; w_query, w_key, w_value = "
-                  "rs.standard_normal((4, 16, 4)) / 4 each, in that order; w_output = rs.standard_normal((16, 16)) / 4. "
+                  "rs.standard_normal((4, 16, 4)) / 4 each, in that order; "
+                  "w_output = rs.standard_normal((16, 16)) / 4. "
                   "Documented here, not the source's (which published no seeds)."}
 
 
@@ -65,7 +66,8 @@ def build(ctx: BuildContext) -> list[dict]:
              step("matmul", {"a": "sentence_embed", "b": "w_k"}, ["keys"]),
              step("matmul", {"a": "sentence_embed", "b": "w_v"}, ["values"]),
              step("general_attention", {"query": "query_1", "keys": "keys", "values": "values"}, ["z1", "a1"]),
-             step("self_attention", {"x": "sentence_embed", "w_q": "w_q", "w_k": "w_k", "w_v": "w_v"}, ["z", "weights"])]
+             step("self_attention", {"x": "sentence_embed", "w_q": "w_q", "w_k": "w_k", "w_v": "w_v"},
+                  ["z", "weights"])]
     expected = {"z1": [expect("decimal50", dec.to_float(z0[0]), sdpa_rule(q0[:1], k0, v0), d50)],
                 "a1": [expect("decimal50", dec.to_float(a0[0]), sdpa_rule(q0[:1], k0, v0, weights=True), d50)],
                 "z": [expect("decimal50", dec.to_float(z0), sdpa_rule(q0, k0, v0), d50)],
@@ -94,4 +96,3 @@ def build(ctx: BuildContext) -> list[dict]:
                     "The source published no values; only shapes (w_query (4, 16, 4), outputs (4, 5, 4), concat 16) "
                     "are the source's. Parameters from the documented seeded generator.", RECIPE, p, steps, expected))
     return out
-

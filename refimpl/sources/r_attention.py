@@ -10,7 +10,8 @@ from .vignettes import WORDS, rowmax_example_input, simple_vignette, softmax_exa
 SOURCE = "r-attention"
 META = {
     "title": "R package 'attention' 0.4.0 (CRAN, 2023-11-10): vignettes 'Simple Self-Attention from Scratch' "
-             "and 'Complete Self-Attention from Scratch', and the documented examples of SoftMax, RowMax, ComputeWeights",
+             "and 'Complete Self-Attention from Scratch', and the documented examples of SoftMax, RowMax, "
+             "ComputeWeights",
     "author": "Bastiaan Quast",
     "urls": ["https://cran.r-project.org/package=attention",
              "https://cran.r-project.org/web/packages/attention/vignettes/simple_attention.html",
@@ -47,7 +48,8 @@ def build(ctx: BuildContext) -> list[dict]:
         published = ctx.published_value(fid, fn, fns.get(fn, {}).get("published"))
         out.append(make(fid, META, f"documented example of {fn} (?{fn})", True, note,
                         {"kind": "r-set-seed", "seed": 0, "generator": "refimpl.rrng", "text": f"set.seed(0); {rcode}"},
-                        {arg: value}, [step("softmax", {"x": arg}, [fn]) if fn == "SoftMax" else step("rowmax", {"a": arg}, [fn])],
+                        {arg: value},
+                        [step("softmax", {"x": arg}, [fn]) if fn == "SoftMax" else step("rowmax", {"a": arg}, [fn])],
                         {fn: [expect("published", published, R_PRINTED if fn == "SoftMax" else EXACT,
                                      "" if fn == "SoftMax" else "integers printed exactly"),
                               expect("r", r, rule, _r_note(version))]}))
@@ -57,14 +59,17 @@ def build(ctx: BuildContext) -> list[dict]:
     scores = simple_vignette()["scores"]
     r = rb.call("ComputeWeights", scores).unwrap()[0]
     out.append(make(fid, META, "documented example of ComputeWeights (the simple vignette's scores)", True,
-                     "ComputeWeights divides by sqrt(nrow(scores)) = 2, not sqrt(d_k) (divergence D1): the "
-                     "steps make that scale explicit.",
-                     {"kind": "explicit", "text": "scores as printed by the simple vignette (integers)"},
-                     {"scores": scores},
-                     [step("multiply", {"a": "scores"}, ["scaled"], factor=0.5),
-                      step("softmax", {"x": "scaled"}, ["weights"])],
-                     {"weights": [expect("published", ctx.published_value(fid, "weights", fns.get("ComputeWeights", {}).get("published")), R_PRINTED),
-                                  expect("r", r, forward_rule(8, 1.0), _r_note(version))]}))
+                    "ComputeWeights divides by sqrt(nrow(scores)) = 2, not sqrt(d_k) (divergence D1): the "
+                    "steps make that scale explicit.",
+                    {"kind": "explicit", "text": "scores as printed by the simple vignette (integers)"},
+                    {"scores": scores},
+                    [step("multiply", {"a": "scores"}, ["scaled"], factor=0.5),
+                     step("softmax", {"x": "scaled"}, ["weights"])],
+                    {"weights": [expect("published",
+                                        ctx.published_value(fid, "weights",
+                                                            fns.get("ComputeWeights", {}).get("published")),
+                                        R_PRINTED),
+                                 expect("r", r, forward_rule(8, 1.0), _r_note(version))]}))
 
     # the two vignettes
     for name, scale, runs in (("simple", 0.5, "simple_attention"), ("complete", None, "complete_attention")):
@@ -76,23 +81,25 @@ def build(ctx: BuildContext) -> list[dict]:
             steps.append(step("rowmax", {"a": "scores"}, ["maxs"]))
         steps.append(step("sdpa", {"q": "Q", "k": "K", "v": "V"}, ["attention", "weights"],
                           **({"scale": scale} if scale else {})))
-        exp = {n: [expect("r", v[n], EXACT, _r_note(version) + "; integers")] for n in ("W_Q", "W_K", "W_V", "Q", "K", "V")}
+        exp = {n: [expect("r", v[n], EXACT, _r_note(version) + "; integers")]
+               for n in ("W_Q", "W_K", "W_V", "Q", "K", "V")}
         exp["scores"] = [expect("published", ctx.published_value(fid, "scores", P.get("scores")), R_PRINTED),
                          expect("r", v["scores"], EXACT, _r_note(version))]
         if name == "complete":
-            exp["maxs"] = [expect("published", ctx.published_value(fid, "maxs", P.get("complete_maxs")).reshape(4, 1), R_PRINTED,
-                                  "printed by print(maxs) as a 4x1 matrix"),
+            exp["maxs"] = [expect("published", ctx.published_value(fid, "maxs", P.get("complete_maxs")).reshape(4, 1),
+                                  R_PRINTED, "printed by print(maxs) as a 4x1 matrix"),
                            expect("r", v["maxs"], EXACT, _r_note(version))]
         Q, K, V = v["Q"], v["K"], v["V"]
-        exp["weights"] = [expect("published", ctx.published_value(fid, "weights", P.get(f"{name}_weights")), R_PRINTED),
+        exp["weights"] = [expect("published", ctx.published_value(fid, "weights", P.get(f"{name}_weights")),
+                                 R_PRINTED),
                           expect("r", v["weights"], sdpa_rule(Q, K, V, scale, weights=True), _r_note(version))]
-        exp["attention"] = [expect("published", ctx.published_value(fid, "attention", P.get(f"{name}_attention")), R_PRINTED),
+        exp["attention"] = [expect("published", ctx.published_value(fid, "attention", P.get(f"{name}_attention")),
+                                   R_PRINTED),
                             expect("r", v["attention"], sdpa_rule(Q, K, V, scale), _r_note(version))]
         note = ("The simple vignette computes weights with ComputeWeights, which divides by sqrt(nrow(scores)) = "
                 "sqrt(4) (divergence D1); the steps reproduce it with scale=0.5." if name == "simple" else
                 "The complete vignette divides by sqrt(ncol(K)) = sqrt(3): refimpl's default sdpa.")
-        out.append(make(fid, META, f"vignette '{'Simple' if name == 'simple' else 'Complete'} Self-Attention from Scratch'"
-                                   f" (doc/{runs}.R): every variable", True, note, W_RECIPE,
-                         {"words": WORDS, **{w: v[w] for w in ("W_Q", "W_K", "W_V")}}, steps, exp))
+        title = "Simple" if name == "simple" else "Complete"
+        out.append(make(fid, META, f"vignette '{title} Self-Attention from Scratch' (doc/{runs}.R): every variable",
+                        True, note, W_RECIPE, {"words": WORDS, **{w: v[w] for w in ("W_Q", "W_K", "W_V")}}, steps, exp))
     return out
-

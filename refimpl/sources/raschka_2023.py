@@ -98,7 +98,8 @@ def build(ctx: BuildContext) -> list[dict]:
                     expect("decimal50", dec.to_float(omega).reshape(6), omega_rule, d50)],
         "attention_weights_2": [expect("published", P("attention_weights_2", "attention_weights_2"), PRINT4),
                                 expect("decimal50", dec.to_float(w50).reshape(6),
-                                       sdpa_rule(qf[None], kf, vf, 1 / math.sqrt(24), weights=True, dtype="float32"), d50)],
+                                       sdpa_rule(qf[None], kf, vf, 1 / math.sqrt(24), weights=True, dtype="float32"),
+                                       d50)],
         "context_vector_2": [expect("published", P("context_vector_2", "context_vector_2"), PRINT4),
                              expect("decimal50", dec.to_float(ctx50).reshape(28),
                                     sdpa_rule(qf[None], kf, vf, 1 / math.sqrt(24), dtype="float32"), d50)],
@@ -107,7 +108,8 @@ def build(ctx: BuildContext) -> list[dict]:
                              "the second input element as the query", True,
                   "Vectors are W @ x (weights (d_out, d_in)). The published numbers are torch float32 results "
                   "printed to 4 decimals; refimpl computes in float64 from the same float32 parameters. The "
-                  "article's context-vector block has a print typo (see published.json print_quirk); its numbers are used.",
+                  "article's context-vector block has a print typo (see published.json print_quirk); "
+                  "its numbers are used.",
                   RECIPE, {n: p[n] for n in ("sentence_int", "embedded_sentence", "W_query", "W_key", "W_value")},
                   steps, expected)
 
@@ -137,9 +139,11 @@ def build(ctx: BuildContext) -> list[dict]:
         "multihead_values": [expect_shape(pub.get("multihead_values_shape_permuted", [3, 6, 28]))],
         "weights": [expect("decimal50", np.stack([dec.to_float(hd[1]) for hd in heads]),
                            {"rule": "forward", "dtype": "float32", "magnitude": 1.0,
-                            "n_terms": max(sdpa_rule(*qkv[h], 1 / math.sqrt(24), weights=True)["n_terms"] for h in range(3))}, d50)],
+                            "n_terms": max(sdpa_rule(*qkv[h], 1 / math.sqrt(24), weights=True)["n_terms"]
+                                           for h in range(3))}, d50)],
         "context": [expect("decimal50", np.concatenate([dec.to_float(hd[0]) for hd in heads], axis=1),
-                           {"rule": "forward", "dtype": "float32", "magnitude": max(float(np.abs(t[2]).max()) for t in qkv) * 1.01,
+                           {"rule": "forward", "dtype": "float32",
+                            "magnitude": max(float(np.abs(t[2]).max()) for t in qkv) * 1.01,
                             "n_terms": max(sdpa_rule(*qkv[h], 1 / math.sqrt(24))["n_terms"] for h in range(3))}, d50)],
     }
     multi = make(fid, META, "'Multi-Head Attention': 3 heads stacked, continuing the seeded stream", True,

@@ -32,7 +32,7 @@ def _common() -> dict[str, np.ndarray]:
     v["words"] = WORDS.copy()
     v.update(vignette_weights())
     v["Q"], v["K"], v["V"] = (v["words"] @ v[w] for w in ("W_Q", "W_K", "W_V"))   # (4, 3) x (3, 3) -> (4, 3)
-    v["scores"] = v["Q"] @ v["K"].T                                                   # (4, 4)
+    v["scores"] = v["Q"] @ v["K"].T                                               # (4, 4)
     return v
 
 
@@ -54,10 +54,10 @@ def simple_vignette_refimpl() -> dict[str, np.ndarray]:
 def complete_vignette() -> dict[str, np.ndarray]:
     """The complete vignette: row max, then ``exp((s - max)/sqrt(ncol(K))) / sum(...)`` per row."""
     v = _common()
-    v["maxs"] = v["scores"].max(axis=1, keepdims=True)                                # (4, 1) as.matrix(apply(..., 1, max))
+    v["maxs"] = v["scores"].max(axis=1, keepdims=True)                            # (4, 1) as.matrix(apply(..., 1, max))
     v["weights"] = softmax((v["scores"] - v["maxs"]) / math.sqrt(v["K"].shape[1]), axis=1)
     v["attention"] = v["weights"] @ v["V"]
-    v["i"] = np.array([4.0])                                                          # the loop variable R leaves behind
+    v["i"] = np.array([4.0])                                                      # the loop variable R leaves behind
     return v
 
 

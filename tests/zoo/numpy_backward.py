@@ -106,7 +106,7 @@ def grad_blocked(q, k, v, d_out, mask=None, scale=None):
         return s if keep is None else np.where(keep[..., j0:j1], s, -np.inf)
 
     m = np.array(-np.inf, q.dtype)
-    l = np.zeros((), q.dtype)
+    row_sum = np.zeros((), q.dtype)
     acc = np.zeros((), q.dtype)
     for j0, j1 in blocks:                                         # pass 1: online softmax
         s = block_scores(j0, j1)
@@ -114,12 +114,12 @@ def grad_blocked(q, k, v, d_out, mask=None, scale=None):
         base = np.where(m_new == -np.inf, 0.0, m_new)
         alpha = np.exp(m - base)
         p = np.exp(s - base)
-        l = alpha * l + p.sum(axis=-1, keepdims=True)
+        row_sum = alpha * row_sum + p.sum(axis=-1, keepdims=True)
         acc = alpha * acc + p @ v[..., j0:j1, :]                  # (..., Sq, Bk) x (..., Bk, Dv) -> (..., Sq, Dv)
         m = m_new
-    live = l > 0
-    o = acc / np.where(live, l, 1.0)                              # (..., Sq, Dv)
-    lse = np.where(live, m + np.log(np.where(live, l, 1.0)), np.inf)   # (..., Sq, 1)
+    live = row_sum > 0
+    o = acc / np.where(live, row_sum, 1.0)                        # (..., Sq, Dv)
+    lse = np.where(live, m + np.log(np.where(live, row_sum, 1.0)), np.inf)  # (..., Sq, 1)
     delta = np.sum(d_out * o, axis=-1, keepdims=True)             # (..., Sq, 1)
 
     dq = np.zeros((), q.dtype)

@@ -179,12 +179,12 @@ def blocked_tail(q, k, v, mask=None, scale=None):
     for j0, j1 in blocks:
         m = np.maximum(m, block_scores(j0, j1).max(axis=-1, keepdims=True))
     m = np.where(m == -np.inf, 0.0, m)
-    l, acc = 0.0, 0.0
+    row_sum, acc = 0.0, 0.0
     for j0, j1 in blocks:
         p = np.exp(block_scores(j0, j1) - m)
-        l = l + p.sum(axis=-1, keepdims=True)
+        row_sum = row_sum + p.sum(axis=-1, keepdims=True)
         acc = acc + p @ v[..., j0:j1, :]                          # (..., Sq, Bk) x (..., Bk, Dv) -> (..., Sq, Dv)
-    return (acc / np.where(l == 0, 1.0, l)).astype(q.dtype)
+    return (acc / np.where(row_sum == 0, 1.0, row_sum)).astype(q.dtype)
 
 
 def online_rescale(q, k, v, mask=None, scale=None):
@@ -193,7 +193,7 @@ def online_rescale(q, k, v, mask=None, scale=None):
     q, k, v, keep = _prepare(q, k, v, mask)
     scale = _default_scale(q, scale)
     m = np.array(-np.inf, dtype=q.dtype)
-    l = np.zeros((), q.dtype)
+    row_sum = np.zeros((), q.dtype)
     acc = np.zeros((), q.dtype)
     for j0 in range(0, k.shape[-2], ONLINE_BLOCK_K):
         j1 = min(j0 + ONLINE_BLOCK_K, k.shape[-2])
@@ -204,10 +204,10 @@ def online_rescale(q, k, v, mask=None, scale=None):
         base = np.where(m_new == -np.inf, 0.0, m_new)
         alpha = np.exp(m - base)
         p = np.exp(s - base)
-        l = alpha * l + p.sum(axis=-1, keepdims=True)
+        row_sum = alpha * row_sum + p.sum(axis=-1, keepdims=True)
         acc = acc + p @ v[..., j0:j1, :]                          # BUG: must be alpha * acc + p @ v_blk
         m = m_new
-    return acc / np.where(l == 0, 1.0, l)
+    return acc / np.where(row_sum == 0, 1.0, row_sum)
 
 
 def masked_rows_42(q, k, v, mask=None, scale=None):

@@ -115,13 +115,13 @@ def blocked(q, k, v, mask=None, scale=None):
     for j0, j1 in blocks:
         m = np.maximum(m, block_scores(j0, j1).max(axis=-1, keepdims=True))   # (..., Sq, 1)
     m = np.where(m == -np.inf, 0.0, m)
-    l = np.zeros((), dtype)
+    row_sum = np.zeros((), dtype)
     acc = np.zeros((), dtype)
     for j0, j1 in blocks:
         p = np.exp(block_scores(j0, j1) - m)                      # (..., Sq, Bk), 0 where masked
-        l = l + p.sum(axis=-1, keepdims=True)
+        row_sum = row_sum + p.sum(axis=-1, keepdims=True)
         acc = acc + p @ v[..., j0:j1, :]                          # (..., Sq, Bk) x (..., Bk, Dv) -> (..., Sq, Dv)
-    return (acc / np.where(l == 0, 1.0, l)).astype(dtype, copy=False)
+    return (acc / np.where(row_sum == 0, 1.0, row_sum)).astype(dtype, copy=False)
 
 
 def online(q, k, v, mask=None, scale=None):
@@ -135,7 +135,7 @@ def online(q, k, v, mask=None, scale=None):
     q, k, v, keep, scale, dtype = _prepare(q, k, v, mask, scale)
     Sk = k.shape[-2]
     m = np.array(-np.inf, dtype=dtype)
-    l = np.zeros((), dtype)
+    row_sum = np.zeros((), dtype)
     acc = np.zeros((), dtype)
     for j0 in range(0, Sk, ONLINE_BLOCK_K):
         j1 = min(j0 + ONLINE_BLOCK_K, Sk)
@@ -146,10 +146,10 @@ def online(q, k, v, mask=None, scale=None):
         base = np.where(m_new == -np.inf, 0.0, m_new)
         alpha = np.exp(m - base)                                 # rescales what was summed under the old max
         p = np.exp(s - base)                                     # (..., Sq, Bk)
-        l = alpha * l + p.sum(axis=-1, keepdims=True)
+        row_sum = alpha * row_sum + p.sum(axis=-1, keepdims=True)
         acc = alpha * acc + p @ v[..., j0:j1, :]                 # (..., Sq, Bk) x (..., Bk, Dv) -> (..., Sq, Dv)
         m = m_new
-    return (acc / np.where(l == 0, 1.0, l)).astype(dtype, copy=False)
+    return (acc / np.where(row_sum == 0, 1.0, row_sum)).astype(dtype, copy=False)
 
 
 def per_row(q, k, v, mask=None, scale=None):

@@ -27,7 +27,7 @@ def _load(rel):
 
 
 IMPLS, BROKEN, BACKWARD, R_CAT = (_load(n) for n in ("numpy_impls", "numpy_broken", "numpy_backward",
-                                                      "r/r_catalog"))
+                                                     "r/r_catalog"))
 MODELS = {None, "scale", "mask-polarity", "additive-mask-sign", "causal-alignment", "window-bounds",
           "softmax-axis", "weights-transposed", "no-max-subtraction", "finite-mask-fill", "low-precision",
           "gqa-grouping", "softcap", "alibi-sign", "denominator-epsilon", "blocked-tail", "online-rescale",
@@ -220,7 +220,7 @@ def bwd_case(seed, Sq=3, Sk=5, D=3, Dv=2, qb=(2,), kb=None, mask="dead", scale=N
     d_out = np.random.default_rng(seed + 100).standard_normal(out.shape)
     if orthogonal:                                            # rowsum(d_out * out) = 0: the delta term vanishes
         d_out -= out * np.sum(d_out * out, -1, keepdims=True) / np.maximum(np.sum(out * out, -1, keepdims=True),
-                                                                          1e-300)
+                                                                           1e-300)
     c["d_out"] = d_out
     c["fd"] = finite_difference_grads(c["q"], c["k"], c["v"], d_out, c["mask"], scale)
     return c

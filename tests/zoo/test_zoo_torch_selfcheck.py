@@ -64,7 +64,7 @@ def sdpa_case(name):
     """(args, kwargs) of one named torch-sdpa case, float64, reproducible."""
     g = torch.Generator().manual_seed(sum(map(ord, name)))
     qkv = lambda b, sq, sk, d, dv, hq=3, hkv=3: (_rand(g, *b, hq, sq, d), _rand(g, *b, hkv, sk, d),  # noqa: E731
-                                                  _rand(g, *b, hkv, sk, dv))
+                                                 _rand(g, *b, hkv, sk, dv))
     dead = torch.rand(5, 7, generator=g) > 0.4
     dead[2] = False  # query row 2 attends to no key
     live = torch.rand(2, 1, 3, 6, generator=g) > 0.3
@@ -133,7 +133,7 @@ def ref_flash(q, k, v, softmax_scale=None, causal=False, window_size=(-1, -1), s
 def flash_case(name):
     g = torch.Generator().manual_seed(sum(map(ord, name)))
     qkv = lambda b, sq, sk, d, dv, hq=3, hkv=3: (_rand(g, b, sq, hq, d), _rand(g, b, sk, hkv, d),  # noqa: E731
-                                                  _rand(g, b, sk, hkv, dv))
+                                                 _rand(g, b, sk, hkv, dv))
     slopes_h, slopes_bh = torch.rand(3, generator=g, dtype=torch.float64), torch.rand(2, 3, generator=g).double()
     cases = {
         "basic": lambda: (qkv(2, 5, 7, 4, 6), {}),

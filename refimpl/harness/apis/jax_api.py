@@ -3,9 +3,10 @@ scale=None, is_causal=False, query_seq_lengths=None, key_value_seq_lengths=None,
 
 NumPy arrays in (a JAX user calls ``jnp.asarray`` inside), layout (B, T, N, H) = (B, S, H, D); GQA by fewer
 kv heads; ``bias`` additive and finite (additive masks and ALiBi arrive there), ``mask`` bool (True = attend:
-bool masks, padding, and the keys an additive mask drops with -inf); ``is_causal`` top-left, ``local_window_size=(left, right)`` top-left
-(query i sees keys i - left .. i + right); bottom-right bands and windows with an unbounded edge arrive
-folded into ``mask``. No softcap. Sequence lengths are not used (padding arrives as a mask).
+bool masks, padding, and the keys an additive mask drops with -inf); ``is_causal`` top-left,
+``local_window_size=(left, right)`` top-left (query i sees keys i - left .. i + right); bottom-right bands
+and windows with an unbounded edge arrive folded into ``mask``. No softcap. Sequence lengths are not used
+(padding arrives as a mask).
 """
 from __future__ import annotations
 

@@ -62,9 +62,9 @@ def _make() -> Target:
     def expressible(spec) -> str | None:
         return None if spec.dtype in ORT_TYPES else f"ORT's CPU Attention kernel has no {spec.dtype}"
 
-    fn.close = session.close
+    setattr(fn, "close", session.close)           # runner.close_targets ends the Node process
     return Target(name="onnxruntime", fn=fn, api="native", expressible=expressible, precision="float32",
-                note=f"ONNX Attention-23 on {why}")
+                  note=f"ONNX Attention-23 on {why}")
 
 
 COLUMN = Column("onnxruntime", _make, "ONNX Attention-23 in ONNX Runtime's CPU kernel (Node), float32", DIVERGENCES)

@@ -18,7 +18,8 @@ def per_case(q, k, v, mask):
     package takes them (a bool mask becomes 0/1)."""
     q, k, v = (np.asarray(a) for a in (q, k, v))
     batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    flat = [np.broadcast_to(a, batch + a.shape[-2:]).reshape((-1,) + a.shape[-2:]).astype(np.float64) for a in (q, k, v)]
+    flat = [np.broadcast_to(a, batch + a.shape[-2:]).reshape((-1,) + a.shape[-2:]).astype(np.float64)
+            for a in (q, k, v)]
     m = None if mask is None else np.broadcast_to(mask, batch + (q.shape[-2], k.shape[-2])).reshape(
         (-1, q.shape[-2], k.shape[-2])).astype(np.float64)
     return batch, [(flat[0][i], flat[1][i], flat[2][i], None if m is None else m[i]) for i in range(flat[0].shape[0])]

@@ -13,7 +13,8 @@ def _refimpl_fn(q, k, v, mask=None, scale=None, **features):
 
 
 def _make() -> Target:
-    return Target("refimpl", _refimpl_fn, is_reference=True, api="native", note="refimpl float64/float32, every feature")
+    return Target("refimpl", _refimpl_fn, is_reference=True, api="native",
+                  note="refimpl float64/float32, every feature")
 
 
 COLUMN = Column("refimpl", _make, "refimpl float64/float32, every feature (the reference)")

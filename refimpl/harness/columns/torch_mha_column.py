@@ -53,7 +53,7 @@ def _make() -> Target:
 
     import torch
     return Target(name="torch-mha", fn=fn, api="native", expressible=expressible,
-                note=f"torch {torch.__version__} _native_multi_head_attention, identity projections")
+                  note=f"torch {torch.__version__} _native_multi_head_attention, identity projections")
 
 
 COLUMN = Column("torch-mha", _make, "torch's fused _native_multi_head_attention, equal-shape cases", DIVERGENCES)
