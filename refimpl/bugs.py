@@ -13,19 +13,38 @@ or a float additive mask, broadcastable to (B, Hq, Sq, Sk). The correct computat
 
 Models that only change an argument call :func:`refimpl.attention.scaled_dot_product_attention`; the
 others rebuild S and its keep-mask (:func:`refimpl.masks.window_mask`) and change one step.
-``MODELS`` maps a model id to its ``(variant label, callable)`` list; ``EXPLANATIONS`` gives one line each.
+``MODELS`` maps a model id to its :class:`BugModel` row: the explanation the diagnosis prints, the variants
+(label and callable), and the closeness a fit needs.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import partial
+from typing import Callable
 
 import numpy as np
 
 from .attention import scaled_dot_product_attention
 from .masks import alibi_bias, window_mask
 
-__all__ = ["MODELS", "EXPLANATIONS", "TOLERANCES"]
+__all__ = ["MODELS", "BugModel", "Variant"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str                          # how this variant makes the mistake, e.g. "1/sqrt(Dv)"
+    fn: Callable                        # refimpl's inputs and keywords -> the output with the mistake
+    splits_alibi: bool = False          # takes the user's mask and the ALiBi slopes apart (mask=, slopes=)
+
+
+@dataclass(frozen=True)
+class BugModel:
+    """One bug model: a row of the bug-model table (forward here, backward in :mod:`refimpl.bugs_backward`)."""
+    name: str
+    explanation: str
+    variants: tuple[Variant, ...]
+    tolerance: tuple[float, float] = (1e-3, 1e-6)   # (rtol, atol relative to 1 + max|v|) a fit must meet
 
 
 def _sdpa(q, k, v, **kw):
@@ -162,13 +181,6 @@ def weights_transposed(q, k, v, **kw):
     return out, np.swapaxes(w, -1, -2)
 
 
-# models that take the user's mask and the ALiBi slopes apart (the diagnosis passes ``mask`` and ``slopes``)
-for _fn in (additive_mask_sign, additive_mask_negated, alibi_sign):
-    setattr(_fn, "splits_alibi", True)          # a marker on a function: read back with getattr
-_ALIBI_IN_MASK = partial(additive_mask_sign, alibi_in_mask=True)
-setattr(_ALIBI_IN_MASK, "splits_alibi", True)
-
-
 def causal_alignment(q, k, v, *, alignment="top-left", **kw):
     """Causal/window band placed with the other alignment (top-left <-> bottom-right)."""
     other = "bottom-right" if alignment == "top-left" else "top-left"
@@ -284,48 +296,49 @@ def _named(fn, **param):
     return f
 
 
-MODELS: dict[str, list[tuple[str, object]]] = {
-    "scale": [(f, _named(scale, factor=f)) for f in ("1/sqrt(Sk)", "1/sqrt(Dv)", "1/D", "1", "1 always")],
-    "mask-polarity": [("True = masked", mask_polarity),
-                      ("True = masked, band included", _named(mask_polarity, with_band=True))],
-    "additive-mask-sign": [("S - mask", additive_mask_sign),
-                           ("S - mask, ALiBi in the mask too", _ALIBI_IN_MASK),
-                           ("S - mask, -inf too", additive_mask_negated)],
-    "causal-alignment": [("other alignment", causal_alignment)],
-    "alibi-sign": [("+slope * distance", alibi_sign)],
-    "window-bounds": [("left + 1", _named(window_bounds, shift=1)), ("left - 1", _named(window_bounds, shift=-1))],
-    "softmax-axis": [("over queries", softmax_axis)],
-    "no-max-subtraction": [("exp(S)", no_max_subtraction)],
-    "finite-mask-fill": [("-1e9", _named(finite_mask_fill, fill=-1e9)), ("-1e4", _named(finite_mask_fill, fill=-1e4)),
-                         ("-1e4 float32", _named(finite_mask_fill, fill=-1e4, dtype="float32"))],
-    "gqa-grouping": [("h % Hkv", gqa_grouping)],
-    "softcap": [("tanh before scaling", softcap_order)],
-    "denominator-epsilon": [("+1e-6", denominator_epsilon)],
-    "blocked-tail": [("blocks of 64", blocked_tail),
-                     ("blocks of 64, none when Sk < 64",
-                      lambda q, k, v, **kw: blocked_tail(q, k, v, short_too=True, **kw))],
-    "online-rescale": [("blocks of 32", online_rescale)],
-    "low-precision": [("softmax in float16", low_precision)],
-}
+def _v(label, fn, **param) -> Variant:
+    return Variant(label, _named(fn, **param) if param else fn)
 
-EXPLANATIONS: dict[str, str] = {
-    "scale": "the default softmax scale is not 1/sqrt(D)",
-    "mask-polarity": "True in a bool mask is treated as masked out",
-    "additive-mask-sign": "the float mask is subtracted from the scores instead of added",
-    "causal-alignment": "the causal/window band uses the other alignment",
-    "weights-transposed": "the output is right but the weights are returned transposed, (Sk, Sq) per head",
-    "alibi-sign": "the ALiBi bias is +slope * distance (distant keys favoured) instead of -slope * distance",
-    "window-bounds": "the sliding window's left edge is off by one",
-    "softmax-axis": "softmax is taken over the queries instead of the keys",
-    "no-max-subtraction": "exp(scores) without subtracting the row max overflows",
-    "finite-mask-fill": "masked scores are filled with a finite value instead of -inf",
-    "gqa-grouping": "GQA query head h uses kv head h % Hkv instead of h // (Hq // Hkv)",
-    "softcap": "softcap tanh is applied before the scores are scaled",
-    "denominator-epsilon": "the softmax denominator has an epsilon added (sum + 1e-6)",
-    "blocked-tail": "the partial last key block of 64 is dropped (Sk // 64 blocks)",
-    "online-rescale": "online softmax (key blocks of 32) never rescales the output accumulator",
-    "low-precision": "the softmax exponentials and sums are computed in float16",
-}
 
-# Models whose output is only reproduced up to their own rounding noise: (rtol, atol relative to 1 + max|v|).
-TOLERANCES: dict[str, tuple[float, float]] = {"low-precision": (2e-2, 1e-2)}
+def _split(label, fn, **param) -> Variant:        # the diagnosis passes the user's mask and the ALiBi slopes apart
+    return Variant(label, _named(fn, **param) if param else fn, splits_alibi=True)
+
+
+MODELS: dict[str, BugModel] = {m.name: m for m in (
+    BugModel("scale", "the default softmax scale is not 1/sqrt(D)",
+             tuple(_v(f, scale, factor=f) for f in ("1/sqrt(Sk)", "1/sqrt(Dv)", "1/D", "1", "1 always"))),
+    BugModel("mask-polarity", "True in a bool mask is treated as masked out",
+             (_v("True = masked", mask_polarity), _v("True = masked, band included", mask_polarity, with_band=True))),
+    BugModel("additive-mask-sign", "the float mask is subtracted from the scores instead of added",
+             (_split("S - mask", additive_mask_sign),
+              _split("S - mask, ALiBi in the mask too", additive_mask_sign, alibi_in_mask=True),
+              _split("S - mask, -inf too", additive_mask_negated))),
+    BugModel("causal-alignment", "the causal/window band uses the other alignment",
+             (_v("other alignment", causal_alignment),)),
+    BugModel("weights-transposed", "the output is right but the weights are returned transposed, (Sk, Sq) per head",
+             ()),                       # no output variant: diagnosed from the returned weights (diagnosis.py)
+    BugModel("alibi-sign", "the ALiBi bias is +slope * distance (distant keys favoured) instead of -slope * distance",
+             (_split("+slope * distance", alibi_sign),)),
+    BugModel("window-bounds", "the sliding window's left edge is off by one",
+             (_v("left + 1", window_bounds, shift=1), _v("left - 1", window_bounds, shift=-1))),
+    BugModel("softmax-axis", "softmax is taken over the queries instead of the keys",
+             (_v("over queries", softmax_axis),)),
+    BugModel("no-max-subtraction", "exp(scores) without subtracting the row max overflows",
+             (_v("exp(S)", no_max_subtraction),)),
+    BugModel("finite-mask-fill", "masked scores are filled with a finite value instead of -inf",
+             (_v("-1e9", finite_mask_fill, fill=-1e9), _v("-1e4", finite_mask_fill, fill=-1e4),
+              _v("-1e4 float32", finite_mask_fill, fill=-1e4, dtype="float32"))),
+    BugModel("gqa-grouping", "GQA query head h uses kv head h % Hkv instead of h // (Hq // Hkv)",
+             (_v("h % Hkv", gqa_grouping),)),
+    BugModel("softcap", "softcap tanh is applied before the scores are scaled",
+             (_v("tanh before scaling", softcap_order),)),
+    BugModel("denominator-epsilon", "the softmax denominator has an epsilon added (sum + 1e-6)",
+             (_v("+1e-6", denominator_epsilon),)),
+    BugModel("blocked-tail", "the partial last key block of 64 is dropped (Sk // 64 blocks)",
+             (_v("blocks of 64", blocked_tail), _v("blocks of 64, none when Sk < 64", blocked_tail, short_too=True))),
+    BugModel("online-rescale", "online softmax (key blocks of 32) never rescales the output accumulator",
+             (_v("blocks of 32", online_rescale),)),
+    # reproduced only up to its own rounding noise
+    BugModel("low-precision", "the softmax exponentials and sums are computed in float16",
+             (_v("softmax in float16", low_precision),), tolerance=(2e-2, 1e-2)),
+)}

@@ -24,7 +24,7 @@ The models (each changes exactly one step):
     bwd-masked-nan     P recomputed as exp(S - max S) / sum: NaN on fully masked rows, which flows into dQ
                        of that row and into every dK, dV entry of its (batch, head)
 
-``MODELS`` maps a model id to its ``(variant label, callable)`` list; ``EXPLANATIONS`` gives one line each.
+``MODELS`` maps a model id to its :class:`refimpl.bugs.BugModel` row (explanation, variants).
 """
 from __future__ import annotations
 
@@ -34,8 +34,9 @@ from functools import partial
 import numpy as np
 
 from .attention import scaled_dot_product_attention
+from .bugs import BugModel, Variant
 
-__all__ = ["MODELS", "EXPLANATIONS", "backward_with"]
+__all__ = ["MODELS", "backward_with"]
 
 MISTAKES = ("none", "delta", "scale-dq", "scale-dk", "ds-transposed-dq", "ds-transposed-dk", "gqa-first",
             "gqa-mean", "masked-nan")
@@ -100,21 +101,25 @@ def _model(mistake: str):
     return partial(backward_with, mistake=mistake)
 
 
-MODELS: dict[str, list[tuple[str, object]]] = {
-    "bwd-delta-term": [("dS = P * dP", _model("delta"))],
-    "bwd-scale-dq": [("dQ = dS K", _model("scale-dq"))],
-    "bwd-scale-dk": [("dK = dS^T Q", _model("scale-dk"))],
-    "bwd-ds-transposed": [("dQ = s dS^T K", _model("ds-transposed-dq")), ("dK = s dS Q", _model("ds-transposed-dk"))],
-    "bwd-gqa-sum": [("first head of each group", _model("gqa-first")), ("mean over the group", _model("gqa-mean"))],
-    "bwd-masked-nan": [("NaN weights on fully masked rows", _model("masked-nan"))],
-}
+def _v(label: str, mistake: str) -> Variant:
+    return Variant(label, _model(mistake))
 
-EXPLANATIONS: dict[str, str] = {
-    "bwd-delta-term": "dS = P * dP: the rowsum(dO * O) term of the softmax Jacobian is missing (dQ, dK wrong)",
-    "bwd-scale-dq": "the softmax scale is not applied to dQ (dQ = dS K instead of scale * dS K)",
-    "bwd-scale-dk": "the softmax scale is not applied to dK (dK = dS^T Q instead of scale * dS^T Q)",
-    "bwd-ds-transposed": "dS is used transposed in dQ or dK (only runs when Sq == Sk; a shape error otherwise)",
-    "bwd-gqa-sum": "GQA: the gradient of a key/value head is not the sum over the query heads that share it",
-    "bwd-masked-nan": "fully masked query rows give NaN weights in the backward (softmax of all -inf), "
-                      "NaN gradients where zeros are expected",
-}
+
+MODELS: dict[str, BugModel] = {m.name: m for m in (
+    BugModel("bwd-delta-term",
+             "dS = P * dP: the rowsum(dO * O) term of the softmax Jacobian is missing (dQ, dK wrong)",
+             (_v("dS = P * dP", "delta"),)),
+    BugModel("bwd-scale-dq", "the softmax scale is not applied to dQ (dQ = dS K instead of scale * dS K)",
+             (_v("dQ = dS K", "scale-dq"),)),
+    BugModel("bwd-scale-dk", "the softmax scale is not applied to dK (dK = dS^T Q instead of scale * dS^T Q)",
+             (_v("dK = dS^T Q", "scale-dk"),)),
+    BugModel("bwd-ds-transposed",
+             "dS is used transposed in dQ or dK (only runs when Sq == Sk; a shape error otherwise)",
+             (_v("dQ = s dS^T K", "ds-transposed-dq"), _v("dK = s dS Q", "ds-transposed-dk"))),
+    BugModel("bwd-gqa-sum",
+             "GQA: the gradient of a key/value head is not the sum over the query heads that share it",
+             (_v("first head of each group", "gqa-first"), _v("mean over the group", "gqa-mean"))),
+    BugModel("bwd-masked-nan", "fully masked query rows give NaN weights in the backward (softmax of all -inf), "
+                               "NaN gradients where zeros are expected",
+             (_v("NaN weights on fully masked rows", "masked-nan"),)),
+)}

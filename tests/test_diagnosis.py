@@ -88,18 +88,18 @@ def _failing(results):
     return [r for r in results if r.status == "FAIL"]
 
 
-MODEL_CASES = [(m, label, fn) for m, vs in bugs.MODELS.items() for label, fn in vs]
+MODEL_CASES = [(m, v.label, v) for m, model in bugs.MODELS.items() for v in model.variants]
 
 
-def _model_kwargs(fn, d):
+def _model_kwargs(variant, d):
     """The call the diagnosis makes: models that split ALiBi from the user's mask get them apart."""
     kw = d.reference_kwargs()
-    return dict(kw, mask=d.mask, slopes=d.slopes) if getattr(fn, "splits_alibi", False) else kw
+    return dict(kw, mask=d.mask, slopes=d.slopes) if variant.splits_alibi else kw
 
 
-@pytest.mark.parametrize("model,label,fn", MODEL_CASES, ids=[f"{m}[{lab}]" for m, lab, _ in MODEL_CASES])
-def test_bug_model_diagnoses_itself(model, label, fn):
-    results = _run(_specs(FAMILIES_ALL), lambda d: fn(d.q, d.k, d.v, **_model_kwargs(fn, d)))
+@pytest.mark.parametrize("model,label,variant", MODEL_CASES, ids=[f"{m}[{lab}]" for m, lab, _ in MODEL_CASES])
+def test_bug_model_diagnoses_itself(model, label, variant):
+    results = _run(_specs(FAMILIES_ALL), lambda d: variant.fn(d.q, d.k, d.v, **_model_kwargs(variant, d)))
     if not _failing(results):
         pytest.skip(f"{model} [{label}] fails no case of the sample")
     lines = diagnose(results, STORE, target="self")
@@ -107,7 +107,7 @@ def test_bug_model_diagnoses_itself(model, label, fn):
     assert localise(results).startswith("fails only when: ")
 
 
-BROKEN_CASES = [e for e in BROKEN.CATALOG if e["model"] in bugs.MODELS]
+BROKEN_CASES = [e for e in BROKEN.CATALOG if e["model"] in bugs.MODELS and bugs.MODELS[e["model"]].variants]
 
 
 @pytest.mark.parametrize("entry", BROKEN_CASES, ids=[e["name"] for e in BROKEN_CASES])

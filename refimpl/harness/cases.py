@@ -130,14 +130,15 @@ class TargetDied(RuntimeError):
         super().__init__(message + (f" (last output: {' | '.join(tail)})"[:300] if tail else ""))
 
 
-def fitting_models(target: str, models: dict, explanations: dict, fits: Callable[[str, Any], bool]) -> list[str]:
-    """``diagnosis TARGET: MODEL — explanation (variant)`` for every bug model one of whose variants ``fits``
-    (``fits(model, fn)``): the one rule the forward and the backward diagnoses share."""
+def fitting_models(target: str, models: dict, fits: Callable[[Any, Any], bool]) -> list[str]:
+    """``diagnosis TARGET: MODEL — explanation (variant)`` for every bug model (:class:`refimpl.bugs.BugModel`)
+    one of whose variants ``fits`` (``fits(model, variant)``): the one rule the forward and the backward
+    diagnoses share."""
     lines = []
-    for model, variants in models.items():
-        for label, fn in variants:
-            if fits(model, fn):
-                tail = f" ({label})" if len(variants) > 1 else ""
-                lines.append(f"diagnosis {target}: {model} — {explanations[model]}{tail}")
+    for model in models.values():
+        for variant in model.variants:
+            if fits(model, variant):
+                tail = f" ({variant.label})" if len(model.variants) > 1 else ""
+                lines.append(f"diagnosis {target}: {model.name} — {model.explanation}{tail}")
                 break
     return lines

@@ -69,16 +69,18 @@ def _distance(a: np.ndarray, b: np.ndarray, rows: np.ndarray) -> float:
     return float(d.max()) if d.size else 0.0
 
 
-def fits(fn, data: CaseData, got: np.ndarray, rtol: float = 1e-3, atol: float = 1e-6, failing: bool = True) -> bool:
-    """Whether bug model ``fn`` reproduces ``got`` (B, Hq, Sq, Dv) on this case (an exception: no). On a failing
-    case the model must also explain the failure: on the rows that have keys, its distance to ``got`` is at
-    most ``EXPLAINS`` times the expected output's (a model equal to the reference explains nothing)."""
+def fits(variant, data: CaseData, got: np.ndarray, rtol: float = 1e-3, atol: float = 1e-6,
+         failing: bool = True) -> bool:
+    """Whether a bug model's ``variant`` (:class:`refimpl.bugs.Variant`) reproduces ``got`` (B, Hq, Sq, Dv) on
+    this case (an exception: no). On a failing case the model must also explain the failure: on the rows that
+    have keys, its distance to ``got`` is at most ``EXPLAINS`` times the expected output's (a model equal to the
+    reference explains nothing)."""
     kw = data.reference_kwargs()
-    if getattr(fn, "splits_alibi", False):      # the model takes the user's mask and the ALiBi slopes apart
+    if variant.splits_alibi:                    # the model takes the user's mask and the ALiBi slopes apart
         kw = dict(kw, mask=data.mask, slopes=data.slopes)
     try:
         with np.errstate(all="ignore"):
-            out = np.asarray(fn(data.q, data.k, data.v, **kw), np.float64)   # (B, Hq, Sq, Dv)
+            out = np.asarray(variant.fn(data.q, data.k, data.v, **kw), np.float64)   # (B, Hq, Sq, Dv)
     except Exception:
         return False
     if not _close(out, got, data.v, rtol, atol):
@@ -102,13 +104,13 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
     pass_cases = _usable(passing, store, specs, MAX_PASSING)
     lines = []
     if fail_cases:
-        def fit(model, fn) -> bool:
-            rtol, atol = bugs.TOLERANCES.get(model, (1e-3, 1e-6))
-            return (all(fits(fn, d, g, rtol, atol) for d, g in fail_cases)
-                    and all(fits(fn, d, g, rtol, atol, failing=False) for d, g in pass_cases))
-        lines = fitting_models(target, bugs.MODELS, bugs.EXPLANATIONS, fit)
+        def fit(model, variant) -> bool:
+            rtol, atol = model.tolerance
+            return (all(fits(variant, d, g, rtol, atol) for d, g in fail_cases)
+                    and all(fits(variant, d, g, rtol, atol, failing=False) for d, g in pass_cases))
+        lines = fitting_models(target, bugs.MODELS, fit)
     if _weights_transposed([r for r in failing if getattr(r, "got", None) is not None], store, specs):
-        lines.append(f"diagnosis {target}: weights-transposed — {bugs.EXPLANATIONS['weights-transposed']}")
+        lines.append(f"diagnosis {target}: weights-transposed — {bugs.MODELS['weights-transposed'].explanation}")
     return lines or [f"diagnosis {target}: unknown"]
 
 

@@ -226,7 +226,7 @@ def diagnose_grads(failing: list[tuple[GradData, GradReturned]], passing: list[t
     if not failing:
         return []
     failing, passing = failing[:MAX_FAILING], passing[:MAX_PASSING]
-    lines = fitting_models(target, bugs_backward.MODELS, bugs_backward.EXPLANATIONS,
-                           lambda model, fn: all(_fits(fn, gd, got, True) for gd, got in failing)
-                           and all(_fits(fn, gd, got, False) for gd, got in passing))
+    lines = fitting_models(target, bugs_backward.MODELS,
+                           lambda model, variant: all(_fits(variant.fn, gd, got, True) for gd, got in failing)
+                           and all(_fits(variant.fn, gd, got, False) for gd, got in passing))
     return lines or [f"diagnosis {target}: unknown gradient error (no backward bug model fits)"]
