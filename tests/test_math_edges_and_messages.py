@@ -9,7 +9,7 @@ import pytest
 import refimpl as ri
 from refimpl._checks import ShapeError
 
-from test_mutation_kills import textbook
+from test_math_against_independent_values import textbook
 
 
 def test_values_with_more_batch_than_q_and_k_give_one_result_per_batch():

@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "mutation.md"
 
 # module -> test files, fastest and most specific first (-x stops at the first failure)
-_COMMON = ["test_mutation_kills.py", "test_mutation_full.py", "test_mutation_kernel.py", "test_core.py",
+_COMMON = ["test_math_against_independent_values.py", "test_math_edges_and_messages.py", "test_kernel_pieces.py", "test_core.py",
            "test_math_faults.py", "test_reliability.py"]
 TESTS: dict[str, list[str]] = {
     "softmax": _COMMON + ["test_features.py", "test_properties.py"],
@@ -56,7 +56,7 @@ TESTS: dict[str, list[str]] = {
     "masks": _COMMON + ["test_features.py", "test_properties.py"],
     "multihead": _COMMON + ["test_fixtures.py", "test_properties.py"],
     "online": _COMMON + ["test_online.py", "test_features.py", "test_properties.py"],
-    "family": ["test_mutation_family.py"] + _COMMON + ["test_family.py", "test_fixtures.py"],
+    "family": ["test_family_against_loops.py"] + _COMMON + ["test_family.py", "test_fixtures.py"],
     "_checks": _COMMON + ["test_fuzz.py", "test_features.py", "test_fixtures.py", "test_properties.py"],
     "_kernel": _COMMON + ["test_features.py", "test_online.py", "test_fixtures.py", "test_properties.py"],
     "tolerance_gradients": ["test_judge_tolerance.py", "test_backward.py"] + _COMMON,

@@ -20,7 +20,7 @@ from ..masks import alibi_bias
 from ..online import sdpa_online
 from ..precision import PRECISIONS, get as precision
 
-__all__ = ["CaseSpec", "CaseData", "materialise", "lower_precision", "MASK_KINDS"]
+__all__ = ["CaseSpec", "CaseData", "materialise", "lower_precision", "CASE_MASKS"]
 
 
 def lower_precision(returned: str, given: str, what: str = "") -> str:
@@ -32,7 +32,7 @@ def lower_precision(returned: str, given: str, what: str = "") -> str:
             f"run it with --dtype {returned}")
 
 
-MASK_KINDS = ("none", "bool", "additive", "padding")
+CASE_MASKS = ("none", "bool", "additive", "padding")      # CaseSpec.mask (strategies.MASK_KINDS: the math's)
 
 
 @dataclass(frozen=True)

@@ -166,8 +166,6 @@ class RBridge:
             self._f = {name: env[name] for name in
                        ("refimpl_versions", "refimpl_batch", "refimpl_run_vignette",
                         "refimpl_runif_batch", "refimpl_sample_batch")}
-            self._eval = ro.r["eval"]
-            self._parse = ro.r["parse"]
 
     def _call(self, fname: str, *args, **kwargs):
         from rpy2.rinterface_lib.embedded import RRuntimeError
