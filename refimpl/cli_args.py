@@ -6,10 +6,9 @@ import sys
 
 from .options import add_to_argparse, dtype_list
 
-__all__ = ["parser", "FORMATS", "MAX_RANDOM"]
+__all__ = ["parser", "FORMATS"]
 
 FORMATS = ("table", "json", "junit", "markdown")
-MAX_RANDOM = 1_000_000   # --random: ~10 s of R per 100,000 cases; beyond this is a typo
 EXIT_USAGE = 2
 
 

@@ -220,11 +220,12 @@ def test_an_unknown_option_before_the_subcommand_is_named(argv, words, capsys):
     assert "required: cmd" not in err
 
 
-@pytest.mark.parametrize("opt,value,words", [("--timeout", "0", "a number > 0"), ("--timeout", "-1", "a number > 0"),
-                                             ("--timeout", "nan", "a number > 0"),
-                                             ("--timeout", "soon", "a number > 0"),
+@pytest.mark.parametrize("opt,value,words", [("--timeout", "0", "a number > 0"),
+                                             ("--timeout", "-1", "a number > 0"),
+                                             ("--timeout", "nan", "a duration > 0 like 30, 30s, 2m or 500ms"),
+                                             ("--timeout", "soon", "a duration > 0 like 30, 30s, 2m or 500ms"),
                                              ("--max-memory", "0", "a number > 0"),
-                                             ("--max-memory", "1e-7", "at least 1 (MiB)")])
+                                             ("--max-memory", "1e-7", "at least 1 MiB")])
 def test_a_limit_that_would_refuse_every_call_is_a_usage_error(opt, value, words, capsys):
     with pytest.raises(SystemExit) as e:
         main(["check", "--random", "0", opt, value])

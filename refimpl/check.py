@@ -1,0 +1,144 @@
+"""``refimpl check`` as one pipeline: :func:`run` takes the parsed options and owns every stage: the options are
+validated (nothing runs on a bad path or name), the columns and the user's targets are chosen and loaded (user
+functions in their worker), probed, the rows collected and run, failing targets diagnosed and localised, the
+reproduction scripts written, ``--explore`` searched. The CLI parses, calls :func:`run`, renders and exits.
+
+``options`` is the argparse namespace of ``refimpl check`` (its options: :mod:`refimpl.cli_args`, the ones the
+pytest plugin shares: :mod:`refimpl.options`). With ``--target`` a run is a user's check: the reference and the
+user's targets only, built-in columns joining with ``--with``; the targets that decide the verdict are the
+user's and the columns named (``CheckRun.judged``).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from .errors import Unavailable, UsageError
+from .precision import get as precision
+
+__all__ = ["run", "validate", "MAX_RANDOM"]
+
+MAX_RANDOM = 1_000_000   # --random: ~10 s of R per 100,000 cases; beyond this is a typo
+
+
+def validate(options, builtins) -> None:
+    """Refuse, before anything is loaded or run, an option that cannot work (UsageError naming it)."""
+    from .io import check_directory, check_writable
+    missing = [n for n in options.only if n not in builtins and n not in options.target]
+    if missing:
+        raise UsageError(f"--only {missing}: no such target (have {sorted(builtins) + list(options.target)})")
+    named = [n.strip() for n in options.with_.split(",") if n.strip()]
+    if any(n not in builtins and n != "all" for n in named):
+        raise UsageError(f"--with {options.with_!r}: expected 'all' or built-in columns among {', '.join(builtins)}")
+    if not 0 <= options.random <= MAX_RANDOM:
+        raise UsageError(f"--random must be between 0 and {MAX_RANDOM:,}, got {options.random}")
+    for opt, path in (("--output", options.output), ("--html", options.html), ("--explore-db", options.explore_db)):
+        if path:
+            check_writable(path, opt)          # a report is never lost at the end
+    if options.repro_dir:
+        check_directory(options.repro_dir, "--repro-dir")
+    if options.explore_db:
+        from .harness.explore import load_db
+        load_db(options.explore_db)            # junk in it: refused now, not after the run
+
+
+def _columns(options, builtins) -> tuple[set[str], list[str] | None]:
+    """(the built-in columns to start, the targets that decide the verdict; None: every one)."""
+    named = [n.strip() for n in options.with_.split(",") if n.strip()]
+    if options.target and not options.only:       # a user's check: their targets against the reference
+        joining = set(builtins) if "all" in named else {"refimpl", *named}
+        return joining, list(options.target) + [n for n in builtins if n in named]
+    return {n for n in builtins if not options.only or n in options.only}, None
+
+
+def _isolate(options, flag: str):
+    """``isolate(spec, check)`` for load_target / load_backward: a worker per user function (None: this process)."""
+    if options.no_isolation:
+        return None
+    from .harness.isolation import isolator
+    return isolator(timeout=options.timeout, max_memory_mib=options.max_memory, flag=flag)
+
+
+def _load(options, builtins, joining) -> tuple[list, dict[str, str]]:
+    from .harness.targets import load_target
+    targets, unavailable = [], {}
+    for name, factory in builtins.items():       # only the columns asked for are started (R, Node, torch)
+        if name in joining:
+            try:
+                targets.append(factory())
+            except Unavailable as e:
+                unavailable[name] = str(e)
+    highest = max(options.dtype, key=lambda d: precision(d).rank)
+    for spec in options.target:                   # user functions load (and are checked) in their worker
+        t = load_target(spec, layout=options.layout, torch=options.torch_tensors, api=options.api,
+                        isolate=_isolate(options, "--target"))                     # UsageError: exit 2
+        targets.append(t)                         # (appended first: a later refusal still closes its worker)
+        if precision(highest).low:                # a lower-precision kernel: the float64 rows are n/a for it
+            t.precision = highest
+    return targets, unavailable
+
+
+def run(options, progress: Callable[[str], None], script: Callable[[str], None]):
+    """The whole check; returns the :class:`~refimpl.harness.cases.CheckRun` (None after ``--repro``, whose
+    script went to ``script``). Raises UsageError for what the user must fix (exit 2)."""
+    from .harness.runner import close_targets
+    from .harness.targets import builtin_targets
+    builtins = builtin_targets()
+    validate(options, builtins)
+    joining, judged = _columns(options, builtins)
+    targets: list = []
+    backward = None
+    try:
+        loaded, unavailable = _load(options, builtins, joining)
+        targets += loaded
+        running = [t for t in targets if not options.only or t.name in options.only]
+        user = [t for t in running if t.name in options.target]
+        from .harness.probe import probe_targets
+        probed = probe_targets(running, options.dtype[0], user=set(options.target))   # a wrong target: exit 2
+        if options.repro:
+            from .harness.repro import script_for
+            if len(user) != 1:
+                raise UsageError("--repro CASE_ID needs exactly one --target")
+            script(script_for(options.repro, user[0], dtypes=options.dtype))
+            return None
+        if options.backward:
+            from .harness.grad_cases import load_backward
+            backward = load_backward(options.backward, _isolate(options, "--backward"))   # wrong signature: exit 2
+        return _run(options, running, unavailable, user, probed, backward, judged, progress)
+    finally:
+        close_targets(targets)
+        if backward is not None and not options.no_isolation:
+            backward.fn.close()                          # its worker
+
+
+def _run(options, targets, unavailable, user, probed, backward, judged, progress):
+    from .fixtures.schema import FixtureError
+    from .harness.families import parse_shard
+    from .harness.probe import record
+    from .harness.runner import collect_cases, run_check
+    try:
+        cases = collect_cases(random_n=options.random, families=[] if options.no_families else options.family,
+                              suite=options.suite, dtypes=options.dtype,
+                              shard=parse_shard(options.shard) if options.shard else None,
+                              masked_rows=options.masked_rows, progress=progress, grad=options.grad,
+                              backward=backward)
+    except FixtureError as e:
+        raise UsageError(f"a fixture is invalid: {e}\n(what to do: restore it from git, or run "
+                         f"'refimpl regen --write' if the generator changed)") from None
+    run = run_check(targets, unavailable, cases, progress)
+    run.judged = judged
+    record(run, probed)                                    # the probed conventions (causal) reach the reports
+    if not run.interrupted:
+        from .harness.diagnosis import analyse_run
+        analyse_run(run)                                   # diagnosis and localisation of failing targets
+        if options.grad or options.backward:
+            from .harness.grad_cases import analyse_grad
+            analyse_grad(run)
+        if options.repro_dir:
+            from .harness.repro import write_repros
+            run.repros = write_repros(run, user, options.repro_dir)
+        if options.explore:
+            from .harness.explore import explore
+            for t in user:
+                run.explored[t.name] = explore(t, options.explore, db=options.explore_db, dtypes=options.dtype,
+                                               say=progress)
+    return run
