@@ -74,7 +74,7 @@ def test_the_cli_parses_dtype_once_and_names_the_allowed_values(capsys):
 
 
 def test_an_unknown_api_is_refused_naming_the_registered_ones():
-    with pytest.raises(UsageError, match="--api must be one of refimpl, torch-sdpa, flash-attn, jax, got 'tf'"):
+    with pytest.raises(UsageError, match="--api must be one of refimpl, torch-sdpa, flash-attn, jax, hf, got 'tf'"):
         apis.get("tf")
 
 

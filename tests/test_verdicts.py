@@ -35,12 +35,12 @@ def _run(module, entry, dtypes=("float64", "float32")):
     t = Target(entry["name"], getattr(mod, entry["fn"]), api=entry["api"])
     specs = [s for s in SPECS if s.dtype in dtypes] if set(dtypes) <= {"float64", "float32"} else \
         select(None, "quick", tuple(dtypes))
-    return [run_one(t, s, STORE) for s in specs]
+    return [run_one(t, s, STORE, entry.get("masked_rows")) for s in specs]     # an entry may pin a convention
 
 
 CASES = (_entries("numpy_impls", "refimpl") + _entries("numpy_broken", "refimpl")
          + _entries("torch_sdpa_impls", "torch-sdpa") + _entries("flash_impls", "flash-attn")
-         + _entries("jax_impls", "jax"))
+         + _entries("jax_impls", "jax") + _entries("hf_impls", "hf"))
 
 
 @pytest.mark.parametrize("module,entry", CASES, ids=[f"{m}:{e['name']}" for m, e in CASES])

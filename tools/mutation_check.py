@@ -48,7 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "mutation.md"
 
 # module -> test files, fastest and most specific first (-x stops at the first failure)
-_COMMON = ["test_math_against_independent_values.py", "test_math_edges_and_messages.py", "test_kernel_pieces.py", "test_core.py",
+_COMMON = ["test_math_against_independent_values.py", "test_math_edges_and_messages.py", "test_kernel_pieces.py",
+           "test_core.py",
            "test_math_faults.py", "test_reliability.py"]
 TESTS: dict[str, list[str]] = {
     "softmax": _COMMON + ["test_features.py", "test_properties.py"],

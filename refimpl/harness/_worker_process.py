@@ -150,7 +150,8 @@ class Child:
             self.inbuf += data
 
     def _frames(self) -> list[tuple[bytes, int, bytes]]:
-        """The complete frames at the front of the read buffer, as (kind, index, body), removed from it."""
+        """The complete frames at the front of the read buffer, as (kind, index, body), removed from it. A body
+        is a bytearray: the arrays :func:`.wire.decode` finds in it are writable views of it, not copies."""
         frames, pos, buf = [], 0, self.inbuf
         with memoryview(buf) as view:           # one copy per body, however large
             while len(buf) - pos >= proto.HEADER.size:
@@ -162,7 +163,7 @@ class Child:
                 end = pos + proto.HEADER.size + size
                 if len(buf) < end:
                     break
-                frames.append((kind, index, bytes(view[pos + proto.HEADER.size:end])))
+                frames.append((kind, index, bytearray(view[pos + proto.HEADER.size:end])))   # writable arrays
                 pos = end
         if pos:
             del buf[:pos]

@@ -34,7 +34,8 @@ def autograd_grads(fn, api: str, layout: str, data, d_out: np.ndarray) -> tuple[
     box = {}
 
     def wrapped(*args, **kwargs):
-        ins = args[:3]                                        # q, k, v tensors as the API lays them out
+        at = get(api).qkv_at
+        ins = args[at:at + 3]                                 # q, k, v tensors as the API lays them out
         for t in ins:
             t.requires_grad_(True)
         box["ins"], box["res"] = ins, fn(*args, **kwargs)
@@ -44,8 +45,8 @@ def autograd_grads(fn, api: str, layout: str, data, d_out: np.ndarray) -> tuple[
     out = box["res"][0] if isinstance(box["res"], (tuple, list)) else box["res"]
     if not isinstance(out, torch.Tensor) or out.grad_fn is None:
         raise NoGraph("the output carries no autograd graph (computed outside torch, detached or under no_grad)")
-    swap = get(api).bshd(layout)
-    g = np.swapaxes(d_out, 1, 2) if swap else d_out           # (B, Sq, Hq, Dv) for the BSHD layouts
+    swap, out_swap = get(api).bshd(layout), get(api).output_bshd(layout)
+    g = np.swapaxes(d_out, 1, 2) if out_swap else d_out       # (B, Sq, Hq, Dv) for the BSHD outputs
     gt = torch.tensor(np.ascontiguousarray(g), dtype=torch.float64).to(out.dtype)
     grads = torch.autograd.grad(out, box["ins"], grad_outputs=gt, allow_unused=True)
     res, dtypes = {}, []

@@ -8,16 +8,22 @@ wrote to (the proxy writes those changes back, so the harness's mutation check s
 differentiates it there (:mod:`.autograd_grads`; a graph cannot cross the process boundary). A crash,
 ``sys.exit``, a hang past ``timeout`` or memory past ``max_memory`` becomes :class:`TargetDied` for that
 call only; the worker restarts and the run goes on. What the target prints stays in the worker.
+
+Results come back as plain data, never pickled (:mod:`.wire`): a torch tensor is rebuilt here with its dtype
+(bfloat16 stays bfloat16), an R batch's results and exceptions are rebuilt from tuples, and a return value
+that is not plain data is refused in the worker: that call raises a TypeError naming the type.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..errors import Unavailable, UsageError
+from . import wire
 from .cases import TargetDied
 from .worker import Worker, WorkerLoadError
 
-__all__ = ["IsolatedFunction", "IsolatedRFunction", "TargetDied", "child_loader", "isolated", "isolator", "r_child_loader"]
+__all__ = ["IsolatedFunction", "IsolatedRFunction", "TargetDied", "child_loader", "isolated", "isolator",
+           "r_child_loader"]
 
 
 def _snap(a):
@@ -40,6 +46,42 @@ def _carrying(e: Exception, traceback: str) -> Exception:
     return e
 
 
+def _tensors(x):
+    """``x`` with each :class:`.wire.Tensor` record (as the worker sends a torch tensor) a torch tensor again."""
+    if isinstance(x, wire.Tensor):
+        import torch
+        dtype = getattr(torch, x.dtype, None)
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(f"the worker sent a tensor of unknown dtype {x.dtype!r}")
+        return torch.from_numpy(x.values).to(dtype)
+    if type(x) in (tuple, list):
+        return type(x)(_tensors(v) for v in x)
+    if type(x) is dict:
+        return {k: _tensors(v) for k, v in x.items()}
+    return x
+
+
+def _plain_case(x) -> tuple:
+    """Runs in the worker: one case of an R batch (RReturned, or the exception of its failure) as plain data."""
+    if isinstance(x, BaseException):
+        return ("raised", type(x).__name__, str(x), getattr(x, "r_message", None), getattr(x, "r_call", None))
+    return ("returned", x.output, x.weights, x.dtype, list(x.mutated), list(x.warnings))
+
+
+def _case_back(x: tuple):
+    """The RReturned or exception that :func:`_plain_case` sent."""
+    if x[0] == "returned":
+        from .r_targets import RReturned
+        return RReturned(*x[1:])
+    _, kind, text, r_message, r_call = x
+    if kind == "RError":
+        from ..r.bridge import RError
+        e = RError(r_message, r_call)
+        e.args = (text,)                      # R's words with the context the worker's RError had
+        return e
+    return ValueError(text) if kind == "ValueError" else RuntimeError(f"{kind}: {text}")
+
+
 def child_loader(spec: str, check: str | None = None):
     """Runs in the worker: load ``spec``, check its signature (``check``: an API name, or ``"backward"``)
     and return the per-call function. A UsageError here reaches the user as it is (exit 2)."""
@@ -59,6 +101,7 @@ def child_loader(spec: str, check: str | None = None):
         named = {i: a for i, a in enumerate(args)} | dict(kwargs)
         before = {key: _snap(a) for key, a in named.items() if _snap(a) is not None}
         res = fn(*args, **kwargs)
+        wire.check(res, "the target returned")       # refused here, in its words, if it is not plain data
         changed = {key: named[key] for key, b in before.items() if not _same(named[key], b)}
         return res, changed
     return call
@@ -74,7 +117,7 @@ def r_child_loader(spec: str, check: str | None = None):
 
     def call(payload):
         if payload[0] == "batch":
-            return fn.batch(payload[1]), {}
+            return [_plain_case(x) for x in fn.batch(payload[1])], {}
         args, kwargs = payload[1:]
         return fn(*args, **kwargs), {}
     return call
@@ -127,13 +170,15 @@ class IsolatedFunction:
         costly = r.status in ("timeout", "oom")
         self.costly_in_a_row[counter] = (r.status, n + 1 if kind == r.status else 1) if costly else ("", 0)
         if r.status == "ok":
-            res, changed = r.value
+            res, changed = _tensors(r.value)
             named = {i: a for i, a in enumerate(args)} | dict(kwargs)
             for key, new in changed.items():             # replay the target's writes on the caller's copies
                 old = named[key]
                 old.copy_(new) if hasattr(old, "copy_") else np.copyto(old, new)
             return res
         if r.status == "error":
+            if r.error.startswith(f"{wire.UnsupportedResult.__name__}: "):     # not plain data: refused there
+                raise _carrying(TypeError(r.error.partition(": ")[2]), r.traceback)
             if r.error.startswith("NotImplementedError"):
                 raise NotImplementedError(r.error.partition(": ")[2])
             if payload[0] == "grad" and r.error.startswith("NoGraph: "):
@@ -158,7 +203,7 @@ class IsolatedRFunction(IsolatedFunction):
     refimpl_remote_grads = False   # an R function has no autograd: its grad rows are n/a (grad_cases)
 
     def batch(self, datas: list) -> list:
-        return self._send(("batch", datas))
+        return [_case_back(x) for x in self._send(("batch", datas))]
 
 
 def isolated(spec: str, check: str | None = None, *, timeout: float = 60.0, max_memory: int | None = None,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -88,6 +89,10 @@ def _lit(x) -> tuple[str, int]:
         return repr(x), 1
     if x is None or isinstance(x, (bool, int, str)):
         return repr(x), 0
+    if isinstance(x, SimpleNamespace):                               # the hf API's module
+        parts = {key: _lit(val) for key, val in vars(x).items()}
+        return ("types.SimpleNamespace(" + ", ".join(f"{key}={src}" for key, (src, _) in parts.items()) + ")",
+                sum(n for _, n in parts.values()))
     if isinstance(x, tuple):
         parts = [_lit(e) for e in x]
         return "(" + "".join(p + ", " for p, _ in parts) + ")", sum(n for _, n in parts)
@@ -146,7 +151,7 @@ def _script(target: Target, data: CaseData) -> str:
         f"Case: {s.describe()} (seed {s.seed}).",
         "Exit 0: the target's output is within refimpl's tolerance; exit 1: it is not (the problems are printed).",
         '"""',
-        "import sys", "", "import numpy as np",
+        "import sys", "import types", "", "import numpy as np",
     ] + (["import torch"] if uses_torch else []) + [""] + _import_lines(target.name) + [
         "", "",
         "def _f(text, shape, dtype):",
@@ -156,7 +161,7 @@ def _script(target: Target, data: CaseData) -> str:
         "    return np.array([c == '1' for c in text], dtype=bool).reshape(shape)",
         "", "",
         f"API, LAYOUT, GIVEN = {target.api!r}, {target.layout!r}, {_given(target, s)!r}   # GIVEN: the inputs' dtype",
-        f"OUT_BSHD = {api.bshd(target.layout)!r}   # the output comes (B, Sq, H, Dv)",
+        f"OUT_BSHD = {api.output_bshd(target.layout)!r}   # the output comes (B, Sq, H, Dv)",
         f"NAMES = {tuple(api.arg_names)!r}   # how the API names q, k, v",
         f"RANK = { {p.name: p.rank for p in PRECISIONS.values()}!r}",
         f"VIA_FLOAT32 = {tuple(p.name for p in PRECISIONS.values() if not p.native)!r}   # NumPy lacks them",

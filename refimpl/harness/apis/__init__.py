@@ -17,7 +17,7 @@ from .base import Api, Returned, converter, keep_mask, mutations, needs, snapsho
 __all__ = ["Api", "Returned", "get", "names", "register", "unregister", "expressible", "call", "check_signature",
            "check_backward_signature", "keep_mask", "to_numpy", "needs", "NATIVE", "PROTOCOL"]
 
-_MODULES = ("refimpl_protocol", "torch_sdpa", "flash_attn", "jax_api", "native")
+_MODULES = ("refimpl_protocol", "torch_sdpa", "flash_attn", "jax_api", "hf_api", "native")
 _REGISTRY: dict[str, Api] = {}
 
 
@@ -74,7 +74,7 @@ def call(fn, api, data, *, layout: str = "SD", torch: bool = False) -> Returned:
     o, odt = to_numpy(out, "output")
     if w is not None:
         w, _ = to_numpy(w, "weights")
-    if a.bshd(layout) and o.ndim == 4:
+    if a.output_bshd(layout) and o.ndim == 4:
         o = o.swapaxes(1, 2)                  # (B, Sq, Hq, Dv) -> (B, Hq, Sq, Dv); weights come as (B, H, Sq, Sk)
     return Returned(o, w, odt, mutated)
 

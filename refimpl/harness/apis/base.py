@@ -46,13 +46,15 @@ class Api:
     params: tuple[str, ...]                  # parameter names that identify the API in a signature
     tensors: bool                            # hands torch tensors whatever --torch-tensors says
     cannot_express: dict = field(default_factory=dict)   # feature -> why the API cannot express it (n/a)
-    layouts: tuple[str, ...] = ("BHSD",)     # the layouts it can be called in; the first is its own
+    layouts: tuple[str, ...] = ("BHSD",)     # the layouts q, k, v can be given in; the first is its own
+    output_layout: str | None = None         # the output's layout when it is not the inputs' (hf: BSHD)
     returns: str = ""                        # what it must return (the probe's fix)
     returns_weights: bool = False            # (output, weights) is a documented return
     causal_flag: str | None = None           # the alignment its causal flag means (probed), None: no flag
     keywords: bool = False                   # takes refimpl's own keywords (is_causal=..., alignment=...)
     explore_masks: tuple[str, ...] = ("none",)   # the mask kinds --explore draws for it
-    arg_names: tuple[str, ...] = ("q", "k", "v")
+    arg_names: tuple[str, ...] = ("q", "k", "v")   # the positional arguments' names
+    qkv_at: int = 0                          # where q, k, v start among the positional arguments (hf: 1)
     note: str = ""
 
     def cannot(self, spec) -> str | None:
@@ -70,9 +72,13 @@ class Api:
         return dtype if self.uses_torch(torch) else precision(dtype).carrier
 
     def bshd(self, layout: str) -> bool:
-        """Whether q, k, v and the output are (B, S, H, D) when called with ``--layout layout``."""
+        """Whether q, k, v are (B, S, H, D) when called with ``--layout layout``."""
         own = self.layouts[0]
         return (layout if len(self.layouts) > 1 else own) == "BSHD"
+
+    def output_bshd(self, layout: str) -> bool:
+        """Whether the output comes back (B, Sq, H, Dv)."""
+        return self.output_layout == "BSHD" if self.output_layout else self.bshd(layout)
 
     def flags(self, layout: str, torch: bool) -> str:
         """The command-line flags that select this configuration."""
