@@ -19,32 +19,15 @@ others rebuild S and its keep-mask (:func:`refimpl.masks.window_mask`) and chang
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 import numpy as np
 
 from .attention import scaled_dot_product_attention
+from .bug_model import BugModel, Variant
 from .masks import alibi_bias, window_mask
 
 __all__ = ["MODELS", "BugModel", "Variant"]
-
-
-@dataclass(frozen=True)
-class Variant:
-    label: str                          # how this variant makes the mistake, e.g. "1/sqrt(Dv)"
-    fn: Callable                        # refimpl's inputs and keywords -> the output with the mistake
-    splits_alibi: bool = False          # takes the user's mask and the ALiBi slopes apart (mask=, slopes=)
-
-
-@dataclass(frozen=True)
-class BugModel:
-    """One bug model: a row of the bug-model table (forward here, backward in :mod:`refimpl.bugs_backward`)."""
-    name: str
-    explanation: str
-    variants: tuple[Variant, ...]
-    tolerance: tuple[float, float] = (1e-3, 1e-6)   # (rtol, atol relative to 1 + max|v|) a fit must meet
 
 
 def _sdpa(q, k, v, **kw):

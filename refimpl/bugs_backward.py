@@ -34,7 +34,7 @@ from functools import partial
 import numpy as np
 
 from .attention import scaled_dot_product_attention
-from .bugs import BugModel, Variant
+from .bug_model import BugModel, Variant
 
 __all__ = ["MODELS", "backward_with"]
 

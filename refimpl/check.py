@@ -27,6 +27,9 @@ def validate(options, builtins) -> None:
     if missing:
         raise UsageError(f"--only {missing}: no such target (have {sorted(builtins) + list(options.target)})")
     named = [n.strip() for n in options.with_.split(",") if n.strip()]
+    if named and (not options.target or options.only):
+        raise UsageError("--with adds built-in columns beside --target: without --target every column runs, and "
+                         "--only names the targets to run itself")
     if any(n not in builtins and n != "all" for n in named):
         raise UsageError(f"--with {options.with_!r}: expected 'all' or built-in columns among {', '.join(builtins)}")
     if not 0 <= options.random <= MAX_RANDOM:
@@ -114,7 +117,8 @@ def _run(options, targets, unavailable, user, probed, backward, judged, progress
     from .fixtures.schema import FixtureError
     from .harness.families import parse_shard
     from .harness.probe import record
-    from .harness.runner import collect_cases, run_check
+    from .harness.cases import Status
+    from .harness.runner import CHECKED, collect_cases, run_check
     try:
         cases = collect_cases(random_n=options.random, families=[] if options.no_families else options.family,
                               suite=options.suite, dtypes=options.dtype,
@@ -126,6 +130,13 @@ def _run(options, targets, unavailable, user, probed, backward, judged, progress
                          f"'refimpl regen --write' if the generator changed)") from None
     run = run_check(targets, unavailable, cases, progress)
     run.judged = judged
+    if judged and not run.interrupted and not run.nothing_checked:
+        idle = [t for t in judged if t not in run.unavailable
+                and not any(Status(o.status) in CHECKED for (_, n), o in run.results.items() if n == t)]
+        if idle:                                           # a named target that checked nothing is not a pass
+            details = dict.fromkeys(f"{o.status}: {o.detail}" for (_, n), o in run.results.items() if n in idle)
+            run.nothing_checked = (f"NOTHING CHECKED for {', '.join(idle)}: every cell is skip, n/a, reference or "
+                                   f"unsupported; why: " + "; ".join(list(details)[:3])[:600])
     record(run, probed)                                    # the probed conventions (causal) reach the reports
     if not run.interrupted:
         from .harness.diagnosis import analyse_run

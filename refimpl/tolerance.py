@@ -226,17 +226,23 @@ def budget_conditioning(n_terms: float, dtype) -> float:
     return min(float(n_terms), cap)
 
 
-def output_conditioning(q, k, v, weights, out, scale: float | None = None, additive=None) -> float:
+def output_conditioning(q, k, v, weights, out, scale: float | None = None, additive=None,
+                        dtype="float32") -> float:
     """The budget's conditioning of one case from its own numbers (first order), in units of ``max|out|``:
-    ``2 + max_id (sum_j p_ij (c_ij + 1) |v_jd - o_id|) / max|out|``.
+    ``2 + max_id (sum_j p_ij (c_ij + 1) |v_jd - o_id| + n_i |o_id|) / max|out|``.
 
     ``c_ij = 2 (s sum_d |q_id k_jd| + |additive_ij|)`` is the error of score ``ij`` per unit roundoff (its
     products, the added term, the max subtracted) and the 1 beside it a weight rounded to the precision (as
     FlashAttention rounds P before P @ V): a score off by ``delta_ij`` moves ``o_i`` by ``sum_j p_ij delta_ij
     (v_j - o_i)``, so a row whose softmax is saturated (one weight 1, the others ~0) is insensitive however
-    large its scores. The 2 counts the normalisation and the output's own rounding. :func:`n_terms` bounds the
-    same quantity by the largest score alone, which reaches the size of the answer where the float32 reference
-    is exact (extreme logits: a 1.10x output passed).
+    large its scores. The 2 counts the normalisation and the output's own rounding. ``n_i = min(max_j c_ij,
+    -ln(max_j p_ij) / u)`` is a kernel normalising through a rounded log-sum-exp (FlashAttention's ``exp(s -
+    lse)``, split-KV combines): every weight of the row then moves by ``lse``'s rounding, at most
+    ``u |lse| <= u max_j c_ij``, and nothing when the row is saturated (``lse`` = the max exactly, as long as
+    ``ln l = -ln max_j p_ij`` is below an ulp of it). Where ``u c`` reaches the gap between the largest scores
+    the first order is no longer a bound: the capped n_terms (:func:`budget_conditioning`) then is the smaller.
+    The judge's n_terms bounds the same quantity by the largest score alone, which reaches the size of the
+    answer where the float32 reference is exact (extreme logits: a 1.10x output passed).
 
     Evaluated without cancellation: the largest weight's term exactly, ``p_iw c_iw |v_wd - o_id|`` (a saturated
     row has ``o_i = v_w`` to rounding, however large ``c_iw``), the others through ``|v_jd - o_id| <= |v_jd| +
@@ -253,12 +259,17 @@ def output_conditioning(q, k, v, weights, out, scale: float | None = None, addit
     if additive is not None:
         a = np.abs(np.asarray(additive, np.float64))
         c = c + np.where(np.isfinite(a), a, 0.0)
+    top_c = np.where(p > 0, c, 0.0).max(axis=-1, keepdims=True)          # (B, Hq, Sq, 1): |lse| per u, at most
+    p_max = p.max(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        log_l = np.where(p_max > 0, -np.log(np.where(p_max > 0, p_max, 1.0)), 0.0) / eps(dtype)
     pc = p * (2.0 * c + 1.0)                                              # (B, Hq, Sq, Sk)
     w = np.argmax(p, axis=-1)[..., None]                                  # (B, Hq, Sq, 1): the largest weight
     top = np.take_along_axis(pc, w, axis=-1)                              # (B, Hq, Sq, 1)
     v_w = np.take_along_axis(v, np.broadcast_to(w, w.shape[:-1] + v.shape[-1:]), axis=-2)   # (B, Hq, Sq, Dv)
     np.put_along_axis(pc, w, 0.0, axis=-1)
-    moved = top * np.abs(v_w - o) + pc @ np.abs(v) + pc.sum(axis=-1, keepdims=True) * np.abs(o)
+    per_row = pc.sum(axis=-1, keepdims=True) + np.minimum(top_c, log_l)    # (B, Hq, Sq, 1): times |o_id|
+    moved = top * np.abs(v_w - o) + pc @ np.abs(v) + per_row * np.abs(o)
     largest = float(np.abs(o).max())
     moved = float(moved.max())
     return 2.0 + (moved / largest if largest > 0 else 0.0)

@@ -66,7 +66,7 @@ def test_the_harness_never_imports_regeneration():
             assert not bad, f"{name} imports {sorted(bad)}"
 
 
-def test_no_import_cycle_and_at_most_nine_layers():
+def test_no_import_cycle_and_at_most_ten_layers():
     mods = _modules()
     deps = {n: {m for m in _imports(p) if m in mods and m != n} for n, p in mods.items()}
     for n in deps:   # a package's __init__ importing its children is not an upward arrow
@@ -80,7 +80,8 @@ def test_no_import_cycle_and_at_most_nine_layers():
         return depth[n]
 
     top = max(layer(n) for n in deps)
-    assert top <= 9, f"{top} layers: {sorted(depth.items(), key=lambda x: -x[1])[:5]}"
+    # ten: __main__ > cli (parse, render) > check (the one pipeline) > runner > rows > judge > the math
+    assert top <= 10, f"{top} layers: {sorted(depth.items(), key=lambda x: -x[1])[:5]}"
 
 
 def test_no_source_file_is_over_350_lines():

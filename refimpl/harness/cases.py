@@ -83,10 +83,12 @@ class CheckRun:
     judged: list[str] | None = None    # the targets whose cells decide the verdict (None: every target)
 
     def failing(self) -> list[str]:
-        """The judged targets with a failed cell or a counterexample, in column order."""
+        """The judged targets with a failed cell or a counterexample, in column order; in a user's check
+        (``judged`` set) also a column asked for by name that could not start here."""
         names = self.judged if self.judged is not None else self.targets
         return [t for t in names if any(o.failed for (_, n), o in self.results.items() if n == t)
-                or any(line.startswith("counterexample") for line in self.explored.get(t, []))]
+                or any(line.startswith("counterexample") for line in self.explored.get(t, []))
+                or (self.judged is not None and t in self.unavailable)]
 
     @property
     def ok(self) -> bool:

@@ -113,7 +113,7 @@ def bounds(data: CaseData, cache: dict | None = None) -> Bounds:
             add = data.reference_kwargs()["mask"]
             add = add if add is not None and add.dtype != bool else None
             cond = min(cond, tol.output_conditioning(data.q, data.k, data.v, data.weights, data.expected, s.scale,
-                                                     add))
+                                                     add, s.dtype))
         cache["conditioning"] = cond
     cond = cache["conditioning"]
     allowed = tol.budget(cache["ref"][live], exp, s.dtype, cond)

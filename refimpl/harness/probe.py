@@ -88,7 +88,7 @@ def _try(t: Target, data: CaseData):
 def _alternatives(t: Target) -> list[Target]:
     """Every other configuration the flags allow whose signature fits (layout SD and BHSD are one for 4-D)."""
     out = []
-    for api in apis.names():
+    for api in sorted(apis.names(), key=lambda n: -len(apis.get(n).params)):    # the most specific first
         a = apis.get(api)
         try:
             check_signature(t.fn, a)

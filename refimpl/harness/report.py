@@ -39,7 +39,7 @@ from collections import Counter
 from ..env import describe, environment
 from ..r import bridge
 from .cases import CheckRun, Status
-from .columns import DIVERGENCE_TITLES
+from .columns import divergence_titles
 
 __all__ = ["render", "FORMATS", "JSON_SCHEMA", "cell_text", "conventions", "conventions_line", "result_word",
            "target_lines"]
@@ -150,7 +150,7 @@ def _as_dict(run: CheckRun, env: dict, traceback: bool = False) -> dict:
                          "conventions_line": conventions_line(t, conv)}
     return {
         "schema": "refimpl-check/1", "ok": run.ok, "seconds": round(run.seconds, 3), "environment": env,
-        "targets": run.targets, "unavailable": run.unavailable, "divergences": DIVERGENCE_TITLES,
+        "targets": run.targets, "unavailable": run.unavailable, "divergences": divergence_titles(),
         "per_target": per_target,
         "cases": [{"id": c.id, "group": c.group, "description": c.description,
                    "results": {t: {"status": Status(o.status).value, "max_ratio": _num(o.max_ratio),
@@ -219,7 +219,7 @@ def _table(run: CheckRun, env: dict, markdown: bool, traceback: bool = False) ->
         lines.append("(--traceback shows the target's own traceback of the cases that raised)")
     used = sorted({d for o in run.results.values() for d in o.divergences})
     for d in used:
-        lines.append(f"{item}{d}: {DIVERGENCE_TITLES.get(d, '?')} (docs/divergences.md)")
+        lines.append(f"{item}{d}: {divergence_titles().get(d, '?')} (docs/divergences.md)")
     if markdown:
         lines.append("")
     n = len(run.results)
@@ -241,7 +241,7 @@ def result_word(run: CheckRun) -> str:
         return "all targets conform" if run.ok else "NON-CONFORMANCE"
     if run.ok:                                    # a user's check: the verdict speaks of the targets they named
         return f"{', '.join(run.judged)} conform{'s' if len(run.judged) == 1 else ''}"
-    bad = run.failing()
+    bad = [f"{t} (unavailable)" if t in run.unavailable else t for t in run.failing()]
     return f"NON-CONFORMANCE: {', '.join(bad)} do{'es' if len(bad) == 1 else ''} not conform"
 
 

@@ -51,7 +51,9 @@ def load_target(spec: str, layout: str = "SD", torch: bool = False, api: str = "
         raise UsageError(f"--target must be one of {sorted(builtins)} or module:function, got {spec!r}")
     if layout not in LAYOUTS:
         raise UsageError(f"layout must be SD, BHSD or BSHD, got {layout!r}")
-    get_api(api)                                # a UsageError naming the choices
+    if torch and not get_api(api).uses_torch(True):          # (get_api: a UsageError naming the choices)
+        raise UsageError(f"--torch-tensors: --api {api} hands NumPy arrays ({get_api(api).signature}); "
+                         f"torch tensors go to --api refimpl, torch-sdpa, flash-attn or hf")
     if isolate is not None:
         fn = isolate(spec, api)
     else:

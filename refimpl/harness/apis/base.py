@@ -17,13 +17,14 @@ from ...precision import get as precision, of as precision_of
 
 __all__ = ["Api", "Returned", "needs", "keep_mask", "to_numpy", "snapshots", "mutations", "converter"]
 
-FEATURES = ("bool-mask", "additive-mask", "padding-mask", "softcap", "alibi", "gqa", "top-left-band",
+FEATURES = ("bool-mask", "additive-mask", "padding-mask", "dv-ne-d", "softcap", "alibi", "gqa", "top-left-band",
             "bottom-right-band")
 
 
 def needs(spec) -> list[str]:
     """The features (of :data:`FEATURES`) a case needs from an API, in the order their reasons are given."""
     out = [f"{spec.mask}-mask"] if spec.mask != "none" else []
+    out += ["dv-ne-d"] if spec.Dv != spec.D else []
     out += [f for f, on in (("softcap", spec.softcap is not None), ("alibi", spec.alibi), ("gqa", spec.gqa)) if on]
     if (spec.is_causal or spec.window is not None) and spec.Sq != spec.Sk:
         out.append(f"{spec.alignment}-band")
@@ -65,7 +66,8 @@ class Api:
         return feature not in self.cannot_express
 
     def uses_torch(self, torch: bool = False) -> bool:
-        return self.tensors or torch
+        """Tensors: the API's own, or ``--torch-tensors`` for an API whose layout is a flag (refimpl's)."""
+        return self.tensors or (torch and len(self.layouts) > 1)
 
     def given_dtype(self, dtype: str, torch: bool = False) -> str:
         """The dtype a case's inputs reach the target in (NumPy holds the 16-bit types as float32)."""

@@ -5,8 +5,8 @@ NumPy arrays in (a JAX user calls ``jnp.asarray`` inside), layout (B, T, N, H) =
 kv heads; ``bias`` additive and finite (additive masks and ALiBi arrive there), ``mask`` bool (True = attend:
 bool masks, padding, and the keys an additive mask drops with -inf); ``is_causal`` top-left,
 ``local_window_size=(left, right)`` top-left (query i sees keys i - left .. i + right); bottom-right bands
-and windows with an unbounded edge arrive folded into ``mask``. No softcap. Sequence lengths are not used
-(padding arrives as a mask).
+and windows with an unbounded edge arrive folded into ``mask``. No softcap; value's head size must be the key's
+(Dv == D). Sequence lengths are not used (padding arrives as a mask).
 """
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ API = Jax(
     name="jax", tensors=False, layouts=("BSHD",), params=("bias", "mask", "is_causal", "scale"),
     signature="fn(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False, "
               "query_seq_lengths=None, key_value_seq_lengths=None, local_window_size=None)",
-    cannot_express={"softcap": "jax.nn.dot_product_attention has no softcap"},
+    cannot_express={"softcap": "jax.nn.dot_product_attention has no softcap",
+                    "dv-ne-d": "jax.nn.dot_product_attention takes value with the key's head size (Dv == D)"},
     returns="return the output (B, T, N, H) = (B, Sq, Hq, Dv), as jax.nn.dot_product_attention does",
     causal_flag="top-left", explore_masks=("none", "bool", "additive", "padding"),
     arg_names=("query", "key", "value"), note="NumPy arrays (B, T, N, H), top-left causal")

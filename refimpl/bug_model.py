@@ -1,0 +1,24 @@
+"""The shape of a bug model, one row of the bug-model tables (:mod:`refimpl.bugs`, :mod:`refimpl.bugs_backward`):
+its name, the explanation a diagnosis prints, its variants and the closeness a fit needs. Imports nothing."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+__all__ = ["BugModel", "Variant"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str                          # how this variant makes the mistake, e.g. "1/sqrt(Dv)"
+    fn: Callable                        # refimpl's inputs and keywords -> the output with the mistake
+    splits_alibi: bool = False          # takes the user's mask and the ALiBi slopes apart (mask=, slopes=)
+
+
+@dataclass(frozen=True)
+class BugModel:
+    """One bug model: a row of the bug-model table (forward here, backward in :mod:`refimpl.bugs_backward`)."""
+    name: str
+    explanation: str
+    variants: tuple[Variant, ...]
+    tolerance: tuple[float, float] = (1e-3, 1e-6)   # (rtol, atol relative to 1 + max|v|) a fit must meet
