@@ -25,6 +25,7 @@ def run_cli(args, capsys):
     return code, out, err
 
 
+@pytest.mark.slow
 def test_default_run_exits_0_and_prints_the_matrix(capsys):
     code, out, _ = run_cli(["check", "--suite", "quick", "--random", "20", "--quiet"], capsys)
     assert code == 0, out
@@ -49,6 +50,7 @@ def test_good_user_target_with_output_only_conforms(capsys):
     assert code == 0, out
 
 
+@pytest.mark.slow
 def test_bshd_layout_adapter(capsys):
     code, out, _ = run_cli(["check", "--suite", "quick", "--target", "demo_targets:bshd", "--layout", "BSHD", "--only",
                             "demo_targets:bshd", "--random", "10", "--quiet"], capsys)
@@ -63,6 +65,7 @@ def test_usage_errors_exit_2(capsys):
     assert e.value.code == 2
 
 
+@pytest.mark.slow
 def test_junit_output_parses(capsys):
     code, out, _ = run_cli(["check", "--suite", "quick", "--format", "junit", "--random", "10", "--quiet"], capsys)
     root = ET.fromstring(out.split("\n", 1)[1] if out.startswith("<?xml") else out)
@@ -72,6 +75,7 @@ def test_junit_output_parses(capsys):
     assert len(cases) == int(suites[0].get("tests")) > 10
 
 
+@pytest.mark.slow
 def test_json_output_validates_against_its_documented_shape(capsys):
     code, out, _ = run_cli(["check", "--suite", "quick", "--format", "json", "--random", "10", "--quiet"], capsys)
     doc = json.loads(out)
@@ -89,6 +93,7 @@ def test_json_output_validates_against_its_documented_shape(capsys):
             assert res["status"] in s["statuses"]
 
 
+@pytest.mark.slow
 def test_html_report_has_heatmaps_for_failing_cells_only(tmp_path, capsys):
     pytest.importorskip("matplotlib", reason="heatmaps need matplotlib (Debian python3-matplotlib)")
     ok, bad = tmp_path / "ok.html", tmp_path / "bad.html"

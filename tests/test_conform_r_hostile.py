@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.r
+pytestmark = [pytest.mark.r, pytest.mark.slow]      # R subprocess runs with per-call timeouts: the slow leg
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFORM = ROOT / "r_reference/conform.R"

@@ -63,6 +63,7 @@ def check_case(q, k, v, mask, res):
     return "agree"
 
 
+@pytest.mark.slow
 @given(st.lists(r_case(), min_size=1, max_size=12))
 def test_random_cases_batched_through_r_agree_or_diverge_as_catalogued(rb, cases):
     results = rb.batch("attention", cases, ("Q", "K", "V", "mask"))

@@ -170,6 +170,7 @@ def test_without_knitr_refimpl_passes_and_other_targets_skip_with_the_cause(tmp_
         assert " pass skip | " in line and "knitr" in line, line
 
 
+@pytest.mark.slow
 @pytest.mark.r
 def test_a_corrupt_attention_package_is_unavailable_with_the_cause(tmp_path):
     lib = tmp_path / "badlib"

@@ -23,6 +23,7 @@ def _columns(out: str) -> list[str]:
     return header.split()[1:]
 
 
+@pytest.mark.slow
 def test_a_target_runs_beside_the_reference_only_and_the_result_names_it():
     p = _check("--target", GOOD)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
@@ -32,6 +33,7 @@ def test_a_target_runs_beside_the_reference_only_and_the_result_names_it():
     assert bad.returncode == 1 and f"RESULT: NON-CONFORMANCE: {BAD} does not conform" in bad.stdout, bad.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_with_adds_built_in_columns_and_a_bad_name_is_refused_with_the_choices():
     p = _check("--target", GOOD, "--with", "torch")
     assert p.returncode == 0 and "torch" in p.stdout.split("RESULT")[0], p.stdout[-2000:]

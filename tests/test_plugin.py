@@ -19,6 +19,7 @@ def _collected(*args):
             if line.startswith("refimpl/conformance.py::test_family_case[")}
 
 
+@pytest.mark.slow
 def test_shards_split_the_family_cases_deterministically_and_completely():
     common = ["--refimpl-family", "causal", "--refimpl-family", "gqa"]
     whole = _collected(*common)
@@ -48,6 +49,7 @@ def test_a_target_that_segfaults_fails_its_cases_and_the_session_goes_on():
     assert p.stdout.count(": crash: ") >= len(failed) and "SIGSEGV" in p.stdout, p.stdout[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.r
 def test_an_r_function_target_runs_in_its_worker_with_embedded_r(rb):
     """R:file.R:fn targets get the R worker in the plugin as in refimpl check: the correct one passes, a wrong

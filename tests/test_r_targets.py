@@ -162,6 +162,7 @@ def _conform(directory, fn):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.r
 def test_conform_r_passes_the_correct_function_on_an_export_and_on_the_fixtures(exported):
     p = _conform(exported, "attn_correct")
@@ -172,6 +173,7 @@ def test_conform_r_passes_the_correct_function_on_an_export_and_on_the_fixtures(
     assert f.returncode == 0 and "r-attention/simple-vignette" in f.stdout, f.stdout + f.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.r
 @pytest.mark.parametrize("fn,word,text", [("attn_mask_polarity", "FAIL", "is not less than 1"),
                                           ("attn_errors", "error", "at most 4 queries are supported")])

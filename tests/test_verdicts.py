@@ -41,6 +41,7 @@ def _run(module, entry, dtypes=("float64", "float32")):
 CASES = (_entries("numpy_impls", "refimpl") + _entries("numpy_broken", "refimpl")
          + _entries("torch_sdpa_impls", "torch-sdpa") + _entries("flash_impls", "flash-attn")
          + _entries("jax_impls", "jax") + _entries("hf_impls", "hf"))
+CASES = [(m, e) for m, e in CASES if not e.get("unobservable")]      # a mistake the API cannot show (zoo note)
 
 
 @pytest.mark.parametrize("module,entry", CASES, ids=[f"{m}:{e['name']}" for m, e in CASES])
@@ -148,6 +149,7 @@ def test_a_catalogued_divergence_excuses_only_the_rows_it_explains(rb):
     assert o.status == Status.FAIL, o.detail
 
 
+@pytest.mark.slow
 def test_a_target_writing_to_its_inputs_is_reported_and_affects_no_other_cell():
     """The issue's case: a target scaling q in place corrupted the cached vignette inputs for the next target."""
     bad, good = f"{ZOO / 'numpy_broken.py'}:mutates_input", f"{ZOO / 'numpy_impls.py'}:plain"
@@ -162,6 +164,7 @@ def test_a_target_writing_to_its_inputs_is_reported_and_affects_no_other_cell():
         assert rows[row][bad]["status"] in ("error", "FAIL") and "writes to its inputs" in rows[row][bad]["detail"]
 
 
+@pytest.mark.slow
 def test_a_float32_kernel_checked_with_dtype_float32_conforms_on_every_row():
     """The issue's case: a correct float32 kernel failed the float64 fixture rows at 1e7x; with --dtype float32
     those rows are n/a for it (their expectations are float64) and the families judge it by the float32 budget."""

@@ -77,6 +77,8 @@ def _window(rng, i):
     left, right = _pick(rng, (-1, 0, 1, 4, 16)), _pick(rng, (-1, 0, 1, 4, 16))
     if left == -1 and right == -1:
         left = 3
+    if i % 2:                          # sliding-window models (Mistral, Gemma-2) have Dv == D: half the cases do
+        d["Dv"] = d["D"]
     return dict(d, window=(left, right), alignment=_pick(rng, ("top-left", "bottom-right")), is_causal=bool(i % 4 == 0))
 
 

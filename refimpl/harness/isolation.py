@@ -42,7 +42,7 @@ def _same(a, b) -> bool:
 
 def _carrying(e: Exception, traceback: str) -> Exception:
     """``e`` with the worker's traceback of the target as ``e.target_traceback`` (CaseResult.traceback)."""
-    e.target_traceback = traceback
+    setattr(e, "target_traceback", traceback)
     return e
 
 

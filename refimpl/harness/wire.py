@@ -131,13 +131,16 @@ class _Encoder:
             return None
         if not a.flags.c_contiguous:
             a = a.copy(order="C")
-        flat = a.reshape(-1).view(self.np.uint8)
+        np = self.np
+        assert np is not None                   # reached only with a NumPy array in hand
+        flat = a.reshape(-1).view(np.uint8)
         return ["array", dt.str, list(a.shape), self.blob(memoryview(flat), flat.size)]
 
     def tensor(self, x, path: tuple):
         if not self.write:
             return None
         torch = self.torch
+        assert torch is not None                # node() calls this only for a torch.Tensor
         name = str(x.dtype).replace("torch.", "")
         try:
             t = x.detach()

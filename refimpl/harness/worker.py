@@ -87,8 +87,9 @@ def _load_failure(body: bytes) -> tuple[str, str, str, str] | None:
         fields = wire.loads(body)
     except Exception:                  # not UTF-8, not JSON, nested too deep
         return None
-    ok = isinstance(fields, list) and len(fields) == 4 and all(isinstance(f, str) for f in fields)
-    return tuple(fields) if ok else None
+    if not (isinstance(fields, list) and len(fields) == 4 and all(isinstance(f, str) for f in fields)):
+        return None
+    return fields[0], fields[1], fields[2], fields[3]
 
 
 @dataclass
@@ -170,9 +171,9 @@ class Worker:
                     if failure is None:
                         raise WorkerLoadError(f"the worker's channel was corrupted while loading {self.loader!r}",
                                               "", child.output_tail())
-                    message, tb, kind, text = failure
+                    message, tb, raised_kind, text = failure
                     raise WorkerLoadError(f"loader {self.loader!r} failed: {message}", tb, child.output_tail(),
-                                          (kind, text))
+                                          (raised_kind, text))
                 now = time.monotonic()
                 if child.eof or child.exited():
                     rc = child.finish()
@@ -223,12 +224,13 @@ class Worker:
         results: list[CallResult | None] = [None] * len(payloads)
         if payloads:
             self.start()
-        pending, inflight, emitted = deque(range(len(payloads))), deque(), 0
+        pending, emitted = deque(range(len(payloads))), 0
+        inflight: deque[int] = deque()
         try:
             while True:
-                while emitted < len(results) and results[emitted] is not None:
+                while emitted < len(results) and (done := results[emitted]) is not None:
                     if on_result is not None:
-                        on_result(emitted, results[emitted])
+                        on_result(emitted, done)
                     emitted += 1
                 if emitted == len(results):
                     return results                                     # type: ignore[return-value]
@@ -251,6 +253,7 @@ class Worker:
     def _fill(self, payloads: list, results: list, pending: deque, inflight: deque) -> None:
         """Pickle and queue payloads until ``batch`` are in flight or 64 MiB wait in the pipe."""
         child = self._child
+        assert child is not None
         while pending and len(inflight) < self.batch and (not inflight or child.queued - child.written < _MAX_AHEAD):
             i = pending.popleft()
             try:
@@ -265,6 +268,7 @@ class Worker:
     def _step(self, results: list, pending: deque, inflight: deque) -> None:
         """One round of I/O for the call at the head of ``inflight``; replace the child if it misbehaved."""
         child = self._child
+        assert child is not None
         started = max(child.head_since, child.sent_at.get(inflight[0], child.head_since))
         deadline = started + self.timeout
         if self._take(child.pump(min(_POLL, deadline - time.monotonic())), results, pending, inflight):
@@ -295,6 +299,8 @@ class Worker:
     def _take(self, frames: list, results: list, pending: deque, inflight: deque) -> bool:
         """Store the answers among ``frames``; True if the child was retired ("exit", "oom", or a frame that
         breaks the protocol: the head call then gets "crash")."""
+        child = self._child
+        assert child is not None
         for kind, index, body in frames:
             head = inflight[0] if inflight else None
             try:
@@ -302,17 +308,17 @@ class Worker:
                     raise ValueError(f"a {kind!r} frame for payload {index} while the answer to {head} was due")
                 result = self._answer(body)
             except Exception as exc:                   # something in the child wrote into our channel
-                self._child.kill()
+                child.kill()
                 if head is not None:
                     results[inflight.popleft()] = CallResult(
                         "crash", error=f"the worker's result channel was corrupted: {proto.one_line(exc)}",
-                        output_tail=self._child.output_tail())
+                        output_tail=child.output_tail())
                 self._replace(pending, inflight)
                 return True
             inflight.popleft()
             results[index] = result
-            self._child.head_since = time.monotonic()
-            self._child.sent_at.pop(index, None)
+            child.head_since = time.monotonic()
+            child.sent_at.pop(index, None)
             if result.status in _REPLACE_CHILD:        # the child exits by itself after "exit" and "oom"
                 self._replace(pending, inflight, grace=2.0)
                 return True

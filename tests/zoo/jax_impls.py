@@ -279,8 +279,11 @@ CATALOG = [
            "bias argument silently dropped (like reports of attn bias ignored by a fused backend)"),
     _entry("jax_mask_inverted", False, "mask-polarity",
            "True read as masked out (PyTorch key_padding_mask polarity vs JAX True = attend reports)"),
-    _entry("jax_scale_value_dim", False, "scale",
-           "default scale 1/sqrt(value.shape[-1]) = 1/sqrt(Hv) (reports of scale from the wrong head dim)"),
+    # refimpl's note, not the zoo author's: jax.nn.dot_product_attention takes value with the key's head size
+    # (Dv == D; refimpl's jax API says n/a otherwise), so under this API the mistake cannot show: unobservable
+    dict(_entry("jax_scale_value_dim", False, "scale",
+                "default scale 1/sqrt(value.shape[-1]) = 1/sqrt(Hv) (reports of scale from the wrong head dim)"),
+         unobservable="Dv == D under jax.nn.dot_product_attention"),
     _entry("jax_gqa_modulo", False, "gqa-grouping",
            "query head n reads kv head n % K: np.tile instead of np.repeat (GQA head-mapping bug reports)"),
     _entry("jax_window_left_only", False, "window-bounds",
