@@ -28,7 +28,7 @@ def test_a_target_runs_beside_the_reference_only_and_the_result_names_it():
     p = _check("--target", GOOD)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert f"RESULT: {GOOD} conforms" in p.stdout
-    assert not any(c in p.stdout for c in ("onnxruntime", "torch-mha", "target r:")), p.stdout[-2000:]
+    assert _columns(p.stdout) == ["refimpl", GOOD], _columns(p.stdout)          # no r, torch, onnxruntime...
     bad = _check("--target", BAD)
     assert bad.returncode == 1 and f"RESULT: NON-CONFORMANCE: {BAD} does not conform" in bad.stdout, bad.stdout[-2000:]
 
@@ -36,7 +36,9 @@ def test_a_target_runs_beside_the_reference_only_and_the_result_names_it():
 @pytest.mark.slow
 def test_with_adds_built_in_columns_and_a_bad_name_is_refused_with_the_choices():
     p = _check("--target", GOOD, "--with", "torch")
-    assert p.returncode == 0 and "torch" in p.stdout.split("RESULT")[0], p.stdout[-2000:]
+    assert p.returncode == 0 and _columns(p.stdout) == ["refimpl", "torch", GOOD], p.stdout[-2000:]
+    alone = _check("--with", "torch")
+    assert alone.returncode == 2 and "--with adds built-in columns beside --target" in alone.stderr, alone.stderr
     bad = _check("--target", GOOD, "--with", "tensorflow")
     assert bad.returncode == 2 and "refimpl, r, torch, onnxruntime, torch-mha" in bad.stderr, bad.stderr
 
@@ -75,3 +77,29 @@ def test_a_built_in_columns_failure_changes_the_exit_code_only_when_it_was_named
     named = run("--with", "doubled")
     assert named.returncode == 1 and "RESULT: NON-CONFORMANCE: doubled does not conform" in named.stdout, \
         named.stdout[-2000:]
+
+
+def test_a_named_target_that_checks_nothing_is_not_a_pass():
+    """flash_attn_func takes no masks: every bool-mask case is n/a for it, so nothing about it was checked."""
+    flash = f"{ZOO / 'flash_impls.py'}:flash_plain"
+    p = subprocess.run([sys.executable, "-m", "refimpl", "check", "--target", flash, "--api", "flash-attn",
+                        "--family", "bool-mask", "--suite", "quick", "--random", "0", "--quiet", "--dtype", "float32"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 2 and f"NOTHING CHECKED for {flash}" in p.stderr, (p.returncode, p.stderr[-1500:])
+
+
+@pytest.mark.slow
+def test_a_column_named_with_with_that_cannot_start_is_not_a_pass(tmp_path):
+    code = ("import sys\n"
+            "from refimpl.errors import Unavailable\n"
+            "from refimpl.harness import columns\n"
+            "def ghost():\n"
+            "    raise Unavailable('the ghost runtime is not installed')\n"
+            "columns.register(columns.Column('ghost', ghost, 'a runtime that is not here'))\n"
+            "from refimpl.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    script = tmp_path / "with_ghost.py"
+    script.write_text(code)
+    p = subprocess.run([sys.executable, str(script), "check", *QUICK, "--target", GOOD, "--with", "ghost"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 1 and "NON-CONFORMANCE: ghost (unavailable) does not conform" in p.stdout, p.stdout[-1500:]

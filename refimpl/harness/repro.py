@@ -90,9 +90,9 @@ def _lit(x) -> tuple[str, int]:
     if x is None or isinstance(x, (bool, int, str)):
         return repr(x), 0
     if isinstance(x, SimpleNamespace):                               # the hf API's module
-        parts = {key: _lit(val) for key, val in vars(x).items()}
-        return ("types.SimpleNamespace(" + ", ".join(f"{key}={src}" for key, (src, _) in parts.items()) + ")",
-                sum(n for _, n in parts.values()))
+        fields = {key: _lit(val) for key, val in vars(x).items()}
+        return ("types.SimpleNamespace(" + ", ".join(f"{key}={src}" for key, (src, _) in fields.items()) + ")",
+                sum(n for _, n in fields.values()))
     if isinstance(x, tuple):
         parts = [_lit(e) for e in x]
         return "(" + "".join(p + ", " for p, _ in parts) + ")", sum(n for _, n in parts)

@@ -41,7 +41,7 @@ class HuggingFace(Api):
         given = {"query": conv(data.q), "key": conv(data.k), "value": conv(data.v),
                  "attention_mask": conv(attention_mask)}
         module = SimpleNamespace(num_key_value_groups=s.Hq // s.Hkv, is_causal=s.is_causal, training=False)
-        kwargs: dict = dict(scaling=s.scale, dropout=0.0)
+        kwargs = dict(scaling=s.scale, dropout=0.0)
         if s.softcap is not None:
             kwargs["softcap"] = s.softcap
         if s.window is not None and s.window[0] >= 0:
