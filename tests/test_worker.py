@@ -60,7 +60,7 @@ def test_every_misbehaviour_gets_its_verdict_and_the_run_goes_on(capfd):
         ("echo", "a"),
         ("os_exit", 0), ("echo", "b"), ("os_exit", 3), ("sys_exit", 4),
         ("hang", None), ("echo", "c"),
-        ("alloc", None), ("print", 50), ("echo", "d"),
+        ("alloc", None), ("print", 10), ("echo", "d"),
         ("unpicklable", None), ("echo", "e"), ("raise", 7), ("echo", "f"),
     ]
     expected = ["ok", "ok", "crash", "ok", "crash", "ok", "crash", "exit", "timeout", "ok",
