@@ -33,6 +33,7 @@ def test_default_run_exits_0_and_prints_the_matrix(capsys):
     assert "NumPy" in out and "attention" in out
 
 
+@pytest.mark.slow
 def test_wrong_user_target_exits_1_and_shows_which_cases_and_by_how_much(capsys):
     code, out, _ = run_cli(["check", "--suite", "quick", "--target", "demo_targets:wrong_scale",
                             "--only", "demo_targets:wrong_scale", "--random", "20", "--quiet"], capsys)
@@ -44,6 +45,7 @@ def test_wrong_user_target_exits_1_and_shows_which_cases_and_by_how_much(capsys)
     assert "max abs" in out and "of tolerance" in out
 
 
+@pytest.mark.slow
 def test_good_user_target_with_output_only_conforms(capsys):
     code, out, _ = run_cli(["check", "--suite", "quick", "--target", "demo_targets:output_only",
                             "--only", "demo_targets:output_only", "--random", "20", "--quiet"], capsys)

@@ -79,6 +79,7 @@ def test_a_built_in_columns_failure_changes_the_exit_code_only_when_it_was_named
         named.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_a_named_target_that_checks_nothing_is_not_a_pass():
     """flash_attn_func takes no masks: every bool-mask case is n/a for it, so nothing about it was checked."""
     flash = f"{ZOO / 'flash_impls.py'}:flash_plain"

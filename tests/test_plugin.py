@@ -39,6 +39,7 @@ def test_a_correct_torch_sdpa_kernel_passes_and_a_misaligned_one_fails_in_bfloat
     assert bad.returncode == 1 and "test_family_case" in bad.stdout and "bfloat16" in bad.stdout, bad.stdout[-1500:]
 
 
+@pytest.mark.slow
 def test_a_target_that_segfaults_fails_its_cases_and_the_session_goes_on():
     """The plugin isolates targets as refimpl check does: pytest reports, it does not die with SIGSEGV."""
     p = _pytest("--refimpl-target", f"{ZOO / 'hostile.py'}:segfault", "--refimpl-family", "sizes",

@@ -81,6 +81,7 @@ for path in sys.argv[1:]:
 """
 
 
+@pytest.mark.slow
 def test_scripts_fail_for_broken_targets_and_pass_for_correct_ones(tmp_path):
     pytest.importorskip("torch")
     paths = []

@@ -8,6 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(Path(sys.prefix).resolve() != (ROOT / ".venv").resolve(),
                     reason="runs only under the project's own Debian setup (.venv made by tools/setup.sh), "
                            "not on the pip route, where setup.sh would try to install Debian packages")
@@ -19,6 +20,7 @@ def test_setup_is_idempotent_a_second_run_installs_nothing():
     assert "attention" in r.stdout and "Debian packages present" in r.stdout
 
 
+@pytest.mark.slow
 def test_bench_prints_figures():
     r = subprocess.run([sys.executable, "-m", "refimpl", "bench", "--quick", "--only", "accuracy"],
                        capture_output=True, text=True, cwd=ROOT)

@@ -57,6 +57,7 @@ def _verdicts(report: dict, target: str) -> list[tuple[str, str, str]]:
     return out
 
 
+@pytest.mark.slow
 def test_a_result_whose_unpickling_exits_is_refused_in_the_child_and_the_judge_goes_on(tmp_path):
     pickled, unpickled = tmp_path / "pickled", tmp_path / "unpickled"
     path = _module(tmp_path, "exiting_result", f'''

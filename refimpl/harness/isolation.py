@@ -86,7 +86,7 @@ def child_loader(spec: str, check: str | None = None):
     """Runs in the worker: load ``spec``, check its signature (``check``: an API name, or ``"backward"``)
     and return the per-call function. A UsageError here reaches the user as it is (exit 2)."""
     from .apis import check_backward_signature, check_signature
-    from .targets import load_function
+    from .loading import load_function
     fn = load_function(spec)
     if check == "backward":
         check_backward_signature(fn, spec)
@@ -112,7 +112,7 @@ def r_child_loader(spec: str, check: str | None = None):
     per-call function; a ``("batch", datas)`` payload is one batched bridge call for a family row. ``check`` is
     not used: loading an R function checks that it exists, and R functions have no signature to read."""
     from .r_targets import load_r_target
-    from .targets import Target
+    from .target import Target
     fn = load_r_target(spec, Target).fn
 
     def call(payload):

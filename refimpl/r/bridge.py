@@ -29,7 +29,7 @@ from .._checks import RefimplError
 from ..errors import Unavailable
 from .rprobe import INSTALL_HINT, R_HIDE_ENV, Availability, probe
 
-__all__ = ["Availability", "availability", "probe", "require_r", "RError", "CaseResult", "VignetteRun",
+__all__ = ["Availability", "availability", "probe", "require_r", "RError", "RCaseResult", "VignetteRun",
            "get_bridge", "R_HIDE_ENV", "EXPECTED_ATTENTION_VERSION"]
 
 EXPECTED_ATTENTION_VERSION = "0.4.0"   # the version the divergence catalogue was measured on
@@ -49,7 +49,7 @@ class RError(RefimplError, RuntimeError):
 
 
 @dataclass
-class CaseResult:
+class RCaseResult:
     """One case of a batch: ``value`` (tuple of arrays, one per result component) or ``error``."""
     value: tuple[np.ndarray, ...] | None
     error: str | None = None
@@ -191,14 +191,14 @@ class RBridge:
                 raise RError(str(e).strip(), function_code[:80]) from None
 
     # --- the attention package ------------------------------------------------------------------
-    def batch(self, fname: str, cases: Sequence[Sequence[Any]], argnames: Sequence[str]) -> list[CaseResult]:
+    def batch(self, fname: str, cases: Sequence[Sequence[Any]], argnames: Sequence[str]) -> list[RCaseResult]:
         """Evaluate ``attention::<fname>(**dict(zip(argnames, case)))`` for every case.
 
         Cases are grouped by their arguments' shapes; each group is one call into R (the case index
         stacked on the last axis, so that R's column-major slice of a case is contiguous).
         A ``None`` argument is left out of that case's call (R's default applies).
         """
-        results: list[CaseResult | None] = [None] * len(cases)
+        results: list[RCaseResult | None] = [None] * len(cases)
         groups: dict[tuple, list[int]] = {}
         for i, case in enumerate(cases):
             if len(case) != len(argnames):
@@ -284,18 +284,18 @@ class RBridge:
         stacked = [np.moveaxis(np.asarray(a, dtype=np.float64), 0, -1) for a in arrays]
         return self._unstack(self._call("refimpl_target_batch", handle, len(arrays[0]), *stacked), len(arrays[0]))
 
-    def _batch_group(self, fname, stacked, names, n) -> list[CaseResult]:
+    def _batch_group(self, fname, stacked, names, n) -> list[RCaseResult]:
         r = self.batch_stacked(fname, [np.moveaxis(a, -1, 0) for a in stacked], list(names))
         res = []
         for i in range(n):
             if r.errors[i] is not None:
-                res.append(CaseResult(None, r.errors[i], r.calls[i], r.warnings.get(i, []), r.version))
+                res.append(RCaseResult(None, r.errors[i], r.calls[i], r.warnings.get(i, []), r.version))
             else:
                 value = tuple(c[i] for c in r.components if c[i] is not None)
-                res.append(CaseResult(value, None, None, r.warnings.get(i, []), r.version))
+                res.append(RCaseResult(value, None, None, r.warnings.get(i, []), r.version))
         return res
 
-    def call(self, fname: str, *args) -> CaseResult:
+    def call(self, fname: str, *args) -> RCaseResult:
         """One case; use :meth:`batch` for many."""
         names = {"SoftMax": ("x",), "RowMax": ("x",), "ComputeWeights": ("scores",),
                  "attention": ("Q", "K", "V", "mask")}[fname]
