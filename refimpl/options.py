@@ -84,9 +84,9 @@ OPTIONS = (
     Option("shard", dict(default=None, metavar="K/N", help="run shard K of N of the family cases (CI matrices)")),
     Option("masked-rows", dict(default=None, choices=["zeros", "nan", "uniform"],
                                help="pin the one accepted output for a query with no key (default: any of the three)")),
-    Option("timeout", dict(type=duration, default=60.0, metavar="SECONDS",
+    Option("timeout", dict(type=duration, default=60.0, metavar="DURATION",
                            help="per call of a user target (default 60; units: 30s, 2m); past it: 'timeout'")),
-    Option("max-memory", dict(type=memory, default=None, metavar="MIB",
+    Option("max-memory", dict(type=memory, default=None, metavar="SIZE",
                               help="memory of a user target's worker (default half the machine's RAM; units: 512M, "
                                    "2GiB); past it: 'oom'")),
     Option("no-isolation", dict(action="store_true",

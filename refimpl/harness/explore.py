@@ -37,7 +37,7 @@ from .cases import Status
 from .diagnosis import diagnose
 from .families import check_dtypes
 from .family_cases import CaseStore, run_one
-from .features import CaseSpec
+from .features import CASE_MASKS, CaseSpec
 from .judge import CaseResult
 from .target import Target
 
@@ -55,7 +55,8 @@ def spec_strategy(api: str, dtypes: tuple[str, ...]):
     from hypothesis import strategies as st
 
     a = apis.get(api)
-    gqa, masks = a.can("gqa"), a.explore_masks
+    gqa = a.can("gqa")
+    masks = tuple(m for m in CASE_MASKS if m == "none" or a.can(f"{m}-mask"))     # what the API expresses
     fixed = a.can("bottom-right-band") and not a.can("top-left-band")      # only one alignment expressible
 
     @st.composite

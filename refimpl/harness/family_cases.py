@@ -17,7 +17,6 @@ from typing import Callable
 import numpy as np
 
 from ..errors import Unavailable
-from . import apis
 from .apis import keep_mask, call, expressible
 from .cases import Case, Outcome, Status, TargetDied
 from .features import CaseData, CaseSpec, materialise
@@ -47,10 +46,6 @@ class CaseStore:
 
     def cache(self, spec: CaseSpec) -> dict:
         return self._lowp.setdefault(spec.id, {})
-
-
-def _given_dtype(target: Target, spec: CaseSpec) -> str:
-    return apis.get(target.api).given_dtype(spec.dtype, target.torch)
 
 
 def _catalogued(target: Target, data: CaseData, res: CaseResult, raised: Exception | None,
@@ -133,7 +128,7 @@ def run_one(target: Target, spec: CaseSpec, store: CaseStore, masked_rows: str |
     if isinstance(got, CaseResult):                     # the worker's crash/timeout/oom verdict
         got.features = spec.features()
         return got
-    given = _given_dtype(target, spec)
+    given = target.given_dtype(spec.dtype)
     res = judge(data, got, given, masked_rows=masked_rows, cache=store.cache(spec))
     if getattr(got, "warnings", None):                  # R functions' warnings, per case
         res.detail = (res.detail + "; " if res.detail else "") + "R warnings: " + " | ".join(got.warnings)[:200]

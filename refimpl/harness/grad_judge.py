@@ -7,10 +7,10 @@ gradient ``d_out`` (B, Hq, Sq, Dv), standard normal, rounded to the case's dtype
 
 Each gradient is judged on its own:
 
-* float64: rule 3 for gradients (:func:`refimpl.tg.gradient_for_sdpa`: ``K_FORWARD * eps * n * G``
+* float64: rule 3 for gradients (:func:`refimpl.tolerance_gradients.gradient_for_sdpa`: ``K_FORWARD * eps * n * G``
   per gradient, the additive mask's magnitude counted among the logits);
 * float32 / float16 / bfloat16: the FlashAttention rule for gradients
-  (:func:`refimpl.tg.gradient_within_budget`): ``max|got - oracle| <= K_GRAD_BUDGET x
+  (:func:`refimpl.tolerance_gradients.gradient_within_budget`): ``max|got - oracle| <= K_GRAD_BUDGET x
   max|naive - oracle| + quantum``, ``naive`` = ``sdpa_backward`` in float32 on the same inputs (rounded to
   the case's dtype for the half types), the quantum's conditioning the gradient's ``n_terms``, and its
   magnitude that of the gradient's terms, ``max`` of ``s |dS|_abs |K|``, ``s |dS|_abs^T |Q|``, ``P^T |dO|``

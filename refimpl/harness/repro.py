@@ -9,8 +9,9 @@ written as a number:
 
 * float64: ``max |out - expected| <= ATOL`` on rows with a key, ``ATOL = K_FORWARD * eps * n_terms * max|v|``
   (tolerance rule 3, the additive mask counted among the score terms, as :func:`.judge.judge` does);
-* float32 / float16 / bfloat16: ``ATOL = K_BUDGET * max|ref - expected| + QUANTUM_ULPS * eps * (1 + n_terms)
-  * max|expected|`` with ``ref`` refimpl's own same-precision result (rule 4, evaluated here, once);
+* float32 / float16 / bfloat16: ``ATOL = K_BUDGET * max|ref - expected| + QUANTUM_ULPS * eps * (1 + conditioning)
+  * max|expected|`` with ``ref`` refimpl's own same-precision result (rule 4, evaluated here, once) and the
+  judge's conditioning (:func:`.judge.bounds`: the scripts write the judge's own numbers);
 * rows with no key: zeros, NaN or the mean of V (any of the three; ``--masked-rows`` is not recorded);
 * NaN elsewhere, a wrong shape, a lower returned precision, or a write to an input fail.
 
@@ -110,10 +111,6 @@ def _import_lines(name: str) -> list[str]:
             f"target = importlib.import_module({mod!r}).{attr}"]
 
 
-def _given(target: Target, spec: CaseSpec) -> str:
-    return apis.get(target.api).given_dtype(spec.dtype, target.torch)
-
-
 def _bounds(data: CaseData) -> tuple[float, float, str]:
     """(ATOL of the output, ATOL of the weights, how the first was made): the judge's bounds
     (:func:`.judge.bounds`) as numbers."""
@@ -160,7 +157,8 @@ def _script(target: Target, data: CaseData) -> str:
         "def _b(text, shape):",
         "    return np.array([c == '1' for c in text], dtype=bool).reshape(shape)",
         "", "",
-        f"API, LAYOUT, GIVEN = {target.api!r}, {target.layout!r}, {_given(target, s)!r}   # GIVEN: the inputs' dtype",
+        f"API, LAYOUT, GIVEN = {target.api!r}, {target.layout!r}, {target.given_dtype(s.dtype)!r}"
+        "   # GIVEN: the inputs' dtype",
         f"OUT_BSHD = {api.output_bshd(target.layout)!r}   # the output comes (B, Sq, H, Dv)",
         f"NAMES = {tuple(api.arg_names)!r}   # how the API names q, k, v",
         f"RANK = { {p.name: p.rank for p in PRECISIONS.values()}!r}",

@@ -38,6 +38,11 @@ class Target:
     precision: str = "float64"              # what it computes in; float32-only runtimes skip float64 expectations
     note: str = ""
 
+    def given_dtype(self, dtype: str) -> str:
+        """The dtype a case of precision ``dtype`` reaches this target in (its API's rule)."""
+        from . import apis
+        return apis.get(self.api).given_dtype(dtype, self.torch)
+
     def attend(self, q, k, v, mask=None, scale=None, is_causal=False):
         """One call outside the families (fixture, vignette and random rows): ``(output, weights or None)`` in
         the inputs' own leading dims. It goes through the same adapter as the families (:func:`.apis.call`:

@@ -8,45 +8,25 @@ real tensors of that dtype.
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 
 from ...errors import UsageError
+from ...registry import Registry
 from .base import Api, Returned, converter, keep_mask, mutations, needs, snapshots, to_numpy
 
 __all__ = ["Api", "Returned", "get", "names", "register", "unregister", "expressible", "call", "check_signature",
            "check_backward_signature", "keep_mask", "to_numpy", "needs", "NATIVE", "PROTOCOL"]
 
 _MODULES = ("refimpl_protocol", "torch_sdpa", "flash_attn", "jax_api", "hf_api", "native")
-_REGISTRY: dict[str, Api] = {}
-
-
-def register(api: Api) -> Api:
-    """Add ``api`` (a test's own API, say); its name must be new."""
-    if api.name in _REGISTRY and _REGISTRY[api.name] is not api:
-        raise ValueError(f"an API named {api.name!r} is already registered")
-    _REGISTRY[api.name] = api
-    return api
-
-
-def unregister(name: str) -> None:
-    """Remove an API a test registered (the built-in ones stay)."""
-    if name in _MODULES_NAMES:
-        raise ValueError(f"{name!r} is built in")
-    _REGISTRY.pop(name, None)
-
-
-for _m in _MODULES:
-    register(importlib.import_module(f"{__name__}.{_m}").API)
-
-_MODULES_NAMES = frozenset(_REGISTRY)
+_REGISTRY: Registry[Api] = Registry("API", __name__, _MODULES, "API")
+register, unregister = _REGISTRY.register, _REGISTRY.unregister    # a test's or a plugin's own API
 NATIVE = "native"          # refimpl's own keywords, every feature (the built-in columns)
 PROTOCOL = _REGISTRY["refimpl"]     # what R functions and --backward functions follow
 
 
 def names(*, user: bool = True) -> tuple[str, ...]:
     """The registered API names (``user``: only those a user target can pick with ``--api``)."""
-    return tuple(n for n in _REGISTRY if not (user and n == NATIVE))
+    return tuple(n for n in _REGISTRY.names() if not (user and n == NATIVE))
 
 
 def get(api) -> Api:
@@ -81,7 +61,7 @@ def call(fn, api, data, *, layout: str = "SD", torch: bool = False) -> Returned:
 
 def _hint(params, exclude: str) -> str | None:
     """The API whose identifying parameters ``params`` all has (the most specific first)."""
-    fits = [a for a in _REGISTRY.values() if a.name not in (exclude, NATIVE) and a.params
+    fits = [a for a in _REGISTRY if a.name not in (exclude, NATIVE) and a.params
             and all(p in params for p in a.params)]
     return max(fits, key=lambda a: len(a.params)).name if fits else None
 

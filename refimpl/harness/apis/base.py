@@ -53,10 +53,8 @@ class Api:
     returns_weights: bool = False            # (output, weights) is a documented return
     causal_flag: str | None = None           # the alignment its causal flag means (probed), None: no flag
     keywords: bool = False                   # takes refimpl's own keywords (is_causal=..., alignment=...)
-    explore_masks: tuple[str, ...] = ("none",)   # the mask kinds --explore draws for it
     arg_names: tuple[str, ...] = ("q", "k", "v")   # the positional arguments' names
     qkv_at: int = 0                          # where q, k, v start among the positional arguments (hf: 1)
-    note: str = ""
 
     def cannot(self, spec) -> str | None:
         """None when the API can express every feature of ``spec``; otherwise why not (the cell's ``n/a``)."""

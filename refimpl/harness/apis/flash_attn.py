@@ -40,4 +40,4 @@ API = FlashAttn(
     cannot_express={**{f"{m}-mask": _NO_MASK.format(m) for m in ("bool", "additive", "padding")},
                     "top-left-band": "flash_attn_func aligns causal and windows bottom-right"},
     returns="return the output tensor (B, Sq, H, Dv), as flash_attn_func does",
-    causal_flag="bottom-right", explore_masks=("none",), note="tensors (B, S, H, D), bottom-right causal")
+    causal_flag="bottom-right")

@@ -66,5 +66,4 @@ API = HuggingFace(
     signature="fn(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs)",
     returns="return (attn_output (B, Sq, Hq, Dv), attn_weights (B, Hq, Sq, Sk) or None), as HF's eager "
             "attention does",
-    explore_masks=("none", "bool", "additive", "padding"), arg_names=("module", "query", "key", "value"), qkv_at=1,
-    note="HF attention interface: tensors (B, H, S, D) in, (B, S, H, Dv) out; every mask additive")
+    arg_names=("module", "query", "key", "value"), qkv_at=1)

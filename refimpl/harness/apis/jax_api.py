@@ -48,5 +48,4 @@ API = Jax(
     cannot_express={"softcap": "jax.nn.dot_product_attention has no softcap",
                     "dv-ne-d": "jax.nn.dot_product_attention takes value with the key's head size (Dv == D)"},
     returns="return the output (B, T, N, H) = (B, Sq, Hq, Dv), as jax.nn.dot_product_attention does",
-    causal_flag="top-left", explore_masks=("none", "bool", "additive", "padding"),
-    arg_names=("query", "key", "value"), note="NumPy arrays (B, T, N, H), top-left causal")
+    causal_flag="top-left", arg_names=("query", "key", "value"))

@@ -24,5 +24,4 @@ class Native(Api):
 
 
 API = Native(name="native", signature="fn(q, k, v, **refimpl.scaled_dot_product_attention keywords)", params=(),
-             tensors=False, returns_weights=True, causal_flag="top-left", keywords=True,
-             explore_masks=("none", "bool", "additive", "padding"), note="refimpl's keywords, every feature")
+             tensors=False, returns_weights=True, causal_flag="top-left", keywords=True)

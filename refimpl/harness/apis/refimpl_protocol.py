@@ -43,5 +43,4 @@ API = RefimplProtocol(
     cannot_express={"additive-mask": _NO + "additive float masks", "softcap": _NO + "softcap",
                     "alibi": _NO + "ALiBi biases", "gqa": _NO + "GQA (Hq != Hkv)"},
     layouts=("SD", "BHSD", "BSHD"), returns_weights=True,
-    returns="return the output as a NumPy array or torch tensor (B, H, Sq, Dv), or the tuple (output, weights)",
-    explore_masks=("none", "bool", "padding"), note="NumPy arrays (..., S, D); a bool keep-mask carries causal")
+    returns="return the output as a NumPy array or torch tensor (B, H, Sq, Dv), or the tuple (output, weights)")

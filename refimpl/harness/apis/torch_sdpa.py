@@ -44,5 +44,4 @@ API = TorchSdpa(
     signature="fn(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False)",
     cannot_express={"softcap": "torch's SDPA has no softcap"},
     returns="return the output tensor (B, H, Sq, Dv), as torch's scaled_dot_product_attention does",
-    causal_flag="top-left", explore_masks=("none", "bool", "additive", "padding"),
-    arg_names=("query", "key", "value"), note="tensors (B, H, S, D)")
+    causal_flag="top-left", arg_names=("query", "key", "value"))

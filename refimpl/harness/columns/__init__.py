@@ -6,52 +6,29 @@ from this registry; adding a column is one module and its line in ``_MODULES`` (
 """
 from __future__ import annotations
 
-import importlib
 from typing import Callable
 
 from ...r.compat import DIVERGENCES as R_DIVERGENCES
+from ...registry import Registry
 from ..target import Target
 from .base import Column
 
 __all__ = ["Column", "register", "unregister", "names", "builtin_targets", "divergence_titles", "DIVERGENCE_TITLES"]
 
 _MODULES = ("refimpl_column", "r_column", "torch_column", "onnxruntime_column", "torch_mha_column")
-_REGISTRY: dict[str, Column] = {}
-
-
-def register(column: Column) -> Column:
-    """Add a column (a test's own, say); its name must be new."""
-    if column.name in _REGISTRY and _REGISTRY[column.name] is not column:
-        raise ValueError(f"a column named {column.name!r} is already registered")
-    _REGISTRY[column.name] = column
-    return column
-
-
-for _m in _MODULES:
-    register(importlib.import_module(f"{__name__}.{_m}").COLUMN)
-_BUILT_IN = frozenset(_REGISTRY)
-
-
-def unregister(name: str) -> None:
-    """Remove a column a test registered (the built-in ones stay)."""
-    if name in _BUILT_IN:
-        raise ValueError(f"{name!r} is built in")
-    _REGISTRY.pop(name, None)
-
-
-def names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+_REGISTRY: Registry[Column] = Registry("column", __name__, _MODULES, "COLUMN")
+register, unregister, names = _REGISTRY.register, _REGISTRY.unregister, _REGISTRY.names
 
 
 def builtin_targets() -> dict[str, Callable[[], Target]]:
     """``{name: make}`` of every registered column, in the matrix's order (``make`` may raise Unavailable)."""
-    return {c.name: c.make for c in _REGISTRY.values()}
+    return {c.name: c.make for c in _REGISTRY}
 
 
 def divergence_titles() -> dict[str, str]:
     """Every catalogued divergence: the R package's (refimpl.r.compat) and each column's."""
     out = dict(R_DIVERGENCES)
-    for c in _REGISTRY.values():
+    for c in _REGISTRY:
         out.update(c.divergences)
     return out
 
