@@ -159,3 +159,14 @@ def test_every_name_of_the_readmes_python_api_is_importable_from_refimpl():
     missing = [n for n in listed if not hasattr(refimpl, n) or n not in refimpl.__all__]
     assert not missing, missing
     assert callable(refimpl.sdpa_backward)
+
+
+def test_an_api_that_returns_bshd_names_the_missing_transpose(capsys):
+    """The hf API returns (B, Sq, H, Dv); a kernel that forgets the transpose is told so before the run."""
+    from refimpl.cli import main
+    zoo = PKG.parent / "tests" / "zoo" / "hf_impls.py"
+    code = main(["check", "--target", f"{zoo}:hf_no_transpose", "--api", "hf", "--family", "sizes", "--suite",
+                 "quick", "--random", "0", "--quiet", "--no-isolation"])
+    err = capsys.readouterr().err
+    assert code == 2 and "= (B, H, Sq, Dv)" in err and "--api hf returns (B, Sq, H, Dv)" in err, err
+    assert "out.transpose(1, 2)" in err

@@ -157,6 +157,12 @@ def probe(target: Target, dtype: str = "float64") -> dict:
                          f"{apis.get(target.api).returns}{_hint(rec.raw)}")
     if got is not None and got.output.ndim == 4 and got.output.shape == data.expected.swapaxes(1, 2).shape \
             and matches(np.swapaxes(got.output, 1, 2), data.expected, data.v):
+        a = apis.get(target.api)
+        if a.output_bshd(target.layout):               # the API returns (B, Sq, H, Dv): the target did not
+            raw = tuple(np.swapaxes(got.output, 1, 2).shape)
+            raise UsageError(f"--target {name}: returned output {raw} = (B, H, Sq, Dv) on a probe case ({shapes}); "
+                             f"{flags} returns (B, Sq, H, Dv) {tuple(data.expected.swapaxes(1, 2).shape)}: "
+                             f"{a.returns} (out.transpose(1, 2))")
         raise UsageError(f"--target {name}: returned output {got.output.shape} = (B, Sq, H, Dv) on a probe case "
                          f"({shapes}); {flags} expects (B, H, Sq, Dv) {data.expected.shape}: return "
                          f"out.transpose(1, 2), or, if it also takes (B, S, H, D) inputs, run it with --layout BSHD")
