@@ -7,12 +7,11 @@ Shapes use ``B...`` for any number of leading batch/head dimensions (broadcast a
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from ._checks import ShapeError, as_float_array, check_choice
-from ._kernel import SDPAInputs, block_keep, full_keep, masked_softmax_, prepare, rescaled, softcap_
+from ._kernel import block_keep, full_keep, masked_softmax_, prepare, rescaled, softcap_
 
 __all__ = ["scaled_dot_product_attention", "general_attention", "general_attention_matrix",
            "self_attention", "self_attention_with", "project", "masked_softmax_"]
@@ -105,19 +104,6 @@ def sdpa_blocked(qs, k, v, keep, additive, e: int, scores_shape, block_rows: int
             masked_softmax_(softcap_(z, e, softcap), keep_blk, None if ad is None else ad[idx][r0:r1], e)
             np.matmul(z, vb[idx], out=out[idx][r0:r1])              # (rows, Sk) x (Sk, Dv) -> (rows, Dv)
     return out, weights
-
-
-# --- the original internal API, kept for tests/test_online.py (blocked path vs vectorised path) ------
-
-def prepare_sdpa(q, k, v, mask=None, scale=None, is_causal=False) -> SDPAInputs:
-    """:func:`refimpl._kernel.prepare` with the causal band folded into ``keep`` (no GQA, no window)."""
-    p = prepare(q, k, v, mask=mask, scale=scale, is_causal=is_causal)
-    return p._replace(keep=full_keep(p), band=None)
-
-
-def _sdpa_blocked(qs, k, v, keep, additive, t, scores_shape, block_rows=None):
-    """:func:`sdpa_blocked` with the temperature ``t = 2**e`` given as a number."""
-    return sdpa_blocked(qs, k, v, keep, additive, math.frexp(t)[1] - 1, scores_shape, block_rows)
 
 
 def general_attention(query, keys, values, *, scale=None):

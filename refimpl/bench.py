@@ -194,7 +194,7 @@ def bench_check(quick: bool) -> None:
 
 
 def bench_rtargets(quick: bool) -> None:
-    from .harness.r_targets import bench_r_targets
+    from .harness.targets.r_targets import bench_r_targets
     print(bench_r_targets(quick), flush=True)
 
 
@@ -209,7 +209,7 @@ def main(quick: bool = False, only: list[str] | None = None) -> int:
     if unknown:
         print(f"refimpl bench: unknown section(s) {unknown}; sections: {SECTIONS}", file=sys.stderr)
         return 2
-    from .env import environment
+    from .harness.reports.environment import environment
     env = environment()
     print(f"refimpl bench on {os.cpu_count()} cores: Python {env['python']}, NumPy {env['numpy']} ({env['blas']}), "
           f"torch {env['torch']}")

@@ -1,5 +1,5 @@
 """Backward bug models: the gradients of attention computed with one classic mistake each, for diagnosing
-a target whose ``grad:<family>`` row fails (refimpl.harness.grad_cases).
+a target whose ``grad:<family>`` row fails (refimpl.harness.rows.grad_cases).
 
 Every model takes refimpl's inputs and keywords plus the upstream gradient and returns ``(dq, dk, dv)``::
 

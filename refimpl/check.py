@@ -40,7 +40,7 @@ def validate(options, builtins) -> None:
     if options.repro_dir:
         check_directory(options.repro_dir, "--repro-dir")
     if options.explore_db:
-        from .harness.explore import load_db
+        from .harness.analysis.explore import load_db
         load_db(options.explore_db)            # junk in it: refused now, not after the run
 
 
@@ -57,12 +57,12 @@ def _isolate(options, flag: str):
     """``isolate(spec, check)`` for load_target / load_backward: a worker per user function (None: this process)."""
     if options.no_isolation:
         return None
-    from .harness.isolation import isolator
+    from .harness.targets.isolation import isolator
     return isolator(timeout=options.timeout, max_memory_mib=options.max_memory, flag=flag)
 
 
 def _load(options, builtins, joining) -> tuple[list, dict[str, str]]:
-    from .harness.targets import load_target
+    from .harness.targets.load import load_target
     targets, unavailable = [], {}
     for name, factory in builtins.items():       # only the columns asked for are started (R, Node, torch)
         if name in joining:
@@ -83,8 +83,8 @@ def _load(options, builtins, joining) -> tuple[list, dict[str, str]]:
 def run(options, progress: Callable[[str], None], script: Callable[[str], None]):
     """The whole check; returns the :class:`~refimpl.harness.cases.CheckRun` (None after ``--repro``, whose
     script went to ``script``). Raises UsageError for what the user must fix (exit 2)."""
-    from .harness.runner import close_targets
-    from .harness.targets import builtin_targets
+    from .harness.rows.runner import close_targets
+    from .harness.targets.load import builtin_targets
     builtins = builtin_targets()
     validate(options, builtins)
     joining, judged = _columns(options, builtins)
@@ -95,16 +95,16 @@ def run(options, progress: Callable[[str], None], script: Callable[[str], None])
         targets += loaded
         running = [t for t in targets if not options.only or t.name in options.only]
         user = [t for t in running if t.name in options.target]
-        from .harness.probe import probe_targets
+        from .harness.targets.probe import probe_targets
         probed = probe_targets(running, options.dtype[0], user=set(options.target))   # a wrong target: exit 2
         if options.repro:
-            from .harness.repro import script_for
+            from .harness.analysis.repro import script_for
             if len(user) != 1:
                 raise UsageError("--repro CASE_ID needs exactly one --target")
             script(script_for(options.repro, user[0], dtypes=options.dtype))
             return None
         if options.backward:
-            from .harness.grad_cases import load_backward
+            from .harness.rows.grad_cases import load_backward
             backward = load_backward(options.backward, _isolate(options, "--backward"))   # wrong signature: exit 2
         return _run(options, running, unavailable, user, probed, backward, judged, progress)
     finally:
@@ -115,10 +115,10 @@ def run(options, progress: Callable[[str], None], script: Callable[[str], None])
 
 def _run(options, targets, unavailable, user, probed, backward, judged, progress):
     from .fixtures.schema import FixtureError
-    from .harness.families import parse_shard
-    from .harness.probe import record
+    from .harness.cases.families import parse_shard
+    from .harness.targets.probe import record
     from .harness.cases import Status
-    from .harness.runner import CHECKED, collect_cases, run_check
+    from .harness.rows.runner import CHECKED, collect_cases, run_check
     try:
         cases = collect_cases(random_n=options.random, families=[] if options.no_families else options.family,
                               suite=options.suite, dtypes=options.dtype,
@@ -139,16 +139,16 @@ def _run(options, targets, unavailable, user, probed, backward, judged, progress
                                    f"unsupported; why: " + "; ".join(list(details)[:3])[:600])
     record(run, probed)                                    # the probed conventions (causal) reach the reports
     if not run.interrupted:
-        from .harness.diagnosis import analyse_run
+        from .harness.analysis.diagnosis import analyse_run
         analyse_run(run)                                   # diagnosis and localisation of failing targets
         if options.grad or options.backward:
-            from .harness.grad_cases import analyse_grad
+            from .harness.rows.grad_cases import analyse_grad
             analyse_grad(run)
         if options.repro_dir:
-            from .harness.repro import write_repros
+            from .harness.analysis.repro import write_repros
             run.repros = write_repros(run, user, options.repro_dir)
         if options.explore:
-            from .harness.explore import explore
+            from .harness.analysis.explore import explore
             for t in user:
                 run.explored[t.name] = explore(t, options.explore, db=options.explore_db, dtypes=options.dtype,
                                                say=progress)

@@ -27,12 +27,12 @@ def main(argv: list[str] | None = None) -> int:
             from .bench import main as bench_main
             return bench_main(quick=args.quick, only=args.only)
         if args.cmd == "export":
-            from .harness.export import export
+            from .harness.reports.export import export
             n = export(args.family, args.out, suite=args.suite, dtypes=args.dtype)
             print(f"refimpl export: {n} cases written to {args.out} (index.json lists them)")
             return EXIT_OK
         if args.cmd == "env":
-            from .env import environment
+            from .harness.reports.environment import environment
             for k, v in environment().items():
                 print(f"{k:10} {v}")
             return EXIT_OK
@@ -51,13 +51,13 @@ def main(argv: list[str] | None = None) -> int:
 def _check(args) -> int:
     """Parse (done), run the pipeline (:func:`refimpl.check.run`), render, exit code."""
     from .check import run
-    from .env import environment
-    from .harness.html import write_html
-    from .harness.report import render
+    from .harness.reports.environment import environment
+    from .harness.reports.html import write_html
+    from .harness.reports.report import render
     from .io import write_atomic
 
     if args.list_families:
-        from .harness.families import FAMILIES, family_specs
+        from .harness.cases.families import FAMILIES, family_specs
         for name, fam in FAMILIES.items():
             n = len(family_specs(name, args.suite, dtypes=("float64",)))
             print(f"{name:16} {n:5d} cases per dtype ({args.suite})  {fam.doc}")

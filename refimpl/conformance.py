@@ -2,7 +2,7 @@
 
     pytest --pyargs refimpl.conformance --refimpl-target mypkg.attn:sdpa [--refimpl-layout BSHD]
 
-The target follows the protocol of :mod:`refimpl.harness.targets`. Every golden fixture that involves attention
+The target follows the protocol of :mod:`refimpl.harness.targets.load`. Every golden fixture that involves attention
 is run with the target in place of refimpl's sdpa, and a set of invariants is checked on random inputs.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 
 from refimpl import strategies as rst, tolerance as tol
 from refimpl.fixtures.schema import load_all
-from refimpl.harness.fixture_cases import attention_fixtures, fixture_case
+from refimpl.harness.rows.fixture_cases import attention_fixtures, fixture_case
 
 _FIXTURES = attention_fixtures(load_all())
 

@@ -9,8 +9,8 @@ invariants. ``--refimpl-shard K/N`` keeps a deterministic K-th of N of the famil
 the suite across runners (pytest-xdist spreads it across the cores of one).
 
 ``--refimpl-target`` may be given several times; without it the targets are refimpl itself. The
-``refimpl_target`` fixture is parametrised over them (see ``refimpl.harness.targets`` for the protocol).
-As in ``refimpl check``, a target runs in a worker process of its own (``refimpl.harness.isolation``): a
+``refimpl_target`` fixture is parametrised over them (see ``refimpl.harness.targets.load`` for the protocol).
+As in ``refimpl check``, a target runs in a worker process of its own (``refimpl.harness.targets.isolation``): a
 segfault, ``os._exit``, ``sys.exit``, a hang past ``--refimpl-timeout`` or memory past ``--refimpl-max-memory``
 fails that case's test with ``crash``/``timeout``/``oom`` and the session goes on (R function targets,
 ``R:file.R:fn``, get embedded R in their worker); ``--refimpl-no-isolation`` calls it in pytest's process.
@@ -36,7 +36,7 @@ def pytest_addoption(parser):
 
 def family_specs(config):
     """The family cases the options select (shard applied), in a deterministic order."""
-    from refimpl.harness.families import parse_shard, select, shard
+    from refimpl.harness.cases.families import parse_shard, select, shard
     dtypes = config.getoption("refimpl_dtype")
     specs = select(config.getoption("refimpl_family"), config.getoption("refimpl_suite"), dtypes)
     if config.getoption("refimpl_shard"):
@@ -56,11 +56,11 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(scope="session")
 def refimpl_target(request):
-    from refimpl.harness.targets import builtin_targets, load_target
+    from refimpl.harness.targets.load import builtin_targets, load_target
     c = request.config
     isolate = None
     if not c.getoption("refimpl_no_isolation") and request.param not in builtin_targets():
-        from refimpl.harness.isolation import isolator
+        from refimpl.harness.targets.isolation import isolator
         isolate = isolator(timeout=c.getoption("refimpl_timeout"), max_memory_mib=c.getoption("refimpl_max_memory"),
                            flag="--refimpl-target")
     target = load_target(request.param, layout=c.getoption("refimpl_layout"),
@@ -77,8 +77,8 @@ def refimpl_verdicts(refimpl_target, refimpl_store, request):
     """``(results by case id, lines)`` for the target: every selected family case judged once, and the diagnosis
     and localisation lines when some failed (the reproduction scripts written with ``--refimpl-repro-dir``)."""
     from refimpl.harness.cases import Status
-    from refimpl.harness.diagnosis import diagnose, localise
-    from refimpl.harness.family_cases import run_one
+    from refimpl.harness.analysis.diagnosis import diagnose, localise
+    from refimpl.harness.rows.family_cases import run_one
     c = request.config
     specs = family_specs(c)
     results = [run_one(refimpl_target, s, refimpl_store, c.getoption("refimpl_masked_rows")) for s in specs]
@@ -89,7 +89,7 @@ def refimpl_verdicts(refimpl_target, refimpl_store, request):
         lines = diagnose(results, refimpl_store, target=name, specs=by_id)
         lines.append(f"localisation {name}: {localise(results)}")
         if c.getoption("refimpl_repro_dir") and ":" in name:
-            from refimpl.harness.repro import write_target_repros
+            from refimpl.harness.analysis.repro import write_target_repros
             paths = write_target_repros(refimpl_target, [(by_id[r.id], refimpl_store) for r in failing],
                                         c.getoption("refimpl_repro_dir"))
             lines.append(f"reproductions {name}: {len(paths)} scripts in {c.getoption('refimpl_repro_dir')}")
@@ -98,5 +98,5 @@ def refimpl_verdicts(refimpl_target, refimpl_store, request):
 
 @pytest.fixture(scope="session")
 def refimpl_store():
-    from refimpl.harness.family_cases import CaseStore
+    from refimpl.harness.rows.family_cases import CaseStore
     return CaseStore()

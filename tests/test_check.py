@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from refimpl.harness import report
+from refimpl.harness.reports import report
 from refimpl.cli import main
 
 SUPPORT = str(Path(__file__).parent / "support")

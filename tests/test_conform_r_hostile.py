@@ -22,7 +22,7 @@ LINE = re.compile(r"^(\S+)\s+(pass|FAIL|error|crash|timeout|n/a)\s+(.*)$")
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """The export tests/test_r_targets.py uses: 14 cases an R function can express (47 calls), 9 n/a."""
-    from refimpl.harness.export import export
+    from refimpl.harness.reports.export import export
     out = tmp_path_factory.mktemp("export") / "cases"
     export(["scale", "bool-mask", "gqa"], out, suite="quick", dtypes=("float64",))
     return out

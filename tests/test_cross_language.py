@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 import refimpl as ri
 from refimpl import strategies as rst, tolerance as tol
 from refimpl.harness.cases import Status, summarise
-from refimpl.harness.r_cases import compare_with_r
+from refimpl.harness.rows.r_cases import compare_with_r
 from refimpl.r import compat as r_compat
 
 pytestmark = pytest.mark.r

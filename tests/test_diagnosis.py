@@ -1,4 +1,4 @@
-"""Diagnosis by bug models (refimpl.bugs, refimpl.harness.diagnosis).
+"""Diagnosis by bug models (refimpl.bugs, refimpl.harness.analysis.diagnosis).
 
 Targets are (a) each bug model itself, run on refimpl's keywords, and (b) the independently written broken
 NumPy implementations of tests/zoo/numpy_broken.py (bool keep-mask and scale only: causal and window reach
@@ -16,10 +16,10 @@ import pytest
 
 from refimpl import bugs
 from refimpl.harness.apis import Returned
-from refimpl.harness.diagnosis import diagnose, localise
-from refimpl.harness.family_cases import CaseStore
-from refimpl.harness.families import family_specs
-from refimpl.harness.judge import judge
+from refimpl.harness.analysis.diagnosis import diagnose, localise
+from refimpl.harness.rows.family_cases import CaseStore
+from refimpl.harness.cases.families import family_specs
+from refimpl.harness.verdicts.judge import judge
 from refimpl.masks import window_mask
 
 ZOO = Path(__file__).parent / "zoo"
@@ -144,7 +144,7 @@ def test_unknown_when_no_model_fits(name):
 
 
 def test_localise_prefers_a_separating_pair():
-    from refimpl.harness.judge import CaseResult
+    from refimpl.harness.verdicts.judge import CaseResult
     feats = [dict(a=True, b=True), dict(a=True, b=False), dict(a=False, b=True), dict(a=False, b=False)]
     rs = [CaseResult(str(i), "FAIL" if i == 0 else "pass", features=f) for i, f in enumerate(feats)]
     assert localise(rs) == "fails only when: a and b"

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from refimpl.harness.cases import Status
-from refimpl.harness.diagnosis import diagnose, localise
-from refimpl.harness.family_cases import CaseStore, run_one
-from refimpl.harness.families import select
-from refimpl.harness.targets import Target
+from refimpl.harness.analysis.diagnosis import diagnose, localise
+from refimpl.harness.rows.family_cases import CaseStore, run_one
+from refimpl.harness.cases.families import select
+from refimpl.harness.targets.load import Target
 
 ZOO = Path(__file__).parent / "zoo"
 STORE = CaseStore()

@@ -1,5 +1,5 @@
-"""--explore (refimpl.harness.explore): Hypothesis finds and shrinks a counterexample for broken zoo targets, none
-for correct ones, and a database of shrunk specs is replayed first."""
+"""--explore (refimpl.harness.analysis.explore): Hypothesis finds and shrinks a counterexample for broken zoo
+targets, none for correct ones, and a database of shrunk specs is replayed first."""
 import json
 import time
 from pathlib import Path
@@ -8,8 +8,8 @@ import pytest
 
 from refimpl.errors import UsageError
 from refimpl.harness.cases import CheckRun
-from refimpl.harness.explore import explore, search
-from refimpl.harness.targets import load_target
+from refimpl.harness.analysis.explore import explore, search
+from refimpl.harness.targets.load import load_target
 
 ZOO = Path(__file__).parent / "zoo"
 

@@ -9,7 +9,7 @@ import pytest
 
 from refimpl.cli import main
 from refimpl.errors import UsageError
-from refimpl.harness.export import export
+from refimpl.harness.reports.export import export
 
 FAMILIES = ["causal", "window", "additive-mask", "scale", "masked-rows"]
 

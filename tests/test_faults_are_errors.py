@@ -22,9 +22,9 @@ import refimpl as ri
 from refimpl.cli import main
 from refimpl.errors import UsageError
 from refimpl.fixtures import schema
-from refimpl.harness import runner
+from refimpl.harness.rows import runner
 from refimpl.harness.cases import Case, Outcome, Status
-from refimpl.harness.targets import builtin_targets
+from refimpl.harness.targets.load import builtin_targets
 from refimpl.r import bridge, rprobe as r_probe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def test_a_square_two_d_mask_is_refused_as_ambiguous_and_both_explicit_forms_wor
 # --- R faults ---------------------------------------------------------------------------------------
 
 def test_refimpl_vignette_cells_pass_without_r(no_r):
-    from refimpl.harness.r_cases import vignette_case
+    from refimpl.harness.rows.r_cases import vignette_case
     ref, = (f() for n, f in builtin_targets().items() if n == "refimpl")
     for name in ("simple", "complete"):
         o = vignette_case(name).run(ref)
@@ -158,7 +158,8 @@ def test_without_knitr_refimpl_passes_and_other_targets_skip_with_the_cause(tmp_
     (lib / "attention").symlink_to(_installed_attention())
     profile = tmp_path / "hide-knitr.R"     # the library path: only 'attention' and R's base library
     profile.write_text(f'local({{e <- environment(.libPaths); assign(".lib.loc", c("{lib}", .Library), envir = e)}})\n')
-    code = ("from refimpl.harness.r_cases import vignette_case\nfrom refimpl.harness.targets import builtin_targets\n"
+    code = ("from refimpl.harness.rows.r_cases import vignette_case\n"
+            "from refimpl.harness.targets.load import builtin_targets\n"
             "t = builtin_targets(); ref, r = t['refimpl'](), t['r']()\nfrom refimpl.r import bridge\n"
             "print('knitr', bridge.availability().knitr_version)\n"
             "for n in ('simple', 'complete'):\n    c = vignette_case(n)\n"

@@ -58,7 +58,7 @@ def test_a_built_in_columns_failure_changes_the_exit_code_only_when_it_was_named
     code = ("import sys, runpy\n"
             "from refimpl import scaled_dot_product_attention as sdpa\n"
             "from refimpl.harness import columns\n"
-            "from refimpl.harness.target import Target\n"
+            "from refimpl.harness.targets.target import Target\n"
             "def doubled(q, k, v, mask=None, scale=None, **kw):\n"
             "    o, w = sdpa(q, k, v, mask=mask, scale=scale, **kw)\n"
             "    return 2 * o, w\n"

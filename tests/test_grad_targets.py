@@ -20,10 +20,10 @@ from refimpl.backward import sdpa_backward
 from refimpl.bugs_backward import MODELS, backward_with
 from refimpl.errors import UsageError
 from refimpl.harness.cases import CheckRun, Status
-from refimpl.harness.families import select
-from refimpl.harness.family_cases import CaseStore, run_one
-from refimpl.harness.grad_cases import Backward, analyse_grad, grad_case, load_backward
-from refimpl.harness.targets import Target, builtin_targets
+from refimpl.harness.cases.families import select
+from refimpl.harness.rows.family_cases import CaseStore, run_one
+from refimpl.harness.rows.grad_cases import Backward, analyse_grad, grad_case, load_backward
+from refimpl.harness.targets.load import Target, builtin_targets
 
 ZOO = Path(__file__).resolve().parent / "zoo"
 
@@ -183,7 +183,7 @@ def test_analyse_grad_puts_the_lines_into_the_run():
 
 
 def test_isolated_targets_get_their_gradients_in_their_worker():
-    from refimpl.harness.isolation import IsolatedFunction
+    from refimpl.harness.targets.isolation import IsolatedFunction
     spec = f"{ZOO / 'torch_autograd_impls.py'}:autograd_bwd_gqa_first_head"
     proxy = IsolatedFunction(spec, timeout=60)
     try:
@@ -209,7 +209,7 @@ def test_an_in_process_target_with_a_grads_attribute_is_still_differentiated_her
 
 
 def _hostile(name, timeout=60.0):
-    from refimpl.harness.isolation import IsolatedFunction
+    from refimpl.harness.targets.isolation import IsolatedFunction
     spec = f"{ZOO / 'hostile_grads.py'}:{name}"
     return spec, IsolatedFunction(spec, timeout=timeout)
 
@@ -265,7 +265,7 @@ def test_sys_exit_and_a_hang_in_the_backward_are_that_case_s_verdict():
 
 @pytest.mark.slow
 def test_a_backward_function_that_exits_runs_in_its_own_worker():
-    from refimpl.harness.isolation import IsolatedFunction
+    from refimpl.harness.targets.isolation import IsolatedFunction
     spec = f"{ZOO / 'hostile_grads.py'}:grad_exit_every_second_call"
     backward = load_backward(spec)
     backward.fn = proxy = IsolatedFunction(spec, timeout=60)
@@ -307,7 +307,7 @@ def test_load_backward_errors_name_the_flag(tmp_path):
     f.write_text("def fwd_only(q, k, v, mask=None, scale=None):\n    return q\n")
     with pytest.raises(UsageError, match=r"--backward .*expected FN\(q, k, v, d_out, mask=None, scale=None\)"):
         load_backward(f"{f}:fwd_only")
-    from refimpl.harness.isolation import isolated
+    from refimpl.harness.targets.isolation import isolated
 
     def isolate(spec, check):
         return isolated(spec, check, flag="--backward")

@@ -9,10 +9,10 @@ import pytest
 
 from refimpl import fixtures as fx_mod
 from refimpl.cli import EXIT_INTERRUPTED, main
-from refimpl.harness import runner
+from refimpl.harness.rows import runner
 from refimpl.harness.cases import Case, Outcome, Status
 from refimpl.harness.columns import DIVERGENCE_TITLES
-from refimpl.harness.targets import builtin_targets
+from refimpl.harness.targets.load import builtin_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "refimpl"
@@ -115,7 +115,7 @@ def test_the_project_holds_its_published_facts(monkeypatch):
 
 
 def test_status_words_have_one_definition():
-    from refimpl.harness.report import JSON_SCHEMA
+    from refimpl.harness.reports.report import JSON_SCHEMA
     assert JSON_SCHEMA["statuses"] == tuple(s.value for s in Status)
     assert f"{Status.FAIL}" == "FAIL" and str(Status.PASS) == "pass"
 
@@ -134,7 +134,7 @@ def test_ctrl_c_keeps_the_finished_cells_and_exits_130(monkeypatch, capsys):
     assert run.results[("a", "refimpl")].status == Status.PASS
     assert ("c", "refimpl") not in run.results
     monkeypatch.setattr(runner, "collect_cases", lambda **kw: cases)
-    monkeypatch.setattr("refimpl.harness.runner.collect_cases", lambda **kw: cases)
+    monkeypatch.setattr("refimpl.harness.rows.runner.collect_cases", lambda **kw: cases)
     code = main(["check", "--only", "refimpl", "--quiet"])
     out = capsys.readouterr().out
     assert code == EXIT_INTERRUPTED and "RESULT: INTERRUPTED" in out and "a " in out
@@ -170,3 +170,16 @@ def test_vignette_inputs_are_the_same_arrays_after_a_target_scales_q_in_place():
     a = vignettes.simple_vignette()
     a["Q"] *= 100.0
     assert np.array_equal(vignettes.simple_vignette()["Q"], a["Q"] / 100.0)
+
+
+def test_every_package_of_refimpl_is_in_the_wheel():
+    """pyproject lists packages by hand: a sub-package missing there is missing from a pip install."""
+    import tomllib
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    present = {".".join(p.parent.relative_to(ROOT).parts) for p in PKG.rglob("__init__.py")}
+    assert present - listed == set(), f"add to pyproject.toml [tool.setuptools] packages: {sorted(present - listed)}"
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    for pkg, globs in data.items():
+        if pkg.startswith("refimpl.harness"):
+            folder = ROOT.joinpath(*pkg.split("."))
+            assert all(list(folder.glob(g)) for g in globs), (pkg, globs)

@@ -6,10 +6,10 @@ import pytest
 
 from refimpl import scaled_dot_product_attention, tolerance as tol
 from refimpl.harness.cases import Status
-from refimpl.harness.family_cases import CaseStore, run_one
-from refimpl.harness.families import family_specs, select
-from refimpl.harness.judge import bounds
-from refimpl.harness.target import Target
+from refimpl.harness.rows.family_cases import CaseStore, run_one
+from refimpl.harness.cases.families import family_specs, select
+from refimpl.harness.verdicts.judge import bounds
+from refimpl.harness.targets.target import Target
 
 STORE = CaseStore()
 
@@ -60,5 +60,5 @@ def test_the_case_conditioning_is_never_looser_than_the_capped_one():
             continue
         cache = STORE.cache(spec)
         bounds(data, cache)
-        from refimpl.harness.judge import n_terms
+        from refimpl.harness.verdicts.judge import n_terms
         assert cache["conditioning"] <= tol.budget_conditioning(n_terms(data), "float16")

@@ -11,6 +11,7 @@ import pytest
 
 import refimpl as ri
 from refimpl import _checks, attention as att, tolerance as tol, tolerance_gradients as tg
+from refimpl._kernel import prepare
 from refimpl.online import sdpa_online
 from refimpl.testing import assert_conforms
 
@@ -192,9 +193,9 @@ def test_the_blocked_path_starts_at_128_by_128_scores(monkeypatch, n_q, n_k, blo
 def test_blocked_rows_per_block_cover_every_row():
     rng = np.random.default_rng(8)
     q, k, v = rng.standard_normal((2, 300, 3)), rng.standard_normal((2, 70, 3)), rng.standard_normal((2, 70, 2))
-    p = att.prepare_sdpa(q, k, v)
+    p = prepare(q, k, v)
     qs = p.q * p.scale
-    out, w = att._sdpa_blocked(qs, p.k, p.v, p.keep, p.additive, 1.0, p.scores_shape, block_rows=64)
+    out, w = att.sdpa_blocked(qs, p.k, p.v, p.keep, p.additive, 0, p.scores_shape, block_rows=64)
     for b in (0, 1):
         o_ref, w_ref = textbook(q[b], k[b], v[b])
         assert_conforms(out[b], o_ref, F64, "output")

@@ -6,6 +6,7 @@ from hypothesis.extra import numpy as hnp
 
 import refimpl as ri
 from refimpl import attention as att, strategies as rst, tolerance as tol
+from refimpl._kernel import full_keep, prepare
 from refimpl.online import sdpa_online
 from refimpl.testing import assert_conforms
 
@@ -25,8 +26,9 @@ def test_online_equals_plain_with_masks_and_causal(c, bq, bk):
 
 @given(CASES, st.integers(1, 9))
 def test_blocked_plain_path_equals_vectorised_path(c, rows):
-    p = att.prepare_sdpa(c.q, c.k, c.v, c.mask, None, c.is_causal)
-    out_b, w_b = att._sdpa_blocked(p.q * p.scale, p.k, p.v, p.keep, p.additive, 1.0, p.scores_shape, rows)
+    p = prepare(c.q, c.k, c.v, mask=c.mask, is_causal=c.is_causal)
+    p = p._replace(keep=full_keep(p), band=None)     # the causal band folded into keep
+    out_b, w_b = att.sdpa_blocked(p.q * p.scale, p.k, p.v, p.keep, p.additive, 0, p.scores_shape, rows)
     z = (p.q * p.scale) @ np.swapaxes(p.k, -1, -2)
     w_v = att.masked_softmax_(z, p.keep, p.additive)
     out_v = w_v @ p.v

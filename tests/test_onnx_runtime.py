@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 import refimpl
 from refimpl import tolerance
-from refimpl.harness import onnx_runtime as ortm
+from refimpl.harness.runtimes import onnx_runtime as ortm
 from refimpl.harness.columns.onnxruntime_column import DIVERGENCES as ORT_DIVERGENCES
-from refimpl.harness.onnx_runtime import (OrtCase, OrtCaseError, OrtProcessError, OrtRunError,
-                                          OrtSession, availability, expressible)
+from refimpl.harness.runtimes.onnx_runtime import (OrtCase, OrtCaseError, OrtProcessError, OrtRunError,
+                                                   OrtSession, availability)
 
 ROOT = Path(__file__).resolve().parents[1]
 AVAILABLE, REASON = availability()
@@ -232,25 +232,6 @@ def test_bad_cases_get_their_own_error_and_the_others_still_run(sess):
         assert isinstance(r, OrtCaseError) and says in str(r), (says, r)
 
 
-def test_expressible_names_what_onnx_attention_lacks():
-    assert expressible(alignment="top-left", window=None, alibi=False, dtype="float32") is None
-    assert expressible(alignment="bottom-right", window=(-1, -1), alibi=False, dtype="float16", sq=3, sk=5) is None
-    assert expressible(alignment="bottom-right", window=None, alibi=False, dtype="float32", sq=3, sk=3) is None
-    assert "sliding window" in expressible(alignment="top-left", window=(2, 0), alibi=False, dtype="float32")
-    assert "ALiBi" in expressible(alignment="top-left", window=None, alibi=True, dtype="float32")
-    assert "float32 and float16 only" in expressible(alignment="top-left", window=None, alibi=False, dtype="float64")
-    assert "Sq=5 > Sk=3" in expressible(alignment="bottom-right", window=None, alibi=False, dtype="float32", sq=5, sk=3)
-    assert expressible(alignment="bottom-right", window=None, alibi=False, dtype="float32", sq=5, sk=3,
-                       is_causal=False) is None
-    assert "multiple of Hkv" in expressible(alignment="top-left", window=None, alibi=False, dtype="float32",
-                                            hq=3, hkv=2)
-    with pytest.raises(ValueError, match="alignment must be"):
-        expressible(alignment="center", window=None, alibi=False, dtype="float32")
-
-
-# --- the worker: one process, cached models, crash and time-out recovery, throughput -----------------
-
-@needs_ort
 def test_one_worker_serves_a_whole_run_and_models_are_sent_once():
     cases = [FEATURES["plain"]] * 20 + [FEATURES["causal + bool mask"]] * 20
     with OrtSession() as s:

@@ -11,10 +11,10 @@ import pytest
 from refimpl.attention import scaled_dot_product_attention
 from refimpl.errors import UsageError
 from refimpl.harness.cases import Status
-from refimpl.harness.families import select
-from refimpl.harness.family_cases import CaseStore, family_case
-from refimpl.harness.r_targets import parse_spec
-from refimpl.harness.targets import load_target
+from refimpl.harness.cases.families import select
+from refimpl.harness.rows.family_cases import CaseStore, family_case
+from refimpl.harness.targets.r_targets import parse_spec
+from refimpl.harness.targets.load import load_target
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = "tests/zoo/r/attention_impls.R"
@@ -148,7 +148,7 @@ def test_r_warnings_are_reported_per_case(rows):
 # --- conform.R: the same verdicts with no Python involved ------------------------------------------------
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from refimpl.harness.export import export
+    from refimpl.harness.reports.export import export
     out = tmp_path_factory.mktemp("export") / "cases"
     export(["scale", "bool-mask", "gqa"], out, suite="quick", dtypes=("float64",))
     return out

@@ -1,5 +1,6 @@
 """The harness's open axes live in registries: precisions (refimpl/precision.py) and target APIs
 (refimpl/harness/apis/). No other module compares an API name or a dtype name; adding an API is one module."""
+import ast
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -10,27 +11,43 @@ import pytest
 from refimpl import precision
 from refimpl.errors import UsageError
 from refimpl.harness import apis
-from refimpl.harness.features import CaseSpec
+from refimpl.harness.cases.features import CaseSpec
 
 PKG = Path(__file__).resolve().parents[1] / "refimpl"
 REGISTRIES = {PKG / "precision.py"} | set((PKG / "harness" / "apis").glob("*.py"))
-NAME = r"""["'](?:refimpl|native|torch-sdpa|flash-attn|jax|float64|float32|float16|bfloat16)["']"""
-COMPARISONS = [re.compile(p) for p in (
-    rf"(?:==|!=)\s*{NAME}", rf"{NAME}\s*(?:==|!=)",            # x == "flash-attn", "float64" != x
-    rf"\bin\s*[\(\[\{{]\s*{NAME}", rf"{NAME}\s+(?:not\s+)?in\b",   # x in ("float16", ...), "float64" in dtypes
-)]
+NAMES = {"refimpl", "native", "torch-sdpa", "flash-attn", "jax", "hf", "float64", "float32", "float16", "bfloat16"}
 # A file-format vocabulary, not refimpl's precisions: the fixture files' own dtypes (float64, float32, int64, bool).
 ALLOWED = {PKG / "fixtures" / "schema.py"}
+
+
+def _named(node) -> bool:
+    """A string constant that is an API or precision name, or a tuple/list/set literal holding one."""
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str) and node.value in NAMES
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_named(e) for e in node.elts)
+    return False
+
+
+def _comparisons(source: str):
+    """Line numbers where code decides by an API or precision name: ``x == "jax"``, ``d in ("float16", ...)``,
+    a dict literal keyed by two or more such names (dispatch tables), ``match x: case "flash-attn":``."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare) and any(_named(n) for n in [node.left, *node.comparators]):
+            yield node.lineno
+        elif isinstance(node, ast.Dict) and sum(_named(k) for k in node.keys if k is not None) >= 2:
+            yield node.lineno
+        elif isinstance(node, ast.MatchValue) and _named(node.value):
+            yield node.lineno
 
 
 def _offenders():
     for path in sorted(PKG.rglob("*.py")):
         if path in REGISTRIES or path in ALLOWED:
             continue
-        for no, line in enumerate(path.read_text().splitlines(), 1):
-            code = line.split("#", 1)[0]
-            if any(p.search(code) for p in COMPARISONS):
-                yield f"{path.relative_to(PKG.parent)}:{no}: {line.strip()}"
+        lines = path.read_text().splitlines()
+        for no in _comparisons(path.read_text()):
+            yield f"{path.relative_to(PKG.parent)}:{no}: {lines[no - 1].strip()}"
 
 
 def test_no_module_outside_the_registries_compares_an_api_or_dtype_name():
@@ -38,12 +55,16 @@ def test_no_module_outside_the_registries_compares_an_api_or_dtype_name():
     assert not bad, "ask refimpl.precision or refimpl.harness.apis instead:\n" + "\n".join(bad)
 
 
-def test_the_guard_catches_each_kind_of_comparison(tmp_path, monkeypatch):
-    for line in ('if api == "flash-attn":', 'ok = "float64" != dtype', 'if d in ("float16", "bfloat16"):',
-                 'if "float64" not in dtypes:', "x = target.api != 'refimpl'"):
-        assert any(p.search(line) for p in COMPARISONS), line
-    for line in ('dtype: str = "float64"', 'Target("refimpl", fn)', "name = 'jax_api'"):
-        assert not any(p.search(line) for p in COMPARISONS), line
+def test_the_guard_catches_each_kind_of_comparison():
+    for code in ('if api == "flash-attn":\n    pass', 'ok = "float64" != dtype',
+                 'if d in ("float16", "bfloat16"):\n    pass',
+                 'ok = "float64" not in dtypes', "x = target.api != 'refimpl'",
+                 'call = {"jax": f, "hf": g}[api]', 'call = {"jax": f, "hf": g}.get(api)',
+                 'match api:\n    case "torch-sdpa":\n        pass', 'ok = x in ["bfloat16"]'):
+        assert list(_comparisons(code)), code
+    for code in ('dtype: str = "float64"', 'Target("refimpl", fn)', "name = 'jax_api'", 'd = {"jax": 1}',
+                 'ok = api == name', 'ok = precision(d).rank > 2', '# if api == "jax"', 's = "x == \'jax\'"'):
+        assert not list(_comparisons(code)), code
 
 
 def test_precisions_hold_the_ieee_figures():
@@ -101,10 +122,10 @@ class _Echo(apis.Api):
 def test_a_new_api_is_one_object_registered_and_the_harness_runs_it():
     """Adding an API touches nothing outside its own module: here it is registered from the test."""
     from refimpl import scaled_dot_product_attention
-    from refimpl.harness.family_cases import CaseStore, run_one
-    from refimpl.harness.families import select
+    from refimpl.harness.rows.family_cases import CaseStore, run_one
+    from refimpl.harness.cases.families import select
     from refimpl.harness.cases import Status
-    from refimpl.harness.targets import Target
+    from refimpl.harness.targets.load import Target
     echo = apis.register(_Echo(name="test-echo", signature="fn(q, k, v, scale=None)", params=("scale",),
                                tensors=False, cannot_express={f: "echo has only q, k, v" for f in apis.base.FEATURES}))
     try:
@@ -130,19 +151,24 @@ def test_a_new_column_is_one_object_registered_and_the_check_runs_it(capsys):
     from refimpl import scaled_dot_product_attention
     from refimpl.cli import main
     from refimpl.harness import columns
-    from refimpl.harness.target import Target
+    from refimpl.harness.targets.target import Target
 
     def doubled(q, k, v, mask=None, scale=None, **features):
         out, w = scaled_dot_product_attention(q, k, v, mask=mask, scale=scale, **features)
         return 2.0 * out, w
     col = columns.register(columns.Column("test-doubled", lambda: Target("test-doubled", doubled, api="native"),
-                                          "refimpl's output doubled (a test's column)", {"X9": "a test divergence"}))
+                                          "refimpl's output doubled (a test's column)", {"X9": "a test divergence"},
+                                          versions=lambda: {"doubler": "9.9.9", "doubler_reason": "a detail"}))
     try:
         assert "test-doubled" in columns.builtin_targets() and columns.divergence_titles()["X9"]
         code = main(["check", "--only", "test-doubled", "--only", "refimpl", "--family", "sizes", "--suite", "quick",
                      "--random", "0", "--quiet", "--dtype", "float64"])
         out = capsys.readouterr().out
         assert code == 1 and "test-doubled" in out and "FAIL" in out and "RESULT: NON-CONFORMANCE" in out
+        env_line = next(line for line in out.splitlines() if line.startswith("refimpl check — Python "))
+        assert env_line.rstrip().endswith("onnxruntime-node " + columns.versions()["onnxruntime-node"] +
+                                          ", doubler 9.9.9"), env_line    # the line is the registry's, in order
+        assert ", R " in env_line and ", torch " in env_line and "a detail" not in env_line
     finally:
         columns.unregister(col.name)
     assert "test-doubled" not in columns.builtin_targets()

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refimpl.harness import report
+from refimpl.harness.reports import report
 from refimpl.harness.cases import Case, CheckRun, Outcome, Status
-from refimpl.harness.diagnosis import analyse_run
-from refimpl.harness.probe import probe_targets, record
-from refimpl.harness.runner import collect_cases, run_check
-from refimpl.harness.targets import Target, builtin_targets
+from refimpl.harness.analysis.diagnosis import analyse_run
+from refimpl.harness.targets.probe import probe_targets, record
+from refimpl.harness.rows.runner import collect_cases, run_check
+from refimpl.harness.targets.load import Target, builtin_targets
 
 ROOT = Path(__file__).parent
 ENV = {k: "x" for k in ("python", "numpy", "blas", "r", "rpy2", "torch", "platform")} | {"attention": "unavailable"}
@@ -132,7 +132,7 @@ def test_conventions_aggregate_over_rows():
 
 
 def test_traceback_lines_only_with_the_flag_and_one_per_distinct_frames():
-    from refimpl.harness.judge import CaseResult
+    from refimpl.harness.verdicts.judge import CaseResult
     tb = ('Traceback (most recent call last):\n  File "/x/mine.py", line 3, in f\n    raise ValueError(n)\n'
           'ValueError: {}\n')
     cr = [CaseResult(f"sizes/000{i}-float64", Status.ERROR, math.inf, "ValueError", traceback=tb.format(i))
@@ -147,7 +147,7 @@ def test_traceback_lines_only_with_the_flag_and_one_per_distinct_frames():
 
 def test_html_failures_first_details_on_the_page_heatmaps_only_where_it_failed(tmp_path):
     pytest.importorskip("matplotlib")
-    from refimpl.harness.html import write_html
+    from refimpl.harness.reports.html import write_html
     exp = np.full((4, 5), 0.2)
     act = exp + np.array([0.5, -0.5, 3.0, -3.0, 0.0]) * 1e-3          # tolerance 1e-3: two within, two beyond
     ok = Outcome(Status.PASS, 0.5, 5e-4, "fine", heat={"weights": (exp, exp)})
@@ -163,7 +163,7 @@ def test_html_failures_first_details_on_the_page_heatmaps_only_where_it_failed(t
 
 def test_difference_scale_is_symmetric_and_pale_within_the_tolerance():
     pytest.importorskip("matplotlib")
-    from refimpl.harness.html import diff_scale
+    from refimpl.harness.reports.html import diff_scale
     for limit in (2.0, 50.0, 1e12):
         norm, cmap = diff_scale(limit)
         for x in (0.3, 0.99, 1.5, 7.0, limit):

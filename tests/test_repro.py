@@ -1,5 +1,5 @@
-"""Reproduction scripts (refimpl.harness.repro): standalone, exact, and they agree with the judge — a broken zoo
-target's script exits 1 with the problem, a correct one's exits 0."""
+"""Reproduction scripts (refimpl.harness.analysis.repro): standalone, exact, and they agree with the judge — a broken
+zoo target's script exits 1 with the problem, a correct one's exits 0."""
 import importlib.util
 import subprocess
 import sys
@@ -11,13 +11,13 @@ import pytest
 from refimpl.cli import main
 from refimpl.errors import UsageError
 from refimpl.harness.cases import Status
-from refimpl.harness.family_cases import CaseStore, family_case, run_one
-from refimpl.harness.features import materialise
-from refimpl.harness.repro import find_spec, script_for, write_repros
-from refimpl.harness.report import render
-from refimpl.harness.runner import run_check
-from refimpl.harness.families import family_specs
-from refimpl.harness.targets import load_target
+from refimpl.harness.rows.family_cases import CaseStore, family_case, run_one
+from refimpl.harness.cases.features import materialise
+from refimpl.harness.analysis.repro import find_spec, script_for, write_repros
+from refimpl.harness.reports.report import render
+from refimpl.harness.rows.runner import run_check
+from refimpl.harness.cases.families import family_specs
+from refimpl.harness.targets.load import load_target
 
 ZOO = Path(__file__).parent / "zoo"
 ENV = dict.fromkeys(("python", "numpy", "blas", "r", "rpy2", "attention", "torch", "platform"), "unavailable")

@@ -1,6 +1,7 @@
-"""A reproduction script allows exactly the error the judge allows: both read :func:`refimpl.harness.judge.bounds`,
-so a script fails exactly when its case FAILs in the matrix, in every dtype (the scripts once re-derived the
-low-precision bound without the judge's conditioning cap and passed cases the matrix failed, by up to 17.5x)."""
+"""A reproduction script allows exactly the error the judge allows: both read
+:func:`refimpl.harness.verdicts.judge.bounds`, so a script fails exactly when its case FAILs in the matrix, in every
+dtype (the scripts once re-derived the low-precision bound without the judge's conditioning cap and passed cases the
+matrix failed, by up to 17.5x)."""
 import importlib.util
 from pathlib import Path
 
@@ -8,11 +9,11 @@ import numpy as np
 import pytest
 
 from refimpl.harness.cases import Status
-from refimpl.harness.family_cases import CaseStore, run_one
-from refimpl.harness.families import select
-from refimpl.harness.judge import bounds
-from refimpl.harness.repro import _script
-from refimpl.harness.targets import Target
+from refimpl.harness.rows.family_cases import CaseStore, run_one
+from refimpl.harness.cases.families import select
+from refimpl.harness.verdicts.judge import bounds
+from refimpl.harness.analysis.repro import _script
+from refimpl.harness.targets.load import Target
 
 STORE = CaseStore()
 MODULE = '''import numpy as np

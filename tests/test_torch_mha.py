@@ -3,6 +3,7 @@
 The kernel's own conventions (True = masked out, float masks read as boolean, NaN for a fully masked
 query) are pinned by calling it directly, so the adapter's translation and the catalogue stay true.
 """
+from dataclasses import replace
 import math
 import re
 
@@ -12,8 +13,9 @@ import pytest
 import refimpl
 from refimpl import tolerance
 from refimpl.harness.columns.torch_mha_column import DIVERGENCES as TORCH_MHA_DIVERGENCES
-from refimpl.harness.torch_mha import (torch_mha_attend, torch_mha_expressible,
-                                       torch_mha_target)
+from refimpl.harness.cases.features import CaseSpec
+from refimpl.harness.runtimes.torch_mha import torch_mha_attend, torch_mha_target
+from refimpl.harness.targets.load import builtin_targets
 
 torch = pytest.importorskip("torch")
 
@@ -89,14 +91,16 @@ def test_target_adapter_takes_bhsd_cases_and_a_scale(scale):
         assert not tolerance.compare(torch_mha_target(q, k, v, keep)[0], want, t).ok
 
 
-def test_expressible_says_what_the_kernel_cannot_take():
-    assert torch_mha_expressible((2, 3, 5, 8), (2, 3, 5, 8), (2, 3, 5, 8), np.ones((5, 5), bool)) is None
-    assert torch_mha_expressible((5, 8), (5, 8), (5, 8), None, dtype="float32") is None
-    assert "Sq == Sk" in torch_mha_expressible((2, 4, 8), (2, 6, 8), (2, 6, 8))
-    assert "D == Dv" in torch_mha_expressible((2, 4, 8), (2, 4, 8), (2, 4, 3))
-    assert "float mask as boolean" in torch_mha_expressible((4, 8), (4, 8), (4, 8), np.zeros((4, 4)))
-    assert "float32 and float64" in torch_mha_expressible((4, 8), (4, 8), (4, 8), dtype="float16")
-    assert "rank 2..4" in torch_mha_expressible((1, 2, 3, 4, 8), (1, 2, 3, 4, 8), (1, 2, 3, 4, 8))
+def test_the_column_says_which_cases_the_fused_kernel_cannot_take():
+    expressible = builtin_targets()["torch-mha"]().expressible
+    base = CaseSpec("sizes", 0, Sq=5, Sk=5, D=8, Dv=8, B=2, Hq=3, Hkv=3, mask="bool")
+    assert expressible(base) is None and expressible(replace(base, is_causal=True)) is None
+    assert "equal query, key and value shapes" in expressible(replace(base, Sk=6))
+    assert "equal query, key and value shapes" in expressible(replace(base, Dv=4))
+    assert "equal query, key and value shapes" in expressible(replace(base, Hkv=1))
+    assert "bool masks only" in expressible(replace(base, mask="additive"))
+    assert "bool masks only" in expressible(replace(base, softcap=30.0))
+    assert "S x S" in expressible(replace(base, long=True))
 
 
 @pytest.mark.parametrize("args, kwargs, says", [

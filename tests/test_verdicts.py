@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from refimpl.harness.cases import Status
-from refimpl.harness.family_cases import CaseStore, run_one
-from refimpl.harness.families import select
-from refimpl.harness.targets import Target
+from refimpl.harness.rows.family_cases import CaseStore, run_one
+from refimpl.harness.cases.families import select
+from refimpl.harness.targets.load import Target
 
 ZOO = Path(__file__).parent / "zoo"
 STORE = CaseStore()
@@ -140,7 +140,7 @@ def test_a_hanging_target_times_out_and_the_run_ends_within_the_timeout_plus_sec
 def test_a_catalogued_divergence_excuses_only_the_rows_it_explains(rb):
     """One fully masked row in a random case used to mark the whole case as D3: NaN (a convention) on that row
     passes, 42 there fails, and a broken row elsewhere is not excused."""
-    from refimpl.harness.r_cases import random_case
+    from refimpl.harness.rows.r_cases import random_case
     case = random_case(200)
     nan_rows = Target("nan", _module("numpy_impls").nan_masked_rows)
     forty_two = Target("42", _module("numpy_broken").masked_rows_42)

@@ -1,4 +1,4 @@
-"""refimpl.harness.worker: hostile targets (tests/support/hostile_calls.py) become verdicts, the run goes on.
+"""refimpl.harness.targets.worker: hostile targets (tests/support/hostile_calls.py) become verdicts, the run goes on.
 
 Every misbehaviour gets its status, the calls around it keep theirs, nothing reaches our stdout/stderr, and
 no child, zombie or grandchild is left behind.
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refimpl.harness.worker import CallResult, Worker, WorkerLoadError
+from refimpl.harness.targets.worker import CallResult, Worker, WorkerLoadError
 
 SUPPORT = str(Path(__file__).parent / "support")
 ROOT = str(Path(__file__).parent.parent)
@@ -231,9 +231,9 @@ def test_timeout_kills_grandchildren_and_close_reaps_the_child(tmp_path):
 
 
 def python_with_worker(code: str) -> list[str]:
-    """argv running ``code`` after ``from refimpl.harness.worker import Worker`` in a fresh interpreter."""
+    """argv running ``code`` after ``from refimpl.harness.targets.worker import Worker`` in a fresh interpreter."""
     return [sys.executable, "-c", f"import sys; sys.path[:0] = [{ROOT!r}, {SUPPORT!r}]\n"
-                                  f"from refimpl.harness.worker import Worker\n{code}"]
+                                  f"from refimpl.harness.targets.worker import Worker\n{code}"]
 
 
 def test_nothing_reaches_a_piped_stdout_or_stderr():

@@ -1,7 +1,7 @@
 """Issue #27 item 2, no pickle across the boundary: what a worker's child sends back is plain data
-(refimpl.harness.wire), so a hostile return value cannot run code in the judge, and a user's array class, a bfloat16
-tensor, a tuple and a gradients dict arrive as what they were (bitwise); anything else is refused in the child,
-naming its type.
+(refimpl.harness.targets.wire), so a hostile return value cannot run code in the judge, and a user's
+array class, a bfloat16 tensor, a tuple and a gradients dict arrive as what they were (bitwise); anything else is
+refused in the child, naming its type.
 
 Hostile values run only in subprocesses of this test: a regression that unpickled them here would end pytest itself.
 """
@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from refimpl.harness.cases import Status
-from refimpl.harness.families import select
-from refimpl.harness.family_cases import CaseStore, run_one
-from refimpl.harness.isolation import IsolatedFunction
-from refimpl.harness.targets import Target, load_function, load_target
-from refimpl.harness.worker import Worker
+from refimpl.harness.cases.families import select
+from refimpl.harness.rows.family_cases import CaseStore, run_one
+from refimpl.harness.targets.isolation import IsolatedFunction
+from refimpl.harness.targets.load import Target, load_function, load_target
+from refimpl.harness.targets.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE = CaseStore()
@@ -318,8 +318,8 @@ def test_an_isolated_target_returning_something_else_than_arrays_gets_error_verd
 
 @pytest.mark.r
 def test_an_isolated_r_batch_brings_back_the_same_results_and_r_errors_as_in_process():
-    from refimpl.harness.isolation import isolated
-    from refimpl.harness.r_targets import RReturned
+    from refimpl.harness.targets.isolation import isolated
+    from refimpl.harness.targets.r_targets import RReturned
     from refimpl.r.bridge import RError
     spec = f"R:{ROOT / 'tests/zoo/r/attention_impls.R'}:attn_errors"
     datas = [STORE.get(s) for s in select(["sizes"], "quick", ("float64",))]
@@ -346,6 +346,6 @@ def test_an_isolated_r_batch_brings_back_the_same_results_and_r_errors_as_in_pro
     ({"__reduce__": "os._exit"}, "not a node of the wire format: dict"),
 ])
 def test_the_parent_decodes_plain_data_only_whatever_the_child_writes(skeleton, says):
-    from refimpl.harness import wire
+    from refimpl.harness.targets import wire
     with pytest.raises((ValueError, TypeError), match=re.escape(says)):
         wire.decode(json.dumps(skeleton).encode(), bytearray(16))

@@ -266,7 +266,7 @@ class RBridge:
             comps.append(per)
         return StackedResult(comps, errors, calls, warned, str(out["version"][0]))
 
-    # --- R functions as targets (r_reference/targets.R; refimpl.harness.r_targets) --------------------
+    # --- R functions as targets (r_reference/targets.R; refimpl.harness.targets.r_targets) --------------------
     def _targets_loaded(self) -> None:
         with _LOCK:
             if "refimpl_target_batch" not in self._f:

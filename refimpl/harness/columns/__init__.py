@@ -10,10 +10,11 @@ from typing import Callable
 
 from ...r.compat import DIVERGENCES as R_DIVERGENCES
 from ...registry import Registry
-from ..target import Target
+from ..targets.target import Target
 from .base import Column
 
-__all__ = ["Column", "register", "unregister", "names", "builtin_targets", "divergence_titles", "DIVERGENCE_TITLES"]
+__all__ = ["Column", "register", "unregister", "names", "builtin_targets", "divergence_titles", "DIVERGENCE_TITLES",
+           "versions"]
 
 _MODULES = ("refimpl_column", "r_column", "torch_column", "onnxruntime_column", "torch_mha_column")
 _REGISTRY: Registry[Column] = Registry("column", __name__, _MODULES, "COLUMN")
@@ -23,6 +24,14 @@ register, unregister, names = _REGISTRY.register, _REGISTRY.unregister, _REGISTR
 def builtin_targets() -> dict[str, Callable[[], Target]]:
     """``{name: make}`` of every registered column, in the matrix's order (``make`` may raise Unavailable)."""
     return {c.name: c.make for c in _REGISTRY}
+
+
+def versions() -> dict[str, str]:
+    """What every registered column runs on (``Column.versions``), merged in the matrix's order."""
+    out: dict[str, str] = {}
+    for c in _REGISTRY:
+        out.update(c.versions())
+    return out
 
 
 def divergence_titles() -> dict[str, str]:

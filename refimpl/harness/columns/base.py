@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from ...masks import band_mask
-from ..target import Target
+from ..targets.target import Target
 
 __all__ = ["Column", "fold_band"]
 
@@ -18,6 +18,9 @@ class Column:
     make: Callable[[], Target]            # the column's target; raises Unavailable when it cannot run here
     doc: str                              # one line for the README's column list
     divergences: dict = field(default_factory=dict)    # id -> title: catalogued behaviours (docs/divergences.md)
+    # what it runs on, for the environment line ({"torch": "1.13.0"}); a key with "_" in it is a detail (the JSON
+    # report has it, the line not)
+    versions: Callable[[], dict[str, str]] = dict
 
 
 def fold_band(mask, sq: int, sk: int, is_causal: bool, alignment: str, window):

@@ -9,10 +9,12 @@ softcap, scale, GQA (``q_num_heads``/``kv_num_heads``). Divergences ``O*`` (test
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from ...errors import Unavailable
-from ..target import Target
+from ..targets.target import Target
 from .base import Column, fold_band
 
 __all__ = ["COLUMN"]
@@ -30,8 +32,8 @@ DIVERGENCES = {
 
 
 def _make() -> Target:
-    from .. import onnx_runtime as ort
-    from ..ort_case import ORT_TYPES, OrtCase
+    from ..runtimes import onnx_runtime as ort
+    from ..runtimes.ort_case import ORT_TYPES, OrtCase
     ok, why = ort.availability()
     if not ok:
         raise Unavailable(why)
@@ -67,4 +69,15 @@ def _make() -> Target:
                   note=f"ONNX Attention-23 on {why}")
 
 
-COLUMN = Column("onnxruntime", _make, "ONNX Attention-23 in ONNX Runtime's CPU kernel (Node), float32", DIVERGENCES)
+def _versions() -> dict[str, str]:
+    """onnxruntime-node's version from its package.json (no Node process is started to ask)."""
+    from ..runtimes.onnx_runtime import ort_dir
+    try:
+        return {"onnxruntime-node": json.loads((ort_dir() / "node_modules" / "onnxruntime-node" / "package.json")
+                                               .read_text())["version"]}
+    except (OSError, ValueError, KeyError):
+        return {"onnxruntime-node": "not installed"}
+
+
+COLUMN = Column("onnxruntime", _make, "ONNX Attention-23 in ONNX Runtime's CPU kernel (Node), float32", DIVERGENCES,
+                versions=_versions)

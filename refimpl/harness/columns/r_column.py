@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ...r import compat as r_compat
-from ..target import Target
+from ..targets.target import Target
 from .base import Column
 
 __all__ = ["COLUMN", "per_case"]
@@ -53,4 +53,18 @@ def _make() -> Target:
     return Target("r", fn, known=known, predict=predict, note=f"R attention {a.attention_version} through the bridge")
 
 
-COLUMN = Column("r", _make, "the R package attention (CRAN), catalogued divergences excused row by row")
+def _versions() -> dict[str, str]:
+    """R, rpy2, attention and knitr as a subprocess finds them: asking cannot abort this process."""
+    from ...r.bridge import probe
+    a = probe()
+    env = {"r": a.r_version or "unavailable", "rpy2": a.rpy2_version or "unavailable",
+           "attention": a.attention_version or "unavailable",
+           "knitr": a.knitr_version or ("missing (the vignettes' setup chunk needs it)" if a.r_version
+                                        else "unavailable")}
+    if not a.ok:
+        env["r_reason"] = a.reason
+    return env
+
+
+COLUMN = Column("r", _make, "the R package attention (CRAN), catalogued divergences excused row by row",
+                versions=_versions)

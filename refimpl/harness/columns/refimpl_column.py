@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ...attention import scaled_dot_product_attention
-from ..target import Target
+from ..targets.target import Target
 from .base import Column
 
 __all__ = ["COLUMN"]

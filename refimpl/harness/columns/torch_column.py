@@ -7,7 +7,7 @@ import numpy as np
 
 from ...errors import Unavailable
 from ...precision import PRECISIONS
-from ..target import Target
+from ..targets.target import Target
 from .base import Column
 
 __all__ = ["COLUMN"]
@@ -56,4 +56,12 @@ def _lacking(torch) -> dict[str, str]:
     return out
 
 
-COLUMN = Column("torch", _make, "torch: a manual softmax(q k^T s) v", DIVERGENCES)
+def torch_version() -> dict[str, str]:
+    try:
+        import torch
+    except ImportError:
+        return {"torch": "not installed"}
+    return {"torch": torch.__version__}
+
+
+COLUMN = Column("torch", _make, "torch: a manual softmax(q k^T s) v", DIVERGENCES, versions=torch_version)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import Unavailable
-from ..target import Target
+from ..targets.target import Target
 from .base import Column, fold_band
+from .torch_column import torch_version
 
 __all__ = ["COLUMN"]
 
@@ -21,7 +22,7 @@ DIVERGENCES = {
 
 def _make() -> Target:
     try:
-        from ..torch_mha import torch_mha_target as mha
+        from ..runtimes.torch_mha import torch_mha_target as mha
     except ImportError as e:
         raise Unavailable(f"torch is not importable ({e})") from None
 
@@ -56,4 +57,5 @@ def _make() -> Target:
                   note=f"torch {torch.__version__} _native_multi_head_attention, identity projections")
 
 
-COLUMN = Column("torch-mha", _make, "torch's fused _native_multi_head_attention, equal-shape cases", DIVERGENCES)
+COLUMN = Column("torch-mha", _make, "torch's fused _native_multi_head_attention, equal-shape cases", DIVERGENCES,
+                versions=torch_version)

@@ -1,0 +1,1 @@
+"""After the run: diagnosis and localisation, minimal counterexamples, reproduction scripts."""

@@ -1,0 +1,177 @@
+"""Case families: named, seeded, deterministic groups of :class:`~.features.CaseSpec`.
+
+Each family draws its specs from its own seeded generator, so a family's cases do not change when another
+family changes. A suite picks how many cases each family gets: ``quick`` (a smoke run in seconds),
+``default`` (the pre-release suite, >= 1,500 cases with the default two dtypes), ``full`` (more, and long
+sequences up to S = 16,384). :func:`shard` splits any list of specs deterministically for CI matrices.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ...errors import UsageError
+from ...precision import NAMES as DTYPE_NAMES
+from .features import CaseSpec
+
+__all__ = ["Family", "FAMILIES", "SUITES", "family_specs", "select", "shard", "parse_shard", "check_dtypes"]
+
+SUITES = {"quick": 0.1, "default": 1.0, "full": 3.0}       # cases per family relative to the default suite
+SEED = 20261123
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    doc: str
+    n_default: int
+    draw: Callable[[np.random.Generator, int], dict]        # (rng, index) -> CaseSpec fields
+
+    def count(self, suite: str) -> int:
+        if self.name == "long":
+            return {"quick": 0, "default": 2, "full": 4}[suite]
+        return max(1, round(self.n_default * SUITES[suite]))
+
+
+def _pick(rng, seq):
+    return seq[int(rng.integers(len(seq)))]
+
+
+_ODD = (1, 2, 3, 5, 7, 13, 31, 33, 63, 65, 100, 127, 129, 200)
+
+
+def _sizes(rng, i):
+    D = _pick(rng, (1, 3, 8, 17, 32, 64, 80, 96, 128, 160, 256))
+    return dict(Sq=_pick(rng, _ODD), Sk=_pick(rng, _ODD), D=D, Dv=_pick(rng, (D, D, 1, 5, 24, 64, 130)))
+
+
+def _small(rng, sq=(1, 3, 8, 17, 40), sk=(1, 2, 5, 16, 33, 64, 65, 100)):
+    D = _pick(rng, (4, 8, 16, 32, 64))
+    return dict(Sq=_pick(rng, sq), Sk=_pick(rng, sk), D=D, Dv=_pick(rng, (D, 8, 12)))
+
+
+def _heads(rng, i):
+    return dict(_small(rng), B=int(rng.integers(1, 4)), Hq=int(rng.integers(1, 5)), Hkv=None)
+
+
+def _gqa(rng, i):
+    hkv = _pick(rng, (1, 1, 2, 4))                       # 1: multi-query attention
+    return dict(_small(rng), B=int(rng.integers(1, 3)), Hq=hkv * _pick(rng, (2, 3, 4)), Hkv=hkv)
+
+
+def _causal(rng, i):
+    d = _small(rng, sq=(1, 4, 16, 33, 64, 100), sk=(1, 4, 16, 33, 64, 100))
+    if i % 3 == 0:
+        d["Sq"], d["Sk"] = min(d["Sq"], d["Sk"]), max(d["Sq"], d["Sk"])      # Sq < Sk
+    elif i % 3 == 1:
+        d["Sq"], d["Sk"] = max(d["Sq"], d["Sk"]), min(d["Sq"], d["Sk"])      # Sq > Sk
+    align = "top-left" if i % 2 == 0 else "bottom-right"
+    return dict(d, is_causal=True, alignment=align, dead_rows=align == "bottom-right" and d["Sq"] > d["Sk"])
+
+
+def _window(rng, i):
+    d = _small(rng, sq=(1, 8, 33, 64), sk=(8, 33, 64, 100))
+    left, right = _pick(rng, (-1, 0, 1, 4, 16)), _pick(rng, (-1, 0, 1, 4, 16))
+    if left == -1 and right == -1:
+        left = 3
+    if i % 2:                          # sliding-window models (Mistral, Gemma-2) have Dv == D: half the cases do
+        d["Dv"] = d["D"]
+    return dict(d, window=(left, right), alignment=_pick(rng, ("top-left", "bottom-right")), is_causal=bool(i % 4 == 0))
+
+
+def _masked_rows(rng, i):
+    return dict(_small(rng, sq=(2, 5, 16), sk=(1, 3, 16, 40)), B=int(rng.integers(1, 3)),
+                mask=_pick(rng, ("bool", "bool", "additive", "padding")), dead_rows=True)
+
+
+def _extreme(rng, i):
+    d = _small(rng, sk=(2, 5, 16, 64))
+    if i % 3 == 2:                                       # attended scores far below a finite fill
+        return dict(d, D=64, Dv=8, mask="bool", magnitude=_pick(rng, (50.0, 4e4)), pattern="far-below-fill")
+    return dict(d, magnitude=_pick(rng, (12.0, 30.0, 1e3, 1e5)), mask=_pick(rng, ("none", "bool")))
+
+
+def _decode(rng, i):
+    sk = _pick(rng, (1, 7, 64, 255, 256, 1000, 2048, 4096))
+    return dict(Sq=1, Sk=sk, D=_pick(rng, (64, 128)), Dv=_pick(rng, (64, 128)), B=int(rng.integers(1, 3)),
+                Hq=_pick(rng, (1, 4)), Hkv=None, mask=_pick(rng, ("none", "padding")))
+
+
+def _long(rng, i):
+    S = (2048, 4096, 8192, 16384)[i % 4]
+    return dict(Sq=S, Sk=S, D=64, Dv=64, is_causal=bool(i % 2), long=True)
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("sizes", "non-powers of two, D up to 256, Sq != Sk, Dv != D, Sk == 1", 140, _sizes),
+    Family("batched-heads", "batch and head dimensions (B up to 3, H up to 4)", 90, _heads),
+    Family("gqa", "grouped-query and multi-query attention (Hq a multiple of Hkv)", 90, _gqa),
+    Family("bool-mask", "random bool keep-masks (True = attend), no empty row", 100,
+           lambda r, i: dict(_heads(r, i), mask="bool")),
+    Family("additive-mask", "float masks added to the scores, with -inf entries", 80,
+           lambda r, i: dict(_heads(r, i), mask="additive")),
+    Family("padding", "per-batch key lengths (a (B, 1, 1, Sk) keep-mask)", 80,
+           lambda r, i: dict(_small(r), B=int(r.integers(2, 5)), mask="padding")),
+    Family("causal", "causal masks in both alignments, Sq < Sk and Sq > Sk", 120, _causal),
+    Family("window", "sliding windows (left, right), -1 unbounded, both alignments", 100, _window),
+    Family("softcap", "logit soft-capping cap * tanh(scores / cap), alone and under a causal mask (Gemma-2)", 60,
+           lambda r, i: dict(_small(r), softcap=_pick(r, (1.0, 5.0, 30.0, 50.0)), magnitude=_pick(r, (1.0, 4.0)),
+                             is_causal=bool(i % 2), alignment="bottom-right")),
+    Family("alibi", "ALiBi biases -slope * |i + Sk - Sq - j| (FlashAttention's alignment)", 60,
+           lambda r, i: dict(_small(r), Hq=_pick(r, (1, 2, 3, 4, 6, 8)), Hkv=None, alibi=True)),
+    Family("scale", "explicit softmax scales", 40, lambda r, i: dict(_small(r), scale=_pick(r, (0.01, 0.5, 1.0, 3.0)))),
+    Family("masked-rows", "queries with no key at all (bool, additive, padding)", 80, _masked_rows),
+    Family("extreme-logits", "scores beyond exp's range; attended scores far below a finite fill", 90, _extreme),
+    Family("decode", "one query (Sq = 1) against up to 4,096 keys", 40, _decode),
+    Family("long", "long sequences (S = 2,048 to 16,384; expected from the online variant)", 2, _long),
+)}
+
+
+def family_specs(name: str, suite: str = "default", dtypes: tuple[str, ...] = ("float64", "float32")) -> list[CaseSpec]:
+    """The family's specs for ``suite``, one per (case, dtype), deterministic."""
+    fam = FAMILIES[name]
+    rng = np.random.default_rng([SEED, zlib.crc32(name.encode())])
+    out = []
+    for i in range(fam.count(suite)):
+        fields = fam.draw(rng, i)
+        if fields.get("Hkv", 1) is None:
+            fields["Hkv"] = fields["Hq"]
+        base = CaseSpec(family=name, index=i, seed=SEED, **fields)
+        out += [base.with_dtype(dt) for dt in dtypes]
+    return out
+
+
+def select(families: list[str] | None, suite: str, dtypes: tuple[str, ...]) -> list[CaseSpec]:
+    """Every spec of the chosen families (all when None), validated names."""
+    if suite not in SUITES:
+        raise UsageError(f"--suite must be one of {tuple(SUITES)}, got {suite!r}")
+    check_dtypes(dtypes)
+    unknown = [f for f in families or [] if f not in FAMILIES]
+    if unknown:
+        raise UsageError(f"--family {unknown}: no such family; --list-families lists them ({', '.join(FAMILIES)})")
+    return [s for name in (families or list(FAMILIES)) for s in family_specs(name, suite, dtypes)]
+
+
+def check_dtypes(dtypes: tuple[str, ...]) -> None:
+    """Refuse an empty or unknown ``--dtype`` list, naming the choices."""
+    if not dtypes or any(d not in DTYPE_NAMES for d in dtypes):
+        raise UsageError(f"--dtype takes a comma-separated list of {', '.join(DTYPE_NAMES)}, "
+                         f"got {','.join(dtypes) or 'nothing'}")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard takes K/N with 1 <= K <= N (e.g. 2/4), got {text!r}") from None
+    if not 1 <= k <= n:
+        raise UsageError(f"--shard takes K/N with 1 <= K <= N, got {text!r}")
+    return k, n
+
+
+def shard(ids: list[str], k: int, n: int) -> set[str]:
+    """The ids of shard ``k`` of ``n``: a stable hash of the id, so shards do not move when cases are added."""
+    return {i for i in ids if zlib.crc32(i.encode()) % n == k - 1}

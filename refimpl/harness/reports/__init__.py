@@ -1,0 +1,1 @@
+"""Table, markdown, JSON, JUnit, HTML; plain JSON export of cases."""

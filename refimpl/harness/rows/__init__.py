@@ -1,0 +1,1 @@
+"""Rows: cases made runnable (families, fixtures, R, gradients) and the runner."""

@@ -1,0 +1,1 @@
+"""The runtimes behind the onnxruntime and torch-mha columns."""

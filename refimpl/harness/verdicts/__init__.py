@@ -1,0 +1,1 @@
+"""Verdicts: one per case (bounds, budgets, conventions), forward and gradient."""

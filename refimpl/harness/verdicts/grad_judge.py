@@ -1,0 +1,232 @@
+"""The verdict on one gradient case: a target's (dQ, dK, dV) against the float64 backward oracle, and the
+diagnosis of failing gradients by the backward bug models (:mod:`refimpl.bugs_backward`).
+
+A gradient case is a family case (:class:`~.features.CaseSpec`, same inputs) plus a seeded upstream
+gradient ``d_out`` (B, Hq, Sq, Dv), standard normal, rounded to the case's dtype; the loss is
+``sum(d_out * O)``. Expected: :func:`refimpl.backward.sdpa_backward` in float64 on exactly those numbers.
+
+Each gradient is judged on its own:
+
+* float64: rule 3 for gradients (:func:`refimpl.tolerance_gradients.gradient_for_sdpa`: ``K_FORWARD * eps * n * G``
+  per gradient, the additive mask's magnitude counted among the logits);
+* float32 / float16 / bfloat16: the FlashAttention rule for gradients
+  (:func:`refimpl.tolerance_gradients.gradient_within_budget`): ``max|got - oracle| <= K_GRAD_BUDGET x
+  max|naive - oracle| + quantum``, ``naive`` = ``sdpa_backward`` in float32 on the same inputs (rounded to
+  the case's dtype for the half types), the quantum's conditioning the gradient's ``n_terms``, and its
+  magnitude that of the gradient's terms, ``max`` of ``s |dS|_abs |K|``, ``s |dS|_abs^T |Q|``, ``P^T |dO|``
+  with ``|dS|_abs = P (|dP| + |delta|)`` (not of the result: a gradient that cancels to 0, e.g. dQ when
+  Sk = 1 where dS = 0 exactly, still carries the rounding of its terms);
+* a NaN or inf where the oracle is finite fails (fully masked rows have zero gradients: a NaN there is the
+  bwd-masked-nan bug, whatever the forward's masked-rows convention); a wrong shape fails; gradients
+  returned in a lower precision than the inputs fail with the ``--dtype`` to use.
+
+Sensitivity: in bfloat16 the rounding quantum (``QUANTUM_ULPS * eps * (1 + n_terms)`` of the gradient's
+magnitude, n_terms >= Sk + 2 Dv + D + 6) is about as large as the gradient itself, so a missing delta term
+is caught in float64 and float32 only (the scale, GQA and NaN mistakes are caught in bfloat16 too).
+
+Diagnosis (:func:`diagnose_grads`): a model fits when on every failing case (at most ``MAX_FAILING``), for
+each gradient, ``d(model, got) <= 2 * allowed`` or it is *closer*, ``d(model, got) <= EXPLAINS * d(oracle, got)``
+and finite (``d``: max abs difference, NaN == NaN, NaN on one side = inf; ``allowed``: the judge's allowed
+error), it is closer on at least one wrong gradient (``d(oracle, got) > allowed``), and on up to
+``MAX_PASSING`` passing cases ``d(model, got) <= 2 * allowed`` for every gradient.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ... import bugs_backward, tolerance as tol, tolerance_gradients as tg
+from ...backward import expand_gqa, reduce_gqa, sdpa_backward
+from ..cases import Status, fitting_models
+from ...precision import get as precision
+from ..cases.features import CaseData, lower_precision
+
+__all__ = ["GradData", "GradReturned", "GradVerdict", "GRADS", "grad_data", "judge_grads", "diagnose_grads"]
+
+GRADS = ("dq", "dk", "dv")
+MAX_FAILING, MAX_PASSING, EXPLAINS = 12, 6, 0.5
+
+
+@dataclass
+class GradData:
+    """One gradient case: the forward case, its upstream gradient, the float64 oracle and the bounds' terms."""
+    data: CaseData
+    d_out: np.ndarray                   # (B, Hq, Sq, Dv), values representable in the case's dtype
+    oracle: dict                        # "dq" (B, Hq, Sq, D), "dk" (B, Hkv, Sk, D), "dv" (B, Hkv, Sk, Dv): float64
+    additive: np.ndarray | None         # the float mask (ALiBi folded in), for the bound's logit magnitude
+
+
+@dataclass
+class GradReturned:
+    """What a target returned for one gradient case, in refimpl's layout and float64."""
+    grads: dict                         # "dq" | "dk" | "dv" -> array
+    dtype: str                          # the lowest precision among the three
+    allowed: dict | None = None         # filled by the judge: name -> allowed max abs error
+
+
+@dataclass
+class GradVerdict:
+    """The judge's verdict on one gradient case (the row makes a ``CaseResult`` of it)."""
+    status: Status
+    ratio: float = 0.0                  # worst error / what was allowed over dq, dk, dv (<= 1 passes)
+    detail: str = ""
+
+
+def d_out_for(data: CaseData) -> np.ndarray:
+    """The case's upstream gradient: N(0, 1) from a generator seeded by (seed, "grad:" + family, index)."""
+    s = data.spec
+    rng = np.random.default_rng([s.seed, zlib.crc32(f"grad:{s.family}".encode()), s.index])
+    return precision(s.dtype).round(rng.standard_normal(data.expected.shape))       # (B, Hq, Sq, Dv)
+
+
+def _backward64(data: CaseData, d_out: np.ndarray, dtype=np.float64) -> dict:
+    kw = data.reference_kwargs()
+    if kw["mask"] is not None and kw["mask"].dtype != bool:
+        kw["mask"] = kw["mask"].astype(dtype)
+    q, k, v, g = (np.asarray(a).astype(dtype) for a in (data.q, data.k, data.v, d_out))
+    with np.errstate(all="ignore"):
+        res = sdpa_backward(q, k, v, g, **kw)
+    return dict(zip(GRADS, res[:3]))
+
+
+def grad_data(data: CaseData, cache: dict) -> GradData:
+    """The gradient case of ``data`` (made once per spec and kept in the store's per-case ``cache``)."""
+    if "grad" not in cache:
+        d_out = d_out_for(data)
+        m = data.reference_kwargs()["mask"]
+        cache["grad"] = GradData(data, d_out, _backward64(data, d_out),
+                                 m if m is not None and m.dtype != bool else None)
+    return cache["grad"]
+
+
+def _naive(gd: GradData, cache: dict) -> dict:
+    """The same-precision reference: sdpa_backward in float32, rounded to the case's dtype."""
+    if "grad_naive" not in cache:
+        g32 = _backward64(gd.data, gd.d_out, np.float32)
+        cache["grad_naive"] = {n: precision(gd.data.spec.dtype).round(a) for n, a in g32.items()}
+    return cache["grad_naive"]
+
+
+def _magnitudes(gd: GradData, cache: dict) -> dict:
+    """Per gradient, the largest entry of the gradient computed on absolute values (module docstring)."""
+    if "grad_mag" not in cache:
+        d = gd.data
+        s = 1.0 / math.sqrt(d.q.shape[-1]) if d.spec.scale is None else d.spec.scale
+        group = d.spec.Hq // d.spec.Hkv
+        ke, ve = expand_gqa(np.abs(d.k), group), expand_gqa(d.v, group)    # (B, Hq, Sk, D), (B, Hq, Sk, Dv)
+        p = d.weights                                                        # (B, Hq, Sq, Sk)
+        assert p is not None            # None only for long cases, which have no gradient rows (GRAD_NA)
+        with np.errstate(all="ignore"):
+            dp = gd.d_out @ np.swapaxes(ve, -1, -2)                          # (B, Hq, Sq, Sk)
+            delta = np.sum(gd.d_out * d.expected, axis=-1, keepdims=True)    # (B, Hq, Sq, 1)
+            ds = p * (np.abs(dp) + np.abs(delta))
+            mags = {"dq": s * (ds @ ke), "dk": reduce_gqa(s * (np.swapaxes(ds, -1, -2) @ np.abs(d.q)), group),
+                    "dv": reduce_gqa(np.swapaxes(p, -1, -2) @ np.abs(gd.d_out), group)}
+        cache["grad_mag"] = {n: float(np.nan_to_num(a).max()) if a.size else 0.0 for n, a in mags.items()}
+    return cache["grad_mag"]
+
+
+def _distance(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b|; NaN == NaN, a NaN or inf on one side only is inf."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        return math.inf
+    if a.size == 0:
+        return 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        same = (a == b) | (np.isnan(a) & np.isnan(b))
+        d = np.where(same, 0.0, np.abs(a - b))
+    return float(np.where(np.isnan(d), np.inf, d).max())
+
+
+def judge_grads(gd: GradData, got: GradReturned, given_dtype: str, cache: dict | None = None) -> GradVerdict:
+    """The verdict on ``got`` (see the module docstring); ``got.allowed`` is filled for the diagnosis."""
+    s = gd.data.spec
+    res = GradVerdict(Status.PASS)
+    lower = lower_precision(got.dtype, given_dtype, "gradients")
+    if lower:
+        res.status, res.ratio, res.detail = Status.FAIL, math.inf, lower
+        return res
+    problems, ratios, allowed = [], [], {}
+    q, k, v = gd.data.q, gd.data.k, gd.data.v
+    terms = tg.sdpa_grad_terms(q, k, v, gd.d_out, s.scale, softcap=s.softcap, additive=gd.additive)
+    bounds = None if precision(s.dtype).low else tg.gradient_for_sdpa(q, k, v, gd.d_out, s.scale, np.float64,
+                                                                      softcap=s.softcap, additive=gd.additive)
+    for name in GRADS:
+        a, e = got.grads[name], gd.oracle[name]
+        if a.shape != e.shape:
+            problems.append(f"{name}: shape {a.shape}, but should be {e.shape}")
+            ratios.append(math.inf)
+            continue
+        bad = ~np.isfinite(a) & np.isfinite(e)
+        if bad.any():
+            problems.append(f"{name}: {int(bad.sum())} of {a.size} entries NaN or inf")
+            ratios.append(math.inf)
+            allowed[name] = 0.0
+            continue
+        if bounds is not None:
+            c = tol.compare(a, e, bounds[name])
+            allowed[name] = float(np.max(bounds[name].atol))
+            ratios.append(c.max_ratio)
+            if not c.ok:
+                problems.append(f"{name}: {c.summary()}")
+        else:
+            cache = cache if cache is not None else {}
+            naive = _naive(gd, cache)[name]
+            cond = tol.budget_conditioning(terms[name][0], s.dtype)   # capped: zeros must not fit the budget
+            _, err, allow = tg.gradient_within_budget(a, naive, e, s.dtype, conditioning=cond)
+            floor = tol.QUANTUM_ULPS * tol.eps(s.dtype) * (1.0 + cond) * _magnitudes(gd, cache)[name]
+            allow = max(allow, tg.K_GRAD_BUDGET * _distance(naive, e) + floor)
+            ok = err <= allow
+            allowed[name] = allow
+            ratios.append(err / allow if allow > 0 else (0.0 if err == 0 else math.inf))
+            if not ok:
+                problems.append(f"{name}: error {err:.3g} vs the float64 oracle above the {s.dtype} budget {allow:.3g} "
+                                f"(K_GRAD_BUDGET x a same-precision backward + quantum)")
+    got.allowed = allowed
+    res.ratio = max(ratios, default=0.0)
+    if math.isnan(res.ratio):
+        res.ratio = math.inf
+    if problems:
+        if gd.data.dead.any() and any("NaN or inf" in p for p in problems):
+            problems.append("the case has fully masked query rows: their gradients are zero")
+        res.status = Status.FAIL
+        res.ratio = res.ratio if res.ratio > 1.0 else 1.0 + 1e-9
+        res.detail = "; ".join(problems)
+    return res
+
+
+def _fits(model, gd: GradData, got: GradReturned, failing: bool) -> bool:
+    try:
+        grads = model(gd.data.q, gd.data.k, gd.data.v, gd.d_out, **gd.data.reference_kwargs())
+    except Exception:          # e.g. the transposed-dS models on Sq != Sk
+        return False
+    explained = False
+    for name, m in zip(GRADS, grads):
+        allow = (got.allowed or {}).get(name, 0.0)
+        d_m, d_o = _distance(m, got.grads[name]), _distance(gd.oracle[name], got.grads[name])
+        if not failing:
+            if d_m > 2 * allow:
+                return False
+            continue
+        closer = math.isfinite(d_m) and d_m <= EXPLAINS * d_o            # inf vs inf explains nothing
+        if d_m > 2 * allow and not closer:
+            return False
+        explained = explained or (d_o > allow and closer)
+    return explained or not failing
+
+
+def diagnose_grads(failing: list[tuple[GradData, GradReturned]], passing: list[tuple[GradData, GradReturned]],
+                   target: str) -> list[str]:
+    """``diagnosis TARGET: MODEL — explanation`` per fitting backward model (see the module docstring), else
+    ``diagnosis TARGET: unknown gradient error``; [] when nothing failed."""
+    if not failing:
+        return []
+    failing, passing = failing[:MAX_FAILING], passing[:MAX_PASSING]
+    lines = fitting_models(target, bugs_backward.MODELS,
+                           lambda model, variant: all(_fits(variant.fn, gd, got, True) for gd, got in failing)
+                           and all(_fits(variant.fn, gd, got, False) for gd, got in passing))
+    return lines or [f"diagnosis {target}: unknown gradient error (no backward bug model fits)"]

@@ -1,0 +1,174 @@
+"""The verdict on one family case: what the target returned against the float64 expected values.
+
+* float64 targets: the forward bound of :mod:`refimpl.tolerance` (rule 3), with the additive mask's
+  magnitude counted among the score terms.
+* float32 / float16 / bfloat16: the FlashAttention budget (rule 4): the error against the float64 oracle
+  must be at most ``K_BUDGET`` times the error of a same-precision reference (refimpl in float32, its
+  output rounded to the case's dtype for the half types), plus the rounding quantum.
+* Fully masked query rows (no key attended) are judged apart: ``zeros``, ``nan`` and ``uniform`` (the
+  mean of V: every key weighted alike) are conventions, not failures (``masked_rows`` pins one);
+  anything else there fails. NaN anywhere else fails.
+* A target that returns a lower precision than it was given fails with the ``--dtype`` to use; one that
+  writes to its inputs fails naming them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ... import tolerance as tol
+from ...attention import scaled_dot_product_attention
+from ...online import sdpa_online
+from ..apis import Returned
+from ..cases import Status
+from ...precision import get as precision
+from ..cases.features import CaseData, lower_precision
+
+__all__ = ["CaseResult", "judge", "CONVENTIONS", "classify_dead_rows", "n_terms", "Bounds", "bounds"]
+
+CONVENTIONS = ("zeros", "nan", "uniform")          # accepted outputs for a query with no key
+
+
+@dataclass
+class CaseResult:
+    """One family case on one target."""
+    id: str
+    status: Status
+    ratio: float = 0.0                  # worst error / what was allowed (<= 1 passes)
+    detail: str = ""
+    convention: str | None = None       # what the target gave on fully masked rows, when the case has some
+    returned_weights: bool = False
+    features: dict = field(default_factory=dict)
+    got: Any = field(default=None, repr=False)   # Returned (grad rows: GradReturned): what the target returned
+    traceback: str = field(default="", repr=False)           # the target's own traceback when it raised or died
+
+
+def classify_dead_rows(out: np.ndarray, data: CaseData) -> str:
+    """zeros | nan | uniform | other: the target's output on the reference's fully masked rows."""
+    rows = out[data.dead]                                              # (n_dead, Dv)
+    if rows.size == 0:
+        return "zeros"
+    if np.all(rows == 0):
+        return "zeros"
+    if np.all(np.isnan(rows)):
+        return "nan"
+    group = data.spec.Hq // data.spec.Hkv
+    mean_v = np.repeat(data.v, group, axis=1).mean(axis=-2, keepdims=True)   # (B, Hq, 1, Dv)
+    mean_v = np.broadcast_to(mean_v, out.shape)[data.dead]
+    if np.all(np.isfinite(rows)) and np.allclose(rows, mean_v, rtol=1e-2, atol=1e-3 * (1 + np.abs(mean_v).max())):
+        return "uniform"
+    return "other"
+
+
+def _reference_lowp(data: CaseData) -> np.ndarray:
+    """The same-precision reference of the budget rule: refimpl in float32 (output rounded for half types)."""
+    q, k, v = (a.astype(np.float32) for a in (data.q, data.k, data.v))
+    kw = data.reference_kwargs()
+    if kw["mask"] is not None and kw["mask"].dtype != bool:
+        kw["mask"] = kw["mask"].astype(np.float32)
+    out = sdpa_online(q, k, v, block_q=1024, block_k=1024, **kw) if data.spec.long else \
+        scaled_dot_product_attention(q, k, v, **kw)[0]
+    return precision(data.spec.dtype).round(out)
+
+
+def n_terms(data: CaseData) -> float:
+    """Rule 3's n_terms of a case: the score terms plus twice the largest finite additive term (mask, ALiBi)."""
+    n, _ = tol.sdpa_terms(data.q, data.k, data.v, data.spec.scale)
+    m = data.reference_kwargs()["mask"]
+    if m is not None and m.dtype != bool and np.isfinite(m).any():
+        n += 2.0 * float(np.abs(m[np.isfinite(m)]).max())
+    return n
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The error the judge allows on one case: on the output's rows with a key, and on the weights."""
+    output: tol.Tolerance
+    weights: tol.Tolerance
+
+
+def bounds(data: CaseData, cache: dict | None = None) -> Bounds:
+    """The one statement of what error a case allows (the judge and the reproduction scripts both read it):
+    float64 by rule 3 (the additive mask counted among the score terms), lower precisions by rule 4 with
+    refimpl's own same-precision result as the reference (``cache["ref"]``, made once) and the conditioning
+    of :func:`refimpl.tolerance.budget_conditioning` (capped n_terms) or, where the case's weights are known,
+    :func:`refimpl.tolerance.output_conditioning` (the case's own first-order conditioning) if smaller."""
+    s, live = data.spec, ~data.dead
+    n = n_terms(data)
+    weights = tol.forward(s.dtype, n, 1.0)
+    if not precision(s.dtype).low:
+        return Bounds(tol.forward(s.dtype, n, float(np.abs(data.v).max())), weights)
+    exp = data.expected[live]
+    if exp.size == 0:
+        return Bounds(tol.Tolerance(0.0, 0.0, "no row has a key"), weights)
+    cache = cache if cache is not None else {}
+    if "ref" not in cache:
+        cache["ref"] = _reference_lowp(data)
+    if "conditioning" not in cache:
+        cond = tol.budget_conditioning(n, s.dtype)
+        if data.weights is not None:                # the case's own conditioning, never looser than the cap
+            add = data.reference_kwargs()["mask"]
+            add = add if add is not None and add.dtype != bool else None
+            cond = min(cond, tol.output_conditioning(data.q, data.k, data.v, data.weights, data.expected, s.scale,
+                                                     add, s.dtype))
+        cache["conditioning"] = cond
+    cond = cache["conditioning"]
+    allowed = tol.budget(cache["ref"][live], exp, s.dtype, cond)
+    how = (f"{tol.K_BUDGET:g} x max|refimpl {s.dtype} - float64| + {tol.QUANTUM_ULPS:g} x eps({s.dtype}) x "
+           f"(1 + {cond:.6g}) x max|expected|")
+    return Bounds(tol.Tolerance(allowed, 0.0, how), weights)
+
+
+def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str | None = None,
+          cache: dict | None = None) -> CaseResult:
+    s = data.spec
+    res = CaseResult(s.id, Status.PASS, features=s.features(), returned_weights=got.weights is not None, got=got)
+    lower = lower_precision(got.dtype, given_dtype)
+    if lower:
+        res.status, res.ratio, res.detail = Status.FAIL, math.inf, lower
+        return res
+    if got.output.shape != data.expected.shape:
+        res.status, res.ratio = Status.FAIL, math.inf
+        res.detail = f"output shape {got.output.shape}, but should be {data.expected.shape} (B, Hq, Sq, Dv)"
+        return res
+    problems = []
+    if got.mutated:
+        problems.append(f"writes to its inputs ({', '.join(got.mutated)}): callers' tensors are changed")
+    if data.dead.any():
+        res.convention = classify_dead_rows(got.output, data)
+        allowed = (masked_rows,) if masked_rows else CONVENTIONS
+        if res.convention not in allowed:
+            problems.append(f"fully masked rows give '{res.convention}' (accepted: {', '.join(allowed)})")
+    live = ~data.dead
+    out, exp = got.output[live], data.expected[live]                    # (n_live, Dv)
+    b = bounds(data, cache)
+    if not precision(s.dtype).low:
+        c = tol.compare(out, exp, b.output)
+        res.ratio = c.max_ratio
+        if not c.ok:
+            problems.append(f"output: {c.summary()}")
+    elif out.size:
+        limit = float(b.output.atol)
+        err = float(np.abs(out - exp).max())
+        res.ratio = err / limit if limit > 0 else (0.0 if err == 0 else math.inf)
+        if not err <= limit:
+            problems.append(f"output: error {err:.3g} vs the float64 oracle above the {s.dtype} budget {limit:.3g} "
+                            f"(K_BUDGET x a same-precision reference + quantum)")
+    if got.weights is not None and data.weights is not None:
+        w = got.weights
+        if w.shape != data.weights.shape:
+            problems.append(f"weights shape {w.shape}, but should be {data.weights.shape} (B, Hq, Sq, Sk)")
+        else:
+            c = tol.compare(w[live], data.weights[live], b.weights)
+            if not c.ok:
+                problems.append(f"weights: {c.summary()}")
+    if math.isnan(res.ratio):
+        res.ratio = math.inf
+    if problems:
+        res.status = Status.FAIL
+        res.ratio = max(res.ratio, 1.0 + 1e-9) if not math.isinf(res.ratio) else res.ratio
+        res.detail = "; ".join(problems)
+    return res
