@@ -10,6 +10,7 @@ user's and the columns named (``CheckRun.judged``).
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from .errors import Unavailable, UsageError
@@ -53,12 +54,21 @@ def _columns(options, builtins) -> tuple[set[str], list[str] | None]:
     return {n for n in builtins if not options.only or n in options.only}, None
 
 
+def deadline_text(seconds: float) -> str:
+    """``--deadline``'s value as a user would write it: 1800 -> "30m", 90 -> "90s"."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def _isolate(options, flag: str):
     """``isolate(spec, check)`` for load_target / load_backward: a worker per user function (None: this process)."""
     if options.no_isolation:
         return None
     from .harness.targets.isolation import isolator
-    return isolator(timeout=options.timeout, max_memory_mib=options.max_memory, flag=flag)
+    return isolator(timeout=options.timeout, max_memory_mib=options.max_memory, flag=flag,
+                    deadline=options.deadline_at, deadline_text=deadline_text(options.deadline))
 
 
 def _load(options, builtins, joining) -> tuple[list, dict[str, str]]:
@@ -87,6 +97,7 @@ def run(options, progress: Callable[[str], None], script: Callable[[str], None])
     from .harness.targets.load import builtin_targets
     builtins = builtin_targets()
     validate(options, builtins)
+    options.deadline_at = time.monotonic() + options.deadline     # the whole run's, from here
     joining, judged = _columns(options, builtins)
     targets: list = []
     backward = None
@@ -128,8 +139,12 @@ def _run(options, targets, unavailable, user, probed, backward, judged, progress
     except FixtureError as e:
         raise UsageError(f"a fixture is invalid: {e}\n(what to do: restore it from git, or run "
                          f"'refimpl regen --write' if the generator changed)") from None
-    run = run_check(targets, unavailable, cases, progress)
+    run = run_check(targets, unavailable, cases, progress, deadline=options.deadline_at,
+                    deadline_text=deadline_text(options.deadline))
     run.judged = judged
+    mine = {t.name for t in user}
+    run.columns = frozenset(t.name for t in targets if t.name not in mine) | frozenset(
+        n for n in unavailable if n not in mine)
     if judged and not run.interrupted and not run.nothing_checked:
         idle = [t for t in judged if t not in run.unavailable
                 and not any(Status(o.status) in CHECKED for (_, n), o in run.results.items() if n == t)]

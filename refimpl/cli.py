@@ -27,9 +27,18 @@ def main(argv: list[str] | None = None) -> int:
             from .bench import main as bench_main
             return bench_main(quick=args.quick, only=args.only)
         if args.cmd == "export":
-            from .harness.reports.export import export
-            n = export(args.family, args.out, suite=args.suite, dtypes=args.dtype)
-            print(f"refimpl export: {n} cases written to {args.out} (index.json lists them)")
+            from .harness.reports.export import Terminated, export
+            try:
+                r = export(args.family, args.out, suite=args.suite, dtypes=args.dtype, force=args.force)
+            except Terminated:
+                print("refimpl export: terminated (SIGTERM); its temporary files are removed and index.json "
+                      "names only files that are there", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            link = f" (a link to {r.directory})" if str(r.directory) != str(args.out) else ""
+            print(f"refimpl export: {r.cases} cases written to {args.out}{link} (index.json lists them)"
+                  + (f"; removed {len(r.removed)} files of the previous export" if r.removed else "")
+                  + (f"; kept {len(r.kept)} files it did not write: {', '.join(r.kept[:5])}"
+                     f"{' ...' if len(r.kept) > 5 else ''}" if r.kept else ""))
             return EXIT_OK
         if args.cmd == "env":
             from .harness.reports.environment import environment

@@ -77,5 +77,9 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--dtype", type=dtype_list, default=("float64",), metavar="LIST",
                    help="input dtypes (default float64)")
     x.add_argument("--out", required=True, metavar="DIR",
-                   help="the directory to write (one file per case + index.json)")
+                   help="the directory to write (one file per case + index.json): new, empty or a previous export; "
+                        "a symlink is followed (the files go where it points, the link stays); only files a previous "
+                        "export wrote are ever deleted")
+    x.add_argument("--force", action="store_true",
+                   help="write into a non-empty DIR that is not a previous export (deleting nothing there)")
     return p

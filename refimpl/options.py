@@ -84,8 +84,13 @@ OPTIONS = (
     Option("shard", dict(default=None, metavar="K/N", help="run shard K of N of the family cases (CI matrices)")),
     Option("masked-rows", dict(default=None, choices=["zeros", "nan", "uniform"],
                                help="pin the one accepted output for a query with no key (default: any of the three)")),
-    Option("timeout", dict(type=duration, default=60.0, metavar="DURATION",
-                           help="per call of a user target (default 60; units: 30s, 2m); past it: 'timeout'")),
+    Option("timeout", dict(type=duration, default=None, metavar="DURATION",
+                           help="per call of a user target (default: adaptive, 20x its slowest call so far for as "
+                                "much work, at least 5 s, at most 60 s; a value like 30s or 2m fixes it); past it: "
+                                "'timeout'")),
+    Option("deadline", dict(type=duration, default=1800.0, metavar="DURATION",
+                            help="the whole run (default 30m; units: 90s, 10m, 1h): past it nothing more is called "
+                                 "and the cells not run are 'timeout'")),
     Option("max-memory", dict(type=memory, default=None, metavar="SIZE",
                               help="memory of a user target's worker (default half the machine's RAM; units: 512M, "
                                    "2GiB); past it: 'oom'")),

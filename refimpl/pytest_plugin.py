@@ -60,9 +60,13 @@ def refimpl_target(request):
     c = request.config
     isolate = None
     if not c.getoption("refimpl_no_isolation") and request.param not in builtin_targets():
+        import time
+        from refimpl.check import deadline_text
         from refimpl.harness.targets.isolation import isolator
+        seconds = c.getoption("refimpl_deadline")           # counted from this target's start
         isolate = isolator(timeout=c.getoption("refimpl_timeout"), max_memory_mib=c.getoption("refimpl_max_memory"),
-                           flag="--refimpl-target")
+                           flag="--refimpl-target", deadline=time.monotonic() + seconds,
+                           deadline_text=deadline_text(seconds))
     target = load_target(request.param, layout=c.getoption("refimpl_layout"),
                          torch=c.getoption("refimpl_torch_tensors"), api=c.getoption("refimpl_api"), isolate=isolate)
     try:

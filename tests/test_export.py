@@ -2,6 +2,11 @@
 without Python (checked here against an independent few-line attention, not against refimpl)."""
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +22,7 @@ FAMILIES = ["causal", "window", "additive-mask", "scale", "masked-rows"]
 @pytest.fixture(scope="module")
 def out(tmp_path_factory):
     d = tmp_path_factory.mktemp("exp") / "cases"
-    n = export(FAMILIES, d, suite="quick", dtypes=("float64", "float32"))
+    n = export(FAMILIES, d, suite="quick", dtypes=("float64", "float32")).cases
     assert n == len(json.loads((d / "index.json").read_text())["cases"]) > 0
     return d
 
@@ -125,3 +130,135 @@ def test_the_cli_writes_and_reports_the_count(tmp_path, capsys):
     assert f"{n} cases written to {d}" in capsys.readouterr().out
     assert main(["export", "--family", "nope", "--out", str(tmp_path / "y")]) == 2
     assert not Path(tmp_path / "y").exists()
+
+
+# --- issue #27 item 7: an export deletes only files it wrote and leaves no temporary behind ----------------------
+ROOT = Path(__file__).resolve().parents[1]
+HOUR = 3600
+
+
+def _tree(d):
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
+
+
+def _hidden(d):
+    return sorted(str(p.relative_to(d)) for p in d.rglob(".*"))
+
+
+def test_a_re_export_keeps_a_file_the_user_added_and_says_so(tmp_path, capsys):
+    d = tmp_path / "cases"
+    export(["scale", "alibi"], d, suite="quick")
+    (d / "notes.txt").write_text("mine")
+    (d / "scale" / "my-check.R").write_text("# mine too")
+    assert main(["export", "--family", "scale", "--suite", "quick", "--out", str(d)]) == 0
+    assert (d / "notes.txt").read_text() == "mine" and (d / "scale" / "my-check.R").read_text() == "# mine too"
+    assert not (d / "alibi").exists()                     # the previous export's own files are removed
+    files = {row["file"] for row in json.loads((d / "index.json").read_text())["cases"]}
+    assert set(_tree(d)) == files | {"index.json", "notes.txt", "scale/my-check.R"}
+    said = capsys.readouterr().out
+    assert "kept 2 files it did not write" in said and "notes.txt" in said and "scale/my-check.R" in said
+
+
+@pytest.mark.parametrize("stray", ['{"schema": "refimpl-export-index/1"}', '{"name": "my-package"}', "not json {"])
+def test_a_folder_with_a_stray_index_json_and_other_files_is_refused_and_survives(tmp_path, capsys, stray):
+    d = tmp_path / "thesis"
+    d.mkdir()
+    (d / "index.json").write_text(stray)
+    (d / "thesis.tex").write_text("precious")
+    with pytest.raises(UsageError, match=r"--out .*thesis: .*index\.json.*--force") as e:
+        export(["scale"], d, suite="quick")
+    assert "thesis.tex" in str(e.value)
+    assert main(["export", "--family", "scale", "--suite", "quick", "--out", str(d)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert _tree(d) == ["index.json", "thesis.tex"] and (d / "index.json").read_text() == stray
+
+
+def test_force_writes_into_a_foreign_folder_and_deletes_nothing_it_did_not_write(tmp_path):
+    d = tmp_path / "mine"
+    (d / "scale").mkdir(parents=True)
+    (d / "index.json").write_text('{"name": "my-package"}')
+    (d / "notes.txt").write_text("keep me")
+    (d / "scale" / "notes.txt").write_text("keep me too")
+    assert main(["export", "--family", "scale", "--suite", "quick", "--out", str(d), "--force"]) == 0
+    rows = json.loads((d / "index.json").read_text())["cases"]
+    assert rows and all((d / r["file"]).is_file() for r in rows)
+    res = export(["alibi"], d, suite="quick")             # now a previous export: no --force needed
+    assert not (d / "scale" / "0000-float64.json").exists() and res.removed
+    assert (d / "notes.txt").read_text() == "keep me" and (d / "scale" / "notes.txt").read_text() == "keep me too"
+    assert res.kept == ["notes.txt", "scale/notes.txt"]
+
+
+def test_a_symlink_out_is_followed_and_the_link_is_kept(tmp_path):
+    real = tmp_path / "real"
+    export(["scale"], real, suite="quick")
+    (real / "notes.txt").write_text("mine")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    export(["scale", "alibi"], link, suite="quick")
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert (real / "alibi" / "0000-float64.json").is_file() and (real / "notes.txt").read_text() == "mine"
+    assert not _hidden(tmp_path)
+    (tmp_path / "file").write_text("x")
+    for name, target, found in (("dangling", tmp_path / "nowhere", "does not exist"),
+                                ("to-file", tmp_path / "file", "not a directory")):
+        (tmp_path / name).symlink_to(target)
+        with pytest.raises(UsageError, match=rf"--out .*{name}: a symlink to .*{found}"):
+            export(["scale"], tmp_path / name, suite="quick")
+        assert (tmp_path / name).is_symlink() and not (tmp_path / "nowhere").exists()
+
+
+def test_stale_temporaries_of_a_killed_export_are_swept_and_fresh_ones_kept(tmp_path):
+    d = tmp_path / "cases"
+    export(["scale"], d, suite="quick")
+    stale = [tmp_path / ".cases.tmp-k1ll3d00" / "scale" / "0000-float64.json",       # the old naming, next to --out
+             tmp_path / ".cases.old-k1ll3d00" / "x" / "index.json",
+             d / ".index.json.k1ll3d00.tmp", d / "scale" / ".0001-float64.json.k1ll3d00.tmp"]   # write_atomic's
+    fresh = [tmp_path / ".cases.tmp-4l1ve000" / "scale" / "0000-float64.json", d / ".index.json.4l1ve000.tmp"]
+    for f in stale + fresh:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("{}")
+    old = time.time() - 2 * HOUR
+    for f in stale:
+        for p in (f, f.parent, f.parent.parent):
+            os.utime(p, (old, old))
+    export(["scale"], d, suite="quick")
+    assert _hidden(tmp_path) == [".cases.tmp-4l1ve000", "cases/.index.json.4l1ve000.tmp"]   # a live export's stay
+    assert (tmp_path / ".cases.tmp-4l1ve000" / "scale" / "0000-float64.json").is_file()
+
+
+_KILL_MID_WRITE = """
+import os, signal, sys
+real, calls = os.fsync, [0]
+def fsync(fd):                              # a hook: SIGTERM while write_atomic's temporary file exists
+    calls[0] += 1
+    if calls[0] == 5:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real(fd)
+os.fsync = fsync
+from refimpl.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("how", ["mid-write", "timed"])
+def test_an_export_killed_with_sigterm_leaves_no_temporary_files(tmp_path, how):
+    d = tmp_path / "cases"
+    args = ["export", "--family", "sizes", "--out", str(d)]
+    if how == "mid-write":
+        p = subprocess.run([sys.executable, "-c", _KILL_MID_WRITE, *args], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+        rc, err = p.returncode, p.stderr
+    else:
+        p = subprocess.Popen([sys.executable, "-m", "refimpl", *args], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not any(tmp_path.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        p.send_signal(signal.SIGTERM)
+        rc, err = p.wait(timeout=60), p.stderr.read()
+        p.stderr.close()
+    assert rc == 130, err
+    assert "SIGTERM" in err
+    assert not _hidden(tmp_path)
+    rows = json.loads((d / "index.json").read_text())["cases"]
+    assert all((d / r["file"]).is_file() for r in rows)    # the index never names a file that is not there

@@ -81,12 +81,14 @@ class CheckRun:
     repros: dict = field(default_factory=dict)          # target -> [paths of reproduction scripts]
     explored: dict = field(default_factory=dict)        # target -> lines of the --explore search
     judged: list[str] | None = None    # the targets whose cells decide the verdict (None: every target)
+    columns: frozenset = frozenset()   # which targets are built-in columns (their runtime dying is theirs alone)
 
     def failing(self) -> list[str]:
         """The judged targets with a failed cell or a counterexample, in column order; in a user's check
         (``judged`` set) also a column asked for by name that could not start here."""
         names = self.judged if self.judged is not None else self.targets
-        return [t for t in names if any(o.failed for (_, n), o in self.results.items() if n == t)
+        return [t for t in names if any(o.failed and not (self.judged is None and t in self.columns and runtime_died(o))
+                                        for (_, n), o in self.results.items() if n == t)
                 or any(line.startswith("counterexample") for line in self.explored.get(t, []))
                 or (self.judged is not None and t in self.unavailable)]
 
@@ -121,6 +123,18 @@ def summarise(comps: list[tuple[str, tol.Comparison]], known: list[str], heat: d
         return Outcome(Status.KNOWN, worst.max_ratio, max_abs, f"known divergence {', '.join(known)}: {detail}", known,
                        heat, len(comps))
     return Outcome(Status.FAIL, worst.max_ratio, max_abs, detail, known, heat, len(comps))
+
+
+DIED = frozenset({"crash", "timeout", "oom"})    # a process dying: no answer was computed
+
+
+def runtime_died(outcome: Outcome) -> bool:
+    """Whether every failed case of ``outcome`` is its process dying (``crash``, ``timeout``, ``oom``). In the
+    whole matrix such a cell of a built-in column (onnxruntime's Node worker killed, say) is reported but
+    decides no RESULT (``CheckRun.failing``): a column's failure is that column's. A user's target crashing,
+    and a column's FAIL or error, still do."""
+    failed = [c.status for c in outcome.cases if Status(c.status).failed] or [outcome.status]
+    return all(str(s) in DIED for s in failed)
 
 
 class TargetDied(RuntimeError):

@@ -17,16 +17,25 @@ listing them. A case file holds:
   of the ``attention`` protocol can run the case, else why not) and ``provenance``.
 
 Arrays are ``{dtype, shape, values}`` with nested lists, like the fixtures; non-finite numbers are the strings
-``"Inf"``, ``"-Inf"``, ``"NaN"``. Output is deterministic (byte-identical on a re-run) and atomic: everything
-is written into a temporary directory next to ``out``, which then replaces ``out``.
+``"Inf"``, ``"-Inf"``, ``"NaN"``. Output is deterministic (byte-identical on a re-run). Each file is written
+atomically (:func:`refimpl.io.write_atomic`) and index.json last: its ``cases`` (with each file's sha256) are the
+list of files the export wrote, the only files a later export may delete; a reader never finds it naming a
+missing file. Nothing else in ``out`` is touched (see :func:`export` for a non-empty ``out``, symlinks, --force).
 """
 from __future__ import annotations
 
+import contextlib
+import glob
+import hashlib
 import json
 import math
 import os
+import re
 import shutil
-import tempfile
+import signal
+import stat
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +49,13 @@ from ..cases.features import CaseData, materialise
 from ..cases.families import select
 from ..verdicts.judge import n_terms
 
-__all__ = ["export", "case_json", "SCHEMA"]
+__all__ = ["export", "case_json", "ExportResult", "Terminated", "SCHEMA"]
 
 SCHEMA = "refimpl-export/1"
 INDEX_SCHEMA = "refimpl-export-index/1"
+STALE_AFTER = 3600.0                                          # seconds: see _sweep
+_CASE_FILE = re.compile(r"[a-z0-9][a-z0-9_-]*/[0-9]{4,}-[a-z0-9]+\.json")     # all an export writes but index.json
+_TEMP = re.compile(r"\.(index\.json|[0-9]{4,}-[a-z0-9]+\.json)\.[a-z0-9_]{8}\.tmp")   # write_atomic's temporaries
 
 
 def _num(x: float):
@@ -97,53 +109,191 @@ def _dumps(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n"
 
 
-def export(families: list[str] | None, out, *, suite: str = "default", dtypes: tuple[str, ...] = ("float64",)) -> int:
-    """Write the chosen families' cases under ``out`` (replacing a previous export there); the number written.
+def export(families: list[str] | None, out, *, suite: str = "default", dtypes: tuple[str, ...] = ("float64",),
+           force: bool = False) -> ExportResult:
+    """Write the chosen families' cases under ``out``; what was written, kept and removed.
 
-    ``out`` must be absent, empty, or a previous export (it has an index.json of this schema): anything else
-    is a UsageError, so that an export never deletes a user's files."""
+    ``out`` must be absent, empty, or a previous export (an index.json of this schema listing its files):
+    anything else is a UsageError unless ``force``. Only files an export wrote are ever deleted: on a re-export
+    the files the previous index lists and this export does not write are removed (when unchanged since), and
+    every other file is kept. A symlink ``out`` is followed: the files go into the directory it points to and the
+    link stays. Stale temporaries of a killed export are swept first; SIGTERM removes this export's own."""
     specs = select(families, suite, dtypes)
-    out = Path(out)
-    if out.exists():
-        if not out.is_dir() or (any(out.iterdir()) and not _is_export(out)):
-            raise UsageError(f"--out {out}: expected a new or empty directory or a previous export (with index.json), "
-                             f"got {'a file' if not out.is_dir() else 'a directory holding other files'}")
-    parent = out.resolve().parent
-    if not parent.is_dir():
-        raise UsageError(f"--out {out}: the directory {parent} does not exist")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    try:
+    target = _target(Path(out))
+    files = [f"{s.family}/{s.index:04d}-{s.dtype}.json" for s in specs]
+    owned, fresh = _previous(out, target, files, force)
+    meta = {"schema": INDEX_SCHEMA, "case_schema": SCHEMA, "refimpl": __version__, "suite": suite,
+            "dtypes": list(dtypes), "families": list(dict.fromkeys(s.family for s in specs))}
+    with _sigterm_raises():
+        _sweep(Path(out), target)
+        target.mkdir(exist_ok=True)
+        if fresh:       # an export from its first file on, so that an interrupted one is not refused next time
+            write_atomic(target / "index.json", _dumps({"cases": [], **meta}))
         rows = []
-        for spec in specs:
-            rel = f"{spec.family}/{spec.index:04d}-{spec.dtype}.json"
-            write_atomic(tmp / rel, _dumps(case_json(materialise(spec))))
-            rows.append({"id": spec.id, "file": rel, "family": spec.family, "dtype": spec.dtype,
+        for spec, rel in zip(specs, files):
+            text = _dumps(case_json(materialise(spec)))
+            write_atomic(target / rel, text)
+            rows.append({"id": spec.id, "file": rel, "family": spec.family, "dtype": spec.dtype, "sha256": _sha(text),
                          "r_protocol": expressible(PROTOCOL, spec), "describe": spec.describe()})
-        index = {"cases": rows, "schema": INDEX_SCHEMA, "case_schema": SCHEMA, "refimpl": __version__,
-                 "suite": suite, "dtypes": list(dtypes), "families": list(dict.fromkeys(s.family for s in specs))}
-        write_atomic(tmp / "index.json", _dumps(index))
-        os.chmod(tmp, 0o777 & ~_umask())
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
-            os.rename(out, old / "x")
-        os.rename(tmp, out)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return len(specs)
+        mine = set(files)
+        gone = {rel: sha for rel, sha in owned.items() if rel not in mine and _unchanged(target / rel, sha)}
+        if gone:        # listed until removed: an interruption now leaves them owned, not foreign
+            write_atomic(target / "index.json", _dumps({"cases": rows, **meta, "removing": [
+                {"file": rel, "sha256": sha} for rel, sha in sorted(gone.items())]}))
+            for rel in sorted(gone):
+                (target / rel).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    (target / rel).parent.rmdir()       # only when empty
+        write_atomic(target / "index.json", _dumps({"cases": rows, **meta}))
+    return ExportResult(len(specs), target, _foreign(target, mine), sorted(gone))
 
 
-def _is_export(out: Path) -> bool:
+@dataclass
+class ExportResult:
+    """``cases`` written into ``directory`` (``--out`` with a symlink followed); ``kept``: the files there that
+    this export did not write, left alone; ``removed``: the previous export's files that this one does not write."""
+    cases: int
+    directory: Path
+    kept: list[str]
+    removed: list[str]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during an export: raised by its handler so that every temporary file is removed on the way out."""
+
+
+def _target(out: Path) -> Path:
+    """The directory to write: ``out``, or where the symlink ``out`` points (the link itself is never replaced)."""
+    target = out.resolve() if out.is_symlink() else out
+    if out.is_symlink() and not target.is_dir():
+        what = "does not exist (a dangling link)" if not target.exists() else "is not a directory"
+        raise UsageError(f"--out {out}: a symlink to {target}, which {what}; give a directory or a link to one")
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a directory")
+    if not target.parent.is_dir():
+        raise UsageError(f"--out {out}: the directory {target.parent} does not exist")
+    return target
+
+
+def _previous(out, target: Path, files: list[str], force: bool) -> tuple[dict[str, str | None], bool]:
+    """The files a previous export in ``target`` wrote ({path: sha256 or None}) and whether there is none.
+
+    A non-empty ``target`` that is not a previous export, or one whose files in the way of this export are not
+    case files of an export, is a UsageError unless ``force``."""
+    there = sorted(p.name for p in target.iterdir() if not _TEMP.fullmatch(p.name)) if target.is_dir() else []
+    if not there:
+        return {}, True
+    owned, why = _read_index(target / "index.json")
+    found, others = None, [n for n in there if n != "index.json"]
+    if owned is None:
+        found = why + (f" in a directory holding {_names(others)}" if others else "")
+    else:
+        clash = [rel for rel in files if rel not in owned and os.path.lexists(target / rel)
+                 and not _unchanged(target / rel, None)]
+        if clash:
+            found = f"a previous export with files it did not write where this one writes: {_names(clash)}"
+    if found is None:
+        return owned or {}, False
+    if not force:
+        raise UsageError(f"--out {out}: expected a new or empty directory or a previous export of refimpl, found "
+                         f"{found}; --force writes into it anyway (overwriting only the files an export writes, "
+                         f"deleting nothing it did not write)")
+    return owned or {}, owned is None         # a foreign folder: this export owns nothing there, deletes nothing
+
+
+def _read_index(path: Path) -> tuple[dict[str, str | None] | None, str]:
+    """A previous export's own files {path: sha256 or None (written before hashes were recorded)}, or None and
+    what is wrong: every row must name a case file inside the export, else the index is not trusted at all."""
     try:
-        return json.loads((out / "index.json").read_text(encoding="utf-8")).get("schema") == INDEX_SCHEMA
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, "no index.json"
+    except (OSError, ValueError) as e:
+        return None, f"an index.json that is not JSON ({type(e).__name__})"
+    if not isinstance(index, dict) or index.get("schema") != INDEX_SCHEMA:
+        schema = index.get("schema") if isinstance(index, dict) else None
+        return None, f"an index.json that is not refimpl's (schema {schema!r}, not {INDEX_SCHEMA!r})"
+    rows = index.get("cases"), index.get("removing", [])
+    if not all(isinstance(r, list) for r in rows) or not all(
+            isinstance(row, dict) and isinstance(row.get("file"), str) and _CASE_FILE.fullmatch(row["file"])
+            and isinstance(row.get("sha256", ""), str) for row in rows[0] + rows[1]):
+        return None, "an index.json of refimpl's schema whose list of files is missing or malformed"
+    return {row["file"]: row.get("sha256") for row in rows[0] + rows[1]}, ""
+
+
+def _unchanged(path: Path, sha: str | None) -> bool:
+    """Is ``path`` a file an export wrote, as written: its recorded sha256, or (none recorded) a case file?"""
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return False
+        data = path.read_bytes()
+        if sha:
+            return hashlib.sha256(data).hexdigest() == sha
+        return json.loads(data).get("schema") == SCHEMA
     except (OSError, ValueError, AttributeError):
         return False
 
 
-def _umask() -> int:
-    m = os.umask(0)
-    os.umask(m)
-    return m
+def _foreign(target: Path, written: set[str]) -> list[str]:
+    """The files (and links) under ``target`` that this export did not write, its temporaries aside."""
+    found = []
+    for top, dirs, names in os.walk(target):
+        dirs[:] = sorted(dirs)
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
+            rel = os.path.relpath(os.path.join(top, name), target).replace(os.sep, "/")
+            if rel not in written and rel != "index.json" and not _TEMP.fullmatch(name):
+                found.append(rel)
+    return sorted(found)
+
+
+def _sweep(out: Path, target: Path) -> None:
+    """Remove the temporaries that a killed export left next to or inside ``out``.
+
+    Rule: age only. A temporary goes when it, and everything in it, was last modified over STALE_AFTER (an hour)
+    ago. Their names carry no pid (write_atomic's ``.NAME.XXXXXXXX.tmp``, older versions' ``.OUT.tmp-*`` and
+    ``.OUT.old-*`` directories), and a pid says nothing about an export on another host sharing the directory;
+    a live export touches its temporaries within seconds, so a concurrent one is never broken."""
+    now = time.time()
+    for parent, name in {(out.absolute().parent, out.name), (target.parent, target.name)}:
+        for p in [*parent.glob(f".{glob.escape(name)}.tmp-*"), *parent.glob(f".{glob.escape(name)}.old-*")]:
+            if p.is_dir() and not p.is_symlink() and now - _newest(p) > STALE_AFTER:
+                shutil.rmtree(p, ignore_errors=True)
+    if target.is_dir():
+        for d in [target, *(p for p in target.iterdir() if p.is_dir() and not p.is_symlink())]:
+            for p in d.iterdir():
+                if _TEMP.fullmatch(p.name) and p.is_file() and not p.is_symlink() and now - _newest(p) > STALE_AFTER:
+                    p.unlink(missing_ok=True)
+
+
+def _newest(path: Path) -> float:
+    newest = path.lstat().st_mtime
+    for top, dirs, names in os.walk(path):
+        for n in dirs + names:
+            with contextlib.suppress(OSError):
+                newest = max(newest, os.lstat(os.path.join(top, n)).st_mtime)
+    return newest
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """For the duration of an export, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt: write_atomic
+    removes its temporary file, the CLI exits 130); the previous handler is restored after."""
+    def handler(signum, frame):
+        raise Terminated("terminated by SIGTERM")
+    try:
+        before = signal.signal(signal.SIGTERM, handler)
+    except ValueError:              # not the main thread: signals are not ours to handle
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
+
+
+def _names(names: list[str], n: int = 5) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

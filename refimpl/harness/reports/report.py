@@ -238,7 +238,12 @@ def result_word(run: CheckRun) -> str:
     if run.nothing_checked:
         return "NOTHING CHECKED"
     if run.judged is None:
-        return "all targets conform" if run.ok else "NON-CONFORMANCE"
+        if not run.ok:
+            return "NON-CONFORMANCE"
+        died = [t for t in run.targets if t in run.columns and any(o.failed for (_, n), o in run.results.items()
+                                                                   if n == t)]
+        return "all targets conform" + (f" (the runtime of {', '.join(died)} died in some cases: reported, "
+                                        f"not judged)" if died else "")
     if run.ok:                                    # a user's check: the verdict speaks of the targets they named
         return f"{', '.join(run.judged)} conform{'s' if len(run.judged) == 1 else ''}"
     bad = [f"{t} (unavailable)" if t in run.unavailable else t for t in run.failing()]

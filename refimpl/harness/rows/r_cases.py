@@ -21,7 +21,7 @@ from ...r import bridge, compat as r_compat
 from ...softmax import softmax
 from ...sources import vignettes
 from ...precision import get as precision
-from ..cases import Case, Outcome, Status, error_outcome, summarise
+from ..cases import Case, Outcome, Status, TargetDied, error_outcome, summarise
 from ..targets.target import Target
 
 __all__ = ["vignette_case", "r_examples_case", "random_case", "random_cases", "compare_with_r",
@@ -179,6 +179,8 @@ def _one_random(target: Target, i: int, case: tuple, r) -> Outcome:
         out, w = target.attend(q, k, v, mask=keep)
     except Unavailable as e:
         return Outcome(Status.NA, detail=f"case {i}: {e}")
+    except TargetDied as e:                     # crash, timeout, oom: that verdict, not a FAIL
+        return error_outcome(e, prefix=f"case {i}: ")
     except Exception as e:
         return Outcome(Status.FAIL, math.inf, math.inf, f"case {i}: {type(e).__name__}: {e}"[:200])
     if r.error is not None:                     # R fails here as catalogued: the target is judged against refimpl
@@ -216,6 +218,11 @@ def random_case(n: int) -> Case:
             cache["r"] = rb.batch("attention", cases, ("Q", "K", "V", "mask"))
         outcomes = [_one_random(target, i, c, r) for i, (c, r) in enumerate(zip(cases, cache["r"]))]
         counts = Counter(o.status for o in outcomes)
+        died = [o for o in outcomes if o.status in (Status.CRASH, Status.TIMEOUT, Status.OOM)]
+        if died:                                # the worker's verdict for the row, as in the family rows
+            return Outcome(died[0].status, math.inf, math.inf,
+                           f"{n} cases: {len(died)} {', '.join(sorted(set(o.status for o in died)))}; "
+                           f"{died[0].detail}"[:300])
         if counts[Status.NA] == len(outcomes):
             return Outcome(Status.NA, detail=f"no case expressible: {outcomes[0].detail}")
         judged = [o for o in outcomes if o.status in (Status.PASS, Status.FAIL)]

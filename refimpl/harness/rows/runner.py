@@ -56,7 +56,11 @@ def collect_cases(random_n: int = RANDOM_CASES, sources: list[str] | None = None
 
 
 def run_check(targets: list[Target], unavailable: dict[str, str], cases: list[Case],
-              progress: Callable[[str], None] | None = None) -> CheckRun:
+              progress: Callable[[str], None] | None = None, *, deadline: float | None = None,
+              deadline_text: str = "") -> CheckRun:
+    """Every case against every target. Past ``deadline`` (a ``time.monotonic()``, the run's --deadline, named
+    ``deadline_text``) no more rows are run: their cells are ``timeout``, "not run: ..." (a user target's worker
+    also stops calling at that time, inside a row: :mod:`..targets.call_policy`)."""
     t0 = time.perf_counter()
     results: dict[tuple[str, str], Outcome] = {}
     total, done, interrupted = len(cases) * len(targets), 0, False
@@ -65,6 +69,11 @@ def run_check(targets: list[Target], unavailable: dict[str, str], cases: list[Ca
         for case in cases:
             for target in targets:
                 say(f"[{done + 1}/{total}] {case.id} x {target.name} ...")
+                if deadline is not None and time.monotonic() >= deadline:
+                    results[(case.id, target.name)] = Outcome(
+                        Status.TIMEOUT, math.inf, math.inf, f"not run: the run's --deadline of {deadline_text} passed")
+                    done += 1
+                    continue
                 try:
                     results[(case.id, target.name)] = case.run(target)
                 except Exception as e:  # a harness bug or an R fault must not lose the other results

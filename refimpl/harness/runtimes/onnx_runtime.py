@@ -29,6 +29,7 @@ import json
 import os
 import selectors
 import shutil
+import signal
 import struct
 import subprocess
 import tempfile
@@ -39,13 +40,14 @@ from typing import IO
 
 import numpy as np
 
+from ..cases import TargetDied
 from .ort_case import ORT_TYPES, OrtCase, OrtCaseError, encode
 
 __all__ = ["OrtCase", "OrtSession", "availability",
            "OrtCaseError", "OrtRunError", "OrtProcessError", "OrtUnavailable"]
 
 RUNNER = Path(__file__).with_name("ort_runner.mjs")
-MAX_RESTARTS = 3                  # worker restarts within one run() after a crash or a time-out
+MAX_RESTARTS = 3                  # worker restarts in a session's life after a death; then its cases are not run
 
 
 class OrtUnavailable(RuntimeError):
@@ -56,8 +58,12 @@ class OrtRunError(RuntimeError):
     """ORT refused or failed this case (its own message follows)."""
 
 
-class OrtProcessError(RuntimeError):
-    """The Node worker died or did not answer within the time-out while this case was pending."""
+class OrtProcessError(TargetDied):
+    """The Node worker died (``status`` "crash") or did not answer within the time-out ("timeout") while this
+    case was pending, or it died too often to be restarted: the case's ``crash``/``timeout``, not its error."""
+
+    def __init__(self, message: str, status: str = "crash"):
+        super().__init__(status, message)
 
 
 def ort_dir() -> Path:
@@ -99,13 +105,29 @@ def _frame(header: dict, payloads=()) -> bytes:
 
 
 class _Stop(Exception):
-    """The worker ended or went silent (internal)."""
+    """The worker ended or went silent (internal); ``status`` is the case's verdict, "crash" or "timeout"."""
+
+    def __init__(self, message: str, status: str = "crash"):
+        super().__init__(message)
+        self.status = status
+
+
+def _ended(code: int) -> str:
+    """How a worker ended, from its return code: "was killed by SIGKILL" or "exited with code 1"."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 class OrtSession:
     """One Node worker evaluating many cases; a context manager. The worker starts at the first
-    :meth:`run` (or :meth:`start`); a worker that crashes or exceeds ``timeout`` seconds on one case is
-    killed, that case gets an :class:`OrtProcessError`, and the rest go on in a fresh worker."""
+    :meth:`run` (or :meth:`start`); a worker that dies (killed, crashed, exited) or exceeds ``timeout`` seconds on
+    one case is killed, that case gets an :class:`OrtProcessError` ("crash" or "timeout"), and the rest go on in
+    a fresh worker. A worker found dead between cases is replaced too. After ``MAX_RESTARTS`` restarts in the
+    session's life no worker is started again: every later case is "crash", "not run: the worker keeps dying"."""
 
     def __init__(self, timeout: float = 60.0):
         self.timeout = float(timeout)
@@ -113,6 +135,7 @@ class OrtSession:
         self._sent: set[str] = set()          # model keys this worker already holds
         self._stderr: IO[bytes] | None = None
         self.hello: dict | None = None
+        self.deaths: list[str] = []           # how each worker that served this session ended, in order
 
     def __enter__(self) -> "OrtSession":
         return self
@@ -125,6 +148,11 @@ class OrtSession:
         if self._proc is not None and self._proc.poll() is None:
             assert self.hello is not None             # set when this worker started
             return self.hello
+        if self._proc is not None:                    # it died while idle (between cases): that is a death too
+            self._died(f"the ORT worker (Node) {_ended(self._proc.returncode)} between cases")
+        if len(self.deaths) > MAX_RESTARTS:
+            raise OrtProcessError(f"not run: the ORT worker (Node) keeps dying ({len(self.deaths)} times this run, "
+                                  f"{MAX_RESTARTS} restarts); last: {self.deaths[-1]}"[:300])
         node = shutil.which(os.environ.get("REFIMPL_NODE", "node"))
         if node is None or not (ort_dir() / "node_modules" / "onnxruntime-node").is_dir():
             raise OrtUnavailable("node or tools/ort/node_modules/onnxruntime-node is missing (run make setup)")
@@ -139,9 +167,14 @@ class OrtSession:
             self._proc.stdin.write(_frame({"op": "hello"}))
             self.hello, _ = self._read_frame(time.monotonic() + self.timeout)
         except (_Stop, OSError) as e:
-            self._kill()
-            raise OrtProcessError(f"the ORT worker did not start: {e}") from None
+            self._died(f"the ORT worker did not start: {e}")
+            raise OrtProcessError(self.deaths[-1]) from None
         return self.hello
+
+    def _died(self, why: str) -> None:
+        """Record a worker's death (``why``) and make sure it is gone; the next :meth:`start` may replace it."""
+        self.deaths.append(why)
+        self._kill()
 
     def _stderr_tail(self) -> str:
         if self._stderr is None:
@@ -158,10 +191,11 @@ class OrtSession:
             while len(buf) < n:
                 left = deadline - time.monotonic()
                 if left <= 0 or not sel.select(left):
-                    raise _Stop(f"no answer within {self.timeout:g} s")
+                    raise _Stop(f"no answer within {self.timeout:g} s", "timeout")
                 chunk = os.read(fd, min(n - len(buf), 1 << 20))
                 if not chunk:
-                    raise _Stop(f"the worker exited (code {self._proc.wait()}): {self._stderr_tail()}")
+                    tail = self._stderr_tail()
+                    raise _Stop(f"the worker {_ended(self._proc.wait())}" + (f": {tail}" if tail else ""))
                 buf += chunk
         return bytes(buf)
 
@@ -180,7 +214,6 @@ class OrtSession:
                 todo.append((i, encode(c)))
             except OrtCaseError as e:
                 results[i] = e
-        restarts = 0
         while todo:
             try:
                 self.start()
@@ -207,13 +240,11 @@ class OrtSession:
                     if header.get("id") != i:
                         raise _Stop(f"protocol error: answer for case {header.get('id')} while expecting {i}")
                 except _Stop as e:
-                    results[i] = OrtProcessError(f"ORT worker failed on this case: {e}")
-                    self._kill()
-                    todo, restarts = todo[pos + 1:], restarts + 1
-                    if restarts > MAX_RESTARTS:
-                        for j, _ in todo:
-                            results[j] = OrtProcessError(f"not run: the ORT worker failed {restarts} times")
-                        todo = []
+                    self._died(f"the ORT worker (Node) died on this case: {e}")
+                    again = ("; a fresh worker runs the next cases" if len(self.deaths) <= MAX_RESTARTS
+                             else f"; not restarted again ({MAX_RESTARTS} restarts this run)")
+                    results[i] = OrtProcessError(f"{self.deaths[-1]}"[:240] + again, e.status)
+                    todo = todo[pos + 1:]
                     break
                 results[i] = self._decode(header, payload)
             else:

@@ -20,6 +20,7 @@ import numpy as np
 from ...errors import Unavailable, UsageError
 from . import wire
 from ..cases import TargetDied
+from .call_policy import ADAPT_FACTOR, ADAPT_FLOOR, DEFAULT_TIMEOUT, CallPolicy, work_of
 from .worker import Worker, WorkerLoadError
 
 __all__ = ["IsolatedFunction", "IsolatedRFunction", "TargetDied", "child_loader", "isolated", "isolator",
@@ -132,13 +133,15 @@ class IsolatedFunction:
 
     LOADER = "refimpl.harness.targets.isolation:child_loader"
 
-    def __init__(self, spec: str, *, timeout: float = 60.0, max_memory: int | None = None, flag: str = "--target",
-                 check: str | None = None):
+    def __init__(self, spec: str, *, timeout: float | None = None, max_memory: int | None = None,
+                 flag: str = "--target", check: str | None = None, policy: CallPolicy | None = None):
+        """``timeout``: a fixed per-call limit, or None for the adaptive one (:mod:`.call_policy`); ``policy``
+        (the stop rules, the run's deadline) is made from ``timeout`` when not given."""
         self.spec = spec
-        # per kind of call ("call" | "grad"): (timeout | oom, how many calls of that kind in a row ended so)
-        self.costly_in_a_row: dict[str, tuple[str, int]] = {"call": ("", 0), "grad": ("", 0)}
-        self.worker = Worker(self.LOADER, (spec, check), timeout=timeout, max_memory=max_memory,
-                             start_timeout=max(timeout, self.LOAD_SECONDS))
+        self.policy = policy or CallPolicy(timeout)
+        first = DEFAULT_TIMEOUT if timeout is None else timeout
+        self.worker = Worker(self.LOADER, (spec, check), timeout=first, max_memory=max_memory,
+                             start_timeout=max(first, self.LOAD_SECONDS))
         try:
             self.worker.start()
         except WorkerLoadError as e:                     # the loader's own verdicts keep their kind and words
@@ -153,22 +156,25 @@ class IsolatedFunction:
                 .replace(f" while loading {self.LOADER!r}", " while loading")      # the user's words, not ours
             raise UsageError(f"{flag} {spec!r}: the worker could not load it: {why}") from None
 
-    GIVE_UP_AFTER = 3      # consecutive timeouts (or ooms): each costs up to --timeout; the rest are not called
-
     def __call__(self, *args, **kwargs):
         return self._send(("call", args, kwargs), args, kwargs)
 
     def _send(self, payload, args=(), kwargs=None):
-        """Run one payload. Timeouts and ooms in a row are counted per kind of call: a backward (a "grad"
-        payload) that hangs three times stops further gradient calls, not the forward ones."""
+        """Run one payload, if the call policy lets it (:mod:`.call_policy`: the run's deadline, deaths in a
+        row or at a high rate, counted per kind of call: a backward (a "grad" payload) that keeps hanging
+        stops further gradient calls, not the forward ones), within its per-call limit."""
         kwargs = kwargs or {}
         counter = "grad" if payload[0] == "grad" else "call"
-        kind, n = self.costly_in_a_row[counter]
-        if n >= self.GIVE_UP_AFTER:
-            raise TargetDied(kind, f"not called: the last {n} calls ended in '{kind}'")
+        refused = self.policy.refuse(counter)
+        if refused is not None:
+            raise refused
+        work = work_of(payload[1:], {}) if payload[0] == "call" else None    # batches, grads: no adaptive limit
+        self.worker.timeout = self.policy.limit(work)
         r = self.worker.run([payload])[0]
-        costly = r.status in ("timeout", "oom")
-        self.costly_in_a_row[counter] = (r.status, n + 1 if kind == r.status else 1) if costly else ("", 0)
+        self.policy.record(counter, r.status, r.seconds, work)
+        if r.status == "timeout" and self.policy.fixed is None and work is not None:
+            r.error += (f" (the adaptive limit: {ADAPT_FACTOR:g}x the slowest call so far for this much work, "
+                        f"at least {ADAPT_FLOOR:g} s, at most {DEFAULT_TIMEOUT:g} s; --timeout DURATION fixes it)")
         if r.status == "ok":
             res, changed = _tensors(r.value)
             named = {i: a for i, a in enumerate(args)} | dict(kwargs)
@@ -206,17 +212,20 @@ class IsolatedRFunction(IsolatedFunction):
         return [_case_back(x) for x in self._send(("batch", datas))]
 
 
-def isolated(spec: str, check: str | None = None, *, timeout: float = 60.0, max_memory: int | None = None,
-             flag: str = "--target") -> IsolatedFunction:
+def isolated(spec: str, check: str | None = None, *, timeout: float | None = None, max_memory: int | None = None,
+             flag: str = "--target", deadline: float | None = None, deadline_text: str = "") -> IsolatedFunction:
     """The worker-backed stand-in for the user function ``spec``, loaded and signature-checked (``check``)
     in the worker only: a module that crashes or exits while it is imported is a usage error naming it,
     not the end of the run. R functions (``R:...``) get embedded R there."""
     cls = IsolatedRFunction if spec.startswith("R:") else IsolatedFunction
-    return cls(spec, timeout=timeout, max_memory=max_memory, flag=flag, check=check)
+    return cls(spec, timeout=timeout, max_memory=max_memory, flag=flag, check=check,
+               policy=CallPolicy(timeout, deadline, deadline_text))
 
 
-def isolator(*, timeout: float, max_memory_mib: float | None, flag: str):
+def isolator(*, timeout: float | None, max_memory_mib: float | None, flag: str, deadline: float | None = None,
+             deadline_text: str = ""):
     """``isolate(spec, check)`` for ``targets.load_target`` / ``grad_cases.load_backward``: a worker per user
     function with these limits (``max_memory_mib``: the ``--max-memory`` option, MiB; None: the default)."""
     max_memory = None if max_memory_mib is None else int(max_memory_mib * 2**20)
-    return lambda spec, check: isolated(spec, check, timeout=timeout, max_memory=max_memory, flag=flag)
+    return lambda spec, check: isolated(spec, check, timeout=timeout, max_memory=max_memory, flag=flag,
+                                        deadline=deadline, deadline_text=deadline_text)
