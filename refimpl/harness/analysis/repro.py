@@ -111,11 +111,11 @@ def _import_lines(name: str) -> list[str]:
             f"target = importlib.import_module({mod!r}).{attr}"]
 
 
-def _bounds(data: CaseData) -> tuple[float, float, str]:
-    """(ATOL of the output, ATOL of the weights, how the first was made): the judge's bounds
-    (:func:`.judge.bounds`) as numbers."""
+def _bounds(data: CaseData) -> tuple[float, float, str, float]:
+    """(ATOL of the output, ATOL of the weights, how the first was made, the slope's allowance): the judge's
+    bounds (:func:`.judge.bounds`) as numbers."""
     b = bounds(data)
-    return float(b.output.atol), float(b.weights.atol), b.output.describe()
+    return float(b.output.atol), float(b.weights.atol), b.output.describe(), float(b.slope)
 
 
 def _script(target: Target, data: CaseData) -> str:
@@ -135,7 +135,7 @@ def _script(target: Target, data: CaseData) -> str:
                          f"(pick a smaller case of the same family)")
     api = apis.get(target.api)
     uses_torch = api.uses_torch(target.torch)
-    atol, w_atol, how = _bounds(data)
+    atol, w_atol, how, slope = _bounds(data)
     group = s.Hq // s.Hkv
     mean_v = np.repeat(data.v, group, axis=1).mean(axis=-2)                         # (B, Hq, Dv)
     weights = data.weights if (api.returns_weights and data.weights is not None
@@ -171,6 +171,7 @@ def _script(target: Target, data: CaseData) -> str:
         f"WEIGHTS = {_lit(weights)[0] if weights is not None else None}   # (B, Hq, Sq, Sk) float64",
         f"ATOL = {atol!r}   # {how}",
         f"ATOL_WEIGHTS = {w_atol!r}",
+        f"SLOPE = float({str(slope)!r})   # |least-squares slope of the output on EXPECTED - 1| allowed",
     ]
     check = _CHECK.replace("    # API: what the target returned -> res (output) and w (weights)\n",
                            "".join(line + "\n" for line in api.repro_unpack()))
@@ -245,6 +246,10 @@ def main():
         if not err <= ATOL:
             times = err / ATOL if ATOL else float("inf")
             problems.append(f"output: max |error| {err:.6g} > ATOL {ATOL:.6g} ({times:.3g}x)")
+        o = EXPECTED[~DEAD].ravel()
+        dev = abs(float(o @ out[~DEAD].astype(np.float64).ravel()) / float(o @ o) - 1.0) if o @ o else 0.0
+        if not dev <= SLOPE:
+            problems.append(f"output: scaled by 1 +- {dev:.6g} against EXPECTED (its slope), above SLOPE {SLOPE:.3g}")
         if w is not None and WEIGHTS is not None:
             wn, _ = _numpy(w)
             if wn.shape != WEIGHTS.shape:

@@ -85,9 +85,11 @@ def n_terms(data: CaseData) -> float:
 
 @dataclass(frozen=True)
 class Bounds:
-    """The error the judge allows on one case: on the output's rows with a key, and on the weights."""
+    """The error the judge allows on one case: on the output's rows with a key, and on the weights; for the
+    low precisions also how far the output's slope on the oracle may be from 1 (:func:`tol.slope_allowance`)."""
     output: tol.Tolerance
     weights: tol.Tolerance
+    slope: float = math.inf
 
 
 def bounds(data: CaseData, cache: dict | None = None) -> Bounds:
@@ -119,7 +121,11 @@ def bounds(data: CaseData, cache: dict | None = None) -> Bounds:
     allowed = tol.budget(cache["ref"][live], exp, s.dtype, cond)
     how = (f"{tol.K_BUDGET:g} x max|refimpl {s.dtype} - float64| + {tol.QUANTUM_ULPS:g} x eps({s.dtype}) x "
            f"(1 + {cond:.6g}) x max|expected|")
-    return Bounds(tol.Tolerance(allowed, 0.0, how), weights)
+    if "magnitude" not in cache:                   # each output element's scale, (P |V|)_id, where P is known
+        cache["magnitude"] = None if data.weights is None else (
+            data.weights @ np.abs(np.repeat(data.v, s.Hq // s.Hkv, axis=1)))[live]
+    return Bounds(tol.Tolerance(allowed, 0.0, how), weights,
+                  tol.slope_allowance(cache["ref"][live], exp, s.dtype, cache["magnitude"], cond))
 
 
 def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str | None = None,
@@ -157,6 +163,11 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
         if not err <= limit:
             problems.append(f"output: error {err:.3g} vs the float64 oracle above the {s.dtype} budget {limit:.3g} "
                             f"(K_BUDGET x a same-precision reference + quantum)")
+        dev = tol.slope_deviation(out, exp)
+        res.ratio = max(res.ratio, dev / b.slope)
+        if not dev <= b.slope:
+            problems.append(f"output: scaled by {1 + dev:.6g} or {1 - dev:.6g} against the float64 oracle (its "
+                            f"least-squares slope); rounding in {s.dtype} allows {b.slope:.3g}")
     if got.weights is not None and data.weights is not None:
         w = got.weights
         if w.shape != data.weights.shape:
