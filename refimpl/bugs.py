@@ -310,7 +310,7 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              (_v("exp(S)", no_max_subtraction),)),
     BugModel("finite-mask-fill", "masked scores are filled with a finite value instead of -inf",
              (_v("-1e9", finite_mask_fill, fill=-1e9), _v("-1e4", finite_mask_fill, fill=-1e4),
-              _v("-1e4 float32", finite_mask_fill, fill=-1e4, dtype="float32"))),
+              Variant("-1e4 float32", _named(finite_mask_fill, fill=-1e4, dtype="float32"), in_float32=True))),
     BugModel("gqa-grouping", "GQA query head h uses kv head h % Hkv instead of h // (Hq // Hkv)",
              (_v("h % Hkv", gqa_grouping),)),
     BugModel("softcap", "softcap tanh is applied before the scores are scaled",

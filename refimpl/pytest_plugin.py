@@ -91,7 +91,7 @@ def refimpl_verdicts(refimpl_target, refimpl_store, request):
     if failing:
         name, by_id = refimpl_target.name, {s.id: s for s in specs}
         lines = diagnose(results, refimpl_store, target=name, specs=by_id)
-        lines.append(f"localisation {name}: {localise(results)}")
+        lines.append(f"localisation {name}: {localise(results, by_id)}")
         if c.getoption("refimpl_repro_dir") and ":" in name:
             from refimpl.harness.analysis.repro import write_target_repros
             paths = write_target_repros(refimpl_target, [(by_id[r.id], refimpl_store) for r in failing],

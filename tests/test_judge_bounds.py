@@ -41,7 +41,7 @@ def test_a_float64_or_float32_output_off_by_a_percent_or_a_permille_fails_every_
 
 def test_a_float16_output_off_by_a_percent_is_caught_by_its_slope_where_the_elementwise_budget_is_blind():
     """1% is ~20 ulps of float16, inside the elementwise budget of most cases (that passed 95 of 114); the
-    least-squares slope on the oracle averages the rounding out over the rows (tol.slope_allowance)."""
+    least-squares slope on the oracle averages the rounding out over the rows (refimpl.tolerance_slope)."""
     judged = _judged(1.01, "float16")
     failed = [r for r in judged if r.status == Status.FAIL]
     by_slope = [r for r in failed if "least-squares slope" in r.detail and "budget" not in r.detail]

@@ -19,9 +19,12 @@ from itertools import combinations
 import numpy as np
 
 from ... import bugs
+from ...attention import scaled_dot_product_attention
+from ...precision import get as precision
 from ..cases import Status, fitting_models
 from ..cases.features import CaseData, CaseSpec
 from ..verdicts.judge import CaseResult
+from .fitting import fit_scale, scale_line
 
 __all__ = ["diagnose", "localise", "fits", "analyse_run"]
 
@@ -91,6 +94,38 @@ def fits(variant, data: CaseData, got: np.ndarray, rtol: float = 1e-3, atol: flo
     return _distance(out, got, live) <= EXPLAINS * _distance(data.expected, got, live)
 
 
+def _beyond_float32(variant, data: CaseData, null: np.ndarray | None) -> bool:
+    """A variant that computes in float32 names its mistake only on a case where it differs from float32
+    arithmetic done right (``null``) by more than float32 rounding; else it would name float32 itself."""
+    kw = data.reference_kwargs()
+    try:
+        with np.errstate(all="ignore"):
+            out = np.asarray(variant.fn(data.q, data.k, data.v, **kw), np.float64)
+    except Exception:
+        return False
+    every = np.ones(out.shape[:-1], bool)          # rows with no key count too: zeros and uniform differ there
+    return null is not None and _distance(out, null, every) > 1e-4 * (1.0 + float(np.abs(data.v).max()))
+
+
+def _null32(data: CaseData) -> np.ndarray | None:
+    """The correct output computed in float32 (None when that fails): what float32 arithmetic alone gives."""
+    kw = data.reference_kwargs()
+    if kw["mask"] is not None and kw["mask"].dtype != bool:
+        kw = dict(kw, mask=kw["mask"].astype(np.float32))
+    try:
+        with np.errstate(all="ignore"):
+            return np.asarray(scaled_dot_product_attention(*(a.astype(np.float32) for a in (data.q, data.k, data.v)),
+                                                           **kw)[0], np.float64)
+    except Exception:
+        return None
+
+
+def _explains(out: np.ndarray, data: CaseData, got: np.ndarray) -> bool:
+    """``out`` is nearer the target's output than the expected output is, by ``EXPLAINS`` (see :func:`fits`)."""
+    live = ~np.broadcast_to(data.dead, out.shape[:-1])
+    return _distance(out, got, live) <= EXPLAINS * _distance(data.expected, got, live)
+
+
 def diagnose(results: list[CaseResult], store, target: str = "target",
              specs: dict[str, CaseSpec] | None = None) -> list[str]:
     """``diagnosis TARGET: MODEL — explanation`` for each bug model that fits (see the module doc), else
@@ -104,14 +139,45 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
     pass_cases = _usable(passing, store, specs, MAX_PASSING)
     lines = []
     if fail_cases:
+        fitted = fit_scale(fail_cases, pass_cases, _explains)      # the scale with its fitted value, if one fits
+        models = {n: m for n, m in bugs.MODELS.items() if not (fitted and n == "scale")}
+
+        def shows_beyond_float32(variant) -> bool:       # on any failing case, not only the sample
+            return any(fits(variant, d, g) and _beyond_float32(variant, d, _null32(d))
+                       for d, g in _usable(failing, store, specs, 400))
+
         def fit(model, variant) -> bool:
             rtol, atol = model.tolerance
             return (all(fits(variant, d, g, rtol, atol) for d, g in fail_cases)
-                    and all(fits(variant, d, g, rtol, atol, failing=False) for d, g in pass_cases))
-        lines = fitting_models(target, bugs.MODELS, fit)
+                    and all(fits(variant, d, g, rtol, atol, failing=False) for d, g in pass_cases)
+                    and (not variant.in_float32 or shows_beyond_float32(variant)))
+        lines = ([scale_line(target, *fitted)] if fitted else []) + fitting_models(target, models, fit)
     if _weights_transposed([r for r in failing if getattr(r, "got", None) is not None], store, specs):
         lines.append(f"diagnosis {target}: weights-transposed — {bugs.MODELS['weights-transposed'].explanation}")
+    if not lines and fail_cases and len(fail_cases) == len(_usable(failing, store, specs, len(failing))):
+        lines = _float32_arithmetic(target, fail_cases)
     return lines or [f"diagnosis {target}: unknown"]
+
+
+def _float32_arithmetic(target: str, fail_cases: list[tuple[CaseData, np.ndarray]]) -> list[str]:
+    """The numbers' meaning when no model fits: float64 cases that fail with errors of float32's size (every
+    failing case float64, each within [eps32 / 8, 1e-4] of its largest expected value) come from a target that
+    computes in float32; its check is --dtype float32."""
+    rel = []
+    for data, got in fail_cases:
+        live = ~data.dead
+        exp = data.expected[live]
+        top = float(np.abs(exp).max()) if exp.size else 0.0
+        if data.spec.dtype != "float64" or top == 0.0:
+            return []
+        with np.errstate(invalid="ignore"):
+            rel.append(float(np.nan_to_num(np.abs(got[live] - exp), nan=np.inf).max()) / top)
+    u32 = precision("float32").eps
+    if not all(u32 / 8 <= r <= 1e-4 for r in rel):
+        return []
+    return [f"diagnosis {target}: float32 arithmetic — the float64 cases fail with errors of ~{np.median(rel):.1e} "
+            f"relative (float32's unit roundoff is {u32:.1e}): the target computes in float32; check it with "
+            f"--dtype float32"]
 
 
 def _weights_transposed(failing: list[CaseResult], store, specs) -> bool:
@@ -146,33 +212,56 @@ def _usable(rs: list[CaseResult], store, specs, cap: int) -> list[tuple[CaseData
     return out
 
 
-def localise(results: list[CaseResult]) -> str:
-    """``fails only when: A`` or ``fails only when: A and B`` (boolean features True on every failing case and
-    on no passing one, fewest first, then fewest passing cases covered by name order); otherwise the single
-    feature with the largest (share of failing cases) - (share of passing cases) it is True on, with counts.
-    Features True on every case are ignored. "" when nothing failed."""
-    failing = [r.features for r in results if Status(r.status).failed and r.features]
-    passing = [r.features for r in results if r.status == Status.PASS and r.features]
+SIZES = ("Sq", "Sk", "D", "Dv", "B", "Hq")          # searched thresholds: the smallest (largest) size that fails
+
+
+def _thresholds(failing: list, passing: list) -> dict[str, tuple[list[bool], list[bool]]]:
+    """``{"Sk >= 33": (true on each failing case, true on each passing case), ...}``: for each size, the
+    smallest value among the failing cases (``>=``) and the largest (``<=``), when that bound excludes some
+    case: thresholds searched from the cases, not taken from a fixed list."""
+    out = {}
+    for size in SIZES:
+        f, p = [getattr(s, size) for s in failing], [getattr(s, size) for s in passing]
+        lo, hi = min(f), max(f)
+        if min(f + p) < lo:
+            out[f"{size} >= {lo}"] = ([x >= lo for x in f], [x >= lo for x in p])
+        if max(f + p) > hi:
+            out[f"{size} <= {hi}"] = ([x <= hi for x in f], [x <= hi for x in p])
+    return out
+
+
+def localise(results: list[CaseResult], specs: dict[str, CaseSpec] | None = None) -> str:
+    """Where the failures are. ``fails only when: X`` only when X holds on every failing case and on no passing
+    one: a boolean case feature, a searched size threshold (``Sk >= 33``, with ``specs``: id -> spec), then a
+    pair of features; otherwise ``fails mostly when: X (true on a/b failing, c/d passing cases)`` for the
+    condition with the largest (share of failing) - (share of passing) it is true on. Features true on every
+    case are ignored. "" when nothing failed."""
+    fail_r = [r for r in results if Status(r.status).failed and r.features]
+    pass_r = [r for r in results if r.status == Status.PASS and r.features]
+    failing, passing = [r.features for r in fail_r], [r.features for r in pass_r]
     if not failing:
         return ""
     everywhere = {n for f in failing + passing for n in f if all(g.get(n) is True for g in failing + passing)}
     names = sorted({n for f in failing + passing for n, x in f.items() if isinstance(x, bool)} - everywhere)
-
-    def count(group, combo):
-        return sum(all(f.get(n, False) for n in combo) for f in group)
-
-    n_fail = len(failing)
-    for size in (1, 2):
-        cands = [c for c in combinations(names, size) if count(failing, c) == n_fail and count(passing, c) == 0]
-        if cands:
-            return "fails only when: " + " and ".join(cands[0])
-    n_pass = max(len(passing), 1)
-    best = max(names, key=lambda n: (count(failing, (n,)) / n_fail - count(passing, (n,)) / n_pass,
-                                     count(failing, (n,))), default=None)
-    if best is None or count(failing, (best,)) == 0:
-        return f"fails only when: (no feature separates {n_fail} failing from {len(passing)} passing cases)"
-    return (f"fails only when: {best} (true on {count(failing, (best,))}/{n_fail} failing, "
-            f"{count(passing, (best,))}/{len(passing)} passing cases)")
+    truth = {n: ([bool(f.get(n, False)) for f in failing], [bool(f.get(n, False)) for f in passing]) for n in names}
+    if specs is not None and all(r.id in specs for r in fail_r + pass_r):
+        truth.update(_thresholds([specs[r.id] for r in fail_r], [specs[r.id] for r in pass_r]))
+    n_fail, n_pass = len(failing), len(passing)
+    exact = [n for n, (f, p) in truth.items() if all(f) and not any(p)]
+    if exact:
+        return "fails only when: " + exact[0]
+    for a, b in combinations(names, 2):
+        f = [x and y for x, y in zip(truth[a][0], truth[b][0])]
+        p = [x and y for x, y in zip(truth[a][1], truth[b][1])]
+        if all(f) and not any(p):
+            return f"fails only when: {a} and {b}"
+    best = max(truth, key=lambda n: (sum(truth[n][0]) / n_fail - sum(truth[n][1]) / max(n_pass, 1),
+                                     sum(truth[n][0])), default=None)
+    if best is None or not any(truth[best][0]):
+        return f"fails when: no condition separates the {n_fail} failing from the {n_pass} passing cases"
+    f, p = truth[best]
+    return (f"fails mostly when: {best} (true on {sum(f)}/{n_fail} failing, {sum(p)}/{n_pass} passing cases, "
+            f"{sum(f) / n_fail:.0%} of the failures)")
 
 
 def analyse_run(run) -> None:
@@ -191,4 +280,4 @@ def analyse_run(run) -> None:
         if store is None or not any(r.status == Status.FAIL for r in results):
             continue
         run.diagnoses[t] = diagnose(results, store, target=t, specs=specs)
-        run.localisations[t] = localise(results)
+        run.localisations[t] = localise(results, specs)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ... import tolerance as tol
+from ... import tolerance as tol, tolerance_slope as tslope
 from ...attention import scaled_dot_product_attention
 from ...online import sdpa_online
 from ..apis import Returned
@@ -86,7 +86,8 @@ def n_terms(data: CaseData) -> float:
 @dataclass(frozen=True)
 class Bounds:
     """The error the judge allows on one case: on the output's rows with a key, and on the weights; for the
-    low precisions also how far the output's slope on the oracle may be from 1 (:func:`tol.slope_allowance`)."""
+    low precisions also how far the output's slope on the oracle may be from 1
+    (:func:`refimpl.tolerance_slope.slope_allowance`)."""
     output: tol.Tolerance
     weights: tol.Tolerance
     slope: float = math.inf
@@ -125,7 +126,7 @@ def bounds(data: CaseData, cache: dict | None = None) -> Bounds:
         cache["magnitude"] = None if data.weights is None else (
             data.weights @ np.abs(np.repeat(data.v, s.Hq // s.Hkv, axis=1)))[live]
     return Bounds(tol.Tolerance(allowed, 0.0, how), weights,
-                  tol.slope_allowance(cache["ref"][live], exp, s.dtype, cache["magnitude"], cond))
+                  tslope.slope_allowance(cache["ref"][live], exp, s.dtype, cache["magnitude"], cond))
 
 
 def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str | None = None,
@@ -163,7 +164,7 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
         if not err <= limit:
             problems.append(f"output: error {err:.3g} vs the float64 oracle above the {s.dtype} budget {limit:.3g} "
                             f"(K_BUDGET x a same-precision reference + quantum)")
-        dev = tol.slope_deviation(out, exp)
+        dev = tslope.slope_deviation(out, exp)
         res.ratio = max(res.ratio, dev / b.slope)
         if not dev <= b.slope:
             problems.append(f"output: scaled by {1 + dev:.6g} or {1 - dev:.6g} against the float64 oracle (its "

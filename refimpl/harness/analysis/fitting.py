@@ -1,0 +1,136 @@
+"""Bug models with a parameter, fitted to what the target returned rather than matched against fixed forms.
+
+* :func:`fit_scale`: the softmax scale the kernel actually used. On each of the smallest failing cases the
+  scale ``c`` that makes refimpl's output (every other feature of the case unchanged) equal the target's is
+  searched (a grid over log2(c / expected) in [-8, 8], then a golden-section refinement); the fitted values
+  are named by the first formula of the case's sizes they all agree with (a wrong default such as
+  ``1/sqrt(Dv)``, ``1/sqrt(Sk)`` or ``1``, with the given scale honoured or ignored; a scale squared or
+  inverted) or, failing that, as one constant. The named scale must then reproduce the target on every failing
+  case used by the diagnosis (and explain it) and on the passing ones: a fit that explains less, or that
+  would change a passing case, is not reported.
+
+The line names the fitted parameter: ``scale — the kernel used 1/sqrt(Dv) = 0.1768 instead of 1/sqrt(D) =
+0.125``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from ...attention import scaled_dot_product_attention
+from ..cases.features import CaseData
+
+__all__ = ["fit_scale", "scale_line", "FORMULAS"]
+
+FIT_CASES = 6                 # the smallest failing cases the scale is fitted on
+REL = 1e-3                    # fitted scales agree with a formula within this
+
+
+def _default(s) -> float:
+    return 1.0 / math.sqrt(s.D) if s.scale is None else s.scale
+
+
+# the kernel's default scale, as a formula of the case's sizes (the right one is 1/sqrt(D))
+DEFAULTS: dict[str, Callable] = {
+    "1/sqrt(D)": lambda s: 1.0 / math.sqrt(s.D),
+    "1/sqrt(Dv)": lambda s: 1.0 / math.sqrt(s.Dv),
+    "1/sqrt(Sk)": lambda s: 1.0 / math.sqrt(s.Sk),
+    "1/sqrt(Sq)": lambda s: 1.0 / math.sqrt(s.Sq),
+    "1/D": lambda s: 1.0 / s.D,
+    "1 (no scaling)": lambda s: 1.0,
+    "sqrt(D)": lambda s: math.sqrt(s.D),
+    "1/sqrt(Hq*D)": lambda s: 1.0 / math.sqrt(s.Hq * s.D),
+}
+
+
+def _candidates() -> list[tuple[str, Callable]]:
+    """(name, the scale the kernel uses on a case): a wrong default with the given scale honoured, the same with
+    the given scale ignored, and a scale applied twice or divided by."""
+    out = [(n, (lambda s, f=f: f(s) if s.scale is None else s.scale)) for n, f in DEFAULTS.items()
+           if n != "1/sqrt(D)"]
+    out += [(f"{n}, the given scale ignored" if n != "1/sqrt(D)" else "1/sqrt(D) (the given scale ignored)", f)
+            for n, f in DEFAULTS.items()]
+    return out + [("scale**2 (applied twice)", lambda s: _default(s) ** 2),
+                  ("1/scale (divided by it)", lambda s: 1.0 / _default(s))]
+
+
+FORMULAS = dict(_candidates())
+
+
+def _output(data: CaseData, scale: float) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        return np.asarray(scaled_dot_product_attention(data.q, data.k, data.v,
+                                                       **dict(data.reference_kwargs(), scale=scale))[0], np.float64)
+
+
+def _error(data: CaseData, got: np.ndarray, scale: float) -> float:
+    live = ~data.dead
+    out = _output(data, scale)
+    if out.shape != got.shape:
+        return math.inf
+    with np.errstate(invalid="ignore"):
+        d = np.abs(out[live] - got[live])
+    return float(np.nan_to_num(d, nan=math.inf).max()) if d.size else 0.0
+
+
+def _fit_one(data: CaseData, got: np.ndarray) -> float | None:
+    """The scale that reproduces ``got`` on this case, or None when no scale does (within 1e-3 relative)."""
+    s0 = _default(data.spec)
+    grid = [s0 * 2.0 ** (x / 4.0) for x in range(-32, 33)]
+    errs = [_error(data, got, c) for c in grid]
+    i = int(np.argmin(errs))
+    lo, hi = math.log(grid[max(i - 1, 0)]), math.log(grid[min(i + 1, len(grid) - 1)])
+    g = (math.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = _error(data, got, math.exp(a)), _error(data, got, math.exp(b))
+    for _ in range(40):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = _error(data, got, math.exp(a))
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = _error(data, got, math.exp(b))
+    c = math.exp((lo + hi) / 2)
+    scale = 1e-3 * (1.0 + float(np.abs(got[np.isfinite(got)]).max(initial=0.0)))
+    return c if _error(data, got, c) <= scale else None
+
+
+def fit_scale(fail_cases: list[tuple[CaseData, np.ndarray]], pass_cases: list[tuple[CaseData, np.ndarray]],
+              explains: Callable[[np.ndarray, CaseData, np.ndarray], bool]) -> tuple[str, CaseData] | None:
+    """``(formula name, the case to quote)`` when one scale formula reproduces every failing case (and
+    ``explains(model_output, data, got)`` it) and every passing one; else None."""
+    if not fail_cases:
+        return None
+    smallest = sorted(fail_cases, key=lambda dg: dg[0].expected.size * dg[0].spec.Sk)[:FIT_CASES]
+    fitted = []
+    for data, got in smallest:
+        c = _fit_one(data, got)
+        if c is None or abs(c / _default(data.spec) - 1) <= REL:
+            return None
+        fitted.append((data, c))
+    tol_of = (lambda g: 1e-3 * (1.0 + float(np.abs(g[np.isfinite(g)]).max(initial=0.0))))
+    c0 = fitted[0][1]
+    constant = [] if len({d.spec.D for d, _ in fitted}) < 2 else [
+        (f"the constant {c0:.6g}", lambda s: c0 if s.scale is None else s.scale),
+        (f"the constant {c0:.6g}, the given scale ignored", lambda s: c0)]
+    for name, f in list(FORMULAS.items()) + constant:
+        if not all(abs(c / f(d.spec) - 1) <= REL for d, c in fitted):
+            continue
+        if all(_error(d, g, f(d.spec)) <= tol_of(g) and explains(_output(d, f(d.spec)), d, g) for d, g in fail_cases) \
+                and all(_error(d, g, f(d.spec)) <= tol_of(g) for d, g in pass_cases):
+            return name, smallest[0][0]
+    return None
+
+
+def scale_line(target: str, name: str, data: CaseData) -> str:
+    s = data.spec
+    used = FORMULAS[name](s) if name in FORMULAS else float(name.split(",")[0].rsplit(" ", 1)[1])
+    if s.scale is None and name.endswith("ignored"):
+        name = name.split(",")[0].split(" (")[0]
+    expected = "the given scale" if s.scale is not None else "1/sqrt(D)"
+    return (f"diagnosis {target}: scale — the kernel used {name} = {used:.4g} instead of {expected} = "
+            f"{_default(s):.4g} (fitted on the failing cases; e.g. {s.id}: D={s.D}, Dv={s.Dv}, Sk={s.Sk})")
