@@ -102,3 +102,18 @@ def test_a_float64_target_computing_in_float32_is_told_so():
     assert len(lines) == 1 and lines[0].startswith("diagnosis k: float32 arithmetic — the float64 cases fail with "
                                                    "errors of ~"), lines
     assert lines[0].endswith("check it with --dtype float32")
+
+
+def test_a_float64_output_off_by_a_small_factor_is_not_called_float32_arithmetic():
+    """Errors of float32's size are not enough: a float64 kernel whose output is 1 + 3e-6 times the right one
+    fails float64 cases by ~3e-6 relative, but its slope on the oracle is not what float32 rounding gives."""
+    inner = _kernel(lambda d, dv, sk, sc: 1 / math.sqrt(d) if sc is None else sc)
+
+    def scaled(q, k, v, mask=None, scale=None):
+        return inner(q, k, v, mask, scale) * (1.0 + 3e-6)
+
+    store = CaseStore()
+    results = [run_one(Target("k", scaled, api="refimpl"), s, store) for s in SPECS]
+    assert any(r.status == Status.FAIL for r in results)
+    lines = diagnose(results, store, target="k", specs={s.id: s for s in SPECS})
+    assert not any("float32 arithmetic" in line for line in lines), lines
