@@ -72,7 +72,7 @@ def _isolate(options, flag: str):
 
 
 def _load(options, builtins, joining) -> tuple[list, dict[str, str]]:
-    from .harness.targets.load import load_target
+    from .harness.target_spec import load_target
     targets, unavailable = [], {}
     for name, factory in builtins.items():       # only the columns asked for are started (R, Node, torch)
         if name in joining:
@@ -94,7 +94,7 @@ def run(options, progress: Callable[[str], None], script: Callable[[str], None])
     """The whole check; returns the :class:`~refimpl.harness.cases.CheckRun` (None after ``--repro``, whose
     script went to ``script``). Raises UsageError for what the user must fix (exit 2)."""
     from .harness.rows.runner import close_targets
-    from .harness.targets.load import builtin_targets
+    from .harness.target_spec import builtin_targets
     builtins = builtin_targets()
     validate(options, builtins)
     options.deadline_at = time.monotonic() + options.deadline     # the whole run's, from here
@@ -143,8 +143,9 @@ def _run(options, targets, unavailable, user, probed, backward, judged, progress
                     deadline_text=deadline_text(options.deadline))
     run.judged = judged
     mine = {t.name for t in user}
-    run.columns = frozenset(t.name for t in targets if t.name not in mine) | frozenset(
-        n for n in unavailable if n not in mine)
+    if not options.only:                                   # a column named with --only is judged, deaths too
+        run.columns = frozenset(t.name for t in targets if t.name not in mine) | frozenset(
+            n for n in unavailable if n not in mine)
     if judged and not run.interrupted and not run.nothing_checked:
         idle = [t for t in judged if t not in run.unavailable
                 and not any(Status(o.status) in CHECKED for (_, n), o in run.results.items() if n == t)]

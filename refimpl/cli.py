@@ -11,9 +11,9 @@ import time
 from .cli_args import FORMATS, parser as _parser
 from .errors import RefimplError
 
-__all__ = ["main", "EXIT_OK", "EXIT_NONCONFORMANCE", "EXIT_USAGE", "EXIT_INTERRUPTED", "FORMATS"]
+__all__ = ["main", "EXIT_OK", "EXIT_NONCONFORMANCE", "EXIT_USAGE", "EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "FORMATS"]
 
-EXIT_OK, EXIT_NONCONFORMANCE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_NONCONFORMANCE, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +98,8 @@ def _check(args) -> int:
     if checked.nothing_checked:
         print(f"refimpl check: {checked.nothing_checked}", file=sys.stderr)
         return EXIT_USAGE
+    if checked.not_run and not checked.failing():
+        return EXIT_INCOMPLETE
     return EXIT_OK if checked.ok else EXIT_NONCONFORMANCE
 
 

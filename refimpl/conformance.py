@@ -2,7 +2,7 @@
 
     pytest --pyargs refimpl.conformance --refimpl-target mypkg.attn:sdpa [--refimpl-layout BSHD]
 
-The target follows the protocol of :mod:`refimpl.harness.targets.load`. Every golden fixture that involves attention
+The target follows the protocol of :mod:`refimpl.harness.target_spec`. Every golden fixture that involves attention
 is run with the target in place of refimpl's sdpa, and a set of invariants is checked on random inputs.
 """
 from __future__ import annotations
@@ -24,6 +24,8 @@ def test_family_case(refimpl_target, refimpl_case, refimpl_verdicts):
     r = results[refimpl_case.id]
     if r.status in (Status.NA, Status.UNSUPPORTED):
         pytest.skip(f"{r.status}: {r.detail}")
+    if r.status == Status.NOT_RUN:           # no verdict is not a pass: a gate must not go green on it
+        pytest.fail(f"{refimpl_case.id} [{refimpl_target.name}]: no verdict, {r.detail} (raise --refimpl-deadline)")
     assert not Status(r.status).failed, "\n".join(
         [f"{refimpl_case.id} [{refimpl_target.name}] ({refimpl_case.describe()}): {r.status}: {r.detail}"] + lines)
 

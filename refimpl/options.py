@@ -90,7 +90,7 @@ OPTIONS = (
                                 "'timeout'")),
     Option("deadline", dict(type=duration, default=1800.0, metavar="DURATION",
                             help="the whole run (default 30m; units: 90s, 10m, 1h): past it nothing more is called "
-                                 "and the cells not run are 'timeout'")),
+                                 "and the cases not called are 'not run': the run is incomplete, exit 3")),
     Option("max-memory", dict(type=memory, default=None, metavar="SIZE",
                               help="memory of a user target's worker (default half the machine's RAM; units: 512M, "
                                    "2GiB); past it: 'oom'")),

@@ -9,7 +9,7 @@ invariants. ``--refimpl-shard K/N`` keeps a deterministic K-th of N of the famil
 the suite across runners (pytest-xdist spreads it across the cores of one).
 
 ``--refimpl-target`` may be given several times; without it the targets are refimpl itself. The
-``refimpl_target`` fixture is parametrised over them (see ``refimpl.harness.targets.load`` for the protocol).
+``refimpl_target`` fixture is parametrised over them (see ``refimpl.harness.target_spec`` for the protocol).
 As in ``refimpl check``, a target runs in a worker process of its own (``refimpl.harness.targets.isolation``): a
 segfault, ``os._exit``, ``sys.exit``, a hang past ``--refimpl-timeout`` or memory past ``--refimpl-max-memory``
 fails that case's test with ``crash``/``timeout``/``oom`` and the session goes on (R function targets,
@@ -56,7 +56,7 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(scope="session")
 def refimpl_target(request):
-    from refimpl.harness.targets.load import builtin_targets, load_target
+    from refimpl.harness.target_spec import builtin_targets, load_target
     c = request.config
     isolate = None
     if not c.getoption("refimpl_no_isolation") and request.param not in builtin_targets():

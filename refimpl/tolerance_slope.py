@@ -10,17 +10,22 @@ import numpy as np
 
 from .tolerance import K_BUDGET, eps
 
-__all__ = ["slope_deviation", "slope_allowance", "SLOPE_ULPS", "SLOPE_NOISE"]
+__all__ = ["slope_of", "slope_deviation", "slope_allowance", "SLOPE_ULPS", "SLOPE_NOISE"]
 
 SLOPE_ULPS = 2.0     # the least a correct low-precision output's slope on the oracle may differ from 1, in ulps
 SLOPE_NOISE = 1.0    # a bound on the standard deviation of one output element's rounding error, in ulps of (P|V|)_id
 
 
-def slope_deviation(out, oracle) -> float:
-    """``|slope - 1|``, the least-squares slope of ``out`` on ``oracle`` (0 when the oracle is all zeros)."""
+def slope_of(out, oracle) -> float:
+    """The least-squares slope of ``out`` on ``oracle`` (1 when the oracle is all zeros)."""
     o = np.asarray(oracle, np.float64).ravel()
     s2 = float(o @ o)
-    return 0.0 if s2 == 0.0 else abs(float(o @ np.asarray(out, np.float64).ravel()) / s2 - 1.0)
+    return 1.0 if s2 == 0.0 else float(o @ np.asarray(out, np.float64).ravel()) / s2
+
+
+def slope_deviation(out, oracle) -> float:
+    """``|slope - 1|``, the least-squares slope of ``out`` on ``oracle`` (0 when the oracle is all zeros)."""
+    return abs(slope_of(out, oracle) - 1.0)
 
 
 def slope_allowance(reference, oracle, dtype, magnitude=None, conditioning: float = 0.0) -> float:

@@ -61,7 +61,7 @@ def test_three_timeouts_in_a_row_stop_that_kind_of_call_only():
 def test_the_deadline_refuses_every_call_once_it_passed():
     assert CallPolicy(None, deadline=time.monotonic() + 3600, deadline_text="1h").refuse("call") is None
     late = CallPolicy(None, deadline=time.monotonic() - 1, deadline_text="90s").refuse("call")
-    assert late.status == "timeout" and "the run's --deadline of 90s passed" in str(late)
+    assert late.status == "not run" and "the run's --deadline of 90s passed" in str(late)   # no verdict, not a timeout
 
 
 def test_an_explicit_timeout_is_a_fixed_limit():
@@ -80,6 +80,39 @@ def test_the_adaptive_limit_scales_with_the_slowest_call_and_the_work():
     assert p.limit(None) == cp.DEFAULT_TIMEOUT                  # a batch or a gradient call: the cap
     p.record("call", "ok", 0.1, 1e6)                            # a faster call does not tighten it
     assert p.limit(1e6) == pytest.approx(10.0)
+
+
+def test_the_adaptive_limit_proves_itself_on_its_first_cut():
+    p = CallPolicy(None)
+    p.record("call", "ok", 0.01, 1e3)
+    assert p.retry(p.limit(1e3)) and p.limit(1e3) < cp.DEFAULT_TIMEOUT    # unproven: the first cut is retried
+    p.retried("ok")                                                     # the retry came back: the guess was wrong
+    assert p.limit(1e3) == cp.DEFAULT_TIMEOUT and not p.retry(cp.DEFAULT_TIMEOUT)
+    q = CallPolicy(None)
+    q.record("call", "ok", 0.01, 1e3)
+    q.retried("timeout")                                                # it hung at the default limit too
+    assert q.limit(1e3) < cp.DEFAULT_TIMEOUT and not q.retry(q.limit(1e3))   # later cuts are verdicts at once
+    assert not CallPolicy(2.0).retry(2.0)                               # an explicit --timeout is never retried
+
+
+def test_a_correct_kernel_paused_past_the_adaptive_limit_is_retried_and_passes(tmp_path, monkeypatch):
+    """In a real worker: the adaptive limit (floor lowered to 0.3 s) cuts the paused 3rd call; the retry at the
+    default limit returns the right output, and the limit is the default from then on."""
+    from refimpl.harness.targets import isolation
+    from refimpl.attention import scaled_dot_product_attention
+    monkeypatch.setattr(cp, "ADAPT_FLOOR", 0.3)
+    monkeypatch.setenv("PERIODIC_COUNTER", str(tmp_path / "count"))
+    monkeypatch.setenv("PERIODIC_PAUSE", "1.5")
+    fn = isolation.isolated(f"{ZOO / 'periodic.py'}:pauses_on_the_3rd")
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((2, 4, 8)) for _ in range(3))
+    try:
+        outs = [fn(q.copy(), k.copy(), v.copy()) for _ in range(4)]
+    finally:
+        fn.close()
+    want = scaled_dot_product_attention(q, k, v)[0]
+    assert all(np.allclose(o, want) for o in outs)
+    assert fn.policy.adaptive == "off" and fn.policy.limit(1.0) == cp.DEFAULT_TIMEOUT
 
 
 def test_work_grows_with_query_and_key_lengths():

@@ -70,8 +70,8 @@ def test_a_killed_ort_worker_is_its_cases_crash_and_the_run_still_conforms(monke
     assert len(pids) == 2, pids                                         # one restart, for the cases after it
     assert not run.results[("family:sizes", "refimpl")].failed                 # the other column stands
     assert run.failing() == [] and run.ok, run.failing()
-    assert result_word(run) == ("all targets conform (the runtime of onnxruntime died in some cases: reported, "
-                                "not judged)")
+    assert result_word(run) == ("all targets conform (the runtime of onnxruntime died in some cases, which are "
+                                "reported, not judged)")
 
 
 @needs_ort
@@ -83,7 +83,8 @@ def test_a_worker_that_keeps_dying_is_restarted_at_most_max_restarts_times(monke
     assert len(died) == ortm.MAX_RESTARTS + 1 and len(pids) == ortm.MAX_RESTARTS + 1, (pids, cell.detail)
     rest = cell.cases[len(died):]
     assert rest and all("keeps dying" in r.detail for r in rest), rest[0].detail
-    assert run.ok and result_word(run).startswith("all targets conform (the runtime of onnxruntime died")
+    # it never answered: not excused (a column that checked nothing is not called conformant)
+    assert run.failing() == ["onnxruntime"] and not run.ok and result_word(run) == "NON-CONFORMANCE"
 
 
 @needs_ort
@@ -109,7 +110,7 @@ def test_a_worker_killed_between_cases_counts_as_a_restart(monkeypatch):
 def test_a_built_in_columns_crash_fails_a_users_check_only_when_the_column_was_named():
     crash = Outcome(Status.CRASH, detail="the ORT worker (Node) died")
     results = {("row", "refimpl"): Outcome(Status.REFERENCE), ("row", "mine"): Outcome(Status.PASS, n_arrays=1),
-               ("row", "onnxruntime"): crash}
+               ("row", "onnxruntime"): crash, ("row2", "onnxruntime"): Outcome(Status.PASS, n_arrays=1)}
     run = CheckRun([], ["refimpl", "mine", "onnxruntime"], results, {}, 0.0,
                    columns=frozenset({"refimpl", "onnxruntime"}))
     assert run.failing() == [] and run.ok                              # the whole matrix: reported, not judged
@@ -150,3 +151,17 @@ def test_torch_without_a_dtypes_matmul_is_n_a_for_those_cases_not_error():
         def __matmul__(self, other):
             raise RuntimeError('"addmm_impl_cpu_" not implemented for \'BFloat16\'')
     assert "bfloat16" in _lacking(NoBf16()) and "no bfloat16 matmul" in _lacking(NoBf16())["bfloat16"]
+
+
+def test_a_column_whose_runtime_never_answered_is_not_called_conformant():
+    """Every cell of the column its runtime dying: nothing was checked there, so it is judged (failing), and a
+    column named with --only (``columns`` empty) is judged on its deaths too."""
+    results = {("a", "refimpl"): Outcome(Status.PASS, n_arrays=1), ("b", "refimpl"): Outcome(Status.PASS, n_arrays=1),
+               ("a", "onnxruntime"): Outcome(Status.CRASH, detail="the ORT worker (Node) died"),
+               ("b", "onnxruntime"): Outcome(Status.TIMEOUT, detail="no answer within 60 s")}
+    run = CheckRun([], ["refimpl", "onnxruntime"], results, {}, 0.0, columns=frozenset({"refimpl", "onnxruntime"}))
+    assert run.failing() == ["onnxruntime"] and not run.ok and result_word(run) == "NON-CONFORMANCE"
+    results[("b", "onnxruntime")] = Outcome(Status.PASS, n_arrays=1)             # it answered elsewhere: excused
+    assert run.failing() == [] and run.ok
+    run.columns = frozenset()                                                  # --only onnxruntime: its deaths count
+    assert run.failing() == ["onnxruntime"]

@@ -152,3 +152,15 @@ def test_localise_prefers_a_separating_pair():
     feats = [dict(a=True, b=True), dict(a=True, b=False), dict(a=False, b=True), dict(a=False, b=False)]
     rs = [CaseResult(str(i), "FAIL" if i == 0 else "pass", features=f) for i, f in enumerate(feats)]
     assert localise(rs) == "fails only when: a and b"
+
+
+def test_localise_says_every_case_failed_and_ignores_cases_never_called():
+    from refimpl.harness.verdicts.judge import CaseResult
+    feats = [dict(a=True, b=True), dict(a=True, b=False), dict(a=False, b=True)]
+    rs = [CaseResult(str(i), "FAIL", features=f) for i, f in enumerate(feats)]
+    assert localise(rs) == "fails on every case (3): nothing passed to compare with"
+    rs = [CaseResult("0", "FAIL", features=dict(a=True, b=True)),
+          CaseResult("1", "pass", features=dict(a=False, b=True)),
+          CaseResult("2", "crash", features=dict(a=False, b=False),     # stopped by the call policy: not evidence
+                     detail="not called: 4 of its last 12 calls died (crash)")]
+    assert localise(rs) == "fails only when: a"

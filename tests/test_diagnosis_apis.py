@@ -9,7 +9,7 @@ from refimpl.harness.cases import Status
 from refimpl.harness.analysis.diagnosis import diagnose, localise
 from refimpl.harness.rows.family_cases import CaseStore, run_one
 from refimpl.harness.cases.families import select
-from refimpl.harness.targets.load import Target
+from refimpl.harness.target_spec import Target
 
 ZOO = Path(__file__).parent / "zoo"
 STORE = CaseStore()

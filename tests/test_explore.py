@@ -9,7 +9,7 @@ import pytest
 from refimpl.errors import UsageError
 from refimpl.harness.cases import CheckRun
 from refimpl.harness.analysis.explore import explore, search
-from refimpl.harness.targets.load import load_target
+from refimpl.harness.target_spec import load_target
 
 ZOO = Path(__file__).parent / "zoo"
 

@@ -173,10 +173,19 @@ def test_a_folder_with_a_stray_index_json_and_other_files_is_refused_and_survive
     assert _tree(d) == ["index.json", "thesis.tex"] and (d / "index.json").read_text() == stray
 
 
+def test_force_never_overwrites_an_index_json_that_is_not_an_exports(tmp_path, capsys):
+    d = tmp_path / "pkg"
+    d.mkdir()
+    (d / "index.json").write_text('{"name": "my-package"}')
+    assert main(["export", "--family", "scale", "--suite", "quick", "--out", str(d), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "index.json that is not refimpl's" in err and "even --force" in err, err
+    assert _tree(d) == ["index.json"] and (d / "index.json").read_text() == '{"name": "my-package"}'
+
+
 def test_force_writes_into_a_foreign_folder_and_deletes_nothing_it_did_not_write(tmp_path):
     d = tmp_path / "mine"
     (d / "scale").mkdir(parents=True)
-    (d / "index.json").write_text('{"name": "my-package"}')
     (d / "notes.txt").write_text("keep me")
     (d / "scale" / "notes.txt").write_text("keep me too")
     assert main(["export", "--family", "scale", "--suite", "quick", "--out", str(d), "--force"]) == 0

@@ -24,7 +24,7 @@ from refimpl.errors import UsageError
 from refimpl.fixtures import schema
 from refimpl.harness.rows import runner
 from refimpl.harness.cases import Case, Outcome, Status
-from refimpl.harness.targets.load import builtin_targets
+from refimpl.harness.target_spec import builtin_targets
 from refimpl.r import bridge, rprobe as r_probe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,7 +159,7 @@ def test_without_knitr_refimpl_passes_and_other_targets_skip_with_the_cause(tmp_
     profile = tmp_path / "hide-knitr.R"     # the library path: only 'attention' and R's base library
     profile.write_text(f'local({{e <- environment(.libPaths); assign(".lib.loc", c("{lib}", .Library), envir = e)}})\n')
     code = ("from refimpl.harness.rows.r_cases import vignette_case\n"
-            "from refimpl.harness.targets.load import builtin_targets\n"
+            "from refimpl.harness.target_spec import builtin_targets\n"
             "t = builtin_targets(); ref, r = t['refimpl'](), t['r']()\nfrom refimpl.r import bridge\n"
             "print('knitr', bridge.availability().knitr_version)\n"
             "for n in ('simple', 'complete'):\n    c = vignette_case(n)\n"

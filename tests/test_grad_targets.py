@@ -23,7 +23,7 @@ from refimpl.harness.cases import CheckRun, Status
 from refimpl.harness.cases.families import select
 from refimpl.harness.rows.family_cases import CaseStore, run_one
 from refimpl.harness.rows.grad_cases import Backward, analyse_grad, grad_case, load_backward
-from refimpl.harness.targets.load import Target, builtin_targets
+from refimpl.harness.target_spec import Target, builtin_targets
 
 ZOO = Path(__file__).resolve().parent / "zoo"
 

@@ -12,7 +12,7 @@ from refimpl.cli import EXIT_INTERRUPTED, main
 from refimpl.harness.rows import runner
 from refimpl.harness.cases import Case, Outcome, Status
 from refimpl.harness.columns import DIVERGENCE_TITLES
-from refimpl.harness.targets.load import builtin_targets
+from refimpl.harness.target_spec import builtin_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "refimpl"
@@ -82,6 +82,26 @@ def test_no_import_cycle_and_at_most_ten_layers():
     top = max(layer(n) for n in deps)
     # ten: __main__ > cli (parse, render) > check (the one pipeline) > runner > rows > judge > the math
     assert top <= 10, f"{top} layers: {sorted(depth.items(), key=lambda x: -x[1])[:5]}"
+
+
+def test_the_harness_sub_packages_import_one_way():
+    """Between the harness's sub-packages (cases, targets, columns, apis, rows, ...) arrows point one way: no
+    sub-package imports one that imports it back (a module-level circle-free house can still have package-level
+    circles, as targets <-> columns had). Lazy imports inside functions count too."""
+    mods = {n.removesuffix(".__init__"): p for n, p in _modules().items()}     # a package is its __init__
+    pkg = {}
+    for n, p in mods.items():
+        parts = n.split(".")
+        if parts[:2] == ["refimpl", "harness"] and len(parts) > 2 and p.parent.name == parts[2]:
+            pkg[n] = parts[2]
+    assert {"cases", "targets", "columns", "apis", "rows"} <= set(pkg.values()), sorted(set(pkg.values()))
+    edges = {(pkg[n], pkg[m]) for n in pkg for m in _imports(mods[n]) if m in pkg and pkg[m] != pkg[n]}
+    reach = {a: {b for x, b in edges if x == a} for a in set(pkg.values())}
+    for _ in reach:                                       # the transitive closure
+        for a in reach:
+            reach[a] |= {c for b in reach[a] for c in reach[b]}
+    circles = sorted(a for a in reach if a in reach[a])
+    assert not circles, f"sub-packages on an import circle: {circles}"
 
 
 def test_no_source_file_is_over_350_lines():

@@ -12,7 +12,7 @@ from refimpl.errors import UsageError
 from refimpl.harness.cases import TargetDied
 from refimpl.harness.targets.isolation import IsolatedFunction
 from refimpl.harness.targets.probe import PROBE_SPEC, causal_convention, probe
-from refimpl.harness.targets.load import Target, load_target
+from refimpl.harness.target_spec import Target, load_target
 
 ROOT = Path(__file__).parent
 ZOO = ROOT / "zoo"
@@ -126,7 +126,7 @@ def test_causal_convention_is_measured(module, fn, api, want):
 
 
 def test_refimpl_itself_is_top_left_and_other_when_neither_matches():
-    from refimpl.harness.targets.load import builtin_targets
+    from refimpl.harness.target_spec import builtin_targets
     assert causal_convention(builtin_targets()["refimpl"]()) == "top-left"
 
     def ignores_causal(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,

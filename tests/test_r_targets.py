@@ -14,7 +14,7 @@ from refimpl.harness.cases import Status
 from refimpl.harness.cases.families import select
 from refimpl.harness.rows.family_cases import CaseStore, family_case
 from refimpl.harness.targets.r_targets import parse_spec
-from refimpl.harness.targets.load import load_target
+from refimpl.harness.target_spec import load_target
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = "tests/zoo/r/attention_impls.R"

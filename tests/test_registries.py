@@ -125,7 +125,7 @@ def test_a_new_api_is_one_object_registered_and_the_harness_runs_it():
     from refimpl.harness.rows.family_cases import CaseStore, run_one
     from refimpl.harness.cases.families import select
     from refimpl.harness.cases import Status
-    from refimpl.harness.targets.load import Target
+    from refimpl.harness.target_spec import Target
     echo = apis.register(_Echo(name="test-echo", signature="fn(q, k, v, scale=None)", params=("scale",),
                                tensors=False, cannot_express={f: "echo has only q, k, v" for f in apis.base.FEATURES}))
     try:

@@ -16,7 +16,7 @@ from refimpl.harness.cases import Case, CheckRun, Outcome, Status
 from refimpl.harness.analysis.diagnosis import analyse_run
 from refimpl.harness.targets.probe import probe_targets, record
 from refimpl.harness.rows.runner import collect_cases, run_check
-from refimpl.harness.targets.load import Target, builtin_targets
+from refimpl.harness.target_spec import Target, builtin_targets
 
 ROOT = Path(__file__).parent
 ENV = {k: "x" for k in ("python", "numpy", "blas", "r", "rpy2", "torch", "platform")} | {"attention": "unavailable"}

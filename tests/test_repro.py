@@ -17,7 +17,7 @@ from refimpl.harness.analysis.repro import find_spec, script_for, write_repros
 from refimpl.harness.reports.report import render
 from refimpl.harness.rows.runner import run_check
 from refimpl.harness.cases.families import family_specs
-from refimpl.harness.targets.load import load_target
+from refimpl.harness.target_spec import load_target
 
 ZOO = Path(__file__).parent / "zoo"
 ENV = dict.fromkeys(("python", "numpy", "blas", "r", "rpy2", "attention", "torch", "platform"), "unavailable")

@@ -13,7 +13,7 @@ from refimpl.harness.rows.family_cases import CaseStore, run_one
 from refimpl.harness.cases.families import select
 from refimpl.harness.verdicts.judge import bounds
 from refimpl.harness.analysis.repro import _script
-from refimpl.harness.targets.load import Target
+from refimpl.harness.target_spec import Target
 
 STORE = CaseStore()
 MODULE = '''import numpy as np

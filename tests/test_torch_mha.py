@@ -15,7 +15,7 @@ from refimpl import tolerance
 from refimpl.harness.columns.torch_mha_column import DIVERGENCES as TORCH_MHA_DIVERGENCES
 from refimpl.harness.cases.features import CaseSpec
 from refimpl.harness.runtimes.torch_mha import torch_mha_attend, torch_mha_target
-from refimpl.harness.targets.load import builtin_targets
+from refimpl.harness.target_spec import builtin_targets
 
 torch = pytest.importorskip("torch")
 

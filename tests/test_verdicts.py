@@ -11,7 +11,7 @@ import pytest
 from refimpl.harness.cases import Status
 from refimpl.harness.rows.family_cases import CaseStore, run_one
 from refimpl.harness.cases.families import select
-from refimpl.harness.targets.load import Target
+from refimpl.harness.target_spec import Target
 
 ZOO = Path(__file__).parent / "zoo"
 STORE = CaseStore()

@@ -21,7 +21,7 @@ from refimpl.harness.cases import Status
 from refimpl.harness.cases.families import select
 from refimpl.harness.rows.family_cases import CaseStore, run_one
 from refimpl.harness.targets.isolation import IsolatedFunction
-from refimpl.harness.targets.load import Target, load_function, load_target
+from refimpl.harness.target_spec import Target, load_function, load_target
 from refimpl.harness.targets.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -69,3 +69,12 @@ def slow_start_correct(q, k, v, mask=None, scale=None):
     out = _attention(q, k, v, mask, scale)[0]
     time.sleep(min(2.0, out.size * k.shape[-2] * 2e-7))
     return out
+
+
+def pauses_on_the_3rd(q, k, v, mask=None, scale=None):
+    """Correct; its 3rd call (only) pauses for PERIODIC_PAUSE seconds (a GC pause, a busy machine): the adaptive
+    limit may cut that call, and its retry at the default limit must come back with the right output."""
+    if _third() and not os.path.exists(os.environ["PERIODIC_COUNTER"] + ".paused"):
+        open(os.environ["PERIODIC_COUNTER"] + ".paused", "w").close()
+        time.sleep(float(os.environ.get("PERIODIC_PAUSE", "1")))
+    return _attention(q, k, v, mask, scale)[0]

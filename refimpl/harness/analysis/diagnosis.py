@@ -243,8 +243,10 @@ def localise(results: list[CaseResult], specs: dict[str, CaseSpec] | None = None
     one: a boolean case feature, a searched size threshold (``Sk >= 33``, with ``specs``: id -> spec), then a
     pair of features; otherwise ``fails mostly when: X (true on a/b failing, c/d passing cases)`` for the
     condition with the largest (share of failing) - (share of passing) it is true on. Features true on every
-    case are ignored. "" when nothing failed."""
-    fail_r = [r for r in results if Status(r.status).failed and r.features]
+    case are ignored; a case never called (the target stopped by its call policy, "not called: ...") says
+    nothing of where the target fails and is not counted. ``fails on every case (N)`` when none passed; ""
+    when nothing failed."""
+    fail_r = [r for r in results if Status(r.status).failed and r.features and not r.detail.startswith("not called")]
     pass_r = [r for r in results if r.status == Status.PASS and r.features]
     failing, passing = [r.features for r in fail_r], [r.features for r in pass_r]
     if not failing:
@@ -255,6 +257,8 @@ def localise(results: list[CaseResult], specs: dict[str, CaseSpec] | None = None
     if specs is not None and all(r.id in specs for r in fail_r + pass_r):
         truth.update(_thresholds([specs[r.id] for r in fail_r], [specs[r.id] for r in pass_r]))
     n_fail, n_pass = len(failing), len(passing)
+    if not n_pass:
+        return f"fails on every case ({n_fail}): nothing passed to compare with"
     exact = [n for n, (f, p) in truth.items() if all(f) and not any(p)]
     if exact:
         return "fails only when: " + exact[0]

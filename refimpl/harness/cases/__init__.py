@@ -27,6 +27,7 @@ class Status(str, Enum):
     CRASH = "crash"            # the target's worker died (signal, abort, os._exit) or called sys.exit
     TIMEOUT = "timeout"        # a call took longer than --timeout
     OOM = "oom"                # a call used more memory than --max-memory
+    NOT_RUN = "not run"        # the run's --deadline passed before this case was called: no verdict, run incomplete
 
     def __str__(self) -> str:
         return self.value
@@ -83,18 +84,35 @@ class CheckRun:
     judged: list[str] | None = None    # the targets whose cells decide the verdict (None: every target)
     columns: frozenset = frozenset()   # which targets are built-in columns (their runtime dying is theirs alone)
 
+    @property
+    def not_run(self) -> int:
+        """How many cases (of all cells) were never called because the run's --deadline passed."""
+        return sum(sum(1 for c in o.cases if c.status == Status.NOT_RUN) if o.cases else int(o.status == Status.NOT_RUN)
+                   for o in self.results.values())
+
+    def excused(self, target: str) -> bool:
+        """Whether ``target``'s failed cells are all its runtime dying and are reported, not judged: only a
+        built-in column of the whole matrix (``judged`` None) that was not named with --only (``columns``), and
+        only when it checked something in other cells, so that a column whose runtime never answered is not
+        called conformant."""
+        cells = [o for (_, n), o in self.results.items() if n == target]
+        return (self.judged is None and target in self.columns
+                and all(runtime_died(o) for o in cells if o.failed)
+                and any(Status(c.status) in (Status.PASS, Status.FAIL, Status.KNOWN)
+                        for o in cells for c in (o.cases or [o])))
+
     def failing(self) -> list[str]:
         """The judged targets with a failed cell or a counterexample, in column order; in a user's check
         (``judged`` set) also a column asked for by name that could not start here."""
         names = self.judged if self.judged is not None else self.targets
-        return [t for t in names if any(o.failed and not (self.judged is None and t in self.columns and runtime_died(o))
-                                        for (_, n), o in self.results.items() if n == t)
+        return [t for t in names if (not self.excused(t)
+                                     and any(o.failed for (_, n), o in self.results.items() if n == t))
                 or any(line.startswith("counterexample") for line in self.explored.get(t, []))
                 or (self.judged is not None and t in self.unavailable)]
 
     @property
     def ok(self) -> bool:
-        return not self.interrupted and not self.nothing_checked and not self.failing()
+        return not self.interrupted and not self.nothing_checked and not self.failing() and not self.not_run
 
 
 def error_outcome(e: BaseException, known: list[str] | None = None, prefix: str = "") -> Outcome:

@@ -114,7 +114,8 @@ def export(families: list[str] | None, out, *, suite: str = "default", dtypes: t
     """Write the chosen families' cases under ``out``; what was written, kept and removed.
 
     ``out`` must be absent, empty, or a previous export (an index.json of this schema listing its files):
-    anything else is a UsageError unless ``force``. Only files an export wrote are ever deleted: on a re-export
+    anything else is a UsageError unless ``force``, and an index.json that is not an export's is never
+    overwritten, even with ``force``. Only files an export wrote are ever deleted: on a re-export
     the files the previous index lists and this export does not write are removed (when unchanged since), and
     every other file is kept. A symlink ``out`` is followed: the files go into the directory it points to and the
     link stays. Stale temporaries of a killed export are swept first; SIGTERM removes this export's own."""
@@ -194,6 +195,9 @@ def _previous(out, target: Path, files: list[str], force: bool) -> tuple[dict[st
             found = f"a previous export with files it did not write where this one writes: {_names(clash)}"
     if found is None:
         return owned or {}, False
+    if owned is None and os.path.lexists(target / "index.json"):
+        raise UsageError(f"--out {out}: holds {found}; an export writes its own index.json there, so even --force "
+                         f"does not: move that file or choose another directory")
     if not force:
         raise UsageError(f"--out {out}: expected a new or empty directory or a previous export of refimpl, found "
                          f"{found}; --force writes into it anyway (overwriting only the files an export writes, "

@@ -13,13 +13,13 @@ causal as measured by :mod:`.probe`; returns ``output+weights`` when any family 
 
 The JSON shape (``refimpl-check/1``)::
 
-    {"schema": "refimpl-check/1", "ok": bool, "seconds": float,
+    {"schema": "refimpl-check/1", "ok": bool, "result": str, "seconds": float,
      "environment": {"python", "numpy", "blas", "r", "rpy2", "attention", "torch", "platform"},
      "targets": [name, ...], "unavailable": {name: reason},
      "divergences": {id: title},
      "per_target": {name: {"diagnosis": [line, ...], "localisation": str, "repros": [path, ...],
                            "explored": [line, ...], "conventions": {"masked-rows", "causal", "returns"},
-                           "conventions_line": str}},
+                           "conventions_line": str, "judged": bool}},
      "cases": [{"id", "group", "description",
                 "results": {target: {"status", "max_ratio", "max_abs", "detail", "divergences",
                                      "cases": [{"id", "status", "ratio", "detail", "features", "traceback"}]}}}]}
@@ -27,7 +27,9 @@ The JSON shape (``refimpl-check/1``)::
 ``status`` is one of the statuses in ``JSON_SCHEMA["statuses"]``; ``max_ratio`` and ``ratio`` are the worst
 |error| / tolerance (null when not finite). ``cases`` lists a family row's cases (empty for other rows):
 ``features`` names the boolean case features that are true (the localisation's vocabulary), ``traceback``
-is the target's own traceback when it raised and ``--traceback`` was given, else "".
+is the target's own traceback when it raised and ``--traceback`` was given, else "". ``result`` is the RESULT
+line's text; ``judged`` says whether the target's cells decide ``ok`` (a built-in column whose runtime died in
+some cases of the whole matrix is reported, not judged; in a user's check only the targets named decide).
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ __all__ = ["render", "FORMATS", "JSON_SCHEMA", "cell_text", "conventions", "conv
 FORMATS = ("table", "json", "junit", "markdown")
 
 JSON_SCHEMA = {  # the documented shape, checked by tests/test_check.py and tests/test_reports.py
-    "top": {"schema": str, "ok": bool, "seconds": float, "environment": dict, "targets": list,
+    "top": {"schema": str, "ok": bool, "result": str, "seconds": float, "environment": dict, "targets": list,
             "unavailable": dict, "divergences": dict, "per_target": dict, "cases": list},
     "case": {"id": str, "group": str, "description": str, "results": dict},
     "result": {"status": str, "max_ratio": (float, type(None)), "max_abs": (float, type(None)), "detail": str,
@@ -55,7 +57,7 @@ JSON_SCHEMA = {  # the documented shape, checked by tests/test_check.py and test
     "family_case": {"id": str, "status": str, "ratio": (float, type(None)), "detail": str, "features": list,
                     "traceback": str},
     "per_target": {"diagnosis": list, "localisation": str, "repros": list, "explored": list, "conventions": dict,
-                   "conventions_line": str},
+                   "conventions_line": str, "judged": bool},
     "conventions": ("masked-rows", "causal", "returns"),
     "statuses": tuple(s.value for s in Status),
 }
@@ -147,9 +149,10 @@ def _as_dict(run: CheckRun, env: dict, traceback: bool = False) -> dict:
         per_target[t] = {"diagnosis": list(run.diagnoses.get(t, [])), "localisation": run.localisations.get(t, ""),
                          "repros": [str(p) for p in run.repros.get(t, [])],
                          "explored": list(run.explored.get(t, [])), "conventions": conv,
-                         "conventions_line": conventions_line(t, conv)}
+                         "conventions_line": conventions_line(t, conv), "judged": _judged(run, t)}
     return {
-        "schema": "refimpl-check/1", "ok": run.ok, "seconds": round(run.seconds, 3), "environment": env,
+        "schema": "refimpl-check/1", "ok": run.ok, "result": result_word(run), "seconds": round(run.seconds, 3),
+        "environment": env,
         "targets": run.targets, "unavailable": run.unavailable, "divergences": divergence_titles(),
         "per_target": per_target,
         "cases": [{"id": c.id, "group": c.group, "description": c.description,
@@ -158,6 +161,11 @@ def _as_dict(run: CheckRun, env: dict, traceback: bool = False) -> dict:
                                    "cases": [family_case(r) for r in (o.cases or [])]}
                                for t in run.targets for o in [run.results[(c.id, t)]]}} for c in run.cases],
     }
+
+
+def _judged(run: CheckRun, target: str) -> bool:
+    """Whether ``target``'s cells decide the run's verdict."""
+    return (target in run.judged) if run.judged is not None else not run.excused(target)
 
 
 def _details(run: CheckRun) -> list[str]:
@@ -237,25 +245,35 @@ def result_word(run: CheckRun) -> str:
         return "INTERRUPTED"
     if run.nothing_checked:
         return "NOTHING CHECKED"
+    if run.not_run and not run.failing():        # no failure in what ran, but not all of it ran: no verdict
+        return (f"INCOMPLETE: the run's deadline passed before {run.not_run} cases were called; nothing failed "
+                f"in the cases that ran (raise --deadline, or select fewer cases)")
     if run.judged is None:
         if not run.ok:
             return "NON-CONFORMANCE"
-        died = [t for t in run.targets if t in run.columns and any(o.failed for (_, n), o in run.results.items()
-                                                                   if n == t)]
-        return "all targets conform" + (f" (the runtime of {', '.join(died)} died in some cases: reported, "
-                                        f"not judged)" if died else "")
+        died = [t for t in run.targets if run.excused(t) and any(o.failed for (_, n), o in run.results.items()
+                                                                 if n == t)]
+        return "all targets conform" + (f" (the runtime of {', '.join(died)} died in some cases, which are "
+                                        f"reported, not judged)" if died else "")
     if run.ok:                                    # a user's check: the verdict speaks of the targets they named
         return f"{', '.join(run.judged)} conform{'s' if len(run.judged) == 1 else ''}"
     bad = [f"{t} (unavailable)" if t in run.unavailable else t for t in run.failing()]
     return f"NON-CONFORMANCE: {', '.join(bad)} do{'es' if len(bad) == 1 else ''} not conform"
 
 
-def _testcase(suite, classname: str, name: str, status: str, detail: str, analysis: str, tb: str = "") -> None:
-    """One <testcase>: FAIL -> <failure>, error/crash/timeout/oom -> <error>, skips -> <skipped>; the text of
-    a failure or error carries the target's diagnosis and localisation (``analysis``) and its traceback."""
+def _testcase(suite, classname: str, name: str, status: str, detail: str, analysis: str, tb: str = "",
+              judged: bool = True) -> None:
+    """One <testcase>: FAIL -> <failure>, error/crash/timeout/oom and ``not run`` (no verdict) -> <error>, skips
+    -> <skipped>; the text of a failure or error carries the target's diagnosis and localisation (``analysis``)
+    and its traceback. A target whose cells are not ``judged`` (a built-in column whose runtime died in some
+    cases) has its failed cases <skipped>, saying so: the run's verdict does not count them."""
     tc = ET.SubElement(suite, "testcase", classname=classname, name=name)
     text = "\n".join(x for x in (detail, analysis, tb) if x)
-    if status == "FAIL":
+    if not judged and (Status(status).failed or status == "not run"):
+        ET.SubElement(tc, "skipped", message=f"{status} (reported, not judged): {detail}"[:500])
+    elif status == "not run":
+        ET.SubElement(tc, "error", message=f"no verdict: {detail}"[:500], type=status).text = text
+    elif status == "FAIL":
         ET.SubElement(tc, "failure", message=detail[:500], type="FAIL").text = text
     elif Status(status).failed:
         ET.SubElement(tc, "error", message=detail[:500], type=status).text = text
@@ -272,14 +290,16 @@ def _junit(run: CheckRun) -> str:
         where = [f"localisation {t}: {run.localisations[t]}"] if run.localisations.get(t) else []
         analysis = "\n".join(list(run.diagnoses.get(t, [])) + where)
         s = ET.SubElement(suites, "testsuite", name=f"refimpl.{t}")
+        judged = _judged(run, t)
         for c in run.cases:
             o = run.results[(c.id, t)]
             if o.cases:
                 for r in o.cases:
                     _testcase(s, f"refimpl.{t}.{r.id.split('/')[0]}", r.id, Status(r.status).value, r.detail,
-                              analysis, getattr(r, "traceback", ""))
+                              analysis, getattr(r, "traceback", ""), judged)
             else:
-                _testcase(s, f"refimpl.{t}.{c.group}", c.id, Status(o.status).value, o.detail, analysis)
+                _testcase(s, f"refimpl.{t}.{c.group}", c.id, Status(o.status).value, o.detail, analysis,
+                          judged=judged)
         cases = s.findall("testcase")
         s.set("tests", str(len(cases)))
         for attr, tag in (("failures", "failure"), ("errors", "error"), ("skipped", "skipped")):

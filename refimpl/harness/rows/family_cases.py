@@ -161,6 +161,10 @@ def _aggregate(results: list[CaseResult], specs: dict[str, CaseSpec]) -> Outcome
         status = Status.FAIL if any(r.status == Status.FAIL for r in bad) else Status(bad[0].status)
         return Outcome(status, worst, 0.0, summary + "; " + "; ".join(details), n_arrays=len(results), cases=results,
                        conventions=conventions)
+    if counts[Status.NOT_RUN]:                           # the deadline passed inside the row: no verdict on it
+        first = next(r for r in results if r.status == Status.NOT_RUN)
+        return Outcome(Status.NOT_RUN, worst, 0.0, f"{summary}; {first.detail}", n_arrays=len(results),
+                       cases=results, conventions=conventions)
     if not judged:
         return Outcome(Status.NA if counts[Status.NA] else Status.SKIP, detail=summary, cases=results,
                        conventions=conventions)

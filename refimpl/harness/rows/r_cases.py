@@ -219,8 +219,8 @@ def random_case(n: int) -> Case:
         outcomes = [_one_random(target, i, c, r) for i, (c, r) in enumerate(zip(cases, cache["r"]))]
         counts = Counter(o.status for o in outcomes)
         died = [o for o in outcomes if o.status in (Status.CRASH, Status.TIMEOUT, Status.OOM)]
-        if died:                                # the worker's verdict for the row, as in the family rows
-            return Outcome(died[0].status, math.inf, math.inf,
+        if died and not counts[Status.FAIL]:    # the worker's verdict for the row, as in the family rows; a FAIL
+            return Outcome(died[0].status, math.inf, math.inf,      # found before or after a death comes first
                            f"{n} cases: {len(died)} {', '.join(sorted(set(o.status for o in died)))}; "
                            f"{died[0].detail}"[:300])
         if counts[Status.NA] == len(outcomes):
@@ -230,8 +230,11 @@ def random_case(n: int) -> Case:
         details = [o.detail for o in outcomes if o.status == Status.FAIL]
         summary = (f"{n} cases: {counts[Status.PASS]} pass, {counts[Status.KNOWN]} known "
                    f"({', '.join(known_all) or '-'}), {counts[Status.FAIL]} FAIL"
-                   + (f", {counts[Status.NA]} n/a" if counts[Status.NA] else ""))
-        return Outcome(Status.FAIL if counts[Status.FAIL] else Status.PASS,
+                   + (f", {counts[Status.NA]} n/a" if counts[Status.NA] else "")
+                   + "".join(f", {counts[s]} {s}" for s in (Status.CRASH, Status.TIMEOUT, Status.OOM, Status.NOT_RUN)
+                             if counts[s]))
+        status = (Status.FAIL if counts[Status.FAIL] else Status.NOT_RUN if counts[Status.NOT_RUN] else Status.PASS)
+        return Outcome(status,
                        max((o.max_ratio for o in judged), default=0.0), max((o.max_abs for o in judged), default=0.0),
                        summary + ("; " + "; ".join(details[:3]) if details else ""), known_all, n_arrays=n)
 

@@ -59,8 +59,8 @@ def run_check(targets: list[Target], unavailable: dict[str, str], cases: list[Ca
               progress: Callable[[str], None] | None = None, *, deadline: float | None = None,
               deadline_text: str = "") -> CheckRun:
     """Every case against every target. Past ``deadline`` (a ``time.monotonic()``, the run's --deadline, named
-    ``deadline_text``) no more rows are run: their cells are ``timeout``, "not run: ..." (a user target's worker
-    also stops calling at that time, inside a row: :mod:`..targets.call_policy`)."""
+    ``deadline_text``) no more rows are run: their cells are ``not run``, no verdict, the run incomplete (a user
+    target's worker also stops calling at that time, inside a row: :mod:`..targets.call_policy`)."""
     t0 = time.perf_counter()
     results: dict[tuple[str, str], Outcome] = {}
     total, done, interrupted = len(cases) * len(targets), 0, False
@@ -71,7 +71,7 @@ def run_check(targets: list[Target], unavailable: dict[str, str], cases: list[Ca
                 say(f"[{done + 1}/{total}] {case.id} x {target.name} ...")
                 if deadline is not None and time.monotonic() >= deadline:
                     results[(case.id, target.name)] = Outcome(
-                        Status.TIMEOUT, math.inf, math.inf, f"not run: the run's --deadline of {deadline_text} passed")
+                        Status.NOT_RUN, detail=f"not run: the run's --deadline of {deadline_text} passed")
                     done += 1
                     continue
                 try:

@@ -54,12 +54,22 @@ def _mask_tag(m: np.ndarray | None) -> str:
     return "none" if m is None else f"{'bool' if m.dtype == bool else 'float'}{m.ndim}"
 
 
+def _tensor_type(dtype: np.dtype) -> int:
+    """The ONNX TensorProto type of a NumPy dtype: ``helper.np_dtype_to_tensor_dtype`` (onnx >= 1.13), else the
+    ``onnx.mapping`` table of older releases (removed in onnx 1.19)."""
+    from onnx import helper
+    if hasattr(helper, "np_dtype_to_tensor_dtype"):
+        return int(helper.np_dtype_to_tensor_dtype(dtype))
+    from onnx import mapping
+    return int(mapping.NP_TYPE_TO_TENSOR_TYPE[dtype])
+
+
 @functools.lru_cache(maxsize=256)
 def _model(dtype: str, mask: str, is_causal: bool, scale: float | None, softcap: float | None,
            past: bool) -> bytes:
     """A one-node Attention-23 model with symbolic dims. ``mask``: "none", "bool<r>" or "float<r>"."""
-    from onnx import TensorProto, helper, mapping
-    t = mapping.NP_TYPE_TO_TENSOR_TYPE[np.dtype(dtype)]     # ORT_TYPES are NumPy dtypes too
+    from onnx import TensorProto, helper
+    t = _tensor_type(np.dtype(dtype))                       # ORT_TYPES are NumPy dtypes too
     vi = helper.make_tensor_value_info
     inputs = [vi("Q", t, ["B", "Hq", "Sq", "D"]), vi("K", t, ["B", "Hkv", "Sk", "D"]),
               vi("V", t, ["B", "Hkv", "Sk", "Dv"])]

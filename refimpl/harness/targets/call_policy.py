@@ -2,7 +2,8 @@
 (:mod:`.isolation`) asks before each call and tells after it.
 
 * **Deadline** (``--deadline``, the whole run): past it, no call is made; each one not made is that case's
-  ``timeout``, "not called: the run's --deadline of D passed".
+  ``not run`` (no verdict: the run is incomplete, not non-conformant), "not called: the run's --deadline of D
+  passed".
 * **In a row**: 3 calls of one kind (forward, backward) in a row ending in ``timeout`` (or ``oom``) stop that
   kind: each cost up to the per-call limit.
 * **Rate**: a target whose calls die (``crash``, ``exit``, ``timeout``, ``oom``) at a high rate is stopped
@@ -15,6 +16,11 @@
   ``ADAPT_FACTOR`` x the time the slowest of them would take on this call's work (the arrays' sizes), but
   never under ``ADAPT_FLOOR``; a hang is then found in seconds, not in a minute per call, while a correct
   kernel would have to run 20x slower than its own slowest call so far, and past 5 s, to be cut.
+  The adaptive limit is a guess, so it must prove itself once: the first call it cuts is made again with
+  ``DEFAULT_TIMEOUT`` (:meth:`CallPolicy.retry`). If that call comes back, the guess was wrong (a pause,
+  a busy machine, a size the work measure misjudged) and the limit is ``DEFAULT_TIMEOUT`` for the rest of the
+  run; if it times out again, the guess stands and later cuts are verdicts at once. Only the call's final
+  status counts toward the stop rules.
 """
 from __future__ import annotations
 
@@ -73,6 +79,8 @@ class CallPolicy:
         self.in_a_row: dict[str, tuple[str, int]] = {}
         self.recent: dict[str, deque] = {}
         self.rate_seen = 0.0                       # the slowest ok call's seconds per unit of work
+        self.adaptive = "unproven"                 # "unproven" -> "confirmed" (a cut call hung at the default
+        #                                            limit too) or "off" (a cut call came back: default from then)
 
     def limit(self, work: float | None) -> float:
         """The per-call limit for a call of this ``work`` (None: not a single case's call), in seconds."""
@@ -81,14 +89,23 @@ class CallPolicy:
         if work is None:
             return DEFAULT_TIMEOUT
         ok = sum(1 for d in self.recent.values() for s in d if s == "ok")
-        if ok < ADAPT_AFTER or self.rate_seen <= 0:
+        if ok < ADAPT_AFTER or self.rate_seen <= 0 or self.adaptive == "off":
             return DEFAULT_TIMEOUT
         return min(DEFAULT_TIMEOUT, max(ADAPT_FLOOR, ADAPT_FACTOR * self.rate_seen * work))
+
+    def retry(self, limit: float) -> bool:
+        """Whether a call cut at ``limit`` is made again with ``DEFAULT_TIMEOUT``: only while the adaptive limit
+        is unproven, and only when it was the adaptive limit that cut it."""
+        return self.fixed is None and self.adaptive == "unproven" and limit < DEFAULT_TIMEOUT
+
+    def retried(self, status: str) -> None:
+        """What the retry of a cut call came to: ``timeout`` again confirms the adaptive limit; else it is off."""
+        self.adaptive = "confirmed" if status == "timeout" else "off"
 
     def refuse(self, kind: str) -> TargetDied | None:
         """Why the next call of ``kind`` ("call", "grad", ...) is not made, or None to make it."""
         if self.deadline is not None and time.monotonic() >= self.deadline:
-            return TargetDied("timeout", f"not called: the run's --deadline of {self.deadline_text} passed")
+            return TargetDied("not run", f"not called: the run's --deadline of {self.deadline_text} passed")
         status, n = self.in_a_row.get(kind, ("", 0))
         if n >= GIVE_UP_AFTER:
             return TargetDied(status, f"not called: the last {n} calls ended in '{status}'")

@@ -169,10 +169,14 @@ class IsolatedFunction:
         if refused is not None:
             raise refused
         work = work_of(payload[1:], {}) if payload[0] == "call" else None    # batches, grads: no adaptive limit
-        self.worker.timeout = self.policy.limit(work)
+        self.worker.timeout = limit = self.policy.limit(work)
         r = self.worker.run([payload])[0]
+        if r.status == "timeout" and self.policy.retry(limit):    # the adaptive limit proves itself once
+            self.worker.timeout = DEFAULT_TIMEOUT
+            r = self.worker.run([payload])[0]
+            self.policy.retried(r.status)
         self.policy.record(counter, r.status, r.seconds, work)
-        if r.status == "timeout" and self.policy.fixed is None and work is not None:
+        if r.status == "timeout" and self.policy.fixed is None and work is not None and limit < DEFAULT_TIMEOUT:
             r.error += (f" (the adaptive limit: {ADAPT_FACTOR:g}x the slowest call so far for this much work, "
                         f"at least {ADAPT_FLOOR:g} s, at most {DEFAULT_TIMEOUT:g} s; --timeout DURATION fixes it)")
         if r.status == "ok":

@@ -164,11 +164,12 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
         if not err <= limit:
             problems.append(f"output: error {err:.3g} vs the float64 oracle above the {s.dtype} budget {limit:.3g} "
                             f"(K_BUDGET x a same-precision reference + quantum)")
-        dev = tslope.slope_deviation(out, exp)
+        k = tslope.slope_of(out, exp)
+        dev = abs(k - 1.0)
         res.ratio = max(res.ratio, dev / b.slope)
         if not dev <= b.slope:
-            problems.append(f"output: scaled by {1 + dev:.6g} or {1 - dev:.6g} against the float64 oracle (its "
-                            f"least-squares slope); rounding in {s.dtype} allows {b.slope:.3g}")
+            problems.append(f"output: scaled by {k:.6g} against the float64 oracle (its least-squares slope); "
+                            f"rounding in {s.dtype} allows 1 +- {b.slope:.3g}")
     if got.weights is not None and data.weights is not None:
         w = got.weights
         if w.shape != data.weights.shape:

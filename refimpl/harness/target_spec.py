@@ -1,4 +1,4 @@
-"""Loading implementations under test ("targets"): a built-in column by name (:mod:`.columns`), a user function
+"""A --target spec resolved to a :class:`Target`: a built-in column by name (:mod:`.columns`), a user function
 (``module:function``, ``file.py:function``, checked against its API before any case runs) or an R function.
 
 The protocol: a callable ``fn(q, k, v, mask=None, scale=None)`` returning ``output`` or
@@ -16,15 +16,17 @@ Adapters: ``layout="BSHD"`` for targets that take (B, S, H, D) (FlashAttention's
 ``torch=True`` hands the target torch tensors instead of NumPy arrays.
 
 Built-in targets are the registered columns (:mod:`.columns`). A user target is ``package.module:function``.
+This module sits above both ``targets`` and ``columns`` (columns are made of ``targets.target.Target``), so the
+sub-packages' arrows point one way.
 """
 from __future__ import annotations
 
 from typing import Callable
 
-from ...errors import UsageError
-from ..columns import builtin_targets
-from .loading import load_function
-from .target import LAYOUTS, Target
+from ..errors import UsageError
+from .columns import builtin_targets
+from .targets.loading import load_function
+from .targets.target import LAYOUTS, Target
 
 __all__ = ["Target", "load_target", "load_function", "builtin_targets", "LAYOUTS"]
 
@@ -37,12 +39,12 @@ def load_target(spec: str, layout: str = "SD", torch: bool = False, api: str = "
     The user's function is checked against ``api``'s signature before any case runs. ``isolate(spec,
     check)``: load and check a user function in a worker instead (:func:`.isolation.isolated`); its module
     (or R file) is then never loaded into this process."""
-    from ..apis import check_signature, get as get_api
+    from .apis import check_signature, get as get_api
     builtins = builtin_targets()
     if spec in builtins:
         return builtins[spec]()
     if spec.startswith("R:"):                  # an R function (refimpl.harness.targets.r_targets)
-        from .r_targets import load_r_target, parse_spec
+        from .targets.r_targets import load_r_target, parse_spec
         if isolate is None:
             return load_r_target(spec, Target)
         parse_spec(spec)                        # a malformed spec or a missing file: said here, before a worker
