@@ -13,6 +13,8 @@ class Variant:
     label: str                          # how this variant makes the mistake, e.g. "1/sqrt(Dv)"
     fn: Callable                        # refimpl's inputs and keywords -> the output with the mistake
     splits_alibi: bool = False          # takes the user's mask and the ALiBi slopes apart (mask=, slopes=)
+    packed: bool = False                # a packed (varlen) batch's model: takes seqlens, seq_causal, seq_window,
+    #                                     slopes; tried only on packed cases
     in_float32: bool = False            # computes in float32: it names a mistake only where it differs from
     #                                     float32 arithmetic done right (the diagnosis checks that)
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant
+from .bugs_packed import packed_attention
 from .masks import alibi_bias, window_mask
 
 __all__ = ["MODELS", "BugModel", "Variant"]
@@ -283,6 +284,10 @@ def _v(label, fn, **param) -> Variant:
     return Variant(label, _named(fn, **param) if param else fn)
 
 
+def _pk(label, **param) -> Variant:                # a packed-batch model (the diagnosis passes seqlens and slopes)
+    return Variant(label, _named(packed_attention, **param), packed=True)
+
+
 def _split(label, fn, **param) -> Variant:        # the diagnosis passes the user's mask and the ALiBi slopes apart
     return Variant(label, _named(fn, **param) if param else fn, splits_alibi=True)
 
@@ -297,7 +302,15 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
               _split("S - mask, ALiBi in the mask too", additive_mask_sign, alibi_in_mask=True),
               _split("S - mask, -inf too", additive_mask_negated))),
     BugModel("causal-alignment", "the causal/window band uses the other alignment",
-             (_v("other alignment", causal_alignment),)),
+             (_v("other alignment", causal_alignment), _pk("top-left in each sequence", seq_alignment="top-left"))),
+    BugModel("sequence-boundary", "a packed batch's sequence reads keys of the next sequence",
+             (_pk("one key past its end", keys="one-past-end"), _pk("every key of the batch", keys="all"))),
+    BugModel("cu-seqlens-off-by-one", "each packed sequence's last key is dropped (end = cu_seqlens_k[b + 1] - 1)",
+             (_pk("last key dropped", keys="last-dropped"),)),
+    BugModel("causal-packed-index", "causal, windows or ALiBi use the index in the packed batch, not in the sequence",
+             (_pk("packed positions", positions="packed"),)),
+    BugModel("padding-unmasked", "sequences are padded with zero keys to the longest and the padding is attended",
+             (_pk("zero keys up to max_seqlen_k", zero_padding=True),)),
     BugModel("weights-transposed", "the output is right but the weights are returned transposed, (Sk, Sq) per head",
              ()),                       # no output variant: diagnosed from the returned weights (diagnosis.py)
     BugModel("alibi-sign", "the ALiBi bias is +slope * distance (distant keys favoured) instead of -slope * distance",

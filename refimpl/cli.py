@@ -1,4 +1,5 @@
-"""The ``refimpl`` command: ``check`` (the conformance run), ``regen`` (fixtures), ``bench``, ``env``.
+"""The ``refimpl`` command: ``check`` (the conformance run), ``regen`` (fixtures), ``bench``, ``env``, ``export``,
+``native-template``.
 
 Exit codes: 0 success / all targets conform; 1 non-conformance, drift or a failed regen check;
 2 usage or setup error (the message says what to do); 130 interrupted by Ctrl-C (after printing what finished).
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
                   + (f"; kept {len(r.kept)} files it did not write: {', '.join(r.kept[:5])}"
                      f"{' ...' if len(r.kept) > 5 else ''}" if r.kept else ""))
             return EXIT_OK
+        if args.cmd == "native-template":
+            return _native_template(args.lang, args.out)
         if args.cmd == "env":
             from .harness.reports.environment import environment
             for k, v in environment().items():
@@ -55,6 +58,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"refimpl {args.cmd}: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_USAGE
+
+
+def _native_template(lang: str, out: str) -> int:
+    """Write the ``lang`` template and the header into ``out`` (never over an existing file); print the build."""
+    import os
+    from .errors import UsageError
+    from .harness.native import HEADER, template
+    from .io import write_atomic
+    name, source, build = template(lang)
+    if not os.path.isdir(out):
+        raise UsageError(f"--out {out!r}: not a directory")
+    with open(HEADER, encoding="utf-8") as f:
+        header = f.read()
+    files = ((name, source), (os.path.basename(HEADER), header))
+    there = [n for n, _ in files if os.path.exists(os.path.join(out, n))]
+    if there:
+        raise UsageError(f"--out {out!r}: {', '.join(there)} already there; not overwritten (pick another --out)")
+    for n, text in files:
+        write_atomic(os.path.join(out, n), text)
+    print(f"wrote {os.path.join(out, name)} and {os.path.join(out, files[1][0])}\n"
+          f"build: (cd {out} && {build})\n"
+          f"check: refimpl check --target c:{os.path.join(out, 'libattn.so')}:attn")
+    return EXIT_OK
 
 
 def _check(args) -> int:

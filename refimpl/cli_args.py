@@ -82,4 +82,9 @@ def parser() -> argparse.ArgumentParser:
                         "export wrote are ever deleted")
     x.add_argument("--force", action="store_true",
                    help="write into a non-empty DIR that is not a previous export (deleting nothing there)")
+    n = sub.add_parser("native-template", help="write a minimal correct kernel of the C ABI (C, C++ or Rust) and "
+                       "the header, and print the build line")
+    n.add_argument("--lang", required=True, choices=("c", "cpp", "rust"))
+    n.add_argument("--out", default=".", metavar="DIR", help="where to write attn.<ext> and refimpl_attention.h "
+                                                             "(default: here; an existing file is not overwritten)")
     return p

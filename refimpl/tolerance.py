@@ -189,6 +189,15 @@ def forward(dtype, n_terms: float, magnitude: float) -> Tolerance:
     return Tolerance(atol, 0.0, f"forward bound {K_FORWARD:g}*eps({name})*{n_terms:g}*{magnitude:.3g}")
 
 
+def lse(dtype, n_terms: float) -> Tolerance:
+    """The log-sum-exp's bound (rule 3 in log space): ``lse = max s + log sum exp(s - max s)`` inherits each
+    score's error, at most ``eps * n_terms`` in absolute terms (the scores' reduction over D, the additive
+    terms), and the sum's ``eps * Sk`` relative error becomes an absolute one under the log; ``n_terms`` of
+    :func:`sdpa_terms` counts both. ``dtype``: the precision the LSE is returned in (FlashAttention's: float32)."""
+    t = forward(dtype, n_terms, 1.0)
+    return Tolerance(t.atol, 0.0, f"log-sum-exp bound {K_FORWARD:g}*eps({_precision(dtype).name})*{n_terms:g}")
+
+
 def sdpa_terms(q, k, v, scale: float | None = None, *, weights: bool = False, per_case: bool = False):
     """``(n_terms, magnitude)`` of rule 3 for ``softmax(s q k^T) v`` (or its weights).
 

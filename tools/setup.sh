@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent setup of a bare Debian 12 machine for refimpl, from the project's own files:
-#   1. Debian packages (R, NumPy with OpenBLAS, rpy2, Hypothesis, pytest, torch, ...)
+#   1. Debian packages (R, NumPy with OpenBLAS, rpy2, Hypothesis, pytest, torch, gcc/g++ for native targets, ...)
 #   2. the CRAN package 'attention' through R's configured repository
 #   3. .venv (system site packages) with refimpl installed editable, without network
 #   4. onnxruntime-node (pinned in tools/ort/package-lock.json) into tools/ort/node_modules, for the
@@ -14,7 +14,7 @@ APT_PACKAGES=(
   r-base-core r-cran-knitr r-cran-jsonlite r-cran-testthat
   python3-numpy python3-rpy2 python3-hypothesis python3-pytest python3-pytest-xdist
   python3-mpmath python3-venv python3-pip python3-threadpoolctl python3-matplotlib python3-torch python3-yaml
-  libopenblas0-pthread python3-onnx python3-flake8 python3-mypy
+  libopenblas0-pthread python3-onnx python3-flake8 python3-mypy gcc g++
 )
 
 say()  { printf '[setup] %s\n' "$*"; }

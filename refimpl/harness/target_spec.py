@@ -39,7 +39,7 @@ def load_target(spec: str, layout: str = "SD", torch: bool = False, api: str = "
     The user's function is checked against ``api``'s signature before any case runs. ``isolate(spec,
     check)``: load and check a user function in a worker instead (:func:`.isolation.isolated`); its module
     (or R file) is then never loaded into this process."""
-    from .apis import check_signature, get as get_api
+    from .apis import check_signature, for_target, get as get_api
     builtins = builtin_targets()
     if spec in builtins:
         return builtins[spec]()
@@ -51,6 +51,7 @@ def load_target(spec: str, layout: str = "SD", torch: bool = False, api: str = "
         return load_r_target(spec, Target, isolate(spec, None))
     if ":" not in spec:
         raise UsageError(f"--target must be one of {sorted(builtins)} or module:function, got {spec!r}")
+    api = for_target(spec, api)                # a C-ABI kernel (c:lib.so:symbol) speaks c-abi
     if layout not in LAYOUTS:
         raise UsageError(f"layout must be SD, BHSD or BSHD, got {layout!r}")
     if torch and not get_api(api).uses_torch(True):          # (get_api: a UsageError naming the choices)

@@ -73,15 +73,29 @@ def _distance(a: np.ndarray, b: np.ndarray, rows: np.ndarray) -> float:
     return float(d.max()) if d.size else 0.0
 
 
+def variant_kwargs(variant, data: CaseData) -> dict | None:
+    """The keywords a bug model's ``variant`` is called with on this case (None: it does not apply here)."""
+    kw = data.reference_kwargs()
+    if variant.splits_alibi:                    # the model takes the user's mask and the ALiBi slopes apart
+        kw = dict(kw, mask=data.mask, slopes=data.slopes)
+    if variant.packed:                          # a packed batch's model: its lengths and per-sequence bands
+        s = data.spec
+        if s.seqlens is None:
+            return None
+        kw = dict(kw, mask=None, seqlens=s.seqlens, seq_causal=s.seq_causal, seq_window=s.seq_window,
+                  slopes=data.slopes)
+    return kw
+
+
 def fits(variant, data: CaseData, got: np.ndarray, rtol: float = 1e-3, atol: float = 1e-6,
          failing: bool = True) -> bool:
     """Whether a bug model's ``variant`` (:class:`refimpl.bugs.Variant`) reproduces ``got`` (B, Hq, Sq, Dv) on
     this case (an exception: no). On a failing case the model must also explain the failure: on the rows that
     have keys, its distance to ``got`` is at most ``EXPLAINS`` times the expected output's (a model equal to the
     reference explains nothing)."""
-    kw = data.reference_kwargs()
-    if variant.splits_alibi:                    # the model takes the user's mask and the ALiBi slopes apart
-        kw = dict(kw, mask=data.mask, slopes=data.slopes)
+    kw = variant_kwargs(variant, data)
+    if kw is None:
+        return False
     try:
         with np.errstate(all="ignore"):
             out = np.asarray(variant.fn(data.q, data.k, data.v, **kw), np.float64)   # (B, Hq, Sq, Dv)
@@ -91,7 +105,7 @@ def fits(variant, data: CaseData, got: np.ndarray, rtol: float = 1e-3, atol: flo
         return False
     if not failing or out.shape != data.expected.shape:
         return True
-    live = ~np.broadcast_to(data.dead, out.shape[:-1])
+    live = np.broadcast_to(data.live, out.shape[:-1])
     return _distance(out, got, live) <= EXPLAINS * _distance(data.expected, got, live)
 
 
@@ -123,7 +137,7 @@ def _null32(data: CaseData) -> np.ndarray | None:
 
 def _explains(out: np.ndarray, data: CaseData, got: np.ndarray) -> bool:
     """``out`` is nearer the target's output than the expected output is, by ``EXPLAINS`` (see :func:`fits`)."""
-    live = ~np.broadcast_to(data.dead, out.shape[:-1])
+    live = np.broadcast_to(data.live, out.shape[:-1])
     return _distance(out, got, live) <= EXPLAINS * _distance(data.expected, got, live)
 
 
@@ -169,7 +183,7 @@ def _float32_arithmetic(target: str, fail_cases: list[tuple[CaseData, np.ndarray
     f32, f64 = precision("float32"), precision("float64")
     rel = []
     for data, got in fail_cases:
-        live = ~data.dead
+        live = data.live
         exp = data.expected[live]
         top = float(np.abs(exp).max()) if exp.size else 0.0
         null = _null32(data)

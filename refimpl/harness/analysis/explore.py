@@ -150,8 +150,8 @@ def _describe(target: Target, spec: CaseSpec, res: CaseResult, source: str) -> l
         if got.shape == data.expected.shape:
             with np.errstate(invalid="ignore"):
                 d = np.abs(np.asarray(got, np.float64) - data.expected)
-            d = np.where(np.isnan(d) & ~data.dead[..., None], np.inf, np.nan_to_num(d, nan=0.0))
-            d[data.dead] = 0.0
+            d = np.where(np.isnan(d) & data.live[..., None], np.inf, np.nan_to_num(d, nan=0.0))
+            d[~data.live] = 0.0
             if d.size and d.max() > 0:
                 at = tuple(int(i) for i in np.unravel_index(int(np.argmax(d)), d.shape))
                 out.append(f"largest difference at {at} (B, Hq, Sq, Dv): refimpl {data.expected[at]!r}, "

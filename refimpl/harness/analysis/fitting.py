@@ -66,7 +66,7 @@ def _output(data: CaseData, scale: float) -> np.ndarray:
 
 
 def _error(data: CaseData, got: np.ndarray, scale: float) -> float:
-    live = ~data.dead
+    live = data.live
     out = _output(data, scale)
     if out.shape != got.shape:
         return math.inf

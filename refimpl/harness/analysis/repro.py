@@ -167,6 +167,7 @@ def _script(target: Target, data: CaseData) -> str:
         "KWARGS = {" + ", ".join(f"{k!r}: {src}" for k, (src, _) in kw_src.items()) + "}",
         f"EXPECTED = {_lit(data.expected)[0]}   # (B, Hq, Sq, Dv) float64",
         f"DEAD = {_lit(data.dead)[0]}   # (B, Hq, Sq): rows with no key",
+        f"LIVE = {_lit(data.live)[0]}   # (B, Hq, Sq): rows judged by value (a key, part of a sequence)",
         f"MEAN_V = {_lit(mean_v)[0] if data.dead.any() else None}   # (B, Hq, Dv): the 'uniform' convention",
         f"WEIGHTS = {_lit(weights)[0] if weights is not None else None}   # (B, Hq, Sq, Sk) float64",
         f"ATOL = {atol!r}   # {how}",
@@ -242,19 +243,19 @@ def main():
                 atol=1e-3 * (1 + np.abs(MEAN_V).max()))))
             if not ok:
                 problems.append(f"rows with no key give {rows[0][:4]}...: not zeros, NaN or the mean of V")
-        err = _err(out[~DEAD], EXPECTED[~DEAD])
+        err = _err(out[LIVE], EXPECTED[LIVE])
         if not err <= ATOL:
             times = err / ATOL if ATOL else float("inf")
             problems.append(f"output: max |error| {err:.6g} > ATOL {ATOL:.6g} ({times:.3g}x)")
-        o = EXPECTED[~DEAD].ravel()
-        dev = abs(float(o @ out[~DEAD].astype(np.float64).ravel()) / float(o @ o) - 1.0) if o @ o else 0.0
+        o = EXPECTED[LIVE].ravel()
+        dev = abs(float(o @ out[LIVE].astype(np.float64).ravel()) / float(o @ o) - 1.0) if o @ o else 0.0
         if not dev <= SLOPE:
             problems.append(f"output: scaled by 1 +- {dev:.6g} against EXPECTED (its slope), above SLOPE {SLOPE:.3g}")
         if w is not None and WEIGHTS is not None:
             wn, _ = _numpy(w)
             if wn.shape != WEIGHTS.shape:
                 problems.append(f"weights shape {wn.shape}, expected {WEIGHTS.shape} (B, Hq, Sq, Sk)")
-            elif not (werr := _err(wn[~DEAD], WEIGHTS[~DEAD])) <= ATOL_WEIGHTS:
+            elif not (werr := _err(wn[LIVE], WEIGHTS[LIVE])) <= ATOL_WEIGHTS:
                 problems.append(f"weights: max |error| {werr:.6g} > {ATOL_WEIGHTS:.6g}")
     if problems:
         print("FAIL: " + "; ".join(problems))

@@ -17,11 +17,13 @@ from .base import Api, Returned, converter, keep_mask, mutations, needs, snapsho
 __all__ = ["Api", "Returned", "get", "names", "register", "unregister", "expressible", "call", "check_signature",
            "check_backward_signature", "keep_mask", "to_numpy", "needs", "NATIVE", "PROTOCOL"]
 
-_MODULES = ("refimpl_protocol", "torch_sdpa", "flash_attn", "jax_api", "hf_api", "native")
+_MODULES = ("refimpl_protocol", "torch_sdpa", "flash_attn", "flash_attn_varlen", "jax_api", "hf_api", "c_abi",
+            "native")
 _REGISTRY: Registry[Api] = Registry("API", __name__, _MODULES, "API")
 register, unregister = _REGISTRY.register, _REGISTRY.unregister    # a test's or a plugin's own API
 NATIVE = "native"          # refimpl's own keywords, every feature (the built-in columns)
-PROTOCOL = _REGISTRY["refimpl"]     # what R functions and --backward functions follow
+DEFAULT = "refimpl"         # --api when not given
+PROTOCOL = _REGISTRY[DEFAULT]     # what R functions and --backward functions follow
 
 
 def names(*, user: bool = True) -> tuple[str, ...]:
@@ -37,6 +39,19 @@ def get(api) -> Api:
         return _REGISTRY[api]
     except KeyError:
         raise UsageError(f"--api must be one of {', '.join(names())}, got {api!r}") from None
+
+
+def for_target(spec: str, api) -> str:
+    """The API a ``--target`` spec is called through: a prefix only one API can call (``c:``) picks that API
+    when ``api`` is the default; with another ``--api`` it is a UsageError naming both."""
+    for other in _REGISTRY:
+        if other.spec_prefix and spec.startswith(other.spec_prefix):
+            if api == DEFAULT:
+                return other.name
+            if get(api).name != other.name:
+                raise UsageError(f"--target {spec!r}: a {other.spec_prefix!r} target is called through --api "
+                                 f"{other.name}, got --api {get(api).name}")
+    return api
 
 
 def expressible(api, spec) -> str | None:
@@ -56,6 +71,7 @@ def call(fn, api, data, *, layout: str = "SD", torch: bool = False) -> Returned:
         w, _ = to_numpy(w, "weights")
     if a.output_bshd(layout) and o.ndim == 4:
         o = o.swapaxes(1, 2)                  # (B, Sq, Hq, Dv) -> (B, Hq, Sq, Dv); weights come as (B, H, Sq, Sk)
+    o = a.place(o, data)
     return Returned(o, w, odt, mutated)
 
 

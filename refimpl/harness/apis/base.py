@@ -17,13 +17,17 @@ from ...precision import get as precision, of as precision_of
 
 __all__ = ["Api", "Returned", "needs", "keep_mask", "to_numpy", "snapshots", "mutations", "converter"]
 
-FEATURES = ("bool-mask", "additive-mask", "padding-mask", "dv-ne-d", "softcap", "alibi", "gqa", "top-left-band",
-            "bottom-right-band")
+FEATURES = ("bool-mask", "additive-mask", "padding-mask", "sequence-lengths", "dv-ne-d", "softcap", "alibi", "gqa",
+            "top-left-band", "bottom-right-band")
 
 
 def needs(spec) -> list[str]:
-    """The features (of :data:`FEATURES`) a case needs from an API, in the order their reasons are given."""
-    out = [f"{spec.mask}-mask"] if spec.mask != "none" else []
+    """The features (of :data:`FEATURES`) a case needs from an API, in the order their reasons are given.
+    A packed batch needs ``sequence-lengths``: an API with bool masks gets them folded into its keep-mask."""
+    if spec.seqlens is not None:
+        out = ["sequence-lengths"]
+    else:
+        out = [f"{spec.mask}-mask"] if spec.mask != "none" else []
     out += ["dv-ne-d"] if spec.Dv != spec.D else []
     out += [f for f, on in (("softcap", spec.softcap is not None), ("alibi", spec.alibi), ("gqa", spec.gqa)) if on]
     if (spec.is_causal or spec.window is not None) and spec.Sq != spec.Sk:
@@ -55,6 +59,7 @@ class Api:
     keywords: bool = False                   # takes refimpl's own keywords (is_causal=..., alignment=...)
     arg_names: tuple[str, ...] = ("q", "k", "v")   # the positional arguments' names
     qkv_at: int = 0                          # where q, k, v start among the positional arguments (hf: 1)
+    spec_prefix: str | None = None           # a --target prefix that only this API can call ("c:")
 
     def cannot(self, spec) -> str | None:
         """None when the API can express every feature of ``spec``; otherwise why not (the cell's ``n/a``)."""
@@ -90,6 +95,10 @@ class Api:
     def arguments(self, data, conv, layout: str) -> tuple[dict, tuple, dict]:
         """``(inputs to watch for writes, positional arguments, keyword arguments)`` of one case."""
         raise NotImplementedError
+
+    def place(self, output: np.ndarray, data) -> np.ndarray:
+        """The output (float64, the API's own arrangement after :meth:`unpack`) in refimpl's (B, Hq, Sq, Dv)."""
+        return output
 
     def unpack(self, res) -> tuple:
         """``(output, weights or None)`` from what the target returned, still in the API's layout."""

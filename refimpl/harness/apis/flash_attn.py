@@ -38,6 +38,8 @@ API = FlashAttn(
     signature="fn(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, "
               "alibi_slopes=None, deterministic=False, return_attn_probs=False)",
     cannot_express={**{f"{m}-mask": _NO_MASK.format(m) for m in ("bool", "additive", "padding")},
-                    "top-left-band": "flash_attn_func aligns causal and windows bottom-right"},
+                    "top-left-band": "flash_attn_func aligns causal and windows bottom-right",
+                    "sequence-lengths": "flash_attn_func's sequences share one length; packed batches are "
+                                        "--api flash-attn-varlen's"},
     returns="return the output tensor (B, Sq, H, Dv), as flash_attn_func does",
     causal_flag="bottom-right")

@@ -15,7 +15,7 @@ import numpy as np
 
 from ...errors import UsageError
 from ...precision import NAMES as DTYPE_NAMES
-from .features import CaseSpec
+from .features import CaseSpec, packed_keep
 
 __all__ = ["Family", "FAMILIES", "SUITES", "family_specs", "select", "shard", "parse_shard", "check_dtypes"]
 
@@ -100,6 +100,36 @@ def _decode(rng, i):
                 Hq=_pick(rng, (1, 4)), Hkv=None, mask=_pick(rng, ("none", "padding")))
 
 
+_SEQ_LENGTHS = (1, 1, 2, 5, 17, 31, 33, 64, 65, 100, 127, 129)
+
+
+def _varlen(rng, i):
+    """A packed batch: 2 to 5 sequences of mixed lengths (1, not multiples of 32/64, lq != lk), now and then
+    an empty one (no query, or no key: its queries' rows are dead); causal and windows per sequence."""
+    n = int(rng.integers(2, 6))
+    lens = []
+    for _ in range(n):
+        lq = _pick(rng, _SEQ_LENGTHS)
+        lk = lq if rng.uniform() < 0.4 else _pick(rng, _SEQ_LENGTHS)
+        lens.append((lq, lk))
+    if i % 7 == 3:
+        lens[int(rng.integers(n))] = (0, _pick(rng, (5, 33)))               # a sequence with no query
+    if i % 11 == 5:
+        lens[int(rng.integers(n))] = (_pick(rng, (1, 4)), 0)                # a sequence with no key
+    D = _pick(rng, (8, 16, 32, 64))
+    hkv = _pick(rng, (1, 2))
+    alibi = i % 6 == 4
+    causal = i % 3 == 0
+    window = (_pick(rng, (0, 3, 16)), _pick(rng, (-1, 0, 4))) if i % 4 == 1 else None
+    spec = dict(Sq=max(a for a, _ in lens), Sk=max(b for _, b in lens), D=D, Dv=_pick(rng, (D, D, 8)), B=n,
+                Hq=hkv * (1 if alibi else _pick(rng, (1, 1, 2))), Hkv=hkv, mask="bool", seqlens=tuple(lens),
+                seq_causal=causal, seq_window=window, softcap=30.0 if i % 5 == 2 else None, alibi=alibi)
+    keep = packed_keep(CaseSpec(family="varlen", index=i, **spec))           # (B, 1, Sq, Sk)
+    rows = np.arange(spec["Sq"])[None, :] < np.array([a for a, _ in lens])[:, None]
+    spec["dead_rows"] = bool((rows & ~keep[:, 0].any(axis=-1)).any())
+    return spec
+
+
 def _long(rng, i):
     S = (2048, 4096, 8192, 16384)[i % 4]
     return dict(Sq=S, Sk=S, D=64, Dv=64, is_causal=bool(i % 2), long=True)
@@ -126,6 +156,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("masked-rows", "queries with no key at all (bool, additive, padding)", 80, _masked_rows),
     Family("extreme-logits", "scores beyond exp's range; attended scores far below a finite fill", 90, _extreme),
     Family("decode", "one query (Sq = 1) against up to 4,096 keys", 40, _decode),
+    Family("varlen", "packed batches of mixed lengths (1, 0, not multiples of 64, lq != lk) with per-sequence "
+                     "causal, windows, GQA, softcap, ALiBi (flash_attn_varlen_func's cu_seqlens)", 60, _varlen),
     Family("long", "long sequences (S = 2,048 to 16,384; expected from the online variant)", 2, _long),
 )}
 

@@ -20,7 +20,7 @@ from ...masks import alibi_bias
 from ...online import sdpa_online
 from ...precision import PRECISIONS, get as precision
 
-__all__ = ["CaseSpec", "CaseData", "materialise", "lower_precision", "CASE_MASKS"]
+__all__ = ["CaseSpec", "CaseData", "materialise", "lower_precision", "CASE_MASKS", "packed_keep", "packed_alibi"]
 
 
 def lower_precision(returned: str, given: str, what: str = "") -> str:
@@ -60,6 +60,12 @@ class CaseSpec:
     dtype: str = "float64"
     seed: int = 0
     tags: tuple[str, ...] = field(default=())
+    # a packed (variable-length) batch: sequence b has seqlens[b] = (lq, lk) queries and keys, the first of its
+    # Sq and Sk rows (the rest are padding, never judged); seq_causal and seq_window are per sequence,
+    # bottom-right (flash_attn_varlen_func's), and fold into the bool keep-mask that dense APIs receive
+    seqlens: tuple[tuple[int, int], ...] | None = None
+    seq_causal: bool = False
+    seq_window: tuple[int, int] | None = None
 
     @property
     def id(self) -> str:
@@ -71,14 +77,20 @@ class CaseSpec:
 
     def with_dtype(self, dtype: str) -> "CaseSpec":
         d = asdict(self)
-        d.update(dtype=dtype, window=self.window, tags=self.tags)
+        d.update(dtype=dtype, window=self.window, tags=self.tags, seqlens=self.seqlens, seq_window=self.seq_window)
         return CaseSpec(**d)
 
     def describe(self) -> str:
         """Shapes and features in one line: what a report shows for a case."""
         parts = [f"B={self.B} Hq={self.Hq} Hkv={self.Hkv} Sq={self.Sq} Sk={self.Sk} D={self.D} Dv={self.Dv}",
                  self.dtype]
-        if self.mask != "none":
+        if self.seqlens is not None:
+            parts.append("packed lengths (lq, lk) " + " ".join(f"({a}, {b})" for a, b in self.seqlens))
+            if self.seq_causal:
+                parts.append("causal per sequence bottom-right")
+            if self.seq_window is not None:
+                parts.append(f"window {self.seq_window} per sequence bottom-right")
+        elif self.mask != "none":
             parts.append(f"{self.mask} mask")
         if self.is_causal:
             parts.append(f"causal {self.alignment}")
@@ -111,6 +123,15 @@ class CaseSpec:
             "explicit scale": self.scale is not None, "fully masked rows": self.dead_rows,
             "large logits": self.magnitude > 4, "attended scores far below a finite fill": self.pattern != "random",
             "long sequence": self.long, f"{self.dtype}": True,
+            **self._packed_features(),
+        }
+
+    def _packed_features(self) -> dict[str, bool]:
+        lens = self.seqlens or ()
+        return {} if not lens else {
+            "packed (varlen) batch": True, "a sequence of length 1": any(1 in p for p in lens),
+            "an empty sequence": any(0 in p for p in lens), "lq != lk in a sequence": any(a != b for a, b in lens),
+            "per-sequence causal": self.seq_causal, "per-sequence window": self.seq_window is not None,
         }
 
 
@@ -126,17 +147,49 @@ class CaseData:
     expected: np.ndarray                 # (B, Hq, Sq, Dv) float64
     dead: np.ndarray                     # (B, Hq, Sq) bool: rows with no attended key in the reference
     weights: np.ndarray | None = None    # (B, Hq, Sq, Sk) float64 (None for long cases)
+    absent: np.ndarray | None = None     # (B, Hq, Sq) bool: a packed batch's padding rows (no sequence's query)
+
+    @property
+    def live(self) -> np.ndarray:
+        """(B, Hq, Sq) bool: the rows judged by value (a key to attend, part of a sequence)."""
+        return ~self.dead if self.absent is None else ~self.dead & ~self.absent
 
     def reference_kwargs(self) -> dict:
         """refimpl's keyword arguments for this case (ALiBi folded into an additive mask)."""
         s = self.spec
         mask = self.mask
         if s.alibi:
-            bias = alibi_bias(self.slopes, s.Sq, s.Sk, alignment="bottom-right")[None]     # (1, Hq, Sq, Sk)
+            bias = alibi_bias(self.slopes, s.Sq, s.Sk, alignment="bottom-right")[None] if s.seqlens is None \
+                else packed_alibi(self.slopes, s)                                          # (B|1, Hq, Sq, Sk)
             mask = bias if mask is None else (np.where(mask, bias, -np.inf) if mask.dtype == bool else mask + bias)
             mask = precision(s.dtype).round(mask)   # what a target of this dtype receives as its float mask
         return dict(mask=mask, scale=s.scale, is_causal=s.is_causal, alignment=s.alignment, window=s.window,
                     softcap=s.softcap, enable_gqa=s.gqa)
+
+
+def packed_keep(spec: CaseSpec) -> np.ndarray:
+    """(B, 1, Sq, Sk) bool: a packed batch's keep-mask. Query i and key j of sequence b (lengths lq, lk) meet
+    iff i < lq, j < lk and, with offset lk - lq (bottom-right per sequence), the causal and window rules hold."""
+    i, j = np.arange(spec.Sq)[:, None], np.arange(spec.Sk)[None, :]
+    left, right = spec.seq_window if spec.seq_window is not None else (-1, -1)
+    if spec.seq_causal:
+        right = 0 if right < 0 else min(right, 0)
+    out = []
+    for lq, lk in spec.seqlens or ():
+        keep = (i < lq) & (j < lk)
+        if left >= 0:
+            keep &= j >= i + lk - lq - left
+        if right >= 0:
+            keep &= j <= i + lk - lq + right
+        out.append(keep)
+    return np.stack(out)[:, None]
+
+
+def packed_alibi(slopes: np.ndarray | None, spec: CaseSpec) -> np.ndarray:
+    """(B, Hq, Sq, Sk): ALiBi's -slope * |i + lk - lq - j| per sequence (0 outside it; masked there)."""
+    i, j = np.arange(spec.Sq)[:, None], np.arange(spec.Sk)[None, :]
+    dist = np.stack([np.abs(i + lk - lq - j) for lq, lk in spec.seqlens or ()]).astype(np.float64)   # (B, Sq, Sk)
+    return -(np.asarray(slopes, np.float64)[None, :, None, None] * dist[:, None])
 
 
 def _rng(spec: CaseSpec) -> np.random.Generator:
@@ -145,6 +198,8 @@ def _rng(spec: CaseSpec) -> np.random.Generator:
 
 def _mask(spec: CaseSpec, rng: np.random.Generator) -> np.ndarray | None:
     B, Sq, Sk = spec.B, spec.Sq, spec.Sk
+    if spec.seqlens is not None:
+        return packed_keep(spec)
     if spec.mask == "bool":
         keep = rng.uniform(size=(B, 1, Sq, Sk)) < 0.7
         if spec.dead_rows:                                  # whole query rows with no key
@@ -193,4 +248,9 @@ def materialise(spec: CaseSpec) -> CaseData:
         data.expected, w = scaled_dot_product_attention(q, k, v, **kw)       # (B, Hq, Sq, Dv), (B, Hq, Sq, Sk)
         data.dead = ~(w > 0).any(axis=-1)
         data.weights = w
+    if spec.seqlens is not None:                              # padding rows: part of no sequence, never judged
+        lq = np.array([a for a, _ in spec.seqlens])
+        data.absent = np.broadcast_to((np.arange(spec.Sq)[None, :] >= lq[:, None])[:, None],
+                                      data.dead.shape).copy()
+        data.dead &= ~data.absent
     return data

@@ -7,7 +7,10 @@ listing them. A case file holds:
   (True = attend) broadcast to (B, Hq, Sq, Sk) with causal and window folded in, or null — and the raw
   features' arrays: ``mask`` (the case's own mask before folding, bool or additive), ``alibi_slopes`` (Hq,).
 * ``expected``: the float64 ``output`` (B, Hq, Sq, Dv), ``weights`` (B, Hq, Sq, Sk; null for long cases) and
-  ``dead_rows`` (B, Hq, Sq): query rows with no key, where zeros, NaN or the mean of V are all accepted.
+  ``dead_rows`` (B, Hq, Sq): query rows with no key, where zeros, NaN or the mean of V are all accepted;
+  ``absent_rows`` (B, Hq, Sq) or null: a packed (varlen) batch's padding rows, part of no sequence, not judged.
+  A packed case also has ``inputs.cu_seqlens_q`` / ``cu_seqlens_k`` (its sequences' cumulative lengths; the
+  dense arrays hold sequence b in rows 0..lq-1 and keys 0..lk-1 of batch b, and ``keep`` folds its bands).
 * ``tolerance``: explicit absolute bounds, ``atol`` for the output and ``weights_atol`` for the weights: rule 3
   of :mod:`refimpl.tolerance` in float64, ``K_FORWARD * eps(float64) * n_terms * magnitude`` with ``n_terms`` =
   ``2 s D max|q| max|k| + Sk + Dv + 2`` (+ 2 max|additive mask|) and ``magnitude`` = max|v| (1 for weights).
@@ -97,12 +100,22 @@ def case_json(data: CaseData) -> dict:
                         "V[b, h], mask = 1 * keep[b, h] (or no mask)"},
         "r_protocol": expressible(PROTOCOL, s),
         "inputs": {"q": _array(data.q), "k": _array(data.k), "v": _array(data.v), "keep": _array(keep),
-                   "mask": _array(data.mask), "alibi_slopes": _array(data.slopes)},
-        "expected": {"output": _array(data.expected), "weights": _array(data.weights), "dead_rows": _array(data.dead)},
+                   "mask": _array(data.mask), "alibi_slopes": _array(data.slopes),
+                   **_packed(s)},
+        "expected": {"output": _array(data.expected), "weights": _array(data.weights), "dead_rows": _array(data.dead),
+                     "absent_rows": _array(data.absent)},
         "tolerance": bound,
         "provenance": {"refimpl": __version__, "family": s.family, "index": s.index, "seed": s.seed, "dtype": s.dtype,
                        "expected_by": "refimpl float64" + (" (online variant)" if s.long else "")},
     }
+
+
+def _packed(s) -> dict:
+    """A packed batch's cumulative lengths (flash_attn_varlen_func's cu_seqlens_q, cu_seqlens_k), null otherwise."""
+    if s.seqlens is None:
+        return {"cu_seqlens_q": None, "cu_seqlens_k": None}
+    cq, ck = np.cumsum([0] + [a for a, _ in s.seqlens]), np.cumsum([0] + [b for _, b in s.seqlens])
+    return {"cu_seqlens_q": [int(x) for x in cq], "cu_seqlens_k": [int(x) for x in ck]}
 
 
 def _dumps(obj) -> str:

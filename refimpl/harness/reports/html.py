@@ -123,7 +123,7 @@ def _family_heat(case, o):
         if got.output.shape != data.expected.shape or got.output.ndim != 4:
             continue
         with np.errstate(invalid="ignore"):
-            d = np.abs(got.output - data.expected)[~data.dead]
+            d = np.abs(got.output - data.expected)[data.live]
         d = d[np.isfinite(d)]
         tol = float(d.max()) / r.ratio if d.size and math.isfinite(r.ratio) and r.ratio > 0 else None
         return (f"{r.id}: output[0, 0] (Sq x Dv) — {specs[r.id].describe()}", data.expected[0, 0],

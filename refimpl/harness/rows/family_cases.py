@@ -71,7 +71,7 @@ def _catalogued(target: Target, data: CaseData, res: CaseResult, raised: Excepti
     if not differs.any():
         return res
     alt = CaseData(data.spec, data.q, data.k, data.v, data.mask, data.slopes,
-                   np.where(differs[..., None], predicted, data.expected), data.dead & ~differs)
+                   np.where(differs[..., None], predicted, data.expected), data.dead & ~differs, absent=data.absent)
     again = judge(alt, res.got, given, masked_rows=masked_rows, cache={})
     if again.status != Status.PASS:
         return res

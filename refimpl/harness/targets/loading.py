@@ -1,5 +1,6 @@
-"""Loading a user's function by its spec: ``module.path:function`` or ``path/to/file.py:function`` (what
-``--target`` and ``--backward`` name). It runs where the function will run: in the worker when isolated."""
+"""Loading a user's function by its spec: ``module.path:function``, ``path/to/file.py:function`` (what
+``--target`` and ``--backward`` name) or ``c:path/lib.so:symbol`` (a C-ABI kernel, :mod:`.native_kernels`).
+It runs where the function will run: in the worker when isolated."""
 from __future__ import annotations
 
 import importlib
@@ -19,6 +20,9 @@ def load_function(spec: str):
     """
     import os
     import sys
+    from .native_kernels import PREFIX, load_native
+    if spec.startswith(PREFIX):                                  # c:path/lib.so:symbol, a C-ABI kernel
+        return load_native(spec)
     mod_name, _, attr = spec.rpartition(":")
     if not mod_name or not attr:
         raise UsageError(f"--target {spec!r}: expected module:function or path/to/file.py:function")

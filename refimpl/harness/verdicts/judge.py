@@ -99,7 +99,7 @@ def bounds(data: CaseData, cache: dict | None = None) -> Bounds:
     refimpl's own same-precision result as the reference (``cache["ref"]``, made once) and the conditioning
     of :func:`refimpl.tolerance.budget_conditioning` (capped n_terms) or, where the case's weights are known,
     :func:`refimpl.tolerance.output_conditioning` (the case's own first-order conditioning) if smaller."""
-    s, live = data.spec, ~data.dead
+    s, live = data.spec, data.live
     n = n_terms(data)
     weights = tol.forward(s.dtype, n, 1.0)
     if not precision(s.dtype).low:
@@ -149,7 +149,7 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
         allowed = (masked_rows,) if masked_rows else CONVENTIONS
         if res.convention not in allowed:
             problems.append(f"fully masked rows give '{res.convention}' (accepted: {', '.join(allowed)})")
-    live = ~data.dead
+    live = data.live
     out, exp = got.output[live], data.expected[live]                    # (n_live, Dv)
     b = bounds(data, cache)
     if not precision(s.dtype).low:
