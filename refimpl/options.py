@@ -73,6 +73,9 @@ OPTIONS = (
     Option("api", dict(default="refimpl", choices=api_names(),
                        help="the signature and semantics user targets follow (README: Target APIs)")),
     Option("torch-tensors", dict(action="store_true", help="hand user targets torch tensors")),
+    Option("lse", dict(action="store_true",
+                       help="ask user targets for their log-sum-exp too (flash-attn, flash-attn-varlen: "
+                            "return_attn_probs=True) and judge it against refimpl.sdpa_lse")),
     Option("dtype", dict(type=dtype_list, default=("float64", "float32"), metavar="LIST",
                          help=f"input dtypes of the family cases: {','.join(DTYPE_NAMES)} (default float64,float32)")),
     Option("family", dict(action="append", default=None, metavar="NAME",

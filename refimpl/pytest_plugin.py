@@ -68,7 +68,8 @@ def refimpl_target(request):
                            flag="--refimpl-target", deadline=time.monotonic() + seconds,
                            deadline_text=deadline_text(seconds))
     target = load_target(request.param, layout=c.getoption("refimpl_layout"),
-                         torch=c.getoption("refimpl_torch_tensors"), api=c.getoption("refimpl_api"), isolate=isolate)
+                         torch=c.getoption("refimpl_torch_tensors"), api=c.getoption("refimpl_api"), isolate=isolate,
+                         lse=c.getoption("refimpl_lse"))
     try:
         yield target
     finally:

@@ -36,7 +36,7 @@ from . import precision
 __all__ = ["Tolerance", "Comparison", "EXACT", "BFLOAT16_EPS", "K_FORWARD", "K_BUDGET", "QUANTUM_ULPS",
            "CONDITIONING_CAP", "budget_conditioning", "ulp_distance", "eps", "printed", "printed_decimals", "forward",
            "forward_for_sdpa", "sdpa_terms", "within_budget", "budget", "output_conditioning", "compare",
-           "row_sum_bound", "softmax_input_perturbation"]
+           "row_sum_bound", "softmax_input_perturbation", "lse"]
 
 K_FORWARD = 4.0      # safety factor of the forward bound (two evaluations, each within it)
 K_BUDGET = 2.0       # FlashAttention rule: error <= K_BUDGET x reference error + quantum
@@ -189,13 +189,22 @@ def forward(dtype, n_terms: float, magnitude: float) -> Tolerance:
     return Tolerance(atol, 0.0, f"forward bound {K_FORWARD:g}*eps({name})*{n_terms:g}*{magnitude:.3g}")
 
 
-def lse(dtype, n_terms: float) -> Tolerance:
+def lse(dtype, n_terms: float, *, rounded_to=None, score_max: float = 0.0) -> Tolerance:
     """The log-sum-exp's bound (rule 3 in log space): ``lse = max s + log sum exp(s - max s)`` inherits each
     score's error, at most ``eps * n_terms`` in absolute terms (the scores' reduction over D, the additive
     terms), and the sum's ``eps * Sk`` relative error becomes an absolute one under the log; ``n_terms`` of
-    :func:`sdpa_terms` counts both. ``dtype``: the precision the LSE is returned in (FlashAttention's: float32)."""
+    :func:`sdpa_terms` counts both. ``dtype``: the precision the LSE is computed and returned in
+    (FlashAttention's: float32).
+
+    ``rounded_to``: a lower precision the scores may be rounded to (a float16/bfloat16 case's own): each score
+    then moves by at most ``u * |s|`` and the LSE, a weighted mean of those moves (``d lse = sum_j p_j d s_j``),
+    by at most ``u * score_max``."""
     t = forward(dtype, n_terms, 1.0)
-    return Tolerance(t.atol, 0.0, f"log-sum-exp bound {K_FORWARD:g}*eps({_precision(dtype).name})*{n_terms:g}")
+    extra = 0.0 if rounded_to is None else _precision(rounded_to).eps * float(score_max)
+    how = f"log-sum-exp bound {K_FORWARD:g}*eps({_precision(dtype).name})*{n_terms:g}"
+    if extra:
+        how += f" + u({_precision(rounded_to).name})*{float(score_max):.4g} (scores rounded to it)"
+    return Tolerance(t.atol + extra, 0.0, how)
 
 
 def sdpa_terms(q, k, v, scale: float | None = None, *, weights: bool = False, per_case: bool = False):

@@ -32,14 +32,14 @@ __all__ = ["Target", "load_target", "load_function", "builtin_targets", "LAYOUTS
 
 
 def load_target(spec: str, layout: str = "SD", torch: bool = False, api: str = "refimpl",
-                isolate: Callable | None = None) -> Target:
+                isolate: Callable | None = None, lse: bool = False) -> Target:
     """``refimpl`` | ``r`` | ``torch`` | ``module:function`` | ``file.py:function`` | ``R:...`` (raises
     UsageError / Unavailable).
 
     The user's function is checked against ``api``'s signature before any case runs. ``isolate(spec,
     check)``: load and check a user function in a worker instead (:func:`.isolation.isolated`); its module
     (or R file) is then never loaded into this process."""
-    from .apis import check_signature, for_target, get as get_api
+    from .apis import check_signature, for_target, get as get_api, names as api_names
     builtins = builtin_targets()
     if spec in builtins:
         return builtins[spec]()
@@ -52,6 +52,9 @@ def load_target(spec: str, layout: str = "SD", torch: bool = False, api: str = "
     if ":" not in spec:
         raise UsageError(f"--target must be one of {sorted(builtins)} or module:function, got {spec!r}")
     api = for_target(spec, api)                # a C-ABI kernel (c:lib.so:symbol) speaks c-abi
+    if lse and get_api(api).lse_kwargs is None:
+        able = [a for a in api_names() if get_api(a).lse_kwargs is not None]
+        raise UsageError(f"--lse: --api {api} has no log-sum-exp to return; the APIs that do: {', '.join(able)}")
     if layout not in LAYOUTS:
         raise UsageError(f"layout must be SD, BHSD or BSHD, got {layout!r}")
     if torch and not get_api(api).uses_torch(True):          # (get_api: a UsageError naming the choices)
@@ -65,4 +68,5 @@ def load_target(spec: str, layout: str = "SD", torch: bool = False, api: str = "
             check_signature(fn, api)
         except UsageError as e:                 # the same words as from a worker (isolation.isolated)
             raise UsageError(f"--target {spec!r}: {e}") from None
-    return Target(spec, fn, layout=layout, torch=torch, api=api, note=f"user target, --api {api}")
+    return Target(spec, fn, layout=layout, torch=torch, api=api, note=f"user target, --api {api}"
+                  + (", its log-sum-exp judged" if lse else ""), lse=lse)

@@ -59,12 +59,18 @@ def expressible(api, spec) -> str | None:
     return get(api).cannot(spec)
 
 
-def call(fn, api, data, *, layout: str = "SD", torch: bool = False) -> Returned:
-    """Call ``fn`` on ``data`` through ``api``; the output comes back in refimpl's (B, Hq, Sq, Dv) layout."""
+def call(fn, api, data, *, layout: str = "SD", torch: bool = False, lse: bool = False) -> Returned:
+    """Call ``fn`` on ``data`` through ``api``; the output comes back in refimpl's (B, Hq, Sq, Dv) layout.
+    ``lse``: ask for the log-sum-exp too (the API's :attr:`~.base.Api.lse_kwargs`), returned (B, Hq, Sq)."""
     a = get(api)
     given, args, kwargs = a.arguments(data, converter(data.spec.dtype, a.uses_torch(torch)), layout)
     pristine = snapshots(given)
-    out, w = a.unpack(fn(*args, **kwargs))
+    lse_raw = None
+    if lse:
+        out, lse_raw = a.unpack_lse(fn(*args, **{**kwargs, **(a.lse_kwargs or {})}))
+        w = None
+    else:
+        out, w = a.unpack(fn(*args, **kwargs))
     mutated = mutations(given, pristine)
     o, odt = to_numpy(out, "output")
     if w is not None:
@@ -72,7 +78,10 @@ def call(fn, api, data, *, layout: str = "SD", torch: bool = False) -> Returned:
     if a.output_bshd(layout) and o.ndim == 4:
         o = o.swapaxes(1, 2)                  # (B, Sq, Hq, Dv) -> (B, Hq, Sq, Dv); weights come as (B, H, Sq, Sk)
     o = a.place(o, data)
-    return Returned(o, w, odt, mutated)
+    if lse_raw is None:
+        return Returned(o, w, odt, mutated)
+    lv, ldt = to_numpy(lse_raw, "log-sum-exp")
+    return Returned(o, w, odt, mutated, a.place_lse(lv, data), ldt)
 
 
 def _hint(params, exclude: str) -> str | None:

@@ -42,6 +42,8 @@ class Returned:
     weights: np.ndarray | None          # (B, Hq, Sq, Sk) when the API returns them
     dtype: str                          # the precision the target returned
     mutated: list[str]                  # inputs the target wrote to
+    lse: np.ndarray | None = None       # (B, Hq, Sq) log-sum-exp when asked for (--lse)
+    lse_dtype: str = ""                 # the precision the LSE came in
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class Api:
     arg_names: tuple[str, ...] = ("q", "k", "v")   # the positional arguments' names
     qkv_at: int = 0                          # where q, k, v start among the positional arguments (hf: 1)
     spec_prefix: str | None = None           # a --target prefix that only this API can call ("c:")
+    lse_kwargs: dict | None = None           # the keywords that make it return its log-sum-exp (None: it cannot)
+    lse_returns: str = ""                    # what it then returns (the error's words)
 
     def cannot(self, spec) -> str | None:
         """None when the API can express every feature of ``spec``; otherwise why not (the cell's ``n/a``)."""
@@ -103,6 +107,18 @@ class Api:
     def unpack(self, res) -> tuple:
         """``(output, weights or None)`` from what the target returned, still in the API's layout."""
         return (res[0] if isinstance(res, tuple) else res), None
+
+    def unpack_lse(self, res) -> tuple:
+        """``(output, lse)`` from what the target returned when called with :attr:`lse_kwargs`."""
+        if not (isinstance(res, tuple) and len(res) >= 2):
+            asked = ", ".join(f"{k}={v}" for k, v in (self.lse_kwargs or {}).items())
+            raise TypeError(f"asked for its log-sum-exp ({asked}) the target returned {type(res).__name__}; "
+                            f"expected {self.lse_returns}")
+        return res[0], res[1]
+
+    def place_lse(self, lse: np.ndarray, data) -> np.ndarray:
+        """The LSE (float64, the API's own arrangement) in refimpl's (B, Hq, Sq)."""
+        return lse
 
     def accepts(self, raw, is_array) -> bool:
         """Whether ``raw`` is a return value the API allows (the probe's return-type check)."""

@@ -41,5 +41,7 @@ API = FlashAttn(
                     "top-left-band": "flash_attn_func aligns causal and windows bottom-right",
                     "sequence-lengths": "flash_attn_func's sequences share one length; packed batches are "
                                         "--api flash-attn-varlen's"},
+    lse_kwargs={"return_attn_probs": True},
+    lse_returns="(out, softmax_lse (B, Hq, Sq) float32, S_dmask) as with return_attn_probs=True",
     returns="return the output tensor (B, Sq, H, Dv), as flash_attn_func does",
     causal_flag="bottom-right")

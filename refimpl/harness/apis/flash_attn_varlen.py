@@ -61,6 +61,17 @@ class FlashAttnVarlen(Api):
             dense[b, :, :n] = np.swapaxes(output[at[b]:at[b + 1]], 0, 1)
         return dense
 
+    def place_lse(self, lse, data):
+        s = data.spec
+        lq = [a for a, _ in lengths(s)]
+        if lse.shape != (s.Hq, sum(lq)):
+            return lse                                # the judge reports the shape
+        dense = np.full((s.B, s.Hq, s.Sq), np.nan)   # padding rows: no sequence's query, never judged
+        at = np.cumsum([0] + lq)
+        for b, n in enumerate(lq):
+            dense[b, :, :n] = lse[:, at[b]:at[b + 1]]
+        return dense
+
     def accepts(self, raw, is_array):
         return bool(is_array(raw)) or (isinstance(raw, tuple) and len(raw) > 0 and is_array(raw[0]))
 
@@ -74,5 +85,7 @@ API = FlashAttnVarlen(
               "deterministic=False, return_attn_probs=False)",
     cannot_express={**{f"{m}-mask": _NO_MASK.format(m) for m in ("bool", "additive", "padding")},
                     "top-left-band": "flash_attn_varlen_func aligns causal and windows bottom-right"},
+    lse_kwargs={"return_attn_probs": True},
+    lse_returns="(out, softmax_lse (Hq, total_q) float32, S_dmask) as with return_attn_probs=True",
     returns="return the output tensor (total_q, Hq, Dv), as flash_attn_varlen_func does",
     causal_flag="bottom-right")

@@ -5,11 +5,12 @@ Every format carries, per target: the diagnosis lines (``CheckRun.diagnoses``), 
 conventions line
 
     conventions TARGET: masked-rows=zeros|nan|uniform|mean-v|other|n/a, causal=top-left|bottom-right|other|n/a,
-                        returns=output|output+weights|n/a
+                        returns=output|output+weights|n/a[, lse-dead=+inf|-inf|other]
 
 (:func:`conventions`: masked-rows from the family rows' ``Outcome.conventions`` — one value when every row
 that saw fully masked rows agrees, ``other`` when they disagree, ``n/a`` when no case had such a row;
-causal as measured by :mod:`.probe`; returns ``output+weights`` when any family case returned weights).
+causal as measured by :mod:`.probe`; returns ``output+weights`` when any family case returned weights;
+lse-dead, with ``--lse``, what the log-sum-exp of a row with no key was).
 
 The JSON shape (``refimpl-check/1``)::
 
@@ -93,14 +94,18 @@ def conventions(run: CheckRun, target: str) -> dict:
     masked = {cv["masked-rows"] for cv in convs if cv.get("masked-rows")}
     causal = Counter(cv["causal"] for cv in convs if cv.get("causal"))
     returns = {cv["returns"] for cv in convs if cv.get("returns")}
-    return {"masked-rows": masked.pop() if len(masked) == 1 else ("other" if masked else "n/a"),
-            "causal": causal.most_common(1)[0][0] if causal else "n/a",
-            "returns": "output+weights" if "output+weights" in returns else ("output" if returns else "n/a")}
+    out = {"masked-rows": masked.pop() if len(masked) == 1 else ("other" if masked else "n/a"),
+           "causal": causal.most_common(1)[0][0] if causal else "n/a",
+           "returns": "output+weights" if "output+weights" in returns else ("output" if returns else "n/a")}
+    lse = {cv["lse-dead"] for cv in convs if cv.get("lse-dead")}
+    if lse:                                         # --lse: the log-sum-exp of rows with no key
+        out["lse-dead"] = lse.pop() if len(lse) == 1 else "other"
+    return out
 
 
 def conventions_line(target: str, conv: dict) -> str:
     return (f"conventions {target}: masked-rows={conv['masked-rows']}, causal={conv['causal']}, "
-            f"returns={conv['returns']}")
+            f"returns={conv['returns']}" + (f", lse-dead={conv['lse-dead']}" if "lse-dead" in conv else ""))
 
 
 def _family_results(run: CheckRun, target: str) -> list:

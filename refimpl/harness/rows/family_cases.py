@@ -112,7 +112,7 @@ def run_one(target: Target, spec: CaseSpec, store: CaseStore, masked_rows: str |
         elif caller:
             got = caller(target, data)
         else:
-            got = call(target.fn, target.api, data, layout=target.layout, torch=target.torch)
+            got = call(target.fn, target.api, data, layout=target.layout, torch=target.torch, lse=target.lse)
     except TargetDied as e:
         return CaseResult(spec.id, Status(e.status), math.inf, str(e)[:300], features=spec.features(),
                           traceback=target_traceback(e))
@@ -152,6 +152,9 @@ def _aggregate(results: list[CaseResult], specs: dict[str, CaseSpec]) -> Outcome
     summary = f"{len(results)} cases: " + ", ".join(f"{n} {s}" for s, n in ordered)
     conv = Counter(r.convention for r in results if r.convention)
     conventions = {"masked-rows": conv.most_common(1)[0][0]} if conv else {}
+    lse_conv = Counter(r.lse_convention for r in results if r.lse_convention)
+    if lse_conv:
+        conventions["lse-dead"] = lse_conv.most_common(1)[0][0]
     if any(r.returned_weights for r in results):
         conventions["returns"] = "output+weights"
     elif judged:

@@ -37,6 +37,7 @@ class Target:
     expressible: Callable[..., Any] | None = None   # spec -> None or why this target cannot run the case (n/a)
     precision: str = "float64"              # what it computes in; float32-only runtimes skip float64 expectations
     note: str = ""
+    lse: bool = False                       # ask for its log-sum-exp and judge it (--lse)
 
     def given_dtype(self, dtype: str) -> str:
         """The dtype a case of precision ``dtype`` reaches this target in (its API's rule)."""

@@ -8,6 +8,7 @@
 * Fully masked query rows (no key attended) are judged apart: ``zeros``, ``nan`` and ``uniform`` (the
   mean of V: every key weighted alike) are conventions, not failures (``masked_rows`` pins one);
   anything else there fails. NaN anywhere else fails.
+* With ``--lse`` the log-sum-exp the target returns is judged too (:mod:`.lse_judge`).
 * A target that returns a lower precision than it was given fails with the ``--dtype`` to use; one that
   writes to its inputs fails naming them.
 """
@@ -26,6 +27,7 @@ from ..apis import Returned
 from ..cases import Status
 from ...precision import get as precision
 from ..cases.features import CaseData, lower_precision
+from .lse_judge import judge_lse
 
 __all__ = ["CaseResult", "judge", "CONVENTIONS", "classify_dead_rows", "n_terms", "Bounds", "bounds"]
 
@@ -40,6 +42,7 @@ class CaseResult:
     ratio: float = 0.0                  # worst error / what was allowed (<= 1 passes)
     detail: str = ""
     convention: str | None = None       # what the target gave on fully masked rows, when the case has some
+    lse_convention: str | None = None   # its log-sum-exp there (+inf or -inf), when judged (--lse)
     returned_weights: bool = False
     features: dict = field(default_factory=dict)
     got: Any = field(default=None, repr=False)   # Returned (grad rows: GradReturned): what the target returned
@@ -178,6 +181,10 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
             c = tol.compare(w[live], data.weights[live], b.weights)
             if not c.ok:
                 problems.append(f"weights: {c.summary()}")
+    if got.lse is not None:
+        ratio, lse_problems, res.lse_convention = judge_lse(data, got.lse, got.lse_dtype, n_terms(data), cache)
+        res.ratio = max(res.ratio, ratio)
+        problems += lse_problems
     if math.isnan(res.ratio):
         res.ratio = math.inf
     if problems:
