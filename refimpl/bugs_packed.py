@@ -31,12 +31,18 @@ def _softmax(s, keep):
     return e / np.where(z == 0, 1.0, z)
 
 
+PACKED_IN = ("right", "left", "alibi")          # where packed positions can be used by mistake
+
+
 def packed_attention(q, k, v, *, seqlens, seq_causal=False, seq_window=None, scale=None, softcap=None,
-                     slopes=None, keys="own", positions="local", seq_alignment="bottom-right", zero_padding=False,
-                     **_):
-    """One packed-batch kernel with its key range (``keys``: own | one-past-end | last-dropped | all), its band
-    positions (``positions``: local = within the sequence | packed = the index in the packed batch) and, with
-    ``zero_padding``, keys padded with zeros up to the longest sequence and left unmasked."""
+                     slopes=None, keys="own", positions="local", packed_in=PACKED_IN, packed_offset="batch",
+                     seq_alignment="bottom-right", zero_padding=False, **_):
+    """One packed-batch kernel with its key range (``keys``: own | one-past-end | last-dropped | all | to-end =
+    from its start to the batch's end | shifted = cu_seqlens_k[b] - 1 .. cu_seqlens_k[b + 1] - 1, the last
+    sequence ending right), its positions (``positions``: local = within the sequence | packed = the index in the
+    packed batch, used in ``packed_in`` (right edge, left edge, ALiBi distance), with the offset of the batch
+    (total_k - total_q) or of the sequence (lk - lq): ``packed_offset``) and, with ``zero_padding``, keys padded
+    with zeros up to the longest sequence and left unmasked."""
     q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
     k, v = _expand_heads(k, v, q.shape[1])
     lq = [a for a, _ in seqlens]
@@ -51,10 +57,13 @@ def packed_attention(q, k, v, *, seqlens, seq_causal=False, seq_window=None, sca
     out = np.zeros(q.shape[:-1] + (v.shape[-1],))
     max_k = max(lk)
     for b, (n_q, n_k) in enumerate(seqlens):
-        if n_q == 0:
-            continue
+        if n_q == 0 or n_k == 0:
+            continue                                    # a sequence with no query or no key: nothing, or zeros
+        last = b == len(seqlens) - 1
         start, stop = {"own": (ck[b], ck[b + 1]), "one-past-end": (ck[b], min(ck[b + 1] + 1, ck[-1])),
-                       "last-dropped": (ck[b], max(ck[b + 1] - 1, ck[b])), "all": (0, ck[-1])}[keys]
+                       "last-dropped": (ck[b], max(ck[b + 1] - 1, ck[b])), "all": (0, ck[-1]),
+                       "to-end": (ck[b], ck[-1]),
+                       "shifted": (max(ck[b] - 1, 0), ck[b + 1] if last else max(ck[b + 1] - 1, 0))}[keys]
         kk, vv = kp[start:stop], vp[start:stop]                                           # (n, Hq, *)
         j = np.arange(start, stop) - ck[b]                                                # local key index
         if zero_padding and stop - start < max_k:
@@ -69,17 +78,19 @@ def packed_attention(q, k, v, *, seqlens, seq_causal=False, seq_window=None, sca
             sco = np.einsum("hqd,khd->hqk", q[b, :, :n_q], kk) * sc                        # (Hq, n_q, n)
             if softcap is not None:
                 sco = softcap * np.tanh(sco / softcap)
-        if positions == "packed":
-            qi, kj, off = (cq[b] + i)[:, None], (ck[b] + j)[None, :], ck[-1] - cq[-1]
-        else:
-            qi, kj = i[:, None], j[None, :]
-            off = (n_k - n_q) if seq_alignment == "bottom-right" else 0
+        local = (i[:, None], j[None, :], (n_k - n_q) if seq_alignment == "bottom-right" else 0)
+        packed = ((cq[b] + i)[:, None], (ck[b] + j)[None, :],
+                  ck[-1] - cq[-1] if packed_offset == "batch" else n_k - n_q)
+        at = {part: packed if positions == "packed" and part in packed_in else local for part in PACKED_IN}
         if slopes is not None:
+            qi, kj, off = at["alibi"]
             sco = sco - np.asarray(slopes, np.float64)[:, None, None] * np.abs(qi + off - kj)
         keep = np.ones((n_q, len(j)), bool)
         if left >= 0:
+            qi, kj, off = at["left"]
             keep = keep & (kj >= qi + off - left)
         if right >= 0:
+            qi, kj, off = at["right"]
             keep = keep & (kj <= qi + off + right)
         out[b, :, :n_q] = _softmax(sco, np.broadcast_to(keep, sco.shape)) @ np.swapaxes(vv, 0, 1)
     return out

@@ -11,6 +11,7 @@ import time
 
 from .cli_args import FORMATS, parser as _parser
 from .errors import RefimplError
+from .heap import keep_freed_memory
 
 __all__ = ["main", "EXIT_OK", "EXIT_NONCONFORMANCE", "EXIT_USAGE", "EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "FORMATS"]
 
@@ -19,6 +20,7 @@ EXIT_OK, EXIT_NONCONFORMANCE, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0,
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    keep_freed_memory()                 # large arrays reused, not page-faulted again (refimpl.heap)
     try:
         if args.cmd == "check":
             return _check(args)

@@ -14,6 +14,10 @@ settings.register_profile("thorough", max_examples=1000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+from refimpl.heap import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()                 # as `refimpl check` does: the suite's large arrays are reused, not re-faulted
+
 
 # --- the `r` marker: skip with the reason, except where R is required (CI), where it fails ------
 import pytest  # noqa: E402

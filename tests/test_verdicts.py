@@ -40,7 +40,8 @@ def _run(module, entry, dtypes=("float64", "float32")):
 
 CASES = (_entries("numpy_impls", "refimpl") + _entries("numpy_broken", "refimpl")
          + _entries("torch_sdpa_impls", "torch-sdpa") + _entries("flash_impls", "flash-attn")
-         + _entries("jax_impls", "jax") + _entries("hf_impls", "hf"))
+         + _entries("jax_impls", "jax") + _entries("hf_impls", "hf")
+         + _entries("flash_varlen_impls", "flash-attn-varlen"))
 CASES = [(m, e) for m, e in CASES if not e.get("unobservable")]      # a mistake the API cannot show (zoo note)
 
 

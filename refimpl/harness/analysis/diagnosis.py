@@ -80,10 +80,15 @@ def variant_kwargs(variant, data: CaseData) -> dict | None:
         kw = dict(kw, mask=data.mask, slopes=data.slopes)
     if variant.packed:                          # a packed batch's model: its lengths and per-sequence bands
         s = data.spec
-        if s.seqlens is None:
+        if s.seqlens is not None:
+            kw = dict(kw, mask=None, seqlens=s.seqlens, seq_causal=s.seq_causal, seq_window=s.seq_window,
+                      slopes=data.slopes)
+        elif s.mask == "none" and (s.Sq == s.Sk or not (s.is_causal or s.window) or s.alignment == "bottom-right"):
+            # a dense case a packed kernel runs as B sequences of (Sq, Sk), causal and windows bottom-right
+            kw = dict(kw, mask=None, seqlens=((s.Sq, s.Sk),) * s.B, seq_causal=s.is_causal, seq_window=s.window,
+                      slopes=data.slopes)
+        else:
             return None
-        kw = dict(kw, mask=None, seqlens=s.seqlens, seq_causal=s.seq_causal, seq_window=s.seq_window,
-                  slopes=data.slopes)
     return kw
 
 

@@ -59,19 +59,31 @@ def expressible(api, spec) -> str | None:
     return get(api).cannot(spec)
 
 
-def call(fn, api, data, *, layout: str = "SD", torch: bool = False, lse: bool = False) -> Returned:
+def call(fn, api, data, *, layout: str = "SD", torch: bool = False, lse: bool = False,
+         trusted: bool = False) -> Returned:
     """Call ``fn`` on ``data`` through ``api``; the output comes back in refimpl's (B, Hq, Sq, Dv) layout.
-    ``lse``: ask for the log-sum-exp too (the API's :attr:`~.base.Api.lse_kwargs`), returned (B, Hq, Sq)."""
+    ``lse``: ask for the log-sum-exp too (the API's :attr:`~.base.Api.lse_kwargs`), returned (B, Hq, Sq).
+
+    Inputs are fresh copies, watched for writes, except where that is done already: a worker-backed target
+    (``fn.isolates_inputs``) receives its own copies and reports the inputs it wrote to (``fn.last_writes``);
+    ``trusted`` (refimpl's own column only) gets the case's arrays."""
     a = get(api)
-    given, args, kwargs = a.arguments(data, converter(data.spec.dtype, a.uses_torch(torch)), layout)
-    pristine = snapshots(given)
+    remote = bool(getattr(fn, "isolates_inputs", False))
+    conv = converter(data.spec.dtype, a.uses_torch(torch), copy=not (remote or trusted))
+    given, args, kwargs = a.arguments(data, conv, layout)
+    pristine = {} if remote or trusted else snapshots(given)
     lse_raw = None
     if lse:
         out, lse_raw = a.unpack_lse(fn(*args, **{**kwargs, **(a.lse_kwargs or {})}))
         w = None
     else:
         out, w = a.unpack(fn(*args, **kwargs))
-    mutated = mutations(given, pristine)
+    if remote:
+        named = dict(enumerate(args)) | dict(kwargs)
+        wrote = [named[key] for key in getattr(fn, "last_writes", ()) if key in named]
+        mutated = [n for n, g in given.items() if any(g is w for w in wrote)]
+    else:
+        mutated = mutations(given, pristine)
     o, odt = to_numpy(out, "output")
     if w is not None:
         w, _ = to_numpy(w, "weights")

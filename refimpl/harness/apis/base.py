@@ -134,14 +134,16 @@ def keep_mask(s, mask: np.ndarray | None) -> np.ndarray | None:
     return band_mask(s.Sq, s.Sk, is_causal=s.is_causal, window=s.window, alignment=s.alignment, mask=mask)
 
 
-def converter(dtype: str, torch: bool):
-    """``conv(array or None)``: an input as the target receives it (bool stays bool)."""
+def converter(dtype: str, torch: bool, copy: bool = True):
+    """``conv(array or None)``: an input as the target receives it (bool stays bool). ``copy=False``: NumPy
+    inputs already in their dtype are handed as they are (a worker's own copies, or refimpl's own column)."""
     p = precision(dtype)
     if torch:
         import torch as th
         tdt = p.torch_dtype()
         return lambda a: None if a is None else (th.tensor(a) if a.dtype == bool else th.tensor(a, dtype=tdt))
-    return lambda a: None if a is None else np.array(a, dtype=bool if a.dtype == bool else p.carrier)
+    make = np.array if copy else np.asarray
+    return lambda a: None if a is None else make(a, dtype=bool if a.dtype == bool else p.carrier)
 
 
 def to_numpy(x, what: str) -> tuple[np.ndarray, str]:

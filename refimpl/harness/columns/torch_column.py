@@ -57,6 +57,16 @@ def _lacking(torch) -> dict[str, str]:
 
 
 def torch_version() -> dict[str, str]:
+    """The installed torch's version, read from its package metadata (importing torch costs ~1 s; a check whose
+    columns never call torch should not pay it for one line)."""
+    import sys
+    if "torch" in sys.modules:
+        return {"torch": str(sys.modules["torch"].__version__)}
+    from importlib import metadata
+    try:
+        return {"torch": metadata.version("torch")}
+    except metadata.PackageNotFoundError:
+        pass
     try:
         import torch
     except ImportError:

@@ -112,7 +112,8 @@ def run_one(target: Target, spec: CaseSpec, store: CaseStore, masked_rows: str |
         elif caller:
             got = caller(target, data)
         else:
-            got = call(target.fn, target.api, data, layout=target.layout, torch=target.torch, lse=target.lse)
+            got = call(target.fn, target.api, data, layout=target.layout, torch=target.torch, lse=target.lse,
+                       trusted=target.is_reference)
     except TargetDied as e:
         return CaseResult(spec.id, Status(e.status), math.inf, str(e)[:300], features=spec.features(),
                           traceback=target_traceback(e))

@@ -20,6 +20,7 @@ import weakref
 from collections import deque
 
 from . import _worker_child as proto
+from ...heap import child_environment
 
 _CHILD_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker_child.py")
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -64,6 +65,7 @@ class Child:
         self.requests, self.answers = open(req_w, "wb", buffering=0), open(ans_r, "rb", buffering=0)
         main = threading.current_thread() is threading.main_thread()
         env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}   # the child line-buffers
+        env = child_environment(env)            # large arrays reused, not page-faulted again (refimpl.heap)
         argv = [sys.executable, _CHILD_SCRIPT, str(req_r), str(ans_w), str(self.fault_file.fileno()),
                 str(os.getpid()), "1" if main else "0"]
         try:

@@ -103,7 +103,7 @@ def child_loader(spec: str, check: str | None = None):
         before = {key: _snap(a) for key, a in named.items() if _snap(a) is not None}
         res = fn(*args, **kwargs)
         wire.check(res, "the target returned")       # refused here, in its words, if it is not plain data
-        changed = {key: named[key] for key, b in before.items() if not _same(named[key], b)}
+        changed = {key: None for key, b in before.items() if not _same(named[key], b)}   # which, not what
         return res, changed
     return call
 
@@ -130,6 +130,8 @@ class IsolatedFunction:
 
     LOAD_SECONDS = 60.0
     refimpl_remote_grads = True   # grad_cases: gradients come from :meth:`grads`, in the worker
+    isolates_inputs = True        # apis.call: the worker has its own copies and says which it wrote to
+    last_writes: tuple = ()       # ... for the last call (argument positions and keyword names)
 
     LOADER = "refimpl.harness.targets.isolation:child_loader"
 
@@ -181,10 +183,7 @@ class IsolatedFunction:
                         f"at least {ADAPT_FLOOR:g} s, at most {DEFAULT_TIMEOUT:g} s; --timeout DURATION fixes it)")
         if r.status == "ok":
             res, changed = _tensors(r.value)
-            named = {i: a for i, a in enumerate(args)} | dict(kwargs)
-            for key, new in changed.items():             # replay the target's writes on the caller's copies
-                old = named[key]
-                old.copy_(new) if hasattr(old, "copy_") else np.copyto(old, new)
+            self.last_writes = tuple(changed)            # the arguments it wrote to (positions, keywords)
             return res
         if r.status == "error":
             if r.error.startswith(f"{wire.UnsupportedResult.__name__}: "):     # not plain data: refused there
