@@ -349,3 +349,25 @@ def test_the_parent_decodes_plain_data_only_whatever_the_child_writes(skeleton, 
     from refimpl.harness.targets import wire
     with pytest.raises((ValueError, TypeError), match=re.escape(says)):
         wire.decode(json.dumps(skeleton).encode(), bytearray(16))
+
+
+def test_an_isolated_target_that_writes_its_inputs_is_named_and_the_cases_arrays_stay_as_they_were():
+    """The worker has its own copies (none are made here) and names the arguments the target wrote to."""
+    from refimpl.harness.targets.isolation import isolator
+    spec = f"{ROOT / 'tests' / 'zoo' / 'numpy_broken.py'}:mutates_input"
+    t = load_target(spec, isolate=isolator(timeout=60, max_memory_mib=None, flag="--target"))
+    try:
+        specs = [s for s in SIZES if s.dtype == "float64"][:3]
+        before = {s.id: STORE.get(s).q.copy() for s in specs}
+        results = [run_one(t, s, STORE) for s in specs]
+    finally:
+        t.fn.close()
+    assert all(r.status == Status.FAIL and "writes to its inputs (q)" in r.detail for r in results), \
+        [r.detail for r in results]
+    assert all(np.array_equal(STORE.get(s).q, before[s.id]) for s in specs)
+    good = load_target(f"{ROOT / 'tests' / 'zoo' / 'numpy_impls.py'}:plain",
+                       isolate=isolator(timeout=60, max_memory_mib=None, flag="--target"))
+    try:
+        assert all(run_one(good, s, STORE).status == Status.PASS for s in specs)
+    finally:
+        good.fn.close()
