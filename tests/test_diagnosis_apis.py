@@ -1,5 +1,6 @@
 """Diagnosis across the APIs: each broken torch-sdpa, flash-attn and flash-attn-varlen implementation of tests/zoo
-(written independently of refimpl) is diagnosed as the model its catalogue names; the correct ones are never diagnosed."""
+(written independently of refimpl) is diagnosed as the model its catalogue names; the correct ones are never
+diagnosed."""
 import importlib.util
 from pathlib import Path
 
@@ -26,8 +27,8 @@ def _module(name):
 # low-precision is left out here: a kernel rounding logits and probabilities to float16 and the model's
 # float16 softmax are each ~1e-3 from the truth and as far from each other, so neither explains the other
 # (the numpy zoo's low-precision kernel is diagnosed: tests/test_diagnosis.py)
-ENTRIES = [(m, e) for m, api in (("torch_sdpa_impls", "torch-sdpa"), ("flash_impls", "flash-attn"),
-                                  ("flash_varlen_impls", "flash-attn-varlen"))
+APIS = (("torch_sdpa_impls", "torch-sdpa"), ("flash_impls", "flash-attn"), ("flash_varlen_impls", "flash-attn-varlen"))
+ENTRIES = [(m, e) for m, api in APIS
            for e in _module(m).CATALOG if e["api"] == api and (e["correct"] or e["model"])
            and e["model"] != "low-precision"]
 

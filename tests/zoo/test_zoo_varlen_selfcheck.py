@@ -122,8 +122,8 @@ def test_catalog_shape():
         assert (e["model"] is None) == e["correct"]
         assert set(e["features"]) <= {"causal", "window", "softcap", "alibi", "gqa"}
     assert {e["model"] for e in BROKEN} >= {"sequence-boundary", "causal-packed-index", "causal-alignment",
-                                             "cu-seqlens-off-by-one", "padding-unmasked", "alibi-packed-index",
-                                             "gqa-grouping"}
+                                            "cu-seqlens-off-by-one", "padding-unmasked", "alibi-packed-index",
+                                            "gqa-grouping"}
 
 
 @pytest.mark.parametrize("entry", CORRECT, ids=lambda e: e["name"])

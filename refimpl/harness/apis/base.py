@@ -142,8 +142,12 @@ def converter(dtype: str, torch: bool, copy: bool = True):
         import torch as th
         tdt = p.torch_dtype()
         return lambda a: None if a is None else (th.tensor(a) if a.dtype == bool else th.tensor(a, dtype=tdt))
-    make = np.array if copy else np.asarray
-    return lambda a: None if a is None else make(a, dtype=bool if a.dtype == bool else p.carrier)
+
+    def make(a):
+        dt = bool if a.dtype == bool else p.carrier
+        out = np.asarray(a, dtype=dt) if not copy else None
+        return out if out is not None and out.flags.writeable else np.array(a, dtype=dt)   # a target may write
+    return lambda a: None if a is None else make(a)
 
 
 def to_numpy(x, what: str) -> tuple[np.ndarray, str]:

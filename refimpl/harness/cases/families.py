@@ -58,8 +58,13 @@ def _heads(rng, i):
 
 
 def _gqa(rng, i):
+    """Grouped heads, and every other case a per-batch mask (B, 1, Sq, Sk) over B of 2 or 3: a mask broadcast
+    against (B, Hkv, G, Sq, Sk) scores must keep its batch axis (a GQA kernel that reshapes the scores to five
+    dimensions and broadcasts the 4-D mask as it is puts the batch on the kv-head axis)."""
     hkv = _pick(rng, (1, 1, 2, 4))                       # 1: multi-query attention
-    return dict(_small(rng), B=int(rng.integers(1, 3)), Hq=hkv * _pick(rng, (2, 3, 4)), Hkv=hkv)
+    mask = ("none", "padding", "bool")[i % 3] if i % 2 else "none"
+    return dict(_small(rng), B=int(rng.integers(2, 4)) if mask != "none" else int(rng.integers(1, 3)),
+                Hq=hkv * _pick(rng, (2, 3, 4)), Hkv=hkv, mask=mask)
 
 
 def _causal(rng, i):

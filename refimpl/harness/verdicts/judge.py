@@ -181,8 +181,9 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
             c = tol.compare(w[live], data.weights[live], b.weights)
             if not c.ok:
                 problems.append(f"weights: {c.summary()}")
-    if getattr(got, "lse", None) is not None:         # (R functions return no LSE: their RReturned has none)
-        ratio, lse_problems, res.lse_convention = judge_lse(data, got.lse, got.lse_dtype, n_terms(data), cache)
+    lse = getattr(got, "lse", None)                    # (R functions return no LSE: their RReturned has none)
+    if lse is not None:
+        ratio, lse_problems, res.lse_convention = judge_lse(data, lse, got.lse_dtype, n_terms(data), cache)
         res.ratio = max(res.ratio, ratio)
         problems += lse_problems
     if math.isnan(res.ratio):
