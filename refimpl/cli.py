@@ -7,7 +7,6 @@ Exit codes: 0 success / all targets conform; 1 non-conformance, drift or a faile
 from __future__ import annotations
 
 import sys
-import time
 
 from .cli_args import FORMATS, parser as _parser
 from .errors import RefimplError
@@ -90,6 +89,7 @@ def _check(args) -> int:
     from .check import run
     from .harness.reports.environment import environment
     from .harness.reports.html import write_html
+    from .harness.reports.progress import Progress
     from .harness.reports.report import render
     from .io import write_atomic
 
@@ -99,16 +99,11 @@ def _check(args) -> int:
             n = len(family_specs(name, args.suite, dtypes=("float64",)))
             print(f"{name:16} {n:5d} cases per dtype ({args.suite})  {fam.doc}")
         return EXIT_OK
-    t0 = time.perf_counter()
-    state = {"last": 0.0}
-
-    def progress(msg: str) -> None:
-        now = time.perf_counter() - t0
-        if args.quiet or now < 2.0 or (now - state["last"] < 0.5 and not msg.endswith("...")):
-            return
-        state["last"] = now
-        print(f"  {now:5.1f}s {msg}", file=sys.stderr, flush=True)
-    checked = run(args, progress, sys.stdout.write)
+    progress = Progress(quiet=args.quiet)          # one line on a terminal, plain lines in CI
+    try:
+        checked = run(args, progress, sys.stdout.write)
+    finally:
+        progress.close()
     if checked is None:                                   # --repro printed its script
         return EXIT_OK
     env = environment()

@@ -195,10 +195,15 @@ def family_case(name: str, specs: list[CaseSpec], store: CaseStore, masked_rows:
 
     def run(target: Target) -> Outcome:
         results, pre = [], _batched(target, specs, store)
+        partial = getattr(progress, "partial", None)            # the progress line's count inside the row
+        failed = 0
         for i, spec in enumerate(specs):
             if progress is not None and i % 100 == 99:
                 progress(f"family:{name} x {target.name}: {i + 1}/{len(specs)} cases ...")
             results.append(run_one(target, spec, store, masked_rows, caller, pre.get(spec.id)))
+            failed += Status(results[-1].status).failed
+            if partial is not None and i % 10 == 9:
+                partial(i + 1, failed)
         out = _aggregate(results, by_id)
         warned = [r for r in results if "R warnings: " in r.detail]
         if warned:

@@ -65,6 +65,11 @@ def run_check(targets: list[Target], unavailable: dict[str, str], cases: list[Ca
     results: dict[tuple[str, str], Outcome] = {}
     total, done, interrupted = len(cases) * len(targets), 0, False
     say = progress or (lambda msg: None)
+    tick = getattr(progress, "tick", None)                 # the progress line (reports.progress.Progress)
+    units = {c.id: max(1, len(c.specs)) for c in cases}    # a family row counts its cases
+    all_units, units_done, failed = sum(units.values()) * len(targets), 0, 0
+    if tick is not None:
+        tick(0, all_units, 0)
     try:
         for case in cases:
             for target in targets:
@@ -81,6 +86,11 @@ def run_check(targets: list[Target], unavailable: dict[str, str], cases: list[Ca
                                                               f"harness: {type(e).__name__}: {e}"[:300])
                 done += 1
                 say(f"[{done}/{total}] {case.id} x {target.name}: {results[(case.id, target.name)].status}")
+                if tick is not None:
+                    o = results[(case.id, target.name)]
+                    units_done += units[case.id]
+                    failed += sum(Status(r.status).failed for r in o.cases) if o.cases else int(o.failed)
+                    tick(units_done, all_units, failed)
     except KeyboardInterrupt:
         interrupted = True
         cases = [c for c in cases if any((c.id, t.name) in results for t in targets)]
