@@ -60,6 +60,17 @@ def dtype_list(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def repeat_count(text: str) -> int:
+    """``--repeat``'s value: an integer from 1 to 100."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 100:
+        raise argparse.ArgumentTypeError(f"--repeat takes a whole number of calls from 1 to 100, got {text!r}")
+    return n
+
+
 @dataclass(frozen=True)
 class Option:
     name: str                           # the long option without dashes: "layout"
@@ -73,6 +84,9 @@ OPTIONS = (
     Option("api", dict(default="refimpl", choices=api_names(),
                        help="the signature and semantics user targets follow (README: Target APIs)")),
     Option("torch-tensors", dict(action="store_true", help="hand user targets torch tensors")),
+    Option("repeat", dict(type=repeat_count, default=1, metavar="N",
+                          help="call each case N times: user targets must return bitwise the same output every "
+                               "time, or the case is 'nondeterministic' (default 1: off)")),
     Option("lse", dict(action="store_true",
                        help="ask user targets for their log-sum-exp too (flash-attn, flash-attn-varlen: "
                             "return_attn_probs=True) and judge it against refimpl.sdpa_lse")),

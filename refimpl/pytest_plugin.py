@@ -70,6 +70,7 @@ def refimpl_target(request):
     target = load_target(request.param, layout=c.getoption("refimpl_layout"),
                          torch=c.getoption("refimpl_torch_tensors"), api=c.getoption("refimpl_api"), isolate=isolate,
                          lse=c.getoption("refimpl_lse"))
+    target.repeat = c.getoption("refimpl_repeat")
     try:
         yield target
     finally:

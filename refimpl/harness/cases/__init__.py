@@ -28,6 +28,7 @@ class Status(str, Enum):
     TIMEOUT = "timeout"        # a call took longer than --timeout
     OOM = "oom"                # a call used more memory than --max-memory
     NOT_RUN = "not run"        # the run's --deadline passed before this case was called: no verdict, run incomplete
+    NONDETERMINISTIC = "nondeterministic"   # --repeat N: the N calls did not return bitwise the same output
 
     def __str__(self) -> str:
         return self.value
@@ -37,7 +38,7 @@ class Status(str, Enum):
 
     @property
     def failed(self) -> bool:
-        return self in (Status.FAIL, Status.ERROR, Status.CRASH, Status.TIMEOUT, Status.OOM)
+        return self in (Status.FAIL, Status.ERROR, Status.CRASH, Status.TIMEOUT, Status.OOM, Status.NONDETERMINISTIC)
 
 
 @dataclass

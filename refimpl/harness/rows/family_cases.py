@@ -19,6 +19,7 @@ import numpy as np
 from ...errors import Unavailable
 from ..apis import keep_mask, call, expressible
 from ..cases import Case, Outcome, Status, TargetDied
+from ..verdicts.determinism import repeat_calls
 from ..cases.features import CaseData, CaseSpec, materialise
 from ..cases.families import FAMILIES
 from ..verdicts.judge import CaseResult, judge
@@ -105,15 +106,17 @@ def run_one(target: Target, spec: CaseSpec, store: CaseStore, masked_rows: str |
         return CaseResult(spec.id, Status.ERROR, math.inf, f"harness: inputs not built: {type(e).__name__}: {e}"[:300],
                           features=spec.features())
     try:
+        def once():
+            if caller:
+                return caller(target, data)
+            return call(target.fn, target.api, data, layout=target.layout, torch=target.torch, lse=target.lse,
+                        trusted=target.is_reference)
         if isinstance(pre, BaseException):
             raise pre
-        if pre is not None:
-            got = pre
-        elif caller:
-            got = caller(target, data)
-        else:
-            got = call(target.fn, target.api, data, layout=target.layout, torch=target.torch, lse=target.lse,
-                       trusted=target.is_reference)
+        got = pre if pre is not None else once()
+        repeated = None
+        if target.repeat > 1 and not isinstance(got, CaseResult):     # --repeat N: bitwise the same N times
+            repeated = repeat_calls(once, got, target.repeat)
     except TargetDied as e:
         return CaseResult(spec.id, Status(e.status), math.inf, str(e)[:300], features=spec.features(),
                           traceback=target_traceback(e))
@@ -131,6 +134,11 @@ def run_one(target: Target, spec: CaseSpec, store: CaseStore, masked_rows: str |
         return got
     given = target.given_dtype(spec.dtype)
     res = judge(data, got, given, masked_rows=masked_rows, cache=store.cache(spec))
+    if repeated is not None:
+        if res.status == Status.PASS:
+            res.status, res.detail = Status.NONDETERMINISTIC, repeated
+        else:
+            res.detail = f"{res.detail}; {repeated}"
     if getattr(got, "warnings", None):                  # R functions' warnings, per case
         res.detail = (res.detail + "; " if res.detail else "") + "R warnings: " + " | ".join(got.warnings)[:200]
     if res.status == Status.FAIL and target.predict is not None:

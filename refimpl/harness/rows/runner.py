@@ -22,7 +22,8 @@ __all__ = ["CheckRun", "collect_cases", "run_check", "close_targets", "CHECKED"]
 
 # A cell checks something when the target's result was compared (or the target failed); skip, n/a,
 # reference and unsupported cells check nothing.
-CHECKED = (Status.PASS, Status.FAIL, Status.KNOWN, Status.ERROR, Status.CRASH, Status.TIMEOUT, Status.OOM)
+CHECKED = (Status.PASS, Status.FAIL, Status.KNOWN, Status.ERROR, Status.CRASH, Status.TIMEOUT, Status.OOM,
+           Status.NONDETERMINISTIC)
 
 
 def collect_cases(random_n: int = RANDOM_CASES, sources: list[str] | None = None, *,

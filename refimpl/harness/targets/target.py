@@ -38,6 +38,7 @@ class Target:
     precision: str = "float64"              # what it computes in; float32-only runtimes skip float64 expectations
     note: str = ""
     lse: bool = False                       # ask for its log-sum-exp and judge it (--lse)
+    repeat: int = 1                         # --repeat N: every case called N times, bitwise the same
 
     def given_dtype(self, dtype: str) -> str:
         """The dtype a case of precision ``dtype`` reaches this target in (its API's rule)."""
