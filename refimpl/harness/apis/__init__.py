@@ -17,7 +17,8 @@ from .base import Api, Returned, converter, keep_mask, mutations, needs, snapsho
 __all__ = ["Api", "Returned", "get", "names", "register", "unregister", "expressible", "call", "check_signature",
            "check_backward_signature", "keep_mask", "to_numpy", "needs", "NATIVE", "PROTOCOL"]
 
-_MODULES = ("refimpl_protocol", "torch_sdpa", "flash_attn", "flash_attn_varlen", "jax_api", "hf_api", "c_abi",
+_MODULES = ("refimpl_protocol", "torch_sdpa", "flash_attn", "flash_attn_varlen", "flash_attn_kvcache", "jax_api",
+            "hf_api", "c_abi",
             "native")
 _REGISTRY: Registry[Api] = Registry("API", __name__, _MODULES, "API")
 register, unregister = _REGISTRY.register, _REGISTRY.unregister    # a test's or a plugin's own API
@@ -78,12 +79,14 @@ def call(fn, api, data, *, layout: str = "SD", torch: bool = False, lse: bool = 
         w = None
     else:
         out, w = a.unpack(fn(*args, **kwargs))
-    if remote:
+    if remote:                                 # the worker says which arguments it wrote to, and what they hold
         named = dict(enumerate(args)) | dict(kwargs)
-        wrote = [named[key] for key in getattr(fn, "last_writes", ()) if key in named]
-        mutated = [n for n, g in given.items() if any(g is w for w in wrote)]
+        wrote = {n: content for key, content in (getattr(fn, "last_writes", None) or {}).items()
+                 for n, g in given.items() if named.get(key) is g}
     else:
-        mutated = mutations(given, pristine)
+        wrote = {n: given[n] for n in mutations(given, pristine)}
+    mutated = [n for n in wrote if n not in a.writes]          # writing an input is a failure, unless the API's
+    problems = a.check_writes(wrote, data) if a.writes else []
     o, odt = to_numpy(out, "output")
     if w is not None:
         w, _ = to_numpy(w, "weights")
@@ -91,9 +94,9 @@ def call(fn, api, data, *, layout: str = "SD", torch: bool = False, lse: bool = 
         o = o.swapaxes(1, 2)                  # (B, Sq, Hq, Dv) -> (B, Hq, Sq, Dv); weights come as (B, H, Sq, Sk)
     o = a.place(o, data)
     if lse_raw is None:
-        return Returned(o, w, odt, mutated)
+        return Returned(o, w, odt, mutated, problems=problems)
     lv, ldt = to_numpy(lse_raw, "log-sum-exp")
-    return Returned(o, w, odt, mutated, a.place_lse(lv, data), ldt)
+    return Returned(o, w, odt, mutated, a.place_lse(lv, data), ldt, problems)
 
 
 def _hint(params, exclude: str) -> str | None:

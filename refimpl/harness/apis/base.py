@@ -44,6 +44,7 @@ class Returned:
     mutated: list[str]                  # inputs the target wrote to
     lse: np.ndarray | None = None       # (B, Hq, Sq) log-sum-exp when asked for (--lse)
     lse_dtype: str = ""                 # the precision the LSE came in
+    problems: list[str] = field(default_factory=list)   # what the API's own checks found (a KV cache not updated)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Api:
     spec_prefix: str | None = None           # a --target prefix that only this API can call ("c:")
     lse_kwargs: dict | None = None           # the keywords that make it return its log-sum-exp (None: it cannot)
     lse_returns: str = ""                    # what it then returns (the error's words)
+    writes: tuple[str, ...] = ()             # inputs it must write to (a KV cache): checked, not a failure
 
     def cannot(self, spec) -> str | None:
         """None when the API can express every feature of ``spec``; otherwise why not (the cell's ``n/a``)."""
@@ -115,6 +117,11 @@ class Api:
             raise TypeError(f"asked for its log-sum-exp ({asked}) the target returned {type(res).__name__}; "
                             f"expected {self.lse_returns}")
         return res[0], res[1]
+
+    def check_writes(self, wrote: dict, data) -> list[str]:
+        """What is wrong with the inputs of :attr:`writes` after the call (``wrote``: name -> its content, for
+        those the target wrote to); [] when they hold what they must."""
+        return []
 
     def place_lse(self, lse: np.ndarray, data) -> np.ndarray:
         """The LSE (float64, the API's own arrangement) in refimpl's (B, Hq, Sq)."""

@@ -135,6 +135,35 @@ def _varlen(rng, i):
     return spec
 
 
+def _kvcache(rng, i):
+    """A KV-cache decode step: B sequences with ragged cached lengths (0 and a full cache among them), 0, 1 or Sq
+    new keys appended, Sq = 1 (decode) or 2-5 (speculative decode, causal bottom-right), a dense cache or pages
+    of 16 or 256 positions; GQA, windows, softcap and ALiBi now and then."""
+    n = int(rng.integers(1, 5))
+    sq = 1 if i % 3 else int(rng.integers(2, 6))
+    new = (0, 1, sq)[(i // 3) % 3] if sq > 1 else _pick(rng, (0, 1))
+    block = (None, 16, 256)[i % 3 if i % 2 else (i // 2) % 3]
+    top = _pick(rng, (17, 64, 100, 300))
+    cache = [int(rng.integers(0, top + 1)) for _ in range(n)]
+    if i % 4 == 1:
+        cache[0] = 0                                                        # an empty cache
+    if new == 0 and i % 5 != 2:                                             # a sequence needs a key to attend
+        cache = [max(c, 1) for c in cache]
+    lens = tuple((sq, c + new) for c in cache)
+    D = _pick(rng, (16, 32, 64))
+    hkv = _pick(rng, (1, 2))
+    alibi = i % 7 == 3
+    causal = sq > 1 and i % 2 == 0
+    window = (_pick(rng, (8, 40)), 0 if causal else -1) if i % 6 == 5 else None
+    spec = dict(Sq=sq, Sk=max(1, max(b for _, b in lens)), D=D, Dv=_pick(rng, (D, D, 8)), B=n,
+                Hq=hkv * (1 if alibi else _pick(rng, (1, 2, 4))), Hkv=hkv, mask="bool", seqlens=lens,
+                seq_causal=causal, seq_window=window, softcap=20.0 if i % 8 == 6 else None, alibi=alibi,
+                cache_lens=tuple(cache), new_len=new, block_size=block)
+    keep = packed_keep(CaseSpec(family="kvcache", index=i, **spec))          # (B, 1, Sq, Sk)
+    spec["dead_rows"] = bool((~keep[:, 0].any(axis=-1)).any())
+    return spec
+
+
 def _long(rng, i):
     S = (2048, 4096, 8192, 16384)[i % 4]
     return dict(Sq=S, Sk=S, D=64, Dv=64, is_causal=bool(i % 2), long=True)
@@ -163,6 +192,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("decode", "one query (Sq = 1) against up to 4,096 keys", 40, _decode),
     Family("varlen", "packed batches of mixed lengths (1, 0, not multiples of 64, lq != lk) with per-sequence "
                      "causal, windows, GQA, softcap, ALiBi (flash_attn_varlen_func's cu_seqlens)", 60, _varlen),
+    Family("kvcache", "KV-cache decode steps (flash_attn_with_kvcache): ragged cached lengths, new keys appended, "
+                      "dense and paged caches (blocks of 16, 256), Sq up to 5 causal bottom-right", 60, _kvcache),
     Family("long", "long sequences (S = 2,048 to 16,384; expected from the online variant)", 2, _long),
 )}
 

@@ -66,6 +66,12 @@ class CaseSpec:
     seqlens: tuple[tuple[int, int], ...] | None = None
     seq_causal: bool = False
     seq_window: tuple[int, int] | None = None
+    # a KV-cache decode step (flash_attn_with_kvcache): sequence b has cache_lens[b] keys cached before the call
+    # and new_len new ones appended (its lk = cache_lens[b] + new_len; every lq = Sq); block_size: a paged cache
+    # of that many positions per block (None: one dense cache row per sequence)
+    cache_lens: tuple[int, ...] | None = None
+    new_len: int = 0
+    block_size: int | None = None
 
     @property
     def id(self) -> str:
@@ -77,15 +83,20 @@ class CaseSpec:
 
     def with_dtype(self, dtype: str) -> "CaseSpec":
         d = asdict(self)
-        d.update(dtype=dtype, window=self.window, tags=self.tags, seqlens=self.seqlens, seq_window=self.seq_window)
+        d.update(dtype=dtype, window=self.window, tags=self.tags, seqlens=self.seqlens, seq_window=self.seq_window,
+                 cache_lens=self.cache_lens)
         return CaseSpec(**d)
 
     def describe(self) -> str:
         """Shapes and features in one line: what a report shows for a case."""
         parts = [f"B={self.B} Hq={self.Hq} Hkv={self.Hkv} Sq={self.Sq} Sk={self.Sk} D={self.D} Dv={self.Dv}",
                  self.dtype]
-        if self.seqlens is not None:
+        if self.cache_lens is not None:
+            parts.append(f"KV cache: cached {' '.join(map(str, self.cache_lens))} + {self.new_len} new"
+                         + (f", paged by {self.block_size}" if self.block_size else ", dense"))
+        elif self.seqlens is not None:
             parts.append("packed lengths (lq, lk) " + " ".join(f"({a}, {b})" for a, b in self.seqlens))
+        if self.seqlens is not None:
             if self.seq_causal:
                 parts.append("causal per sequence bottom-right")
             if self.seq_window is not None:
@@ -128,11 +139,14 @@ class CaseSpec:
 
     def _packed_features(self) -> dict[str, bool]:
         lens = self.seqlens or ()
-        return {} if not lens else {
-            "packed (varlen) batch": True, "a sequence of length 1": any(1 in p for p in lens),
-            "an empty sequence": any(0 in p for p in lens), "lq != lk in a sequence": any(a != b for a, b in lens),
-            "per-sequence causal": self.seq_causal, "per-sequence window": self.seq_window is not None,
-        }
+        cache = {} if self.cache_lens is None else {
+            "KV cache": True, "paged KV cache": self.block_size is not None, "new keys appended": self.new_len > 0,
+            "an empty cache": 0 in self.cache_lens, "Sq > 1 decode": self.Sq > 1}
+        if not lens:
+            return cache
+        return {**cache, "packed (varlen) batch": True, "a sequence of length 1": any(1 in p for p in lens),
+                "an empty sequence": any(0 in p for p in lens), "lq != lk in a sequence": any(a != b for a, b in lens),
+                "per-sequence causal": self.seq_causal, "per-sequence window": self.seq_window is not None}
 
 
 @dataclass

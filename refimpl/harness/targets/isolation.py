@@ -103,7 +103,7 @@ def child_loader(spec: str, check: str | None = None):
         before = {key: _snap(a) for key, a in named.items() if _snap(a) is not None}
         res = fn(*args, **kwargs)
         wire.check(res, "the target returned")       # refused here, in its words, if it is not plain data
-        changed = {key: None for key, b in before.items() if not _same(named[key], b)}   # which, not what
+        changed = {key: named[key] for key, b in before.items() if not _same(named[key], b)}
         return res, changed
     return call
 
@@ -131,7 +131,7 @@ class IsolatedFunction:
     LOAD_SECONDS = 60.0
     refimpl_remote_grads = True   # grad_cases: gradients come from :meth:`grads`, in the worker
     isolates_inputs = True        # apis.call: the worker has its own copies and says which it wrote to
-    last_writes: tuple = ()       # ... for the last call (argument positions and keyword names)
+    last_writes: dict = {}        # ... for the last call: argument position or keyword -> its content after it
 
     LOADER = "refimpl.harness.targets.isolation:child_loader"
 
@@ -183,7 +183,7 @@ class IsolatedFunction:
                         f"at least {ADAPT_FLOOR:g} s, at most {DEFAULT_TIMEOUT:g} s; --timeout DURATION fixes it)")
         if r.status == "ok":
             res, changed = _tensors(r.value)
-            self.last_writes = tuple(changed)            # the arguments it wrote to (positions, keywords)
+            self.last_writes = changed                   # the arguments it wrote to (position or keyword: now)
             return res
         if r.status == "error":
             if r.error.startswith(f"{wire.UnsupportedResult.__name__}: "):     # not plain data: refused there

@@ -144,7 +144,7 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
         res.status, res.ratio = Status.FAIL, math.inf
         res.detail = f"output shape {got.output.shape}, but should be {data.expected.shape} (B, Hq, Sq, Dv)"
         return res
-    problems = []
+    problems = list(getattr(got, "problems", None) or [])   # the API's own checks (a KV cache's new keys)
     if got.mutated:
         problems.append(f"writes to its inputs ({', '.join(got.mutated)}): callers' tensors are changed")
     if data.dead.any():
