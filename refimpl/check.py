@@ -19,6 +19,7 @@ from .precision import get as precision
 __all__ = ["run", "validate", "MAX_RANDOM"]
 
 MAX_RANDOM = 1_000_000   # --random: ~10 s of R per 100,000 cases; beyond this is a typo
+QUICK_RANDOM = 40        # --random with --suite quick (default: r_cases.RANDOM_CASES): the quick share
 
 
 def validate(options, builtins) -> None:
@@ -33,6 +34,9 @@ def validate(options, builtins) -> None:
                          "--only names the targets to run itself")
     if any(n not in builtins and n != "all" for n in named):
         raise UsageError(f"--with {options.with_!r}: expected 'all' or built-in columns among {', '.join(builtins)}")
+    if options.random is None:                      # the quick suite's share of the random batch against R
+        from .harness.rows.r_cases import RANDOM_CASES
+        options.random = QUICK_RANDOM if options.suite == "quick" else RANDOM_CASES
     if not 0 <= options.random <= MAX_RANDOM:
         raise UsageError(f"--random must be between 0 and {MAX_RANDOM:,}, got {options.random}")
     for opt, path in (("--output", options.output), ("--html", options.html), ("--explore-db", options.explore_db)):
@@ -98,6 +102,8 @@ def run(options, progress: Callable[[str], None], script: Callable[[str], None])
     from .harness.target_spec import builtin_targets
     builtins = builtin_targets()
     validate(options, builtins)
+    from .r.rprobe import probe_in_background
+    probe_in_background()                         # R's Rscript probe runs while targets load and families run
     options.deadline_at = time.monotonic() + options.deadline     # the whole run's, from here
     joining, judged = _columns(options, builtins)
     targets: list = []

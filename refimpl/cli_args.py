@@ -45,8 +45,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--format", default="table", choices=FORMATS)
     c.add_argument("--output", metavar="FILE", help="write the report to FILE instead of stdout")
     c.add_argument("--html", metavar="FILE", help="also write an HTML report with attention-weight heatmaps")
-    c.add_argument("--random", type=int, default=200, metavar="N",
-                   help="random cases cross-checked against R (default 200)")
+    c.add_argument("--random", type=int, default=None, metavar="N",
+                   help="random cases cross-checked against R (default 200; 40 with --suite quick)")
     c.add_argument("--quiet", action="store_true", help="no progress lines")
     c.add_argument("--list-families", action="store_true", help="print the families (name, cases, what they check)")
     c.add_argument("--no-families", action="store_true", help="only the fixtures, vignettes and R rows")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,11 +67,24 @@ class Availability:
 
 
 _probed: Availability | None = None
+_lock = threading.Lock()         # one probe at a time: a second caller waits for the first's answer
+
+
+def probe_in_background() -> None:
+    """Start :func:`probe` in a thread (its ``Rscript`` runs while the check loads targets and runs the families);
+    the first :func:`probe` after it waits for its answer instead of starting another."""
+    if _probed is None:
+        threading.Thread(target=probe, name="refimpl-r-probe", daemon=True).start()
 
 
 def probe(refresh: bool = False, timeout: float = PROBE_TIMEOUT_S) -> Availability:
     """The cached :func:`probe_r` (``REFIMPL_NO_R=1`` hides R); never raises, never embeds R. ``ok``: R starts
     and ``attention`` loads and computes. rpy2 is reported (its installed version), not required."""
+    with _lock:
+        return _probe(refresh, timeout)
+
+
+def _probe(refresh: bool, timeout: float) -> Availability:
     global _probed
     if _probed is not None and not refresh:
         return _probed
