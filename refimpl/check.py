@@ -87,7 +87,8 @@ def _load(options, builtins, joining) -> tuple[list, dict[str, str]]:
     highest = max(options.dtype, key=lambda d: precision(d).rank)
     for spec in options.target:                   # user functions load (and are checked) in their worker
         t = load_target(spec, layout=options.layout, torch=options.torch_tensors, api=options.api,
-                        isolate=_isolate(options, "--target"), lse=options.lse)                     # UsageError: exit 2
+                        isolate=_isolate(options, "--target"), lse=options.lse,
+                        dropout=options.dropout)                       # UsageError: exit 2
         t.repeat = options.repeat                 # --repeat N: bitwise the same N times
         targets.append(t)                         # (appended first: a later refusal still closes its worker)
         if precision(highest).low:                # a lower-precision kernel: the float64 rows are n/a for it

@@ -71,6 +71,17 @@ def repeat_count(text: str) -> int:
     return n
 
 
+def dropout_p(text: str) -> float:
+    """``--dropout``'s value: a probability in (0, 1) (0: off)."""
+    try:
+        p = float(text)
+    except ValueError:
+        p = -1.0
+    if not 0.0 <= p < 1.0:
+        raise argparse.ArgumentTypeError(f"--dropout takes a probability 0 <= P < 1, got {text!r}")
+    return p
+
+
 @dataclass(frozen=True)
 class Option:
     name: str                           # the long option without dashes: "layout"
@@ -87,6 +98,9 @@ OPTIONS = (
     Option("repeat", dict(type=repeat_count, default=1, metavar="N",
                           help="call each case N times: user targets must return bitwise the same output every "
                                "time, or the case is 'nondeterministic' (default 1: off)")),
+    Option("dropout", dict(type=dropout_p, default=0.0, metavar="P",
+                           help="call user targets with dropout_p=P (flash-attn: return_attn_probs=True) and judge "
+                                "the output replayed from the pattern they return, and its keep rate")),
     Option("lse", dict(action="store_true",
                        help="ask user targets for their log-sum-exp too (flash-attn, flash-attn-varlen: "
                             "return_attn_probs=True) and judge it against refimpl.sdpa_lse")),

@@ -69,7 +69,7 @@ def refimpl_target(request):
                            deadline_text=deadline_text(seconds))
     target = load_target(request.param, layout=c.getoption("refimpl_layout"),
                          torch=c.getoption("refimpl_torch_tensors"), api=c.getoption("refimpl_api"), isolate=isolate,
-                         lse=c.getoption("refimpl_lse"))
+                         lse=c.getoption("refimpl_lse"), dropout=c.getoption("refimpl_dropout"))
     target.repeat = c.getoption("refimpl_repeat")
     try:
         yield target

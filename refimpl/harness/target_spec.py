@@ -32,7 +32,7 @@ __all__ = ["Target", "load_target", "load_function", "builtin_targets", "LAYOUTS
 
 
 def load_target(spec: str, layout: str = "SD", torch: bool = False, api: str = "refimpl",
-                isolate: Callable | None = None, lse: bool = False) -> Target:
+                isolate: Callable | None = None, lse: bool = False, dropout: float = 0.0) -> Target:
     """``refimpl`` | ``r`` | ``torch`` | ``module:function`` | ``file.py:function`` | ``R:...`` (raises
     UsageError / Unavailable).
 
@@ -52,6 +52,10 @@ def load_target(spec: str, layout: str = "SD", torch: bool = False, api: str = "
     if ":" not in spec:
         raise UsageError(f"--target must be one of {sorted(builtins)} or module:function, got {spec!r}")
     api = for_target(spec, api)                # a C-ABI kernel (c:lib.so:symbol) speaks c-abi
+    if dropout and not get_api(api).dropout_returns:
+        able = [a for a in api_names() if get_api(a).dropout_returns]
+        raise UsageError(f"--dropout: --api {api} returns no dropout pattern to replay; the APIs that do: "
+                         f"{', '.join(able)}")
     if lse and get_api(api).lse_kwargs is None:
         able = [a for a in api_names() if get_api(a).lse_kwargs is not None]
         raise UsageError(f"--lse: --api {api} has no log-sum-exp to return; the APIs that do: {', '.join(able)}")
@@ -69,4 +73,5 @@ def load_target(spec: str, layout: str = "SD", torch: bool = False, api: str = "
         except UsageError as e:                 # the same words as from a worker (isolation.isolated)
             raise UsageError(f"--target {spec!r}: {e}") from None
     return Target(spec, fn, layout=layout, torch=torch, api=api, note=f"user target, --api {api}"
-                  + (", its log-sum-exp judged" if lse else ""), lse=lse)
+                  + (", its log-sum-exp judged" if lse else "") + (f", dropout p={dropout:g}" if dropout else ""),
+                  lse=lse, dropout=dropout)

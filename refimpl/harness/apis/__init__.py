@@ -61,7 +61,7 @@ def expressible(api, spec) -> str | None:
 
 
 def call(fn, api, data, *, layout: str = "SD", torch: bool = False, lse: bool = False,
-         trusted: bool = False) -> Returned:
+         trusted: bool = False, dropout: float = 0.0) -> Returned:
     """Call ``fn`` on ``data`` through ``api``; the output comes back in refimpl's (B, Hq, Sq, Dv) layout.
     ``lse``: ask for the log-sum-exp too (the API's :attr:`~.base.Api.lse_kwargs`), returned (B, Hq, Sq).
 
@@ -73,8 +73,12 @@ def call(fn, api, data, *, layout: str = "SD", torch: bool = False, lse: bool = 
     conv = converter(data.spec.dtype, a.uses_torch(torch), copy=not (remote or trusted))
     given, args, kwargs = a.arguments(data, conv, layout)
     pristine = {} if remote or trusted else snapshots(given)
-    lse_raw = None
-    if lse:
+    lse_raw = keep = None
+    if dropout:                                # --dropout P: the output and the pattern the target dropped
+        out, lse_raw, keep = a.unpack_dropout(fn(*args, **{**kwargs, **a.dropout_kwargs(dropout)}), data)
+        lse_raw = lse_raw if lse else None
+        w = None
+    elif lse:
         out, lse_raw = a.unpack_lse(fn(*args, **{**kwargs, **(a.lse_kwargs or {})}))
         w = None
     else:
@@ -93,10 +97,11 @@ def call(fn, api, data, *, layout: str = "SD", torch: bool = False, lse: bool = 
     if a.output_bshd(layout) and o.ndim == 4:
         o = o.swapaxes(1, 2)                  # (B, Sq, Hq, Dv) -> (B, Hq, Sq, Dv); weights come as (B, H, Sq, Sk)
     o = a.place(o, data)
-    if lse_raw is None:
-        return Returned(o, w, odt, mutated, problems=problems)
-    lv, ldt = to_numpy(lse_raw, "log-sum-exp")
-    return Returned(o, w, odt, mutated, a.place_lse(lv, data), ldt, problems)
+    got = Returned(o, w, odt, mutated, problems=problems, dropout_keep=keep, dropout_p=dropout)
+    if lse_raw is not None:
+        got.lse, got.lse_dtype = to_numpy(lse_raw, "log-sum-exp")
+        got.lse = a.place_lse(got.lse, data)
+    return got
 
 
 def _hint(params, exclude: str) -> str | None:

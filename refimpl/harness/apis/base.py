@@ -45,6 +45,8 @@ class Returned:
     lse: np.ndarray | None = None       # (B, Hq, Sq) log-sum-exp when asked for (--lse)
     lse_dtype: str = ""                 # the precision the LSE came in
     problems: list[str] = field(default_factory=list)   # what the API's own checks found (a KV cache not updated)
+    dropout_keep: np.ndarray | None = None   # (B, Hq, Sq, Sk) bool: which weights the target kept (--dropout P)
+    dropout_p: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Api:
     lse_kwargs: dict | None = None           # the keywords that make it return its log-sum-exp (None: it cannot)
     lse_returns: str = ""                    # what it then returns (the error's words)
     writes: tuple[str, ...] = ()             # inputs it must write to (a KV cache): checked, not a failure
+    dropout_returns: str = ""                # how it returns its dropout pattern ("" : it cannot: no --dropout)
 
     def cannot(self, spec) -> str | None:
         """None when the API can express every feature of ``spec``; otherwise why not (the cell's ``n/a``)."""
@@ -122,6 +125,14 @@ class Api:
         """What is wrong with the inputs of :attr:`writes` after the call (``wrote``: name -> its content, for
         those the target wrote to); [] when they hold what they must."""
         return []
+
+    def dropout_kwargs(self, p: float) -> dict:
+        """The keywords that run it with dropout probability ``p`` and return its dropout pattern."""
+        raise NotImplementedError
+
+    def unpack_dropout(self, res, data) -> tuple:
+        """``(output, lse or None, keep (B, Hq, Sq, Sk) bool)`` from what it returned with :meth:`dropout_kwargs`."""
+        raise NotImplementedError
 
     def place_lse(self, lse: np.ndarray, data) -> np.ndarray:
         """The LSE (float64, the API's own arrangement) in refimpl's (B, Hq, Sq)."""

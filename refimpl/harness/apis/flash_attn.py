@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Api
+from .base import Api, to_numpy
 
 __all__ = ["API"]
 
@@ -31,6 +31,22 @@ class FlashAttn(Api):
     def accepts(self, raw, is_array):
         return bool(is_array(raw)) or (isinstance(raw, tuple) and len(raw) > 0 and is_array(raw[0]))
 
+    def dropout_kwargs(self, p):
+        return {"dropout_p": p, "return_attn_probs": True, "deterministic": True}
+
+    def unpack_dropout(self, res, data):
+        """FlashAttention's S_dmask (B, H, Sq', Sk'), Sq' >= Sq and Sk' >= Sk (rounded up): negative where a weight
+        was dropped, non-negative where it was kept."""
+        s = data.spec
+        if not (isinstance(res, tuple) and len(res) == 3):
+            raise TypeError(f"with dropout_p > 0 and return_attn_probs=True the target returned {type(res).__name__}"
+                            f"; expected {self.dropout_returns}")
+        dmask, _ = to_numpy(res[2], "S_dmask")
+        if dmask.ndim != 4 or dmask.shape[:2] != (s.B, s.Hq) or dmask.shape[2] < s.Sq or dmask.shape[3] < s.Sk:
+            raise TypeError(f"S_dmask has shape {dmask.shape}; expected (B, Hq, Sq, Sk) = {(s.B, s.Hq, s.Sq, s.Sk)}"
+                            f" (or rounded up)")
+        return res[0], res[1], dmask[:, :, :s.Sq, :s.Sk] >= 0
+
 
 _NO_MASK = "flash_attn_func takes no {} mask"
 API = FlashAttn(
@@ -42,6 +58,7 @@ API = FlashAttn(
                     "sequence-lengths": "flash_attn_func's sequences share one length; packed batches are "
                                         "--api flash-attn-varlen's"},
     lse_kwargs={"return_attn_probs": True},
+    dropout_returns="(out, softmax_lse, S_dmask) with S_dmask (B, Hq, Sq, Sk) negative where a weight was dropped",
     lse_returns="(out, softmax_lse (B, Hq, Sq) float32, S_dmask) as with return_attn_probs=True",
     returns="return the output tensor (B, Sq, H, Dv), as flash_attn_func does",
     causal_flag="bottom-right")

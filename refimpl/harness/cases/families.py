@@ -100,8 +100,9 @@ def _extreme(rng, i):
 
 
 def _decode(rng, i):
-    """One query against a cache of up to 4,096 keys (each length in turn); the long caches with one sequence (a 4,096 x 4 x 128 cache
-    is 16 MiB a side in float64: every copy a worker-isolated target needs costs milliseconds)."""
+    """One query against a cache of up to 4,096 keys (each length in turn); the long caches with one sequence
+    (a 4,096 x 4 x 128 cache is 16 MiB a side in float64: every copy a worker-isolated target needs costs
+    milliseconds)."""
     sk = (1000, 1, 255, 64, 4096, 7, 2048, 256)[i % 8]      # the quick suite's four: one long cache, three short
     b = int(rng.integers(1, 3))
     return dict(Sq=1, Sk=sk, D=_pick(rng, (64, 128)), Dv=_pick(rng, (64, 128)), B=1 if sk >= 1000 else b,

@@ -98,6 +98,8 @@ def run_one(target: Target, spec: CaseSpec, store: CaseStore, masked_rows: str |
     """One case on one target: n/a, unsupported, error, or the judge's verdict. ``caller(target, data)``
     replaces the in-process call (the isolated worker); ``pre`` is what a batched call already returned (or raised)."""
     why = expressible(target.api, spec) or (target.expressible(spec) if target.expressible else None)
+    if why is None and target.dropout and spec.long:
+        why = "--dropout: a long case has no oracle weights to replay a dropout pattern on"
     if why is not None:
         return CaseResult(spec.id, Status.NA, detail=why, features=spec.features())
     try:
@@ -110,7 +112,7 @@ def run_one(target: Target, spec: CaseSpec, store: CaseStore, masked_rows: str |
             if caller:
                 return caller(target, data)
             return call(target.fn, target.api, data, layout=target.layout, torch=target.torch, lse=target.lse,
-                        trusted=target.is_reference)
+                        trusted=target.is_reference, dropout=target.dropout)
         if isinstance(pre, BaseException):
             raise pre
         got = pre if pre is not None else once()

@@ -39,6 +39,7 @@ class Target:
     note: str = ""
     lse: bool = False                       # ask for its log-sum-exp and judge it (--lse)
     repeat: int = 1                         # --repeat N: every case called N times, bitwise the same
+    dropout: float = 0.0                    # --dropout P: called with dropout_p=P, judged from its own pattern
 
     def given_dtype(self, dtype: str) -> str:
         """The dtype a case of precision ``dtype`` reaches this target in (its API's rule)."""

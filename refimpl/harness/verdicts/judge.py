@@ -27,6 +27,7 @@ from ..apis import Returned
 from ..cases import Status
 from ...precision import get as precision
 from ..cases.features import CaseData, lower_precision
+from .dropout_judge import judge_dropout
 from .lse_judge import judge_lse
 
 __all__ = ["CaseResult", "judge", "CONVENTIONS", "classify_dead_rows", "n_terms", "Bounds", "bounds"]
@@ -153,32 +154,17 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
         if res.convention not in allowed:
             problems.append(f"fully masked rows give '{res.convention}' (accepted: {', '.join(allowed)})")
     live = data.live
-    out, exp = got.output[live], data.expected[live]                    # (n_live, Dv)
-    b = bounds(data, cache)
-    if not precision(s.dtype).low:
-        c = tol.compare(out, exp, b.output)
-        res.ratio = c.max_ratio
-        if not c.ok:
-            problems.append(f"output: {c.summary()}")
-    elif out.size:
-        limit = float(b.output.atol)
-        err = float(np.abs(out - exp).max())
-        res.ratio = err / limit if limit > 0 else (0.0 if err == 0 else math.inf)
-        if not err <= limit:
-            problems.append(f"output: error {err:.3g} vs the float64 oracle above the {s.dtype} budget {limit:.3g} "
-                            f"(K_BUDGET x a same-precision reference + quantum)")
-        k = tslope.slope_of(out, exp)
-        dev = abs(k - 1.0)
-        res.ratio = max(res.ratio, dev / b.slope)
-        if not dev <= b.slope:
-            problems.append(f"output: scaled by {k:.6g} against the float64 oracle (its least-squares slope); "
-                            f"rounding in {s.dtype} allows 1 +- {b.slope:.3g}")
+    if getattr(got, "dropout_keep", None) is not None:   # --dropout P: replayed from the target's own pattern
+        res.ratio, dropout_problems = judge_dropout(data, got, n_terms(data))
+        problems += dropout_problems
+    else:
+        res.ratio = _output(data, got, cache, problems)
     if got.weights is not None and data.weights is not None:
         w = got.weights
         if w.shape != data.weights.shape:
             problems.append(f"weights shape {w.shape}, but should be {data.weights.shape} (B, Hq, Sq, Sk)")
         else:
-            c = tol.compare(w[live], data.weights[live], b.weights)
+            c = tol.compare(w[live], data.weights[live], bounds(data, cache).weights)
             if not c.ok:
                 problems.append(f"weights: {c.summary()}")
     lse = getattr(got, "lse", None)                    # (R functions return no LSE: their RReturned has none)
@@ -193,3 +179,31 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
         res.ratio = max(res.ratio, 1.0 + 1e-9) if not math.isinf(res.ratio) else res.ratio
         res.detail = "; ".join(problems)
     return res
+
+
+def _output(data: CaseData, got: Returned, cache: dict | None, problems: list[str]) -> float:
+    """The output's ratio against the oracle on rows with a key (problems appended)."""
+    s = data.spec
+    ratio = 0.0
+    live = data.live
+    out, exp = got.output[live], data.expected[live]                    # (n_live, Dv)
+    b = bounds(data, cache)
+    if not precision(s.dtype).low:
+        c = tol.compare(out, exp, b.output)
+        ratio = c.max_ratio
+        if not c.ok:
+            problems.append(f"output: {c.summary()}")
+    elif out.size:
+        limit = float(b.output.atol)
+        err = float(np.abs(out - exp).max())
+        ratio = err / limit if limit > 0 else (0.0 if err == 0 else math.inf)
+        if not err <= limit:
+            problems.append(f"output: error {err:.3g} vs the float64 oracle above the {s.dtype} budget {limit:.3g} "
+                            f"(K_BUDGET x a same-precision reference + quantum)")
+        k = tslope.slope_of(out, exp)
+        dev = abs(k - 1.0)
+        ratio = max(ratio, dev / b.slope)
+        if not dev <= b.slope:
+            problems.append(f"output: scaled by {k:.6g} against the float64 oracle (its least-squares slope); "
+                            f"rounding in {s.dtype} allows 1 +- {b.slope:.3g}")
+    return ratio

@@ -1,0 +1,60 @@
+"""The verdict on a target run with dropout (``--dropout P``): its output replayed from the pattern it dropped.
+
+The target returns which attention weights it kept (FlashAttention's ``S_dmask``, negative where dropped). Its
+output must be ``(P * keep / (1 - p)) @ V`` with P the float64 oracle's weights: the forward bound of
+:func:`refimpl.tolerance.forward` in the case's precision, on a magnitude of max|V| / (1 - p). And the pattern
+itself must be dropout with probability p: over the weights the case attends (P > 0, rows with a key), the
+kept count is a binomial draw with probability 1 - p; a normal approximation of the two-sided test rejects at
+p < 1e-6 (|z| > 4.89), as xformers' dropout tests do. Catches: no 1/(1 - p) rescaling, rescaling by p or by
+1/p, dropout before the softmax, a pattern the output does not follow, a keep rate that is not 1 - p.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ... import tolerance as tol
+
+__all__ = ["judge_dropout", "replayed", "Z_REJECT"]
+
+Z_REJECT = 4.8916            # two-sided p = 1e-6 under the normal approximation of the binomial
+
+
+def replayed(data, keep: np.ndarray, p: float) -> np.ndarray:
+    """(B, Hq, Sq, Dv): the case's output with the weights ``keep`` kept and scaled by 1 / (1 - p)."""
+    s = data.spec
+    v = np.repeat(data.v, s.Hq // s.Hkv, axis=1)                        # (B, Hq, Sk, Dv)
+    return (data.weights * keep / (1.0 - p)) @ v
+
+
+def keep_rate(data, keep: np.ndarray, p: float) -> tuple[int, int, float]:
+    """``(kept, attended, z)`` over the weights the case attends on rows with a key."""
+    attended = (data.weights > 0) & data.live[..., None]
+    n, k = int(attended.sum()), int((keep & attended).sum())
+    q = 1.0 - p
+    z = (k - n * q) / math.sqrt(n * q * p) if n else 0.0
+    return k, n, z
+
+
+def judge_dropout(data, got, n_terms: float) -> tuple[float, list[str]]:
+    """``(ratio, problems)`` of an output returned with dropout and its pattern ``got.dropout_keep``."""
+    s, p, keep = data.spec, got.dropout_p, got.dropout_keep
+    if data.weights is None:
+        return math.inf, ["dropout: this case has no oracle weights to replay the pattern on"]
+    if keep.shape != data.weights.shape:
+        return math.inf, [f"dropout: the pattern has shape {keep.shape}, expected {data.weights.shape}"]
+    problems = []
+    live = data.live
+    want = replayed(data, keep, p)
+    bound = tol.forward(s.dtype, n_terms, float(np.abs(data.v).max(initial=0.0)) / (1.0 - p))
+    c = tol.compare(got.output[live], want[live], bound)
+    ratio = c.max_ratio
+    if not c.ok:
+        problems.append(f"output with dropout p={p:g}: {c.summary()} against the output replayed from the "
+                        f"target's own pattern (kept weights scaled by 1/(1 - p))")
+    k, n, z = keep_rate(data, keep, p)
+    if abs(z) > Z_REJECT:
+        problems.append(f"dropout pattern: kept {k} of {n} attended weights ({k / n:.4f}), expected 1 - p = "
+                        f"{1 - p:g} (z = {z:.1f}, two-sided p < 1e-6)")
+    return ratio, problems
