@@ -1,12 +1,14 @@
-"""Freed memory kept for the next allocation: the check allocates, frees and allocates again arrays of tens of MiB
-(a decode case's key cache, its copies for the target, the worker's pipe bodies). glibc hands every block above
-its mmap threshold (128 KiB to 32 MiB, adaptive) back to the kernel when freed, so each new one costs fresh page
-faults: on the default suite most of the check's system time. Raising the threshold and the trim threshold keeps
-freed blocks in the heap; the peak resident memory is the same (it is set by the largest case).
+"""Freed memory kept for the next allocation, in the check's own process: it allocates, frees and allocates again
+arrays of tens of MiB (a decode case's key cache, its copies, the worker's pipe bodies). glibc hands every block
+above its mmap threshold (128 KiB to 32 MiB, adaptive) back to the kernel when freed, so each new one costs fresh
+page faults: on the default suite most of the check's system time. Raising the mmap and trim thresholds keeps
+freed blocks in the heap. The price is memory: the heap keeps what it freed and can fragment, so the check's peak
+resident memory grows (measured on the default suite vs a NumPy target: 703 -> 1,064 MiB, docs/performance.md).
 
-Measured (docs/performance.md): a user's check of the default suite 22.6 s -> 14.7 s on the 2-core machine.
-Elsewhere than glibc (musl, macOS) both functions do nothing. Standard library only: the worker's child applies
-the same setting through its environment (:func:`child_environment`).
+A user target's worker gets the same thresholds (:func:`child_environment`) only when no ``--max-memory`` was
+given (its limit is then half the machine's memory): the worker runs the user's code and its resident memory is
+what the limit judges, and a kept, fragmented heap could make a correct target ``oom`` under a tight limit.
+Elsewhere than glibc (musl, macOS) this does nothing.
 """
 from __future__ import annotations
 

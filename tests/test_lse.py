@@ -133,6 +133,11 @@ def test_rows_with_no_key_accept_plus_or_minus_inf_and_nothing_else():
         lse[data.dead] = fill
         res = judge(data, _returned(data, lse), "float64")
         assert res.lse_convention == conv and (res.status == Status.PASS) == (conv is not None), res.detail
+    if data.dead.sum() > 1:                                      # +inf on some rows, -inf on others: not one rule
+        lse = ref.copy()
+        lse[data.dead] = np.inf
+        lse[tuple(ix[0] for ix in data.dead.nonzero())] = -np.inf
+        assert "a mix of +inf and -inf" in judge(data, _returned(data, lse), "float64").detail
     lse = ref.copy()
     lse[data.dead] = np.inf
     lse[tuple(ix[0] for ix in data.live.nonzero())] = np.nan
@@ -146,6 +151,15 @@ def test_a_half_precision_or_misshapen_lse_fails_naming_it():
     assert res.status == Status.FAIL and "float16" in res.detail and "float32" in res.detail
     res = judge(data, _returned(data, np.swapaxes(ref, 1, 2)[..., None]), "float64")
     assert res.status == Status.FAIL and "log-sum-exp shape" in res.detail
+
+
+def test_a_target_asked_for_its_lse_that_returns_none_fails_naming_it():
+    def no_lse(*args, **kwargs):
+        out = flash_lse(*args, **kwargs)
+        return (out[0], None, None) if isinstance(out, tuple) else out
+    res = [run_one(Target("n", no_lse, api="flash-attn", lse=True), s, STORE) for s in QUICK[:6]]
+    assert all(r.status == Status.ERROR and "the target returned none" in r.detail for r in res), \
+        [r.detail for r in res]
 
 
 def test_lse_is_refused_for_an_api_that_has_none():

@@ -167,3 +167,17 @@ def test_native_template_never_overwrites_and_refuses_a_missing_directory(tmp_pa
     p = subprocess.run([sys.executable, "-m", "refimpl", "native-template", "--lang", "go", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "--lang" in p.stderr
+
+
+@needs_gcc
+def test_a_kernel_writing_its_inputs_writes_a_copy(tmp_path):
+    src = tmp_path / "w.c"
+    src.write_text('#include <stdint.h>\n#include <string.h>\n'
+                   'int scribble(int bits, void *q, const void *k, const void *v, const unsigned char *keep,\n'
+                   '             const int64_t s[7], double scale, void *out, void *w) {\n'
+                   '  ((double *)q)[0] = 123.0; memset(out, 0, (size_t)(s[0]*s[1]*s[3]*s[6]) * 8); return 0; }\n')
+    lib = _build(tmp_path, "libw.so", [src])
+    kernel = load_native(f"c:{lib}:scribble")
+    q = np.zeros((1, 1, 2, 2))
+    kernel(q, q.copy(), q.copy())
+    assert q[0, 0, 0, 0] == 0.0                          # the caller's array is not the kernel's

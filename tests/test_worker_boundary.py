@@ -371,3 +371,22 @@ def test_an_isolated_target_that_writes_its_inputs_is_named_and_the_cases_arrays
         assert all(run_one(good, s, STORE).status == Status.PASS for s in specs)
     finally:
         good.fn.close()
+
+
+def test_the_worker_keeps_freed_memory_only_without_a_memory_limit(tmp_path, monkeypatch):
+    """refimpl.heap: without --max-memory the worker gets glibc's thresholds (speed); with a limit it does not (a
+    kept heap must not make a correct target 'oom')."""
+    mod = tmp_path / "envprobe.py"
+    mod.write_text("import os\nimport numpy as np\n\ndef attn(q, k, v, mask=None, scale=None):\n"
+                   "    return np.full(q.shape[:-1] + (v.shape[-1],), float('GLIBC_TUNABLES' in os.environ))\n")
+    from refimpl.harness.targets.isolation import isolated
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    q = np.zeros((1, 1, 2, 2))
+    seen = {}
+    for limit in (None, 2**30):
+        f = isolated(f"{mod}:attn", "refimpl", timeout=60, max_memory=limit)
+        try:
+            seen[limit] = float(np.asarray(f(q, q, q))[0, 0, 0, 0])
+        finally:
+            f.close()
+    assert seen == {None: 1.0, 2**30: 0.0}, seen

@@ -18,8 +18,7 @@ __all__ = ["Api", "Returned", "get", "names", "register", "unregister", "express
            "check_backward_signature", "keep_mask", "to_numpy", "needs", "NATIVE", "PROTOCOL"]
 
 _MODULES = ("refimpl_protocol", "torch_sdpa", "flash_attn", "flash_attn_varlen", "flash_attn_kvcache", "jax_api",
-            "hf_api", "c_abi",
-            "native")
+            "hf_api", "c_abi", "js_api", "native")
 _REGISTRY: Registry[Api] = Registry("API", __name__, _MODULES, "API")
 register, unregister = _REGISTRY.register, _REGISTRY.unregister    # a test's or a plugin's own API
 NATIVE = "native"          # refimpl's own keywords, every feature (the built-in columns)
@@ -97,6 +96,9 @@ def call(fn, api, data, *, layout: str = "SD", torch: bool = False, lse: bool = 
     if a.output_bshd(layout) and o.ndim == 4:
         o = o.swapaxes(1, 2)                  # (B, Sq, Hq, Dv) -> (B, Hq, Sq, Dv); weights come as (B, H, Sq, Sk)
     o = a.place(o, data)
+    if lse and lse_raw is None:
+        raise TypeError(f"asked for its log-sum-exp ({', '.join(f'{k}={v}' for k, v in (a.lse_kwargs or {}).items())})"
+                        f" the target returned none; expected {a.lse_returns}")
     got = Returned(o, w, odt, mutated, problems=problems, dropout_keep=keep, dropout_p=dropout)
     if lse_raw is not None:
         got.lse, got.lse_dtype = to_numpy(lse_raw, "log-sum-exp")

@@ -9,6 +9,7 @@ nothing. A case is one family case on one target, or one whole row (fixture, vig
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from typing import TextIO
@@ -66,8 +67,8 @@ class Progress:
         if now < QUIET_FIRST or now - self.last < (LIVE_EVERY if self.live else PLAIN_EVERY):
             return
         self.last = now
-        if self.live:
-            self.stream.write("\r" + self.line().ljust(150)[:150].rstrip() + "\x1b[K")
+        if self.live:                             # one line: never wider than the terminal (a wrap would trail)
+            self.stream.write("\r" + self.line()[:max(20, shutil.get_terminal_size().columns - 1)] + "\x1b[K")
             self.open = True
         else:
             self.stream.write("  " + self.line() + "\n")

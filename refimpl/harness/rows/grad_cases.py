@@ -53,6 +53,7 @@ from ..targets.loading import load_function
 __all__ = ["Backward", "GradCase", "GRAD_NA", "load_backward", "grad_case", "run_grad_one", "analyse_grad"]
 
 GRAD_NA = {"varlen": "gradients of packed batches are not checked (no varlen backward API yet)",
+           "kvcache": "a KV-cache decode step has no backward pass (inference only, as flash_attn_with_kvcache)",
            "long": "gradients of S >= 2,048 are not checked (an Sq x Sk autograd graph per head)",
            "extreme-logits": "no gradient meaning: the softmax saturates (one-hot weights, ties decided by "
                              "rounding, the gradient bound vacuous)"}

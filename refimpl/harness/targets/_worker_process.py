@@ -56,7 +56,7 @@ def death_reason(returncode: int | None) -> str:
 class Child:
     """One child process and its channel: non-blocking frame I/O, liveness, memory, kill and reap."""
 
-    def __init__(self, loader: str, loader_args: tuple) -> None:
+    def __init__(self, loader: str, loader_args: tuple, keep_freed: bool = False) -> None:
         self.out_file = tempfile.TemporaryFile(prefix="refimpl-worker-out-")
         self.fault_file = tempfile.TemporaryFile(prefix="refimpl-worker-stack-")
         req_r, req_w = os.pipe()
@@ -65,7 +65,8 @@ class Child:
         self.requests, self.answers = open(req_w, "wb", buffering=0), open(ans_r, "rb", buffering=0)
         main = threading.current_thread() is threading.main_thread()
         env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}   # the child line-buffers
-        env = child_environment(env)            # large arrays reused, not page-faulted again (refimpl.heap)
+        if keep_freed:                          # refimpl.heap's thresholds, by glibc's environment
+            env = child_environment(env)
         argv = [sys.executable, _CHILD_SCRIPT, str(req_r), str(ans_w), str(self.fault_file.fileno()),
                 str(os.getpid()), "1" if main else "0"]
         try:

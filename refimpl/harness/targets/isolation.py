@@ -100,7 +100,7 @@ def child_loader(spec: str, check: str | None = None):
             return autograd_grads(fn, *payload[1:]), {}
         args, kwargs = payload[1:]
         named = {i: a for i, a in enumerate(args)} | dict(kwargs)
-        before = {key: _snap(a) for key, a in named.items() if _snap(a) is not None}
+        before = {key: snap for key, snap in ((key, _snap(a)) for key, a in named.items()) if snap is not None}
         res = fn(*args, **kwargs)
         wire.check(res, "the target returned")       # refused here, in its words, if it is not plain data
         changed = {key: named[key] for key, b in before.items() if not _same(named[key], b)}

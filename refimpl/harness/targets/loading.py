@@ -1,5 +1,6 @@
 """Loading a user's function by its spec: ``module.path:function``, ``path/to/file.py:function`` (what
-``--target`` and ``--backward`` name) or ``c:path/lib.so:symbol`` (a C-ABI kernel, :mod:`.native_kernels`).
+``--target`` and ``--backward`` name), ``c:path/lib.so:symbol`` (a C-ABI kernel, :mod:`.native_kernels`) or
+``js:path/kernel.mjs:fn`` (a JavaScript function, :mod:`.js_targets`).
 It runs where the function will run: in the worker when isolated."""
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ def load_function(spec: str):
     from .native_kernels import PREFIX, load_native
     if spec.startswith(PREFIX):                                  # c:path/lib.so:symbol, a C-ABI kernel
         return load_native(spec)
+    from .js_targets import PREFIX as JS, load_js
+    if spec.startswith(JS):                                      # js:path/kernel.mjs:fn, an ES module's function
+        return load_js(spec)
     mod_name, _, attr = spec.rpartition(":")
     if not mod_name or not attr:
         raise UsageError(f"--target {spec!r}: expected module:function or path/to/file.py:function")

@@ -44,7 +44,7 @@ class NativeKernel:
         if dt not in (np.float64, np.float32) or any(a.dtype != dt or a.ndim != 4 for a in arrays):
             raise TypeError(f"the C ABI takes q, k, v as 4-D float64 or float32 arrays of one dtype, got "
                             f"{[(a.dtype.name, a.shape) for a in arrays]}")
-        q, k, v = (np.ascontiguousarray(a) for a in arrays)      # copies: the kernel never sees the caller's
+        q, k, v = (np.array(a, order="C") for a in arrays)       # copies: the kernel never sees the caller's
         B, Hq, Sq, D = q.shape
         _, Hkv, Sk, Dv = v.shape
         shape = (ctypes.c_int64 * 7)(B, Hq, Hkv, Sq, Sk, D, Dv)

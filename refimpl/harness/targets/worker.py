@@ -131,6 +131,7 @@ class Worker:
         for name, v in (("timeout", timeout), ("start_timeout", start_timeout)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
                 raise ValueError(f"{name} must be a positive number of seconds, got {v!r}")
+        self.keep_freed = max_memory is None          # no limit asked for: the child may keep freed memory
         if max_memory is None:
             ram = machine_memory()
             max_memory = ram // 2 if ram else None
@@ -157,7 +158,7 @@ class Worker:
             return
         self._drop_child()
         t0 = time.monotonic()
-        child = Child(self.loader, self.loader_args)
+        child = Child(self.loader, self.loader_args, keep_freed=self.keep_freed)
         try:
             deadline = t0 + self.start_timeout
             while True:

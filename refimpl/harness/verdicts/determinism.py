@@ -31,6 +31,8 @@ def first_difference(first, other) -> str | None:
                 d = np.abs(a - b)
             worst = float(np.nanmax(d)) if not np.isnan(d).all() else math.nan
             n = int(np.count_nonzero(~((a == b) | (np.isnan(a) & np.isnan(b)))))
+            if n == 0:
+                return f"{what}: the same values in different bits (a signed zero or a NaN's payload)"
             return f"{what}: {n} of {a.size} values differ, by up to {worst:.3g}"
     return None
 

@@ -32,10 +32,12 @@ def reference_lse(data, cache: dict | None = None) -> np.ndarray:
 
 
 def _score_max(data) -> float:
-    """A bound on |score| over the case: |scale| D max|q| max|k| (capped by softcap), plus the additive terms."""
+    """A bound on |score| over the case (Cauchy-Schwarz): |scale| max_i ||q_i|| max_j ||k_j|| (capped by softcap),
+    plus the additive terms."""
     s = data.spec
     scale = 1.0 / math.sqrt(s.D) if s.scale is None else abs(s.scale)
-    top = scale * s.D * float(np.abs(data.q).max(initial=0.0)) * float(np.abs(data.k).max(initial=0.0))
+    norm = (lambda a: float(np.sqrt((a * a).sum(axis=-1)).max(initial=0.0)))
+    top = scale * norm(data.q) * norm(data.k)
     if s.softcap:
         top = min(top, float(s.softcap))
     m = data.reference_kwargs()["mask"]
@@ -76,8 +78,8 @@ def judge_lse(data, lse: np.ndarray, lse_dtype: str, n_terms: float, cache: dict
             convention = "-inf"
         else:
             bad = got[~np.isinf(got)]
-            problems.append(f"log-sum-exp of rows with no key: {bad[:3].tolist()} (accepted: all +inf or all "
-                            f"-inf)")
+            what = f"{bad[:3].tolist()}" if bad.size else "a mix of +inf and -inf"
+            problems.append(f"log-sum-exp of rows with no key: {what} (accepted: all +inf or all -inf)")
     live = data.live
     got, exp = lse[live], ref[live]
     if not got.size:
