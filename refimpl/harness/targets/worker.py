@@ -161,6 +161,7 @@ class Worker:
         child = Child(self.loader, self.loader_args, keep_freed=self.keep_freed)
         try:
             deadline = t0 + self.start_timeout
+            drain_until = None                       # the child exited: what it wrote before is still read
             while True:
                 for kind, _, body in child.pump(min(_POLL, deadline - time.monotonic())):
                     if kind == proto.READY:
@@ -176,7 +177,9 @@ class Worker:
                     raise WorkerLoadError(f"loader {self.loader!r} failed: {message}", tb, child.output_tail(),
                                           (raised_kind, text))
                 now = time.monotonic()
-                if child.eof or child.exited():
+                if not child.eof and drain_until is None and child.exited():
+                    drain_until = now + 0.5              # a load failure's frame may still be in the pipe
+                if child.eof or (drain_until is not None and now >= drain_until):
                     rc = child.finish()
                     raise WorkerLoadError(f"the worker died while loading {self.loader!r}: {death_reason(rc)}",
                                           child.stacks(), child.output_tail())
