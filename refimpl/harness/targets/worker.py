@@ -131,10 +131,9 @@ class Worker:
         for name, v in (("timeout", timeout), ("start_timeout", start_timeout)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
                 raise ValueError(f"{name} must be a positive number of seconds, got {v!r}")
-        self.keep_freed = max_memory is None          # no limit asked for: the child may keep freed memory
+        self.keep_freed = max_memory is None          # no limit asked: the child keeps freed memory (..heap)
         if max_memory is None:
-            ram = machine_memory()
-            max_memory = ram // 2 if ram else None
+            max_memory = (machine_memory() or 0) // 2 or None
         elif isinstance(max_memory, bool) or not isinstance(max_memory, int) or max_memory <= 0:
             raise ValueError(f"max_memory must be a positive number of bytes or None, got {max_memory!r}")
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
@@ -142,8 +141,7 @@ class Worker:
         self.loader, self.loader_args = loader, tuple(loader_args)
         self.timeout, self.start_timeout = float(timeout), float(start_timeout)
         self.max_memory, self.batch = max_memory, batch
-        self.restarts = 0
-        self.startup_seconds: list[float] = []
+        self.restarts, self.startup_seconds = 0, list[float]()   # replaced children; each start's wall time
         self._child: Child | None = None
 
     # -- life cycle ----------------------------------------------------------------------------------------
@@ -161,7 +159,7 @@ class Worker:
         child = Child(self.loader, self.loader_args, keep_freed=self.keep_freed)
         try:
             deadline = t0 + self.start_timeout
-            drain_until = None                       # the child exited: what it wrote before is still read
+            drain_until = None           # the child exited: a load failure's frame may still be in the pipe (0.5 s)
             while True:
                 for kind, _, body in child.pump(min(_POLL, deadline - time.monotonic())):
                     if kind == proto.READY:
@@ -177,8 +175,7 @@ class Worker:
                     raise WorkerLoadError(f"loader {self.loader!r} failed: {message}", tb, child.output_tail(),
                                           (raised_kind, text))
                 now = time.monotonic()
-                if not child.eof and drain_until is None and child.exited():
-                    drain_until = now + 0.5              # a load failure's frame may still be in the pipe
+                drain_until = drain_until or (now + 0.5 if not child.eof and child.exited() else None)
                 if child.eof or (drain_until is not None and now >= drain_until):
                     rc = child.finish()
                     raise WorkerLoadError(f"the worker died while loading {self.loader!r}: {death_reason(rc)}",
