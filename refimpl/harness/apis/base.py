@@ -15,7 +15,7 @@ import numpy as np
 from ...masks import band_mask
 from ...precision import get as precision, of as precision_of
 
-__all__ = ["Api", "Returned", "needs", "keep_mask", "to_numpy", "snapshots", "mutations", "converter"]
+__all__ = ["Api", "Returned", "needs", "keep_mask", "flash_band", "to_numpy", "snapshots", "mutations", "converter"]
 
 FEATURES = ("bool-mask", "additive-mask", "padding-mask", "sequence-lengths", "dv-ne-d", "softcap", "alibi", "gqa",
             "top-left-band", "bottom-right-band")
@@ -145,6 +145,18 @@ class Api:
     def repro_unpack(self) -> list[str]:
         """Source lines of a reproduction script that turn ``res`` into ``res`` (output) and ``w``."""
         return ["    if isinstance(res, tuple):", "        res = res[0]"]
+
+
+def flash_band(spec) -> tuple[bool, tuple[int, int]]:
+    """FlashAttention's ``(causal, window_size)`` of a case (a packed batch's per-sequence band, else the case's):
+    ``window_size`` (left, right), -1 unbounded, the right side capped at 0 by causal; (-1, -1) without a window."""
+    packed = spec.seqlens is not None
+    causal = spec.seq_causal if packed else spec.is_causal
+    window = spec.seq_window if packed else spec.window
+    if window is None:
+        return causal, (-1, -1)
+    left, right = window
+    return causal, (left, 0 if right < 0 else min(right, 0)) if causal else (left, right)
 
 
 def keep_mask(s, mask: np.ndarray | None) -> np.ndarray | None:

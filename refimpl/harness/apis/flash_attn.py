@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Api, to_numpy
+from .base import Api, flash_band, to_numpy
 
 __all__ = ["API"]
 
@@ -18,13 +18,11 @@ class FlashAttn(Api):
     def arguments(self, data, conv, layout):
         import torch as th
         s = data.spec
-        left, right = s.window if s.window is not None else (-1, -1)
-        if s.is_causal:
-            right = 0 if right < 0 else min(right, 0)
+        causal, window_size = flash_band(s)
         given = {n: conv(np.swapaxes(a, 1, 2)) for n, a in (("q", data.q), ("k", data.k), ("v", data.v))}
         slopes = None if not s.alibi else th.tensor(data.slopes, dtype=th.float32)
-        kwargs = dict(dropout_p=0.0, softmax_scale=s.scale, causal=s.is_causal,
-                      window_size=(left, right) if s.window is not None else (-1, -1), softcap=s.softcap or 0.0,
+        kwargs = dict(dropout_p=0.0, softmax_scale=s.scale, causal=causal, window_size=window_size,
+                      softcap=s.softcap or 0.0,
                       alibi_slopes=slopes, deterministic=True, return_attn_probs=False)
         return given, (given["q"], given["k"], given["v"]), kwargs
 

@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from ...precision import get as precision
-from .base import Api, to_numpy
+from .base import Api, flash_band, to_numpy
 
 __all__ = ["API"]
 
@@ -93,12 +93,7 @@ class FlashAttnKVCache(Api):
         import torch as th
         s = data.spec
         c = caches(data)
-        packed = s.seqlens is not None
-        causal = s.seq_causal if packed else s.is_causal
-        window = s.seq_window if packed else s.window
-        left, right = window if window is not None else (-1, -1)
-        if causal:
-            right = 0 if right < 0 else min(right, 0)
+        causal, window_size = flash_band(s)
         given = {"q": conv(np.swapaxes(data.q, 1, 2)), "k_cache": conv(c["k_cache"][0]),
                  "v_cache": conv(c["v_cache"][0]), "k": conv(c["new_k"]), "v": conv(c["new_v"]),
                  "cache_seqlens": th.tensor(c["cache_seqlens"], dtype=th.int32),
@@ -106,7 +101,7 @@ class FlashAttnKVCache(Api):
         slopes = None if not s.alibi else th.tensor(data.slopes, dtype=th.float32)
         kwargs = dict(k=given["k"], v=given["v"], cache_seqlens=given["cache_seqlens"],
                       block_table=given["block_table"], softmax_scale=s.scale, causal=causal,
-                      window_size=(left, right) if window is not None else (-1, -1), softcap=s.softcap or 0.0,
+                      window_size=window_size, softcap=s.softcap or 0.0,
                       alibi_slopes=slopes, return_softmax_lse=False)
         given = {n: a for n, a in given.items() if a is not None}
         return given, (given["q"], given["k_cache"], given["v_cache"]), kwargs

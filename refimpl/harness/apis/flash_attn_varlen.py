@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Api
+from .base import Api, flash_band
 
 __all__ = ["API"]
 
@@ -33,19 +33,14 @@ class FlashAttnVarlen(Api):
         import torch as th
         s = data.spec
         lens = lengths(s)
-        packed = s.seqlens is not None
-        causal = s.seq_causal if packed else s.is_causal
-        window = s.seq_window if packed else s.window
-        left, right = window if window is not None else (-1, -1)
-        if causal:
-            right = 0 if right < 0 else min(right, 0)
+        causal, window_size = flash_band(s)
         lq, lk = [a for a, _ in lens], [b for _, b in lens]
         given = {"q": conv(_pack(data.q, lq)), "k": conv(_pack(data.k, lk)), "v": conv(_pack(data.v, lk)),
                  "cu_seqlens_q": th.tensor(np.cumsum([0] + lq), dtype=th.int32),
                  "cu_seqlens_k": th.tensor(np.cumsum([0] + lk), dtype=th.int32)}
         slopes = None if not s.alibi else th.tensor(data.slopes, dtype=th.float32)
         kwargs = dict(dropout_p=0.0, softmax_scale=s.scale, causal=causal,
-                      window_size=(left, right) if window is not None else (-1, -1), softcap=s.softcap or 0.0,
+                      window_size=window_size, softcap=s.softcap or 0.0,
                       alibi_slopes=slopes, deterministic=True, return_attn_probs=False)
         args = (given["q"], given["k"], given["v"], given["cu_seqlens_q"], given["cu_seqlens_k"], max(lq), max(lk))
         return given, args, kwargs

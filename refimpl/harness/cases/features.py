@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ...attention import scaled_dot_product_attention
-from ...masks import alibi_bias
+from ...masks import alibi_bias, band_mask
 from ...online import sdpa_online
 from ...precision import PRECISIONS, get as precision
 
@@ -184,17 +184,12 @@ class CaseData:
 def packed_keep(spec: CaseSpec) -> np.ndarray:
     """(B, 1, Sq, Sk) bool: a packed batch's keep-mask. Query i and key j of sequence b (lengths lq, lk) meet
     iff i < lq, j < lk and, with offset lk - lq (bottom-right per sequence), the causal and window rules hold."""
-    i, j = np.arange(spec.Sq)[:, None], np.arange(spec.Sk)[None, :]
-    left, right = spec.seq_window if spec.seq_window is not None else (-1, -1)
-    if spec.seq_causal:
-        right = 0 if right < 0 else min(right, 0)
     out = []
     for lq, lk in spec.seqlens or ():
-        keep = (i < lq) & (j < lk)
-        if left >= 0:
-            keep &= j >= i + lk - lq - left
-        if right >= 0:
-            keep &= j <= i + lk - lq + right
+        keep = np.zeros((spec.Sq, spec.Sk), bool)
+        if lq and lk:                          # refimpl's own band, bottom-right within the sequence
+            band = band_mask(lq, lk, is_causal=spec.seq_causal, window=spec.seq_window, alignment="bottom-right")
+            keep[:lq, :lk] = True if band is None else band
         out.append(keep)
     return np.stack(out)[:, None]
 
