@@ -20,7 +20,7 @@ from refimpl.harness.target_spec import Target, builtin_targets
 
 ROOT = Path(__file__).parent
 ENV = {k: "x" for k in ("python", "numpy", "blas", "r", "rpy2", "torch", "platform")} | {"attention": "unavailable"}
-LINE = re.compile(r"^(?:- )?conventions (\S+): masked-rows=(zeros|nan|uniform|mean-v|other|n/a), "
+LINE = re.compile(r"^(?:- )?conventions (\S+): masked-rows=(zeros|nan|uniform|mean-v|other|mix\([a-z:0-9,-]+\)|n/a), "
                   r"causal=(top-left|bottom-right|other|n/a), returns=(output|output\+weights|n/a)$", re.M)
 
 
@@ -31,11 +31,26 @@ def _module(path: Path):
     return mod
 
 
+def _nan_rows_in_odd_batches(plain):
+    """``plain`` (correct, zeros on a fully masked row), except that such a row is NaN when the batch has an odd
+    number of entries: one policy in some cases, another in the rest (the conventions line must say a mix)."""
+    import numpy as np
+
+    def fn(q, k, v, mask=None, scale=None):
+        out = np.array(plain(q, k, v, mask=mask, scale=scale))
+        if mask is not None and q.shape[0] % 2 == 1:
+            dead = ~np.broadcast_to(mask, q.shape[:2] + (q.shape[2], k.shape[2])).any(-1)
+            out[dead] = np.nan
+        return out
+    return fn
+
+
 @pytest.fixture(scope="module")
 def run():
     demo, zoo = _module(ROOT / "support" / "demo_targets.py"), _module(ROOT / "zoo" / "numpy_impls.py")
     targets = [builtin_targets()["refimpl"](), Target("wrong_scale", demo.wrong_scale),
-               Target("nan_rows", zoo.nan_masked_rows), Target("plain", zoo.plain)]
+               Target("nan_rows", zoo.nan_masked_rows), Target("plain", zoo.plain),
+               Target("mixed", _nan_rows_in_odd_batches(zoo.plain))]
     cases = [c for c in collect_cases(random_n=0, families=["sizes", "masked-rows"], suite="quick",
                                       dtypes=("float64",)) if c.id.startswith("family:")]
     r = run_check(targets, {}, cases)
@@ -51,6 +66,8 @@ def test_conventions_line_for_every_target_from_what_the_targets_did(run):
     assert set(got) == set(run.targets)
     assert got["nan_rows"] == ("nan", "n/a", "output")          # the zoo's catalogued convention: NaN rows
     assert got["plain"] == ("zeros", "n/a", "output")
+    mixed = re.fullmatch(r"mix\(([a-z-]+):(\d+),([a-z-]+):(\d+)\)", got["mixed"][0])   # not one policy: counted
+    assert mixed and {mixed.group(1), mixed.group(3)} == {"nan", "zeros"}
     assert got["wrong_scale"][2] == "output+weights"             # demo_targets return (output, weights)
     assert got["refimpl"][1] == "top-left"
 
@@ -126,7 +143,13 @@ def test_conventions_aggregate_over_rows():
     conv = [{"masked-rows": "zeros", "returns": "output"}, {"masked-rows": "nan", "returns": "output+weights"}, {}]
     r = _synthetic(a={"t": Outcome(Status.PASS, conventions=conv[0]), "u": Outcome(Status.PASS, conventions={})},
                    b={"t": Outcome(Status.PASS, conventions=conv[1]), "u": Outcome(Status.PASS, conventions={})})
-    assert report.conventions(r, "t") == {"masked-rows": "other", "causal": "n/a", "returns": "output+weights"}
+    assert report.conventions(r, "t") == {"masked-rows": "mix(nan:1,zeros:1)", "causal": "n/a",
+                                          "returns": "output+weights"}
+    counted = _synthetic(a={"t": Outcome(Status.PASS, conventions={"masked-rows": "zeros",
+                                                                    "masked-rows-counts": {"zeros": 12, "nan": 3}})},
+                         b={"t": Outcome(Status.PASS, conventions={"masked-rows": "zeros",
+                                                                    "masked-rows-counts": {"zeros": 5}})})
+    assert report.conventions(counted, "t")["masked-rows"] == "mix(zeros:17,nan:3)"     # cases, not rows
     assert report.conventions_line("u", report.conventions(r, "u")) == \
         "conventions u: masked-rows=n/a, causal=n/a, returns=n/a"
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import hashlib
 import json
 import os
 import random
@@ -43,6 +44,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mutation_cover as cov  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "mutation.md"
@@ -64,7 +68,18 @@ TESTS: dict[str, list[str]] = {
     "tolerance": ["test_judge_tolerance.py"] + _COMMON + ["test_features.py", "test_online.py", "test_fixtures.py",
                                                           "test_properties.py", "test_backward.py"],
 }
-COPY = ["refimpl", "tests", "fixtures", "r_reference", "pyproject.toml"]
+# The harness modules that decide a verdict, a bound, a ratio, a convention, a diagnosis or a repro bound
+# (issue #24). Their tests are found by tracing (``--trace``, then ``--cover``), not listed by hand.
+HARNESS = ["harness/verdicts/judge", "harness/verdicts/grad_judge", "harness/verdicts/lse_judge",
+           "harness/verdicts/dropout_judge", "harness/verdicts/determinism", "harness/analysis/diagnosis",
+           "harness/analysis/fitting", "harness/analysis/repro", "harness/apis/base", "harness/apis/__init__",
+           "harness/apis/torch_sdpa", "harness/apis/flash_attn", "harness/apis/flash_attn_varlen",
+           "harness/apis/flash_attn_kvcache", "harness/apis/jax_api", "harness/apis/hf_api",
+           "harness/apis/refimpl_protocol", "harness/apis/c_abi", "harness/apis/native",
+           "harness/rows/family_cases", "harness/rows/grad_cases", "harness/targets/probe",
+           "harness/targets/isolation"]
+COPY = ["refimpl", "tests", "fixtures", "r_reference", "pyproject.toml", "tools", "docs", "README.md", "Makefile",
+        ".ci", ".github"]
 
 
 class Mutant(NamedTuple):
@@ -257,9 +272,52 @@ def select(mods: list[str], only: list[str], n_max: int | None, seed: int, base:
     return ms
 
 
+def trace(mods: list[str], out: Path, work: Path) -> int:
+    """Run the suite once in ``work`` under the line tracer; write the cover map of ``mods`` to ``out``."""
+    tdir = work / ".trace"
+    shutil.rmtree(tdir, ignore_errors=True)
+    tdir.mkdir()
+    env = dict(os.environ, HYPOTHESIS_PROFILE="ci", PYTHONDONTWRITEBYTECODE="1",
+               PYTHONPATH=f"{work}{os.pathsep}{work / 'tools'}", MUTATION_TRACE_OUT=str(tdir),
+               MUTATION_TRACE_ROOT=str(work), MUTATION_TRACE_MODULES=",".join(mods), REFIMPL_NO_R="1",
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    n = os.cpu_count() or 1
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "mutation_cover", "-m", "not slow",
+           *(["-n", str(n)] if n > 1 else []), "tests"]
+    t0 = time.monotonic()
+    rc = subprocess.call(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL)
+    cover = cov.merge(tdir, work)
+    cover["sources"] = {m: hashlib.sha256((work / "refimpl" / f"{m}.py").read_bytes()).hexdigest() for m in mods}
+    out.write_text(json.dumps(cover))
+    ran = {m: len(cover["lines"].get(m, {})) for m in mods}
+    print(f"traced in {time.monotonic() - t0:.0f} s (pytest exit {rc}); lines run per module: {ran}")
+    return 0 if rc == 0 else 2
+
+
+def _plan(m: Mutant, cover: dict | None, work: Path, budget: float = 0.0) -> tuple[list[str], float]:
+    """``(pytest arguments, timeout)`` of one mutant: the traced tests of its statement, else its module's
+    test files (traced, or TESTS); ``budget`` > 0: only the fastest tests whose traced times add up to it."""
+    if cover is None:
+        files = [f"tests/{f}" for f in TESTS[m.module] if (work / "tests" / f).exists()]
+        return files, 0.0
+    src = (work / "refimpl" / f"{m.module}.py").read_text()
+    tests = cov.tests_for(cover, m.module, src, m.line) or cov.files_of(cover, m.module)
+    if budget > 0:
+        kept, used = [], 0.0
+        for t in tests:
+            used += cov.seconds_of(cover, [t])
+            if kept and used > budget:
+                break
+            kept.append(t)
+        tests = kept
+    return tests, 2 * cov.seconds_of(cover, tests) + 20
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--module", action="append", choices=sorted(TESTS), help="only this module (repeatable)")
+    ap.add_argument("--module", action="append", choices=sorted(TESTS) + HARNESS,
+                    help="only this module (repeatable; default: the math modules, or HARNESS with --cover)")
+    ap.add_argument("--harness", action="store_true", help="every module of HARNESS")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     ap.add_argument("--max", type=int, default=None, help="run a fixed-seed sample of at most N mutants")
     ap.add_argument("--seed", type=int, default=0, help="seed of the --max sample (default 0)")
@@ -270,10 +328,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds per mutant run; skips the unmutated baseline runs (default: 2 x baseline + 20)")
     ap.add_argument("--json", type=Path, default=None, help="write every mutant's result here")
+    ap.add_argument("--trace", type=Path, default=None, metavar="COVER",
+                    help="trace which tests run which lines of the modules, write the map to COVER and exit")
+    ap.add_argument("--cover", type=Path, default=None, metavar="COVER",
+                    help="run each mutant's traced tests only, in a forked child (a map written by --trace)")
+    ap.add_argument("--budget", type=float, default=0.0, metavar="S",
+                    help="with --cover: run only the fastest traced tests adding up to S seconds (a first pass; "
+                         "rerun the survivors without it)")
+    ap.add_argument("--shard", default="1/1", metavar="K/N", help="run every N-th mutant from the K-th (1-based)")
     args = ap.parse_args(argv)
     if args.max is not None and args.max < 1:
         ap.error(f"--max must be a positive integer, got {args.max}")
-    mods = args.module or list(TESTS)
+    try:
+        k_shard, n_shard = (int(x) for x in args.shard.split("/"))
+        assert 1 <= k_shard <= n_shard
+    except (ValueError, AssertionError):
+        ap.error(f"--shard takes K/N with 1 <= K <= N, got {args.shard!r}")
+    mods = args.module or (HARNESS if args.harness or args.cover or args.trace else list(TESTS))
+    cover = None
+    if args.cover is not None:
+        try:
+            cover = json.loads(args.cover.read_text())
+        except (OSError, ValueError) as e:
+            ap.error(f"--cover must name a map written by --trace, got {str(args.cover)!r} ({e})")
+    elif any(m not in TESTS for m in mods) and not (args.trace or args.list):
+        ap.error("the harness modules have no hand-kept test list: trace them first (--trace COVER), then --cover")
     if args.rerun is not None:
         try:
             args.only += [r["id"] for r in json.loads(args.rerun.read_text()) if r["status"] == "SURVIVED"]
@@ -292,12 +371,25 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="refimpl-mut-"))
     work.mkdir(parents=True, exist_ok=True)
     make_copy(work)                 # a snapshot: the mutants come from it, so edits made meanwhile do not shift them
-    ms = select(mods, args.only, args.max, args.seed, work)
+    if args.trace is not None:
+        try:
+            return trace(mods, args.trace, work)
+        finally:
+            if args.work is None:
+                shutil.rmtree(work, ignore_errors=True)
+    if cover is not None:
+        stale = [m for m in mods if cover.get("sources", {}).get(m) !=
+                 hashlib.sha256((work / "refimpl" / f"{m}.py").read_bytes()).hexdigest()]
+        if stale:
+            print(f"the cover map is older than {', '.join(stale)}: run --trace again", file=sys.stderr)
+            return 2
+        cov.preload()
+    ms = select(mods, args.only, args.max, args.seed, work)[k_shard - 1::n_shard]
     results, timeouts, interrupted = [], {}, False
     try:
         for mod in dict.fromkeys(m.module for m in ms):      # the unmutated run: must pass; sets the timeout
-            if args.timeout is not None:
-                timeouts[mod] = args.timeout
+            if args.timeout is not None or cover is not None:
+                timeouts[mod] = args.timeout or 0.0
                 continue
             outcome, secs, first = run_tests(work, mod, 1800)
             if outcome != "pass":
@@ -310,13 +402,20 @@ def main(argv: list[str] | None = None) -> int:
             original = path.read_text()
             try:
                 path.write_text(mutated_source(m, work))
-                outcome, secs, first = run_tests(work, m.module, timeouts[m.module])
+                if cover is None:
+                    outcome, secs, first = run_tests(work, m.module, timeouts[m.module])
+                else:
+                    tests, limit = _plan(m, cover, work, args.budget)
+                    outcome, secs, first = cov.run_forked(work, tests, timeouts[m.module] or limit,
+                                                          work / f".mutant-{os.getpid()}.log")
             finally:
                 path.write_text(original)
-            status = ("KILLED" if outcome != "pass" else "EQUIV" if m.id in eq else "SURVIVED")
+            status = ("UNRUN" if outcome == "notests" else "KILLED" if outcome != "pass" else
+                      "EQUIV" if m.id in eq else "SURVIVED")
             results.append({"id": m.id, "module": m.module, "status": status, "outcome": outcome,
                             "seconds": round(secs, 1), "by": first if outcome == "fail" else ""})
-            tail = f"  <- {first}" if outcome == "fail" else "  (timeout)" if outcome == "timeout" else ""
+            tail = f"  <- {first}" if outcome == "fail" else "  (timeout)" if outcome == "timeout" else \
+                "  (no test ran it)" if outcome == "notests" else ""
             print(f"{k:4d}/{len(ms)} {status:8s} {secs:5.1f}s {m.id}" + tail, flush=True)
     except KeyboardInterrupt:
         print("interrupted: partial figures below", file=sys.stderr)
@@ -331,17 +430,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summarise(results: list[dict], mods: list[str]) -> int:
-    print(f"\n{'module':10s} {'mutants':>7s} {'killed':>7s} {'equiv':>6s} {'survived':>8s} {'score':>7s}")
+    print(f"\n{'module':36s} {'mutants':>7s} {'killed':>7s} {'equiv':>6s} {'survived':>8s} {'score':>7s}")
     for mod in mods + ["total"]:
         rs = [r for r in results if mod in ("total", r["module"])]
         if not rs:
             continue
         n, k, e = len(rs), sum(r["status"] == "KILLED" for r in rs), sum(r["status"] == "EQUIV" for r in rs)
         score = 100.0 * k / (n - e) if n > e else 100.0
-        print(f"{mod:10s} {n:7d} {k:7d} {e:6d} {n - k - e:8d} {score:6.1f}%")
+        print(f"{mod:36s} {n:7d} {k:7d} {e:6d} {n - k - e:8d} {score:6.1f}%")
     for r in results:
-        if r["status"] == "SURVIVED":
-            print(f"SURVIVED {r['id']}")
+        if r["status"] in ("SURVIVED", "UNRUN"):
+            print(f"{r['status']} {r['id']}")
     n = len(results)
     k, e = sum(r["status"] == "KILLED" for r in results), sum(r["status"] == "EQUIV" for r in results)
     print(f"mutation score {100.0 * k / max(n - e, 1):.1f}%: {k} killed, {e} equivalent, {n - k - e} survived "

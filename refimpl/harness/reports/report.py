@@ -4,11 +4,12 @@ Every format carries, per target: the diagnosis lines (``CheckRun.diagnoses``), 
 (``CheckRun.localisations``), the reproduction scripts (``CheckRun.repros``) and, for every target, the
 conventions line
 
-    conventions TARGET: masked-rows=zeros|nan|uniform|mean-v|other|n/a, causal=top-left|bottom-right|other|n/a,
-                        returns=output|output+weights|n/a[, lse-dead=+inf|-inf|other]
+    conventions TARGET: masked-rows=zeros|nan|uniform|mean-v|other|mix(..)|n/a, causal=top-left|bottom-right|other|n/a,
+                        returns=output|output+weights|n/a[, lse-dead=+inf|-inf|mix(..)]
 
 (:func:`conventions`: masked-rows from the family rows' ``Outcome.conventions`` — one value when every row
-that saw fully masked rows agrees, ``other`` when they disagree, ``n/a`` when no case had such a row;
+that saw fully masked rows agrees, ``mix(zeros:40,nan:3)`` (cases per policy) when they do not, ``n/a`` when no
+case had such a row;
 causal as measured by :mod:`.probe`; returns ``output+weights`` when any family case returned weights;
 lse-dead, with ``--lse``, what the log-sum-exp of a row with no key was).
 
@@ -91,16 +92,31 @@ def conventions(run: CheckRun, target: str) -> dict:
     """``{"masked-rows", "causal", "returns"}`` of ``target`` aggregated over its cells (module doc)."""
     cells = [run.results[(c.id, target)] for c in run.cases if (c.id, target) in run.results]
     convs = [getattr(o, "conventions", None) or {} for o in cells]
-    masked = {cv["masked-rows"] for cv in convs if cv.get("masked-rows")}
     causal = Counter(cv["causal"] for cv in convs if cv.get("causal"))
     returns = {cv["returns"] for cv in convs if cv.get("returns")}
-    out = {"masked-rows": masked.pop() if len(masked) == 1 else ("other" if masked else "n/a"),
+    out = {"masked-rows": _policy(convs, "masked-rows") or "n/a",
            "causal": causal.most_common(1)[0][0] if causal else "n/a",
            "returns": "output+weights" if "output+weights" in returns else ("output" if returns else "n/a")}
-    lse = {cv["lse-dead"] for cv in convs if cv.get("lse-dead")}
+    lse = _policy(convs, "lse-dead")
     if lse:                                         # --lse: the log-sum-exp of rows with no key
-        out["lse-dead"] = lse.pop() if len(lse) == 1 else "other"
+        out["lse-dead"] = lse
     return out
+
+
+def _policy(convs: list[dict], key: str) -> str | None:
+    """One value when every case that showed ``key`` agrees; ``mix(zeros:40,nan:3)`` (most cases first) when
+    they do not: a target whose fully masked rows are not one policy says so; None when no case showed it."""
+    counts: Counter = Counter()
+    for cv in convs:
+        if cv.get(f"{key}-counts"):
+            counts.update(cv[f"{key}-counts"])
+        elif cv.get(key):                           # a cell that reports its value only (one case, or a column)
+            counts[cv[key]] += 1
+    if not counts:
+        return None
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "mix(" + ",".join(f"{v}:{n}" for v, n in sorted(counts.items(), key=lambda x: (-x[1], x[0]))) + ")"
 
 
 def conventions_line(target: str, conv: dict) -> str:

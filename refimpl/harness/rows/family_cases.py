@@ -161,11 +161,12 @@ def _aggregate(results: list[CaseResult], specs: dict[str, CaseSpec]) -> Outcome
     worst = max((r.ratio for r in judged), default=0.0)
     ordered = sorted(counts.items(), key=lambda x: x[0].value)
     summary = f"{len(results)} cases: " + ", ".join(f"{n} {s}" for s, n in ordered)
-    conv = Counter(r.convention for r in results if r.convention)
-    conventions = {"masked-rows": conv.most_common(1)[0][0]} if conv else {}
-    lse_conv = Counter(r.lse_convention for r in results if r.lse_convention)
-    if lse_conv:
-        conventions["lse-dead"] = lse_conv.most_common(1)[0][0]
+    conventions: dict = {}
+    for key, conv in (("masked-rows", Counter(r.convention for r in results if r.convention)),
+                      ("lse-dead", Counter(r.lse_convention for r in results if r.lse_convention))):
+        if conv:                                         # the policy, and how many cases showed each (a mix)
+            conventions[key] = conv.most_common(1)[0][0]
+            conventions[f"{key}-counts"] = dict(conv)
     if any(r.returned_weights for r in results):
         conventions["returns"] = "output+weights"
     elif judged:

@@ -1,0 +1,202 @@
+"""Which tests run which line, and a fork server that runs only those tests on a mutant.
+
+The harness's modules are called from a thousand tests; running them all (or a hand-kept list) for each of
+two thousand mutants takes hours on two cores. So mutation_check.py can instead:
+
+1. ``trace``: run the ``-m "not slow"`` suite once under a line tracer limited to the mutated modules, and
+   write ``{file: {line: [test node ids]}}`` (lines run outside any test, at import or collection, go
+   under the node id ``<import>``) with each test's duration;
+2. for each mutant, run only the tests that executed the lines of its statement, in a child forked from a
+   process that has already imported pytest, NumPy, torch and Hypothesis (refimpl itself is imported fresh
+   in the child, from the private copy holding the mutant); ``-x`` stops at the first failure.
+
+A mutant in a statement no test executed in process (module-level code, or code only a worker process
+runs) is run against every test file that executes any line of its module (``files_of``). Nothing here
+decides a verdict: a mutant is KILLED when its child exits non-zero or outlives its time.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+IMPORT = "<import>"
+
+
+# --- 1. the tracer (a pytest plugin: ``-p mutation_cover`` with tools/ on sys.path) ----------------------
+
+class _Tracer:
+    def __init__(self, files: set[str]):
+        self.files = files
+        self.test = IMPORT
+        self.lines: dict[str, dict[int, set[str]]] = {}
+        self.durations: dict[str, float] = {}
+
+    def global_trace(self, frame, event, arg):
+        fn = frame.f_code.co_filename
+        if fn in self.files:
+            return self.local_trace
+        return None
+
+    def local_trace(self, frame, event, arg):
+        if event == "line" or event == "call":
+            self.lines.setdefault(frame.f_code.co_filename, {}).setdefault(frame.f_lineno, set()).add(self.test)
+        return self.local_trace
+
+
+_TRACER: _Tracer | None = None
+
+
+def pytest_configure(config):
+    global _TRACER
+    out = os.environ.get("MUTATION_TRACE_OUT")
+    if not out:
+        return
+    root = Path(os.environ["MUTATION_TRACE_ROOT"])
+    files = {str((root / "refimpl" / f"{m}.py").resolve()) for m in os.environ["MUTATION_TRACE_MODULES"].split(",")}
+    _TRACER = _Tracer(files)
+    sys.settrace(_TRACER.global_trace)
+    threading.settrace(_TRACER.global_trace)
+
+
+def pytest_runtest_protocol(item, nextitem):
+    if _TRACER is not None:
+        _TRACER.test = item.nodeid
+        sys.settrace(_TRACER.global_trace)          # a test may have replaced it (Hypothesis does, for coverage)
+        item._mutation_t0 = time.monotonic()
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    if _TRACER is not None:
+        t0 = getattr(_TRACER, "_t0", None)
+        _TRACER.durations[nodeid] = _TRACER.durations.get(nodeid, 0.0) + (time.monotonic() - t0 if t0 else 0.0)
+        _TRACER.test = IMPORT
+
+
+def pytest_runtest_logstart(nodeid, location):
+    if _TRACER is not None:
+        _TRACER._t0 = time.monotonic()
+
+
+def pytest_unconfigure(config):
+    if _TRACER is None:
+        return
+    sys.settrace(None)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    path = Path(os.environ["MUTATION_TRACE_OUT"]) / f"trace-{worker}.json"
+    lines = {f: {str(n): sorted(t) for n, t in d.items()} for f, d in _TRACER.lines.items()}
+    path.write_text(json.dumps({"lines": lines, "durations": _TRACER.durations}))
+
+
+def merge(directory: Path, root: Path) -> dict:
+    """The trace files of every xdist worker as one map ``{module: {line: [tests]}}`` + durations."""
+    lines: dict[str, dict[int, set[str]]] = {}
+    durations: dict[str, float] = {}
+    for p in sorted(directory.glob("trace-*.json")):
+        d = json.loads(p.read_text())
+        durations.update(d["durations"])
+        for f, per in d["lines"].items():
+            mod = str(Path(f).resolve().relative_to((root / "refimpl").resolve()).with_suffix(""))
+            for n, tests in per.items():
+                lines.setdefault(mod, {}).setdefault(int(n), set()).update(tests)
+    return {"lines": {m: {str(n): sorted(t) for n, t in d.items()} for m, d in lines.items()},
+            "durations": durations}
+
+
+# --- 2. which tests a mutant needs --------------------------------------------------------------------
+
+def statement_lines(source: str, line: int) -> range:
+    """The lines of the innermost statement holding ``line`` (a compound statement: its header only)."""
+    best: tuple[int, int] | None = None
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.stmt):
+            continue
+        lo, hi = node.lineno, node.end_lineno or node.lineno
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and not isinstance(node, ast.ClassDef):
+            hi = max(lo, body[0].lineno - 1)                   # the header of if/for/while/def/with/try
+        if lo <= line <= hi and (best is None or hi - lo < best[1] - best[0]):
+            best = (lo, hi)
+    return range(best[0], best[1] + 1) if best else range(line, line + 1)
+
+
+def tests_for(cover: dict, module: str, source: str, line: int) -> list[str]:
+    """The test node ids that ran the statement of ``line`` inside a test ([] if none did)."""
+    per = cover["lines"].get(module, {})
+    found: set[str] = set()
+    for n in statement_lines(source, line):
+        found.update(per.get(str(n), ()))
+    found.discard(IMPORT)
+    dur = cover["durations"]
+    return sorted(found, key=lambda t: (dur.get(t, 1.0), t))          # fastest first: -x stops early
+
+
+def files_of(cover: dict, module: str) -> list[str]:
+    """Every test file that ran a line of ``module`` (the fallback for statements no test ran)."""
+    files = {t.split("::")[0] for tests in cover["lines"].get(module, {}).values() for t in tests if t != IMPORT}
+    return sorted(files)
+
+
+def seconds_of(cover: dict, tests: list[str]) -> float:
+    dur = cover["durations"]
+    return sum(dur.get(t, dur.get(t.split("::")[0], 5.0)) for t in tests)
+
+
+# --- 3. the fork server --------------------------------------------------------------------------------
+
+def preload() -> None:
+    """Import what every child needs and refimpl does not own, once, in the parent."""
+    import numpy  # noqa: F401
+    import pytest  # noqa: F401
+    import hypothesis  # noqa: F401
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        pass
+
+
+def run_forked(work: Path, args: list[str], timeout: float, log: Path) -> tuple[str, float, str]:
+    """Run ``pytest.main(args)`` in a forked child (cwd ``work``); ``(outcome, seconds, first failure)``."""
+    t0 = time.monotonic()
+    pid = os.fork()
+    if pid == 0:                                                     # the child
+        try:
+            os.setsid()
+            fd = os.open(str(log), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.chdir(work)
+            sys.path.insert(0, str(work))
+            import pytest
+            rc = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "-m", "not slow", *args])
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(int(rc))
+        except BaseException:
+            os._exit(99)
+    deadline = t0 + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+            return "timeout", time.monotonic() - t0, ""
+        time.sleep(0.02)
+    secs = time.monotonic() - t0
+    rc = os.waitstatus_to_exitcode(status)
+    out = log.read_text(errors="replace") if log.exists() else ""
+    import re
+    first = re.search(r"^(?:FAILED|ERROR) (\S+)", out, re.M)
+    if rc == 5:                                                      # no test collected: a stale id
+        return "notests", secs, out[-300:]
+    return ("pass" if rc == 0 else "fail"), secs, first.group(1) if first else out[-200:]
