@@ -271,3 +271,36 @@ def test_an_export_killed_with_sigterm_leaves_no_temporary_files(tmp_path, how):
     assert not _hidden(tmp_path)
     rows = json.loads((d / "index.json").read_text())["cases"]
     assert all((d / r["file"]).is_file() for r in rows)    # the index never names a file that is not there
+
+
+def test_a_kv_cache_case_carries_its_cache_table_lengths_and_appended_keys(tmp_path):
+    """A kvcache case exports the cache as flash_attn_with_kvcache takes it: reading each sequence's keys through
+    the block table (or the dense rows) and appending k_new gives back the case's dense k; the cache the call
+    must leave holds them; slots beyond are garbage (NaN or huge), and other cases have kv_cache null."""
+    d = tmp_path / "kv"
+    export(["kvcache", "causal"], d, suite="quick", dtypes=("float64",))
+    assert _load(d, "causal/0000-float64")["inputs"]["kv_cache"] is None
+    seen_paged = seen_dense = False
+    for f in sorted((d / "kvcache").glob("*.json")):
+        c = json.loads(f.read_text())
+        kv, feat = c["inputs"]["kv_cache"], c["features"]
+        k = np.swapaxes(_arr(c["inputs"]["k"]), 1, 2)                          # (B, Sk, Hkv, D)
+        before, after = _arr(kv["k_cache"]), _arr(kv["k_cache_after"])
+        table, bs = kv["block_table"], kv["block_size"]
+        assert kv["cache_seqlens"] == list(feat["cache_lens"]) and bs == feat["block_size"]
+        new = 0 if kv["k_new"] is None else _arr(kv["k_new"]).shape[1]
+        assert new == feat["new_len"]
+        for b, cached in enumerate(kv["cache_seqlens"]):
+            def slot(p):
+                return (b, p) if table is None else (table[b][p // bs], p % bs)
+            for p in range(cached + new):
+                assert np.array_equal(after[slot(p)], k[b, p])
+                if p < cached:
+                    assert np.array_equal(before[slot(p)], k[b, p])
+                else:
+                    assert np.array_equal(_arr(kv["k_new"])[b, p - cached], k[b, p])
+        rest = before[~np.isfinite(before) | (np.abs(before) >= 1e29)]
+        assert rest.size > 0                                                    # garbage where no key lives
+        seen_paged |= table is not None
+        seen_dense |= table is None
+    assert seen_paged and seen_dense

@@ -11,6 +11,10 @@ listing them. A case file holds:
   ``absent_rows`` (B, Hq, Sq) or null: a packed (varlen) batch's padding rows, part of no sequence, not judged.
   A packed case also has ``inputs.cu_seqlens_q`` / ``cu_seqlens_k`` (its sequences' cumulative lengths; the
   dense arrays hold sequence b in rows 0..lq-1 and keys 0..lk-1 of batch b, and ``keep`` folds its bands).
+  A KV-cache decode case (family ``kvcache``) also has ``inputs.kv_cache``: the cache as flash_attn_with_kvcache
+  takes it (dense or paged with ``block_table``, garbage beyond each sequence, ``cache_seqlens``, the appended
+  ``k_new``/``v_new``) and the cache the call must leave (``k_cache_after``/``v_cache_after``); a reader without
+  a cache API runs the dense q, k, v and ``keep`` as for any case. Other cases have ``kv_cache`` null.
 * ``tolerance``: explicit absolute bounds, ``atol`` for the output and ``weights_atol`` for the weights: rule 3
   of :mod:`refimpl.tolerance` in float64, ``K_FORWARD * eps(float64) * n_terms * magnitude`` with ``n_terms`` =
   ``2 s D max|q| max|k| + Sk + Dv + 2`` (+ 2 max|additive mask|) and ``magnitude`` = max|v| (1 for weights).
@@ -48,6 +52,7 @@ from ...errors import UsageError
 from ...io import write_atomic
 from ...precision import get as precision
 from ..apis import PROTOCOL, keep_mask, expressible
+from ..apis.flash_attn_kvcache import caches
 from ..cases.features import CaseData, materialise
 from ..cases.families import select
 from ..verdicts.judge import n_terms
@@ -101,7 +106,7 @@ def case_json(data: CaseData) -> dict:
         "r_protocol": expressible(PROTOCOL, s),
         "inputs": {"q": _array(data.q), "k": _array(data.k), "v": _array(data.v), "keep": _array(keep),
                    "mask": _array(data.mask), "alibi_slopes": _array(data.slopes),
-                   **_packed(s)},
+                   **_packed(s), "kv_cache": _cache(data)},
         "expected": {"output": _array(data.expected), "weights": _array(data.weights), "dead_rows": _array(data.dead),
                      "absent_rows": _array(data.absent)},
         "tolerance": bound,
@@ -116,6 +121,24 @@ def _packed(s) -> dict:
         return {"cu_seqlens_q": None, "cu_seqlens_k": None}
     cq, ck = np.cumsum([0] + [a for a, _ in s.seqlens]), np.cumsum([0] + [b for _, b in s.seqlens])
     return {"cu_seqlens_q": [int(x) for x in cq], "cu_seqlens_k": [int(x) for x in ck]}
+
+
+def _cache(data: CaseData) -> dict | None:
+    """A KV-cache decode case's cache as flash_attn_with_kvcache takes it (null for other cases): dense
+    (B, Smax, Hkv, D) or paged (num_blocks, block_size, Hkv, D) with its int32 block table, garbage (NaN, huge)
+    beyond every sequence's cached keys, the keys each call appends (k_new/v_new (B, Snew, Hkv, D|Dv), null when
+    none), cache_seqlens (keys cached before the call) and the cache the call must leave (``*_after``)."""
+    if data.spec.cache_lens is None:
+        return None
+    c = caches(data)
+    table = c["block_table"]
+    return {"layout": "flash_attn_with_kvcache: q (B, Sq, Hq, D); sequence b attends its cache_seqlens[b] + Snew "
+                      "keys, causal and windows bottom-right", "block_size": data.spec.block_size,
+            "k_cache": _array(c["k_cache"][0]), "v_cache": _array(c["v_cache"][0]),
+            "k_cache_after": _array(c["k_cache"][1]), "v_cache_after": _array(c["v_cache"][1]),
+            "k_new": _array(c["new_k"]), "v_new": _array(c["new_v"]),
+            "cache_seqlens": [int(x) for x in c["cache_seqlens"]],
+            "block_table": None if table is None else table.tolist()}
 
 
 def _dumps(obj) -> str:
