@@ -103,7 +103,8 @@ OPTIONS = (
                                 "the output replayed from the pattern they return, and its keep rate")),
     Option("lse", dict(action="store_true",
                        help="ask user targets for their log-sum-exp too (flash-attn, flash-attn-varlen: "
-                            "return_attn_probs=True; flash-attn-kvcache: return_softmax_lse=True) and judge it "
+                            "return_attn_probs=True; flash-attn-kvcache: return_softmax_lse=True; flex-attention: "
+                            "return_lse=True) and judge it "
                             "against refimpl.sdpa_lse")),
     Option("dtype", dict(type=dtype_list, default=("float64", "float32"), metavar="LIST",
                          help=f"input dtypes of the family cases: {','.join(DTYPE_NAMES)} (default float64,float32)")),

@@ -96,7 +96,7 @@ def test_the_cli_parses_dtype_once_and_names_the_allowed_values(capsys):
 
 def test_an_unknown_api_is_refused_naming_the_registered_ones():
     with pytest.raises(UsageError, match="--api must be one of refimpl, torch-sdpa, flash-attn, flash-attn-varlen, "
-                                         "flash-attn-kvcache, jax, hf, c-abi, js, got 'tf'"):
+                                         "flash-attn-kvcache, jax, hf, flex-attention, c-abi, js, got 'tf'"):
         apis.get("tf")
 
 

@@ -145,10 +145,10 @@ def test_conventions_aggregate_over_rows():
                    b={"t": Outcome(Status.PASS, conventions=conv[1]), "u": Outcome(Status.PASS, conventions={})})
     assert report.conventions(r, "t") == {"masked-rows": "mix(nan:1,zeros:1)", "causal": "n/a",
                                           "returns": "output+weights"}
-    counted = _synthetic(a={"t": Outcome(Status.PASS, conventions={"masked-rows": "zeros",
-                                                                    "masked-rows-counts": {"zeros": 12, "nan": 3}})},
-                         b={"t": Outcome(Status.PASS, conventions={"masked-rows": "zeros",
-                                                                    "masked-rows-counts": {"zeros": 5}})})
+    mixed_row = {"masked-rows": "zeros", "masked-rows-counts": {"zeros": 12, "nan": 3}}
+    zeros_row = {"masked-rows": "zeros", "masked-rows-counts": {"zeros": 5}}
+    counted = _synthetic(a={"t": Outcome(Status.PASS, conventions=mixed_row)},
+                         b={"t": Outcome(Status.PASS, conventions=zeros_row)})
     assert report.conventions(counted, "t")["masked-rows"] == "mix(zeros:17,nan:3)"     # cases, not rows
     assert report.conventions_line("u", report.conventions(r, "u")) == \
         "conventions u: masked-rows=n/a, causal=n/a, returns=n/a"

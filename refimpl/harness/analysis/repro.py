@@ -90,6 +90,8 @@ def _lit(x) -> tuple[str, int]:
         return repr(x), 1
     if x is None or isinstance(x, (bool, int, str)):
         return repr(x), 0
+    if hasattr(x, "repro_source"):                                  # an API's own argument (flex's score_mod)
+        return x.repro_source(_lit)
     if isinstance(x, SimpleNamespace):                               # the hf API's module
         fields = {key: _lit(val) for key, val in vars(x).items()}
         return ("types.SimpleNamespace(" + ", ".join(f"{key}={src}" for key, (src, _) in fields.items()) + ")",
@@ -149,7 +151,7 @@ def _script(target: Target, data: CaseData) -> str:
         "Exit 0: the target's output is within refimpl's tolerance; exit 1: it is not (the problems are printed).",
         '"""',
         "import sys", "import types", "", "import numpy as np",
-    ] + (["import torch"] if uses_torch else []) + [""] + _import_lines(target.name) + [
+    ] + (["import torch"] if uses_torch else []) + list(api.repro_imports) + [""] + _import_lines(target.name) + [
         "", "",
         "def _f(text, shape, dtype):",
         "    return np.array([float.fromhex(x) for x in text.split()], dtype=np.float64).reshape(shape).astype(dtype)",

@@ -18,7 +18,7 @@ __all__ = ["Api", "Returned", "get", "names", "register", "unregister", "express
            "check_backward_signature", "keep_mask", "to_numpy", "needs", "NATIVE", "PROTOCOL"]
 
 _MODULES = ("refimpl_protocol", "torch_sdpa", "flash_attn", "flash_attn_varlen", "flash_attn_kvcache", "jax_api",
-            "hf_api", "c_abi", "js_api", "native")
+            "hf_api", "flex_attention", "c_abi", "js_api", "native")
 _REGISTRY: Registry[Api] = Registry("API", __name__, _MODULES, "API")
 register, unregister = _REGISTRY.register, _REGISTRY.unregister    # a test's or a plugin's own API
 NATIVE = "native"          # refimpl's own keywords, every feature (the built-in columns)

@@ -69,6 +69,8 @@ class Api:
     lse_returns: str = ""                    # what it then returns (the error's words)
     writes: tuple[str, ...] = ()             # inputs it must write to (a KV cache): checked, not a failure
     dropout_returns: str = ""                # how it returns its dropout pattern ("" : it cannot: no --dropout)
+    repro_imports: tuple[str, ...] = ()      # lines a reproduction script needs to rebuild its arguments
+    dead_rows: str | None = None             # the output it documents for a row with no key (pins --masked-rows)
 
     def cannot(self, spec) -> str | None:
         """None when the API can express every feature of ``spec``; otherwise why not (the cell's ``n/a``)."""

@@ -173,6 +173,15 @@ def _long(rng, i):
     return dict(Sq=S, Sk=S, D=64, Dv=64, is_causal=bool(i % 2), long=True)
 
 
+def _alibi(rng, i: int) -> dict:
+    """ALiBi's slopes are per query head: every 4th case with an even head count reads half as many kv heads,
+    so a kernel that hands its bias the kv head (or groups heads the wrong way) meets a head-dependent bias."""
+    fields = dict(_small(rng), Hq=_pick(rng, (1, 2, 3, 4, 6, 8)), Hkv=None, alibi=True)
+    if i % 4 == 3 and fields["Hq"] % 2 == 0:
+        fields["Hkv"] = fields["Hq"] // 2
+    return fields
+
+
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("sizes", "non-powers of two, D up to 256, Sq != Sk, Dv != D, Sk == 1", 140, _sizes),
     Family("batched-heads", "batch and head dimensions (B up to 3, H up to 4)", 90, _heads),
@@ -188,8 +197,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("softcap", "logit soft-capping cap * tanh(scores / cap), alone and under a causal mask (Gemma-2)", 60,
            lambda r, i: dict(_small(r), softcap=_pick(r, (1.0, 5.0, 30.0, 50.0)), magnitude=_pick(r, (1.0, 4.0)),
                              is_causal=bool(i % 2), alignment="bottom-right")),
-    Family("alibi", "ALiBi biases -slope * |i + Sk - Sq - j| (FlashAttention's alignment)", 60,
-           lambda r, i: dict(_small(r), Hq=_pick(r, (1, 2, 3, 4, 6, 8)), Hkv=None, alibi=True)),
+    Family("alibi", "ALiBi biases -slope * |i + Sk - Sq - j| (FlashAttention's alignment), some under GQA", 60,
+           _alibi),
     Family("scale", "explicit softmax scales", 40, lambda r, i: dict(_small(r), scale=_pick(r, (0.01, 0.5, 1.0, 3.0)))),
     Family("masked-rows", "queries with no key at all (bool, additive, padding)", 80, _masked_rows),
     Family("extreme-logits", "scores beyond exp's range; attended scores far below a finite fill", 90, _extreme),

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ...errors import Unavailable
+from .. import apis
 from ..apis import keep_mask, call, expressible
 from ..cases import Case, Outcome, Status, TargetDied
 from ..verdicts.determinism import repeat_calls
@@ -102,6 +103,7 @@ def run_one(target: Target, spec: CaseSpec, store: CaseStore, masked_rows: str |
         why = "--dropout: a long case has no oracle weights to replay a dropout pattern on"
     if why is not None:
         return CaseResult(spec.id, Status.NA, detail=why, features=spec.features())
+    masked_rows = masked_rows or apis.get(target.api).dead_rows     # an API that documents its rows pins them
     try:
         data = store.get(spec)
     except Exception as e:  # the harness could not build this case: its verdict, not the row's
