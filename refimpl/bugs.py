@@ -19,71 +19,18 @@ others rebuild S and its keep-mask (:func:`refimpl.masks.window_mask`) and chang
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import numpy as np
 
 from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant
 from .bugs_packed import packed_attention
+from .bugs_parts import _expand_heads, _kw, _named, _parts, _sdpa, _softmax
+from .bugs_score_mods import (dead_rows_nan, gqa_divisor, mods_before_scale, mods_by_kv_head, softcap_after_mask,
+                              zero_padded_tail)
 from .masks import alibi_bias, window_mask
 
 __all__ = ["MODELS", "BugModel", "Variant"]
-
-
-def _sdpa(q, k, v, **kw):
-    return scaled_dot_product_attention(q, k, v, **kw)[0]
-
-
-def _expand_heads(q, k, v, enable_gqa, by_modulo=False):
-    """k, v (B, Hkv, Sk, *) -> (B, Hq, Sk, *): query head h uses kv head h // (Hq // Hkv) (h % Hkv if by_modulo)."""
-    if not enable_gqa or q.shape[-3] == k.shape[-3]:
-        return k, v
-    Hq, Hkv = q.shape[-3], k.shape[-3]
-    idx = np.arange(Hq) % Hkv if by_modulo else np.arange(Hq) // (Hq // Hkv)
-    return np.take(k, idx, axis=-3), np.take(v, idx, axis=-3)
-
-
-def _parts(q, k, v, mask, scale, is_causal, alignment, window, softcap, enable_gqa, cap_before_scale=False,
-           dtype=np.float64):
-    """(S, keep, v): raw scores S (B..., Sq, Sk) with softcap and finite additive terms applied, keep (B..., Sq, Sk)
-    bool (False where the mask, -inf additive entries, causal or window exclude the key), v expanded for GQA."""
-    q, k, v = (np.asarray(a, dtype) for a in (q, k, v))
-    k, v = _expand_heads(q, k, v, enable_gqa)
-    Sq, Sk = q.shape[-2], k.shape[-2]
-    sc = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    with np.errstate(over="ignore", invalid="ignore"):
-        # (B..., Sq, D) x (B..., D, Sk) -> (B..., Sq, Sk)
-        s = q @ np.swapaxes(k, -1, -2)
-        if softcap is not None and cap_before_scale:
-            s = softcap * np.tanh(s / softcap) * sc
-        else:
-            s = s * dtype(sc)
-            if softcap is not None:
-                s = softcap * np.tanh(s / softcap)
-    keep = np.ones(s.shape, bool)
-    if mask is not None:
-        m = np.asarray(mask)
-        if m.dtype == bool:
-            keep = keep & m
-        else:
-            keep = keep & (m != -np.inf)
-            s = s + np.where(np.isneginf(m), 0.0, m).astype(dtype)
-    if is_causal or window is not None:
-        left, right = window if window is not None else (-1, -1)
-        if is_causal:
-            right = 0 if right == -1 else min(right, 0)
-        keep = keep & window_mask(Sq, Sk, (left, right), alignment=alignment)
-    return s, keep, v
-
-
-def _softmax(s, keep, axis=-1):
-    """exp(s - max) / sum over ``axis`` where kept; a line with nothing kept -> zeros."""
-    s = np.where(keep, s, -np.inf)
-    m = s.max(axis=axis, keepdims=True)
-    e = np.exp(s - np.where(np.isfinite(m), m, 0.0))
-    z = e.sum(axis=axis, keepdims=True)
-    return e / np.where(z == 0, 1.0, z)
 
 
 # --- models that change an argument ------------------------------------------------------------------
@@ -186,13 +133,6 @@ def gqa_grouping(q, k, v, *, enable_gqa=False, **kw):
 
 # --- models that change a step -----------------------------------------------------------------------
 
-def _kw(kw):
-    names = ("mask", "scale", "is_causal", "alignment", "window", "softcap", "enable_gqa")
-    d = dict(mask=None, scale=None, is_causal=False, alignment="top-left", window=None, softcap=None, enable_gqa=False)
-    d.update({n: kw[n] for n in names if n in kw})
-    return d
-
-
 def softmax_axis(q, k, v, **kw):
     """Softmax over the queries (axis -2) instead of the keys: P = softmax_q(S), O = P @ v."""
     s, keep, v = _parts(q, k, v, **_kw(kw))
@@ -274,12 +214,6 @@ def online_rescale(q, k, v, *, block=32, **kw):
     return acc / np.where(row_sum == 0, 1.0, row_sum)
 
 
-def _named(fn, **param):
-    f = partial(fn, **param)
-    f.__doc__ = fn.__doc__
-    return f
-
-
 def _v(label, fn, **param) -> Variant:
     return Variant(label, _named(fn, **param) if param else fn)
 
@@ -331,10 +265,19 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("finite-mask-fill", "masked scores are filled with a finite value instead of -inf",
              (_v("-1e9", finite_mask_fill, fill=-1e9), _v("-1e4", finite_mask_fill, fill=-1e4),
               Variant("-1e4 float32", _named(finite_mask_fill, fill=-1e4, dtype="float32"), in_float32=True))),
-    BugModel("gqa-grouping", "GQA query head h uses kv head h % Hkv instead of h // (Hq // Hkv)",
-             (_v("h % Hkv", gqa_grouping),)),
+    BugModel("gqa-grouping", "GQA query head h uses the wrong kv head instead of h // (Hq // Hkv)",
+             (_v("h % Hkv", gqa_grouping), _v("h // Hkv, even under MHA", gqa_divisor))),
     BugModel("softcap", "softcap tanh is applied before the scores are scaled",
-             (_v("tanh before scaling", softcap_order),)),
+             (_v("tanh before scaling", softcap_order),
+              _v("softcap and additive terms before scaling: the scale multiplies both", mods_before_scale))),
+    BugModel("softcap-after-mask", "the softcap is applied after masking: a masked -inf becomes -cap, masked keys "
+             "get weight", (_v("-inf -> -cap", softcap_after_mask),)),
+    BugModel("score-mod-head", "the score modification (ALiBi slope, per-head bias) of query head h is the one of "
+             "the kv head it reads, h // (Hq // Hkv)", (_split("kv head's modification", mods_by_kv_head),)),
+    BugModel("dead-rows-nan", "a row with no key is NaN (softmax of all -inf), where zeros are required",
+             (_v("0/0", dead_rows_nan),)),
+    BugModel("padded-tail", "the last key block is padded with zero keys that are attended (score 0, value 0)",
+             tuple(_v(f"blocks of {b}", zero_padded_tail, block=b) for b in (16, 32, 64, 128))),
     BugModel("denominator-epsilon", "the softmax denominator has an epsilon added (sum + 1e-6)",
              (_v("+1e-6", denominator_epsilon),)),
     BugModel("blocked-tail", "the partial last key block of 64 is dropped (Sk // 64 blocks)",

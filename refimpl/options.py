@@ -96,11 +96,15 @@ OPTIONS = (
                        help="the signature and semantics user targets follow (README: Target APIs)")),
     Option("torch-tensors", dict(action="store_true", help="hand user targets torch tensors")),
     Option("repeat", dict(type=repeat_count, default=1, metavar="N",
-                          help="call each case N times: user targets must return bitwise the same output every "
-                               "time, or the case is 'nondeterministic' (default 1: off)")),
+                          help="call each case N times: user targets must return bitwise the same output "
+                               "(weights, LSE; the KV cache they leave; with --grad dq, dk, dv) every time, or the "
+                               "case is 'nondeterministic' (default 1: off)")),
     Option("dropout", dict(type=dropout_p, default=0.0, metavar="P",
-                           help="call user targets with dropout_p=P (flash-attn: return_attn_probs=True) and judge "
-                                "the output replayed from the pattern they return, and its keep rate")),
+                           help="call user targets with dropout P and judge the output replayed from the keep-mask: "
+                                "flash-attn, flash-attn-varlen return theirs (dropout_p=P, return_attn_probs=True; "
+                                "its keep rate is tested too); refimpl targets are given refimpl's (dropout_p=P, "
+                                "dropout_mask=KEEP, bool (B, H, Sq, Sk), True = kept, to apply after the softmax "
+                                "with 1/(1-P) scaling)")),
     Option("lse", dict(action="store_true",
                        help="ask user targets for their log-sum-exp too (flash-attn, flash-attn-varlen: "
                             "return_attn_probs=True; flash-attn-kvcache: return_softmax_lse=True; flex-attention: "

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from refimpl.harness import apis
+from refimpl.harness.analysis.diagnosis import diagnose
 from refimpl.harness.apis.flex_attention import BlockMask, MaskMod, ScoreMod, block_size
 from refimpl.harness.cases import Status
 from refimpl.harness.cases.families import select
@@ -143,6 +144,28 @@ def test_zoo_flex_kernels_correct_conform_and_broken_are_caught(entry):
         assert len(failed) >= 1, f"{entry['name']}: nothing failed"
 
 
+# the zoo's mistakes refimpl has a model for (the others stay `unknown`: block-structured or LSE-only mistakes)
+NAMED = {"flex_unscaled_score_mod": ("softcap", ["softcap", "additive-mask"]),
+         "flex_gqa_tiled": ("gqa-grouping", ["gqa", "sizes"]),
+         "flex_gqa_div_kv_heads": ("gqa-grouping", ["gqa", "batched-heads"]),
+         "flex_score_mod_kv_head": ("score-mod-head", ["alibi"]),
+         "flex_nan_empty_rows": ("dead-rows-nan", ["masked-rows", "sizes"]),
+         "flex_scale_value_dim": ("scale", ["sizes", "scale"]),
+         "flex_score_mod_after_mask": ("softcap-after-mask", ["softcap"]),
+         "flex_finite_mask_fill": ("finite-mask-fill", ["masked-rows", "sizes"])}
+
+
+@pytest.mark.skipif(Z is None, reason="tests/zoo/flex_impls.py is not in this checkout")
+@pytest.mark.parametrize("name", sorted(NAMED))
+def test_zoo_flex_mistakes_are_named(name):
+    model, families = NAMED[name]
+    t = Target(name, getattr(Z, name), api="flex-attention")
+    results = [run_one(t, s, STORE) for s in select(families, "default", ("float64",))]
+    lines = diagnose(results, STORE, target=name)
+    assert len(lines) == 1 and lines[0].startswith(f"diagnosis {name}: {model} — "), lines
+
+
+@pytest.mark.slow            # two Python processes importing torch: the slow leg
 def test_a_failing_case_writes_a_script_that_rebuilds_score_mod_and_block_mask(tmp_path):
     from refimpl.harness.analysis.repro import script_for
     target = Target(f"{ZOO}:flex_qkv_idx_swapped", Z.flex_qkv_idx_swapped, api="flex-attention")

@@ -52,10 +52,11 @@ def load_target(spec: str, layout: str = "SD", torch: bool = False, api: str = "
     if ":" not in spec:
         raise UsageError(f"--target must be one of {sorted(builtins)} or module:function, got {spec!r}")
     api = for_target(spec, api)                # a C-ABI kernel (c:lib.so:symbol) speaks c-abi
-    if dropout and not get_api(api).dropout_returns:
-        able = [a for a in api_names() if get_api(a).dropout_returns]
-        raise UsageError(f"--dropout: --api {api} returns no dropout pattern to replay; the APIs that do: "
-                         f"{', '.join(able)}")
+    if dropout and not (get_api(api).dropout_returns or get_api(api).dropout_given):
+        able = [f"{a} ({'given its keep-mask' if get_api(a).dropout_given else 'returns its pattern'})"
+                for a in api_names() if get_api(a).dropout_returns or get_api(a).dropout_given]
+        why = get_api(api).no_dropout or "returns no dropout pattern to replay and is given none"
+        raise UsageError(f"--dropout: --api {api} {why}; the APIs with dropout: {', '.join(able)}")
     if lse and get_api(api).lse_kwargs is None:
         able = [a for a in api_names() if get_api(a).lse_kwargs is not None]
         raise UsageError(f"--lse: --api {api} has no log-sum-exp to return; the APIs that do: {', '.join(able)}")

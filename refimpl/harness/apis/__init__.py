@@ -12,7 +12,7 @@ import inspect
 
 from ...errors import UsageError
 from ...registry import Registry
-from .base import Api, Returned, converter, keep_mask, mutations, needs, snapshots, to_numpy
+from .base import Api, Returned, converter, dropout_draw, keep_mask, mutations, needs, snapshots, to_numpy
 
 __all__ = ["Api", "Returned", "get", "names", "register", "unregister", "expressible", "call", "check_signature",
            "check_backward_signature", "keep_mask", "to_numpy", "needs", "NATIVE", "PROTOCOL"]
@@ -74,7 +74,10 @@ def call(fn, api, data, *, layout: str = "SD", torch: bool = False, lse: bool = 
     pristine = {} if remote or trusted else snapshots(given)
     lse_raw = keep = None
     if dropout:                                # --dropout P: the output and the pattern the target dropped
-        out, lse_raw, keep = a.unpack_dropout(fn(*args, **{**kwargs, **a.dropout_kwargs(dropout)}), data)
+        drawn = dropout_draw(data.spec, dropout) if a.dropout_given else None     # ... or was given
+        extra = a.dropout_kwargs(dropout, None if drawn is None else conv(drawn))
+        out, lse_raw, keep = a.unpack_dropout(fn(*args, **{**kwargs, **extra}), data)
+        keep = drawn if drawn is not None else keep
         lse_raw = lse_raw if lse else None
         w = None
     elif lse:
@@ -99,7 +102,9 @@ def call(fn, api, data, *, layout: str = "SD", torch: bool = False, lse: bool = 
     if lse and lse_raw is None:
         raise TypeError(f"asked for its log-sum-exp ({', '.join(f'{k}={v}' for k, v in (a.lse_kwargs or {}).items())})"
                         f" the target returned none; expected {a.lse_returns}")
-    got = Returned(o, w, odt, mutated, problems=problems, dropout_keep=keep, dropout_p=dropout)
+    got = Returned(o, w, odt, mutated, problems=problems, dropout_keep=keep, dropout_p=dropout,
+                   dropout_given=bool(dropout and a.dropout_given),
+                   written={n: to_numpy(c, n)[0] for n, c in wrote.items() if n in a.writes})   # for --repeat
     if lse_raw is not None:
         got.lse, got.lse_dtype = to_numpy(lse_raw, "log-sum-exp")
         got.lse = a.place_lse(got.lse, data)

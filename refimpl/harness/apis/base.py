@@ -8,6 +8,7 @@ API names: callers ask the API object.
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,7 +16,8 @@ import numpy as np
 from ...masks import band_mask
 from ...precision import get as precision, of as precision_of
 
-__all__ = ["Api", "Returned", "needs", "keep_mask", "flash_band", "to_numpy", "snapshots", "mutations", "converter"]
+__all__ = ["Api", "Returned", "needs", "keep_mask", "flash_band", "to_numpy", "snapshots", "mutations", "converter",
+           "dropout_draw"]
 
 FEATURES = ("bool-mask", "additive-mask", "padding-mask", "sequence-lengths", "dv-ne-d", "softcap", "alibi", "gqa",
             "top-left-band", "bottom-right-band")
@@ -47,6 +49,8 @@ class Returned:
     problems: list[str] = field(default_factory=list)   # what the API's own checks found (a KV cache not updated)
     dropout_keep: np.ndarray | None = None   # (B, Hq, Sq, Sk) bool: which weights the target kept (--dropout P)
     dropout_p: float = 0.0
+    dropout_given: bool = False         # the keep-mask was refimpl's draw, given to the target (no keep-rate test)
+    written: dict = field(default_factory=dict)   # name -> float64 content of the inputs of Api.writes it wrote
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,9 @@ class Api:
     lse_kwargs: dict | None = None           # the keywords that make it return its log-sum-exp (None: it cannot)
     lse_returns: str = ""                    # what it then returns (the error's words)
     writes: tuple[str, ...] = ()             # inputs it must write to (a KV cache): checked, not a failure
-    dropout_returns: str = ""                # how it returns its dropout pattern ("" : it cannot: no --dropout)
+    dropout_returns: str = ""                # how it returns its dropout pattern ("": it returns none)
+    dropout_given: str = ""                  # how it is given refimpl's keep-mask instead ("": it is not)
+    no_dropout: str = ""                     # why it has no --dropout, when neither form applies (the refusal)
     repro_imports: tuple[str, ...] = ()      # lines a reproduction script needs to rebuild its arguments
     dead_rows: str | None = None             # the output it documents for a row with no key (pins --masked-rows)
 
@@ -128,12 +134,14 @@ class Api:
         those the target wrote to); [] when they hold what they must."""
         return []
 
-    def dropout_kwargs(self, p: float) -> dict:
-        """The keywords that run it with dropout probability ``p`` and return its dropout pattern."""
+    def dropout_kwargs(self, p: float, keep=None) -> dict:
+        """The keywords that run it with dropout probability ``p`` and return its dropout pattern, or (an API
+        with :attr:`dropout_given`) hand it ``keep``, refimpl's keep-mask as the target receives it."""
         raise NotImplementedError
 
     def unpack_dropout(self, res, data) -> tuple:
-        """``(output, lse or None, keep (B, Hq, Sq, Sk) bool)`` from what it returned with :meth:`dropout_kwargs`."""
+        """``(output, lse or None, keep (B, Hq, Sq, Sk) bool)`` from what it returned with :meth:`dropout_kwargs`
+        (keep None for an API that was given its mask)."""
         raise NotImplementedError
 
     def place_lse(self, lse: np.ndarray, data) -> np.ndarray:
@@ -159,6 +167,13 @@ def flash_band(spec) -> tuple[bool, tuple[int, int]]:
         return causal, (-1, -1)
     left, right = window
     return causal, (left, 0 if right < 0 else min(right, 0)) if causal else (left, right)
+
+
+def dropout_draw(spec, p: float) -> np.ndarray:
+    """The keep-mask refimpl gives a target of an API with :attr:`Api.dropout_given`: (B, Hq, Sq, Sk) bool, True =
+    kept, each weight kept with probability 1 - p, seeded by the case (every call of a case gets the same)."""
+    rng = np.random.default_rng([zlib.crc32(spec.id.encode()), round(p * 2**32), 6271])
+    return rng.random((spec.B, spec.Hq, spec.Sq, spec.Sk)) >= p
 
 
 def keep_mask(s, mask: np.ndarray | None) -> np.ndarray | None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from .base import Api, flash_band, to_numpy
 
-__all__ = ["API"]
+__all__ = ["API", "s_dmask"]
 
 
 class FlashAttn(Api):
@@ -29,21 +29,27 @@ class FlashAttn(Api):
     def accepts(self, raw, is_array):
         return bool(is_array(raw)) or (isinstance(raw, tuple) and len(raw) > 0 and is_array(raw[0]))
 
-    def dropout_kwargs(self, p):
+    def dropout_kwargs(self, p, keep=None):
         return {"dropout_p": p, "return_attn_probs": True, "deterministic": True}
 
     def unpack_dropout(self, res, data):
         """FlashAttention's S_dmask (B, H, Sq', Sk'), Sq' >= Sq and Sk' >= Sk (rounded up): negative where a weight
         was dropped, non-negative where it was kept."""
         s = data.spec
-        if not (isinstance(res, tuple) and len(res) == 3):
-            raise TypeError(f"with dropout_p > 0 and return_attn_probs=True the target returned {type(res).__name__}"
-                            f"; expected {self.dropout_returns}")
-        dmask, _ = to_numpy(res[2], "S_dmask")
-        if dmask.ndim != 4 or dmask.shape[:2] != (s.B, s.Hq) or dmask.shape[2] < s.Sq or dmask.shape[3] < s.Sk:
-            raise TypeError(f"S_dmask has shape {dmask.shape}; expected (B, Hq, Sq, Sk) = {(s.B, s.Hq, s.Sq, s.Sk)}"
-                            f" (or rounded up)")
+        dmask = s_dmask(res, self.dropout_returns, (s.B, s.Hq, s.Sq, s.Sk))
         return res[0], res[1], dmask[:, :, :s.Sq, :s.Sk] >= 0
+
+
+def s_dmask(res, returns: str, least: tuple) -> np.ndarray:
+    """The S_dmask of ``(out, softmax_lse, S_dmask)`` (float64), at least ``least`` = (B, Hq, Sq, Sk) in its last
+    two dimensions (FlashAttention rounds them up to multiples of 128); TypeError saying what was expected."""
+    if not (isinstance(res, tuple) and len(res) == 3):
+        raise TypeError(f"with dropout_p > 0 and return_attn_probs=True the target returned {type(res).__name__}"
+                        f"; expected {returns}")
+    dmask, _ = to_numpy(res[2], "S_dmask")
+    if dmask.ndim != 4 or dmask.shape[:2] != least[:2] or dmask.shape[2] < least[2] or dmask.shape[3] < least[3]:
+        raise TypeError(f"S_dmask has shape {dmask.shape}; expected (B, Hq, Sq, Sk) = {least} (or rounded up)")
+    return dmask
 
 
 _NO_MASK = "flash_attn_func takes no {} mask"

@@ -143,5 +143,6 @@ API = FlashAttnKVCache(
                     "top-left-band": "flash_attn_with_kvcache aligns causal and windows bottom-right"},
     returns="return the output tensor (B, Sq, Hq, Dv), as flash_attn_with_kvcache does",
     causal_flag="bottom-right", writes=("k_cache", "v_cache"),
+    no_dropout="has no dropout: flash_attn_with_kvcache takes no dropout_p (an inference kernel)",
     lse_kwargs={"return_softmax_lse": True},
     lse_returns="(out, softmax_lse (B, Hq, Sq) float32) as with return_softmax_lse=True")

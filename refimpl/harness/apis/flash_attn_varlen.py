@@ -7,12 +7,19 @@ torch tensors, ``cu_seqlens_q`` / ``cu_seqlens_k`` int32 tensors (B + 1,) of cum
 0), the output (total_q, Hq, Dv). Causal, windows and ALiBi are bottom-right within each sequence. A dense case
 is a packed batch of equal lengths; a ``varlen`` family case has its own lengths (:attr:`CaseSpec.seqlens`).
 The output is scattered back to (B, Hq, Sq, Dv); a padding row (no sequence's query) stays 0 and is not judged.
+
+Dropout (``--dropout P``): called with ``dropout_p=P, return_attn_probs=True`` it returns ``(out, softmax_lse,
+S_dmask)``, S_dmask (B, Hq, round128(max_seqlen_q), round128(max_seqlen_k)) as flash-attn's ``mha_varlen_fwd``
+allocates it: sequence b's query i (0..lq-1) and key j (0..lk-1) at ``S_dmask[b, h, i, j]``, negative where that
+weight was dropped (flash-attn's tests/test_flash_attn.py reads it so, padding masks left-aligned). That is the
+packed case's dense form; the rest (padding) is not judged.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .base import Api, flash_band
+from .flash_attn import s_dmask
 
 __all__ = ["API"]
 
@@ -70,6 +77,21 @@ class FlashAttnVarlen(Api):
     def accepts(self, raw, is_array):
         return bool(is_array(raw)) or (isinstance(raw, tuple) and len(raw) > 0 and is_array(raw[0]))
 
+    def dropout_kwargs(self, p, keep=None):
+        return {"dropout_p": p, "return_attn_probs": True, "deterministic": True}
+
+    def unpack_dropout(self, res, data):
+        """S_dmask (B, Hq, >= max lq, >= max lk) -> the dense form's keep (B, Hq, Sq, Sk): sequence b's own rows and
+        keys, False on padding (never judged: no weight there)."""
+        s = data.spec
+        lens = lengths(s)
+        longest = (max([lq for lq, _ in lens], default=0), max([lk for _, lk in lens], default=0))
+        dmask = s_dmask(res, self.dropout_returns, (s.B, s.Hq) + longest)
+        keep = np.zeros((s.B, s.Hq, s.Sq, s.Sk), bool)
+        for b, (lq, lk) in enumerate(lens):
+            keep[b, :, :lq, :lk] = dmask[b, :, :lq, :lk] >= 0
+        return res[0], res[1], keep
+
 
 _NO_MASK = "flash_attn_varlen_func takes no {} mask (ragged lengths are its cu_seqlens)"
 API = FlashAttnVarlen(
@@ -81,6 +103,8 @@ API = FlashAttnVarlen(
     cannot_express={**{f"{m}-mask": _NO_MASK.format(m) for m in ("bool", "additive", "padding")},
                     "top-left-band": "flash_attn_varlen_func aligns causal and windows bottom-right"},
     lse_kwargs={"return_attn_probs": True},
+    dropout_returns="(out, softmax_lse, S_dmask) with S_dmask (B, Hq, >= max_seqlen_q, >= max_seqlen_k), sequence "
+                    "b's query i and key j at [b, h, i, j], negative where a weight was dropped",
     lse_returns="(out, softmax_lse (Hq, total_q) float32, S_dmask) as with return_attn_probs=True",
     returns="return the output tensor (total_q, Hq, Dv), as flash_attn_varlen_func does",
     causal_flag="bottom-right")

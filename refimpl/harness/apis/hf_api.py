@@ -24,6 +24,12 @@ __all__ = ["API"]
 
 
 class HuggingFace(Api):
+    def cannot(self, spec):
+        if spec.alibi and spec.gqa:
+            return ("transformers' attention_mask is per batch (B, 1, Sq, Sk); a per-query-head ALiBi bias under "
+                    "GQA has no place in it (its ALiBi models have no grouped kv heads)")
+        return super().cannot(spec)
+
     def arguments(self, data, conv, layout):
         s = data.spec
         fill = -precision(s.dtype).largest                     # torch.finfo(dtype).min

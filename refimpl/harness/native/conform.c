@@ -9,15 +9,17 @@
  * (dtype_bits 64) for a float64 case and as float (32) for the others (float16/bfloat16 values are exact in
  * float), keep NULL or (B, Hq, Sq, Sk) bytes, shape {B, Hq, Hkv, Sq, Sk, D, Dv}, the case's scale or
  * 1/sqrt(D), out prefilled with NaN, and a NaN-filled weights buffer when the case has expected weights.
- * Each call runs in a fork()ed child with a time limit (default 30 s): a crash (segfault, abort, exit) is that
- * case's `crash`, a hang its `timeout`, and the run goes on.
+ * The calls run in a fork()ed worker process, as refimpl check's do, each with a time limit (default 30 s): a crash
+ * (segfault, abort, exit) is that case's `crash`, a hang its `timeout`, and the next case gets a new worker.
  *
  * Verdicts, as tools/conform.mjs: a non-zero return code is the case's error; an output row with a key must lie
- * within the case's tolerance of the expected float64 output (`atol` for a float64 case, `atol_<dtype>` for
- * a case run in float); a row with no key (dead_rows) may be zeros, NaN or the mean of V; padding rows
- * (absent_rows) are not judged. Weights the kernel wrote (any not NaN) are judged on rows with a key when the
- * case has expected ones (`weights_atol`, or K_FORWARD * u(dtype) * n_terms in float), as `refimpl check`
- * does. Cases the ABI cannot express (additive masks, softcap, ALiBi) are n/a.
+ * within the case's tolerance of the expected float64 output, the bound of the precision the kernel computes in:
+ * `atol` for a float64 case, float32's for the others (`atol_float32` = K_FORWARD * 2^-24 * n_terms * magnitude;
+ * refimpl check judges float16/bfloat16 more loosely, by its budget in their precision); a row with no key
+ * (dead_rows) may be zeros, NaN or the mean of V; padding rows (absent_rows) are not judged. Weights the kernel
+ * wrote (any not NaN) are judged on rows with a key when the case has expected ones (`weights_atol`, or
+ * K_FORWARD * 2^-24 * n_terms in float), as `refimpl check` does. Cases the ABI cannot express (additive masks,
+ * softcap, ALiBi) are n/a.
  * Prints one line per case (pass RATIO ID | FAIL RATIO ID: why | error ID: why | crash ID: why |
  * timeout ID: why | n/a ID: why), then "N passed, N failed, N n/a" and "RESULT: all targets conform" (exit 0)
  * or "RESULT: NON-CONFORMANCE" (exit 1); "RESULT: NOTHING CHECKED" when no case was judged, and a bad command
@@ -31,6 +33,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,7 +54,7 @@
  * ------------------------------------------------------------------------------------------------------------ */
 enum { J_NULL, J_FALSE, J_TRUE, J_NUM, J_STR, J_ARR, J_OBJ };
 
-typedef struct jv {         /* 16 bytes: a case file holds millions of them */
+typedef struct jv {           /* 16 bytes: a case file holds millions of them */
     uint32_t t;
     uint32_t n;               /* string length, number of items, or number of members */
     union {
@@ -61,30 +64,75 @@ typedef struct jv {         /* 16 bytes: a case file holds millions of them */
     } u;
 } jv;
 
+/* A parsed document: every node and string lives in its arena, freed at once */
+typedef struct chunk {
+    struct chunk *next;
+    size_t used, cap;
+    max_align_t data[];
+} chunk;
+
+typedef struct {
+    jv root;
+    chunk *arena;
+} jdoc;
+
+#define CHUNK (1u << 20)
+
+static chunk *pool;           /* freed chunks of CHUNK bytes, reused: fresh memory costs a page fault per page */
+
+static void jdoc_free(jdoc *d) {
+    while (d->arena) {
+        chunk *next = d->arena->next;
+        if (d->arena->cap == CHUNK) {
+            d->arena->next = pool;
+            pool = d->arena;
+        } else {
+            free(d->arena);
+        }
+        d->arena = next;
+    }
+    d->root.t = J_NULL;
+}
+
+static void *arena_alloc(chunk **arena, size_t size) {
+    size = (size + 15) & ~(size_t)15;
+    chunk *c = *arena;
+    if (c && c->cap - c->used >= size) {
+        void *p = (char *)c->data + c->used;
+        c->used += size;
+        return p;
+    }
+    size_t cap = size > CHUNK / 4 ? size : CHUNK;
+    if (size > SIZE_MAX - sizeof *c) return NULL;
+    chunk *n;
+    if (cap == CHUNK && pool) {
+        n = pool;
+        pool = pool->next;
+    } else if (!(n = malloc(sizeof *n + cap))) {
+        return NULL;
+    }
+    n->used = size;
+    n->cap = cap;
+    if (c && cap != CHUNK) {          /* a large block of its own: the current chunk stays the one filled */
+        n->next = c->next;
+        c->next = n;
+    } else {
+        n->next = c;
+        *arena = n;
+    }
+    return n->data;
+}
+
 typedef struct {
     const char *start, *p, *end;
     int depth;
+    chunk **arena;
+    jv *stack;                /* the items of the containers being parsed; each is copied out once, when it closes */
+    size_t sp, cap;
     char err[256];
 } jparser;
 
 #define MAX_DEPTH 200
-
-static size_t jcount(const jv *v) { return v->t == J_OBJ ? 2 * (size_t)v->n : v->n; }
-
-static void jfree_inner(const jv *v) {
-    if (v->t == J_STR) {
-        free(v->u.str);
-    } else if (v->t == J_ARR || v->t == J_OBJ) {
-        for (size_t i = 0, n = jcount(v); i < n; i++) jfree_inner(&v->u.items[i]);
-        free(v->u.items);
-    }
-}
-
-static void jfree(jv *v) {                 /* only the top node is reset: writes to every node cost page faults */
-    jfree_inner(v);
-    v->t = J_NULL;
-    v->n = 0;
-}
 
 static int jerr(jparser *ps, const char *fmt, ...) {
     long line = 1, col = 1;
@@ -136,22 +184,23 @@ static size_t put_utf8(char *o, unsigned cp) {
     return 4;
 }
 
-/* at the opening quote; *s gets a malloc'd NUL-terminated string of length *n */
-static int parse_string(jparser *ps, char **s, size_t *n) {
+/* at the opening quote: the decoded string, NUL-terminated, in the arena */
+static int parse_string(jparser *ps, jv *out) {
     ps->p++;
     const char *q = ps->p;                   /* the decoded string is never longer than its source */
     while (q < ps->end && *q != '"') q += (*q == '\\' && q + 1 < ps->end) ? 2 : 1;
-    char *o = malloc((size_t)(q - ps->p) + 1);
+    if ((size_t)(q - ps->p) >= UINT32_MAX) return jerr(ps, "a string of more than 4 GB");
+    char *o = arena_alloc(ps->arena, (size_t)(q - ps->p) + 1);
     if (!o) return jerr(ps, "out of memory");
     size_t len = 0;
     for (;;) {
-        if (ps->p >= ps->end) { free(o); return jerr(ps, "an unterminated string"); }
+        if (ps->p >= ps->end) return jerr(ps, "an unterminated string");
         unsigned char c = (unsigned char)*ps->p;
         if (c == '"') { ps->p++; break; }
-        if (c < 0x20) { free(o); return jerr(ps, "a control character (0x%02x) in a string", c); }
+        if (c < 0x20) return jerr(ps, "a control character (0x%02x) in a string", c);
         if (c != '\\') { o[len++] = (char)c; ps->p++; continue; }
         ps->p++;
-        if (ps->p >= ps->end) { free(o); return jerr(ps, "an unterminated string"); }
+        if (ps->p >= ps->end) return jerr(ps, "an unterminated string");
         char e = *ps->p++;
         switch (e) {
         case '"': o[len++] = '"'; break;
@@ -164,30 +213,28 @@ static int parse_string(jparser *ps, char **s, size_t *n) {
         case 't': o[len++] = '\t'; break;
         case 'u': {
             unsigned cp, lo;
-            if (read_hex4(ps, &cp)) { free(o); return -1; }
-            if (cp >= 0xDC00 && cp <= 0xDFFF) { free(o); return jerr(ps, "a lone low surrogate \\u%04X", cp); }
+            if (read_hex4(ps, &cp)) return -1;
+            if (cp >= 0xDC00 && cp <= 0xDFFF) return jerr(ps, "a lone low surrogate \\u%04X", cp);
             if (cp >= 0xD800 && cp <= 0xDBFF) {
-                if (ps->end - ps->p < 2 || ps->p[0] != '\\' || ps->p[1] != 'u') {
-                    free(o);
+                if (ps->end - ps->p < 2 || ps->p[0] != '\\' || ps->p[1] != 'u')
                     return jerr(ps, "a high surrogate \\u%04X not followed by a low one", cp);
-                }
                 ps->p += 2;
-                if (read_hex4(ps, &lo)) { free(o); return -1; }
-                if (lo < 0xDC00 || lo > 0xDFFF) { free(o); return jerr(ps, "a high surrogate without its low one"); }
+                if (read_hex4(ps, &lo)) return -1;
+                if (lo < 0xDC00 || lo > 0xDFFF) return jerr(ps, "a high surrogate without its low one");
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
             }
-            len += put_utf8(o + len, cp);
+            len += put_utf8(o + len, cp);   /* at most as long as its escape: 6 or 12 bytes */
             break;
         }
         default:
-            free(o);
             ps->p--;
             return jerr(ps, "an invalid escape \\%c", e);
         }
     }
     o[len] = '\0';
-    *s = o;
-    *n = len;
+    out->t = J_STR;
+    out->n = (uint32_t)len;
+    out->u.str = o;
     return 0;
 }
 
@@ -212,7 +259,7 @@ static int parse_number(jparser *ps, double *out) {
         if (c >= ps->end || !(*c >= '0' && *c <= '9')) { ps->p = c; return jerr(ps, "no digit in an exponent"); }
         while (c < ps->end && *c >= '0' && *c <= '9') c++;
     }
-    char buf[512];
+    char buf[512];                           /* strtod on a copy: the text need not end in a NUL */
     size_t len = (size_t)(c - b);
     if (len >= sizeof buf) return jerr(ps, "a number of more than %d characters", (int)sizeof buf - 1);
     memcpy(buf, b, len);
@@ -227,14 +274,15 @@ static int parse_number(jparser *ps, double *out) {
 
 static int parse_value(jparser *ps, jv *out);
 
-static int grow(jparser *ps, jv **items, size_t used, size_t more, size_t *cap) {
-    if (used + more <= *cap) return 0;
-    size_t nc = *cap ? *cap * 2 : 8;
-    if (nc > UINT32_MAX) return jerr(ps, "an array of more than 2^31 items");
-    jv *ni = realloc(*items, nc * sizeof **items);
-    if (!ni) return jerr(ps, "out of memory");
-    *items = ni;
-    *cap = nc;
+static int push(jparser *ps, const jv *v) {
+    if (ps->sp == ps->cap) {
+        size_t nc = ps->cap ? ps->cap * 2 : 1024;
+        jv *ns = realloc(ps->stack, nc * sizeof *ns);
+        if (!ns) return jerr(ps, "out of memory");
+        ps->stack = ns;
+        ps->cap = nc;
+    }
+    ps->stack[ps->sp++] = *v;
     return 0;
 }
 
@@ -242,55 +290,48 @@ static int parse_container(jparser *ps, jv *out, int obj) {
     char close = obj ? '}' : ']';
     if (++ps->depth > MAX_DEPTH) return jerr(ps, "nesting deeper than %d", MAX_DEPTH);
     ps->p++;
-    out->t = obj ? J_OBJ : J_ARR;
-    out->n = 0;
-    out->u.items = NULL;
-    size_t cap = 0, used = 0;
+    size_t base = ps->sp, n = 0;
     skip_ws(ps);
-    if (ps->p < ps->end && *ps->p == close) { ps->p++; ps->depth--; return 0; }
-    for (;;) {
-        skip_ws(ps);
-        if (grow(ps, &out->u.items, used, obj ? 2 : 1, &cap)) return -1;
-        if (obj) {
-            jv *key = &out->u.items[used];
-            char *name;
-            size_t klen;
-            if (ps->p >= ps->end || *ps->p != '"') return jerr(ps, "expected a member name in quotes");
-            if (parse_string(ps, &name, &klen)) return -1;
-            for (size_t i = 0; i < out->n; i++)
-                if (strcmp(out->u.items[2 * i].u.str, name) == 0) {
-                    jerr(ps, "a duplicate member \"%.60s\"", name);
-                    free(name);
-                    return -1;
-                }
+    if (ps->p < ps->end && *ps->p == close) {
+        ps->p++;
+    } else {
+        for (;;) {
             skip_ws(ps);
-            if (ps->p >= ps->end || *ps->p != ':') { free(name); return jerr(ps, "expected ':'"); }
-            ps->p++;
+            jv v = {J_NULL, 0, {0}};
+            if (obj) {
+                if (ps->p >= ps->end || *ps->p != '"') return jerr(ps, "expected a member name in quotes");
+                if (parse_string(ps, &v)) return -1;
+                for (size_t i = 0; i < n; i++)
+                    if (strcmp(ps->stack[base + 2 * i].u.str, v.u.str) == 0)
+                        return jerr(ps, "a duplicate member \"%.60s\"", v.u.str);
+                if (push(ps, &v)) return -1;
+                skip_ws(ps);
+                if (ps->p >= ps->end || *ps->p != ':') return jerr(ps, "expected ':'");
+                ps->p++;
+                skip_ws(ps);
+            }
+            if (parse_value(ps, &v) || push(ps, &v)) return -1;
+            if (++n >= UINT32_MAX) return jerr(ps, "a container of more than 2^32 items");
             skip_ws(ps);
-            key->t = J_STR;
-            key->n = (uint32_t)klen;
-            key->u.str = name;
-            used++;
+            if (ps->p >= ps->end) return jerr(ps, obj ? "an unterminated object" : "an unterminated array");
+            if (*ps->p == ',') {
+                ps->p++;
+                skip_ws(ps);
+                if (ps->p < ps->end && *ps->p == close) return jerr(ps, "a trailing comma");
+                continue;
+            }
+            if (*ps->p == close) { ps->p++; break; }
+            return jerr(ps, obj ? "expected ',' or '}'" : "expected ',' or ']'");
         }
-        jv *item = &out->u.items[used];
-        if (parse_value(ps, item)) {
-            jfree(item);
-            if (obj) free(out->u.items[--used].u.str);
-            return -1;
-        }
-        used++;
-        out->n++;
-        skip_ws(ps);
-        if (ps->p >= ps->end) return jerr(ps, obj ? "an unterminated object" : "an unterminated array");
-        if (*ps->p == ',') {
-            ps->p++;
-            skip_ws(ps);
-            if (ps->p < ps->end && *ps->p == close) return jerr(ps, "a trailing comma");
-            continue;
-        }
-        if (*ps->p == close) { ps->p++; break; }
-        return jerr(ps, obj ? "expected ',' or '}'" : "expected ',' or ']'");
     }
+    size_t count = ps->sp - base;
+    jv *items = arena_alloc(ps->arena, (count ? count : 1) * sizeof *items);
+    if (!items) return jerr(ps, "out of memory");
+    if (count) memcpy(items, ps->stack + base, count * sizeof *items);
+    ps->sp = base;
+    out->t = obj ? J_OBJ : J_ARR;
+    out->n = (uint32_t)n;
+    out->u.items = items;
     ps->depth--;
     return 0;
 }
@@ -309,16 +350,7 @@ static int parse_value(jparser *ps, jv *out) {
     switch (*ps->p) {
     case '{': return parse_container(ps, out, 1);
     case '[': return parse_container(ps, out, 0);
-    case '"': {
-        char *s;
-        size_t n;
-        if (parse_string(ps, &s, &n)) return -1;
-        if (n > UINT32_MAX) { free(s); return jerr(ps, "a string of more than 4 GB"); }
-        out->t = J_STR;
-        out->u.str = s;
-        out->n = (uint32_t)n;
-        return 0;
-    }
+    case '"': return parse_string(ps, out);
     case 't': if (literal(ps, "true")) return -1; out->t = J_TRUE; return 0;
     case 'f': if (literal(ps, "false")) return -1; out->t = J_FALSE; return 0;
     case 'n': if (literal(ps, "null")) return -1; out->t = J_NULL; return 0;
@@ -331,18 +363,20 @@ static int parse_value(jparser *ps, jv *out) {
     }
 }
 
-/* the whole text: one value and nothing after it (err gets the reason on failure) */
-static int jparse(const char *text, size_t len, jv *out, char *err, size_t errlen) {
-    jparser ps = {text, text, text + len, 0, ""};
+/* the whole text: one value and nothing after it (err gets the reason on failure, and doc is empty) */
+static int jparse(const char *text, size_t len, jdoc *doc, char *err, size_t errlen) {
+    doc->arena = NULL;
+    jparser ps = {text, text, text + len, 0, &doc->arena, NULL, 0, 0, ""};
     if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) ps.p += 3;   /* a UTF-8 byte order mark */
     skip_ws(&ps);
-    int rc = parse_value(&ps, out);
+    int rc = parse_value(&ps, &doc->root);
     if (rc == 0) {
         skip_ws(&ps);
         if (ps.p != ps.end) rc = jerr(&ps, "more text after the JSON value");
     }
+    free(ps.stack);
     if (rc) {
-        jfree(out);
+        jdoc_free(doc);
         snprintf(err, errlen, "%s", ps.err);
     }
     return rc;
@@ -360,21 +394,26 @@ static int jnull(const jv *v) { return v == NULL || v->t == J_NULL; }
 /* ------------------------------------------------------------------------------------------------------------
  * Reading files and the export's arrays ({dtype, shape, values})
  * ------------------------------------------------------------------------------------------------------------ */
+/* A file's bytes, in a buffer reused from file to file (valid until the next call) */
 static char *read_file(const char *path, size_t *len, char *err, size_t errlen) {
+    static char *buf;
+    static size_t cap;
     FILE *f = fopen(path, "rb");
     if (!f) { snprintf(err, errlen, "%s", strerror(errno)); return NULL; }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
+    struct stat st;
+    size_t want = (fstat(fileno(f), &st) == 0 && st.st_size > 0) ? (size_t)st.st_size + 1 : 1 << 16, n = 0;
     for (;;) {
-        if (!buf) { fclose(f); snprintf(err, errlen, "out of memory"); return NULL; }
+        if (want > cap) {
+            char *nb = realloc(buf, want);
+            if (!nb) { fclose(f); snprintf(err, errlen, "out of memory"); return NULL; }
+            buf = nb;
+            cap = want;
+        }
         n += fread(buf + n, 1, cap - n, f);
-        if (n < cap) break;
-        char *nb = realloc(buf, cap * 2);
-        if (!nb) free(buf);
-        buf = nb;
-        cap *= 2;
+        if (n < cap || ferror(f)) break;
+        want = cap * 2;                    /* it grew since fstat, or is not a regular file */
     }
-    if (ferror(f)) { snprintf(err, errlen, "%s", strerror(errno ? errno : EIO)); free(buf); fclose(f); return NULL; }
+    if (ferror(f)) { snprintf(err, errlen, "%s", strerror(errno ? errno : EIO)); fclose(f); return NULL; }
     fclose(f);
     *len = n;
     return buf;
@@ -481,13 +520,8 @@ static int get_number(const jv *obj, const char *pname, const char *key, double 
 }
 
 /* ------------------------------------------------------------------------------------------------------------
- * Calling the kernel in a child process
+ * Calling the kernel in a worker process
  * ------------------------------------------------------------------------------------------------------------ */
-typedef struct {
-    volatile int rc;
-    volatile int done;
-} call_header;
-
 enum { CALL_OK, CALL_CRASH, CALL_TIMEOUT, CALL_HARNESS };
 
 static const char *signal_name(int sig) {
@@ -513,71 +547,164 @@ static const char *signal_name(int sig) {
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* fn(...) in a child; out and weights live in the shared mapping hdr points into. detail: the crash's reason. */
-static int call_in_child(refimpl_attention_fn fn, int bits, const void *q, const void *k, const void *v,
-                         const unsigned char *keep, const int64_t shape[7], double scale, void *out, void *weights,
-                         call_header *hdr, double timeout, char *detail, size_t dlen) {
-    int fds[2];
-    if (pipe(fds) != 0) { snprintf(detail, dlen, "harness: pipe: %s", strerror(errno)); return CALL_HARNESS; }
-    fflush(NULL);                                    /* nothing buffered is written twice */
+/* The worker: one child process calls the kernel, case after case, as refimpl check's worker does; a crash or
+ * a timeout ends it and the next case gets a new one. The arrays go through a shared mapping (forked again, larger,
+ * when a case needs more); a call is a message on one pipe, its return code comes back on another. */
+typedef struct {
+    int bits, has_keep, has_weights;
+    int64_t shape[7];
+    double scale;
+    size_t off_q, off_k, off_v, off_keep, off_out, off_weights;
+} call_msg;
+
+typedef struct {
+    refimpl_attention_fn fn;
+    const char *symbol;
+    double timeout;
+    pid_t pid;                                   /* 0: no worker */
+    int cmd, res;                                /* the parent's ends of the two pipes */
+    char *shm;
+    size_t cap;
+} worker;
+
+static void worker_stop(worker *w) {
+    if (!w->pid) return;
+    kill(w->pid, SIGKILL);
+    close(w->cmd);
+    close(w->res);
+    while (waitpid(w->pid, NULL, 0) < 0 && errno == EINTR) {}
+    w->pid = 0;
+}
+
+static int full_io(int fd, void *buf, size_t n, int writing) {
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = writing ? write(fd, (char *)buf + done, n - done) : read(fd, (char *)buf + done, n - done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+static void worker_loop(worker *w, int cmd, int res) {
+    call_msg m;
+    while (full_io(cmd, &m, sizeof m, 0) == 0) {
+        char *s = w->shm;
+        int rc = w->fn(m.bits, s + m.off_q, s + m.off_k, s + m.off_v,
+                       m.has_keep ? (const unsigned char *)s + m.off_keep : NULL, m.shape, m.scale, s + m.off_out,
+                       m.has_weights ? s + m.off_weights : NULL);
+        fflush(NULL);                            /* what the kernel printed */
+        if (full_io(res, &rc, sizeof rc, 1) != 0) break;
+    }
+    _exit(0);
+}
+
+/* a worker whose shared mapping holds need bytes */
+static int worker_ready(worker *w, size_t need, char *detail, size_t dlen) {
+    if (w->pid && need <= w->cap) return 0;
+    worker_stop(w);
+    if (need > w->cap) {
+        size_t cap = w->cap ? w->cap : (size_t)16 << 20;
+        while (cap < need) cap *= 2;
+        if (w->shm) munmap(w->shm, w->cap);
+        w->shm = NULL;
+        w->cap = 0;
+        void *m = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) {
+            snprintf(detail, dlen, "harness: cannot map %zu bytes: %s", cap, strerror(errno));
+            return -1;
+        }
+        w->shm = m;
+        w->cap = cap;
+    }
+    int c[2], r[2];
+    if (pipe(c) != 0) { snprintf(detail, dlen, "harness: pipe: %s", strerror(errno)); return -1; }
+    if (pipe(r) != 0) {
+        close(c[0]);
+        close(c[1]);
+        snprintf(detail, dlen, "harness: pipe: %s", strerror(errno));
+        return -1;
+    }
+    fflush(NULL);                                /* nothing buffered is written twice */
     pid_t pid = fork();
     if (pid < 0) {
-        close(fds[0]);
-        close(fds[1]);
+        close(c[0]); close(c[1]); close(r[0]); close(r[1]);
         snprintf(detail, dlen, "harness: fork: %s", strerror(errno));
-        return CALL_HARNESS;
+        return -1;
     }
     if (pid == 0) {
-        close(fds[0]);
-        hdr->rc = fn(bits, q, k, v, keep, shape, scale, out, weights);
-        hdr->done = 1;
-        fflush(NULL);                                /* what the kernel printed */
-        _exit(0);
+        close(c[1]);
+        close(r[0]);
+        worker_loop(w, c[0], r[1]);
     }
-    close(fds[1]);                                   /* the child's end closes when it ends, however it ends */
-    double deadline = now_s() + timeout;
-    int status = 0, reaped = 0;
+    close(c[0]);
+    close(r[1]);
+    w->pid = pid;
+    w->cmd = c[1];
+    w->res = r[0];
+    return 0;
+}
+
+/* one call (the arrays already in w->shm); *rc: the kernel's return code; detail: why it crashed or timed out */
+static int worker_call(worker *w, const call_msg *m, int *rc, char *detail, size_t dlen) {
+    if (full_io(w->cmd, (void *)m, sizeof *m, 1) != 0) {     /* it died between calls: a new one, once */
+        size_t cap = w->cap;
+        worker_stop(w);
+        if (worker_ready(w, cap, detail, dlen) != 0) return CALL_HARNESS;
+        if (full_io(w->cmd, (void *)m, sizeof *m, 1) != 0) {
+            snprintf(detail, dlen, "harness: the worker process takes no call: %s", strerror(errno));
+            worker_stop(w);
+            return CALL_HARNESS;
+        }
+    }
+    double deadline = now_s() + w->timeout;
     for (;;) {
         double left = deadline - now_s();
-        if (left <= 0) break;
-        struct pollfd pfd = {fds[0], POLLIN, 0};
-        int r = poll(&pfd, 1, left > 1e6 ? 1000000000 : (int)(left * 1000) + 1);
-        if (r < 0 && errno == EINTR) continue;
-        if (r > 0) {
-            char c;
-            ssize_t got = read(fds[0], &c, 1);
-            if (got > 0) continue;                   /* nobody writes here, but ignore it if they do */
-            if (got < 0 && errno == EINTR) continue;
-            /* EOF: the child (or every process holding its end) is gone */
-            if (waitpid(pid, &status, 0) == pid) reaped = 1;
-            break;
+        if (left <= 0) {
+            worker_stop(w);
+            snprintf(detail, dlen, "no answer in %g s", w->timeout);
+            return CALL_TIMEOUT;
         }
-        if (r == 0) continue;                        /* poll's own timeout: check the clock again */
-        break;
+        struct pollfd pfd = {w->res, POLLIN, 0};
+        int r = poll(&pfd, 1, left > 1e6 ? 1000000000 : (int)(left * 1000) + 1);
+        if (r < 0 && errno != EINTR) {
+            snprintf(detail, dlen, "harness: poll: %s", strerror(errno));
+            worker_stop(w);
+            return CALL_HARNESS;
+        }
+        if (r > 0) break;
     }
-    close(fds[0]);
-    if (!reaped && waitpid(pid, &status, WNOHANG) == pid) reaped = 1;
-    if (!reaped) {                                   /* still running past the limit */
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        snprintf(detail, dlen, "no answer in %g s", timeout);
-        return CALL_TIMEOUT;
+    if (full_io(w->res, rc, sizeof *rc, 0) == 0) return CALL_OK;
+    int status = 0;                              /* no answer: the worker is gone (or closed its end) */
+    close(w->cmd);
+    close(w->res);
+    pid_t pid = w->pid;
+    w->pid = 0;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid || (r < 0 && errno != EINTR)) break;
+        if (now_s() >= deadline) {               /* alive without its pipe past the limit */
+            kill(pid, SIGKILL);
+            while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+            snprintf(detail, dlen, "no answer in %g s", w->timeout);
+            return CALL_TIMEOUT;
+        }
+        struct timespec pause = {0, 1000000};
+        nanosleep(&pause, NULL);
     }
     if (WIFSIGNALED(status)) {
         const char *name = signal_name(WTERMSIG(status));
         if (name) snprintf(detail, dlen, "killed by %s", name);
         else snprintf(detail, dlen, "killed by signal %d", WTERMSIG(status));
-        return CALL_CRASH;
-    }
-    if (!hdr->done) {
+    } else {
         snprintf(detail, dlen, "the kernel ended the process (exit code %d) instead of returning",
                  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-        return CALL_CRASH;
     }
-    return CALL_OK;
+    return CALL_CRASH;
 }
 
 /* ------------------------------------------------------------------------------------------------------------
@@ -602,40 +729,26 @@ static const char *to_precision(double x, int p, char *buf, size_t len) {
     return buf;
 }
 
-static double unit_roundoff(const char *dtype) {
-    if (strcmp(dtype, "float64") == 0) return ldexp(1.0, -53);
-    if (strcmp(dtype, "float32") == 0) return ldexp(1.0, -24);
-    if (strcmp(dtype, "float16") == 0) return ldexp(1.0, -11);
-    if (strcmp(dtype, "bfloat16") == 0) return ldexp(1.0, -8);
-    return 0;
+static int known_dtype(const char *dtype) {
+    return !strcmp(dtype, "float64") || !strcmp(dtype, "float32") || !strcmp(dtype, "float16") ||
+           !strcmp(dtype, "bfloat16");
 }
 
 typedef struct {
-    refimpl_attention_fn fn;
-    const char *symbol;
-    double timeout;
-} kernel;
-
-typedef struct {
-    array q, k, v, keep, mask, out, dead, absent, weights;
-    float *qf, *kf, *vf;
+    array q, k, v, keep, out, dead, absent, weights;
     double *mean;
 } case_arrays;
 
 static void case_free(case_arrays *c) {
-    array *all[] = {&c->q, &c->k, &c->v, &c->keep, &c->mask, &c->out, &c->dead, &c->absent, &c->weights};
+    array *all[] = {&c->q, &c->k, &c->v, &c->keep, &c->out, &c->dead, &c->absent, &c->weights};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) array_free(all[i]);
-    free(c->qf);
-    free(c->kf);
-    free(c->vf);
     free(c->mean);
 }
 
-static float *to_float(const array *a) {
-    float *f = malloc((a->n ? a->n : 1) * sizeof(float));
-    if (f)
-        for (size_t i = 0; i < a->n; i++) f[i] = (float)a->d[i];
-    return f;
+static size_t put(char *shm, size_t at, const array *a, int f64) {    /* a's values from at, as the ABI's type */
+    if (f64) memcpy(shm + at, a->d, a->n * sizeof(double));
+    else for (size_t i = 0; i < a->n; i++) ((float *)(shm + at))[i] = (float)a->d[i];
+    return at;
 }
 
 static double ratio_of(double got, double want, double atol) {
@@ -646,12 +759,11 @@ static double ratio_of(double got, double want, double atol) {
 
 /* Judges the case in root (freed before the call: the fork then copies less); writes its line in line (id: the
  * case's own, not in root). Returns its verdict, or -1 when malformed (why says why). */
-static int run_case(const kernel *kn, jv *root, const char *id, char *line, size_t llen) {
+static int run_case(worker *kn, jdoc *doc, const char *id, char *line, size_t llen) {
+    const jv *root = &doc->root;
     case_arrays c;
     memset(&c, 0, sizeof c);
     int verdict = -1;
-    void *map = MAP_FAILED;
-    size_t maplen = 0;
     if (!root || root->t != J_OBJ) return bad("the file is not a JSON object");
     const jv *f = jget(root, "features"), *inp = jget(root, "inputs"), *ex = jget(root, "expected"),
              *tl = jget(root, "tolerance");
@@ -682,8 +794,7 @@ static int run_case(const kernel *kn, jv *root, const char *id, char *line, size
     const jv *dtv = jget(f, "dtype");
     if (!dtv || dtv->t != J_STR) return bad("features.dtype is not a string");
     const char *dtype = dtv->u.str;
-    double u = unit_roundoff(dtype);
-    if (u == 0) return bad("features.dtype \"%.40s\" is none of float64, float32, float16, bfloat16", dtype);
+    if (!known_dtype(dtype)) return bad("features.dtype \"%.40s\" is none of float64, float32, float16, bfloat16", dtype);
     int f64 = strcmp(dtype, "float64") == 0;
 
     if (get_array(inp, "inputs", "q", 0, 0, 4, NULL, &c.q)) goto done;
@@ -711,65 +822,66 @@ static int run_case(const kernel *kn, jv *root, const char *id, char *line, size
     else if (sc->t == J_NUM) scale = sc->u.num;
     else { bad("features.scale is neither a number nor null"); goto done; }
 
-    /* the bound for the precision the kernel computes in: atol (float64) or atol_<dtype> */
-    double atol, watol = 0;
-    char akey[48];
-    snprintf(akey, sizeof akey, f64 ? "atol" : "atol_%s", dtype);
-    if (get_number(tl, "tolerance", akey, &atol)) goto done;
-    if (!(atol >= 0) || isinf(atol)) { bad("tolerance.%s is not a finite non-negative number", akey); goto done; }
-    if (c.weights.present) {
-        if (f64) {
-            if (get_number(tl, "tolerance", "weights_atol", &watol)) goto done;
+    /* the bound of the precision the kernel computes in: a float64 case's atol and weights_atol; every other case
+     * is passed as float (float16/bfloat16 values are exact in it), so float32's: atol_float32, the forward bound
+     * K_FORWARD * 2^-24 * n_terms * magnitude (computed from those fields, in that order, where the file has no
+     * atol_float32), and K_FORWARD * 2^-24 * n_terms for the weights */
+    double atol, watol = 0, kf = 0, nt = 0, mag = 0;
+    const double u32 = ldexp(1.0, -24);
+    if (f64) {
+        if (get_number(tl, "tolerance", "atol", &atol)) goto done;
+        if (c.weights.present && get_number(tl, "tolerance", "weights_atol", &watol)) goto done;
+    } else {
+        if (get_number(tl, "tolerance", "K_FORWARD", &kf) || get_number(tl, "tolerance", "n_terms", &nt)) goto done;
+        if (jget(tl, "atol_float32")) {
+            if (get_number(tl, "tolerance", "atol_float32", &atol)) goto done;
         } else {
-            double kf, nt;
-            if (get_number(tl, "tolerance", "K_FORWARD", &kf) || get_number(tl, "tolerance", "n_terms", &nt)) goto done;
-            watol = kf * u * nt;                       /* refimpl's weights bound in the case's precision */
+            if (get_number(tl, "tolerance", "magnitude", &mag)) goto done;
+            atol = kf * u32 * nt * mag;
         }
-        if (!(watol >= 0) || isinf(watol)) {
-            bad("the weights' tolerance is not a finite non-negative number");
-            goto done;
-        }
+        watol = kf * u32 * nt;
+    }
+    if (!(atol >= 0) || isinf(atol) || !(watol >= 0) || isinf(watol)) {
+        bad("tolerance: a bound that is not a finite non-negative number");
+        goto done;
     }
 
-    /* the call: buffers as refimpl's c-abi passes them */
+    /* the call: buffers as refimpl's c-abi passes them, in the worker's shared mapping */
     size_t esize = f64 ? sizeof(double) : sizeof(float);
     size_t n_out = c.out.n, n_w = c.weights.present ? c.weights.n : 0;
-    size_t head = (sizeof(call_header) + 63) / 64 * 64;
-    size_t out_bytes = (n_out * esize + 63) / 64 * 64;
-    maplen = head + out_bytes + n_w * esize;
-    map = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (map == MAP_FAILED) { bad("harness: cannot map %zu bytes: %s", maplen, strerror(errno)); goto done; }
-    call_header *hdr = map;
-    void *out = (char *)map + head, *wbuf = n_w ? (char *)map + head + out_bytes : NULL;
-    hdr->rc = 0;
-    hdr->done = 0;
+    call_msg m = {f64 ? 64 : 32, c.keep.present, n_w > 0, {B, Hq, Hkv, Sq, Sk, D, Dv}, scale, 0, 0, 0, 0, 0, 0};
+#define NEXT(at, bytes) (((at) + (bytes) + 63) / 64 * 64)
+    m.off_k = NEXT(m.off_q, c.q.n * esize);
+    m.off_v = NEXT(m.off_k, c.k.n * esize);
+    m.off_keep = NEXT(m.off_v, c.v.n * esize);
+    m.off_out = NEXT(m.off_keep, c.keep.n);
+    m.off_weights = NEXT(m.off_out, n_out * esize);
+    size_t need = NEXT(m.off_weights, n_w * esize);
+#undef NEXT
+    char detail[256];
+    jdoc_free(doc);                              /* everything needed is in c */
+    if (worker_ready(kn, need, detail, sizeof detail) != 0) {
+        snprintf(line, llen, "error %s: %s", id, detail);
+        verdict = V_ERROR;
+        goto done;
+    }
+    put(kn->shm, m.off_q, &c.q, f64);
+    put(kn->shm, m.off_k, &c.k, f64);
+    put(kn->shm, m.off_v, &c.v, f64);
+    if (c.keep.present) memcpy(kn->shm + m.off_keep, c.keep.b, c.keep.n);
+    void *out = kn->shm + m.off_out, *wbuf = n_w ? kn->shm + m.off_weights : NULL;
     for (size_t i = 0; i < n_out; i++) {
         if (f64) ((double *)out)[i] = NAN; else ((float *)out)[i] = NAN;
     }
     for (size_t i = 0; i < n_w; i++) {
         if (f64) ((double *)wbuf)[i] = NAN; else ((float *)wbuf)[i] = NAN;
     }
-    const void *qp = c.q.d, *kp = c.k.d, *vp = c.v.d;
-    if (!f64) {
-        c.qf = to_float(&c.q);
-        c.kf = to_float(&c.k);
-        c.vf = to_float(&c.v);
-        if (!c.qf || !c.kf || !c.vf) { bad("harness: out of memory"); goto done; }
-        qp = c.qf;
-        kp = c.kf;
-        vp = c.vf;
-    }
-    const int64_t shape[7] = {B, Hq, Hkv, Sq, Sk, D, Dv};
-    char detail[256];
-    jfree(root);                  /* everything needed is in c: after a fork, every page the parent writes to
-                                     is copied, and freeing the tree after the call would touch all of it */
-    int how = call_in_child(kn->fn, f64 ? 64 : 32, qp, kp, vp, c.keep.present ? c.keep.b : NULL, shape, scale, out,
-                            wbuf, hdr, kn->timeout, detail, sizeof detail);
+    int rc = 0, how = worker_call(kn, &m, &rc, detail, sizeof detail);
     if (how == CALL_HARNESS) { snprintf(line, llen, "error %s: %s", id, detail); verdict = V_ERROR; goto done; }
     if (how == CALL_CRASH) { snprintf(line, llen, "crash %s: %s", id, detail); verdict = V_CRASH; goto done; }
     if (how == CALL_TIMEOUT) { snprintf(line, llen, "timeout %s: %s", id, detail); verdict = V_TIMEOUT; goto done; }
-    if (hdr->rc != 0) {
-        snprintf(line, llen, "error %s: the kernel %s returned error code %d", id, kn->symbol, hdr->rc);
+    if (rc != 0) {
+        snprintf(line, llen, "error %s: the kernel %s returned error code %d", id, kn->symbol, rc);
         verdict = V_ERROR;
         goto done;
     }
@@ -847,7 +959,6 @@ static int run_case(const kernel *kn, jv *root, const char *id, char *line, size
         verdict = V_PASS;
     }
 done:
-    if (map != MAP_FAILED) munmap(map, maplen);
     case_free(&c);
     return verdict;
 }
@@ -901,11 +1012,10 @@ int main(int argc, char **argv) {
     if (stat(lib, &st) != 0) return usage_error("no file %s", lib);
     size_t len;
     char *text = read_file(index_path, &len, err, sizeof err);
+    jdoc index;
     if (!text) return usage_error("%s: %s", index_path, err);
-    jv index;
     if (jparse(text, len, &index, err, sizeof err)) return usage_error("%s: %s", index_path, err);
-    free(text);
-    const jv *schema = jget(&index, "schema"), *cases = jget(&index, "cases");
+    const jv *schema = jget(&index.root, "schema"), *cases = jget(&index.root, "cases");
     int ok = schema && schema->t == J_STR && strcmp(schema->u.str, "refimpl-export-index/1") == 0 && cases &&
              cases->t == J_ARR;
     for (size_t i = 0; ok && i < cases->n; i++) {
@@ -926,10 +1036,9 @@ int main(int argc, char **argv) {
     void *sym = dlsym(handle, symbol);
     if (!sym)
         return usage_error("%s exports no symbol '%s' (declared extern \"C\"? see refimpl_attention.h)", lib, symbol);
-    kernel kn;
+    worker kn = {NULL, symbol, timeout, 0, -1, -1, NULL, 0};
     memcpy(&kn.fn, &sym, sizeof kn.fn);
-    kn.symbol = symbol;
-    kn.timeout = timeout;
+    signal(SIGPIPE, SIG_IGN);                    /* a worker that died is seen as such, not as our own death */
 
     long passed = 0, failed = 0, na = 0;
     static char line[2048];
@@ -937,24 +1046,20 @@ int main(int argc, char **argv) {
         const jv *e = &cases->u.items[i];
         const char *eid = jget(e, "id")->u.str, *file = jget(e, "file")->u.str;
         char *fp = join(dir, file);
-        char *body = NULL;
-        jv root;
-        if (!fp) snprintf(err, sizeof err, "out of memory");
-        else body = read_file(fp, &len, err, sizeof err);
+        jdoc doc;
+        text = fp ? read_file(fp, &len, err, sizeof err) : (snprintf(err, sizeof err, "out of memory"), NULL);
         free(fp);
-        if (!body || jparse(body, len, &root, err, sizeof err)) {
+        if (!text || jparse(text, len, &doc, err, sizeof err)) {
             printf("error %s: unreadable case file %s: %s\n", eid, file, err);
-            free(body);
             fflush(stdout);
             failed++;
             continue;
         }
-        free(body);
-        const jv *cid = jget(&root, "id");
+        const jv *cid = jget(&doc.root, "id");
         char *id = strdup((cid && cid->t == J_STR) ? cid->u.str : eid);
         if (!id) return usage_error("out of memory");
         line[0] = '\0';
-        int v = run_case(&kn, &root, id, line, sizeof line);
+        int v = run_case(&kn, &doc, id, line, sizeof line);
         if (v < 0) {
             printf("error %s: malformed case: %s\n", id, why);
             failed++;
@@ -966,9 +1071,10 @@ int main(int argc, char **argv) {
         }
         fflush(stdout);
         free(id);
-        jfree(&root);
+        jdoc_free(&doc);
     }
-    jfree(&index);
+    jdoc_free(&index);
+    worker_stop(&kn);
     printf("%ld passed, %ld failed, %ld n/a\n", passed, failed, na);
     if (passed + failed == 0) {
         printf("RESULT: NOTHING CHECKED\n");

@@ -19,6 +19,9 @@ How a column gets its gradients:
   cross), and ``--backward`` runs in a worker of its own; a crash, ``sys.exit``, hang or memory past
   ``--max-memory`` in either is that case's verdict (``crash``, ``timeout``, ``oom``), and the run goes on.
 
+``--repeat N``: each gradient case is computed N times and dq, dk, dv must be bitwise the same every time, or the
+case is ``nondeterministic`` (:mod:`.determinism`: which gradient, how many values differ, by how much).
+
 Families with no gradient meaning are n/a: ``long`` (S up to 16,384: the autograd graph of an
 Sq x Sk matrix per head) and ``extreme-logits`` (saturated softmax: the weights are one-hot up to
 rounding, ties decided by rounding, the gradient bound vacuous). Fully masked query rows expect zero
@@ -45,6 +48,7 @@ from ..targets.autograd_grads import autograd_grads
 from ..cases import Case, Outcome, Status, TargetDied
 from ..cases.families import FAMILIES
 from ..cases.features import CaseSpec
+from ..verdicts.determinism import repeat_calls
 from ..verdicts.grad_judge import GRADS, MAX_FAILING, MAX_PASSING, GradReturned, diagnose_grads, grad_data, judge_grads
 from ..verdicts.judge import CaseResult
 from ..targets.target import Target
@@ -188,12 +192,15 @@ def run_grad_one(target: Target, spec: CaseSpec, store, backward: Backward | Non
     data = store.get(spec)
     cache = _case_cache(store, data)
     gd = grad_data(data, cache)
-    try:
+
+    def once() -> GradReturned:
         if mode == "autograd":
-            got = _autograd(target, data, gd.d_out)
-        else:
-            assert backward is not None                   # _mode is "numpy" only with a --backward
-            got = _numpy(backward, target, data, gd.d_out)
+            return _autograd(target, data, gd.d_out)
+        assert backward is not None                       # _mode is "numpy" only with a --backward
+        return _numpy(backward, target, data, gd.d_out)
+    try:
+        got = once()
+        repeated = repeat_calls(once, got, target.repeat) if target.repeat > 1 else None   # bitwise dq, dk, dv
     except TargetDied as e:
         return CaseResult(spec.id, Status(e.status), math.inf, str(e)[:300], features=spec.features())
     except NotImplementedError as e:
@@ -205,7 +212,12 @@ def run_grad_one(target: Target, spec: CaseSpec, store, backward: Backward | Non
         return CaseResult(spec.id, Status.ERROR, math.inf, f"{type(e).__name__}: {e}"[:300], features=spec.features())
     given = spec.dtype if mode == "autograd" else PROTOCOL.given_dtype(spec.dtype)
     v = judge_grads(gd, got, given, cache)
-    return _known(target, data, CaseResult(spec.id, v.status, v.ratio, v.detail, features=spec.features(), got=got))
+    res = _known(target, data, CaseResult(spec.id, v.status, v.ratio, v.detail, features=spec.features(), got=got))
+    if repeated is not None and res.status == Status.PASS:
+        res.status, res.detail = Status.NONDETERMINISTIC, repeated
+    elif repeated is not None:
+        res.detail = f"{res.detail}; {repeated}"
+    return res
 
 
 def _aggregate(results: list[CaseResult], specs: dict[str, CaseSpec], diagnosis: list[str]) -> Outcome:

@@ -7,6 +7,9 @@ itself must be dropout with probability p: over the weights the case attends (P 
 kept count is a binomial draw with probability 1 - p; a normal approximation of the two-sided test rejects at
 p < 1e-6 (|z| > 4.89), as xformers' dropout tests do. Catches: no 1/(1 - p) rescaling, rescaling by p or by
 1/p, dropout before the softmax, a pattern the output does not follow, a keep rate that is not 1 - p.
+
+An API that is given refimpl's keep-mask instead (:attr:`.apis.base.Api.dropout_given`, ``got.dropout_given``) is
+judged by the same replay of that mask; the keep-rate test is skipped there: the draw is refimpl's own.
 """
 from __future__ import annotations
 
@@ -50,9 +53,13 @@ def judge_dropout(data, got, n_terms: float) -> tuple[float, list[str]]:
     bound = tol.forward(s.dtype, n_terms, float(np.abs(data.v).max(initial=0.0)) / (1.0 - p))
     c = tol.compare(got.output[live], want[live], bound)
     ratio = c.max_ratio
+    given = bool(getattr(got, "dropout_given", False))
+    source = "the keep-mask it was given" if given else "the target's own pattern"
     if not c.ok:
-        problems.append(f"output with dropout p={p:g}: {c.summary()} against the output replayed from the "
-                        f"target's own pattern (kept weights scaled by 1/(1 - p))")
+        problems.append(f"output with dropout p={p:g}: {c.summary()} against the output replayed from {source} "
+                        f"(kept weights scaled by 1/(1 - p))")
+    if given:                                           # refimpl drew the mask: its rate is not the target's
+        return ratio, problems
     k, n, z = keep_rate(data, keep, p)
     if abs(z) > Z_REJECT:
         problems.append(f"dropout pattern: kept {k} of {n} attended weights ({k / n:.4f}), expected 1 - p = "

@@ -165,6 +165,7 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
             problems.append(f"weights shape {w.shape}, but should be {data.weights.shape} (B, Hq, Sq, Sk)")
         else:
             c = tol.compare(w[live], data.weights[live], bounds(data, cache).weights)
+            res.ratio = max(res.ratio, c.max_ratio)        # the case's ratio is its worst array's
             if not c.ok:
                 problems.append(f"weights: {c.summary()}")
     lse = getattr(got, "lse", None)                    # (R functions return no LSE: their RReturned has none)

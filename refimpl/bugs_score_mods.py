@@ -1,0 +1,92 @@
+"""Bug models of how a kernel modifies its scores and walks its key blocks, as FlexAttention-style and tiled kernels
+get them wrong (one mistake each; same calling convention as :mod:`refimpl.bugs`):
+
+* the score modification (softcap, additive terms, ALiBi) applied to the unscaled q k^T, so the scale multiplies
+  the cap and the bias too;
+* the modification applied after the mask: a masked score of -inf becomes -cap (+ its bias), so masked keys get
+  weight;
+* the last key block padded with zero keys (score 0, value 0) that are attended: the row sums grow;
+* the score modification (ALiBi slope, a per-head additive mask) indexed by the kv head a query head reads
+  instead of the query head;
+* a row with no key left as softmax of all -inf: NaN (where the API documents zeros);
+* GQA's kv head read as h // Hkv (dividing by the kv head count, not the group size): every head of an MHA
+  layer reads kv head 0.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .bugs_parts import _kw, _parts, _sdpa, _softmax
+from .masks import alibi_bias
+
+__all__ = ["mods_before_scale", "softcap_after_mask", "zero_padded_tail", "gqa_divisor", "dead_rows_nan",
+           "mods_by_kv_head"]
+
+
+def mods_before_scale(q, k, v, **kw):
+    """S = scale * (cap * tanh(q k^T / cap) + additive): the modification sees the raw scores."""
+    kw = _kw(kw)
+    sc = 1.0 / math.sqrt(np.shape(q)[-1]) if kw["scale"] is None else kw["scale"]
+    s, keep, v = _parts(q, k, v, **dict(kw, scale=1.0))
+    return _softmax(s * sc, keep) @ v
+
+
+def softcap_after_mask(q, k, v, **kw):
+    """Masked scores (-inf) go through the softcap too: cap * tanh(-inf) = -cap, plus the finite part of the
+    additive mask there; every key is then kept. Without a softcap there is nothing to see (the reference)."""
+    kw = _kw(kw)
+    cap = kw["softcap"]
+    s, keep, v = _parts(q, k, v, **kw)
+    if cap is None:
+        return _softmax(s, keep) @ v
+    m = kw["mask"]
+    add = 0.0 if m is None or np.asarray(m).dtype == bool else np.where(np.isneginf(m), 0.0, np.asarray(m, float))
+    s = np.where(keep, s, -cap + np.broadcast_to(add, s.shape) if np.ndim(add) else -cap)
+    return _softmax(s, np.ones(s.shape, bool)) @ v
+
+
+def zero_padded_tail(q, k, v, *, block=64, **kw):
+    """Keys padded with zeros up to a multiple of ``block`` and attended: score 0 (not masked), value 0."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    pad = (-s.shape[-1]) % block
+    if pad:
+        s = np.concatenate([s, np.zeros(s.shape[:-1] + (pad,))], axis=-1)
+        keep = np.concatenate([keep, np.ones(keep.shape[:-1] + (pad,), bool)], axis=-1)
+        v = np.concatenate([v, np.zeros(v.shape[:-2] + (pad, v.shape[-1]))], axis=-2)
+    return _softmax(s, keep) @ v
+
+
+def gqa_divisor(q, k, v, *, enable_gqa=False, **kw):
+    """Query head h reads kv head h // Hkv (whatever enable_gqa says): under MHA every head reads kv head 0; a
+    head past Hkv * Hkv has no kv head (the kernel fails there: NaN, which no output matches)."""
+    Hq, Hkv = np.shape(q)[-3], np.shape(k)[-3]
+    idx = np.arange(Hq) // Hkv
+    if idx.max() >= Hkv:
+        return np.full(np.shape(q)[:-1] + (np.shape(v)[-1],), np.nan)
+    k, v = np.take(k, idx, axis=-3), np.take(v, idx, axis=-3)
+    return _sdpa(q, k, v, enable_gqa=False, **kw)
+
+
+def dead_rows_nan(q, k, v, **kw):
+    """Right everywhere but on rows with no kept key, which are softmax(all -inf) = 0/0 = NaN."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    out = _softmax(s, keep) @ v
+    out[~keep.any(axis=-1)] = np.nan
+    return out
+
+
+def mods_by_kv_head(q, k, v, *, mask=None, slopes=None, **kw):
+    """Query head h gets the ALiBi slope and the additive mask of head g = h // (Hq // Hkv) (the kv head it
+    reads), not its own: the modification is handed the kv head's index. ``mask`` is the user's mask and
+    ``slopes`` ALiBi's; bool masks are kept as they are (a mask_mod is not a score modification)."""
+    Hq, Hkv = np.shape(q)[-3], np.shape(k)[-3]
+    head = np.arange(Hq) // (Hq // Hkv)
+    if mask is not None and np.asarray(mask).dtype != bool and np.shape(mask)[-3] == Hq:
+        mask = np.take(mask, head, axis=-3)
+    if slopes is not None:
+        bias = alibi_bias(np.asarray(slopes)[head], np.shape(q)[-2], np.shape(k)[-2], alignment="bottom-right")[None]
+        mask = bias if mask is None else (np.where(mask, bias, -np.inf) if np.asarray(mask).dtype == bool
+                                          else mask + bias)
+    return _sdpa(q, k, v, mask=mask, **kw)

@@ -1,0 +1,252 @@
+"""The judge, read as its specification: for each dtype and each rule, an answer just inside its bound (0.99x)
+passes and one just outside (1.01x) fails — outputs (rule 3 in float64; the same-precision budget and the
+slope in float32, float16, bfloat16), weights, the log-sum-exp and each gradient — and the case's ratio is the
+error over what was allowed (to 1e-12). Rows with no key: zeros, NaN and the mean of V are each accepted, and
+refused when another policy is pinned; NaN anywhere else fails with an infinite ratio."""
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from refimpl import scaled_dot_product_attention, tolerance as tol, tolerance_gradients as tg
+from refimpl.harness.apis import Returned
+from refimpl.harness.cases import Status
+from refimpl.harness.cases.families import select
+from refimpl.harness.rows.family_cases import CaseStore
+from refimpl.harness.verdicts import grad_judge as gj
+from refimpl.harness.verdicts.judge import Bounds, bounds, judge, n_terms
+from refimpl.harness.verdicts.lse_judge import judge_lse, lse_bound, reference_lse
+
+STORE = CaseStore()
+LOW = ["float32", "float16", "bfloat16"]
+FACTORS = [(0.99, Status.PASS), (1.01, Status.FAIL)]
+
+
+def _case(dtype, family="sizes", index=4):
+    """A small case of ``family`` (index ``index`` of the quick suite) in ``dtype``."""
+    return STORE.get(next(s for s in select([family], "quick", (dtype,)) if s.index == index))
+
+
+def _got(data, out, weights=None, dtype=None, lse=None):
+    return Returned(out, weights, dtype or data.spec.dtype, [], lse=lse, lse_dtype="float32")
+
+
+def _smallest(a, mask):
+    """The index of the entry of ``a`` with the smallest magnitude where ``mask``: a perturbation there is
+    represented almost exactly, so the error it makes is the one asked for."""
+    flat = np.where(mask, np.abs(a), np.inf)
+    return np.unravel_index(int(np.argmin(flat)), a.shape)
+
+
+def _live_index(data):
+    live = np.broadcast_to(data.live[..., None], data.expected.shape)
+    return _smallest(data.expected, live)
+
+
+@pytest.mark.parametrize("factor,status", FACTORS)
+def test_float64_output_rule_3_at_the_bound(factor, status):
+    data = _case("float64")
+    b = bounds(data).output
+    idx = _live_index(data)
+    allowed = float(np.broadcast_to(b.atol, data.expected.shape)[idx]) + b.rtol * abs(data.expected[idx])
+    out = data.expected.copy()
+    out[idx] += factor * allowed
+    res = judge(data, _got(data, out), "float64")
+    err = float(np.abs(out - data.expected)[data.live].max())
+    assert res.status == status and res.ratio == pytest.approx(err / allowed, rel=1e-12)
+    assert res.ratio == pytest.approx(factor, rel=1e-3)
+    assert (status == Status.PASS) == (res.detail == "") and ("output: max abs" in res.detail) == (status != "pass")
+
+
+@pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.parametrize("factor,status", FACTORS)
+def test_low_precision_output_budget_at_the_bound(dtype, factor, status):
+    data = _case(dtype)
+    cache: dict = {}
+    b = bounds(data, cache)
+    idx = _live_index(data)
+    out = data.expected.copy()
+    out[idx] += factor * b.output.atol
+    res = judge(data, _got(data, out), dtype, cache=cache)
+    err = float(np.abs(out - data.expected)[data.live].max())
+    assert res.status == status and res.ratio == pytest.approx(err / b.output.atol, rel=1e-12)
+    assert ("budget" in res.detail) == (status == Status.FAIL) and "scaled by" not in res.detail
+
+
+@pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.parametrize("factor,status", FACTORS)
+def test_low_precision_output_slope_at_the_bound(dtype, factor, status):
+    """An output scaled by 1 + f x (the slope's allowance): within the elementwise budget (this case's allowance
+    times its largest output is under half the budget), so the slope alone decides."""
+    data = _case(dtype)
+    cache: dict = {}
+    b = bounds(data, cache)
+    assert b.slope * np.abs(data.expected[data.live]).max() < 0.5 * b.output.atol
+    res = judge(data, _got(data, data.expected * (1 + factor * b.slope)), dtype, cache=cache)
+    assert res.status == status and res.ratio == pytest.approx(factor, rel=1e-6)
+    assert ("scaled by" in res.detail) == (status == Status.FAIL) and "budget" not in res.detail
+
+
+@pytest.mark.parametrize("dtype", ["float64"] + LOW)
+@pytest.mark.parametrize("factor,status", FACTORS)
+def test_weights_at_the_bound_and_the_ratio_counts_them(dtype, factor, status):
+    data = _case(dtype)
+    w_allowed = tol.forward(dtype, n_terms(data), 1.0).atol          # rule 3 with magnitude 1, in the case's dtype
+    assert bounds(data).weights.atol == w_allowed
+    live = np.broadcast_to(data.live[..., None], data.weights.shape)
+    idx = _smallest(data.weights, live)
+    w = data.weights.copy()
+    w[idx] += factor * w_allowed
+    res = judge(data, _got(data, data.expected.copy(), w), dtype)
+    assert res.status == status and ("weights:" in res.detail) == (status == Status.FAIL)
+    err = float(np.abs(w - data.weights)[live].max())
+    assert res.ratio == pytest.approx(err / w_allowed, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float64"] + LOW)
+@pytest.mark.parametrize("factor,status", FACTORS)
+def test_log_sum_exp_at_the_bound(dtype, factor, status):
+    data = _case(dtype)
+    n = n_terms(data)
+    ref = reference_lse(data, {})
+    limit = float(lse_bound(data, "float32", n).atol)
+    idx = _smallest(ref, data.live)
+    lse = ref.copy()
+    lse[idx] += factor * limit
+    ratio, problems, _ = judge_lse(data, lse, "float32", n, {})
+    err = float(np.abs(lse - ref)[data.live].max())
+    assert (not problems) == (status == Status.PASS) and ratio == pytest.approx(err / limit, rel=1e-12)
+    res = judge(data, _got(data, data.expected.copy(), lse=lse), dtype)        # the case's ratio carries it
+    assert res.status == status and res.ratio == pytest.approx(ratio, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float64"] + LOW)
+@pytest.mark.parametrize("name", gj.GRADS)
+@pytest.mark.parametrize("factor,status", FACTORS)
+def test_each_gradient_at_the_bound(dtype, name, factor, status):
+    data = _case(dtype)
+    cache: dict = {}
+    gd = gj.grad_data(data, cache)
+    exact = gj.GradReturned({n: gd.oracle[n].copy() for n in gj.GRADS}, dtype)
+    assert gj.judge_grads(gd, exact, dtype, cache).status == Status.PASS
+    e = gd.oracle[name]
+    idx = _smallest(e, np.ones(e.shape, bool))
+    if dtype == "float64":
+        b = tg.gradient_for_sdpa(data.q, data.k, data.v, gd.d_out, data.spec.scale, np.float64)[name]
+        allowed = float(np.broadcast_to(b.atol, e.shape)[idx]) + b.rtol * abs(e[idx])
+    else:
+        allowed = exact.allowed[name]                                # what the budget allowed the exact answer
+    grads = {n: gd.oracle[n].copy() for n in gj.GRADS}
+    grads[name][idx] += factor * allowed
+    got = gj.GradReturned(grads, dtype)
+    v = gj.judge_grads(gd, got, dtype, cache)
+    err = float(np.abs(grads[name] - e).max())
+    assert v.status == status and (name + ":" in v.detail) == (status == Status.FAIL)
+    assert v.ratio == pytest.approx(err / allowed, rel=1e-9) and got.allowed[name] == pytest.approx(allowed)
+
+
+# --- rows with no key, NaN elsewhere, and the rule's own figures -------------------------------------------
+
+def _dead_case():
+    return STORE.get(next(s for s in select(["masked-rows"], "quick", ("float64",)) if s.mask == "bool"))
+
+
+def _with_dead(data, fill):
+    out = data.expected.copy()
+    out[data.dead] = fill
+    return out
+
+
+def _mean_v(data):
+    g = data.spec.Hq // data.spec.Hkv
+    return np.broadcast_to(np.repeat(data.v, g, axis=1).mean(axis=-2, keepdims=True), data.expected.shape)
+
+
+@pytest.mark.parametrize("policy", ["zeros", "nan", "uniform"])
+def test_each_dead_row_policy_is_accepted_and_refused_when_another_is_pinned(policy):
+    data = _dead_case()
+    assert data.dead.any()
+    out = _with_dead(data, 0.0) if policy == "zeros" else _with_dead(data, np.nan) if policy == "nan" else \
+        np.where(data.dead[..., None], _mean_v(data), data.expected)
+    res = judge(data, _got(data, out), "float64")
+    assert res.status == Status.PASS and res.convention == policy and res.ratio < 1
+    other = next(p for p in ("zeros", "nan", "uniform") if p != policy)
+    pinned = judge(data, _got(data, out), "float64", masked_rows=other)
+    assert pinned.status == Status.FAIL and f"fully masked rows give '{policy}' (accepted: {other})" in pinned.detail
+
+
+def test_a_dead_row_with_anything_else_is_other_and_fails():
+    data = _dead_case()
+    res = judge(data, _got(data, _with_dead(data, 7.0)), "float64")
+    assert res.status == Status.FAIL and res.convention == "other" and "give 'other'" in res.detail
+
+
+def test_a_single_dead_value_is_classified_like_many():
+    """One dead row of one value (Dv = 1) is as much a row as any: NaN there is 'nan', not 'zeros'."""
+    data = _dead_case()
+    one = np.zeros_like(data.dead)
+    one[np.unravel_index(int(np.argmax(data.dead)), data.dead.shape)] = True
+    narrow = replace(data, dead=one, expected=data.expected[..., :1], v=data.v[..., :1])
+    out = narrow.expected.copy()
+    out[one] = np.nan
+    assert judge(narrow, _got(narrow, out), "float64").convention == "nan"
+
+
+def test_a_case_without_dead_rows_reports_no_convention():
+    data = _case("float64")
+    assert not data.dead.any()
+    assert judge(data, _got(data, data.expected.copy()), "float64").convention is None
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_nan_in_a_row_with_a_key_fails_with_an_infinite_ratio(dtype):
+    data = _case(dtype)
+    out = data.expected.copy()
+    out[_live_index(data)] = np.nan
+    res = judge(data, _got(data, out), dtype)
+    assert res.status == Status.FAIL and res.ratio == math.inf
+
+
+def test_a_low_precision_case_with_no_row_to_judge_has_ratio_zero():
+    data = _case("float32")
+    none = replace(data, dead=np.ones_like(data.dead))
+    res = judge(none, _got(none, np.zeros_like(none.expected)), "float32")
+    assert res.status == Status.PASS and res.ratio == 0.0
+
+
+def test_the_additive_mask_counts_twice_its_largest_finite_term():
+    data = next(d for d in map(STORE.get, select(["additive-mask"], "default", ("float64",)))
+                if not np.isfinite(d.mask).all())                  # finite terms and -inf entries
+    m = data.reference_kwargs()["mask"]
+    base, _ = tol.sdpa_terms(data.q, data.k, data.v, data.spec.scale)
+    assert n_terms(data) == pytest.approx(base + 2 * np.abs(m[np.isfinite(m)]).max(), rel=1e-15)
+    plain = _case("float64")
+    assert n_terms(plain) == tol.sdpa_terms(plain.q, plain.k, plain.v, plain.spec.scale)[0]
+
+
+def test_the_float32_budget_is_measured_on_refimpl_in_float32_mask_included():
+    data = STORE.get(next(s for s in select(["additive-mask"], "quick", ("float32",))))
+    cache: dict = {}
+    b = bounds(data, cache)
+    kw = data.reference_kwargs()
+    kw["mask"] = kw["mask"].astype(np.float32)
+    ref = scaled_dot_product_attention(*(a.astype(np.float32) for a in (data.q, data.k, data.v)), **kw)[0]
+    want = tol.budget(ref[data.live], data.expected[data.live], "float32", cache["conditioning"])
+    assert b.output.atol == want
+
+
+def test_a_case_without_known_weights_uses_the_capped_conditioning():
+    data = _case("float32")
+    blind = replace(data, weights=None)
+    cache: dict = {}
+    b = bounds(blind, cache)
+    assert cache["conditioning"] == tol.budget_conditioning(n_terms(data), "float32")
+    assert b.output.atol >= bounds(data, {}).output.atol
+
+
+def test_bounds_are_a_fixed_statement():
+    b = bounds(_case("float64"))
+    with pytest.raises(Exception):
+        b.slope = 0.0                                                # type: ignore[misc]
+    assert isinstance(b, Bounds)
