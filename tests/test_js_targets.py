@@ -64,11 +64,11 @@ def test_a_js_target_runs_isolated_and_a_missing_export_is_a_usage_error():
 
 
 def test_conform_mjs_gives_the_python_runs_verdicts(tmp_path):
-    """The same export, judged by Node alone, passes the correct kernel and fails the broken one on the same cases
-    as refimpl check does."""
+    """The same export (float64 and float32), judged by Node alone, passes the correct kernel and fails the broken one
+    on the same cases as refimpl check does (float32 cases by the export's budget: refimpl check's own)."""
     out = tmp_path / "cases"
     p = subprocess.run([sys.executable, "-m", "refimpl", "export", "--family", "bool-mask", "--family", "gqa",
-                        "--family", "masked-rows", "--suite", "quick", "--out", str(out)],
+                        "--family", "masked-rows", "--suite", "quick", "--dtype", "float64,float32", "--out", str(out)],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     for module, fn, code in (("correct.mjs", "attn", 0), ("broken.mjs", "attn_mask_inverted", 1)):
@@ -79,7 +79,7 @@ def test_conform_mjs_gives_the_python_runs_verdicts(tmp_path):
         node = {line.split()[-1] if line.startswith("pass") else line.split()[2].rstrip(":"): line.split()[0]
                 for line in r.stdout.splitlines() if line.startswith(("pass", "FAIL"))}
         index = json.loads((out / "index.json").read_text())
-        specs = {s.id: s for s in select(["bool-mask", "gqa", "masked-rows"], "quick", ("float64",))}
+        specs = {s.id: s for s in select(["bool-mask", "gqa", "masked-rows"], "quick", ("float64", "float32"))}
         t = load_target(f"js:{JS / module}:{fn}")
         try:
             py = {c["id"]: run_one(t, specs[c["id"]], STORE).status for c in index["cases"] if c["id"] in node}

@@ -93,7 +93,10 @@ for (const entry of index.cases) {
     if (!r.ok) { console.log(`error ${c.id}: ${r.error}`); failed++; continue; }
     if (r.out.length !== B * Hq * Sq * Dv) { console.log(`error ${c.id}: returned ${r.out.length} values, expected B*Hq*Sq*Dv = ${B * Hq * Sq * Dv}`); failed++; continue; }
     const want = flat(ex.output), dead = flat(ex.dead_rows), absent = flat(ex.absent_rows), V = flat(inp.v);
-    const atol = tl.atol;
+    // computed in float32 (the case's own dtype, or float16/bfloat16 carried in it): refimpl check's own budget
+    const atol = dtype === "float64" ? tl.atol : (tl.budget_atol ?? tl.atol_float32 ?? tl.atol);
+    const slope = dtype === "float64" ? null : (tl.budget_slope ?? null);
+    let so = 0, ss = 0;
     let worst = 0, problem = null;
     for (let row = 0; row < B * Hq * Sq && !problem; row++) {
       if (absent && absent[row]) continue;
@@ -111,7 +114,13 @@ for (const entry of index.cases) {
         const d = Math.abs(o[e] - want[row * Dv + e]);
         const ratio = Number.isNaN(d) ? Infinity : atol > 0 ? d / atol : (d === 0 ? 0 : Infinity);
         if (ratio > worst) worst = ratio;
+        so += o[e] * want[row * Dv + e]; ss += want[row * Dv + e] * want[row * Dv + e];
       }
+    }
+    const k = ss === 0 ? 1 : so / ss;                 // the least-squares slope of the output on the expected one
+    if (!problem && slope !== null && !(Math.abs(k - 1) <= slope)) {
+      problem = `scaled by ${k.toPrecision(6)} against the expected output (its least-squares slope); rounding allows 1 +- ${slope.toPrecision(3)}`;
+      worst = Math.max(worst, Math.abs(k - 1) / slope);
     }
     if (problem || worst > 1) { console.log(`FAIL ${worst.toPrecision(3)} ${c.id}: ${problem ?? `worst |output - expected| / atol = ${worst.toPrecision(3)} (atol ${atol.toPrecision(3)})`}`); failed++; }
     else { console.log(`pass ${worst.toPrecision(2)} ${c.id}`); passed++; }

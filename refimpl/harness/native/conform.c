@@ -826,20 +826,25 @@ static int run_case(worker *kn, jdoc *doc, const char *id, char *line, size_t ll
      * is passed as float (float16/bfloat16 values are exact in it), so float32's: atol_float32, the forward bound
      * K_FORWARD * 2^-24 * n_terms * magnitude (computed from those fields, in that order, where the file has no
      * atol_float32), and K_FORWARD * 2^-24 * n_terms for the weights */
-    double atol, watol = 0, kf = 0, nt = 0, mag = 0;
+    double atol, watol = 0, kf = 0, nt = 0, mag = 0, slope = -1;   /* slope < 0: no slope rule */
     const double u32 = ldexp(1.0, -24);
     if (f64) {
         if (get_number(tl, "tolerance", "atol", &atol)) goto done;
         if (c.weights.present && get_number(tl, "tolerance", "weights_atol", &watol)) goto done;
     } else {
         if (get_number(tl, "tolerance", "K_FORWARD", &kf) || get_number(tl, "tolerance", "n_terms", &nt)) goto done;
-        if (jget(tl, "atol_float32")) {
+        if (jget(tl, "budget_atol")) {                  /* refimpl check's own allowance for this dtype */
+            if (get_number(tl, "tolerance", "budget_atol", &atol)) goto done;
+        } else if (jget(tl, "atol_float32")) {
             if (get_number(tl, "tolerance", "atol_float32", &atol)) goto done;
         } else {
             if (get_number(tl, "tolerance", "magnitude", &mag)) goto done;
             atol = kf * u32 * nt * mag;
         }
         watol = kf * u32 * nt;
+        if (jget(tl, "budget_weights_atol") && get_number(tl, "tolerance", "budget_weights_atol", &watol)) goto done;
+        const jv *sl = jget(tl, "budget_slope");
+        if (sl && sl->t == J_NUM) slope = sl->u.num;
     }
     if (!(atol >= 0) || isinf(atol) || !(watol >= 0) || isinf(watol)) {
         bad("tolerance: a bound that is not a finite non-negative number");
@@ -890,7 +895,7 @@ static int run_case(worker *kn, jdoc *doc, const char *id, char *line, size_t ll
 #define OUT(i) (f64 ? ((const double *)out)[i] : (double)((const float *)out)[i])
 #define WTS(i) (f64 ? ((const double *)wbuf)[i] : (double)((const float *)wbuf)[i])
     size_t rows = (size_t)(B * Hq * Sq), dv = (size_t)Dv, sk = (size_t)Sk;
-    double worst = 0, wworst = 0;
+    double worst = 0, wworst = 0, so = 0, ss = 0;
     char problem[256] = "";
     c.mean = malloc((dv ? dv : 1) * sizeof(double));
     if (!c.mean) { bad("harness: out of memory"); goto done; }
@@ -921,7 +926,15 @@ static int run_case(worker *kn, jdoc *doc, const char *id, char *line, size_t ll
         for (size_t e = 0; e < dv; e++) {
             double r = ratio_of(OUT(o0 + e), c.out.d[o0 + e], atol);
             if (r > worst) worst = r;
+            so += OUT(o0 + e) * c.out.d[o0 + e];
+            ss += c.out.d[o0 + e] * c.out.d[o0 + e];
         }
+    }
+    double k_slope = ss == 0 ? 1.0 : so / ss;          /* the least-squares slope of the output on the expected */
+    if (!problem[0] && slope >= 0 && !(fabs(k_slope - 1) <= slope)) {
+        snprintf(problem, sizeof problem, "scaled by %.6g against the expected output (its least-squares slope); "
+                 "rounding allows 1 +- %.3g", k_slope, slope);
+        if (fabs(k_slope - 1) / slope > worst) worst = fabs(k_slope - 1) / slope;
     }
     int weights_bad = 0;
     if (n_w && !problem[0]) {

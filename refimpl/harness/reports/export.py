@@ -19,7 +19,11 @@ listing them. A case file holds:
   of :mod:`refimpl.tolerance` in float64, ``K_FORWARD * eps(float64) * n_terms * magnitude`` with ``n_terms`` =
   ``2 s D max|q| max|k| + Sk + Dv + 2`` (+ 2 max|additive mask|) and ``magnitude`` = max|v| (1 for weights).
   The inputs are exactly representable in the case's dtype, so a float64 consumer meets this bound whatever
-  the dtype; ``atol_<dtype>`` is the same bound with that dtype's unit roundoff, for consumers computing in it.
+  the dtype; ``atol_<dtype>`` is the same bound with that dtype's unit roundoff. ``budget_atol``,
+  ``budget_weights_atol`` and ``budget_slope`` are exactly what ``refimpl check`` allows an output computed in the
+  case's own dtype (float32, float16, bfloat16: rule 4's same-precision budget, and ``|least-squares slope of the
+  output on expected - 1| <= budget_slope``; float64: rule 3, ``budget_slope`` null): a reader computing in that
+  dtype judges with these and gives the Python run's verdict.
 * ``features`` (the CaseSpec's fields), ``describe``, ``conventions``, ``r_protocol`` (null when an R function
   of the ``attention`` protocol can run the case, else why not) and ``provenance``.
 
@@ -55,7 +59,7 @@ from ..apis import PROTOCOL, keep_mask, expressible
 from ..apis.flash_attn_kvcache import caches
 from ..cases.features import CaseData, materialise
 from ..cases.families import select
-from ..verdicts.judge import n_terms
+from ..verdicts.judge import bounds, n_terms
 
 __all__ = ["export", "case_json", "ExportResult", "Terminated", "SCHEMA"]
 
@@ -93,6 +97,9 @@ def case_json(data: CaseData) -> dict:
              "weights_atol": tol.forward("float64", terms, 1.0).atol, "compare": "rows with a key only"}
     if precision(s.dtype).low:
         bound[f"atol_{s.dtype}"] = tol.K_FORWARD * tol.eps(s.dtype) * terms * vmax
+    judged = bounds(data)                       # what `refimpl check` allows an output computed in the case's dtype
+    bound.update(budget_atol=float(judged.output.atol), budget_weights_atol=float(judged.weights.atol),
+                 budget_slope=None if math.isinf(judged.slope) else float(judged.slope))
     features = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(s).items()}
     return {
         "schema": SCHEMA, "id": s.id, "describe": s.describe(), "features": features,
