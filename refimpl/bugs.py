@@ -25,9 +25,8 @@ import numpy as np
 from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant
 from .bugs_packed import packed_attention
-from .bugs_parts import _expand_heads, _kw, _named, _parts, _sdpa, _softmax
-from .bugs_score_mods import (dead_rows_nan, gqa_divisor, mods_before_scale, mods_by_kv_head, softcap_after_mask,
-                              zero_padded_tail)
+from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, dead_rows_nan, gqa_divisor,
+                          mods_before_scale, mods_by_kv_head, softcap_after_mask, zero_padded_tail)
 from .masks import alibi_bias, window_mask
 
 __all__ = ["MODELS", "BugModel", "Variant"]

@@ -1,6 +1,8 @@
-"""--dropout P: a target's output replayed from the dropout pattern it returns (flash-attn's S_dmask), and the
-pattern's keep rate tested against 1 - p (binomial, rejected at p < 1e-6)."""
+"""--dropout P: a target's output replayed from the dropout pattern it returns (flash-attn's and flash-attn-varlen's
+S_dmask), and the pattern's keep rate tested against 1 - p (binomial, rejected at p < 1e-6); or, for the refimpl
+protocol, replayed from the keep-mask refimpl draws and gives it (dropout_mask=KEEP); flash-attn-kvcache has none."""
 import importlib.util
+from dataclasses import replace
 import subprocess
 import sys
 from pathlib import Path
@@ -13,25 +15,32 @@ from refimpl.harness.cases import Status
 from refimpl.harness.cases.families import select
 from refimpl.harness.rows.family_cases import CaseStore, run_one
 from refimpl.harness.target_spec import Target, load_target
-from refimpl.harness.verdicts.dropout_judge import Z_REJECT, keep_rate
+from refimpl.harness.apis import Returned, get as get_api
+from refimpl.harness.apis.base import dropout_draw
+from refimpl.harness.verdicts.dropout_judge import Z_REJECT, judge_dropout, keep_rate, replayed
 
 SUPPORT = Path(__file__).parent / "support" / "dropout_kernels.py"
+GIVEN = Path(__file__).parent / "support" / "given_dropout_kernels.py"
+KVCACHE = Path(__file__).parent / "support" / "kvcache_kernels.py"
 STORE = CaseStore()
 SPECS = [s for s in select(None, "quick", ("float64", "float32")) if not s.long]
 
 
-def _kernels():
-    spec = importlib.util.spec_from_file_location("dropout_kernels_t", SUPPORT)
+def _kernels(path=SUPPORT, name="dropout_kernels_t"):
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
 K = _kernels()
+G = _kernels(GIVEN, "given_dropout_kernels_t")
+# flash-attn-varlen: every packed (varlen) case and every 3rd dense one (the loop over sequences is slower)
+VARLEN = [s for i, s in enumerate(SPECS) if s.family == "varlen" or i % 3 == 0]
 
 
-def _run(fn, p=0.1, specs=SPECS):
-    return [run_one(Target(fn.__name__, fn, api="flash-attn", dropout=p), s, STORE) for s in specs]
+def _run(fn, p=0.1, specs=SPECS, api="flash-attn"):
+    return [run_one(Target(fn.__name__, fn, api=api, dropout=p), s, STORE) for s in specs]
 
 
 def test_a_right_dropout_kernel_conforms_in_every_precision():
@@ -74,3 +83,89 @@ def test_dropout_is_refused_for_an_api_without_a_pattern_and_out_of_range():
     p = subprocess.run([sys.executable, "-m", "refimpl", "check", "--dropout", "1"], capture_output=True, text=True,
                        timeout=60)
     assert p.returncode == 2 and "--dropout takes a probability 0 <= P < 1" in p.stderr
+
+
+def test_a_right_varlen_dropout_kernel_conforms_and_its_padding_is_not_judged():
+    specs = VARLEN + [s for s in select(["varlen"], "quick", ("float16", "bfloat16"))]
+    results = _run(K.varlen_right, 0.2, specs, api="flash-attn-varlen")
+    judged = [r for r in results if r.status in (Status.PASS, Status.FAIL)]
+    assert len(judged) > 60 and sum(r.id.startswith("varlen/") for r in judged) >= 24
+    assert not [r for r in results if Status(r.status).failed], \
+        [(r.id, r.detail) for r in results if Status(r.status).failed][:3]
+
+
+@pytest.mark.parametrize("name", ["varlen_no_rescale", "varlen_scaled_by_p", "varlen_before_softmax"])
+def test_each_varlen_dropout_mistake_is_caught(name):
+    results = _run(getattr(K, name), 0.1, VARLEN, api="flash-attn-varlen")
+    failed = [r for r in results if r.status == Status.FAIL]
+    assert len(failed) >= 0.8 * len([r for r in results if r.status != Status.NA]), len(failed)
+    assert any(r.id.startswith("varlen/") for r in failed)
+    assert all("output with dropout p=0.1" in r.detail and "the target's own pattern" in r.detail for r in failed)
+
+
+def test_the_varlen_pattern_is_each_sequences_block_of_s_dmask():
+    """flash-attn's mha_varlen_fwd: S_dmask (B, Hq, round128(max_seqlen_q), round128(max_seqlen_k)), sequence b's
+    query i and key j at [b, h, i, j]; the dense form's padding stays False (no weight there to judge)."""
+    api = get_api("flash-attn-varlen")
+    spec = next(s for s in SPECS if s.family == "varlen" and len({lq for lq, _ in s.seqlens}) > 1)
+    data = STORE.get(spec)
+    dm = np.random.default_rng(5).normal(size=(spec.B, spec.Hq, 128 + spec.Sq, 128 + spec.Sk))
+    _, _, keep = api.unpack_dropout((None, None, dm), data)
+    assert keep.shape == (spec.B, spec.Hq, spec.Sq, spec.Sk)
+    for b, (lq, lk) in enumerate(spec.seqlens):
+        assert np.array_equal(keep[b, :, :lq, :lk], dm[b, :, :lq, :lk] >= 0)
+        assert not keep[b, :, lq:].any() and not keep[b, :, :, lk:].any()
+    with pytest.raises(TypeError, match="S_dmask has shape"):
+        api.unpack_dropout((None, None, dm[:, :, :1]), data)
+
+
+def test_dropout_is_refused_for_the_kvcache_api_before_any_case_runs():
+    def no_worker(*a):
+        raise AssertionError("a worker was started")
+    with pytest.raises(UsageError, match="--api flash-attn-kvcache has no dropout: flash_attn_with_kvcache takes "
+                                         "no dropout_p.*refimpl \\(given its keep-mask\\), flash-attn \\(returns"):
+        load_target(f"{KVCACHE}:attn", api="flash-attn-kvcache", dropout=0.1, isolate=no_worker)
+
+
+def test_a_right_given_mask_kernel_conforms_in_every_precision():
+    specs = [s for s in select(None, "quick", ("float64", "float32", "float16", "bfloat16")) if not s.long]
+    results = _run(G.given_right, 0.2, specs, api="refimpl")
+    judged = [r for r in results if r.status in (Status.PASS, Status.FAIL)]
+    assert len(judged) > 300
+    assert not [r for r in results if Status(r.status).failed], \
+        [(r.id, r.detail) for r in results if Status(r.status).failed][:3]
+    assert all(r.got is None or r.got.dropout_given for r in judged)
+
+
+@pytest.mark.parametrize("name", ["given_ignores_mask", "given_scaled_by_1_minus_p", "given_before_softmax"])
+def test_each_given_mask_mistake_is_caught(name):
+    results = _run(getattr(G, name), 0.1, SPECS, api="refimpl")
+    failed = [r for r in results if r.status == Status.FAIL]
+    assert len(failed) >= 0.5 * len([r for r in results if r.status != Status.NA]), len(failed)
+    assert all("replayed from the keep-mask it was given" in r.detail for r in failed), failed[0].detail
+
+
+def test_the_given_mask_is_refimpls_seeded_draw_in_full_and_has_no_keep_rate_test():
+    seen = []
+
+    def spy(q, k, v, mask=None, scale=None, dropout_p=0.0, dropout_mask=None):
+        seen.append((dropout_p, dropout_mask))
+        bshd = len(seen) == 2                                    # the second call is --layout BSHD's
+        q, k, v = (np.swapaxes(a, 1, 2) if bshd else a for a in (q, k, v))
+        out = G.given_right(q, k, v, mask, scale, dropout_p, dropout_mask)
+        return np.swapaxes(out, 1, 2) if bshd else out
+    spec = next(s for s in SPECS if s.family == "bool-mask" and s.B > 1)
+    for layout in ("SD", "BSHD"):
+        r = run_one(Target("s", spy, api="refimpl", layout=layout, dropout=0.3), spec, STORE)
+        assert r.status == Status.PASS, r.detail
+    (p1, m1), (p2, m2) = seen
+    assert p1 == p2 == 0.3 and m1.dtype == bool and m1.shape == (spec.B, spec.Hq, spec.Sq, spec.Sk)
+    assert np.array_equal(m1, m2) and np.array_equal(m1, dropout_draw(spec, 0.3))       # seeded by the case
+    data = STORE.get(spec)
+    assert not np.array_equal(m1, dropout_draw(replace(spec, index=spec.index + 1), 0.3))    # another case's
+    assert abs(keep_rate(data, m1, 0.3)[2]) < Z_REJECT                                   # refimpl's draw is fair
+    biased = np.random.default_rng(1).random(m1.shape) >= 0.6                             # kept 40%, not 70%
+    got = Returned(replayed(data, biased, 0.3), None, "float64", [], dropout_keep=biased, dropout_p=0.3)
+    assert any("dropout pattern: kept" in x for x in judge_dropout(data, got, 1.0)[1])   # a returned pattern: tested
+    got.dropout_given = True
+    assert judge_dropout(data, got, 1.0)[1] == []                                        # a given one: not tested

@@ -1,13 +1,17 @@
 """FlashAttention-style kernels with dropout (tests/test_dropout.py): flash_attn_func's signature; with
 return_attn_probs=True they return (out, None, S_dmask), S_dmask negative where a weight was dropped. One is right;
 each other has one mistake: no 1/(1 - p) rescaling, rescaling by p, dropout applied to the scores before the
-softmax, a keep rate of 1 - p/2 (the output consistent with it), and dropout active at dropout_p = 0."""
+softmax, a keep rate of 1 - p/2 (the output consistent with it), and dropout active at dropout_p = 0.
+
+The ``varlen_*`` ones have flash_attn_varlen_func's signature: each packed sequence attended on its own (one random
+stream for the whole call), S_dmask (B, Hq, round128(max_seqlen_q), round128(max_seqlen_k)) with sequence b's
+query i and key j at [b, h, i, j] (flash-attn's mha_varlen_fwd); the padding holds garbage of both signs."""
 import math
 
 import torch
 
 
-def _kernel(q, k, v, p, scale, causal, window_size, softcap, alibi_slopes, mode):
+def _kernel(q, k, v, p, scale, causal, window_size, softcap, alibi_slopes, mode, gen=None):
     B, Sq, Hq, D = q.shape
     Sk, Hkv = k.shape[1], k.shape[2]
     ct = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -29,7 +33,7 @@ def _kernel(q, k, v, p, scale, causal, window_size, softcap, alibi_slopes, mode)
         keep &= j <= i + right
     s = s.masked_fill(~keep, -math.inf)
     rate = {"half-rate": p / 2, "always": 0.1}.get(mode, p)
-    drop = torch.rand(s.shape, generator=torch.Generator().manual_seed(1234)) < rate
+    drop = torch.rand(s.shape, generator=gen or torch.Generator().manual_seed(1234)) < rate
     if mode == "before-softmax":
         s = s.masked_fill(drop, -math.inf)                                 # mistake: dropped before the softmax
     m = s.amax(-1, keepdim=True).nan_to_num(0.0, neginf=0.0)
@@ -57,3 +61,33 @@ dropout_scaled_by_p = _make("by-p")
 dropout_before_softmax = _make("before-softmax")
 dropout_half_rate = _make("half-rate")
 dropout_always = _make("always")
+
+
+def _make_varlen(mode):
+    def fn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0, softmax_scale=None,
+           causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None, deterministic=False,
+           return_attn_probs=False):
+        cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+        B, Hq = len(cq) - 1, q.shape[1]
+        gen = torch.Generator().manual_seed(4321)
+        out = torch.zeros(q.shape[0], Hq, v.shape[2], dtype=q.dtype)
+        up = [-(-n // 128) * 128 for n in (max_seqlen_q, max_seqlen_k)]
+        dmask = torch.rand((B, Hq, *up), generator=torch.Generator().manual_seed(7)) - 0.5    # padding: garbage
+        for b in range(B):
+            q0, q1, k0, k1 = cq[b], cq[b + 1], ck[b], ck[b + 1]
+            if q1 == q0 or k1 == k0:
+                continue                                                    # no query, or rows with no key: 0
+            sl = alibi_slopes if alibi_slopes is None or alibi_slopes.dim() == 1 else alibi_slopes[b]
+            o, dm = _kernel(q[None, q0:q1], k[None, k0:k1], v[None, k0:k1], dropout_p, softmax_scale, causal,
+                            window_size, softcap, sl, mode, gen)
+            out[q0:q1] = o[0]
+            dmask[b, :, :q1 - q0, :k1 - k0] = dm[0].to(dmask.dtype)
+        return (out, None, dmask) if return_attn_probs else out
+    fn.__name__ = "varlen_" + mode.replace("-", "_")
+    return fn
+
+
+varlen_right = _make_varlen("right")
+varlen_no_rescale = _make_varlen("no-rescale")
+varlen_scaled_by_p = _make_varlen("by-p")
+varlen_before_softmax = _make_varlen("before-softmax")

@@ -63,6 +63,9 @@ def call(fn, api, data, *, layout: str = "SD", torch: bool = False, lse: bool = 
          trusted: bool = False, dropout: float = 0.0) -> Returned:
     """Call ``fn`` on ``data`` through ``api``; the output comes back in refimpl's (B, Hq, Sq, Dv) layout.
     ``lse``: ask for the log-sum-exp too (the API's :attr:`~.base.Api.lse_kwargs`), returned (B, Hq, Sq).
+    ``dropout``: call it with that dropout probability; the keep-mask (B, Hq, Sq, Sk) is the one it returns, or,
+    for an API with :attr:`~.base.Api.dropout_given`, refimpl's draw (:func:`.base.dropout_draw`) handed to it.
+    What it left in the inputs of :attr:`~.base.Api.writes` comes back in ``written`` (``--repeat`` compares it).
 
     Inputs are fresh copies, watched for writes, except where that is done already: a worker-backed target
     (``fn.isolates_inputs``) receives its own copies and reports the inputs it wrote to (``fn.last_writes``);

@@ -1,5 +1,10 @@
-"""Bug models of how a kernel modifies its scores and walks its key blocks, as FlexAttention-style and tiled kernels
-get them wrong (one mistake each; same calling convention as :mod:`refimpl.bugs`):
+"""Scores as bug models build them, and the models of how a kernel modifies its scores and walks its key blocks.
+
+The pieces every bug model is built from: refimpl's output (``_sdpa``), GQA head expansion, the scores with
+their keep-mask (``_parts``), and a softmax over the kept entries (a line with nothing kept gives zeros).
+Nothing in them is a mistake; the models here and in :mod:`refimpl.bugs` change one step each. The models of
+this module (FlexAttention-style and tiled kernels get them wrong; same calling convention as
+:mod:`refimpl.bugs`):
 
 * the score modification (softcap, additive terms, ALiBi) applied to the unscaled q k^T, so the scale multiplies
   the cap and the bias too;
@@ -15,14 +20,83 @@ get them wrong (one mistake each; same calling convention as :mod:`refimpl.bugs`
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 
-from .bugs_parts import _kw, _parts, _sdpa, _softmax
-from .masks import alibi_bias
+from .attention import scaled_dot_product_attention
+from .masks import alibi_bias, window_mask
 
-__all__ = ["mods_before_scale", "softcap_after_mask", "zero_padded_tail", "gqa_divisor", "dead_rows_nan",
-           "mods_by_kv_head"]
+__all__ = ["_sdpa", "_expand_heads", "_parts", "_softmax", "_kw", "_named", "mods_before_scale", "softcap_after_mask",
+           "zero_padded_tail", "gqa_divisor", "dead_rows_nan", "mods_by_kv_head"]
+
+
+def _sdpa(q, k, v, **kw):
+    return scaled_dot_product_attention(q, k, v, **kw)[0]
+
+
+def _expand_heads(q, k, v, enable_gqa, by_modulo=False):
+    """k, v (B, Hkv, Sk, *) -> (B, Hq, Sk, *): query head h uses kv head h // (Hq // Hkv) (h % Hkv if by_modulo)."""
+    if not enable_gqa or q.shape[-3] == k.shape[-3]:
+        return k, v
+    Hq, Hkv = q.shape[-3], k.shape[-3]
+    idx = np.arange(Hq) % Hkv if by_modulo else np.arange(Hq) // (Hq // Hkv)
+    return np.take(k, idx, axis=-3), np.take(v, idx, axis=-3)
+
+
+def _parts(q, k, v, mask, scale, is_causal, alignment, window, softcap, enable_gqa, cap_before_scale=False,
+           dtype=np.float64):
+    """(S, keep, v): raw scores S (B..., Sq, Sk) with softcap and finite additive terms applied, keep (B..., Sq, Sk)
+    bool (False where the mask, -inf additive entries, causal or window exclude the key), v expanded for GQA."""
+    q, k, v = (np.asarray(a, dtype) for a in (q, k, v))
+    k, v = _expand_heads(q, k, v, enable_gqa)
+    Sq, Sk = q.shape[-2], k.shape[-2]
+    sc = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    with np.errstate(over="ignore", invalid="ignore"):
+        # (B..., Sq, D) x (B..., D, Sk) -> (B..., Sq, Sk)
+        s = q @ np.swapaxes(k, -1, -2)
+        if softcap is not None and cap_before_scale:
+            s = softcap * np.tanh(s / softcap) * sc
+        else:
+            s = s * dtype(sc)
+            if softcap is not None:
+                s = softcap * np.tanh(s / softcap)
+    keep = np.ones(s.shape, bool)
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.dtype == bool:
+            keep = keep & m
+        else:
+            keep = keep & (m != -np.inf)
+            s = s + np.where(np.isneginf(m), 0.0, m).astype(dtype)
+    if is_causal or window is not None:
+        left, right = window if window is not None else (-1, -1)
+        if is_causal:
+            right = 0 if right == -1 else min(right, 0)
+        keep = keep & window_mask(Sq, Sk, (left, right), alignment=alignment)
+    return s, keep, v
+
+
+def _softmax(s, keep, axis=-1):
+    """exp(s - max) / sum over ``axis`` where kept; a line with nothing kept -> zeros."""
+    s = np.where(keep, s, -np.inf)
+    m = s.max(axis=axis, keepdims=True)
+    e = np.exp(s - np.where(np.isfinite(m), m, 0.0))
+    z = e.sum(axis=axis, keepdims=True)
+    return e / np.where(z == 0, 1.0, z)
+
+
+def _kw(kw):
+    names = ("mask", "scale", "is_causal", "alignment", "window", "softcap", "enable_gqa")
+    d = dict(mask=None, scale=None, is_causal=False, alignment="top-left", window=None, softcap=None, enable_gqa=False)
+    d.update({n: kw[n] for n in names if n in kw})
+    return d
+
+
+def _named(fn, **param):
+    f = partial(fn, **param)
+    f.__doc__ = fn.__doc__
+    return f
 
 
 def mods_before_scale(q, k, v, **kw):
