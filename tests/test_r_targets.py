@@ -222,3 +222,24 @@ def test_an_r_function_that_quits_or_hangs_gets_its_verdict_in_the_worker(tmp_pa
     assert fam[f"R:{src}:r_hangs"]["status"] == "timeout"
     assert control.returncode == 0, err[-1500:]
     assert next(c for c in json.loads(out)["cases"] if c["id"] == "family:sizes")["results"][good]["status"] == "pass"
+
+
+@pytest.mark.slow
+@pytest.mark.r
+@pytest.mark.parametrize("fn", ["attn_correct", "attn_wrong_scale", "attn_mask_polarity", "attn_one_key_bug"])
+def test_conform_r_gives_the_python_runs_verdict_case_by_case(exported, fn):
+    """An export judged by R alone (conform.R) and the same cases judged by refimpl check's rows through the
+    R target: the same pass / FAIL / n/a on every case (export, R, Python: one contract)."""
+    p = _conform(exported, fn)
+    assert p.returncode in (0, 1), p.stdout + p.stderr
+    r_side = {line.split()[0]: line.split()[1] for line in p.stdout.splitlines()
+              if len(line.split()) > 1 and "/" in line.split()[0] and line.split()[1] in ("pass", "FAIL", "n/a",
+                                                                                          "error")}
+    families = ["scale", "bool-mask", "gqa"]
+    specs = select(families, "quick", ("float64",))
+    store, target = CaseStore(), _target(fn)
+    py = {r.id: r.status for f in families
+          for r in family_case(f, [s for s in specs if s.family == f], store).run(target).cases}
+    word = {Status.PASS: "pass", Status.FAIL: "FAIL", Status.NA: "n/a", Status.ERROR: "error"}
+    assert r_side and set(r_side) == set(py)
+    assert r_side == {i: word.get(Status(s), str(s)) for i, s in py.items()}
