@@ -4,7 +4,7 @@
 HYPOTHESIS_PROFILE ?= $(if $(filter true 1,$(CI)),ci,dev)
 PYTEST_ARGS ?=
 
-.PHONY: setup check test test-slow lint regen bench
+.PHONY: setup check test test-slow lint regen bench mutation
 setup:
 	@bash tools/setup.sh
 
@@ -32,3 +32,9 @@ regen: setup
 
 bench: setup
 	.venv/bin/refimpl bench
+
+# the mutation check of the modules a change touched (git diff against BASE, default HEAD: uncommitted changes);
+# harness modules are traced first (.mutation/cover.json). Its score per module is what a reviewer asks for.
+BASE ?= HEAD
+mutation: setup
+	.venv/bin/python tools/mutation_check.py --changed $(BASE)

@@ -78,3 +78,46 @@ def test_mutation_tool_refuses_a_bad_max():
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "mutation_check.py"), "--max", "0"],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "--max must be a positive integer, got 0" in r.stderr
+
+
+def _cover_tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("mutation_cover", ROOT / "tools" / "mutation_cover.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_a_mutant_runs_the_tests_that_ran_its_statement_fastest_first():
+    cov = _cover_tool()
+    src = "x = 1\nif x:\n    y = f(1,\n          2)\n    z = 3\n"
+    cover = {"lines": {"m": {"1": ["<import>"], "3": ["t.py::slow"], "4": ["t.py::fast", "<import>"],
+                             "5": ["u.py::other"]}},
+             "durations": {"t.py::slow": 3.0, "t.py::fast": 0.1, "u.py::other": 1.0}}
+    assert list(cov.statement_lines(src, 4)) == [3, 4]                     # the whole statement
+    assert list(cov.statement_lines(src, 2)) == [2]                        # a compound statement: its header
+    assert cov.tests_for(cover, "m", src, 4) == ["t.py::fast", "t.py::slow"]
+    assert cov.tests_for(cover, "m", src, 1) == []                         # run only at import: no test of its own
+    assert cov.files_of(cover, "m") == ["t.py", "u.py"]
+    assert cov.seconds_of(cover, ["t.py::fast", "t.py::slow"]) == pytest.approx(3.1)
+
+
+def test_the_forked_child_reports_pass_fail_and_timeout(tmp_path):
+    cov = _cover_tool()
+    (tmp_path / "test_a.py").write_text("import time\ndef test_ok():\n    assert 1\n\ndef test_bad():\n    assert 0\n\n"
+                                        "def test_hang():\n    time.sleep(60)\n")
+    log = tmp_path / "log"
+    assert cov.run_forked(tmp_path, ["test_a.py::test_ok"], 60, log)[0] == "pass"
+    outcome, _, first = cov.run_forked(tmp_path, ["test_a.py::test_ok", "test_a.py::test_bad"], 60, log)
+    assert outcome == "fail" and first == "test_a.py::test_bad"
+    assert cov.run_forked(tmp_path, ["test_a.py::test_hang"], 3, log)[0] == "timeout"
+
+
+def test_make_mutation_picks_the_modules_git_diff_touched(monkeypatch):
+    mc = _mutation_tool()
+
+    class Done:
+        stdout = "refimpl/softmax.py\nrefimpl/harness/verdicts/judge.py\nrefimpl/io.py\nREADME.md\n"
+    monkeypatch.setattr(mc.subprocess, "run", lambda *a, **k: Done())
+    assert mc.changed_modules("main") == ["softmax", "harness/verdicts/judge"]
+    assert "mutation:" in (ROOT / "Makefile").read_text() and "--changed $(BASE)" in (ROOT / "Makefile").read_text()

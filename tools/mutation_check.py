@@ -294,6 +294,27 @@ def trace(mods: list[str], out: Path, work: Path) -> int:
     return 0 if rc == 0 else 2
 
 
+def changed_modules(ref: str) -> list[str]:
+    """The modules of TESTS and HARNESS whose files ``git diff REF`` (the working tree against REF) touches."""
+    try:
+        out = subprocess.run(["git", "diff", "--name-only", ref, "--", "refimpl"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise SystemExit(f"--changed {ref!r}: git diff failed ({e})")
+    touched = {str(Path(f).relative_to("refimpl").with_suffix("")) for f in out.split() if f.endswith(".py")}
+    return [m for m in list(TESTS) + HARNESS if m in touched]
+
+
+def _stale(cover_path: Path, mods: list[str]) -> bool:
+    """Whether the cover map at ``cover_path`` is missing or was traced on other sources of ``mods``."""
+    try:
+        sources = json.loads(cover_path.read_text()).get("sources", {})
+    except (OSError, ValueError):
+        return True
+    return any(sources.get(m) != hashlib.sha256((ROOT / "refimpl" / f"{m}.py").read_bytes()).hexdigest()
+               for m in mods)
+
+
 def _plan(m: Mutant, cover: dict | None, work: Path, budget: float = 0.0) -> tuple[list[str], float]:
     """``(pytest arguments, timeout)`` of one mutant: the traced tests of its statement, else its module's
     test files (traced, or TESTS); ``budget`` > 0: only the fastest tests whose traced times add up to it."""
@@ -335,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=0.0, metavar="S",
                     help="with --cover: run only the fastest traced tests adding up to S seconds (a first pass; "
                          "rerun the survivors without it)")
+    ap.add_argument("--changed", default=None, metavar="REF",
+                    help="the modules (math or HARNESS) that `git diff REF` touches; harness modules are traced "
+                         "first into .mutation/cover.json when that map is missing or older (make mutation)")
     ap.add_argument("--shard", default="1/1", metavar="K/N", help="run every N-th mutant from the K-th (1-based)")
     args = ap.parse_args(argv)
     if args.max is not None and args.max < 1:
@@ -345,6 +369,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, AssertionError):
         ap.error(f"--shard takes K/N with 1 <= K <= N, got {args.shard!r}")
     mods = args.module or (HARNESS if args.harness or args.cover or args.trace else list(TESTS))
+    if args.changed is not None:
+        mods = changed_modules(args.changed)
+        if not mods:
+            print(f"no module the mutation check covers is changed since {args.changed}")
+            return 0
+        print(f"changed since {args.changed}: {', '.join(mods)}", flush=True)
+        harness = [m for m in mods if m not in TESTS]
+        if harness:
+            args.cover = ROOT / ".mutation" / "cover.json"
+            if _stale(args.cover, harness):
+                args.cover.parent.mkdir(exist_ok=True)
+                rc = main(["--trace", str(args.cover), *sum((["--module", m] for m in harness), [])])
+                if rc:
+                    return rc
     cover = None
     if args.cover is not None:
         try:

@@ -170,6 +170,8 @@ def run_forked(work: Path, args: list[str], timeout: float, log: Path) -> tuple[
             fd = os.open(str(log), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.dup2(fd, 1)
             os.dup2(fd, 2)
+            sys.stdout = open(1, "w", closefd=False)         # not a capture object the parent may have set
+            sys.stderr = open(2, "w", closefd=False)
             os.chdir(work)
             sys.path.insert(0, str(work))
             import pytest
