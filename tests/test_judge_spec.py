@@ -250,3 +250,66 @@ def test_bounds_are_a_fixed_statement():
     with pytest.raises(Exception):
         b.slope = 0.0                                                # type: ignore[misc]
     assert isinstance(b, Bounds)
+
+
+# --- the log-sum-exp's own rules ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case_dtype,lse_dtype,own", [("float64", "float64", "float64"),
+                                                      ("float64", "float32", "float32"),
+                                                      ("float32", "float64", "float32"),
+                                                      ("float16", "float32", "float32")])
+def test_an_lse_is_bounded_in_the_lower_of_its_own_and_the_cases_precision(case_dtype, lse_dtype, own):
+    data = _case(case_dtype)
+    n = n_terms(data)
+    b = lse_bound(data, lse_dtype, n)
+    assert b.atol >= tol.forward(own, n, 1.0).atol and (case_dtype == "float16" or b.atol == tol.forward(own, n,
+                                                                                                          1.0).atol)
+
+
+@pytest.mark.parametrize("family", ["softcap", "additive-mask", "sizes"])
+def test_a_half_cases_lse_also_allows_its_scores_rounding(family):
+    """Scores rounded to float16 move the LSE by at most u(float16) x the largest |score|, bounded by
+    Cauchy-Schwarz: |scale| max ||q_i|| max ||k_j|| (at most the softcap), plus the largest finite additive term."""
+    data = STORE.get(next(s for s in select([family], "quick", ("float16",))))
+    s = data.spec
+    scale = 1 / math.sqrt(s.D) if s.scale is None else abs(s.scale)
+    top = scale * np.linalg.norm(data.q, axis=-1).max() * np.linalg.norm(data.k, axis=-1).max()
+    if s.softcap:
+        top = min(top, s.softcap)
+    m = data.reference_kwargs()["mask"]
+    if m is not None and m.dtype != bool:
+        top += np.abs(m[np.isfinite(m)]).max()
+    n = n_terms(data)
+    want = tol.forward("float32", n, 1.0).atol + tol.eps("float16") * top
+    assert lse_bound(data, "float32", n).atol == pytest.approx(want, rel=1e-12)
+
+
+def test_the_lse_of_rows_with_no_key_is_all_plus_or_all_minus_infinity():
+    data = _dead_case()
+    n, ref = n_terms(data), reference_lse(data, {})
+    for fill, conv in ((np.inf, "+inf"), (-np.inf, "-inf")):
+        lse = ref.copy()
+        lse[data.dead] = fill
+        ratio, problems, got = judge_lse(data, lse, "float32", n, {})
+        assert not problems and got == conv and ratio < 1
+    for fill in (np.nan, 0.0):
+        lse = ref.copy()
+        lse[data.dead] = fill
+        assert judge_lse(data, lse, "float32", n, {})[1]
+    if data.dead.sum() > 1:
+        lse = ref.copy()
+        lse[data.dead] = np.inf
+        lse[np.unravel_index(int(np.argmax(data.dead)), data.dead.shape)] = -np.inf
+        assert "a mix of +inf and -inf" in judge_lse(data, lse, "float32", n, {})[1][0]
+    plain = _case("float64")
+    assert judge_lse(plain, reference_lse(plain, {}), "float32", n_terms(plain), {})[2] is None
+
+
+def test_an_lse_with_no_row_to_judge_has_ratio_zero_and_a_wrong_shape_or_dtype_fails():
+    data = _case("float64")
+    none = replace(data, dead=np.ones_like(data.dead))
+    ratio, problems, _ = judge_lse(none, np.full(data.dead.shape, np.inf), "float32", n_terms(data), {})
+    assert ratio == 0.0 and not problems
+    ref = reference_lse(data, {})
+    assert judge_lse(data, ref[..., None], "float32", 1.0, {})[0] == math.inf
+    assert "must be float32" in judge_lse(data, ref, "float16", n_terms(data), {})[1][0]

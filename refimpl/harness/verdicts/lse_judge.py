@@ -81,18 +81,11 @@ def judge_lse(data, lse: np.ndarray, lse_dtype: str, n_terms: float, cache: dict
             what = f"{bad[:3].tolist()}" if bad.size else "a mix of +inf and -inf"
             problems.append(f"log-sum-exp of rows with no key: {what} (accepted: all +inf or all -inf)")
     live = data.live
-    got, exp = lse[live], ref[live]
-    if not got.size:
-        return 0.0, problems, convention
+    got, exp = lse[live], ref[live]                                   # (n_live,): the rows with a key
     b = lse_bound(data, lse_dtype, n_terms)
-    err = np.abs(got - exp)
-    worst = float(np.nanmax(err)) if not np.isnan(err).all() else math.inf
-    if np.isnan(err).any():
-        worst = math.inf
-    limit = float(b.atol)
-    ratio = worst / limit if limit > 0 else (0.0 if worst == 0 else math.inf)
-    if not worst <= limit:
-        i = int(np.nanargmax(np.where(np.isnan(err), np.inf, err)))
-        problems.append(f"log-sum-exp: error {worst:.3g} above the bound {limit:.3g} ({b.rule}); worst row got "
-                        f"{got[i]:.9g}, expected {exp[i]:.9g}")
-    return ratio, problems, convention
+    c = tol.compare(got, exp, b)                                      # the one comparison rule (NaN: inf)
+    if not c.ok:
+        i = c.worst_index[0]
+        problems.append(f"log-sum-exp: error {c.max_abs:.3g} above the bound {float(b.atol):.3g} ({b.rule}); worst "
+                        f"row got {got[i]:.9g}, expected {exp[i]:.9g}")
+    return c.max_ratio, problems, convention
