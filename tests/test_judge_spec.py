@@ -313,3 +313,46 @@ def test_an_lse_with_no_row_to_judge_has_ratio_zero_and_a_wrong_shape_or_dtype_f
     ref = reference_lse(data, {})
     assert judge_lse(data, ref[..., None], "float32", 1.0, {})[0] == math.inf
     assert "must be float32" in judge_lse(data, ref, "float16", n_terms(data), {})[1][0]
+
+
+# --- the gradient judge's other rules ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", gj.GRADS)
+def test_a_non_finite_gradient_fails_with_an_infinite_ratio_and_a_dead_row_hint(dtype, name):
+    data = _dead_case() if dtype == "float64" else _case(dtype)
+    cache: dict = {}
+    gd = gj.grad_data(data, cache)
+    grads = {n: gd.oracle[n].copy() for n in gj.GRADS}
+    grads[name].reshape(-1)[0] = np.nan
+    got = gj.GradReturned(grads, dtype)
+    v = gj.judge_grads(gd, got, dtype, cache)
+    assert v.status == Status.FAIL and v.ratio == math.inf and f"{name}: 1 of {grads[name].size} entries NaN" \
+        in v.detail and got.allowed[name] == 0.0
+    assert ("fully masked query rows" in v.detail) == bool(data.dead.any())
+
+
+@pytest.mark.parametrize("name", gj.GRADS)
+def test_a_gradient_of_the_wrong_shape_fails_naming_it(name):
+    data = _case("float64")
+    gd = gj.grad_data(data, {})
+    grads = {n: gd.oracle[n].copy() for n in gj.GRADS}
+    grads[name] = grads[name][..., :-1] if grads[name].shape[-1] > 1 else grads[name][None]
+    v = gj.judge_grads(gd, gj.GradReturned(grads, "float64"), "float64", {})
+    assert v.status == Status.FAIL and v.ratio == math.inf and v.detail.startswith(f"{name}: shape ")
+
+
+def test_gradients_returned_in_a_lower_precision_than_given_fail():
+    data = _case("float32")
+    gd = gj.grad_data(data, {})
+    v = gj.judge_grads(gd, gj.GradReturned({n: gd.oracle[n] for n in gj.GRADS}, "float16"), "float32", {})
+    assert v.status == Status.FAIL and v.ratio == math.inf and "float16" in v.detail
+
+
+def test_the_upstream_gradient_is_seeded_by_the_case_and_rounded_to_its_dtype():
+    from refimpl.precision import get
+    a, b = _case("float16"), _case("float16", index=3)
+    g = gj.d_out_for(a)
+    assert g.shape == a.expected.shape and np.array_equal(g, gj.d_out_for(a)) and not np.array_equal(
+        g.ravel()[:5], gj.d_out_for(b).ravel()[:5])
+    assert np.array_equal(g, get("float16").round(g))
