@@ -51,10 +51,9 @@ class CaseResult:
 
 
 def classify_dead_rows(out: np.ndarray, data: CaseData) -> str:
-    """zeros | nan | uniform | other: the target's output on the reference's fully masked rows."""
+    """zeros | nan | uniform | other: the target's output on the reference's fully masked rows (the judge asks
+    only where the case has some)."""
     rows = out[data.dead]                                              # (n_dead, Dv)
-    if rows.size == 0:
-        return "zeros"
     if np.all(rows == 0):
         return "zeros"
     if np.all(np.isnan(rows)):
