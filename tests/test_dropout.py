@@ -169,3 +169,24 @@ def test_the_given_mask_is_refimpls_seeded_draw_in_full_and_has_no_keep_rate_tes
     assert any("dropout pattern: kept" in x for x in judge_dropout(data, got, 1.0)[1])   # a returned pattern: tested
     got.dropout_given = True
     assert judge_dropout(data, got, 1.0)[1] == []                                        # a given one: not tested
+
+
+# --- kernels written from FlashAttention's documentation and cited reports by a helper that never read refimpl ---
+ZOO = Path(__file__).parent / "zoo" / "dropout_impls.py"
+Z = _kernels(ZOO, "zoo_dropout_impls") if ZOO.exists() else None
+VARLEN_SPECS = [s for s in select(["varlen"], "quick", ("float64",))]
+
+
+@pytest.mark.skipif(Z is None, reason="tests/zoo/dropout_impls.py is not in this checkout")
+@pytest.mark.parametrize("entry", getattr(Z, "CATALOG", []), ids=[e["name"] for e in getattr(Z, "CATALOG", [])])
+def test_zoo_dropout_kernels_correct_conform_and_broken_are_caught(entry):
+    """Each correct kernel conforms at p = 0.1, 0.3 and 0.002 (replayed from its own pattern, or refimpl's given
+    one); each broken one fails at one of them (a keep test drawn through 8-bit thresholds shows only at tiny p)."""
+    fn = getattr(Z, entry["fn"])
+    specs = (VARLEN_SPECS if entry["api"] == "flash-attn-varlen" else SPECS[::2])
+    failed = [(r.id, p, r.detail) for p in (0.1, 0.3, 0.002) for r in _run(fn, p, specs, entry["api"])
+              if Status(r.status).failed]
+    if entry["correct"]:
+        assert not failed, failed[:3]
+    else:
+        assert failed, f"{entry['name']} passed every case"

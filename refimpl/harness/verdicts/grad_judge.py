@@ -83,9 +83,7 @@ def d_out_for(data: CaseData) -> np.ndarray:
 
 
 def _backward64(data: CaseData, d_out: np.ndarray, dtype=np.float64) -> dict:
-    kw = data.reference_kwargs()
-    if kw["mask"] is not None and kw["mask"].dtype != bool:
-        kw["mask"] = kw["mask"].astype(dtype)
+    kw = data.reference_kwargs()                        # (sdpa_backward casts an additive mask to dtype itself)
     q, k, v, g = (np.asarray(a).astype(dtype) for a in (data.q, data.k, data.v, d_out))
     with np.errstate(all="ignore"):
         res = sdpa_backward(q, k, v, g, **kw)

@@ -69,9 +69,7 @@ def classify_dead_rows(out: np.ndarray, data: CaseData) -> str:
 def _reference_lowp(data: CaseData) -> np.ndarray:
     """The same-precision reference of the budget rule: refimpl in float32 (output rounded for half types)."""
     q, k, v = (a.astype(np.float32) for a in (data.q, data.k, data.v))
-    kw = data.reference_kwargs()
-    if kw["mask"] is not None and kw["mask"].dtype != bool:
-        kw["mask"] = kw["mask"].astype(np.float32)
+    kw = data.reference_kwargs()                        # (refimpl casts an additive mask to float32 itself)
     out = sdpa_online(q, k, v, block_q=1024, block_k=1024, **kw) if data.spec.long else \
         scaled_dot_product_attention(q, k, v, **kw)[0]
     return precision(data.spec.dtype).round(out)
