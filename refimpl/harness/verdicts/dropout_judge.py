@@ -4,8 +4,9 @@ The target returns which attention weights it kept (FlashAttention's ``S_dmask``
 output must be ``(P * keep / (1 - p)) @ V`` with P the float64 oracle's weights: the forward bound of
 :func:`refimpl.tolerance.forward` in the case's precision, on a magnitude of max|V| / (1 - p). And the pattern
 itself must be dropout with probability p: over the weights the case attends (P > 0, rows with a key), the
-kept count is a binomial draw with probability 1 - p; a normal approximation of the two-sided test rejects at
-p < 1e-6 (|z| > 4.89), as xformers' dropout tests do. Catches: no 1/(1 - p) rescaling, rescaling by p or by
+kept count is a binomial draw with probability 1 - p; the two-sided test rejects at p < 1e-6, as xformers' dropout
+tests do: by the normal approximation (|z| > 4.89) where n p (1 - p) >= 25, by the exact binomial tails where
+fewer drops are expected (a handful of weights at p = 0.002: one drop among six is not rare, though z = -9). Catches: no 1/(1 - p) rescaling, rescaling by p or by
 1/p, dropout before the softmax, a pattern the output does not follow, a keep rate that is not 1 - p.
 
 An API that is given refimpl's keep-mask instead (:attr:`.apis.base.Api.dropout_given`, ``got.dropout_given``) is
@@ -19,9 +20,33 @@ import numpy as np
 
 from ... import tolerance as tol
 
-__all__ = ["judge_dropout", "replayed", "Z_REJECT"]
+__all__ = ["judge_dropout", "replayed", "binomial_two_sided", "Z_REJECT"]
 
 Z_REJECT = 4.8916            # two-sided p = 1e-6 under the normal approximation of the binomial
+P_REJECT = 1e-6
+EXACT_BELOW = 25.0           # n p (1 - p) under which the binomial's tails are summed, not approximated
+
+
+def binomial_two_sided(d: int, n: int, p: float) -> float:
+    """The exact two-sided p-value of ``d`` successes in ``n`` Bernoulli(``p``) draws: 2 min(P(D <= d),
+    P(D >= d)), at most 1 (each tail summed outward from ``d`` until its terms no longer count)."""
+    if n == 0 or p <= 0.0 or p >= 1.0:
+        return 1.0 if (d == 0 and p <= 0.0) or (d == n and p >= 1.0) or n == 0 else 0.0
+    lp, lq = math.log(p), math.log1p(-p)
+
+    def pmf(j: int) -> float:
+        return math.exp(math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * lp + (n - j) * lq)
+
+    def tail(step: int) -> float:
+        total, j = 0.0, d
+        while 0 <= j <= n:
+            term = pmf(j)
+            total += term
+            if term < 1e-20 * total or (term == 0.0 and total > 0.0):
+                break
+            j += step
+        return total
+    return min(1.0, 2.0 * min(tail(-1), tail(+1)))
 
 
 def replayed(data, keep: np.ndarray, p: float) -> np.ndarray:
@@ -61,7 +86,12 @@ def judge_dropout(data, got, n_terms: float) -> tuple[float, list[str]]:
     if given:                                           # refimpl drew the mask: its rate is not the target's
         return ratio, problems
     k, n, z = keep_rate(data, keep, p)
-    if abs(z) > Z_REJECT:
+    if n * p * (1.0 - p) >= EXACT_BELOW:
+        rare, how = abs(z) > Z_REJECT, f"z = {z:.1f}, two-sided p < 1e-6"
+    else:
+        pv = binomial_two_sided(n - k, n, p)
+        rare, how = pv < P_REJECT, f"exact two-sided binomial p = {pv:.2g}"
+    if rare:
         problems.append(f"dropout pattern: kept {k} of {n} attended weights ({k / n:.4f}), expected 1 - p = "
-                        f"{1 - p:g} (z = {z:.1f}, two-sided p < 1e-6)")
+                        f"{1 - p:g} ({how})")
     return ratio, problems
