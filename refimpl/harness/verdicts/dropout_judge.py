@@ -6,8 +6,9 @@ output must be ``(P * keep / (1 - p)) @ V`` with P the float64 oracle's weights:
 itself must be dropout with probability p: over the weights the case attends (P > 0, rows with a key), the
 kept count is a binomial draw with probability 1 - p; the two-sided test rejects at p < 1e-6, as xformers' dropout
 tests do: by the normal approximation (|z| > 4.89) where n p (1 - p) >= 25, by the exact binomial tails where
-fewer drops are expected (a handful of weights at p = 0.002: one drop among six is not rare, though z = -9). Catches: no 1/(1 - p) rescaling, rescaling by p or by
-1/p, dropout before the softmax, a pattern the output does not follow, a keep rate that is not 1 - p.
+fewer drops are expected (a handful of weights at p = 0.002: one drop among six is not rare, though z = -9).
+Catches: no 1/(1 - p) rescaling, rescaling by p or by 1/p, dropout before the softmax, a pattern the output
+does not follow, a keep rate that is not 1 - p.
 
 An API that is given refimpl's keep-mask instead (:attr:`.apis.base.Api.dropout_given`, ``got.dropout_given``) is
 judged by the same replay of that mask; the keep-rate test is skipped there: the draw is refimpl's own.
