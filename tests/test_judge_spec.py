@@ -174,6 +174,15 @@ def test_each_dead_row_policy_is_accepted_and_refused_when_another_is_pinned(pol
     other = next(p for p in ("zeros", "nan", "uniform") if p != policy)
     pinned = judge(data, _got(data, out), "float64", masked_rows=other)
     assert pinned.status == Status.FAIL and f"fully masked rows give '{policy}' (accepted: {other})" in pinned.detail
+    assert 1.0 < pinned.ratio < 1.0 + 1e-6                           # a failing case never reads as passing
+
+
+@pytest.mark.parametrize("off,policy", [(0.005, "uniform"), (0.02, "other")])
+def test_the_mean_of_v_is_recognised_within_one_percent(off, policy):
+    data = _dead_case()
+    mean = _mean_v(data)
+    out = np.where(data.dead[..., None], mean * (1 + off), data.expected)
+    assert judge(data, _got(data, out), "float64").convention == policy
 
 
 def test_a_dead_row_with_anything_else_is_other_and_fails():

@@ -138,8 +138,15 @@ def tests_for(cover: dict, module: str, source: str, line: int) -> list[str]:
 
 def files_of(cover: dict, module: str) -> list[str]:
     """Every test file that ran a line of ``module`` (the fallback for statements no test ran)."""
-    files = {t.split("::")[0] for tests in cover["lines"].get(module, {}).values() for t in tests if t != IMPORT}
-    return sorted(files)
+    per: dict[str, float] = {}
+    for tests in cover["lines"].get(module, {}).values():
+        for t in tests:
+            if t != IMPORT:
+                per.setdefault(t.split("::")[0], 0.0)
+    for t, secs in cover["durations"].items():
+        if t.split("::")[0] in per:
+            per[t.split("::")[0]] += secs
+    return sorted(per, key=lambda f: (per[f], f))                   # the quickest files first (a --budget)
 
 
 def seconds_of(cover: dict, tests: list[str]) -> float:
