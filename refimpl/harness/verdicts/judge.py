@@ -192,12 +192,11 @@ def _output(data: CaseData, got: Returned, cache: dict | None, problems: list[st
         if not c.ok:
             problems.append(f"output: {c.summary()}")
     elif out.size:
-        limit = float(b.output.atol)
-        err = float(np.abs(out - exp).max())
-        ratio = err / limit if limit > 0 else (0.0 if err == 0 else math.inf)
-        if not err <= limit:
-            problems.append(f"output: error {err:.3g} vs the float64 oracle above the {s.dtype} budget {limit:.3g} "
-                            f"(K_BUDGET x a same-precision reference + quantum)")
+        c = tol.compare(out, exp, b.output)                           # the one comparison rule (NaN: inf)
+        ratio = c.max_ratio
+        if not c.ok:
+            problems.append(f"output: error {c.max_abs:.3g} vs the float64 oracle above the {s.dtype} budget "
+                            f"{float(b.output.atol):.3g} (K_BUDGET x a same-precision reference + quantum)")
         k = tslope.slope_of(out, exp)
         dev = abs(k - 1.0)
         ratio = max(ratio, dev / b.slope)
