@@ -110,7 +110,7 @@ def test_the_forked_child_reports_pass_fail_and_timeout(tmp_path):
     assert cov.run_forked(tmp_path, ["test_a.py::test_ok"], 60, log)[0] == "pass"
     outcome, _, first = cov.run_forked(tmp_path, ["test_a.py::test_ok", "test_a.py::test_bad"], 60, log)
     assert outcome == "fail" and first == "test_a.py::test_bad"
-    assert cov.run_forked(tmp_path, ["test_a.py::test_hang"], 3, log)[0] == "timeout"
+    assert cov.run_forked(tmp_path, ["test_a.py::test_hang"], 1, log)[0] == "timeout"
 
 
 def test_make_mutation_picks_the_modules_git_diff_touched(monkeypatch):
