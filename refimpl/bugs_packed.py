@@ -41,8 +41,9 @@ def packed_attention(q, k, v, *, seqlens, seq_causal=False, seq_window=None, sca
     from its start to the batch's end | shifted = cu_seqlens_k[b] - 1 .. cu_seqlens_k[b + 1] - 1, the last
     sequence ending right), its positions (``positions``: local = within the sequence | packed = the index in the
     packed batch, used in ``packed_in`` (right edge, left edge, ALiBi distance), with the offset of the batch
-    (total_k - total_q) or of the sequence (lk - lq): ``packed_offset``) and, with ``zero_padding``, keys padded
-    with zeros up to the longest sequence and left unmasked."""
+    (total_k - total_q) or of the sequence (lk - lq): ``packed_offset``), its alignment (``seq_alignment``:
+    bottom-right | top-left | "top-left past one query": a sequence of one query, a decode step, bottom-right, the
+    others top-left) and, with ``zero_padding``, keys padded with zeros up to the longest sequence and left unmasked."""
     q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
     k, v = _expand_heads(k, v, q.shape[1])
     lq = [a for a, _ in seqlens]
@@ -78,7 +79,8 @@ def packed_attention(q, k, v, *, seqlens, seq_causal=False, seq_window=None, sca
             sco = np.einsum("hqd,khd->hqk", q[b, :, :n_q], kk) * sc                        # (Hq, n_q, n)
             if softcap is not None:
                 sco = softcap * np.tanh(sco / softcap)
-        local = (i[:, None], j[None, :], (n_k - n_q) if seq_alignment == "bottom-right" else 0)
+        right_aligned = seq_alignment == "bottom-right" or (seq_alignment == "top-left past one query" and n_q == 1)
+        local = (i[:, None], j[None, :], (n_k - n_q) if right_aligned else 0)
         packed = ((cq[b] + i)[:, None], (ck[b] + j)[None, :],
                   ck[-1] - cq[-1] if packed_offset == "batch" else n_k - n_q)
         at = {part: packed if positions == "packed" and part in packed_in else local for part in PACKED_IN}

@@ -8,7 +8,8 @@
 
   and explains it (closer to the target than the expected output is, see :func:`fits`); and it also
   matches on up to ``MAX_PASSING`` passing cases. Lines: ``diagnosis TARGET: MODEL — explanation``
-  per fitting model, or ``diagnosis TARGET: unknown``; none when nothing failed.
+  per fitting model, or ``diagnosis TARGET: unknown``; none when nothing failed. A KV cache's models
+  (:mod:`.diagnosis_kvcache`: its writes and index errors too) and a log-sum-exp's (:mod:`.diagnosis_lse`) add theirs.
 * :func:`localise`: ``fails only when: <features>``: the smallest conjunction (1 or 2) of boolean case
   features True on every failing case and on no passing case; else the best single feature, with counts.
 """
@@ -23,9 +24,12 @@ from ... import bugs
 from ...attention import scaled_dot_product_attention
 from ...precision import get as precision
 from ...tolerance_slope import slope_allowance, slope_deviation
+from ..apis import flash_attn_kvcache
 from ..cases import Status, fitting_models
 from ..cases.features import CaseData, CaseSpec
 from ..verdicts.judge import CaseResult
+from .diagnosis_kvcache import kvcache_lines
+from .diagnosis_lse import lse_lines
 from .fitting import fit_scale, scale_line
 
 __all__ = ["diagnose", "localise", "fits", "analyse_run"]
@@ -111,8 +115,7 @@ def fits(variant, data: CaseData, got: np.ndarray, rtol: float = 1e-3, atol: flo
         return False
     if not failing or out.shape != data.expected.shape:
         return True
-    live = np.broadcast_to(data.live, out.shape[:-1])
-    return _distance(out, got, live) <= EXPLAINS * _distance(data.expected, got, live)
+    return _explains(out, data, got)
 
 
 def _beyond_float32(variant, data: CaseData, null: np.ndarray | None) -> bool:
@@ -142,9 +145,13 @@ def _null32(data: CaseData) -> np.ndarray | None:
 
 
 def _explains(out: np.ndarray, data: CaseData, got: np.ndarray) -> bool:
-    """``out`` is nearer the target's output than the expected output is, by ``EXPLAINS`` (see :func:`fits`)."""
+    """``out`` is nearer the target's output than the expected output is, by ``EXPLAINS`` (see :func:`fits`); where
+    the rows with a key are right, the failure is the rows with none, or not the output's (its LSE, its cache)."""
     live = np.broadcast_to(data.live, out.shape[:-1])
-    return _distance(out, got, live) <= EXPLAINS * _distance(data.expected, got, live)
+    far = _distance(data.expected, got, live)
+    if far == 0:
+        return _distance(out, data.expected, np.broadcast_to(data.dead, out.shape[:-1])) > 0
+    return _distance(out, got, live) <= EXPLAINS * far
 
 
 def diagnose(results: list[CaseResult], store, target: str = "target",
@@ -153,12 +160,13 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
     ``diagnosis TARGET: unknown``; [] when no case failed. ``specs`` (id -> spec) materialises cases that the
     store does not hold yet."""
     failing = [r for r in results if r.status == Status.FAIL]
-    if not failing:
-        return []
+    extra = kvcache_lines(results, store, target, specs, flash_attn_kvcache) + lse_lines(results, store, target, specs)
+    if not failing:                         # (a KV-cache model may explain errors: an index out of range)
+        return extra
     passing = [r for r in results if r.status == Status.PASS]
     fail_cases = _usable(failing, store, specs, MAX_FAILING)
     pass_cases = _usable(passing, store, specs, MAX_PASSING)
-    lines = []
+    lines = list(extra)
     if fail_cases:
         fitted = fit_scale(fail_cases, pass_cases, _explains)      # the scale with its fitted value, if one fits
         models = {n: m for n, m in bugs.MODELS.items() if not (fitted and n == "scale")}
@@ -172,7 +180,7 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
             return (all(fits(variant, d, g, rtol, atol) for d, g in fail_cases)
                     and all(fits(variant, d, g, rtol, atol, failing=False) for d, g in pass_cases)
                     and (not variant.in_float32 or shows_beyond_float32(variant)))
-        lines = ([scale_line(target, *fitted)] if fitted else []) + fitting_models(target, models, fit)
+        lines += ([scale_line(target, *fitted)] if fitted else []) + fitting_models(target, models, fit)
     if _weights_transposed([r for r in failing if getattr(r, "got", None) is not None], store, specs):
         lines.append(f"diagnosis {target}: weights-transposed — {bugs.MODELS['weights-transposed'].explanation}")
     if not lines and fail_cases and len(fail_cases) == len(_usable(failing, store, specs, len(failing))):
@@ -311,7 +319,8 @@ def analyse_run(run) -> None:
             results += o.cases
             specs.update((sp.id, sp) for sp in c.specs)
             store = c.store
-        if store is None or not any(r.status == Status.FAIL for r in results):
+        if store is None or not any(Status(r.status).failed for r in results):
             continue
-        run.diagnoses[t] = diagnose(results, store, target=t, specs=specs)
-        run.localisations[t] = localise(results, specs)
+        run.diagnoses[t] = diagnose(results, store, target=t, specs=specs)     # errors alone: a model or nothing
+        if any(r.status == Status.FAIL for r in results):
+            run.localisations[t] = localise(results, specs)
