@@ -53,6 +53,8 @@ int quits(int bits, const void *q, const void *k, const void *v, const unsigned 
 }
 """
 
+pytestmark = pytest.mark.slow     # gcc, an export and every C zoo kernel run twice: the slow leg (CI runs it)
+
 
 @dataclass
 class Runs:

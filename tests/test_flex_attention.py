@@ -155,6 +155,7 @@ NAMED = {"flex_unscaled_score_mod": ("softcap", ["softcap", "additive-mask"]),
          "flex_finite_mask_fill": ("finite-mask-fill", ["masked-rows", "sizes"])}
 
 
+@pytest.mark.slow            # a family-sized run per kernel: the slow leg (CI runs it)
 @pytest.mark.skipif(Z is None, reason="tests/zoo/flex_impls.py is not in this checkout")
 @pytest.mark.parametrize("name", sorted(NAMED))
 def test_zoo_flex_mistakes_are_named(name):
