@@ -120,7 +120,7 @@ def run(options, progress: Callable[[str], None], script: Callable[[str], None])
             from .harness.analysis.repro import script_for
             if len(user) != 1:
                 raise UsageError("--repro CASE_ID needs exactly one --target")
-            script(script_for(options.repro, user[0], dtypes=options.dtype))
+            script(script_for(options.repro, user[0], dtypes=options.dtype, masked_rows=options.masked_rows))
             return None
         if options.backward:
             from .harness.rows.grad_cases import load_backward
@@ -170,7 +170,7 @@ def _run(options, targets, unavailable, user, probed, backward, judged, progress
             analyse_grad(run)
         if options.repro_dir:
             from .harness.analysis.repro import write_repros
-            run.repros = write_repros(run, user, options.repro_dir)
+            run.repros = write_repros(run, user, options.repro_dir, options.masked_rows)
         if options.explore:
             from .harness.analysis.explore import explore
             for t in user:

@@ -97,7 +97,7 @@ def refimpl_verdicts(refimpl_target, refimpl_store, request):
         if c.getoption("refimpl_repro_dir") and ":" in name:
             from refimpl.harness.analysis.repro import write_target_repros
             paths = write_target_repros(refimpl_target, [(by_id[r.id], refimpl_store) for r in failing],
-                                        c.getoption("refimpl_repro_dir"))
+                                        c.getoption("refimpl_repro_dir"), c.getoption("refimpl_masked_rows"))
             lines.append(f"reproductions {name}: {len(paths)} scripts in {c.getoption('refimpl_repro_dir')}")
     return {r.id: r for r in results}, lines
 

@@ -4,6 +4,7 @@ refimpl/bugs_lse.py, and causal-alignment and gqa-grouping of refimpl/bugs.py), 
 get no diagnosis line. Kernels built from the models themselves cover the variants no zoo kernel has."""
 import importlib.util
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +133,23 @@ def test_no_lse_model_is_named_when_the_output_fails_too():
     results, names = _names(log2_and_scaled, "x", "flash-attn", QUICK, lse=True)
     assert any(r.status == Status.FAIL for r in results)
     assert not [n for n in names if n.startswith("lse-")], names
+
+
+def test_rows_with_no_key_the_judge_accepted_explain_no_failure():
+    # a case that failed on something other than its output (say its LSE) while its output is exactly the
+    # expected one, NaN on the rows with no key (accepted by default): no output model explains it
+    from refimpl.harness.apis import Returned
+    from refimpl.harness.verdicts.judge import CaseResult
+    specs = {i: s for i, s in QUICK.items() if STORE.get(s).dead.any()}
+    results = []
+    for i, spec in specs.items():
+        data = STORE.get(spec)
+        out = data.expected.copy()
+        out[np.broadcast_to(data.dead, out.shape[:-1])] = np.nan
+        results.append(CaseResult(i, Status.FAIL, 2.0, "log-sum-exp: error 2 above the bound 1", convention="nan",
+                                  got=Returned(out, None, "float64", [])))
+    assert len(results) >= 3
+    assert diagnose(results, STORE, target="n", specs=specs) == ["diagnosis n: unknown"]
+    flagged = [replace(r, detail="fully masked rows give 'nan' (accepted: zeros)") for r in results]
+    lines = diagnose(flagged, STORE, target="n", specs=specs)            # failed by the judge: now they explain
+    assert [line.split(": ", 1)[1].split(" — ")[0] for line in lines] == ["dead-rows-nan"], lines

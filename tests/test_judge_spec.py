@@ -9,7 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from refimpl import scaled_dot_product_attention, tolerance as tol, tolerance_gradients as tg
+from refimpl import scaled_dot_product_attention, sdpa_backward, tolerance as tol, tolerance_gradients as tg
+from refimpl.precision import get as precision
 from refimpl.harness.apis import Returned
 from refimpl.harness.cases import Status
 from refimpl.harness.cases.families import select
@@ -47,7 +48,8 @@ def _live_index(data):
 @pytest.mark.parametrize("factor,status", FACTORS)
 def test_float64_output_rule_3_at_the_bound(factor, status):
     data = _case("float64")
-    b = bounds(data).output
+    assert data.reference_kwargs()["mask"] is None                   # no additive term: rule 3 as tolerance.py says
+    b = tol.forward_for_sdpa(data.q, data.k, data.v, data.spec.scale, np.float64)
     idx = _live_index(data)
     allowed = float(np.broadcast_to(b.atol, data.expected.shape)[idx]) + b.rtol * abs(data.expected[idx])
     out = data.expected.copy()
@@ -63,14 +65,20 @@ def test_float64_output_rule_3_at_the_bound(factor, status):
 @pytest.mark.parametrize("factor,status", FACTORS)
 def test_low_precision_output_budget_at_the_bound(dtype, factor, status):
     data = _case(dtype)
+    s, live = data.spec, data.live
+    q32, k32, v32 = (a.astype(np.float32) for a in (data.q, data.k, data.v))
+    ref = precision(dtype).round(scaled_dot_product_attention(q32, k32, v32)[0])
+    cond = min(tol.budget_conditioning(n_terms(data), dtype),   # rule 4, the case's own conditioning if smaller
+               tol.output_conditioning(data.q, data.k, data.v, data.weights, data.expected, s.scale, None, dtype))
+    allowed = tol.budget(ref[live], data.expected[live], dtype, cond)
     cache: dict = {}
-    b = bounds(data, cache)
+    assert bounds(data, cache).output.atol == pytest.approx(allowed, rel=1e-12)
     idx = _live_index(data)
     out = data.expected.copy()
-    out[idx] += factor * b.output.atol
+    out[idx] += factor * allowed
     res = judge(data, _got(data, out), dtype, cache=cache)
     err = float(np.abs(out - data.expected)[data.live].max())
-    assert res.status == status and res.ratio == pytest.approx(err / b.output.atol, rel=1e-12)
+    assert res.status == status and res.ratio == pytest.approx(err / allowed, rel=1e-12)
     assert ("budget" in res.detail) == (status == Status.FAIL) and "scaled by" not in res.detail
 
 
@@ -135,8 +143,14 @@ def test_each_gradient_at_the_bound(dtype, name, factor, status):
     if dtype == "float64":
         b = tg.gradient_for_sdpa(data.q, data.k, data.v, gd.d_out, data.spec.scale, np.float64)[name]
         allowed = float(np.broadcast_to(b.atol, e.shape)[idx]) + b.rtol * abs(e[idx])
-    else:
-        allowed = exact.allowed[name]                                # what the budget allowed the exact answer
+    else:                       # rule 4 over refimpl's own backward in float32, rounded (tolerance_gradients)
+        g32 = sdpa_backward(*(a.astype(np.float32) for a in (data.q, data.k, data.v, gd.d_out)),
+                            **data.reference_kwargs())
+        naive = precision(dtype).round(dict(zip(gj.GRADS, g32[:3]))[name])
+        terms = tg.sdpa_grad_terms(data.q, data.k, data.v, gd.d_out, data.spec.scale)
+        rule4 = tg.gradient_within_budget(e, naive, e, dtype, tol.budget_conditioning(terms[name][0], dtype))[2]
+        allowed = exact.allowed[name]               # rule 4, or its floor over |gradient| magnitudes if larger
+        assert allowed >= rule4 * (1 - 1e-12), (allowed, rule4)
     grads = {n: gd.oracle[n].copy() for n in gj.GRADS}
     grads[name][idx] += factor * allowed
     got = gj.GradReturned(grads, dtype)

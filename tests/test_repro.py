@@ -130,3 +130,15 @@ def test_check_repro_prints_the_script(capsys, tmp_path):
     assert main(["check", "--target", spec, "--repro", "sizes/0003-float32", "--no-isolation", "--quiet"]) == 0
     p = _run(_write(tmp_path, "r.py", capsys.readouterr().out))
     assert p.returncode == 1 and "output: max |error|" in p.stdout
+
+
+def test_the_script_judges_rows_with_no_key_by_the_policy_the_run_judged_by(tmp_path):
+    t = _target("numpy_impls", "nan_masked_rows")                     # NaN on rows with no key
+    case = "masked-rows/0000-float64"
+    for pinned, code in ((None, 0), ("nan", 0), ("zeros", 1), ("uniform", 1)):
+        verdict = run_one(t, find_spec(case), CaseStore(), masked_rows=pinned)    # the judge agrees
+        assert Status(verdict.status).failed == bool(code), (pinned, verdict.detail)
+        p = _run(_write(tmp_path, f"r_{pinned}.py", script_for(case, t, masked_rows=pinned)))
+        assert p.returncode == code, (pinned, p.stdout, p.stderr)
+        if code:
+            assert f"accepted {pinned}" in p.stdout, p.stdout

@@ -27,7 +27,7 @@ from ...tolerance_slope import slope_allowance, slope_deviation
 from ..apis import flash_attn_kvcache
 from ..cases import Status, fitting_models
 from ..cases.features import CaseData, CaseSpec
-from ..verdicts.judge import CaseResult
+from ..verdicts.judge import DEAD_ROWS_FAILED, CaseResult
 from .diagnosis_kvcache import kvcache_lines
 from .diagnosis_lse import lse_lines
 from .fitting import fit_scale, scale_line
@@ -145,13 +145,12 @@ def _null32(data: CaseData) -> np.ndarray | None:
 
 
 def _explains(out: np.ndarray, data: CaseData, got: np.ndarray) -> bool:
-    """``out`` is nearer the target's output than the expected output is, by ``EXPLAINS`` (see :func:`fits`); where
-    the rows with a key are right, the failure is the rows with none, or not the output's (its LSE, its cache)."""
+    """``out`` is nearer the target's output than the expected output is, by ``EXPLAINS`` (see :func:`fits`), on
+    the rows the judge held against it: those with a key, and those with none when the judge failed them
+    (:func:`_usable`). Where those rows are right the failure is not the output's (its LSE, its cache)."""
     live = np.broadcast_to(data.live, out.shape[:-1])
     far = _distance(data.expected, got, live)
-    if far == 0:
-        return _distance(out, data.expected, np.broadcast_to(data.dead, out.shape[:-1])) > 0
-    return _distance(out, got, live) <= EXPLAINS * far
+    return far > 0 and _distance(out, got, live) <= EXPLAINS * far
 
 
 def diagnose(results: list[CaseResult], store, target: str = "target",
@@ -242,7 +241,7 @@ def _usable(rs: list[CaseResult], store, specs, cap: int) -> list[tuple[CaseData
         data = _data(store, r, specs)
         if data is None or not _small(data):
             continue
-        if "(accepted: zeros)" in (r.detail or ""):     # rows with no key were judged: a model must explain them
+        if DEAD_ROWS_FAILED in (r.detail or ""):     # the judge failed the rows with no key: a model explains them
             data = replace(data, dead=np.zeros_like(data.dead))
         out.append((data, np.asarray(got, np.float64)))
         if len(out) >= cap:

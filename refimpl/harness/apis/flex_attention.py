@@ -90,18 +90,18 @@ class BlockMask:
     def __init__(self, mask_mod: MaskMod, block: int):
         import torch as th
         keep = mask_mod.keep.numpy()
-        B, H, Sq, Sk = keep.shape
+        B, Hq, Sq, Sk = keep.shape
         nq, nk = -(-Sq // block), -(-Sk // block)
-        pad = np.zeros((B, H, nq * block, nk * block), bool)
+        pad = np.zeros((B, Hq, nq * block, nk * block), bool)
         pad[:, :, :Sq, :Sk] = keep
-        blocks = pad.reshape(B, H, nq, block, nk, block)
+        blocks = pad.reshape(B, Hq, nq, block, nk, block)
         count = blocks.sum(axis=(3, 5))
         rows = np.minimum(block, Sq - np.arange(nq) * block)[:, None]
         cols = np.minimum(block, Sk - np.arange(nk) * block)[None, :]
         full = count == rows * cols                                  # every element of the (short) block kept
         partial = (count > 0) & ~full
         self.mask_mod, self.BLOCK_SIZE = mask_mod, (block, block)
-        self.seq_lengths, self.shape = (Sq, Sk), (B, H, Sq, Sk)
+        self.seq_lengths, self.shape = (Sq, Sk), (B, Hq, Sq, Sk)
         self.kv_num_blocks, self.kv_indices = _first(partial)
         self.full_kv_num_blocks, self.full_kv_indices = _first(full)
         self._dense = th.tensor((count > 0).astype(np.int32))

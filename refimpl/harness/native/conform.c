@@ -14,8 +14,9 @@
  *
  * Verdicts, as tools/conform.mjs: a non-zero return code is the case's error; an output row with a key must lie
  * within the case's tolerance of the expected float64 output, the bound of the precision the kernel computes in:
- * `atol` for a float64 case, float32's for the others (`atol_float32` = K_FORWARD * 2^-24 * n_terms * magnitude;
- * refimpl check judges float16/bfloat16 more loosely, by its budget in their precision); a row with no key
+ * `atol` for a float64 case; for the others the export's `budget_atol` (`budget_weights_atol`, `budget_slope`):
+ * what refimpl check allows in the case's own dtype (an older export without them: `atol_float32` = K_FORWARD *
+ * 2^-24 * n_terms * magnitude); a row with no key
  * (dead_rows) may be zeros, NaN or the mean of V; padding rows (absent_rows) are not judged. Weights the kernel
  * wrote (any not NaN) are judged on rows with a key when the case has expected ones (`weights_atol`, or
  * K_FORWARD * 2^-24 * n_terms in float), as `refimpl check` does. Cases the ABI cannot express (additive masks,

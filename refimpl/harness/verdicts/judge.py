@@ -30,7 +30,10 @@ from ..cases.features import CaseData, lower_precision
 from .dropout_judge import judge_dropout
 from .lse_judge import judge_lse
 
-__all__ = ["CaseResult", "judge", "CONVENTIONS", "classify_dead_rows", "n_terms", "Bounds", "bounds"]
+__all__ = ["CaseResult", "judge", "CONVENTIONS", "DEAD_ROWS_FAILED", "classify_dead_rows", "n_terms", "Bounds",
+           "bounds"]
+
+DEAD_ROWS_FAILED = "fully masked rows give"     # how a case's detail says its rows with no key failed
 
 CONVENTIONS = ("zeros", "nan", "uniform")          # accepted outputs for a query with no key
 
@@ -149,7 +152,7 @@ def judge(data: CaseData, got: Returned, given_dtype: str, *, masked_rows: str |
         res.convention = classify_dead_rows(got.output, data)
         allowed = (masked_rows,) if masked_rows else CONVENTIONS
         if res.convention not in allowed:
-            problems.append(f"fully masked rows give '{res.convention}' (accepted: {', '.join(allowed)})")
+            problems.append(f"{DEAD_ROWS_FAILED} '{res.convention}' (accepted: {', '.join(allowed)})")
     live = data.live
     if getattr(got, "dropout_keep", None) is not None:   # --dropout P: replayed from the target's own pattern
         res.ratio, dropout_problems = judge_dropout(data, got, n_terms(data))
