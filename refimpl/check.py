@@ -34,6 +34,7 @@ def validate(options, builtins) -> None:
                          "--only names the targets to run itself")
     if any(n not in builtins and n != "all" for n in named):
         raise UsageError(f"--with {options.with_!r}: expected 'all' or built-in columns among {', '.join(builtins)}")
+    options.random_given = options.random is not None      # a user's check runs R's batch only when asked
     if options.random is None:                      # the quick suite's share of the random batch against R
         from .harness.rows.r_cases import RANDOM_CASES
         options.random = QUICK_RANDOM if options.suite == "quick" else RANDOM_CASES
@@ -132,6 +133,15 @@ def run(options, progress: Callable[[str], None], script: Callable[[str], None])
             backward.fn.close()                          # its worker
 
 
+def _r_rows(options, targets) -> bool:
+    """Whether the rows whose expected values R computes run as R's (vignettes against R's own run, R's documented
+    examples, the random batch): in the matrix, and in a user's check when the ``r`` column was asked for
+    (``--with r``); otherwise the vignettes are judged against refimpl's recomputation and R is never started
+    (``--random N`` given explicitly still runs the batch against R)."""
+    from .harness.columns import runs_r_rows
+    return not options.target or bool(options.only) or runs_r_rows(t.name for t in targets)
+
+
 def _run(options, targets, unavailable, user, probed, backward, judged, progress):
     from .fixtures.schema import FixtureError
     from .harness.cases.families import parse_shard
@@ -139,7 +149,9 @@ def _run(options, targets, unavailable, user, probed, backward, judged, progress
     from .harness.cases import Status
     from .harness.rows.runner import CHECKED, collect_cases, run_check
     try:
-        cases = collect_cases(random_n=options.random, families=[] if options.no_families else options.family,
+        r_rows = _r_rows(options, targets)
+        random_n = options.random if r_rows or getattr(options, "random_given", True) else 0
+        cases = collect_cases(random_n=random_n, families=[] if options.no_families else options.family, r_rows=r_rows,
                               suite=options.suite, dtypes=options.dtype,
                               shard=parse_shard(options.shard) if options.shard else None,
                               masked_rows=options.masked_rows, progress=progress, grad=options.grad,

@@ -104,3 +104,30 @@ def test_a_column_named_with_with_that_cannot_start_is_not_a_pass(tmp_path):
     p = subprocess.run([sys.executable, str(script), "check", *QUICK, "--target", GOOD, "--with", "ghost"],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 1 and "NON-CONFORMANCE: ghost (unavailable) does not conform" in p.stdout, p.stdout[-1500:]
+
+
+def _rows(out: str) -> dict[str, list[str]]:
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("case")) + 2
+    rows = {}
+    for line in lines[start:]:
+        if not line.strip() or line.startswith(("Cells:", "Details:")):
+            break
+        rows[line.split()[0]] = line.split()[1:]
+    return rows
+
+
+@pytest.mark.r
+def test_rs_rows_join_a_users_check_with_the_r_column_only():
+    p = subprocess.run([sys.executable, "-m", "refimpl", "check", "--target", GOOD, "--no-families", "--suite", "quick",
+                        "--quiet", "--no-isolation"], capture_output=True, text=True, timeout=600)
+    rows = _rows(p.stdout)
+    assert p.returncode == 0, p.stdout[-2000:]
+    assert not [r for r in rows if r.startswith(("random-vs-r", "r-examples"))], list(rows)   # R not started
+    assert rows["vignette:simple_attention"][2] == "pass", rows        # against refimpl's recomputation
+    with_r = subprocess.run([sys.executable, "-m", "refimpl", "check", "--target", GOOD, "--no-families", "--suite",
+                             "quick", "--random", "5", "--quiet", "--no-isolation", "--with", "r"],
+                            capture_output=True, text=True, timeout=600)
+    rows = _rows(with_r.stdout)
+    assert with_r.returncode == 0 and _columns(with_r.stdout) == ["refimpl", "r", GOOD], with_r.stdout[-2000:]
+    assert "random-vs-r:5" in rows and "r-examples:documented" in rows, list(rows)

@@ -13,7 +13,7 @@ from ...registry import Registry
 from ..targets.target import Target
 from .base import Column
 
-__all__ = ["Column", "register", "unregister", "names", "builtin_targets", "divergence_titles", "DIVERGENCE_TITLES",
+__all__ = ["Column", "runs_r_rows", "register", "unregister", "names", "builtin_targets", "divergence_titles", "DIVERGENCE_TITLES",
            "versions"]
 
 _MODULES = ("refimpl_column", "r_column", "torch_column", "onnxruntime_column", "torch_mha_column")
@@ -24,6 +24,12 @@ register, unregister, names = _REGISTRY.register, _REGISTRY.unregister, _REGISTR
 def builtin_targets() -> dict[str, Callable[[], Target]]:
     """``{name: make}`` of every registered column, in the matrix's order (``make`` may raise Unavailable)."""
     return {c.name: c.make for c in _REGISTRY}
+
+
+def runs_r_rows(names) -> bool:
+    """Whether one of the columns ``names`` brings the rows whose expected values R computes."""
+    names = set(names)
+    return any(c.r_rows for c in _REGISTRY if c.name in names)
 
 
 def versions() -> dict[str, str]:

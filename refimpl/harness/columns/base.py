@@ -21,6 +21,7 @@ class Column:
     # what it runs on, for the environment line ({"torch": "1.13.0"}); a key with "_" in it is a detail (the JSON
     # report has it, the line not)
     versions: Callable[[], dict[str, str]] = dict
+    r_rows: bool = False                  # its presence runs the rows R computes (vignettes' R run, R's batch)
 
 
 def fold_band(mask, sq: int, sk: int, is_causal: bool, alignment: str, window):

@@ -67,4 +67,4 @@ def _versions() -> dict[str, str]:
 
 
 COLUMN = Column("r", _make, "the R package attention (CRAN), catalogued divergences excused row by row",
-                versions=_versions)
+                versions=_versions, r_rows=True)

@@ -43,10 +43,12 @@ def _r_failure(e: Exception) -> str:
     return f"R could not run the vignette: {msg[:240]}{hint}"
 
 
-def vignette_case(name: str) -> Case:
+def vignette_case(name: str, with_r: bool = True) -> Case:
     """refimpl's cell: refimpl against the vignette recomputed in Python, and that recomputation against every
     variable of R's run where R ran (refimpl's verdict never depends on R). Other targets: against R's run;
-    skip, with the cause, where R is unavailable or could not run the vignette (e.g. knitr missing)."""
+    skip, with the cause, where R is unavailable or could not run the vignette (e.g. knitr missing).
+    ``with_r=False`` (a user's check without the ``r`` column): every target against the recomputation (the
+    one R's run is compared with wherever R runs), and R is not started."""
     runs = f"{name}_attention"
     recompute = vignettes.simple_vignette if name == "simple" else vignettes.complete_vignette
     scale = 0.5 if name == "simple" else None
@@ -54,6 +56,8 @@ def vignette_case(name: str) -> Case:
 
     def r_run() -> tuple:
         """(R's VignetteRun or None, why not); once per case."""
+        if "run" not in cache and not with_r:
+            cache["run"] = (None, "R not asked: the R column and R's run join with --with r")
         if "run" not in cache:
             try:
                 cache["run"] = (bridge.require_r().run_vignette(runs), "")
@@ -86,12 +90,12 @@ def vignette_case(name: str) -> Case:
             o.detail += (f"; R's run: its {len(r.vars)} variables compared" if r is not None
                          else f"; R not compared ({why})")
             return o
-        if r is None:
+        if r is None and with_r:
             return Outcome(Status.SKIP, detail=why)
         if precision(target.precision).low:
             return Outcome(Status.NA, detail=f"computes in {target.precision}; the vignette's values are float64")
         try:
-            comps, heat = attend(target, r.vars)
+            comps, heat = attend(target, r.vars if r is not None else recompute())
         except Unavailable as e:
             return Outcome(Status.SKIP, detail=str(e))
         except Exception as e:

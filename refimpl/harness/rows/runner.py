@@ -31,14 +31,16 @@ def collect_cases(random_n: int = RANDOM_CASES, sources: list[str] | None = None
                   families: list[str] | None = None, suite: str = "default",
                   dtypes: tuple[str, ...] = ("float64", "float32"), shard: tuple[int, int] | None = None,
                   masked_rows: str | None = None, caller=None, progress=None, grad: bool = False,
-                  backward=None) -> list[Case]:
+                  backward=None, r_rows: bool = True) -> list[Case]:
     """The rows of a check: fixtures, vignettes, R examples, the random batch against R, and the case families
     (``families=[]`` leaves them out; None takes them all). ``shard=(k, n)`` keeps shard k of n of every row's
-    family cases (the fixed rows run in shard 1 only)."""
+    family cases (the fixed rows run in shard 1 only). ``r_rows=False`` (a user's check without the ``r`` column):
+    the vignettes judged against refimpl's recomputation, R never started, no row of R's documented examples."""
     cases = []
     if shard is None or shard[0] == 1:
         cases += [fixture_case(fx) for fx in load_all(sources=sources)]
-        cases += [vignette_case("simple"), vignette_case("complete"), r_examples_case()]
+        cases += [vignette_case("simple", r_rows), vignette_case("complete", r_rows)]
+        cases += [r_examples_case()] if r_rows else []
         if random_n > 0:
             cases.append(random_case(random_n))
     if families == []:
