@@ -9,7 +9,8 @@
   and explains it (closer to the target than the expected output is, see :func:`fits`); and it also
   matches on up to ``MAX_PASSING`` passing cases. Lines: ``diagnosis TARGET: MODEL — explanation``
   per fitting model, or ``diagnosis TARGET: unknown``; none when nothing failed. A KV cache's models
-  (:mod:`.diagnosis_kvcache`: its writes and index errors too) and a log-sum-exp's (:mod:`.diagnosis_lse`) add theirs.
+  (:mod:`.diagnosis_kvcache`: its writes and index errors too), a log-sum-exp's (:mod:`.diagnosis_lse`) and
+  dropout's (:mod:`.diagnosis_dropout`) add theirs.
 * :func:`localise`: ``fails only when: <features>``: the smallest conjunction (1 or 2) of boolean case
   features True on every failing case and on no passing case; else the best single feature, with counts.
 """
@@ -28,6 +29,7 @@ from ..apis import flash_attn_kvcache
 from ..cases import Status, fitting_models
 from ..cases.features import CaseData, CaseSpec
 from ..verdicts.judge import DEAD_ROWS_FAILED, CaseResult
+from .diagnosis_dropout import dropout_lines
 from .diagnosis_kvcache import kvcache_lines
 from .diagnosis_lse import lse_lines
 from .fitting import fit_scale, scale_line
@@ -159,7 +161,8 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
     ``diagnosis TARGET: unknown``; [] when no case failed. ``specs`` (id -> spec) materialises cases that the
     store does not hold yet."""
     failing = [r for r in results if r.status == Status.FAIL]
-    extra = kvcache_lines(results, store, target, specs, flash_attn_kvcache) + lse_lines(results, store, target, specs)
+    extra = (kvcache_lines(results, store, target, specs, flash_attn_kvcache) + lse_lines(results, store, target, specs)
+             + dropout_lines(results, store, target, specs))
     if not failing:                         # (a KV-cache model may explain errors: an index out of range)
         return extra
     passing = [r for r in results if r.status == Status.PASS]

@@ -21,7 +21,8 @@ import numpy as np
 
 from ... import tolerance as tol
 
-__all__ = ["judge_dropout", "replayed", "binomial_two_sided", "Z_REJECT"]
+__all__ = ["judge_dropout", "replayed", "binomial_two_sided", "rate_rejected", "count_rejected", "keep_rate",
+           "Z_REJECT"]
 
 Z_REJECT = 4.8916            # two-sided p = 1e-6 under the normal approximation of the binomial
 P_REJECT = 1e-6
@@ -66,6 +67,22 @@ def keep_rate(data, keep: np.ndarray, p: float) -> tuple[int, int, float]:
     return k, n, z
 
 
+def rate_rejected(data, keep: np.ndarray, p: float) -> tuple[bool, str]:
+    """``(rejected, how)``: whether the kept count over the attended weights is too rare for a keep probability of
+    1 - p (two-sided, at 1e-6: the normal approximation where n p (1 - p) >= 25, the exact tails below)."""
+    k, n, _ = keep_rate(data, keep, p)
+    return count_rejected(k, n, p)
+
+
+def count_rejected(k: int, n: int, p: float) -> tuple[bool, str]:
+    """``(rejected, how)``: whether ``k`` kept of ``n`` is too rare for a keep probability of 1 - p."""
+    if n * p * (1.0 - p) >= EXACT_BELOW:
+        z = (k - n * (1.0 - p)) / math.sqrt(n * p * (1.0 - p))
+        return abs(z) > Z_REJECT, f"z = {z:.1f}, two-sided p < 1e-6"
+    pv = binomial_two_sided(n - k, n, p)
+    return pv < P_REJECT, f"exact two-sided binomial p = {pv:.2g}"
+
+
 def judge_dropout(data, got, n_terms: float) -> tuple[float, list[str]]:
     """``(ratio, problems)`` of an output returned with dropout and its pattern ``got.dropout_keep``."""
     s, p, keep = data.spec, got.dropout_p, got.dropout_keep
@@ -86,12 +103,8 @@ def judge_dropout(data, got, n_terms: float) -> tuple[float, list[str]]:
                         f"(kept weights scaled by 1/(1 - p))")
     if given:                                           # refimpl drew the mask: its rate is not the target's
         return ratio, problems
-    k, n, z = keep_rate(data, keep, p)
-    if n * p * (1.0 - p) >= EXACT_BELOW:
-        rare, how = abs(z) > Z_REJECT, f"z = {z:.1f}, two-sided p < 1e-6"
-    else:
-        pv = binomial_two_sided(n - k, n, p)
-        rare, how = pv < P_REJECT, f"exact two-sided binomial p = {pv:.2g}"
+    k, n, _ = keep_rate(data, keep, p)
+    rare, how = rate_rejected(data, keep, p)
     if rare:
         problems.append(f"dropout pattern: kept {k} of {n} attended weights ({k / n:.4f}), expected 1 - p = "
                         f"{1 - p:g} ({how})")
