@@ -121,3 +121,156 @@ def test_make_mutation_picks_the_modules_git_diff_touched(monkeypatch):
     monkeypatch.setattr(mc.subprocess, "run", lambda *a, **k: Done())
     assert mc.changed_modules("main") == ["softmax", "harness/verdicts/judge"]
     assert "mutation:" in (ROOT / "Makefile").read_text() and "--changed $(BASE)" in (ROOT / "Makefile").read_text()
+
+
+# --- the mutation tools' defects (review of tools/mutation_cover.py and tools/mutation_check.py) ---------------
+
+def _mutant_of(mc, module, line=1):
+    return mc.Mutant(module, 0, 0, line, 0, "x")
+
+
+def test_a_fallback_run_of_whole_test_files_gets_their_traced_time_and_its_timeout_is_inconclusive(tmp_path):
+    mc, cov = _mutation_tool(), _cover_tool()
+    (tmp_path / "refimpl").mkdir()
+    (tmp_path / "refimpl" / "m.py").write_text("X = 1\ndef f():\n    return X\n")
+    cover = {"lines": {"m": {"1": ["<import>"], "3": ["tests/a.py::t1"]}},
+             "durations": {"tests/a.py::t1": 30.0, "tests/a.py::t2": 50.0, "tests/b.py::t3": 1.0}}
+    assert cov.seconds_of(cover, ["tests/a.py"]) == pytest.approx(80.0)      # the file's tests, not 5 s a file
+    assert cov.seconds_of(cover, ["tests/a.py::t1", "tests/b.py"]) == pytest.approx(31.0)
+    plan = mc._plan(_mutant_of(mc, "m", 1), cover, tmp_path)                 # line 1 ran at import only
+    assert plan.fallback and plan.tests == ["tests/a.py"] and plan.timeout == pytest.approx(2 * 80.0 + 20)
+    plan = mc._plan(_mutant_of(mc, "m", 3), cover, tmp_path)
+    assert not plan.fallback and plan.tests == ["tests/a.py::t1"] and plan.timeout == pytest.approx(80.0)
+    assert mc.status_of("timeout", True, False) == "TIMEOUT"                 # inconclusive, not killed
+    assert mc.status_of("timeout", False, False) == "KILLED"                 # its own traced tests hung
+    rs = [{"id": "m:1:0:x", "module": "m", "status": "TIMEOUT"}, {"id": "m:3:0:x", "module": "m", "status": "KILLED"}]
+    import contextlib
+    import io
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert mc.summarise(rs, ["m"]) == 1
+    assert "mutation score 50.0%: 1 killed, 0 equivalent, 0 survived of 2 mutants; not killed either: " \
+           "1 inconclusive (timeout of whole test files)" in out.getvalue()
+
+
+def test_a_mutant_whose_lines_no_test_runs_is_unrun_and_runs_no_pytest(tmp_path, monkeypatch, capsys):
+    import hashlib
+    import json
+    mc = _mutation_tool()
+    with monkeypatch.context() as mp:
+        mp.setattr(mc.os, "fork", lambda: pytest.fail("forked with no test to run"))
+        assert mc.cov.run_forked(tmp_path, [], 60, tmp_path / "log")[0] == "nocover"   # pytest would collect all
+    module = "bug_model"
+    mutant = mc.mutants_of(module)[0]
+    cover = {"lines": {}, "durations": {"tests/test_x.py::t": 1.0}, "tests": mc.tests_digest(),
+             "sources": {module: hashlib.sha256((ROOT / "refimpl" / f"{module}.py").read_bytes()).hexdigest()}}
+    (tmp_path / "cover.json").write_text(json.dumps(cover))
+    monkeypatch.setattr(mc, "COPY", ["refimpl", "tests"])
+    monkeypatch.setattr(mc.cov, "preload", lambda: None)
+    monkeypatch.setattr(mc.cov, "run_forked", lambda *a: pytest.fail(f"ran pytest on {a[1]}"))
+    rc = mc.main(["--cover", str(tmp_path / "cover.json"), "--module", module, "--only", mutant.id,
+                  "--work", str(tmp_path / "w"), "--json", str(tmp_path / "r.json")])
+    r = json.loads((tmp_path / "r.json").read_text())[0]
+    assert rc == 1 and r["status"] == "UNRUN" and r["outcome"] == "nocover", r
+    assert "no test runs its lines: not run" in capsys.readouterr().out
+
+
+def test_pytest_exit_4_a_stale_test_id_is_stale_not_killed(tmp_path):
+    mc, cov = _mutation_tool(), _cover_tool()
+    (tmp_path / "test_a.py").write_text("def test_ok():\n    assert 1\n")
+    log = tmp_path / "log"
+    assert cov.run_forked(tmp_path, ["test_a.py::test_gone"], 60, log)[0] == "stale"     # pytest exit 4
+    assert cov.run_forked(tmp_path, ["test_gone.py"], 60, log)[0] == "stale"
+    assert mc.status_of("stale", False, False) == "STALE" and mc.status_of("notests", False, False) == "UNRUN"
+    (tmp_path / "conftest.py").write_text("raise ImportError('a mutant broke an import')\n")
+    assert cov.run_forked(tmp_path, ["test_a.py::test_ok"], 60, log)[0] == "fail"      # exit 4 too: killed
+    src = (ROOT / "tools" / "mutation_cover.py").read_text()
+    assert "no test collected: a stale id" not in src                                 # exit 5 is not a stale id
+
+
+def test_a_changed_test_makes_the_cover_map_stale(tmp_path):
+    import hashlib
+    import json
+    mc = _mutation_tool()
+    (tmp_path / "refimpl").mkdir()
+    (tmp_path / "tests" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "refimpl" / "m.py").write_text("X = 1\n")
+    (tmp_path / "tests" / "test_m.py").write_text("def test_m():\n    pass\n")
+    cover = {"sources": {"m": hashlib.sha256(b"X = 1\n").hexdigest()}, "tests": mc.tests_digest(tmp_path)}
+    (tmp_path / "cover.json").write_text(json.dumps(cover))
+    assert not mc._stale(tmp_path / "cover.json", ["m"], tmp_path)
+    (tmp_path / "tests" / "__pycache__" / "test_m.pyc").write_bytes(b"cache")      # caches are not tests
+    assert not mc._stale(tmp_path / "cover.json", ["m"], tmp_path)
+    (tmp_path / "tests" / "test_m.py").write_text("def test_m():\n    assert 0\n")
+    assert mc._stale(tmp_path / "cover.json", ["m"], tmp_path)
+    (tmp_path / "tests" / "test_m.py").write_text("def test_m():\n    pass\n")
+    (tmp_path / "tests" / "test_new.py").write_text("")
+    assert mc._stale(tmp_path / "cover.json", ["m"], tmp_path)
+
+
+def test_the_harness_list_holds_every_module_that_decides_a_verdict_bound_or_diagnosis(monkeypatch, capsys):
+    mc = _mutation_tool()
+    for m in ["harness/apis/flex_attention", "harness/analysis/diagnosis_kvcache", "harness/analysis/diagnosis_lse",
+              "harness/reports/export", "bugs", "bug_model"] + \
+            [p.stem for p in (ROOT / "refimpl").glob("bugs_*.py")] + \
+            [f"harness/analysis/{p.stem}" for p in (ROOT / "refimpl" / "harness" / "analysis").glob("diagnosis*.py")]:
+        assert m in mc.HARNESS, m
+    assert all((ROOT / "refimpl" / f"{m}.py").is_file() for m in mc.HARNESS + list(mc.TESTS))
+    assert len(set(mc.HARNESS)) == len(mc.HARNESS)
+
+    class Done:
+        stdout = "refimpl/io.py\nrefimpl/harness/reports/html.py\n"
+    monkeypatch.setattr(mc.subprocess, "run", lambda *a, **k: Done())
+    assert mc.main(["--changed", "main"]) == 0
+    out = capsys.readouterr().out
+    assert "changed since main but not measured" in out and "harness/reports/html, io" in out, out
+
+
+def test_make_mutation_with_math_and_harness_changes_checks_the_map_only_for_the_harness_ones(tmp_path, monkeypatch):
+    import hashlib
+    import json
+    import shutil
+    mc = _mutation_tool()
+    root = tmp_path / "root"
+    for d in ("refimpl", "tests"):
+        shutil.copytree(ROOT / d, root / d, ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
+    module = "bug_model"
+    (root / ".mutation").mkdir()
+    cover = {"lines": {}, "durations": {}, "tests": mc.tests_digest(root),      # traced for bug_model only
+             "sources": {module: hashlib.sha256((root / "refimpl" / f"{module}.py").read_bytes()).hexdigest()}}
+    (root / ".mutation" / "cover.json").write_text(json.dumps(cover))
+
+    class Done:
+        stdout = f"refimpl/softmax.py\nrefimpl/{module}.py\n"
+    monkeypatch.setattr(mc.subprocess, "run", lambda *a, **k: Done())
+    monkeypatch.setattr(mc, "ROOT", root)
+    monkeypatch.setattr(mc, "COPY", ["refimpl", "tests"])
+    monkeypatch.setattr(mc, "trace", lambda *a: pytest.fail("traced again: the map is fresh for bug_model"))
+    monkeypatch.setattr(mc.cov, "preload", lambda: None)
+    monkeypatch.setattr(mc.cov, "run_forked", lambda *a: pytest.fail("bug_model has no traced test"))
+    ran = []
+    monkeypatch.setattr(mc, "run_tests", lambda work, mod, timeout: ran.append(mod) or ("fail", 0.1, "t::x"))
+    only = [next(m.id for m in mc.mutants_of("softmax", root)), mc.mutants_of(module, root)[0].id]
+    rc = mc.main(["--changed", "HEAD", "--timeout", "30", "--only", *only, "--work", str(tmp_path / "w"),
+                  "--json", str(tmp_path / "r.json")])
+    rs = {r["module"]: r["status"] for r in json.loads((tmp_path / "r.json").read_text())}
+    assert rc == 1 and rs == {"softmax": "KILLED", module: "UNRUN"} and ran == ["softmax"], (rc, rs, ran)
+
+
+def test_the_forked_child_runs_with_the_suites_environment(tmp_path, monkeypatch):
+    import re
+    cov = _cover_tool()
+    makefile = (ROOT / "Makefile").read_text()
+    ci = re.search(r"HYPOTHESIS_PROFILE \?= \$\(if \$\(filter true 1,\$\(CI\)\),(\w+),", makefile)
+    assert ci and cov.ENV["HYPOTHESIS_PROFILE"] == ci.group(1) == "ci"        # the Makefile's profile on CI
+    monkeypatch.setenv("HYPOTHESIS_PROFILE", "dev")
+    for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(v, "8")
+    (tmp_path / "test_env.py").write_text(
+        "import os\ndef test_env():\n"
+        "    got = {v: os.environ.get(v) for v in ('HYPOTHESIS_PROFILE', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS',"
+        " 'MKL_NUM_THREADS', 'REFIMPL_NO_R')}\n"
+        "    assert got == {'HYPOTHESIS_PROFILE': 'ci', 'OMP_NUM_THREADS': '1', 'OPENBLAS_NUM_THREADS': '1',"
+        " 'MKL_NUM_THREADS': '1', 'REFIMPL_NO_R': '1'}, got\n")
+    outcome, _, first = cov.run_forked(tmp_path, ["test_env.py::test_env"], 60, tmp_path / "log")
+    assert outcome == "pass", (tmp_path / "log").read_text()

@@ -22,9 +22,19 @@ a fresh temporary directory; the working tree is never touched), then the module
 fastest first) run there with ``pytest -x -q -p no:cacheprovider -m "not slow"``, HYPOTHESIS_PROFILE=ci,
 one process (one core). A mutant is KILLED when a test fails or errors, or when the run exceeds the
 module's timeout (2 x the unmutated run + 20 s); otherwise it SURVIVED, unless docs/mutation.md lists its
-id as equivalent (a row ``| `id` | equivalent | reason |``). Exit status 1 if any mutant survived.
+id as equivalent (a row ``| `id` | equivalent | reason |``).
 
-    score = killed / (mutants run - equivalent)
+With a cover map (``--cover``, the harness modules), each mutant runs the traced tests of its statement
+(mutation_cover.py); besides KILLED and SURVIVED a mutant can then be
+
+    UNRUN    no test runs its lines (nothing is run) or pytest collected no test (exit 5)
+    STALE    pytest exit 4: a test id of the cover map no longer exists (trace again)
+    TIMEOUT  its statement ran in no test, so whole test files ran, and they outlived their traced time
+             (2 x + 20 s): inconclusive, not killed
+
+None of these is killed. Exit status 1 if any mutant is neither killed nor equivalent.
+
+    score = killed / (mutants - equivalent)
 """
 from __future__ import annotations
 
@@ -76,8 +86,14 @@ HARNESS = ["harness/verdicts/judge", "harness/verdicts/grad_judge", "harness/ver
            "harness/apis/torch_sdpa", "harness/apis/flash_attn", "harness/apis/flash_attn_varlen",
            "harness/apis/flash_attn_kvcache", "harness/apis/jax_api", "harness/apis/hf_api",
            "harness/apis/refimpl_protocol", "harness/apis/c_abi", "harness/apis/native",
-           "harness/rows/family_cases", "harness/rows/grad_cases", "harness/targets/probe",
-           "harness/targets/isolation"]
+           "harness/apis/flex_attention", "harness/rows/family_cases", "harness/rows/grad_cases",
+           "harness/targets/probe", "harness/targets/isolation", "harness/analysis/diagnosis_kvcache",
+           "harness/analysis/diagnosis_lse", "harness/reports/export",
+           # the bug models the diagnoses fit (a wrong model names the wrong bug), and their fit tolerance
+           "bug_model", "bugs", "bugs_backward", "bugs_kvcache", "bugs_lse", "bugs_packed", "bugs_scores"]
+# ... and every bug model and diagnosis written since (refimpl/bugs_*.py, harness/analysis/diagnosis_*.py)
+HARNESS += sorted({str(p.relative_to(ROOT / "refimpl").with_suffix("")) for pattern in ("bugs_*.py",
+                   "harness/analysis/diagnosis_*.py") for p in (ROOT / "refimpl").glob(pattern)} - set(HARNESS))
 COPY = ["refimpl", "tests", "fixtures", "r_reference", "pyproject.toml", "tools", "docs", "README.md", "Makefile",
         ".ci", ".github"]
 
@@ -237,10 +253,12 @@ def make_copy(work: Path) -> None:
 
 
 def run_tests(work: Path, module: str, timeout: float) -> tuple[str, float, str]:
-    """``(outcome, seconds, first failing test)``; outcome "pass", "fail" or "timeout"."""
-    env = dict(os.environ, HYPOTHESIS_PROFILE="ci", PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(work),
-               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    """``(outcome, seconds, first failing test)``; outcome "timeout", "nocover" (no test file of ``TESTS``
+    exists: nothing is run) or as :func:`mutation_cover.outcome_of`."""
+    env = dict(os.environ, **cov.ENV, PYTHONPATH=str(work))
     files = [f"tests/{f}" for f in TESTS[module] if (work / "tests" / f).exists()]
+    if not files:                                          # pytest given no file would collect the whole suite
+        return "nocover", 0.0, ""
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow", *files]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -255,8 +273,8 @@ def run_tests(work: Path, module: str, timeout: float) -> tuple[str, float, str]
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         raise
-    first = re.search(r"^(?:FAILED|ERROR) (\S+)", out, re.M)
-    return ("pass" if proc.returncode == 0 else "fail"), time.monotonic() - t0, first.group(1) if first else out[-200:]
+    outcome = cov.outcome_of(proc.returncode, out)
+    return outcome, time.monotonic() - t0, cov.first_failure(out) if outcome == "fail" else out[-300:]
 
 
 def select(mods: list[str], only: list[str], n_max: int | None, seed: int, base: Path = ROOT) -> list[Mutant]:
@@ -277,10 +295,8 @@ def trace(mods: list[str], out: Path, work: Path) -> int:
     tdir = work / ".trace"
     shutil.rmtree(tdir, ignore_errors=True)
     tdir.mkdir()
-    env = dict(os.environ, HYPOTHESIS_PROFILE="ci", PYTHONDONTWRITEBYTECODE="1",
-               PYTHONPATH=f"{work}{os.pathsep}{work / 'tools'}", MUTATION_TRACE_OUT=str(tdir),
-               MUTATION_TRACE_ROOT=str(work), MUTATION_TRACE_MODULES=",".join(mods), REFIMPL_NO_R="1",
-               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = dict(os.environ, **cov.TRACE_ENV, PYTHONPATH=f"{work}{os.pathsep}{work / 'tools'}",
+               MUTATION_TRACE_OUT=str(tdir), MUTATION_TRACE_ROOT=str(work), MUTATION_TRACE_MODULES=",".join(mods))
     n = os.cpu_count() or 1
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "mutation_cover", "-m", "not slow",
            *(["-n", str(n)] if n > 1 else []), "tests"]
@@ -288,50 +304,120 @@ def trace(mods: list[str], out: Path, work: Path) -> int:
     rc = subprocess.call(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL)
     cover = cov.merge(tdir, work)
     cover["sources"] = {m: hashlib.sha256((work / "refimpl" / f"{m}.py").read_bytes()).hexdigest() for m in mods}
+    cover["tests"] = tests_digest(work)
     out.write_text(json.dumps(cover))
     ran = {m: len(cover["lines"].get(m, {})) for m in mods}
     print(f"traced in {time.monotonic() - t0:.0f} s (pytest exit {rc}); lines run per module: {ran}")
     return 0 if rc == 0 else 2
 
 
-def changed_modules(ref: str) -> list[str]:
-    """The modules of TESTS and HARNESS whose files ``git diff REF`` (the working tree against REF) touches."""
+def touched_modules(ref: str) -> list[str]:
+    """The Python modules under refimpl/ (``harness/verdicts/judge``) that ``git diff REF`` (the working tree
+    against REF) touches, or that are new and not yet added (untracked), and that still exist."""
     try:
-        out = subprocess.run(["git", "diff", "--name-only", ref, "--", "refimpl"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout
+        out = "\n".join(subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+                        for cmd in (["git", "diff", "--name-only", ref, "--", "refimpl"],
+                                    ["git", "ls-files", "--others", "--exclude-standard", "--", "refimpl"]))
     except (OSError, subprocess.CalledProcessError) as e:
         raise SystemExit(f"--changed {ref!r}: git diff failed ({e})")
-    touched = {str(Path(f).relative_to("refimpl").with_suffix("")) for f in out.split() if f.endswith(".py")}
+    return sorted({str(Path(f).relative_to("refimpl").with_suffix("")) for f in out.split()
+                   if f.endswith(".py") and (ROOT / f).exists()})
+
+
+def changed_modules(ref: str, touched: list[str] | None = None) -> list[str]:
+    """The modules of TESTS and HARNESS whose files ``git diff REF`` touches (``touched``: given already)."""
+    touched = touched_modules(ref) if touched is None else touched
     return [m for m in list(TESTS) + HARNESS if m in touched]
 
 
-def _stale(cover_path: Path, mods: list[str]) -> bool:
-    """Whether the cover map at ``cover_path`` is missing or was traced on other sources of ``mods``."""
+_NOT_TESTS = {"__pycache__", ".hypothesis", ".pytest_cache"}
+
+
+def tests_digest(base: Path | None = None) -> str:
+    """One hash of every file under ``base``/tests (default: the checkout's; names and contents, caches left
+    out): a cover map traced on other tests names other ids and lines, so it is stale too."""
+    base = ROOT if base is None else base
+    h = hashlib.sha256()
+    for p in sorted((base / "tests").rglob("*")):
+        rel = p.relative_to(base / "tests")
+        if p.is_file() and not _NOT_TESTS.intersection(rel.parts):
+            h.update(rel.as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _stale(cover_path: Path, mods: list[str], base: Path | None = None) -> bool:
+    """Whether the cover map at ``cover_path`` is missing or was traced on other sources of ``mods`` or other
+    tests than those of ``base`` (default: the checkout)."""
+    base = ROOT if base is None else base
     try:
-        sources = json.loads(cover_path.read_text()).get("sources", {})
+        cover = json.loads(cover_path.read_text())
     except (OSError, ValueError):
         return True
-    return any(sources.get(m) != hashlib.sha256((ROOT / "refimpl" / f"{m}.py").read_bytes()).hexdigest()
-               for m in mods)
+    return cover.get("tests") != tests_digest(base) or _stale_sources(cover, mods, base) != []
 
 
-def _plan(m: Mutant, cover: dict | None, work: Path, budget: float = 0.0) -> tuple[list[str], float]:
-    """``(pytest arguments, timeout)`` of one mutant: the traced tests of its statement, else its module's
-    test files (traced, or TESTS); ``budget`` > 0: only the fastest tests whose traced times add up to it."""
-    if cover is None:
-        files = [f"tests/{f}" for f in TESTS[m.module] if (work / "tests" / f).exists()]
-        return files, 0.0
+def _stale_sources(cover: dict, mods: list[str], base: Path) -> list[str]:
+    """The modules of ``mods`` whose source in ``base`` is not the one the cover map was traced on."""
+    sources = cover.get("sources", {})
+    return [m for m in mods
+            if sources.get(m) != hashlib.sha256((base / "refimpl" / f"{m}.py").read_bytes()).hexdigest()]
+
+
+class Plan(NamedTuple):
+    tests: list[str]        # pytest arguments: node ids, or whole test files (the fallback); [] nothing to run
+    timeout: float
+    fallback: bool          # no test ran the statement: its module's test files run (a timeout is inconclusive)
+
+
+def _plan(m: Mutant, cover: dict, work: Path, budget: float = 0.0) -> Plan:
+    """What to run for one mutant: the traced tests of its statement, else (``fallback``) every test file that
+    ran a line of its module, else nothing; ``budget`` > 0: only the fastest whose traced times add up to it.
+    The timeout is 2 x their traced time + 20 s (a file's: the sum of its tests')."""
     src = (work / "refimpl" / f"{m.module}.py").read_text()
-    tests = cov.tests_for(cover, m.module, src, m.line) or cov.files_of(cover, m.module)
+    tests = cov.tests_for(cover, m.module, src, m.line)
+    fallback = not tests
+    if fallback:
+        tests = cov.files_of(cover, m.module)
     if budget > 0:
-        kept, used = [], 0.0
+        kept: list[str] = []
+        used = 0.0
         for t in tests:
             used += cov.seconds_of(cover, [t])
             if kept and used > budget:
                 break
             kept.append(t)
         tests = kept
-    return tests, 2 * cov.seconds_of(cover, tests) + 20
+    return Plan(tests, 2 * cov.seconds_of(cover, tests) + 20, fallback)
+
+
+def status_of(outcome: str, fallback: bool, equivalent: bool) -> str:
+    """A mutant's status from its run's outcome (see the module's docstring)."""
+    if outcome == "pass":
+        return "EQUIV" if equivalent else "SURVIVED"
+    if outcome == "timeout":
+        return "TIMEOUT" if fallback else "KILLED"
+    return {"fail": "KILLED", "stale": "STALE", "nocover": "UNRUN", "notests": "UNRUN"}[outcome]
+
+
+def run_mutant(m: Mutant, plan: Plan | None, work: Path, timeout: float) -> tuple[str, float, str]:
+    """Write mutant ``m`` into ``work``, run its tests and put the module back: ``plan``'s in a forked child
+    (``timeout`` 0: the plan's), or with no plan its module's TESTS. A plan with no test: "nocover", and
+    nothing is written or run."""
+    if plan is not None and not plan.tests:
+        return "nocover", 0.0, ""
+    path = work / "refimpl" / f"{m.module}.py"
+    original = path.read_text()
+    try:
+        path.write_text(mutated_source(m, work))
+        if plan is None:
+            return run_tests(work, m.module, timeout)
+        return cov.run_forked(work, plan.tests, timeout or plan.timeout, work / f".mutant-{os.getpid()}.log")
+    finally:
+        path.write_text(original)
+
+
+_TAIL = {"timeout": "  (timeout)", "nocover": "  (no test runs its lines: not run)",
+         "notests": "  (no test collected)", "stale": "  (pytest exit 4: a test id no longer exists; trace again)"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,20 +455,28 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, AssertionError):
         ap.error(f"--shard takes K/N with 1 <= K <= N, got {args.shard!r}")
     mods = args.module or (HARNESS if args.harness or args.cover or args.trace else list(TESTS))
+    cover_mods: list[str] = []          # the modules whose mutants run the tests the cover map traced
     if args.changed is not None:
-        mods = changed_modules(args.changed)
+        touched = touched_modules(args.changed)
+        mods = changed_modules(args.changed, touched)
+        unmeasured = [m for m in touched if m not in mods]
+        if unmeasured:
+            print(f"changed since {args.changed} but not measured (in neither TESTS nor HARNESS of "
+                  f"tools/mutation_check.py): {', '.join(unmeasured)}", flush=True)
         if not mods:
             print(f"no module the mutation check covers is changed since {args.changed}")
             return 0
         print(f"changed since {args.changed}: {', '.join(mods)}", flush=True)
-        harness = [m for m in mods if m not in TESTS]
-        if harness:
+        cover_mods = [m for m in mods if m not in TESTS]        # the math modules run their TESTS, as without
+        if cover_mods:
             args.cover = ROOT / ".mutation" / "cover.json"
-            if _stale(args.cover, harness):
+            if _stale(args.cover, cover_mods):
                 args.cover.parent.mkdir(exist_ok=True)
-                rc = main(["--trace", str(args.cover), *sum((["--module", m] for m in harness), [])])
+                rc = main(["--trace", str(args.cover), *sum((["--module", m] for m in cover_mods), [])])
                 if rc:
                     return rc
+    elif args.cover is not None:
+        cover_mods = mods
     cover = None
     if args.cover is not None:
         try:
@@ -393,11 +487,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("the harness modules have no hand-kept test list: trace them first (--trace COVER), then --cover")
     if args.rerun is not None:
         try:
-            args.only += [r["id"] for r in json.loads(args.rerun.read_text()) if r["status"] == "SURVIVED"]
+            args.only += [r["id"] for r in json.loads(args.rerun.read_text())
+                          if r["status"] not in ("KILLED", "EQUIV")]
         except (OSError, ValueError, KeyError, TypeError) as e:
             ap.error(f"--rerun must name a JSON file written by --json, got {str(args.rerun)!r} ({e})")
         if not args.only:
-            print("no surviving mutant to rerun")
+            print("no mutant to rerun: all were killed or equivalent")
             return 0
     if args.list:
         ms = select(mods, args.only, args.max, args.seed)
@@ -415,18 +510,20 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if args.work is None:
                 shutil.rmtree(work, ignore_errors=True)
-    if cover is not None:
-        stale = [m for m in mods if cover.get("sources", {}).get(m) !=
-                 hashlib.sha256((work / "refimpl" / f"{m}.py").read_bytes()).hexdigest()]
+    if cover is not None and cover_mods:
+        stale = _stale_sources(cover, cover_mods, work)
         if stale:
             print(f"the cover map is older than {', '.join(stale)}: run --trace again", file=sys.stderr)
             return 2
+        if cover.get("tests") != tests_digest(work):
+            print("warning: the tests changed since the cover map was traced (a new test is not run, a removed "
+                  "one reads STALE): run --trace again", file=sys.stderr)
         cov.preload()
     ms = select(mods, args.only, args.max, args.seed, work)[k_shard - 1::n_shard]
     results, timeouts, interrupted = [], {}, False
     try:
         for mod in dict.fromkeys(m.module for m in ms):      # the unmutated run: must pass; sets the timeout
-            if args.timeout is not None or cover is not None:
+            if args.timeout is not None or mod in cover_mods:
                 timeouts[mod] = args.timeout or 0.0
                 continue
             outcome, secs, first = run_tests(work, mod, 1800)
@@ -436,24 +533,14 @@ def main(argv: list[str] | None = None) -> int:
             timeouts[mod] = 2 * secs + 20
             print(f"[{mod}] baseline {secs:.1f} s, timeout {timeouts[mod]:.0f} s", flush=True)
         for k, m in enumerate(ms, 1):
-            path = work / "refimpl" / f"{m.module}.py"
-            original = path.read_text()
-            try:
-                path.write_text(mutated_source(m, work))
-                if cover is None:
-                    outcome, secs, first = run_tests(work, m.module, timeouts[m.module])
-                else:
-                    tests, limit = _plan(m, cover, work, args.budget)
-                    outcome, secs, first = cov.run_forked(work, tests, timeouts[m.module] or limit,
-                                                          work / f".mutant-{os.getpid()}.log")
-            finally:
-                path.write_text(original)
-            status = ("UNRUN" if outcome == "notests" else "KILLED" if outcome != "pass" else
-                      "EQUIV" if m.id in eq else "SURVIVED")
+            plan = _plan(m, cover, work, args.budget) if cover is not None and m.module in cover_mods else None
+            outcome, secs, first = run_mutant(m, plan, work, timeouts[m.module])
+            status = status_of(outcome, plan is not None and plan.fallback, m.id in eq)
             results.append({"id": m.id, "module": m.module, "status": status, "outcome": outcome,
                             "seconds": round(secs, 1), "by": first if outcome == "fail" else ""})
-            tail = f"  <- {first}" if outcome == "fail" else "  (timeout)" if outcome == "timeout" else \
-                "  (no test ran it)" if outcome == "notests" else ""
+            tail = f"  <- {first}" if outcome == "fail" else _TAIL.get(outcome, "")
+            if status == "TIMEOUT":
+                tail = "  (timeout running whole test files, no test ran its statement: inconclusive)"
             print(f"{k:4d}/{len(ms)} {status:8s} {secs:5.1f}s {m.id}" + tail, flush=True)
     except KeyboardInterrupt:
         print("interrupted: partial figures below", file=sys.stderr)
@@ -463,26 +550,38 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))
-    status = summarise(results, mods)
-    return 130 if interrupted else status
+    rc = summarise(results, mods)
+    return 130 if interrupted else rc
+
+
+_OTHER = {"UNRUN": "unrun (no test runs them)", "STALE": "stale (a test id gone: trace again)",
+          "TIMEOUT": "inconclusive (timeout of whole test files)"}
 
 
 def summarise(results: list[dict], mods: list[str]) -> int:
-    print(f"\n{'module':36s} {'mutants':>7s} {'killed':>7s} {'equiv':>6s} {'survived':>8s} {'score':>7s}")
+    """The table per module and the score; exit status 1 if a mutant is neither killed nor equivalent. UNRUN,
+    STALE and TIMEOUT are counted apart from the survivors, and none of them as killed."""
+    def count(rs: list[dict], status: str) -> int:
+        return sum(r["status"] == status for r in rs)
+
+    print(f"\n{'module':36s} {'mutants':>7s} {'killed':>7s} {'equiv':>6s} {'survived':>8s} {'unrun':>6s} "
+          f"{'stale':>6s} {'timeout':>7s} {'score':>7s}")
     for mod in mods + ["total"]:
         rs = [r for r in results if mod in ("total", r["module"])]
         if not rs:
             continue
-        n, k, e = len(rs), sum(r["status"] == "KILLED" for r in rs), sum(r["status"] == "EQUIV" for r in rs)
+        n, k, e = len(rs), count(rs, "KILLED"), count(rs, "EQUIV")
         score = 100.0 * k / (n - e) if n > e else 100.0
-        print(f"{mod:36s} {n:7d} {k:7d} {e:6d} {n - k - e:8d} {score:6.1f}%")
+        print(f"{mod:36s} {n:7d} {k:7d} {e:6d} {count(rs, 'SURVIVED'):8d} {count(rs, 'UNRUN'):6d} "
+              f"{count(rs, 'STALE'):6d} {count(rs, 'TIMEOUT'):7d} {score:6.1f}%")
     for r in results:
-        if r["status"] in ("SURVIVED", "UNRUN"):
+        if r["status"] in ("SURVIVED", *_OTHER):
             print(f"{r['status']} {r['id']}")
     n = len(results)
-    k, e = sum(r["status"] == "KILLED" for r in results), sum(r["status"] == "EQUIV" for r in results)
-    print(f"mutation score {100.0 * k / max(n - e, 1):.1f}%: {k} killed, {e} equivalent, {n - k - e} survived "
-          f"of {n} mutants")
+    k, e, sv = count(results, "KILLED"), count(results, "EQUIV"), count(results, "SURVIVED")
+    other = ", ".join(f"{count(results, st)} {what}" for st, what in _OTHER.items() if count(results, st))
+    print(f"mutation score {100.0 * k / max(n - e, 1):.1f}%: {k} killed, {e} equivalent, {sv} survived "
+          f"of {n} mutants" + (f"; not killed either: {other}" if other else ""))
     return 1 if n - k - e else 0
 
 

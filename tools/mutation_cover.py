@@ -11,14 +11,19 @@ two thousand mutants takes hours on two cores. So mutation_check.py can instead:
    in the child, from the private copy holding the mutant); ``-x`` stops at the first failure.
 
 A mutant in a statement no test executed in process (module-level code, or code only a worker process
-runs) is run against every test file that executes any line of its module (``files_of``). Nothing here
-decides a verdict: a mutant is KILLED when its child exits non-zero or outlives its time.
+runs) is run against every test file that executes any line of its module (``files_of``), with a timeout
+from those files' traced times (``seconds_of`` sums a file's tests); a mutant whose module no test executed
+at all is not run (an empty list of ids would make pytest collect the whole suite). The child runs with
+``TRACE_ENV`` (the Hypothesis profile, single-thread settings and hidden R the trace ran with). Nothing here
+decides a verdict: ``outcome_of`` maps pytest's exit status to pass / fail / stale (exit 4: an id of the map
+no longer exists) / notests (exit 5: nothing collected), and mutation_check.py decides what each counts as.
 """
 from __future__ import annotations
 
 import ast
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -26,6 +31,15 @@ import time
 from pathlib import Path
 
 IMPORT = "<import>"
+# The environment every run of the suite by the mutation tools gets (the child of ``run_forked``, the trace,
+# and mutation_check.run_tests): Hypothesis's ``ci`` profile (derandomized, a fixed budget: what CI and the
+# Makefile's test target use on CI), one thread per numeric library (one core per run), no .pyc files.
+ENV = {"HYPOTHESIS_PROFILE": "ci", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+       "PYTHONDONTWRITEBYTECODE": "1"}
+# ... and the trace hides R (its ids and times are those of the no-R suite): the forked child matches it.
+TRACE_ENV = {**ENV, "REFIMPL_NO_R": "1"}
+TEST_SECONDS = 5.0          # a test id the trace has no time for
+FILE_SECONDS = 60.0         # a test file the trace has no time for (the fallback runs whole files)
 
 
 # --- 1. the tracer (a pytest plugin: ``-p mutation_cover`` with tools/ on sys.path) ----------------------
@@ -136,28 +150,42 @@ def tests_for(cover: dict, module: str, source: str, line: int) -> list[str]:
     return sorted(found, key=lambda t: (dur.get(t, 1.0), t))          # fastest first: -x stops early
 
 
+def file_seconds(cover: dict) -> dict[str, float]:
+    """``{test file: traced seconds of all its tests}`` (the time a run of the whole file takes, roughly)."""
+    per: dict[str, float] = {}
+    for t, secs in cover["durations"].items():
+        f = t.split("::")[0]
+        per[f] = per.get(f, 0.0) + secs
+    return per
+
+
 def files_of(cover: dict, module: str) -> list[str]:
     """Every test file that ran a line of ``module`` (the fallback for statements no test ran)."""
-    per: dict[str, float] = {}
-    for tests in cover["lines"].get(module, {}).values():
-        for t in tests:
-            if t != IMPORT:
-                per.setdefault(t.split("::")[0], 0.0)
-    for t, secs in cover["durations"].items():
-        if t.split("::")[0] in per:
-            per[t.split("::")[0]] += secs
-    return sorted(per, key=lambda f: (per[f], f))                   # the quickest files first (a --budget)
+    files = {t.split("::")[0] for tests in cover["lines"].get(module, {}).values() for t in tests if t != IMPORT}
+    per = file_seconds(cover)
+    return sorted(files, key=lambda f: (per.get(f, FILE_SECONDS), f))   # the quickest files first (a --budget)
 
 
 def seconds_of(cover: dict, tests: list[str]) -> float:
-    dur = cover["durations"]
-    return sum(dur.get(t, dur.get(t.split("::")[0], 5.0)) for t in tests)
+    """The traced seconds of ``tests``: node ids (``file::name``) and whole files (``files_of``'s), each a file
+    counted as the sum of its tests' times, so that a fallback run of whole files gets a timeout to match."""
+    dur, per = cover["durations"], None
+    total = 0.0
+    for t in tests:
+        if "::" in t:
+            total += dur.get(t, TEST_SECONDS)
+        else:
+            per = per if per is not None else file_seconds(cover)
+            total += per.get(t, FILE_SECONDS)
+    return total
 
 
 # --- 3. the fork server --------------------------------------------------------------------------------
 
 def preload() -> None:
-    """Import what every child needs and refimpl does not own, once, in the parent."""
+    """Import what every child needs and refimpl does not own, once, in the parent: after setting ``ENV``, whose
+    thread counts OpenBLAS and OpenMP read when they are loaded (the children inherit the loaded libraries)."""
+    os.environ.update(ENV)
     import numpy  # noqa: F401
     import pytest  # noqa: F401
     import hypothesis  # noqa: F401
@@ -167,8 +195,31 @@ def preload() -> None:
         pass
 
 
+def outcome_of(rc: int, out: str) -> str:
+    """The outcome of a pytest run from its exit status and output: "pass" (0), "stale" (4, a usage error:
+    ``ERROR: not found`` for a node id or file the cover map names that no longer exists), "notests" (5: no
+    test collected, e.g. all deselected), else "fail" (1 a test failed, 2 a collection error or interruption,
+    3 an internal error; and 4 when a conftest.py failed to import: the mutant broke an import)."""
+    if rc == 0:
+        return "pass"
+    if rc == 4 and "ImportError while loading conftest" not in out:
+        return "stale"
+    if rc == 5:
+        return "notests"
+    return "fail"
+
+
+def first_failure(out: str) -> str:
+    first = re.search(r"^(?:FAILED|ERROR) (\S+)", out, re.M)
+    return first.group(1) if first else out[-200:]
+
+
 def run_forked(work: Path, args: list[str], timeout: float, log: Path) -> tuple[str, float, str]:
-    """Run ``pytest.main(args)`` in a forked child (cwd ``work``); ``(outcome, seconds, first failure)``."""
+    """Run ``pytest.main(args)`` in a forked child (cwd ``work``, ``TRACE_ENV`` set); ``(outcome, seconds,
+    first failure)``, outcome as :func:`outcome_of`, "timeout", or "nocover" when ``args`` names no test (then
+    nothing is run: pytest given no ids would collect the whole suite)."""
+    if not args:
+        return "nocover", 0.0, ""
     t0 = time.monotonic()
     pid = os.fork()
     if pid == 0:                                                     # the child
@@ -179,6 +230,7 @@ def run_forked(work: Path, args: list[str], timeout: float, log: Path) -> tuple[
             os.dup2(fd, 2)
             sys.stdout = open(1, "w", closefd=False)         # not a capture object the parent may have set
             sys.stderr = open(2, "w", closefd=False)
+            os.environ.update(TRACE_ENV)
             os.chdir(work)
             sys.path.insert(0, str(work))
             import pytest
@@ -204,8 +256,5 @@ def run_forked(work: Path, args: list[str], timeout: float, log: Path) -> tuple[
     secs = time.monotonic() - t0
     rc = os.waitstatus_to_exitcode(status)
     out = log.read_text(errors="replace") if log.exists() else ""
-    import re
-    first = re.search(r"^(?:FAILED|ERROR) (\S+)", out, re.M)
-    if rc == 5:                                                      # no test collected: a stale id
-        return "notests", secs, out[-300:]
-    return ("pass" if rc == 0 else "fail"), secs, first.group(1) if first else out[-200:]
+    outcome = outcome_of(rc, out)
+    return outcome, secs, first_failure(out) if outcome == "fail" else out[-300:] if outcome != "pass" else ""

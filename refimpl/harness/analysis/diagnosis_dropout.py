@@ -87,8 +87,8 @@ def dropout_lines(results: list, store, target: str, specs: dict | None) -> list
             got = getattr(r, "got", None)
             keep = getattr(got, "dropout_keep", None)
             data = _data(store, r, specs) if keep is not None else None
-            usable = (data is not None and data.weights is not None and keep.shape == data.weights.shape
-                      and 0.0 < got.dropout_p < 1.0)
+            usable = (keep is not None and data is not None and data.weights is not None
+                      and keep.shape == data.weights.shape and 0.0 < getattr(got, "dropout_p", 0.0) < 1.0)
             if not usable:
                 if failing:
                     return []                         # a failure the dropout models do not account for

@@ -13,8 +13,8 @@ from ...registry import Registry
 from ..targets.target import Target
 from .base import Column
 
-__all__ = ["Column", "runs_r_rows", "register", "unregister", "names", "builtin_targets", "divergence_titles", "DIVERGENCE_TITLES",
-           "versions"]
+__all__ = ["Column", "runs_r_rows", "register", "unregister", "names", "builtin_targets", "divergence_titles",
+           "DIVERGENCE_TITLES", "versions"]
 
 _MODULES = ("refimpl_column", "r_column", "torch_column", "onnxruntime_column", "torch_mha_column")
 _REGISTRY: Registry[Column] = Registry("column", __name__, _MODULES, "COLUMN")
