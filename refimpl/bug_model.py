@@ -26,3 +26,4 @@ class BugModel:
     explanation: str
     variants: tuple[Variant, ...]
     tolerance: tuple[float, float] = (1e-3, 1e-6)   # (rtol, atol relative to 1 + max|v|) a fit must meet
+    distinct_from: tuple[str, ...] = ()             # models it is named beside only where the cases tell them apart

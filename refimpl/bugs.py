@@ -27,6 +27,8 @@ from .bug_model import BugModel, Variant
 from .bugs_packed import packed_attention
 from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, dead_rows_nan, gqa_divisor,
                           mods_before_scale, mods_by_kv_head, softcap_after_mask, zero_padded_tail)
+from .bugs_general import (bool_mask_added, causal_diagonal, float_mask_as_bool, mask_batch_flattened,
+                           online_inverted, online_unguarded, rounded_step, window_edges)
 from .masks import alibi_bias, window_mask
 
 __all__ = ["MODELS", "BugModel", "Variant"]
@@ -257,8 +259,18 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              ()),                       # no output variant: diagnosed from the returned weights (diagnosis.py)
     BugModel("alibi-sign", "the ALiBi bias is +slope * distance (distant keys favoured) instead of -slope * distance",
              (_split("+slope * distance", alibi_sign),)),
-    BugModel("window-bounds", "the sliding window's left edge is off by one",
-             (_v("left + 1", window_bounds, shift=1), _v("left - 1", window_bounds, shift=-1))),
+    BugModel("window-bounds", "the sliding window's edges are not the (left, right) asked for",
+             (_v("left + 1", window_bounds, shift=1), _v("left - 1", window_bounds, shift=-1))
+             + tuple(_v(f"({e})", window_edges, edge=e) for e in ("right from left", "right ignored", "right 0",
+                                                                  "left -1 as 0", "right + 1", "right - 1"))),
+    BugModel("causal-diagonal", "the causal band excludes its diagonal: a query does not see the key at its own "
+             "position", (_v("j < i + offset", causal_diagonal),)),
+    BugModel("mask-kind", "a mask of one kind is read as the other", (
+        _v("bool mask added to the scores as numbers (True = +1): nothing masked", bool_mask_added),
+        _v("float mask cast to bool (nonzero = attend)", float_mask_as_bool, how="nonzero"),
+        _v("float mask's finite values dropped (only -inf masks)", float_mask_as_bool, how="finite"))),
+    BugModel("mask-broadcast", "a per-batch mask is tiled over the flattened batch x heads in the wrong order: row "
+             "b * H + h gets the mask of batch (b * H + h) % B", (_v("np.tile over heads", mask_batch_flattened),)),
     BugModel("softmax-axis", "softmax is taken over the queries instead of the keys",
              (_v("over queries", softmax_axis),)),
     BugModel("no-max-subtraction", "exp(scores) without subtracting the row max overflows",
@@ -282,10 +294,19 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("denominator-epsilon", "the softmax denominator has an epsilon added (sum + 1e-6)",
              (_v("+1e-6", denominator_epsilon),)),
     BugModel("blocked-tail", "the partial last key block of 64 is dropped (Sk // 64 blocks)",
-             (_v("blocks of 64", blocked_tail), _v("blocks of 64, none when Sk < 64", blocked_tail, short_too=True))),
-    BugModel("online-rescale", "online softmax (key blocks of 32) never rescales the output accumulator",
-             (_v("blocks of 32", online_rescale),)),
+             (_v("blocks of 64", blocked_tail), _v("blocks of 64, none when Sk < 64", blocked_tail, short_too=True))
+             + tuple(_v(f"blocks of {b}", blocked_tail, block=b) for b in (16, 32, 128))),
+    BugModel("online-rescale", "online softmax over key blocks rescales the output accumulator wrongly",
+             tuple(_v(f"never rescaled, blocks of {b}", online_rescale, block=b) for b in (32, 16, 64, 128))
+             + tuple(_v(f"by exp(m_new - m_old), blocks of {b}", online_inverted, block=b) for b in (16, 32, 64, 128))),
+    BugModel("masked-block-nan", "online softmax leaves its running max at -inf: a row whose leading key block is "
+             "fully masked gets NaN (exp(-inf - -inf))",
+             tuple(_v(f"blocks of {b}", online_unguarded, block=b) for b in (16, 32, 64, 128)),
+             distinct_from=("dead-rows-nan",)),
     # reproduced only up to its own rounding noise
-    BugModel("low-precision", "the softmax exponentials and sums are computed in float16",
-             (_v("softmax in float16", low_precision),), tolerance=(2e-2, 1e-2)),
+    BugModel("low-precision", "an intermediate of the softmax is computed in a 16-bit float",
+             (_v("softmax in float16", low_precision),)
+             + tuple(_v(f"{step} in {dt}", rounded_step, step=step, dtype=dt)
+                     for dt in ("bfloat16", "float16") for step in ("scores", "exps", "row sum", "weights")),
+             tolerance=(2e-2, 1e-2)),
 )}

@@ -146,6 +146,12 @@ def _null32(data: CaseData) -> np.ndarray | None:
         return None
 
 
+def _model_out(variant, data: CaseData) -> np.ndarray:
+    kw = variant_kwargs(variant, data)
+    with np.errstate(all="ignore"):
+        return np.asarray(variant.fn(data.q, data.k, data.v, **kw), np.float64) if kw is not None else data.expected
+
+
 def _explains(out: np.ndarray, data: CaseData, got: np.ndarray) -> bool:
     """``out`` is nearer the target's output than the expected output is, by ``EXPLAINS`` (see :func:`fits`), on
     the rows the judge held against it: those with a key, and those with none when the judge failed them
@@ -182,7 +188,10 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
             return (all(fits(variant, d, g, rtol, atol) for d, g in fail_cases)
                     and all(fits(variant, d, g, rtol, atol, failing=False) for d, g in pass_cases)
                     and (not variant.in_float32 or shows_beyond_float32(variant)))
-        lines += ([scale_line(target, *fitted)] if fitted else []) + fitting_models(target, models, fit)
+
+        def same(a, b) -> bool:                           # indistinguishable on every case of the sample
+            return all(_close(_model_out(a, d), _model_out(b, d), d.v, 1e-9, 1e-12) for d, _ in fail_cases + pass_cases)
+        lines += ([scale_line(target, *fitted)] if fitted else []) + fitting_models(target, models, fit, same)
     if _weights_transposed([r for r in failing if getattr(r, "got", None) is not None], store, specs):
         lines.append(f"diagnosis {target}: weights-transposed — {bugs.MODELS['weights-transposed'].explanation}")
     if not lines and fail_cases and len(fail_cases) == len(_usable(failing, store, specs, len(failing))):

@@ -53,7 +53,9 @@ def _candidates() -> list[tuple[str, Callable]]:
     out += [(f"{n}, the given scale ignored" if n != "1/sqrt(D)" else "1/sqrt(D) (the given scale ignored)", f)
             for n, f in DEFAULTS.items()]
     return out + [("scale**2 (applied twice)", lambda s: _default(s) ** 2),
-                  ("1/scale (divided by it)", lambda s: 1.0 / _default(s))]
+                  ("1/scale (divided by it)", lambda s: 1.0 / _default(s)),
+                  ("the given scale times 1/sqrt(D)", lambda s: _default(s) / (math.sqrt(s.D) if s.scale else 1.0)),
+                  ("the given scale times sqrt(D)", lambda s: _default(s) * (math.sqrt(s.D) if s.scale else 1.0))]
 
 
 FORMULAS = dict(_candidates())

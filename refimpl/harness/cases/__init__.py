@@ -165,15 +165,20 @@ class TargetDied(RuntimeError):
         super().__init__(message + (f" (last output: {' | '.join(tail)})"[:300] if tail else ""))
 
 
-def fitting_models(target: str, models: dict, fits: Callable[[Any, Any], bool]) -> list[str]:
+def fitting_models(target: str, models: dict, fits: Callable[[Any, Any], bool],
+                   same: Callable[[Any, Any], bool] | None = None) -> list[str]:
     """``diagnosis TARGET: MODEL — explanation (variant)`` for every bug model (:class:`refimpl.bugs.BugModel`)
     one of whose variants ``fits`` (``fits(model, variant)``): the one rule the forward and the backward
-    diagnoses share."""
-    lines = []
+    diagnoses share. A model with ``distinct_from`` is not named when its fitting variant is ``same`` (the same
+    output on every case) as the fitting variant of one of those models: the cases cannot tell them apart."""
+    lines, named = [], {}
     for model in models.values():
         for variant in model.variants:
             if fits(model, variant):
-                tail = f" ({variant.label})" if len(model.variants) > 1 else ""
-                lines.append(f"diagnosis {target}: {model.name} — {model.explanation}{tail}")
+                named[model.name] = variant
+                if same is None or not any(n in named and same(named[n], variant)
+                                           for n in getattr(model, "distinct_from", ())):
+                    tail = f" ({variant.label})" if len(model.variants) > 1 else ""
+                    lines.append(f"diagnosis {target}: {model.name} — {model.explanation}{tail}")
                 break
     return lines
