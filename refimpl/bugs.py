@@ -27,7 +27,7 @@ from .bug_model import BugModel, Variant
 from .bugs_packed import packed_attention
 from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, dead_rows_nan, gqa_divisor,
                           mods_before_scale, mods_by_kv_head, softcap_after_mask, zero_padded_tail)
-from .bugs_general import (bool_mask_added, causal_diagonal, float_mask_as_bool, mask_batch_flattened,
+from .bugs_general import (alibi_signed, bool_mask_added, causal_diagonal, float_mask_as_bool, mask_batch_flattened,
                            online_inverted, online_unguarded, rounded_step, window_edges)
 from .masks import alibi_bias, window_mask
 
@@ -258,7 +258,9 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("weights-transposed", "the output is right but the weights are returned transposed, (Sk, Sq) per head",
              ()),                       # no output variant: diagnosed from the returned weights (diagnosis.py)
     BugModel("alibi-sign", "the ALiBi bias is +slope * distance (distant keys favoured) instead of -slope * distance",
-             (_split("+slope * distance", alibi_sign),)),
+             (_split("+slope * distance", alibi_sign),
+              _split("signed distance -slope * (i + offset - j), no |.|: keys right of the diagonal favoured",
+                     alibi_signed))),
     BugModel("window-bounds", "the sliding window's edges are not the (left, right) asked for",
              (_v("left + 1", window_bounds, shift=1), _v("left - 1", window_bounds, shift=-1))
              + tuple(_v(f"({e})", window_edges, edge=e) for e in ("right from left", "right ignored", "right 0",
@@ -277,6 +279,9 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              (_v("exp(S)", no_max_subtraction),)),
     BugModel("finite-mask-fill", "masked scores are filled with a finite value instead of -inf",
              (_v("-1e9", finite_mask_fill, fill=-1e9), _v("-1e4", finite_mask_fill, fill=-1e4),
+              _v("0", finite_mask_fill, fill=0.0),
+              _v("the float64 minimum", finite_mask_fill, fill=-1.7976931348623157e308),
+              _v("the float32 minimum", finite_mask_fill, fill=-3.4028234663852886e38),
               Variant("-1e4 float32", _named(finite_mask_fill, fill=-1e4, dtype="float32"), in_float32=True))),
     BugModel("gqa-grouping", "GQA query head h uses the wrong kv head instead of h // (Hq // Hkv)",
              (_v("h % Hkv", gqa_grouping), _v("h // Hkv, even under MHA", gqa_divisor))),

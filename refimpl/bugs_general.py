@@ -3,6 +3,7 @@ as a family over the parameter a kernel gets wrong (which window edge, which blo
 which precision, which mask kind), and mistakes the first table has no model for. Same calling convention as
 :mod:`refimpl.bugs` (refimpl's inputs and keywords in, the output (B..., Sq, Dv) out).
 
+* ALiBi with the signed distance (no absolute value: keys right of the diagonal favoured);
 * window edges: the right edge taken from the left (a symmetric window), the right edge ignored or set to 0, an
   unbounded left edge (-1) read as 0, the right edge off by one;
 * the causal diagonal excluded (key j visible iff j < i + offset: a query does not see itself);
@@ -23,8 +24,8 @@ from .bugs_scores import _kw, _parts, _sdpa, _softmax
 from .masks import window_mask
 from .precision import get as precision
 
-__all__ = ["window_edges", "causal_diagonal", "bool_mask_added", "float_mask_as_bool", "online_inverted",
-           "online_unguarded", "rounded_step", "mask_batch_flattened"]
+__all__ = ["window_edges", "causal_diagonal", "alibi_signed", "bool_mask_added", "float_mask_as_bool",
+           "online_inverted", "online_unguarded", "rounded_step", "mask_batch_flattened"]
 
 
 def window_edges(q, k, v, *, edge="right from left", **kw):
@@ -52,6 +53,21 @@ def causal_diagonal(q, k, v, **kw):
     Sq, Sk = s.shape[-2], s.shape[-1]
     diag = window_mask(Sq, Sk, (0, 0), alignment=kw["alignment"])             # (Sq, Sk): j == i + offset
     return _softmax(s, keep & ~diag) @ v
+
+
+def alibi_signed(q, k, v, *, mask=None, slopes=None, **kw):
+    """ALiBi with the signed distance: bias -slope * (i + offset - j) without the absolute value (as slope * j up to
+    a per-row constant), so keys right of the diagonal are favoured; with causal masking nothing shows."""
+    if slopes is None:
+        return _sdpa(q, k, v, mask=mask, **kw)
+    Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
+    dist = (np.arange(Sq)[:, None] + Sk - Sq - np.arange(Sk)[None, :]).astype(np.float64)     # (Sq, Sk)
+    bias = -(np.asarray(slopes, np.float64)[..., None, None] * dist)
+    bias = bias[None] if bias.ndim == 3 else bias                                       # (B|1, H, Sq, Sk)
+    if mask is not None:
+        m = np.asarray(mask)
+        bias = np.where(m, bias, -np.inf) if m.dtype == bool else m + bias
+    return _sdpa(q, k, v, mask=bias, **kw)
 
 
 def bool_mask_added(q, k, v, **kw):
