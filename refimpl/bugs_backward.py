@@ -23,6 +23,8 @@ The models (each changes exactly one step):
     bwd-gqa-sum        dK, dV of a kv head from the first query head of its group (or the group's mean)
     bwd-masked-nan     P recomputed as exp(S - max S) / sum: NaN on fully masked rows, which flows into dQ
                        of that row and into every dK, dV entry of its (batch, head)
+    bwd-delta-axis     dS = P * (dP - sum over the queries of P * dP)   (the Jacobian's sum on the wrong axis)
+    bwd-mask-not-reapplied  P recomputed in the backward without the mask, causal band and window (O kept)
 
 ``MODELS`` maps a model id to its :class:`refimpl.bugs.BugModel` row (explanation, variants).
 """
@@ -39,7 +41,7 @@ from .bug_model import BugModel, Variant
 __all__ = ["MODELS", "backward_with"]
 
 MISTAKES = ("none", "delta", "scale-dq", "scale-dk", "ds-transposed-dq", "ds-transposed-dk", "gqa-first",
-            "gqa-mean", "masked-nan")
+            "gqa-mean", "masked-nan", "delta-axis", "unmasked")
 
 
 def backward_with(q, k, v, d_out, *, mistake: str = "none", mask=None, scale=None, is_causal=False,
@@ -52,17 +54,23 @@ def backward_with(q, k, v, d_out, *, mistake: str = "none", mask=None, scale=Non
         raise ValueError(f"mistake must be one of {MISTAKES}, got {mistake!r}")
     q, k, v, g = (np.asarray(a, np.float64) for a in (q, k, v, d_out))
     s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    _, p = scaled_dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=is_causal, alignment=alignment,
+    o, p = scaled_dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=is_causal, alignment=alignment,
                                         window=window, softcap=softcap, enable_gqa=enable_gqa)   # (B, Hq, Sq, Sk)
+    if mistake == "unmasked":                   # the forward's O kept; P recomputed without mask, causal, window
+        add = None if mask is None or np.asarray(mask).dtype == bool else np.where(np.isneginf(mask), 0.0, mask)
+        p = scaled_dot_product_attention(q, k, v, mask=add, scale=scale, softcap=softcap, enable_gqa=enable_gqa)[1]
     group = q.shape[-3] // k.shape[-3] if enable_gqa else 1             # kv head h serves query heads hG .. hG+G-1
     ke, ve = (np.repeat(a, group, axis=-3) for a in (k, v))              # (B, Hq, Sk, D), (B, Hq, Sk, Dv)
     with np.errstate(all="ignore"):
         if mistake == "masked-nan":
             p = np.where(~(p > 0).any(axis=-1, keepdims=True), np.nan, p)   # 0/0 on rows with no key
-        o = p @ ve                                                        # (B, Hq, Sq, Dv)
+        o = o if mistake == "unmasked" else p @ ve                        # (B, Hq, Sq, Dv)
         dv = np.swapaxes(p, -1, -2) @ g                                   # (.., Sk, Sq) x (.., Sq, Dv) -> (.., Sk, Dv)
         dp = g @ np.swapaxes(ve, -1, -2)                                  # (.., Sq, Dv) x (.., Dv, Sk) -> (.., Sq, Sk)
-        ds = p * dp if mistake == "delta" else p * (dp - np.sum(g * o, axis=-1, keepdims=True))
+        if mistake == "delta-axis":                                       # sum(P * dP) over the queries
+            ds = p * (dp - np.sum(p * dp, axis=-2, keepdims=True))
+        else:
+            ds = p * dp if mistake == "delta" else p * (dp - np.sum(g * o, axis=-1, keepdims=True))
         if softcap is not None:
             r = s * (q @ np.swapaxes(ke, -1, -2))                         # (B, Hq, Sq, Sk)
             ds = ds * (1.0 - np.tanh(r / softcap) ** 2)
@@ -119,6 +127,10 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("bwd-gqa-sum",
              "GQA: the gradient of a key/value head is not the sum over the query heads that share it",
              (_v("first head of each group", "gqa-first"), _v("mean over the group", "gqa-mean"))),
+    BugModel("bwd-delta-axis", "the softmax Jacobian's rowsum(P * dP) is summed over the queries (axis -2), not the "
+             "keys", (_v("sum over queries", "delta-axis"),)),
+    BugModel("bwd-mask-not-reapplied", "the backward recomputes the weights without the mask, causal band or window "
+             "(the forward's output kept): masked keys get gradients", (_v("P without the mask", "unmasked"),)),
     BugModel("bwd-masked-nan", "fully masked query rows give NaN weights in the backward (softmax of all -inf), "
                                "NaN gradients where zeros are expected",
              (_v("NaN weights on fully masked rows", "masked-nan"),)),

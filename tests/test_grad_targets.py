@@ -78,7 +78,7 @@ def test_the_models_change_exactly_the_gradient_they_name():
     with pytest.raises(ValueError, match="Sq == Sk"):
         backward_with(q[..., :5, :], k, v, g[..., :5, :], mistake="ds-transposed-dq", enable_gqa=True)
     assert set(MODELS) == {"bwd-delta-term", "bwd-scale-dq", "bwd-scale-dk", "bwd-ds-transposed", "bwd-gqa-sum",
-                           "bwd-masked-nan"}
+                           "bwd-masked-nan", "bwd-delta-axis", "bwd-mask-not-reapplied"}
 
 
 # --- NumPy backward passes (--backward MOD:FN) --------------------------------------------------------
@@ -350,3 +350,30 @@ def test_bshd_layouts_transpose_inputs_and_gradients():
     wrong = Backward("grad_plain", NB.grad_plain)                             # ignores the layout
     o, _ = _rows(numpy_target, ["batched-heads"], ("float64",), wrong)["batched-heads"]
     assert o.status in (Status.FAIL, Status.ERROR)
+
+
+def _numpy_backward_with(mistake):
+    """A --backward function (refimpl's protocol) making ``mistake``: k, v may come with one head (MQA, broadcast),
+    whose dk, dv are then the sums over the query heads (unless the mistake is about that)."""
+    def fn(q, k, v, d_out, mask=None, scale=None):
+        mqa = k.shape[1] == 1 and q.shape[1] > 1
+        kk, vv = (np.repeat(a, q.shape[1], axis=1) if mqa else a for a in (k, v))
+        dq, dk, dv = backward_with(q, kk, vv, d_out, mistake=mistake, mask=mask, scale=scale)
+        if mqa:
+            dk, dv = (a.mean(axis=1, keepdims=True) if mistake == "gqa-mean" else a.sum(axis=1, keepdims=True)
+                      for a in (dk, dv))
+        return dq, dk, dv
+    return fn
+
+
+@pytest.mark.parametrize("mistake,model,families", [
+    ("delta-axis", "bwd-delta-axis", NP_FAMILIES), ("unmasked", "bwd-mask-not-reapplied", NP_FAMILIES),
+    ("gqa-mean", "bwd-gqa-sum", ["gqa"]), ("none", None, NP_FAMILIES + ["gqa"])])
+def test_a_numpy_backward_with_each_mistake_is_named_by_its_model(mistake, model, families):
+    rows = _rows(_numpy_target(), families, ("float64",), Backward(mistake, _numpy_backward_with(mistake)))
+    statuses = {f: o.status for f, (o, _) in rows.items()}
+    models = set().union(*(m for _, m in rows.values()))
+    if model is None:                                   # the right backward, MQA given broadcast: every row passes
+        assert set(statuses.values()) == {Status.PASS} and not models, {f: o.detail[:300] for f, (o, _) in rows.items()}
+        return
+    assert Status.FAIL in statuses.values() and models == {model}, (models, statuses)

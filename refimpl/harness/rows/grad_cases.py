@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol, cast
 
 import numpy as np
@@ -177,6 +177,16 @@ def _case_cache(store, data) -> dict:
     return _row_cache(store, data.spec.family).setdefault(data.spec.id, {}) if small else {}
 
 
+def _numpy_cannot(spec: CaseSpec) -> str | None:
+    """Why a ``--backward`` function (refimpl's protocol) cannot take ``spec``: the protocol's own reasons, except
+    that one kv head serving every query head (MQA) is given as k, v with a head axis of 1, which NumPy broadcasts
+    against q's heads; dk, dv must come back with that axis of 1 (each the sum over the query heads)."""
+    why = PROTOCOL.cannot(spec)
+    if why is not None and spec.Hkv == 1 and PROTOCOL.cannot(replace(spec, Hkv=spec.Hq)) is None:
+        return None
+    return why
+
+
 def run_grad_one(target: Target, spec: CaseSpec, store, backward: Backward | None = None) -> CaseResult:
     """One gradient case on one target: n/a, skip, unsupported, error, or the gradient judge's verdict.
     ``store``: the run's :class:`.family_cases.CaseStore` (not imported here: that would add an import layer)."""
@@ -184,7 +194,7 @@ def run_grad_one(target: Target, spec: CaseSpec, store, backward: Backward | Non
     if mode in ("reference", "n/a", "skip"):
         status = {"reference": Status.REFERENCE, "n/a": Status.NA, "skip": Status.SKIP}[mode]
         return CaseResult(spec.id, status, detail=why, features=spec.features())
-    na = GRAD_NA.get(spec.family) or expressible(PROTOCOL if mode == "numpy" else target.api, spec)
+    na = GRAD_NA.get(spec.family) or (_numpy_cannot(spec) if mode == "numpy" else expressible(target.api, spec))
     extra = getattr(target, "expressible", None)
     na = na or (extra(spec) if extra else None)
     if na is not None:
