@@ -59,9 +59,35 @@ def check_lines(quick: bool) -> list[str]:
         lines.append(f"user check, {suite} suite, a NumPy target (isolated worker, float64 + float32): {s:.1f} s "
                      f"(goal <= {goals[suite]:g} s: {'met' if s <= goals[suite] else 'NOT met'}), peak RSS "
                      f"{rss:.0f} MiB, exit {code}: {result}")
+    lines.append(paged_line())
     if not quick:
         s0, _, _, _ = _run(["--only", "refimpl", *base])
         s1, rss, code, result = _run(["--only", "onnxruntime", "--random", "0"])
         lines.append(f"check default suite, onnxruntime column alone: {s1:.1f} s (of which {s0:.1f} s is the "
                      f"process and the fixed rows), peak RSS {rss:.0f} MiB, exit {code}: {result}")
     return lines
+
+
+def paged_line() -> str:
+    """Memory of the kvcache family's paged cases against the same cases with a dense cache (issue #23: at most
+    2x): the bytes allocated while a case is made and its cache laid out (tracemalloc's peak), summed."""
+    import tracemalloc
+    from dataclasses import replace
+    from .harness.apis.flash_attn_kvcache import caches
+    from .harness.cases.families import select
+    from .harness.cases.features import materialise
+    paged, dense = [], []
+    for spec in select(["kvcache"], "default", ("float64",)):
+        if spec.block_size is None:
+            continue
+        for s, into in ((spec, paged), (replace(spec, block_size=None), dense)):
+            tracemalloc.start()
+            caches(materialise(s))
+            into.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+    p, d = np.array(paged, float), np.array(dense, float)
+    ratio = p.sum() / d.sum()
+    return (f"kvcache family, {len(p)} paged cases against the same cases with a dense cache: {ratio:.2f}x the "
+            f"memory in all (goal <= 2x: {'met' if ratio <= 2.0 else 'NOT met'}), median {np.median(p / d):.2f}x, "
+            f"largest paged case {p.max() / 2**20:.1f} MiB (dense {d.max() / 2**20:.1f} MiB); a page of 256 keys "
+            f"holding a sequence of a few keys costs up to {(p / d).max():.0f}x")

@@ -53,27 +53,34 @@ def caches(data) -> dict:
     s = data.spec
     cache, new, smax, block = layout(s)
     k, v = np.swapaxes(data.k, 1, 2), np.swapaxes(data.v, 1, 2)              # (B, Sk, Hkv, D|Dv)
+    pos = np.arange(smax)                                                     # logical positions of a sequence
     if block is None:
         table = None
-        slots = [[(b, p) for p in range(smax)] for b in range(s.B)]         # (row, position) of logical p
+        rows = np.broadcast_to(np.arange(s.B)[:, None], (s.B, smax))            # (B, smax): the cache row
+        offs = np.broadcast_to(pos, (s.B, smax))                                 # and the slot in it
         shape = (s.B, smax)
     else:
-        per = smax // block
-        n_blocks = s.B * per + 2                                              # two blocks no sequence uses
+        per = smax // block                                                   # the table's width
+        need = [max(1, math.ceil((c + new) / block)) for c in cache]          # pages each sequence holds
+        n_blocks = sum(need) + 1                                              # and one page no sequence owns
         perm = np.random.default_rng([s.index, 7919, s.B]).permutation(n_blocks)
-        table = perm[:s.B * per].reshape(s.B, per).astype(np.int32)
-        slots = [[(int(table[b, p // block]), p % block) for p in range(smax)] for b in range(s.B)]
+        table = np.full((s.B, per), perm[-1], np.int32)                       # entries past a sequence's pages:
+        at = 0                                                                # the unowned page (garbage)
+        for b in range(s.B):
+            table[b, :need[b]] = perm[at:at + need[b]]
+            at += need[b]
+        rows, offs = table[:, pos // block], np.broadcast_to(pos % block, (s.B, smax))
         shape = (n_blocks, block)
     out: dict = {}
     for name, src in (("k_cache", k), ("v_cache", v)):
         before = _garbage(shape + src.shape[2:], s.dtype)
         for b in range(s.B):
-            for p in range(cache[b]):
-                before[slots[b][p]] = src[b, p]
+            n = cache[b]
+            before[rows[b, :n], offs[b, :n]] = src[b, :n]
         after = before.copy()
         for b in range(s.B):
-            for p in range(cache[b], cache[b] + new):
-                after[slots[b][p]] = src[b, p]
+            span = slice(cache[b], cache[b] + new)
+            after[rows[b, span], offs[b, span]] = src[b, span]
         out[name] = (before, after)
     out["new_k"] = np.stack([k[b, cache[b]:cache[b] + new] for b in range(s.B)]) if new else None
     out["new_v"] = np.stack([v[b, cache[b]:cache[b] + new] for b in range(s.B)]) if new else None
