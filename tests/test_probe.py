@@ -86,6 +86,17 @@ def test_torch_only_target_is_told_to_use_torch_tensors():
     assert probe(Target("t", torch_only, torch=True)) == {"causal": "n/a"}
 
 
+def test_a_numpy_kernel_under_a_torch_api_is_told_the_api_hands_tensors():
+    pytest.importorskip("torch")
+
+    def numpy_flash(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                    alibi_slopes=None, deterministic=False, return_attn_probs=False):
+        out = np.zeros(q.shape[:3] + v.shape[3:], dtype=q.dtype)       # a torch dtype: NumPy cannot read it
+        return out
+    with pytest.raises(UsageError, match=r"raised TypeError.*--api flash-attn hands torch tensors.*x.numpy\(\)"):
+        probe(Target("np_flash", numpy_flash, api="flash-attn"))
+
+
 def test_misdeclared_apis_are_refused_with_the_right_api(capsys):
     code = main(["check", "--target", f"{ZOO / 'torch_sdpa_impls.py'}:sdpa_plain", "--api", "refimpl", "--quiet"])
     assert code == 2 and "--api torch-sdpa" in capsys.readouterr().err

@@ -125,6 +125,8 @@ def catalog(folder: Path, modules):
 
 def run(folder, name, entry):
     fn = f"{folder / (name + '.py')}:{entry['fn']}"
+    if (folder.name, name) == ("heldout3", "flash_fwd"):         # written to a NumPy brief: called through torch
+        fn = f"{ROOT / 'tools' / 'heldout3_flash_numpy.py'}:{entry['fn']}"
     base = [sys.executable, "-m", "refimpl", "check", "--suite", "quick", "--random", "0", "--quiet",
             "--dtype", entry["dtype"]]
     if entry["api"] == "numpy-backward":

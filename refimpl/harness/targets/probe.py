@@ -19,6 +19,8 @@ causal alignment. Decided (in this order):
 * none matches and what came back is not an array or tensor (list, dict, None, str, a tuple other than
   ``(output, weights)``): UsageError naming the type and what to return.
 * the output is the expected (B, H, Sq, Dv) with axes 1 and 2 swapped, i.e. (B, S, H, D): UsageError.
+* the call raised a TypeError or AttributeError naming torch or a Tensor, and the API hands torch tensors (a
+  function written for NumPy arrays): UsageError saying so.
 * otherwise (the target raised, or returned wrong values of the right shape): nothing — that is a verdict,
   and the run gives it.
 
@@ -152,6 +154,15 @@ def probe(target: Target, dtype: str = "float64") -> dict:
                                  f"with {_flags(alt)} it returns the expected output: run it with {_flags(alt)}")
     except TargetDied:
         return {"causal": "n/a"}
+    a = apis.get(target.api)
+    said = "" if err is None else str(err).removeprefix("the target raised ")     # (a worker's report of it)
+    if isinstance(err, (TypeError, AttributeError)):
+        said = f"{type(err).__name__}: {said}"
+    if said.startswith(("TypeError", "AttributeError")) and a.uses_torch(target.torch) \
+            and any(w in said for w in ("torch", "Tensor")):
+        raise UsageError(f"--target {name}: raised {said[:200]} on a probe case ({shapes}); {flags} hands torch "
+                         f"tensors, as the library function it stands for takes them: a function written for NumPy "
+                         f"arrays converts them (x.numpy()) and returns torch.from_numpy(out)")
     if err is not None and rec.returned and (kind := _returned_kind(rec.raw, target.api)) is not None:
         raise UsageError(f"--target {name}: returned {kind} on a probe case ({shapes}); expected an array: "
                          f"{apis.get(target.api).returns}{_hint(rec.raw)}")
