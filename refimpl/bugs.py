@@ -28,7 +28,7 @@ from .bugs_packed import packed_attention
 from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, dead_rows_nan, gqa_divisor,
                           mods_before_scale, mods_by_kv_head, softcap_after_mask, zero_padded_tail)
 from .bugs_general import (alibi_signed, bool_mask_added, causal_diagonal, float_mask_as_bool, mask_batch_flattened,
-                           online_inverted, online_unguarded, rounded_step, window_edges)
+                           mask_transposed, online_inverted, online_unguarded, rounded_step, window_edges)
 from .masks import alibi_bias, window_mask
 
 __all__ = ["MODELS", "BugModel", "Variant"]
@@ -271,6 +271,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
         _v("bool mask added to the scores as numbers (True = +1): nothing masked", bool_mask_added),
         _v("float mask cast to bool (nonzero = attend)", float_mask_as_bool, how="nonzero"),
         _v("float mask's finite values dropped (only -inf masks)", float_mask_as_bool, how="finite"))),
+    BugModel("mask-transposed", "the mask is read with query and key indices swapped (a mask_mod called as "
+             "(kv_idx, q_idx), an expanded mask transposed)", (_v("keep(j, i)", mask_transposed),)),
     BugModel("mask-broadcast", "a per-batch mask is tiled over the flattened batch x heads in the wrong order: row "
              "b * H + h gets the mask of batch (b * H + h) % B", (_v("np.tile over heads", mask_batch_flattened),)),
     BugModel("softmax-axis", "softmax is taken over the queries instead of the keys",

@@ -13,6 +13,8 @@ which precision, which mask kind), and mistakes the first table has no model for
   left unguarded, so a row whose first key block is fully masked gets NaN (exp(-inf - -inf)); for each block size;
 * low precision: one intermediate rounded to float16 or bfloat16 (the scores, the exponentials, the row sum, the
   weights), the rest in float64;
+* the mask read with query and key indices swapped (a mask_mod called as (kv_idx, q_idx), an expanded mask
+  transposed): the causal band and window computed for keys as queries, a square bool or float mask transposed;
 * a head permutation: the output of query head h is the reference output of another head (heads split by reshape
   instead of transpose, or a mask broadcast over a flattened batch x heads in the wrong order).
 """
@@ -25,7 +27,7 @@ from .masks import window_mask
 from .precision import get as precision
 
 __all__ = ["window_edges", "causal_diagonal", "alibi_signed", "bool_mask_added", "float_mask_as_bool",
-           "online_inverted", "online_unguarded", "rounded_step", "mask_batch_flattened"]
+           "online_inverted", "online_unguarded", "rounded_step", "mask_batch_flattened", "mask_transposed"]
 
 
 def window_edges(q, k, v, *, edge="right from left", **kw):
@@ -157,3 +159,25 @@ def mask_batch_flattened(q, k, v, **kw):
     B, H = np.shape(q)[0], np.shape(q)[1]
     idx = (np.arange(B)[:, None] * H + np.arange(H)[None, :]) % B              # (B, H): which batch's mask
     return _sdpa(q, k, v, **dict(kw, mask=m[idx, 0]))
+
+
+def mask_transposed(q, k, v, **kw):
+    """The mask with query and key indices swapped: keep'(i, j) = keep(j, i). The causal band and window are computed
+    with Sk queries and Sq keys and transposed; a bool or float mask is transposed when Sq == Sk (otherwise its
+    indices run out of range: the mistake raises, and the model leaves it as it is)."""
+    kw = _kw(kw)
+    Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
+    m = kw["mask"]
+    if m is not None and Sq == Sk and np.ndim(m) >= 2:
+        m = np.swapaxes(np.asarray(m), -1, -2)
+    if kw["is_causal"] or kw["window"] is not None:
+        left, right = kw["window"] if kw["window"] is not None else (-1, -1)
+        if kw["is_causal"]:
+            right = 0 if right == -1 else min(right, 0)
+        band = window_mask(Sk, Sq, (left, right), alignment=kw["alignment"]).T             # (Sq, Sk)
+        if m is None:
+            m = band
+        else:
+            m = np.asarray(m)
+            m = (m & band) if m.dtype == bool else np.where(band, m, -np.inf)
+    return _sdpa(q, k, v, **dict(kw, mask=m, is_causal=False, window=None))
