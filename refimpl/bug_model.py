@@ -1,11 +1,13 @@
 """The shape of a bug model, one row of the bug-model tables (:mod:`refimpl.bugs`, :mod:`refimpl.bugs_backward`):
-its name, the explanation a diagnosis prints, its variants and the closeness a fit needs. Imports nothing."""
+its name, the explanation a diagnosis prints, its variants and the closeness a fit needs; and the two helpers every
+model module uses (the keywords a model takes, a function bound to its parameter). Imports nothing of refimpl."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
-__all__ = ["BugModel", "Variant"]
+__all__ = ["BugModel", "Variant", "_kw", "_named"]
 
 
 @dataclass(frozen=True)
@@ -27,3 +29,17 @@ class BugModel:
     variants: tuple[Variant, ...]
     tolerance: tuple[float, float] = (1e-3, 1e-6)   # (rtol, atol relative to 1 + max|v|) a fit must meet
     distinct_from: tuple[str, ...] = ()             # models it is named beside only where the cases tell them apart
+
+
+# what every model of refimpl's keywords is called with, and a model's function bound to its parameter
+def _kw(kw):
+    names = ("mask", "scale", "is_causal", "alignment", "window", "softcap", "enable_gqa")
+    d = dict(mask=None, scale=None, is_causal=False, alignment="top-left", window=None, softcap=None, enable_gqa=False)
+    d.update({n: kw[n] for n in names if n in kw})
+    return d
+
+
+def _named(fn, **param):
+    f = partial(fn, **param)
+    f.__doc__ = fn.__doc__
+    return f

@@ -1,33 +1,32 @@
-"""Bug models of the forms a mistake takes in code written elsewhere: the same mistakes as :mod:`refimpl.bugs`, each
-as a family over the parameter a kernel gets wrong (which window edge, which block size, which intermediate in
-which precision, which mask kind), and mistakes the first table has no model for. Same calling convention as
-:mod:`refimpl.bugs` (refimpl's inputs and keywords in, the output (B..., Sq, Dv) out).
+"""Bug models of the forms a mistake takes in code written elsewhere, in how a kernel reads its arguments: the
+window's edges, the kind of its mask, ALiBi's distance, the mask's indices and its broadcast over batch and heads.
+Same calling convention as :mod:`refimpl.bugs` (refimpl's inputs and keywords in, the output (B..., Sq, Dv) out);
+the models that rebuild the scores step by step (the causal diagonal, online softmax, one 16-bit intermediate) are
+in :mod:`refimpl.bugs_scores`, which holds the pieces for that.
 
 * ALiBi with the signed distance (no absolute value: keys right of the diagonal favoured);
 * window edges: the right edge taken from the left (a symmetric window), the right edge ignored or set to 0, an
   unbounded left edge (-1) read as 0, the right edge off by one;
-* the causal diagonal excluded (key j visible iff j < i + offset: a query does not see itself);
 * mask kinds: a bool keep-mask added to the scores as numbers (True = +1, nothing masked); an additive float mask
   cast to bool (nonzero = attend) or reduced to its -inf entries (its finite values dropped);
-* online softmax over key blocks: the accumulator rescaled by exp(m_new - m_old) (inverted); a running max of -inf
-  left unguarded, so a row whose first key block is fully masked gets NaN (exp(-inf - -inf)); for each block size;
-* low precision: one intermediate rounded to float16 or bfloat16 (the scores, the exponentials, the row sum, the
-  weights), the rest in float64;
 * the mask read with query and key indices swapped (a mask_mod called as (kv_idx, q_idx), an expanded mask
   transposed): the causal band and window computed for keys as queries, a square bool or float mask transposed;
-* a head permutation: the output of query head h is the reference output of another head (heads split by reshape
-  instead of transpose, or a mask broadcast over a flattened batch x heads in the wrong order).
+* a per-batch mask broadcast over a flattened batch x heads in the wrong order.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .bugs_scores import _kw, _parts, _sdpa, _softmax
+from .attention import scaled_dot_product_attention
+from .bug_model import _kw
 from .masks import window_mask
-from .precision import get as precision
 
-__all__ = ["window_edges", "causal_diagonal", "alibi_signed", "bool_mask_added", "float_mask_as_bool",
-           "online_inverted", "online_unguarded", "rounded_step", "mask_batch_flattened", "mask_transposed"]
+__all__ = ["window_edges", "alibi_signed", "bool_mask_added", "float_mask_as_bool", "mask_batch_flattened",
+           "mask_transposed"]
+
+
+def _sdpa(q, k, v, **kw):
+    return scaled_dot_product_attention(q, k, v, **kw)[0]
 
 
 def window_edges(q, k, v, *, edge="right from left", **kw):
@@ -44,17 +43,6 @@ def window_edges(q, k, v, *, edge="right from left", **kw):
            "right + 1": (left, right + 1) if right >= 0 else window,
            "right - 1": (left, right - 1) if right >= 1 else window}[edge]
     return _sdpa(q, k, v, window=new, **kw)
-
-
-def causal_diagonal(q, k, v, **kw):
-    """Causal (or a window capped by it) without the diagonal: key j visible iff j < i + offset."""
-    kw = _kw(kw)
-    if not kw["is_causal"]:
-        return _sdpa(q, k, v, **kw)
-    s, keep, v = _parts(q, k, v, **kw)
-    Sq, Sk = s.shape[-2], s.shape[-1]
-    diag = window_mask(Sq, Sk, (0, 0), alignment=kw["alignment"])             # (Sq, Sk): j == i + offset
-    return _softmax(s, keep & ~diag) @ v
 
 
 def alibi_signed(q, k, v, *, mask=None, slopes=None, **kw):
@@ -91,61 +79,6 @@ def float_mask_as_bool(q, k, v, *, how="nonzero", **kw):
         return _sdpa(q, k, v, **kw)
     m = np.asarray(m)
     return _sdpa(q, k, v, **dict(kw, mask=(m != 0) if how == "nonzero" else np.isfinite(m)))
-
-
-def _online(s, keep, v, block, *, inverted=False, guarded=True):
-    """Online softmax over key blocks: running max m, row sum l and accumulator, rescaled by exp(m_old - m_new)
-    (``inverted``: by exp(m_new - m_old)); ``guarded=False``: a running max of -inf is used as is."""
-    s = np.where(keep, s, -np.inf)
-    m = np.full(s.shape[:-1] + (1,), -np.inf)                           # (B..., Sq, 1)
-    total = np.zeros_like(m)
-    acc = np.zeros(s.shape[:-1] + (v.shape[-1],))                        # (B..., Sq, Dv)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        for j0 in range(0, s.shape[-1], block):
-            sb = s[..., j0:j0 + block]                                   # (B..., Sq, Bk)
-            m_new = np.maximum(m, sb.max(axis=-1, keepdims=True))
-            base = np.where(np.isfinite(m_new), m_new, 0.0) if guarded else m_new
-            alpha = np.exp(m - base)                                     # 0 on the first block (m = -inf)
-            p = np.exp(sb - base)
-            total = alpha * total + p.sum(axis=-1, keepdims=True)
-            acc = (np.where(alpha > 0, 1.0 / alpha, 0.0) if inverted else alpha) * acc + p @ v[..., j0:j0 + block, :]
-            m = m_new
-        return acc / np.where(total == 0, 1.0, total)
-
-
-def online_inverted(q, k, v, *, block=64, **kw):
-    """Online softmax whose accumulator is rescaled by exp(m_new - m_old) instead of exp(m_old - m_new)."""
-    s, keep, v = _parts(q, k, v, **_kw(kw))
-    return _online(s, keep, v, block, inverted=True)
-
-
-def online_unguarded(q, k, v, *, block=64, **kw):
-    """Online softmax with the running max used unguarded: exp(-inf - (-inf)) = NaN on a row whose leading key
-    blocks are fully masked."""
-    s, keep, v = _parts(q, k, v, **_kw(kw))
-    return _online(s, keep, v, block, guarded=False)
-
-
-def rounded_step(q, k, v, *, step="scores", dtype="bfloat16", **kw):
-    """Softmax attention with one intermediate rounded to ``dtype`` (float16, bfloat16): ``step`` "scores" (the
-    scaled scores), "exps" (exp(S - max)), "row sum" (the denominator) or "weights" (P); the rest in float64."""
-    r = precision(dtype).round
-    s, keep, v = _parts(q, k, v, **_kw(kw))
-    with np.errstate(over="ignore", invalid="ignore"):
-        if step == "scores":
-            s = r(s)
-        s = np.where(keep, s, -np.inf)
-        m = s.max(axis=-1, keepdims=True)
-        e = np.exp(s - np.where(np.isfinite(m), m, 0.0))
-        if step == "exps":
-            e = r(e)
-        z = e.sum(axis=-1, keepdims=True)
-        if step == "row sum":
-            z = r(z)
-        p = e / np.where(z == 0, 1.0, z)
-        if step == "weights":
-            p = r(p)
-    return p @ v
 
 
 def mask_batch_flattened(q, k, v, **kw):

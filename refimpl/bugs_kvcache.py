@@ -107,7 +107,8 @@ def kvcache_kernel(q, k_cache, v_cache, new_k, new_v, cache_seqlens, block_table
                    "long": (length + 1,) * 2, "blocks": (min(-(-length // step) * step, cap), length)}[reads]
         where = _check(kc, _slots(b, np.arange(max(n, 0)), table, bs, address))
         with np.errstate(all="ignore"):
-            out[b] = _attend(q[b], seen_k[where], seen_v[where], band, sc, causal, window, softcap, slopes)
+            out[b] = _attend(q[b], seen_k[where], seen_v[where], band, sc, causal, window, softcap,
+                             None if slopes is None else np.asarray(slopes)[b] if np.ndim(slopes) == 2 else slopes)
     return out, kc, vc
 
 

@@ -86,7 +86,9 @@ def packed_attention(q, k, v, *, seqlens, seq_causal=False, seq_window=None, sca
         at = {part: packed if positions == "packed" and part in packed_in else local for part in PACKED_IN}
         if slopes is not None:
             qi, kj, off = at["alibi"]
-            sco = sco - np.asarray(slopes, np.float64)[:, None, None] * np.abs(qi + off - kj)
+            sl = np.asarray(slopes, np.float64)
+            sl = sl[b] if sl.ndim == 2 else sl                                          # (Hq,): (B, Hq) by sequence
+            sco = sco - sl[:, None, None] * np.abs(qi + off - kj)
         keep = np.ones((n_q, len(j)), bool)
         if left >= 0:
             qi, kj, off = at["left"]

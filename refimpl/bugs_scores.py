@@ -16,19 +16,25 @@ this module (FlexAttention-style and tiled kernels get them wrong; same calling 
 * a row with no key left as softmax of all -inf: NaN (where the API documents zeros);
 * GQA's kv head read as h // Hkv (dividing by the kv head count, not the group size): every head of an MHA
   layer reads kv head 0.
+* the causal diagonal excluded (key j visible iff j < i + offset: a query does not see itself);
+* online softmax over key blocks with the accumulator rescaled by exp(m_new - m_old) (inverted), or with a running
+  max of -inf left unguarded (a row whose leading key block is fully masked gets NaN), for each block size;
+* one intermediate (the scores, the exponentials, the row sum, the weights) rounded to float16 or bfloat16.
 """
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import numpy as np
 
 from .attention import scaled_dot_product_attention
+from .bug_model import _kw, _named
 from .masks import alibi_bias, window_mask
+from .precision import get as precision
 
 __all__ = ["_sdpa", "_expand_heads", "_parts", "_softmax", "_kw", "_named", "mods_before_scale", "softcap_after_mask",
-           "zero_padded_tail", "gqa_divisor", "dead_rows_nan", "mods_by_kv_head"]
+           "zero_padded_tail", "gqa_divisor", "dead_rows_nan", "mods_by_kv_head", "causal_diagonal", "online_inverted",
+           "online_unguarded", "rounded_step"]
 
 
 def _sdpa(q, k, v, **kw):
@@ -84,19 +90,6 @@ def _softmax(s, keep, axis=-1):
     e = np.exp(s - np.where(np.isfinite(m), m, 0.0))
     z = e.sum(axis=axis, keepdims=True)
     return e / np.where(z == 0, 1.0, z)
-
-
-def _kw(kw):
-    names = ("mask", "scale", "is_causal", "alignment", "window", "softcap", "enable_gqa")
-    d = dict(mask=None, scale=None, is_causal=False, alignment="top-left", window=None, softcap=None, enable_gqa=False)
-    d.update({n: kw[n] for n in names if n in kw})
-    return d
-
-
-def _named(fn, **param):
-    f = partial(fn, **param)
-    f.__doc__ = fn.__doc__
-    return f
 
 
 def mods_before_scale(q, k, v, **kw):
@@ -160,7 +153,74 @@ def mods_by_kv_head(q, k, v, *, mask=None, slopes=None, **kw):
     if mask is not None and np.asarray(mask).dtype != bool and np.shape(mask)[-3] == Hq:
         mask = np.take(mask, head, axis=-3)
     if slopes is not None:
-        bias = alibi_bias(np.asarray(slopes)[head], np.shape(q)[-2], np.shape(k)[-2], alignment="bottom-right")[None]
+        bias = alibi_bias(np.asarray(slopes)[..., head], np.shape(q)[-2], np.shape(k)[-2], alignment="bottom-right")
+        bias = bias[None] if np.ndim(slopes) == 1 else bias                     # (B|1, Hq, Sq, Sk)
         mask = bias if mask is None else (np.where(mask, bias, -np.inf) if np.asarray(mask).dtype == bool
                                           else mask + bias)
     return _sdpa(q, k, v, mask=mask, **kw)
+
+
+def causal_diagonal(q, k, v, **kw):
+    """Causal (or a window capped by it) without the diagonal: key j visible iff j < i + offset."""
+    kw = _kw(kw)
+    if not kw["is_causal"]:
+        return _sdpa(q, k, v, **kw)
+    s, keep, v = _parts(q, k, v, **kw)
+    Sq, Sk = s.shape[-2], s.shape[-1]
+    diag = window_mask(Sq, Sk, (0, 0), alignment=kw["alignment"])             # (Sq, Sk): j == i + offset
+    return _softmax(s, keep & ~diag) @ v
+
+
+def _online(s, keep, v, block, *, inverted=False, guarded=True):
+    """Online softmax over key blocks: running max m, row sum l and accumulator, rescaled by exp(m_old - m_new)
+    (``inverted``: by exp(m_new - m_old)); ``guarded=False``: a running max of -inf is used as is."""
+    s = np.where(keep, s, -np.inf)
+    m = np.full(s.shape[:-1] + (1,), -np.inf)                           # (B..., Sq, 1)
+    total = np.zeros_like(m)
+    acc = np.zeros(s.shape[:-1] + (v.shape[-1],))                        # (B..., Sq, Dv)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        for j0 in range(0, s.shape[-1], block):
+            sb = s[..., j0:j0 + block]                                   # (B..., Sq, Bk)
+            m_new = np.maximum(m, sb.max(axis=-1, keepdims=True))
+            base = np.where(np.isfinite(m_new), m_new, 0.0) if guarded else m_new
+            alpha = np.exp(m - base)                                     # 0 on the first block (m = -inf)
+            p = np.exp(sb - base)
+            total = alpha * total + p.sum(axis=-1, keepdims=True)
+            acc = (np.where(alpha > 0, 1.0 / alpha, 0.0) if inverted else alpha) * acc + p @ v[..., j0:j0 + block, :]
+            m = m_new
+        return acc / np.where(total == 0, 1.0, total)
+
+
+def online_inverted(q, k, v, *, block=64, **kw):
+    """Online softmax whose accumulator is rescaled by exp(m_new - m_old) instead of exp(m_old - m_new)."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    return _online(s, keep, v, block, inverted=True)
+
+
+def online_unguarded(q, k, v, *, block=64, **kw):
+    """Online softmax with the running max used unguarded: exp(-inf - (-inf)) = NaN on a row whose leading key
+    blocks are fully masked."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    return _online(s, keep, v, block, guarded=False)
+
+
+def rounded_step(q, k, v, *, step="scores", dtype="bfloat16", **kw):
+    """Softmax attention with one intermediate rounded to ``dtype`` (float16, bfloat16): ``step`` "scores" (the
+    scaled scores), "exps" (exp(S - max)), "row sum" (the denominator) or "weights" (P); the rest in float64."""
+    r = precision(dtype).round
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    with np.errstate(over="ignore", invalid="ignore"):
+        if step == "scores":
+            s = r(s)
+        s = np.where(keep, s, -np.inf)
+        m = s.max(axis=-1, keepdims=True)
+        e = np.exp(s - np.where(np.isfinite(m), m, 0.0))
+        if step == "exps":
+            e = r(e)
+        z = e.sum(axis=-1, keepdims=True)
+        if step == "row sum":
+            z = r(z)
+        p = e / np.where(z == 0, 1.0, z)
+        if step == "weights":
+            p = r(p)
+    return p @ v

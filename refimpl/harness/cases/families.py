@@ -179,6 +179,8 @@ def _alibi(rng, i: int) -> dict:
     fields = dict(_small(rng), Hq=_pick(rng, (1, 2, 3, 4, 6, 8)), Hkv=None, alibi=True)
     if i % 4 == 3 and fields["Hq"] % 2 == 0:
         fields["Hkv"] = fields["Hq"] // 2
+    if i % 4 == 1:                       # slopes (B, Hq), as flash_attn_func takes them: a kernel reading them as
+        fields.update(B=2 + i % 8 // 5, alibi_per_batch=True)      # (Hq,) (batch 0's for all) meets other batches
     return fields
 
 

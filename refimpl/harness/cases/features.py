@@ -52,6 +52,7 @@ class CaseSpec:
     window: tuple[int, int] | None = None
     softcap: float | None = None
     alibi: bool = False                 # ALiBi slopes 2**(-8 (h+1) / Hq), bias -slope * |i + offset - j|
+    alibi_per_batch: bool = False       # the slopes (B, Hq): batch b's are the heads' times 2**-b (flash-attn's form)
     scale: float | None = None
     magnitude: float = 1.0              # q and k entries drawn from +-magnitude (extreme logits: large)
     pattern: str = "random"             # random | far-below-fill (attended scores far below any finite fill)
@@ -110,7 +111,7 @@ class CaseSpec:
         if self.softcap is not None:
             parts.append(f"softcap {self.softcap:g}")
         if self.alibi:
-            parts.append("alibi")
+            parts.append("alibi, slopes (B, Hq)" if self.alibi_per_batch else "alibi")
         if self.scale is not None:
             parts.append(f"scale {self.scale:g}")
         if self.magnitude != 1.0:
@@ -131,6 +132,7 @@ class CaseSpec:
             "causal": self.is_causal, "bottom-right alignment": self.alignment == "bottom-right" and (
                 self.is_causal or self.window is not None),
             "window": self.window is not None, "softcap": self.softcap is not None, "alibi": self.alibi,
+            "ALiBi slopes per batch": self.alibi_per_batch,
             "explicit scale": self.scale is not None, "fully masked rows": self.dead_rows,
             "large logits": self.magnitude > 4, "attended scores far below a finite fill": self.pattern != "random",
             "long sequence": self.long, f"{self.dtype}": True,
@@ -173,8 +175,11 @@ class CaseData:
         s = self.spec
         mask = self.mask
         if s.alibi:
-            bias = alibi_bias(self.slopes, s.Sq, s.Sk, alignment="bottom-right")[None] if s.seqlens is None \
-                else packed_alibi(self.slopes, s)                                          # (B|1, Hq, Sq, Sk)
+            if s.seqlens is None:
+                bias = alibi_bias(self.slopes, s.Sq, s.Sk, alignment="bottom-right")    # (Hq|B, Hq, Sq, Sk)
+                bias = bias[None] if np.ndim(self.slopes) == 1 else bias                 # (B|1, Hq, Sq, Sk)
+            else:
+                bias = packed_alibi(self.slopes, s)                                      # (B, Hq, Sq, Sk)
             mask = bias if mask is None else (np.where(mask, bias, -np.inf) if mask.dtype == bool else mask + bias)
             mask = precision(s.dtype).round(mask)   # what a target of this dtype receives as its float mask
         return dict(mask=mask, scale=s.scale, is_causal=s.is_causal, alignment=s.alignment, window=s.window,
@@ -247,7 +252,10 @@ def materialise(spec: CaseSpec) -> CaseData:
     if mask is not None and mask.dtype != bool:
         mask = p.round(mask)
     # ALiBi slopes 2**(-8 h / Hq), rounded to float32: kernels take them as float32 tensors (flash_attn_func)
-    slopes = PRECISIONS["float32"].round(2.0 ** (-8.0 * np.arange(1, spec.Hq + 1) / spec.Hq)) if spec.alibi else None
+    slopes = 2.0 ** (-8.0 * np.arange(1, spec.Hq + 1) / spec.Hq) if spec.alibi else None
+    if slopes is not None and spec.alibi_per_batch:                           # (B, Hq): batch b's times 2**-b
+        slopes = slopes[None, :] * 2.0 ** -np.arange(spec.B)[:, None]
+    slopes = None if slopes is None else PRECISIONS["float32"].round(slopes)
     data = CaseData(spec, q, k, v, mask, slopes, np.empty(0), np.empty(0, bool))
     kw = data.reference_kwargs()
     if spec.long:
