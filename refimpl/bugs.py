@@ -28,9 +28,9 @@ from .bugs_packed import packed_attention
 from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, causal_diagonal, dead_rows_nan,
                           gqa_divisor, mods_before_scale, mods_by_kv_head, online_inverted, online_unguarded,
                           rounded_step, softcap_after_mask, zero_padded_tail)
-from .bugs_general import (alibi_signed, bool_mask_added, float_mask_as_bool, mask_batch_flattened, mask_transposed,
-                           window_edges)
-from .masks import alibi_bias, window_mask
+from .bugs_general import (_with_alibi, alibi_signed, bool_mask_added, float_mask_as_bool, mask_batch_flattened,
+                           mask_transposed, window_edges)
+from .masks import window_mask
 
 __all__ = ["MODELS", "BugModel", "Variant"]
 
@@ -64,18 +64,6 @@ def mask_polarity(q, k, v, *, mask=None, with_band=False, **kw):
     if mask is not None and np.asarray(mask).dtype == bool:
         mask = ~np.asarray(mask)
     return _sdpa(q, k, v, mask=mask, **kw)
-
-
-def _with_alibi(mask, slopes, Sq: int, Sk: int, sign: float = 1.0):
-    """The user's ``mask`` (None, bool keep or float) with ALiBi's bias ``sign * -slope * |i + Sk - Sq - j|``."""
-    if slopes is None:
-        return mask
-    bias = sign * alibi_bias(slopes, Sq, Sk, alignment="bottom-right")            # (H|B, H, Sq, Sk)
-    bias = bias[None] if np.ndim(slopes) == 1 else bias                            # (B|1, H, Sq, Sk)
-    if mask is None:
-        return bias
-    mask = np.asarray(mask)
-    return np.where(mask, bias, -np.inf) if mask.dtype == bool else mask + bias
 
 
 def additive_mask_sign(q, k, v, *, mask=None, slopes=None, alibi_in_mask=False, **kw):
@@ -265,14 +253,15 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
                      alibi_signed))),
     BugModel("window-bounds", "the sliding window's edges are not the (left, right) asked for",
              (_v("left + 1", window_bounds, shift=1), _v("left - 1", window_bounds, shift=-1))
-             + tuple(_v(f"({e})", window_edges, edge=e) for e in ("right from left", "right ignored", "right 0",
-                                                                  "left -1 as 0", "right + 1", "right - 1"))),
+             + tuple(_v(e, window_edges, edge=e) for e in ("right from left", "right ignored", "right 0",
+                                                           "left -1 as 0", "right + 1", "right - 1"))),
     BugModel("causal-diagonal", "the causal band excludes its diagonal: a query does not see the key at its own "
-             "position", (_v("j < i + offset", causal_diagonal),)),
-    BugModel("mask-kind", "a mask of one kind is read as the other", (
-        _v("bool mask added to the scores as numbers (True = +1): nothing masked", bool_mask_added),
-        _v("float mask cast to bool (nonzero = attend)", float_mask_as_bool, how="nonzero"),
-        _v("float mask's finite values dropped (only -inf masks)", float_mask_as_bool, how="finite"))),
+             "position", (_v("j < i + offset", causal_diagonal),
+                          _v("j < i + offset, a row left with no key NaN", causal_diagonal, nan_rows=True))),
+    BugModel("mask-kind", "the user's mask of one kind is read as the other", (
+        _split("bool mask added to the scores as numbers (True = +1): nothing masked", bool_mask_added),
+        _split("float mask cast to bool (nonzero = attend)", float_mask_as_bool, how="nonzero"),
+        _split("float mask's finite values dropped (only -inf masks)", float_mask_as_bool, how="finite"))),
     BugModel("mask-transposed", "the mask is read with query and key indices swapped (a mask_mod called as "
              "(kv_idx, q_idx), an expanded mask transposed)", (_v("keep(j, i)", mask_transposed),)),
     BugModel("mask-broadcast", "a per-batch mask is tiled over the flattened batch x heads in the wrong order: row "
@@ -300,12 +289,14 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              tuple(_v(f"blocks of {b}", zero_padded_tail, block=b) for b in (16, 32, 64, 128))),
     BugModel("denominator-epsilon", "the softmax denominator has an epsilon added (sum + 1e-6)",
              (_v("+1e-6", denominator_epsilon),)),
-    BugModel("blocked-tail", "the partial last key block of 64 is dropped (Sk // 64 blocks)",
+    BugModel("blocked-tail", "the partial last key block is dropped (Sk // block blocks)",
              (_v("blocks of 64", blocked_tail), _v("blocks of 64, none when Sk < 64", blocked_tail, short_too=True))
              + tuple(_v(f"blocks of {b}", blocked_tail, block=b) for b in (16, 32, 128))),
     BugModel("online-rescale", "online softmax over key blocks rescales the output accumulator wrongly",
              tuple(_v(f"never rescaled, blocks of {b}", online_rescale, block=b) for b in (32, 16, 64, 128))
-             + tuple(_v(f"by exp(m_new - m_old), blocks of {b}", online_inverted, block=b) for b in (16, 32, 64, 128))),
+             + tuple(_v(f"by exp(m_new - m_old), blocks of {b}", online_inverted, block=b) for b in (16, 32, 64, 128))
+             + tuple(_v(f"accumulator and row sum by exp(m_new - m_old), blocks of {b}", online_inverted, block=b,
+                        both=True) for b in (16, 32, 64, 128))),
     BugModel("masked-block-nan", "online softmax leaves its running max at -inf: a row whose leading key block is "
              "fully masked gets NaN (exp(-inf - -inf))",
              tuple(_v(f"blocks of {b}", online_unguarded, block=b) for b in (16, 32, 64, 128)),

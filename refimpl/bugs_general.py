@@ -19,7 +19,7 @@ import numpy as np
 
 from .attention import scaled_dot_product_attention
 from .bug_model import _kw
-from .masks import window_mask
+from .masks import alibi_bias, window_mask
 
 __all__ = ["window_edges", "alibi_signed", "bool_mask_added", "float_mask_as_bool", "mask_batch_flattened",
            "mask_transposed"]
@@ -38,7 +38,7 @@ def window_edges(q, k, v, *, edge="right from left", **kw):
     if window is None:
         return _sdpa(q, k, v, window=None, **kw)
     left, right = window
-    new = {"right from left": (left, left) if left >= 0 else window, "right ignored": (left, -1),
+    new = {"right from left": (left, left), "right ignored": (left, -1),
            "right 0": (left, 0), "left -1 as 0": (0, right) if left == -1 else window,
            "right + 1": (left, right + 1) if right >= 0 else window,
            "right - 1": (left, right - 1) if right >= 1 else window}[edge]
@@ -60,25 +60,35 @@ def alibi_signed(q, k, v, *, mask=None, slopes=None, **kw):
     return _sdpa(q, k, v, mask=bias, **kw)
 
 
-def bool_mask_added(q, k, v, **kw):
-    """A bool keep-mask added to the scores as numbers: S + 1 where True, S + 0 where False; nothing is masked by
-    it (causal and windows still are). Float masks are added as they should be."""
-    kw = _kw(kw)
-    m = kw["mask"]
-    if m is None or np.asarray(m).dtype != bool:
-        return _sdpa(q, k, v, **kw)
-    return _sdpa(q, k, v, **dict(kw, mask=np.asarray(m).astype(np.float64)))
+def _with_alibi(mask, slopes, Sq: int, Sk: int, sign: float = 1.0):
+    """The user's ``mask`` (None, bool keep or float) with ALiBi's bias ``sign * -slope * |i + Sk - Sq - j|``."""
+    if slopes is None:
+        return mask
+    bias = sign * alibi_bias(slopes, Sq, Sk, alignment="bottom-right")            # (H|B, H, Sq, Sk)
+    bias = bias[None] if np.ndim(slopes) == 1 else bias                            # (B|1, H, Sq, Sk)
+    if mask is None:
+        return bias
+    mask = np.asarray(mask)
+    return np.where(mask, bias, -np.inf) if mask.dtype == bool else mask + bias
 
 
-def float_mask_as_bool(q, k, v, *, how="nonzero", **kw):
-    """An additive float mask read as a bool keep-mask: ``how`` "nonzero" (x.to(bool): nonzero = attend, -inf
-    included; a 0 bias masks its key) or "finite" (its -inf entries mask, its finite values are dropped)."""
-    kw = _kw(kw)
-    m = kw["mask"]
-    if m is None or np.asarray(m).dtype == bool:
-        return _sdpa(q, k, v, **kw)
-    m = np.asarray(m)
-    return _sdpa(q, k, v, **dict(kw, mask=(m != 0) if how == "nonzero" else np.isfinite(m)))
+def bool_mask_added(q, k, v, *, mask=None, slopes=None, **kw):
+    """The user's bool keep-mask added to the scores as numbers: S + 1 where True, S + 0 where False; nothing is
+    masked by it (causal and windows still are); ALiBi (``slopes``) added as it should be. Without a bool mask
+    nothing shows (the reference)."""
+    if mask is not None and np.asarray(mask).dtype == bool:
+        mask = np.asarray(mask).astype(np.float64)
+    return _sdpa(q, k, v, mask=_with_alibi(mask, slopes, np.shape(q)[-2], np.shape(k)[-2]), **kw)
+
+
+def float_mask_as_bool(q, k, v, *, mask=None, slopes=None, how="nonzero", **kw):
+    """The user's additive float mask read as a bool keep-mask: ``how`` "nonzero" (x.to(bool): nonzero = attend,
+    -inf included; a 0 bias masks its key) or "finite" (its -inf entries mask, its finite values are dropped);
+    ALiBi (``slopes``, never part of the user's mask here) added as it should be."""
+    if mask is not None and np.asarray(mask).dtype != bool:
+        m = np.asarray(mask)
+        mask = (m != 0) if how == "nonzero" else np.isfinite(m)
+    return _sdpa(q, k, v, mask=_with_alibi(mask, slopes, np.shape(q)[-2], np.shape(k)[-2]), **kw)
 
 
 def mask_batch_flattened(q, k, v, **kw):

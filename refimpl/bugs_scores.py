@@ -160,20 +160,26 @@ def mods_by_kv_head(q, k, v, *, mask=None, slopes=None, **kw):
     return _sdpa(q, k, v, mask=mask, **kw)
 
 
-def causal_diagonal(q, k, v, **kw):
-    """Causal (or a window capped by it) without the diagonal: key j visible iff j < i + offset."""
+def causal_diagonal(q, k, v, *, nan_rows=False, **kw):
+    """Causal (or a window capped by it) without the diagonal: key j visible iff j < i + offset (``nan_rows``: a
+    row that leaves with no key is NaN, a plain softmax of all -inf, where a guarded kernel gives zeros)."""
     kw = _kw(kw)
     if not kw["is_causal"]:
         return _sdpa(q, k, v, **kw)
     s, keep, v = _parts(q, k, v, **kw)
     Sq, Sk = s.shape[-2], s.shape[-1]
     diag = window_mask(Sq, Sk, (0, 0), alignment=kw["alignment"])             # (Sq, Sk): j == i + offset
-    return _softmax(s, keep & ~diag) @ v
+    keep = keep & ~diag
+    out = _softmax(s, keep) @ v
+    if nan_rows:
+        out[~keep.any(axis=-1)] = np.nan
+    return out
 
 
-def _online(s, keep, v, block, *, inverted=False, guarded=True):
+def _online(s, keep, v, block, *, inverted=False, both=False, guarded=True):
     """Online softmax over key blocks: running max m, row sum l and accumulator, rescaled by exp(m_old - m_new)
-    (``inverted``: by exp(m_new - m_old)); ``guarded=False``: a running max of -inf is used as is."""
+    (``inverted``: the accumulator by exp(m_new - m_old); ``both``: the row sum too); ``guarded=False``: a running
+    max of -inf is used as is."""
     s = np.where(keep, s, -np.inf)
     m = np.full(s.shape[:-1] + (1,), -np.inf)                           # (B..., Sq, 1)
     total = np.zeros_like(m)
@@ -185,16 +191,18 @@ def _online(s, keep, v, block, *, inverted=False, guarded=True):
             base = np.where(np.isfinite(m_new), m_new, 0.0) if guarded else m_new
             alpha = np.exp(m - base)                                     # 0 on the first block (m = -inf)
             p = np.exp(sb - base)
-            total = alpha * total + p.sum(axis=-1, keepdims=True)
-            acc = (np.where(alpha > 0, 1.0 / alpha, 0.0) if inverted else alpha) * acc + p @ v[..., j0:j0 + block, :]
+            wrong = np.where(alpha > 0, 1.0 / alpha, 0.0)                 # exp(m_new - m_old)
+            total = (wrong if both else alpha) * total + p.sum(axis=-1, keepdims=True)
+            acc = (wrong if inverted else alpha) * acc + p @ v[..., j0:j0 + block, :]
             m = m_new
         return acc / np.where(total == 0, 1.0, total)
 
 
-def online_inverted(q, k, v, *, block=64, **kw):
-    """Online softmax whose accumulator is rescaled by exp(m_new - m_old) instead of exp(m_old - m_new)."""
+def online_inverted(q, k, v, *, block=64, both=False, **kw):
+    """Online softmax whose accumulator (``both``: and row sum) is rescaled by exp(m_new - m_old) instead of
+    exp(m_old - m_new)."""
     s, keep, v = _parts(q, k, v, **_kw(kw))
-    return _online(s, keep, v, block, inverted=True)
+    return _online(s, keep, v, block, inverted=True, both=both)
 
 
 def online_unguarded(q, k, v, *, block=64, **kw):

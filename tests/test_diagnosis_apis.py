@@ -59,3 +59,19 @@ def test_transposed_weights_are_diagnosed_and_right_ones_are_not():
         results = [run_one(Target("w", fn), s, STORE) for s in SPECS.values()]
         lines = diagnose(results, STORE, target="w", specs=SPECS)
         assert any("weights-transposed" in line for line in lines) == want, lines
+
+
+def test_a_kernel_that_ignores_alibi_is_not_named_as_a_mask_read_as_the_other_kind():
+    # refimpl folds ALiBi into the float mask it computes with; flash-attn hands it as slopes, never as a mask, so
+    # "the float mask's finite values dropped" would be a wrong name for ALiBi ignored
+    flash = _module("flash_impls")
+
+    def no_alibi(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                 alibi_slopes=None, deterministic=False, return_attn_probs=False):
+        return flash.flash_plain(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, None,
+                                 deterministic, return_attn_probs)
+    specs = {s.id: s for s in select(["alibi", "sizes"], "quick", ("float64",))}
+    results = [run_one(Target("no_alibi", no_alibi, api="flash-attn"), s, STORE) for s in specs.values()]
+    assert any(r.status == Status.FAIL for r in results)
+    names = [line.split(": ", 1)[1].split(" — ")[0] for line in diagnose(results, STORE, "no_alibi", specs)]
+    assert "mask-kind" not in names and names == ["unknown"], names

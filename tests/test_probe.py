@@ -86,15 +86,23 @@ def test_torch_only_target_is_told_to_use_torch_tensors():
     assert probe(Target("t", torch_only, torch=True)) == {"causal": "n/a"}
 
 
-def test_a_numpy_kernel_under_a_torch_api_is_told_the_api_hands_tensors():
-    pytest.importorskip("torch")
+def test_a_numpy_kernel_under_a_torch_api_is_told_the_api_hands_tensors_and_a_buggy_torch_one_is_not():
+    torch = pytest.importorskip("torch")
 
     def numpy_flash(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
                     alibi_slopes=None, deterministic=False, return_attn_probs=False):
-        out = np.zeros(q.shape[:3] + v.shape[3:], dtype=q.dtype)       # a torch dtype: NumPy cannot read it
+        out = np.zeros(q.shape[:3] + v.shape[3:], dtype=q.dtype)        # a torch dtype here: NumPy cannot read it
+        qh, kh, vh = (np.swapaxes(a, 1, 2) for a in (q, k, v))         # (B, H, S, D)
+        out[:] = np.swapaxes(_attention(qh, kh, vh, None, softmax_scale), 1, 2)
         return out
     with pytest.raises(UsageError, match=r"raised TypeError.*--api flash-attn hands torch tensors.*x.numpy\(\)"):
         probe(Target("np_flash", numpy_flash, api="flash-attn"))
+
+    def torch_flash_bug(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
+                        softcap=0.0, alibi_slopes=None, deterministic=False, return_attn_probs=False):
+        s = torch.einsum("bqhd,bkhd->bhqk", q, k) * softmax_scale      # TypeError: a torch kernel's own bug
+        return torch.einsum("bhqk,bkhd->bqhd", torch.softmax(s, -1), v)
+    assert probe(Target("torch_bug", torch_flash_bug, api="flash-attn")) == {"causal": "n/a"}     # left to the run
 
 
 def test_misdeclared_apis_are_refused_with_the_right_api(capsys):

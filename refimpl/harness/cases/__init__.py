@@ -170,15 +170,18 @@ def fitting_models(target: str, models: dict, fits: Callable[[Any, Any], bool],
     """``diagnosis TARGET: MODEL — explanation (variant)`` for every bug model (:class:`refimpl.bugs.BugModel`)
     one of whose variants ``fits`` (``fits(model, variant)``): the one rule the forward and the backward
     diagnoses share. A model with ``distinct_from`` is not named when its fitting variant is ``same`` (the same
-    output on every case) as the fitting variant of one of those models: the cases cannot tell them apart."""
-    lines, named = [], {}
+    output on every case) as the fitting variant of one of those models, wherever they stand in the table: the
+    cases cannot tell them apart, and the one it is distinct from says it."""
+    fitted = {}
     for model in models.values():
-        for variant in model.variants:
-            if fits(model, variant):
-                named[model.name] = variant
-                if same is None or not any(n in named and same(named[n], variant)
-                                           for n in getattr(model, "distinct_from", ())):
-                    tail = f" ({variant.label})" if len(model.variants) > 1 else ""
-                    lines.append(f"diagnosis {target}: {model.name} — {model.explanation}{tail}")
-                break
+        variant = next((v for v in model.variants if fits(model, v)), None)
+        if variant is not None:
+            fitted[model.name] = (model, variant)
+    lines = []
+    for model, variant in fitted.values():
+        if same is not None and any(n in fitted and same(fitted[n][1], variant)
+                                    for n in getattr(model, "distinct_from", ())):
+            continue
+        tail = f" ({variant.label})" if len(model.variants) > 1 else ""
+        lines.append(f"diagnosis {target}: {model.name} — {model.explanation}{tail}")
     return lines

@@ -177,7 +177,7 @@ class CaseData:
         if s.alibi:
             if s.seqlens is None:
                 bias = alibi_bias(self.slopes, s.Sq, s.Sk, alignment="bottom-right")    # (Hq|B, Hq, Sq, Sk)
-                bias = bias[None] if np.ndim(self.slopes) == 1 else bias                 # (B|1, Hq, Sq, Sk)
+                bias = bias if bias.ndim == 4 else bias[None]                               # (B|1, Hq, Sq, Sk)
             else:
                 bias = packed_alibi(self.slopes, s)                                      # (B, Hq, Sq, Sk)
             mask = bias if mask is None else (np.where(mask, bias, -np.inf) if mask.dtype == bool else mask + bias)

@@ -19,8 +19,8 @@ causal alignment. Decided (in this order):
 * none matches and what came back is not an array or tensor (list, dict, None, str, a tuple other than
   ``(output, weights)``): UsageError naming the type and what to return.
 * the output is the expected (B, H, Sq, Dv) with axes 1 and 2 swapped, i.e. (B, S, H, D): UsageError.
-* the call raised a TypeError or AttributeError naming torch or a Tensor, and the API hands torch tensors (a
-  function written for NumPy arrays): UsageError saying so.
+* the call raised, the API hands torch tensors, and the same call with NumPy arrays instead (the output turned back
+  into a tensor) returns the expected output: a function written for NumPy arrays, UsageError saying so.
 * otherwise (the target raised, or returned wrong values of the right shape): nothing — that is a verdict,
   and the run gives it.
 
@@ -85,6 +85,28 @@ def _try(t: Target, data: CaseData):
         raise
     except Exception as e:          # what the target raised, or call() refusing what it returned
         return None, e, rec
+
+
+def _as_numpy(fn):
+    """``fn`` called with NumPy arrays in place of tensors, its NumPy output handed back as a tensor."""
+    import torch as th
+
+    def adapted(*args, **kwargs):
+        def np_(x):
+            return x.detach().cpu().numpy() if isinstance(x, th.Tensor) else x
+        out = fn(*(np_(x) for x in args), **{n: np_(x) for n, x in kwargs.items()})
+        return th.from_numpy(np.ascontiguousarray(out)) if isinstance(out, np.ndarray) else out
+    return adapted
+
+
+def _numpy_would_work(t: Target, data: CaseData) -> bool:
+    """The target raised under a tensor API and, given NumPy arrays instead, returns the expected output: it was
+    written for NumPy (the refusal's proof; a torch kernel with a bug of its own is left to the run)."""
+    try:
+        got, _, _ = _try(replace(t, fn=_as_numpy(t.fn)), data)
+    except TargetDied:
+        return False
+    return got is not None and matches(got.output, data.expected, data.v)
 
 
 def _alternatives(t: Target) -> list[Target]:
@@ -155,14 +177,13 @@ def probe(target: Target, dtype: str = "float64") -> dict:
     except TargetDied:
         return {"causal": "n/a"}
     a = apis.get(target.api)
-    said = "" if err is None else str(err).removeprefix("the target raised ")     # (a worker's report of it)
-    if isinstance(err, (TypeError, AttributeError)):
-        said = f"{type(err).__name__}: {said}"
-    if said.startswith(("TypeError", "AttributeError")) and a.uses_torch(target.torch) \
-            and any(w in said for w in ("torch", "Tensor")):
+    if err is not None and a.uses_torch(target.torch) and _numpy_would_work(target, data):
+        said = str(err)                                   # (a worker reports "the target raised TypeError: ...")
+        said = said.removeprefix("the target raised ") if said.startswith("the target raised ") else \
+            f"{type(err).__name__}: {said}"
         raise UsageError(f"--target {name}: raised {said[:200]} on a probe case ({shapes}); {flags} hands torch "
-                         f"tensors, as the library function it stands for takes them: a function written for NumPy "
-                         f"arrays converts them (x.numpy()) and returns torch.from_numpy(out)")
+                         f"tensors, as the library function it stands for takes them, and given NumPy arrays it "
+                         f"returns the expected output: convert them (x.numpy()) and return torch.from_numpy(out)")
     if err is not None and rec.returned and (kind := _returned_kind(rec.raw, target.api)) is not None:
         raise UsageError(f"--target {name}: returned {kind} on a probe case ({shapes}); expected an array: "
                          f"{apis.get(target.api).returns}{_hint(rec.raw)}")

@@ -156,7 +156,9 @@ def judge_grads(gd: GradData, got: GradReturned, given_dtype: str, cache: dict |
     for name in GRADS:
         a, e = got.grads[name], gd.oracle[name]
         if a.shape != e.shape:
-            problems.append(f"{name}: shape {a.shape}, but should be {e.shape}")
+            hint = (f" (one kv head serves {a.shape[1]} query heads: {name} is the sum over them)"
+                    if name in ("dk", "dv") and a.ndim == 4 and e.ndim == 4 and e.shape[1] == 1 < a.shape[1] else "")
+            problems.append(f"{name}: shape {a.shape}, but should be {e.shape}{hint}")
             ratios.append(math.inf)
             continue
         bad = ~np.isfinite(a) & np.isfinite(e)
