@@ -6,6 +6,7 @@ scoring run; it is not to be edited to fit a result.
     .venv/bin/python tools/score_heldout.py            # tests/heldout: one line per kernel and the score
     .venv/bin/python tools/score_heldout.py heldout2   # tests/heldout2 (written 2026-12-04; key KEY2, below)
     .venv/bin/python tools/score_heldout.py heldout3   # tests/heldout3 (written 2026-12-05; key KEY3, below)
+    .venv/bin/python tools/score_heldout.py heldout4   # tests/heldout4 (key KEY4, below)
 
 named right: the diagnosis names a model in the kernel's accepted set; named wrong: it names another model
 (counted against the score twice); unknown: `diagnosis ...: unknown`. A correct kernel must get no
@@ -108,9 +109,63 @@ KEY3 = {
 }
 # only rows with no key differ: the mean of V (finite fill) and NaN (plain softmax) are accepted by default
 CONVENTION3 = {"attention_finite_mask_fill", "sdpa_plain_softmax"}
+# tests/heldout4 (a fourth helper, which read nothing of refimpl). Written from its README's bug descriptions and
+# refimpl's model explanations before its first scoring run. Empty: refimpl has no model for the bug (unknown is the
+# right answer). Keyed by `fn`, as the others.
+KEY4 = {
+    "tiled_online_softmax": set(), "split_kv_lse_merge": set(),     # correct
+    "llm_scratch_masked_attention": {"mask-polarity"},
+    "timm_eva_attention": set(),                   # masked weights zeroed after softmax, not renormalised: no model
+    "labml_unet_attention": {"softmax-axis"},
+    "trinity_tiled_attention": {"no-max-subtraction"},   # tiled, but no max at all: exp(S) overflows, not a rescale
+    "xglm_half_softmax_attention": {"low-precision"},    # softmax in float16 (judged in float32)
+    "opt_prescaled_attention": {"scale"},          # scale applied twice: scale**2
+    "flashinfer_padded_tail_attention": {"padded-tail"},   # zero keys to a multiple of 64, attended: "blocks of 64";
+    #                                                        padding-unmasked is padding to a packed batch's longest
+    "set_transformer_mab_attention": {"scale"},    # 1/sqrt(Dv)
+    "sdpa_math_reference": set(), "sdpa_grouped_chunked": set(),   # correct
+    "mlx_style_sdpa": {"causal-alignment"},
+    "diffusers_dispatch_sdpa": {"mask-kind"},      # the variant "bool mask added to the scores as numbers (True = +1)"
+    "onnx_tile_gqa_sdpa": {"gqa-grouping"},        # h % Hkv
+    "gemma_triton_flash_sdpa": {"scale"},          # "1/sqrt(D) (the given scale ignored)"
+    "vit_scaled_after_softmax_sdpa": set(),        # the weights times the scale (rows sum to it) after an unscaled
+    #                                                softmax: no model scales the output; a fitted scale only can't
+    "mha_flattened_mask_sdpa": {"mask-broadcast"},   # mask.repeat(H) instead of repeat_interleave: row b*H+h gets
+    #                                                  the mask of batch (b*H+h) % B, the model's np.tile
+    "former_blog_causal_sdpa": {"causal-diagonal"},
+    "ttnn_decode_bias_sdpa": {"softcap"},          # scale * (S + mask): only the variant "softcap and additive terms
+    #                                                before scaling: the scale multiplies both" (no cap) says so
+    "ort_cpu_attention_sdpa": {"causal-alignment"},   # a one-query step left unmasked = bottom-right alignment there
+    #                                                   (the ORT CPU decode assumption), top-left elsewhere
+    "flash_attn_dense_torch": set(), "flash_attn_tiled_numpy": set(), "flash_attn_splitkv_grouped": set(),  # correct
+    "cutlass_fmha_causal": {"causal-alignment"},
+    "hf_flash_sliding_window": {"window-bounds"},   # "right from left (a symmetric window, (left, left))"
+    "hf_mask_function_window": {"window-bounds"},   # right bound exclusive: "right - 1"
+    "onnx_cgen_softcap_bias": set(),               # ALiBi inside the tanh; softcap's variant keeps it outside the cap
+    "attention_gym_alibi": {"alibi-sign"},         # slope * (q_idx - kv_idx): +slope * distance under causal
+    "mha_fwd_alibi_slopes": set(),                 # batch 0's slopes for every batch: no model (as KEY3)
+    "splitkv_decode_nan_alpha": {"masked-block-nan", "dead-rows-nan"},   # exp(-inf - -inf) with no guard: a leading
+    #                                                fully masked tile NaN, and rows with no key NaN (as KEY3)
+    "migraphx_flash_decoding": {"no-max-subtraction"},   # the merge is a softmax over the splits' LSEs, exp(L)
+    #                                                      without the max: the same overflow as exp(S)
+    "softcap_after_mask": {"softcap-after-mask"},
+    "flash_pv_low_precision": {"low-precision"},   # P rounded to bfloat16 before P @ V (judged in float32)
+    "attention_backward_dense": set(), "flash_backward_tiled": set(),   # correct
+    "ascend_padded_dim_bwd": set(),                # a wrong scale in the whole backward: no backward model (as KEY3)
+    "levanter_gqa_bwd": {"bwd-gqa-sum"},           # first head of each group
+    "native_torch_attn_bwd": {"bwd-masked-nan"},
+    "triton_fused_attention_bwd": {"bwd-mask-not-reapplied"},
+    "levanter_streaming_bwd": set(),               # LSE from float16 logits vs P from float32: no backward model
+    "pallas_mha_bwd": set(),                       # tail key block dropped in the backward: blocked-tail is forward
+    "nd4j_softmax_derivative_bwd": {"bwd-delta-term"},   # p * (1 - p) * g: the rowsum term reduced to its own
+    #                                                      diagonal element, dS = P * dP less P^2 * dP
+    "nsa_flash_attention_bwd": set(),              # dq's dP over the first D of Dv value dims: no model
+    "paddle_tiled_dq_bwd": set(),                  # dq assigned per key block (last block only): no model
+}
 SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout2": (KEY2, CONVENTION2, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd")),
-        "heldout3": (KEY3, CONVENTION3, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
+        "heldout3": (KEY3, CONVENTION3, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
+        "heldout4": (KEY4, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
 FORWARD_FOR_BACKWARD = f"{HELD / 'numpy_fwd.py'}:np_eager_reference"
 
 
