@@ -17,6 +17,8 @@ class Variant:
     splits_alibi: bool = False          # takes the user's mask and the ALiBi slopes apart (mask=, slopes=)
     packed: bool = False                # a packed (varlen) batch's model: takes seqlens, seq_causal, seq_window,
     #                                     slopes; tried only on packed cases
+    tiled: bool = False                 # walks a block mask's tiles: takes block= (the case's BLOCK_SIZE, as
+    #                                     --api flex-attention hands it)
     in_float32: bool = False            # computes in float32: it names a mistake only where it differs from
     #                                     float32 arithmetic done right (the diagnosis checks that)
 

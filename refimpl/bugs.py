@@ -27,7 +27,8 @@ from .bug_model import BugModel, Variant
 from .bugs_packed import packed_attention
 from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, causal_diagonal, dead_rows_nan,
                           gqa_divisor, mods_before_scale, mods_by_kv_head, online_inverted, online_unguarded,
-                          rounded_step, softcap_after_mask, zero_padded_tail)
+                          rounded_step, softcap_after_mask, tile_padded_tail, tile_transposed, tiles_unmasked,
+                          zero_padded_tail)
 from .bugs_general import (_with_alibi, alibi_signed, bool_mask_added, float_mask_as_bool, mask_batch_flattened,
                            mask_transposed, window_edges)
 from .masks import window_mask
@@ -213,6 +214,10 @@ def _pk(label, **param) -> Variant:                # a packed-batch model (the d
     return Variant(label, _named(packed_attention, **param), packed=True)
 
 
+def _tile(label, fn, **param) -> Variant:      # the diagnosis passes block= (the BLOCK_SIZE a block mask comes in)
+    return Variant(label, _named(fn, **param) if param else fn, tiled=True)
+
+
 def _split(label, fn, **param) -> Variant:        # the diagnosis passes the user's mask and the ALiBi slopes apart
     return Variant(label, _named(fn, **param) if param else fn, splits_alibi=True)
 
@@ -263,7 +268,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
         _split("float mask cast to bool (nonzero = attend)", float_mask_as_bool, how="nonzero"),
         _split("float mask's finite values dropped (only -inf masks)", float_mask_as_bool, how="finite"))),
     BugModel("mask-transposed", "the mask is read with query and key indices swapped (a mask_mod called as "
-             "(kv_idx, q_idx), an expanded mask transposed)", (_v("keep(j, i)", mask_transposed),)),
+             "(kv_idx, q_idx), an expanded mask transposed)",
+             (_v("keep(j, i)", mask_transposed), _tile("keep(j, i) inside the block mask's tiles", tile_transposed))),
     BugModel("mask-broadcast", "a per-batch mask is tiled over the flattened batch x heads in the wrong order: row "
              "b * H + h gets the mask of batch (b * H + h) % B", (_v("np.tile over heads", mask_batch_flattened),)),
     BugModel("softmax-axis", "softmax is taken over the queries instead of the keys",
@@ -286,7 +292,11 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("dead-rows-nan", "a row with no key is NaN (softmax of all -inf), where zeros are required",
              (_v("0/0", dead_rows_nan),)),
     BugModel("padded-tail", "the last key block is padded with zero keys that are attended (score 0, value 0)",
-             tuple(_v(f"blocks of {b}", zero_padded_tail, block=b) for b in (16, 32, 64, 128))),
+             tuple(_v(f"blocks of {b}", zero_padded_tail, block=b) for b in (16, 32, 64, 128))
+             + tuple(_tile(f"the block mask's tiles ({b} without a mask)", tile_padded_tail, own=b)
+                     for b in (16, 32, 64, 128))),
+    BugModel("partial-blocks-unmasked", "the block mask is applied per tile only: inside a partially masked tile "
+             "every key is attended (mask_mod never evaluated)", (_tile("the block mask's tiles", tiles_unmasked),)),
     BugModel("denominator-epsilon", "the softmax denominator has an epsilon added (sum + 1e-6)",
              (_v("+1e-6", denominator_epsilon),)),
     BugModel("blocked-tail", "the partial last key block is dropped (Sk // block blocks)",
@@ -305,6 +315,9 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("low-precision", "an intermediate of the softmax is computed in a 16-bit float",
              (_v("softmax in float16", low_precision),)
              + tuple(_v(f"{step} in {dt}", rounded_step, step=step, dtype=dt)
-                     for dt in ("bfloat16", "float16") for step in ("scores", "exps", "row sum", "weights")),
+                     for dt in ("bfloat16", "float16")
+                     for step in ("scores", "exps", "row sum", "weights"))
+             + tuple(_v(f"q k^T, scores and weights each rounded to {dt}: computed in the 16-bit input dtype",
+                        rounded_step, step="throughout", dtype=dt) for dt in ("bfloat16",)),
              tolerance=(2e-2, 1e-2)),
 )}

@@ -16,8 +16,8 @@ computation (refimpl.backward), with P the forward's weights (a fully masked row
 The models (each changes exactly one step):
 
     bwd-delta-term     dS = P * dP                    (the rowsum(dO * O) term dropped)
-    bwd-scale-dq       dQ = dR K                      (s forgotten in dQ)
-    bwd-scale-dk       dK = dR^T Q                    (s forgotten in dK)
+    bwd-scale-dq       dQ = dR K  or  s^2 dR K        (s forgotten in dQ, or applied twice)
+    bwd-scale-dk       dK = dR^T Q  or  s^2 dR^T Q    (s forgotten in dK, or applied twice)
     bwd-ds-transposed  dQ = s dR^T K  or  dK = s dR Q (dS used transposed; shapes agree only when Sq == Sk:
                                                       elsewhere the model raises, as the mistake does)
     bwd-gqa-sum        dK, dV of a kv head from the first query head of its group (or the group's mean)
@@ -40,7 +40,7 @@ from .bug_model import BugModel, Variant
 
 __all__ = ["MODELS", "backward_with"]
 
-MISTAKES = ("none", "delta", "scale-dq", "scale-dk", "ds-transposed-dq", "ds-transposed-dk", "gqa-first",
+MISTAKES = ("none", "delta", "scale-dq", "scale-dk", "scale-dq-twice", "scale-dk-twice", "ds-transposed-dq", "ds-transposed-dk", "gqa-first",
             "gqa-mean", "masked-nan", "delta-axis", "unmasked")
 
 
@@ -78,12 +78,17 @@ def backward_with(q, k, v, d_out, *, mistake: str = "none", mask=None, scale=Non
         if mistake == "ds-transposed-dq":
             dq = s * (_square(dst, "dS^T K") @ ke)
         else:
-            dq = (ds @ ke) * (1.0 if mistake == "scale-dq" else s)       # (.., Sq, Sk) x (.., Sk, D) -> (.., Sq, D)
+            dq = (ds @ ke) * _factor(s, mistake, "dq")                   # (.., Sq, Sk) x (.., Sk, D) -> (.., Sq, D)
         if mistake == "ds-transposed-dk":
             dk = s * (_square(ds, "dS Q") @ q)
         else:
-            dk = (dst @ q) * (1.0 if mistake == "scale-dk" else s)       # (.., Sk, Sq) x (.., Sq, D) -> (.., Sk, D)
+            dk = (dst @ q) * _factor(s, mistake, "dk")                   # (.., Sk, Sq) x (.., Sq, D) -> (.., Sk, D)
     return dq, _reduce(dk, group, mistake), _reduce(dv, group, mistake)
+
+
+def _factor(s: float, mistake: str, grad: str) -> float:
+    """The scale dQ (``grad`` "dq") or dK ("dk") is multiplied by: s, or 1 (forgotten) or s * s (applied twice)."""
+    return {f"scale-{grad}": 1.0, f"scale-{grad}-twice": s * s}.get(mistake, s)
 
 
 def _square(a: np.ndarray, what: str) -> np.ndarray:
@@ -117,10 +122,12 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("bwd-delta-term",
              "dS = P * dP: the rowsum(dO * O) term of the softmax Jacobian is missing (dQ, dK wrong)",
              (_v("dS = P * dP", "delta"),)),
-    BugModel("bwd-scale-dq", "the softmax scale is not applied to dQ (dQ = dS K instead of scale * dS K)",
-             (_v("dQ = dS K", "scale-dq"),)),
-    BugModel("bwd-scale-dk", "the softmax scale is not applied to dK (dK = dS^T Q instead of scale * dS^T Q)",
-             (_v("dK = dS^T Q", "scale-dk"),)),
+    BugModel("bwd-scale-dq", "the softmax scale of dQ is wrong: not applied (dQ = dS K) or applied twice "
+             "(scale**2 dS K), instead of scale * dS K", (_v("dQ = dS K", "scale-dq"),
+                                                          _v("dQ = scale**2 dS K", "scale-dq-twice"))),
+    BugModel("bwd-scale-dk", "the softmax scale of dK is wrong: not applied (dK = dS^T Q) or applied twice "
+             "(scale**2 dS^T Q), instead of scale * dS^T Q", (_v("dK = dS^T Q", "scale-dk"),
+                                                               _v("dK = scale**2 dS^T Q", "scale-dk-twice"))),
     BugModel("bwd-ds-transposed",
              "dS is used transposed in dQ or dK (only runs when Sq == Sk; a shape error otherwise)",
              (_v("dQ = s dS^T K", "ds-transposed-dq"), _v("dK = s dS Q", "ds-transposed-dk"))),

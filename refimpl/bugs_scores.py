@@ -19,7 +19,12 @@ this module (FlexAttention-style and tiled kernels get them wrong; same calling 
 * the causal diagonal excluded (key j visible iff j < i + offset: a query does not see itself);
 * online softmax over key blocks with the accumulator rescaled by exp(m_new - m_old) (inverted), or with a running
   max of -inf left unguarded (a row whose leading key block is fully masked gets NaN), for each block size;
-* one intermediate (the scores, the exponentials, the row sum, the weights) rounded to float16 or bfloat16.
+* one intermediate (the scores, the exponentials, the row sum, the weights) rounded to float16 or bfloat16, or the
+  q k^T, the scaled scores and the weights each (a kernel computing in its 16-bit input dtype);
+* FlexAttention-style kernels walking a block mask of ``block`` x ``block`` tiles (the case's BLOCK_SIZE; ``own``
+  where no block mask is given): the mask applied at tile granularity only (partial tiles attended in full), the
+  last key tile padded with zero keys that are attended wherever that tile is, and the mask's indices swapped
+  (keep(j, i)) inside the right tiles.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ from .precision import get as precision
 
 __all__ = ["_sdpa", "_expand_heads", "_parts", "_softmax", "_kw", "_named", "mods_before_scale", "softcap_after_mask",
            "zero_padded_tail", "gqa_divisor", "dead_rows_nan", "mods_by_kv_head", "causal_diagonal", "online_inverted",
-           "online_unguarded", "rounded_step"]
+           "online_unguarded", "rounded_step", "tiles_unmasked", "tile_padded_tail", "tile_transposed"]
 
 
 def _sdpa(q, k, v, **kw):
@@ -214,12 +219,25 @@ def online_unguarded(q, k, v, *, block=64, **kw):
 
 def rounded_step(q, k, v, *, step="scores", dtype="bfloat16", **kw):
     """Softmax attention with one intermediate rounded to ``dtype`` (float16, bfloat16): ``step`` "scores" (the
-    scaled scores), "exps" (exp(S - max)), "row sum" (the denominator) or "weights" (P); the rest in float64."""
+    scaled scores), "exps" (exp(S - max)), "row sum" (the denominator) or "weights" (P); the rest in float64; or
+    "throughout": q k^T rounded, then the scaled (softcapped, biased) scores and the weights, as a kernel computing
+    in its 16-bit input dtype rounds them."""
     r = precision(dtype).round
-    s, keep, v = _parts(q, k, v, **_kw(kw))
+    kw = _kw(kw)
+    s, keep, v = _parts(q, k, v, **kw)
     with np.errstate(over="ignore", invalid="ignore"):
         if step == "scores":
             s = r(s)
+        elif step == "throughout":                      # q k^T rounded, then scaled (and modified) and rounded
+            raw, _, _ = _parts(q, k, v, **dict(kw, scale=1.0, softcap=None, mask=None, is_causal=False, window=None),
+                               dtype=np.float32)       # accumulated in float32, as 16-bit matmuls do
+            sc = 1.0 / math.sqrt(np.shape(q)[-1]) if kw["scale"] is None else kw["scale"]
+            s = r(r(raw.astype(np.float64)) * sc)
+            if kw["softcap"] is not None:
+                s = r(kw["softcap"] * np.tanh(s / kw["softcap"]))
+            m = kw["mask"]
+            if m is not None and np.asarray(m).dtype != bool:
+                s = r(s + np.where(np.isneginf(m), 0.0, np.asarray(m, np.float64)))
         s = np.where(keep, s, -np.inf)
         m = s.max(axis=-1, keepdims=True)
         e = np.exp(s - np.where(np.isfinite(m), m, 0.0))
@@ -229,6 +247,52 @@ def rounded_step(q, k, v, *, step="scores", dtype="bfloat16", **kw):
         if step == "row sum":
             z = r(z)
         p = e / np.where(z == 0, 1.0, z)
-        if step == "weights":
+        if step in ("weights", "throughout"):
             p = r(p)
     return p @ v
+
+
+def _tiles(keep, block: int):
+    """keep (B..., Sq, Sk) -> True on every element of each (block x block) tile that keeps any (tiles clipped)."""
+    Sq, Sk = keep.shape[-2:]
+    nq, nk = -(-Sq // block), -(-Sk // block)
+    pad = np.zeros(keep.shape[:-2] + (nq * block, nk * block), bool)
+    pad[..., :Sq, :Sk] = keep
+    tile = pad.reshape(keep.shape[:-2] + (nq, block, nk, block)).any(axis=(-3, -1))     # (B..., nq, nk)
+    return np.repeat(np.repeat(tile, block, axis=-2), block, axis=-1)[..., :Sq, :Sk]
+
+
+def tiles_unmasked(q, k, v, *, block=128, **kw):
+    """The mask applied per tile only: every element of a tile that keeps anything is attended (partial tiles in
+    full, with the finite part of their additive terms; -inf entries there count as 0)."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    return _softmax(s, keep if keep.all() else _tiles(keep, block)) @ v
+
+
+def tile_padded_tail(q, k, v, *, block=128, own=128, **kw):
+    """Keys padded with zeros to whole tiles (``block`` with a block mask, ``own`` without one); the padding keys
+    (score 0, value 0) are attended in every query tile that attends the last key tile."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    b = own if keep.all() else block
+    pad = (-s.shape[-1]) % b
+    if not pad:
+        return _softmax(s, keep) @ v
+    last = _tiles(keep, b)[..., -1:]                                                   # (B..., Sq, 1)
+    s = np.concatenate([s, np.zeros(s.shape[:-1] + (pad,))], axis=-1)
+    keep = np.concatenate([keep, np.broadcast_to(last, keep.shape[:-1] + (pad,))], axis=-1)
+    v = np.concatenate([v, np.zeros(v.shape[:-2] + (pad, v.shape[-1]))], axis=-2)
+    return _softmax(s, keep) @ v
+
+
+def tile_transposed(q, k, v, *, block=128, **kw):
+    """Mask and additive terms read with query and key indices swapped (keep(j, i), bias(j, i)) inside the tiles the
+    block mask selects for (i, j); square cases only (otherwise the swapped indices run out of range)."""
+    kw = _kw(kw)
+    s, keep, v = _parts(q, k, v, **kw)
+    if s.shape[-1] != s.shape[-2] or keep.all():
+        return _softmax(s, keep) @ v
+    raw, _, _ = _parts(q, k, v, **dict(kw, mask=None, is_causal=False, window=None))
+    m = kw["mask"]
+    add = 0.0 if m is None or np.asarray(m).dtype == bool else np.where(np.isneginf(m), 0.0, np.asarray(m, float))
+    add = np.swapaxes(np.broadcast_to(add, s.shape), -1, -2)
+    return _softmax(raw + add, _tiles(keep, block) & np.swapaxes(keep, -1, -2)) @ v

@@ -17,6 +17,7 @@ from refimpl.harness.rows.family_cases import CaseStore, run_one
 from refimpl.harness.target_spec import Target, load_target
 from refimpl.harness.apis import Returned, get as get_api
 from refimpl.harness.apis.base import dropout_draw
+from refimpl.harness.analysis.diagnosis import diagnose
 from refimpl.harness.verdicts.dropout_judge import Z_REJECT, judge_dropout, keep_rate, replayed
 
 SUPPORT = Path(__file__).parent / "support" / "dropout_kernels.py"
@@ -65,6 +66,27 @@ def test_each_dropout_mistake_is_caught(name, words):
 def test_dropout_active_at_p_zero_fails_the_ordinary_run():
     results = [run_one(Target("a", K.dropout_always, api="flash-attn"), s, STORE) for s in SPECS]
     assert sum(r.status == Status.FAIL for r in results) > 20
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.25, 0.5])
+def test_dropout_active_at_p_zero_is_diagnosed_with_the_rate_it_used(rate):
+    name = f"always_{rate}"
+    kernel = K._make(f"always:{rate}")
+    results = [run_one(Target(name, kernel, api="flash-attn"), s, STORE) for s in SPECS if s.dtype == "float64"]
+    lines = diagnose(results, STORE, target=name)
+    assert len(lines) == 1 and lines[0].startswith(f"diagnosis {name}: dropout-active-at-zero — "), lines
+    assert f"scaled by {1 / (1 - rate):.4g} (1/(1 - p) for p = {rate:.3g})" in lines[0], lines[0]
+    dropped = float(lines[0].rsplit("(", 1)[1].rstrip("%)")) / 100
+    assert abs(dropped - rate) < 0.05, lines[0]
+
+
+def test_a_right_kernel_and_other_mistakes_are_not_called_dropout_at_zero():
+    from refimpl.harness.analysis.fitting_dropout import dropout_at_zero_line
+    for fn in (K.dropout_right, K.dropout_no_rescale):                 # right at p = 0: nothing fails
+        results = [run_one(Target("t", fn, api="flash-attn"), s, STORE) for s in SPECS[:40]]
+        assert not diagnose(results, STORE, target="t")
+    data = [(d, d.expected * 1.05) for d in (STORE.get(s) for s in SPECS[:40]) if d.weights is not None]
+    assert dropout_at_zero_line("t", data) == []                       # a uniform 1.05: every c_j = 1.05, none 0
 
 
 def test_the_keep_rate_test_accepts_fair_patterns_and_rejects_biased_ones():

@@ -144,7 +144,7 @@ def test_zoo_flex_kernels_correct_conform_and_broken_are_caught(entry):
         assert len(failed) >= 1, f"{entry['name']}: nothing failed"
 
 
-# the zoo's mistakes refimpl has a model for (the others stay `unknown`: block-structured or LSE-only mistakes)
+# the zoo's mistakes refimpl has a model for (flex_lse_base2's is the LSE's: tests/test_lse.py)
 NAMED = {"flex_unscaled_score_mod": ("softcap", ["softcap", "additive-mask"]),
          "flex_gqa_tiled": ("gqa-grouping", ["gqa", "sizes"]),
          "flex_gqa_div_kv_heads": ("gqa-grouping", ["gqa", "batched-heads"]),
@@ -152,7 +152,16 @@ NAMED = {"flex_unscaled_score_mod": ("softcap", ["softcap", "additive-mask"]),
          "flex_nan_empty_rows": ("dead-rows-nan", ["masked-rows", "sizes"]),
          "flex_scale_value_dim": ("scale", ["sizes", "scale"]),
          "flex_score_mod_after_mask": ("softcap-after-mask", ["softcap"]),
-         "flex_finite_mask_fill": ("finite-mask-fill", ["masked-rows", "sizes"])}
+         "flex_finite_mask_fill": ("finite-mask-fill", ["masked-rows", "sizes"]),
+         "flex_partial_blocks_unmasked": ("partial-blocks-unmasked", ["bool-mask", "window"]),
+         "flex_qkv_idx_swapped": ("mask-transposed", ["causal", "window"]),
+         "flex_padded_tail": ("padded-tail", ["sizes", "causal"]),
+         "flex_bf16_scores": ("low-precision", None)}
+# its mistake shows in 16-bit inputs only (float32 computes right): the quick suite in bfloat16, as a user runs it.
+# (Its extreme-logits cases that pass are not reproduced by the model: torch's bfloat16 matmul rounds its partial
+# sums, which no float32-accumulated emulation matches to the ulp of a score of 700; a sample holding them is
+# left unknown — docs/diagnosis.md.)
+SUITE = {"flex_bf16_scores": ("quick", "bfloat16")}
 
 
 @pytest.mark.slow            # a family-sized run per kernel: the slow leg (CI runs it)
@@ -161,7 +170,8 @@ NAMED = {"flex_unscaled_score_mod": ("softcap", ["softcap", "additive-mask"]),
 def test_zoo_flex_mistakes_are_named(name):
     model, families = NAMED[name]
     t = Target(name, getattr(Z, name), api="flex-attention")
-    results = [run_one(t, s, STORE) for s in select(families, "default", ("float64",))]
+    suite, dtype = SUITE.get(name, ("default", "float64"))
+    results = [run_one(t, s, STORE) for s in select(families, suite, (dtype,))]
     lines = diagnose(results, STORE, target=name)
     assert len(lines) == 1 and lines[0].startswith(f"diagnosis {name}: {model} — "), lines
 

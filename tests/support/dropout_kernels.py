@@ -32,7 +32,9 @@ def _kernel(q, k, v, p, scale, causal, window_size, softcap, alibi_slopes, mode,
     if right >= 0:
         keep &= j <= i + right
     s = s.masked_fill(~keep, -math.inf)
-    rate = {"half-rate": p / 2, "always": 0.1}.get(mode, p)
+    always = float(mode.split(":")[1]) if mode.startswith("always:") else 0.1     # "always:R": dropout R at any p
+    mode = "always" if mode.startswith("always") else mode
+    rate = {"half-rate": p / 2, "always": always}.get(mode, p)
     drop = torch.rand(s.shape, generator=gen or torch.Generator().manual_seed(1234)) < rate
     if mode == "before-softmax":
         s = s.masked_fill(drop, -math.inf)                                 # mistake: dropped before the softmax
@@ -40,7 +42,7 @@ def _kernel(q, k, v, p, scale, causal, window_size, softcap, alibi_slopes, mode,
     e = torch.exp(s - m)
     w = e / e.sum(-1, keepdim=True).clamp_min(1e-30)
     scale_kept = {"right": 1 / (1 - p), "no-rescale": 1.0, "by-p": p, "before-softmax": 1.0,
-                  "half-rate": 1 / (1 - p), "always": 1 / (1 - 0.1)}[mode]
+                  "half-rate": 1 / (1 - p), "always": 1 / (1 - always)}[mode]
     wd = w if mode == "before-softmax" else w.masked_fill(drop, 0.0) * scale_kept
     out = (wd @ vt).transpose(1, 2).to(q.dtype)
     return out, torch.where(drop, -w - 1.0, w)
@@ -51,7 +53,7 @@ def _make(mode):
            alibi_slopes=None, deterministic=False, return_attn_probs=False):
         out, dmask = _kernel(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, mode)
         return (out, None, dmask) if return_attn_probs else out
-    fn.__name__ = mode.replace("-", "_")
+    fn.__name__ = mode.replace("-", "_").replace(":", "_").replace(".", "")
     return fn
 
 

@@ -26,6 +26,7 @@ from ...attention import scaled_dot_product_attention
 from ...precision import get as precision
 from ...tolerance_slope import slope_allowance, slope_deviation
 from ..apis import flash_attn_kvcache
+from ..apis.flex_attention import block_size
 from ..cases import Status, fitting_models
 from ..cases.features import CaseData, CaseSpec
 from ..verdicts.judge import DEAD_ROWS_FAILED, CaseResult
@@ -33,6 +34,7 @@ from .diagnosis_dropout import dropout_lines
 from .diagnosis_kvcache import kvcache_lines
 from .diagnosis_lse import lse_lines
 from .fitting import fit_scale, scale_line
+from .fitting_dropout import dropout_at_zero_line
 
 __all__ = ["diagnose", "localise", "fits", "analyse_run"]
 
@@ -85,6 +87,8 @@ def variant_kwargs(variant, data: CaseData) -> dict | None:
     kw = data.reference_kwargs()
     if variant.splits_alibi:                    # the model takes the user's mask and the ALiBi slopes apart
         kw = dict(kw, mask=data.mask, slopes=data.slopes)
+    if variant.tiled:                           # the tile size a block mask of this case comes in
+        kw = dict(kw, block=block_size(data.spec))
     if variant.packed:                          # a packed batch's model: its lengths and per-sequence bands
         s = data.spec
         if s.seqlens is not None:
@@ -194,6 +198,8 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
         lines += ([scale_line(target, *fitted)] if fitted else []) + fitting_models(target, models, fit, same)
     if _weights_transposed([r for r in failing if getattr(r, "got", None) is not None], store, specs):
         lines.append(f"diagnosis {target}: weights-transposed — {bugs.MODELS['weights-transposed'].explanation}")
+    if not lines and fail_cases and all(getattr(r.got, "dropout_keep", None) is None for r in failing):
+        lines = dropout_at_zero_line(target, fail_cases)            # a run without dropout that drops weights
     if not lines and fail_cases and len(fail_cases) == len(_usable(failing, store, specs, len(failing))):
         lines = _float32_arithmetic(target, fail_cases)
     return lines or [f"diagnosis {target}: unknown"]
