@@ -29,8 +29,9 @@ from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, c
                           gqa_divisor, mods_before_scale, mods_by_kv_head, online_inverted, online_unguarded,
                           rounded_step, softcap_after_mask, tile_padded_tail, tile_transposed, tiles_unmasked,
                           zero_padded_tail)
-from .bugs_general import (_with_alibi, alibi_signed, bool_mask_added, float_mask_as_bool, mask_batch_flattened,
-                           mask_transposed, window_edges)
+from .bugs_general import (_with_alibi, alibi_first_batch, alibi_signed, bool_mask_added, float_mask_as_bool,
+                           mask_after_softmax, mask_batch_flattened, mask_transposed, scale_after_softmax,
+                           window_edges)
 from .masks import window_mask
 
 __all__ = ["MODELS", "BugModel", "Variant"]
@@ -255,7 +256,11 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("alibi-sign", "the ALiBi bias is +slope * distance (distant keys favoured) instead of -slope * distance",
              (_split("+slope * distance", alibi_sign),
               _split("signed distance -slope * (i + offset - j), no |.|: keys right of the diagonal favoured",
-                     alibi_signed))),
+                     alibi_signed),
+              _split("+slope * (i - j), no |.|: the sign flipped, distant past keys favoured", alibi_signed,
+                     sign=-1.0))),
+    BugModel("alibi-batch-slopes", "ALiBi slopes given per batch, (B, Hq), are read as batch 0's for every batch",
+             (_split("batch 0's slopes", alibi_first_batch),)),
     BugModel("window-bounds", "the sliding window's edges are not the (left, right) asked for",
              (_v("left + 1", window_bounds, shift=1), _v("left - 1", window_bounds, shift=-1))
              + tuple(_v(e, window_edges, edge=e) for e in ("right from left", "right ignored", "right 0",
@@ -265,17 +270,24 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
                           _v("j < i + offset, a row left with no key NaN", causal_diagonal, nan_rows=True))),
     BugModel("mask-kind", "the user's mask of one kind is read as the other", (
         _split("bool mask added to the scores as numbers (True = +1): nothing masked", bool_mask_added),
+        _split("bool mask added to the scores as numbers (True = +1), the causal band and window folded into it",
+               bool_mask_added, with_band=True),
         _split("float mask cast to bool (nonzero = attend)", float_mask_as_bool, how="nonzero"),
         _split("float mask's finite values dropped (only -inf masks)", float_mask_as_bool, how="finite"))),
     BugModel("mask-transposed", "the mask is read with query and key indices swapped (a mask_mod called as "
              "(kv_idx, q_idx), an expanded mask transposed)",
-             (_v("keep(j, i)", mask_transposed), _tile("keep(j, i) inside the block mask's tiles", tile_transposed))),
+             (_v("keep(j, i)", mask_transposed), _tile("keep(j, i) inside the block mask's tiles", tile_transposed)),
+             distinct_from=("causal-alignment",)),       # one query: a transposed top-left band is bottom-right
     BugModel("mask-broadcast", "a per-batch mask is tiled over the flattened batch x heads in the wrong order: row "
              "b * H + h gets the mask of batch (b * H + h) % B", (_v("np.tile over heads", mask_batch_flattened),)),
     BugModel("softmax-axis", "softmax is taken over the queries instead of the keys",
              (_v("over queries", softmax_axis),)),
     BugModel("no-max-subtraction", "exp(scores) without subtracting the row max overflows",
              (_v("exp(S)", no_max_subtraction),)),
+    BugModel("mask-after-softmax", "the mask is applied after the softmax: masked weights set to 0, the rest not "
+             "renormalised (rows sum to less than 1)", (_v("weights zeroed after the softmax", mask_after_softmax),)),
+    BugModel("scale-after-softmax", "the softmax is of the unscaled scores and its weights are multiplied by the "
+             "scale (rows sum to the scale)", (_v("scale * softmax(q k^T)", scale_after_softmax),)),
     BugModel("finite-mask-fill", "masked scores are filled with a finite value instead of -inf",
              (_v("-1e9", finite_mask_fill, fill=-1e9), _v("-1e4", finite_mask_fill, fill=-1e4),
               _v("0", finite_mask_fill, fill=0.0),
@@ -319,5 +331,5 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
                      for step in ("scores", "exps", "row sum", "weights"))
              + tuple(_v(f"q k^T, scores and weights each rounded to {dt}: computed in the 16-bit input dtype",
                         rounded_step, step="throughout", dtype=dt) for dt in ("bfloat16",)),
-             tolerance=(2e-2, 1e-2)),
+             tolerance=(2e-2, 1e-2), distinct_from=("no-max-subtraction",)),    # both overflow to inf alike
 )}

@@ -15,7 +15,8 @@ computation (refimpl.backward), with P the forward's weights (a fully masked row
 
 The models (each changes exactly one step):
 
-    bwd-delta-term     dS = P * dP                    (the rowsum(dO * O) term dropped)
+    bwd-delta-term     dS = P * dP                    (the rowsum(dO * O) term dropped; or P (1 - P) dP: only
+                                                      the Jacobian's diagonal, as an elementwise softmax derivative)
     bwd-scale-dq       dQ = dR K  or  s^2 dR K        (s forgotten in dQ, or applied twice)
     bwd-scale-dk       dK = dR^T Q  or  s^2 dR^T Q    (s forgotten in dK, or applied twice)
     bwd-ds-transposed  dQ = s dR^T K  or  dK = s dR Q (dS used transposed; shapes agree only when Sq == Sk:
@@ -40,8 +41,9 @@ from .bug_model import BugModel, Variant
 
 __all__ = ["MODELS", "backward_with"]
 
-MISTAKES = ("none", "delta", "scale-dq", "scale-dk", "scale-dq-twice", "scale-dk-twice", "ds-transposed-dq", "ds-transposed-dk", "gqa-first",
-            "gqa-mean", "masked-nan", "delta-axis", "unmasked")
+MISTAKES = ("none", "delta", "scale-dq", "scale-dk", "scale-dq-twice", "scale-dk-twice", "ds-transposed-dq",
+            "ds-transposed-dk", "gqa-first", "gqa-mean", "masked-nan", "delta-axis", "unmasked", "unmasked-lse",
+            "delta-diagonal")
 
 
 def backward_with(q, k, v, d_out, *, mistake: str = "none", mask=None, scale=None, is_causal=False,
@@ -56,21 +58,27 @@ def backward_with(q, k, v, d_out, *, mistake: str = "none", mask=None, scale=Non
     s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     o, p = scaled_dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=is_causal, alignment=alignment,
                                         window=window, softcap=softcap, enable_gqa=enable_gqa)   # (B, Hq, Sq, Sk)
-    if mistake == "unmasked":                   # the forward's O kept; P recomputed without mask, causal, window
+    if mistake in ("unmasked", "unmasked-lse"):  # the forward's O kept; P recomputed without mask, causal, window
         add = None if mask is None or np.asarray(mask).dtype == bool else np.where(np.isneginf(mask), 0.0, mask)
-        p = scaled_dot_product_attention(q, k, v, mask=add, scale=scale, softcap=softcap, enable_gqa=enable_gqa)[1]
+        pu = scaled_dot_product_attention(q, k, v, mask=add, scale=scale, softcap=softcap, enable_gqa=enable_gqa)[1]
+        if mistake == "unmasked-lse":           # exp(S - the masked forward's LSE) on every key: Z / Z_masked
+            kept = (pu * (p > 0)).sum(axis=-1, keepdims=True)
+            with np.errstate(all="ignore"):
+                pu = np.where(kept > 0, pu / np.where(kept > 0, kept, 1.0), 0.0)
+        p = pu
     group = q.shape[-3] // k.shape[-3] if enable_gqa else 1             # kv head h serves query heads hG .. hG+G-1
     ke, ve = (np.repeat(a, group, axis=-3) for a in (k, v))              # (B, Hq, Sk, D), (B, Hq, Sk, Dv)
     with np.errstate(all="ignore"):
         if mistake == "masked-nan":
             p = np.where(~(p > 0).any(axis=-1, keepdims=True), np.nan, p)   # 0/0 on rows with no key
-        o = o if mistake == "unmasked" else p @ ve                        # (B, Hq, Sq, Dv)
+        o = o if mistake in ("unmasked", "unmasked-lse") else p @ ve      # (B, Hq, Sq, Dv)
         dv = np.swapaxes(p, -1, -2) @ g                                   # (.., Sk, Sq) x (.., Sq, Dv) -> (.., Sk, Dv)
         dp = g @ np.swapaxes(ve, -1, -2)                                  # (.., Sq, Dv) x (.., Dv, Sk) -> (.., Sq, Sk)
         if mistake == "delta-axis":                                       # sum(P * dP) over the queries
             ds = p * (dp - np.sum(p * dp, axis=-2, keepdims=True))
         else:
-            ds = p * dp if mistake == "delta" else p * (dp - np.sum(g * o, axis=-1, keepdims=True))
+            ds = {"delta": p * dp, "delta-diagonal": p * (1.0 - p) * dp}.get(
+                mistake, p * (dp - np.sum(g * o, axis=-1, keepdims=True)))
         if softcap is not None:
             r = s * (q @ np.swapaxes(ke, -1, -2))                         # (B, Hq, Sq, Sk)
             ds = ds * (1.0 - np.tanh(r / softcap) ** 2)
@@ -121,13 +129,13 @@ def _v(label: str, mistake: str) -> Variant:
 MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("bwd-delta-term",
              "dS = P * dP: the rowsum(dO * O) term of the softmax Jacobian is missing (dQ, dK wrong)",
-             (_v("dS = P * dP", "delta"),)),
+             (_v("dS = P * dP", "delta"), _v("dS = P (1 - P) dP: the Jacobian's diagonal only", "delta-diagonal"))),
     BugModel("bwd-scale-dq", "the softmax scale of dQ is wrong: not applied (dQ = dS K) or applied twice "
-             "(scale**2 dS K), instead of scale * dS K", (_v("dQ = dS K", "scale-dq"),
-                                                          _v("dQ = scale**2 dS K", "scale-dq-twice"))),
+             "(scale**2 dS K), instead of scale * dS K",
+             (_v("dQ = dS K", "scale-dq"), _v("dQ = scale**2 dS K", "scale-dq-twice"))),
     BugModel("bwd-scale-dk", "the softmax scale of dK is wrong: not applied (dK = dS^T Q) or applied twice "
-             "(scale**2 dS^T Q), instead of scale * dS^T Q", (_v("dK = dS^T Q", "scale-dk"),
-                                                               _v("dK = scale**2 dS^T Q", "scale-dk-twice"))),
+             "(scale**2 dS^T Q), instead of scale * dS^T Q",
+             (_v("dK = dS^T Q", "scale-dk"), _v("dK = scale**2 dS^T Q", "scale-dk-twice"))),
     BugModel("bwd-ds-transposed",
              "dS is used transposed in dQ or dK (only runs when Sq == Sk; a shape error otherwise)",
              (_v("dQ = s dS^T K", "ds-transposed-dq"), _v("dK = s dS Q", "ds-transposed-dk"))),
@@ -137,7 +145,9 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("bwd-delta-axis", "the softmax Jacobian's rowsum(P * dP) is summed over the queries (axis -2), not the "
              "keys", (_v("sum over queries", "delta-axis"),)),
     BugModel("bwd-mask-not-reapplied", "the backward recomputes the weights without the mask, causal band or window "
-             "(the forward's output kept): masked keys get gradients", (_v("P without the mask", "unmasked"),)),
+             "(the forward's output kept): masked keys get gradients",
+             (_v("P without the mask", "unmasked"),
+              _v("P = exp(S - the masked forward's LSE) on every key", "unmasked-lse"))),
     BugModel("bwd-masked-nan", "fully masked query rows give NaN weights in the backward (softmax of all -inf), "
                                "NaN gradients where zeros are expected",
              (_v("NaN weights on fully masked rows", "masked-nan"),)),

@@ -22,7 +22,7 @@ from .bug_model import _kw
 from .masks import alibi_bias, window_mask
 
 __all__ = ["window_edges", "alibi_signed", "bool_mask_added", "float_mask_as_bool", "mask_batch_flattened",
-           "mask_transposed"]
+           "mask_transposed", "mask_after_softmax", "scale_after_softmax", "alibi_first_batch"]
 
 
 def _sdpa(q, k, v, **kw):
@@ -45,14 +45,15 @@ def window_edges(q, k, v, *, edge="right from left", **kw):
     return _sdpa(q, k, v, window=new, **kw)
 
 
-def alibi_signed(q, k, v, *, mask=None, slopes=None, **kw):
+def alibi_signed(q, k, v, *, mask=None, slopes=None, sign=1.0, **kw):
     """ALiBi with the signed distance: bias -slope * (i + offset - j) without the absolute value (as slope * j up to
-    a per-row constant), so keys right of the diagonal are favoured; with causal masking nothing shows."""
+    a per-row constant), so keys right of the diagonal are favoured; with causal masking nothing shows. ``sign``
+    -1: +slope * (i - j), the sign flipped too (past keys penalised less the farther they are)."""
     if slopes is None:
         return _sdpa(q, k, v, mask=mask, **kw)
     Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
     dist = (np.arange(Sq)[:, None] + Sk - Sq - np.arange(Sk)[None, :]).astype(np.float64)     # (Sq, Sk)
-    bias = -(np.asarray(slopes, np.float64)[..., None, None] * dist)
+    bias = -sign * (np.asarray(slopes, np.float64)[..., None, None] * dist)
     bias = bias[None] if bias.ndim == 3 else bias                                       # (B|1, H, Sq, Sk)
     if mask is not None:
         m = np.asarray(mask)
@@ -72,13 +73,25 @@ def _with_alibi(mask, slopes, Sq: int, Sk: int, sign: float = 1.0):
     return np.where(mask, bias, -np.inf) if mask.dtype == bool else mask + bias
 
 
-def bool_mask_added(q, k, v, *, mask=None, slopes=None, **kw):
+def bool_mask_added(q, k, v, *, mask=None, slopes=None, with_band=False, **kw):
     """The user's bool keep-mask added to the scores as numbers: S + 1 where True, S + 0 where False; nothing is
     masked by it (causal and windows still are); ALiBi (``slopes``) added as it should be. Without a bool mask
-    nothing shows (the reference)."""
+    nothing shows (the reference). ``with_band``: the causal band and window arrive folded into that bool mask (as
+    an API without those flags hands them) and are added with it, except a top-left causal band with no window (a
+    flag such APIs have: the kernel still masks it)."""
+    kw = _kw(kw)
+    Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
+    if with_band and (kw["window"] is not None or (kw["is_causal"] and kw["alignment"] != "top-left")):
+        left, right = kw["window"] if kw["window"] is not None else (-1, -1)
+        if kw["is_causal"]:
+            right = 0 if right == -1 else min(right, 0)
+        band = window_mask(Sq, Sk, (left, right), alignment=kw["alignment"])
+        if mask is None or np.asarray(mask).dtype == bool:
+            mask = band if mask is None else np.asarray(mask) & band
+            kw = dict(kw, is_causal=False, window=None)
     if mask is not None and np.asarray(mask).dtype == bool:
         mask = np.asarray(mask).astype(np.float64)
-    return _sdpa(q, k, v, mask=_with_alibi(mask, slopes, np.shape(q)[-2], np.shape(k)[-2]), **kw)
+    return _sdpa(q, k, v, **dict(kw, mask=_with_alibi(mask, slopes, Sq, Sk)))
 
 
 def float_mask_as_bool(q, k, v, *, mask=None, slopes=None, how="nonzero", **kw):
@@ -124,3 +137,33 @@ def mask_transposed(q, k, v, **kw):
             m = np.asarray(m)
             m = (m & band) if m.dtype == bool else np.where(band, m, -np.inf)
     return _sdpa(q, k, v, **dict(kw, mask=m, is_causal=False, window=None))
+
+
+def mask_after_softmax(q, k, v, **kw):
+    """The softmax taken over every key (the finite additive terms kept), the masked weights then set to 0 and the
+    rest not renormalised: rows sum to less than 1."""
+    kw = _kw(kw)
+    w = scaled_dot_product_attention(q, k, v, **dict(kw, mask=None, is_causal=False, window=None))[1]
+    keep = scaled_dot_product_attention(q, k, v, **kw)[1] > 0           # what the mask, band and window keep
+    m = kw["mask"]
+    if m is not None and np.asarray(m).dtype != bool:                    # the additive terms, -inf as 0
+        add = np.where(np.isneginf(m), 0.0, np.asarray(m, np.float64))
+        w = scaled_dot_product_attention(q, k, v, **dict(kw, mask=add, is_causal=False, window=None))[1]
+    v = np.asarray(v, np.float64)
+    if kw["enable_gqa"] and np.shape(k)[-3] != np.shape(q)[-3]:
+        v = np.repeat(v, np.shape(q)[-3] // np.shape(k)[-3], axis=-3)
+    return np.where(keep, w, 0.0) @ v
+
+
+def scale_after_softmax(q, k, v, **kw):
+    """The softmax of the unscaled scores, its weights then multiplied by the scale (rows sum to the scale)."""
+    kw = _kw(kw)
+    sc = 1.0 / np.sqrt(np.shape(q)[-1]) if kw["scale"] is None else kw["scale"]
+    return sc * _sdpa(q, k, v, **dict(kw, scale=1.0))
+
+
+def alibi_first_batch(q, k, v, *, mask=None, slopes=None, **kw):
+    """ALiBi slopes given per batch, (B, Hq), read as batch 0's for every batch (a (Hq,) view of them)."""
+    if slopes is not None and np.ndim(slopes) == 2:
+        slopes = np.asarray(slopes)[0]
+    return _sdpa(q, k, v, mask=_with_alibi(mask, slopes, np.shape(q)[-2], np.shape(k)[-2]), **kw)

@@ -235,3 +235,24 @@ def test_the_keep_rate_test_is_exact_where_few_drops_are_expected():
     assert binomial_two_sided(5, 40, 0.3) == pytest.approx(exact, rel=1e-9)
     assert binomial_two_sided(100, 10_000, 0.002) < 1e-6 < binomial_two_sided(30, 10_000, 0.002)
     assert binomial_two_sided(0, 6, 0.002) == 1.0
+
+
+ZERO = _kernels(Path(__file__).parent / "zoo" / "dropout_zero_impls.py", "dropout_zero_impls_t")
+
+
+@pytest.mark.parametrize("entry", ZERO.CATALOG, ids=lambda e: e["name"])
+def test_the_zoos_kernels_dropping_at_p_zero_are_caught_and_named_with_their_rate(entry):
+    """tests/zoo/dropout_zero_impls.py (a helper's, from public reports, written without reading refimpl)."""
+    name = entry["name"]
+    fn = entry["fn"] if callable(entry["fn"]) else getattr(ZERO, entry["fn"])
+    results = [run_one(Target(name, fn, api="flash-attn"), s, STORE)
+               for s in SPECS if s.dtype == "float64"]
+    failed = [r for r in results if Status(r.status).failed]
+    lines = diagnose(results, STORE, target=name)
+    if entry["correct"]:
+        assert not failed and not lines, (failed[:2], lines)
+        return
+    assert len(failed) > 20
+    assert len(lines) == 1 and lines[0].startswith(f"diagnosis {name}: dropout-active-at-zero — "), lines
+    rate = entry["rate"]
+    assert f"(1/(1 - p) for p = {rate:.3g})" in lines[0], lines[0]

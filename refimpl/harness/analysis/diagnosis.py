@@ -22,9 +22,6 @@ from itertools import combinations
 import numpy as np
 
 from ... import bugs
-from ...attention import scaled_dot_product_attention
-from ...precision import get as precision
-from ...tolerance_slope import slope_allowance, slope_deviation
 from ..apis import flash_attn_kvcache
 from ..apis.flex_attention import block_size
 from ..cases import Status, fitting_models
@@ -35,9 +32,11 @@ from .diagnosis_kvcache import kvcache_lines
 from .diagnosis_lse import lse_lines
 from .fitting import fit_scale, scale_line
 from .fitting_dropout import dropout_at_zero_line
+from .precision_fingerprint import narrower_arithmetic, null32
 
 __all__ = ["diagnose", "localise", "fits", "analyse_run"]
 
+MAX_NOISE = 400              # the most failing cases a precision fingerprint checks one by one
 MAX_FAILING = 40
 MAX_PASSING = 20
 EXPLAINS = 0.5
@@ -137,19 +136,6 @@ def _beyond_float32(variant, data: CaseData, null: np.ndarray | None) -> bool:
     return null is not None and _distance(out, null, every) > 1e-4 * (1.0 + float(np.abs(data.v).max()))
 
 
-def _null32(data: CaseData) -> np.ndarray | None:
-    """The correct output computed in float32 (None when that fails): what float32 arithmetic alone gives."""
-    kw = data.reference_kwargs()
-    if kw["mask"] is not None and kw["mask"].dtype != bool:
-        kw = dict(kw, mask=kw["mask"].astype(np.float32))
-    try:
-        with np.errstate(all="ignore"):
-            return np.asarray(scaled_dot_product_attention(*(a.astype(np.float32) for a in (data.q, data.k, data.v)),
-                                                           **kw)[0], np.float64)
-    except Exception:
-        return None
-
-
 def _model_out(variant, data: CaseData) -> np.ndarray:
     kw = variant_kwargs(variant, data)
     with np.errstate(all="ignore"):
@@ -184,7 +170,7 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
         models = {n: m for n, m in bugs.MODELS.items() if not (fitted and n == "scale")}
 
         def shows_beyond_float32(variant) -> bool:       # on any failing case, not only the sample
-            return any(fits(variant, d, g) and _beyond_float32(variant, d, _null32(d))
+            return any(fits(variant, d, g) and _beyond_float32(variant, d, null32(d))
                        for d, g in _usable(failing, store, specs, 400))
 
         def fit(model, variant) -> bool:
@@ -200,37 +186,12 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
         lines.append(f"diagnosis {target}: weights-transposed — {bugs.MODELS['weights-transposed'].explanation}")
     if not lines and fail_cases and all(getattr(r.got, "dropout_keep", None) is None for r in failing):
         lines = dropout_at_zero_line(target, fail_cases)            # a run without dropout that drops weights
-    if not lines and fail_cases and len(fail_cases) == len(_usable(failing, store, specs, len(failing))):
-        lines = _float32_arithmetic(target, fail_cases)
+    if not lines and fail_cases and len(failing) <= MAX_NOISE:        # the noise's size: on every failing case
+        every = _usable(failing, store, specs, len(failing))
+        dts = {d.spec.dtype for d, _ in every}
+        held = sum(d.spec.dtype in dts for d, _ in _usable(passing, store, specs, MAX_NOISE))
+        lines = narrower_arithmetic(target, every, held) if len(every) == len(failing) else []
     return lines or [f"diagnosis {target}: unknown"]
-
-
-def _float32_arithmetic(target: str, fail_cases: list[tuple[CaseData, np.ndarray]]) -> list[str]:
-    """The numbers' meaning when no model fits: float64 cases that fail with errors of float32's size (every
-    failing case float64, each within [eps32 / 8, 1e-4] of its largest expected value, and no systematic factor:
-    the output's least-squares slope on the oracle within float32 rounding's allowance, as the float32 judge
-    bounds it) come from a target that computes in float32; its check is --dtype float32. A float64 output
-    scaled by 1 + 3e-6 has errors of float32's size but a slope float32 rounding does not give: not named."""
-    f32, f64 = precision("float32"), precision("float64")
-    rel = []
-    for data, got in fail_cases:
-        live = data.live
-        exp = data.expected[live]
-        top = float(np.abs(exp).max()) if exp.size else 0.0
-        null = _null32(data)
-        if not precision(data.spec.dtype).at_least(f64) or top == 0.0 or null is None:
-            return []
-        with np.errstate(invalid="ignore"):
-            rel.append(float(np.nan_to_num(np.abs(got[live] - exp), nan=np.inf).max()) / top)
-            if not np.isfinite(got[live]).all() or (slope_deviation(got[live], exp)
-                                                    > slope_allowance(null[live], exp, f32.name)):
-                return []
-    u32 = f32.eps
-    if not all(u32 / 8 <= r <= 1e-4 for r in rel):
-        return []
-    return [f"diagnosis {target}: float32 arithmetic — the float64 cases fail with errors of ~{np.median(rel):.1e} "
-            f"relative (float32's unit roundoff is {u32:.1e}): the target computes in float32; check it with "
-            f"--dtype float32"]
 
 
 def _weights_transposed(failing: list[CaseResult], store, specs) -> bool:

@@ -9,7 +9,8 @@ scale, mask or head) gives coefficients that are not. The fit is named when, ove
 
 * at least ``MIN_ROWS`` rows are determined, in at least a quarter of the sampled failing cases (a case with more
   keys than Dv in every row cannot be solved: it neither counts for the fit nor against it);
-* every determined coefficient is within ``_rtol`` of the case's dtype (relative to ``s``) of 0 or of the common ``s`` (their median);
+* every determined coefficient is near 0 or the common ``s`` (their median): within ``_rtol`` of the case's dtype,
+  relative to ``s``;
 * ``s > 1`` and the fraction of coefficients at 0 is the rate ``1 - 1/s`` implies, within 5 binomial standard
   deviations (at least one weight dropped).
 
@@ -24,13 +25,13 @@ from ...precision import get as precision
 __all__ = ["dropout_at_zero_line"]
 
 MIN_ROWS = 8
+COND = 1e6
+
 
 def _rtol(dtype: str) -> float:
     """How near 0 or s a solved coefficient must be: 2e4 unit roundoffs of the case's dtype, within [1e-6, 2e-2]
     (float64 1e-6, float32 2.4e-3, the 16-bit types 2e-2)."""
     return min(2e-2, max(1e-6, 2e4 * precision(dtype).eps))
-
-COND = 1e6
 
 
 def _coefficients(w: np.ndarray, v: np.ndarray, got: np.ndarray) -> np.ndarray | None:
@@ -57,7 +58,7 @@ def dropout_at_zero_line(target: str, fail_cases: list) -> list[str]:
         v = np.repeat(np.asarray(data.v, np.float64), s.Hq // s.Hkv, axis=1)          # (B, Hq, Sk, Dv)
         w = np.broadcast_to(data.weights, data.weights.shape)
         live = np.broadcast_to(data.live, w.shape[:-1])
-        rows = [c for idx in zip(*np.nonzero(live)) if (c := _coefficients(w[idx], v[idx[:2]], got[idx])) is not None]
+        rows = [r for idx in zip(*np.nonzero(live)) if (r := _coefficients(w[idx], v[idx[:2]], got[idx])) is not None]
         if rows:
             determined += 1
             coefs += rows

@@ -74,6 +74,8 @@ def _causal(rng, i):
     elif i % 3 == 1:
         d["Sq"], d["Sk"] = max(d["Sq"], d["Sk"]), min(d["Sq"], d["Sk"])      # Sq > Sk
     align = "top-left" if i % 2 == 0 else "bottom-right"
+    if i % 6 == 0:                     # one query, top-left: it sees key 0 only (a kernel that skips the causal mask
+        d["Sq"], d["Sk"] = 1, max(d["Sk"], 4)        # for a one-query step, as a decode step needs, is caught here)
     return dict(d, is_causal=True, alignment=align, dead_rows=align == "bottom-right" and d["Sq"] > d["Sk"])
 
 
@@ -194,11 +196,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            lambda r, i: dict(_heads(r, i), mask="additive")),
     Family("padding", "per-batch key lengths (a (B, 1, 1, Sk) keep-mask)", 80,
            lambda r, i: dict(_small(r), B=int(r.integers(2, 5)), mask="padding")),
-    Family("causal", "causal masks in both alignments, Sq < Sk and Sq > Sk", 120, _causal),
+    Family("causal", "causal masks in both alignments, Sq < Sk (one query among them) and Sq > Sk", 120, _causal),
     Family("window", "sliding windows (left, right), -1 unbounded, both alignments", 100, _window),
-    Family("softcap", "logit soft-capping cap * tanh(scores / cap), alone and under a causal mask (Gemma-2)", 60,
+    Family("softcap", "logit soft-capping cap * tanh(scores / cap), alone, under a causal mask (Gemma-2) and with "
+                      "ALiBi added after the cap", 60,
            lambda r, i: dict(_small(r), softcap=_pick(r, (1.0, 5.0, 30.0, 50.0)), magnitude=_pick(r, (1.0, 4.0)),
-                             is_causal=bool(i % 2), alignment="bottom-right")),
+                             is_causal=bool(i % 2), alignment="bottom-right", alibi=i % 3 == 2)),
     Family("alibi", "ALiBi biases -slope * |i + Sk - Sq - j| (FlashAttention's alignment), some under GQA", 60,
            _alibi),
     Family("scale", "explicit softmax scales", 40, lambda r, i: dict(_small(r), scale=_pick(r, (0.01, 0.5, 1.0, 3.0)))),

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from itertools import zip_longest
 from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol, cast
 
@@ -97,6 +98,7 @@ class GradCase(Case):
     """A ``grad:<family>`` row; ``diagnoses`` holds, per target, the diagnosis lines of its failing cases."""
     grad_specs: list = field(default_factory=list)
     diagnoses: dict = field(default_factory=dict)
+    grad_samples: dict = field(default_factory=dict)     # target -> (failing, passing) (GradData, returned) pairs
 
 
 def _mode(target: Target, backward: Backward | None) -> tuple[str, str]:
@@ -277,10 +279,11 @@ def grad_case(name: str, specs: list[CaseSpec], store, backward: Backward | None
             return grad_data(data, _case_cache(store, data)), r.got
         lines = []
         if any(r.status == Status.FAIL for r in results):
-            lines = diagnose_grads([again(r) for r in results if r.status == Status.FAIL
-                                    and isinstance(r.got, GradReturned) and r.got.allowed],
-                                   [again(r) for r in results if r.status == Status.PASS
-                                    and isinstance(r.got, GradReturned)], target.name)
+            fails = [again(r) for r in results if r.status == Status.FAIL and isinstance(r.got, GradReturned)
+                     and r.got.allowed]
+            passes = [again(r) for r in results if r.status == Status.PASS and isinstance(r.got, GradReturned)]
+            lines = diagnose_grads(fails, passes, target.name)
+            case.grad_samples[target.name] = (fails, passes)     # the run's diagnosis pools every row's
         for r in results:                    # the report keeps the failing cases' gradients only
             if r.status != Status.FAIL:
                 r.got = None
@@ -293,8 +296,21 @@ def grad_case(name: str, specs: list[CaseSpec], store, backward: Backward | None
 
 
 def analyse_grad(run) -> None:
-    """Copy the grad rows' diagnosis lines into ``run.diagnoses`` (after :func:`.diagnosis.analyse_run`)."""
+    """One gradient diagnosis per target into ``run.diagnoses`` (after :func:`.diagnosis.analyse_run`): the backward
+    models fitted over the failing and passing cases of every grad row together, taken in turn from each row (a
+    model must explain the run, not one family's share of it); a row's own lines stay in its report."""
+    pooled: dict[str, tuple[list, list]] = {}
     for c in run.cases:
-        for t, lines in getattr(c, "diagnoses", {}).items():
-            have = run.diagnoses.setdefault(t, [])
-            have += [line for line in lines if line not in have]
+        for t, (fails, passes) in getattr(c, "grad_samples", {}).items():
+            f, p = pooled.setdefault(t, ([], []))
+            f.append(fails)
+            p.append(passes)
+    for t, (fails, passes) in pooled.items():
+        lines = diagnose_grads(_in_turn(fails), _in_turn(passes), t)
+        have = run.diagnoses.setdefault(t, [])
+        have += [line for line in lines if line not in have]
+
+
+def _in_turn(lists: list[list]) -> list:
+    """The items of ``lists`` taken one from each in turn: [a0, b0, c0, a1, b1, ...]."""
+    return [x for group in zip_longest(*lists) for x in group if x is not None]
