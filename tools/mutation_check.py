@@ -91,9 +91,11 @@ HARNESS = ["harness/verdicts/judge", "harness/verdicts/grad_judge", "harness/ver
            "harness/analysis/diagnosis_lse", "harness/reports/export",
            # the bug models the diagnoses fit (a wrong model names the wrong bug), and their fit tolerance
            "bug_model", "bugs", "bugs_backward", "bugs_kvcache", "bugs_lse", "bugs_packed", "bugs_scores"]
-# ... and every bug model and diagnosis written since (refimpl/bugs_*.py, harness/analysis/diagnosis_*.py)
-HARNESS += sorted({str(p.relative_to(ROOT / "refimpl").with_suffix("")) for pattern in ("bugs_*.py",
-                   "harness/analysis/diagnosis_*.py") for p in (ROOT / "refimpl").glob(pattern)} - set(HARNESS))
+# ... and every bug model, diagnosis and fit written since (refimpl/bugs_*.py, harness/analysis/diagnosis_*.py,
+# fitting_*.py, precision_*.py)
+HARNESS += sorted({str(p.relative_to(ROOT / "refimpl").with_suffix("")) for pattern in (
+    "bugs_*.py", "harness/analysis/diagnosis_*.py", "harness/analysis/fitting_*.py", "harness/analysis/precision_*.py")
+    for p in (ROOT / "refimpl").glob(pattern)} - set(HARNESS))
 COPY = ["refimpl", "tests", "fixtures", "r_reference", "pyproject.toml", "tools", "docs", "README.md", "Makefile",
         ".ci", ".github"]
 

@@ -7,6 +7,7 @@ scoring run; it is not to be edited to fit a result.
     .venv/bin/python tools/score_heldout.py heldout2   # tests/heldout2 (written 2026-12-04; key KEY2, below)
     .venv/bin/python tools/score_heldout.py heldout3   # tests/heldout3 (written 2026-12-05; key KEY3, below)
     .venv/bin/python tools/score_heldout.py heldout4   # tests/heldout4 (key KEY4, below)
+    .venv/bin/python tools/score_heldout.py heldout5   # tests/heldout5 (key KEY5, below)
 
 named right: the diagnosis names a model in the kernel's accepted set; named wrong: it names another model
 (counted against the score twice); unknown: `diagnosis ...: unknown`. A correct kernel must get no
@@ -162,10 +163,66 @@ KEY4 = {
     "nsa_flash_attention_bwd": set(),              # dq's dP over the first D of Dv value dims: no model
     "paddle_tiled_dq_bwd": set(),                  # dq assigned per key block (last block only): no model
 }
+# tests/heldout5 (a fifth helper, which read nothing of refimpl). Written from its README's bug descriptions and
+# refimpl's model explanations before its first scoring run. Empty: refimpl has no model for the bug (unknown is the
+# right answer). Keyed by `fn`, as the others.
+KEY5 = {
+    "attn_key_chunked": set(), "attn_split_kv": set(),   # correct
+    "attn_softmax_no_dead_row_guard": {"dead-rows-nan"},   # only rows with no key differ (NaN: accepted by default)
+    "attn_scale_from_value_dim": {"scale"},        # 1/sqrt(Dv)
+    "attn_online_rescale_inverted": {"online-rescale"},   # exp(m_new - m_old): the variant "(inverted)"
+    "attn_padded_tail_block": {"padded-tail"},     # zero keys to a multiple of 64, attended: "blocks of 64" (as KEY4)
+    "attn_running_max_not_carried": set(),         # exact rescale, the max of the current block only: overflows
+    #                                                only; no variant says so (as KEY3); no-max-subtraction coincides
+    "attn_row_max_clamped": set(),                 # a fully masked tile's running max set to 0: later very negative
+    #                                                scores underflow to a zero row; masked-block-nan is the -inf max
+    "attn_kv_grid_from_q_len": set(),              # ceil(Sq / block) key blocks: blocked-tail (Sk // block) and
+    #                                                padded-tail only coincide on some sizes
+    "attn_mask_fill_tiny": {"finite-mask-fill"},   # fill -1e-9: the variant "0" to within 1e-9
+    "sdpa_grouped_gqa": set(), "sdpa_tiled_online": set(),   # correct
+    "sdpa_bool_mask_inverted": {"mask-polarity"},
+    "sdpa_causal_bottom_right": {"causal-alignment"},
+    "sdpa_gqa_tile": {"gqa-grouping"},             # h % Hkv
+    "sdpa_float_mask_dead_rows": {"dead-rows-nan"},   # only rows with no key differ (NaN: accepted by default)
+    "sdpa_unmask_unattended": set(),               # a row with no key gets softmax(S) V over every key: neither zeros,
+    #                                                NaN nor the mean of V, and no model gives it
+    "sdpa_mask_scaled": {"softcap"},               # scale * (S + mask): only the variant "softcap and additive terms
+    #                                                before scaling: the scale multiplies both" (no cap) says so (KEY4)
+    "sdpa_fp32_softmax": {"float32 arithmetic"},   # the softmax in float32, judged in float64
+    "sdpa_half_probs": {"low-precision"},          # the weights rounded to float16 before P @ V (judged in float32)
+    "sdpa_causal_diagonal_masked": {"causal-diagonal"},
+    "flash_tiled_online": set(), "flash_split_kv": set(), "flash_grouped_einsum": set(),   # correct
+    "flash_causal_top_left": {"causal-alignment"},
+    "flash_window_symmetric": {"window-bounds"},   # "right from left (a symmetric window, (left, left))"
+    "flash_window_right_exclusive": {"window-bounds"},   # right bound exclusive: "right - 1"
+    "flash_softcap_scale_outside": {"softcap"},    # tanh before scaling
+    "flash_softcap_after_mask": {"softcap-after-mask"},
+    "flash_alibi_sign": {"alibi-sign"},            # +slope * (i + off - j): "+slope * (i - j), the sign flipped too"
+    "flash_alibi_column_only": {"alibi-sign"},     # slope * j: -slope * (i + off - j) up to a per-row constant,
+    #                                                the variant's "as slope * j" (as KEY3)
+    "flash_alibi_batch_slopes": {"alibi-batch-slopes"},   # batch 0's slopes for every batch (a model since KEY4)
+    "flash_gqa_modulo": {"gqa-grouping"},          # h % Hkv
+    "flash_splitkv_empty_lse_zero": set(),         # an empty split merged with LSE 0: exp(-m) more in the row's
+    #                                                denominator; no output model (lse-dead-zero is the LSE, --lse)
+    "attn_bwd_dense": set(), "attn_bwd_tiled_lse": set(),   # correct
+    "attn_bwd_nan_dead_rows": {"bwd-masked-nan"},
+    "attn_bwd_mqa_mean": {"bwd-gqa-sum"},          # "mean over the group"
+    "attn_bwd_no_delta": {"bwd-delta-term"},
+    "attn_bwd_diagonal_jacobian": {"bwd-delta-term"},   # dS = P (1 - P) dP: "the Jacobian's diagonal only"
+    "attn_bwd_dk_unscaled": {"bwd-scale-dk"},
+    "attn_bwd_padded_dim_scale": set(),            # a wrong scale in the whole backward: no backward model (as KEY4)
+    "attn_bwd_dp_truncated": set(),                # dP over the first D of Dv value dims: no model (as KEY4)
+    "attn_bwd_tail_block_dropped": set(),          # tail key block skipped in the backward: blocked-tail is forward
+    "attn_bwd_unmasked_recompute": {"bwd-mask-not-reapplied"},   # P for dq/dk recomputed without the keep-mask
+}
+# the two heldout5 kernels whose only difference is NaN on rows with no key (its README): an accepted convention
+# when no --masked-rows policy is pinned, as for CONVENTION3's; decided before the scoring run
+CONVENTION5 = {"attn_softmax_no_dead_row_guard", "sdpa_float_mask_dead_rows"}
 SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout2": (KEY2, CONVENTION2, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd")),
         "heldout3": (KEY3, CONVENTION3, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
-        "heldout4": (KEY4, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
+        "heldout4": (KEY4, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
+        "heldout5": (KEY5, CONVENTION5, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
 FORWARD_FOR_BACKWARD = f"{HELD / 'numpy_fwd.py'}:np_eager_reference"
 
 
