@@ -26,9 +26,9 @@ from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant
 from .bugs_packed import packed_attention
 from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, causal_diagonal, dead_rows_nan,
-                          gqa_divisor, mods_before_scale, mods_by_kv_head, online_inverted, online_unguarded,
-                          rounded_step, softcap_after_mask, tile_padded_tail, tile_transposed, tiles_unmasked,
-                          zero_padded_tail)
+                          gqa_divisor, mods_before_scale, mods_by_kv_head, online_inverted, online_max_clamped,
+                          online_unguarded, rounded_step, softcap_after_mask, tile_padded_tail, tile_transposed,
+                          tiles_unmasked, zero_padded_tail)
 from .bugs_general import (_with_alibi, alibi_first_batch, alibi_signed, bool_mask_added, float_mask_as_bool,
                            mask_after_softmax, mask_batch_flattened, mask_transposed, scale_after_softmax,
                            window_edges)
@@ -141,13 +141,16 @@ def no_max_subtraction(q, k, v, **kw):
         return (e / np.where(z == 0, 1.0, z)) @ v
 
 
-def finite_mask_fill(q, k, v, *, fill=-1e9, dtype="float64", **kw):
+def finite_mask_fill(q, k, v, *, fill=-1e9, dtype="float64", dead_zero=False, **kw):
     """Excluded scores filled with a finite ``fill`` (-1e9, -1e4) instead of -inf: dead rows become uniform and
-    masked keys win when kept scores fall below the fill. ``dtype`` float32: the float32 kernel of half code."""
+    masked keys win when kept scores fall below the fill. ``dtype`` float32: the float32 kernel of half code.
+    ``dead_zero``: rows with no key are zeroed afterwards (the kernel guards them, not the masked keys)."""
     dt = np.dtype(dtype).type
     s, keep, v = _parts(q, k, v, dtype=dt, **_kw(kw))
-    s = np.where(keep, s, dt(fill))
-    return (_softmax(s, np.ones(s.shape, bool)) @ v).astype(np.float64)
+    out = _softmax(np.where(keep, s, dt(fill)), np.ones(s.shape, bool)) @ v
+    if dead_zero:
+        out = np.where(keep.any(axis=-1)[..., None], out, 0.0)
+    return out.astype(np.float64)
 
 
 def low_precision(q, k, v, **kw):
@@ -291,6 +294,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("finite-mask-fill", "masked scores are filled with a finite value instead of -inf",
              (_v("-1e9", finite_mask_fill, fill=-1e9), _v("-1e4", finite_mask_fill, fill=-1e4),
               _v("0", finite_mask_fill, fill=0.0),
+              _v("0, rows with no key zeroed", finite_mask_fill, fill=0.0, dead_zero=True),
+              _v("-1e4, rows with no key zeroed", finite_mask_fill, fill=-1e4, dead_zero=True),
               Variant("-1e4 float32", _named(finite_mask_fill, fill=-1e4, dtype="float32"), in_float32=True))),
     BugModel("gqa-grouping", "GQA query head h uses the wrong kv head instead of h // (Hq // Hkv)",
              (_v("h % Hkv", gqa_grouping), _v("h // Hkv, even under MHA", gqa_divisor))),
@@ -323,6 +328,9 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              "fully masked gets NaN (exp(-inf - -inf))",
              tuple(_v(f"blocks of {b}", online_unguarded, block=b) for b in (16, 32, 64, 128)),
              distinct_from=("dead-rows-nan",)),
+    BugModel("masked-block-max-zero", "online softmax sets the running max of fully masked key blocks to 0 and keeps "
+             "it: a row whose scores lie far below 0 past a masked leading block underflows to zeros",
+             tuple(_v(f"blocks of {b}", online_max_clamped, block=b) for b in (16, 32, 64, 128))),
     # reproduced only up to its own rounding noise
     BugModel("low-precision", "an intermediate of the softmax is computed in a 16-bit float",
              (_v("softmax in float16", low_precision),)

@@ -43,7 +43,7 @@ __all__ = ["MODELS", "backward_with"]
 
 MISTAKES = ("none", "delta", "scale-dq", "scale-dk", "scale-dq-twice", "scale-dk-twice", "ds-transposed-dq",
             "ds-transposed-dk", "gqa-first", "gqa-mean", "masked-nan", "delta-axis", "unmasked", "unmasked-lse",
-            "delta-diagonal")
+            "unmasked-dqdk", "delta-diagonal")
 
 
 def backward_with(q, k, v, d_out, *, mistake: str = "none", mask=None, scale=None, is_causal=False,
@@ -58,21 +58,28 @@ def backward_with(q, k, v, d_out, *, mistake: str = "none", mask=None, scale=Non
     s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     o, p = scaled_dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=is_causal, alignment=alignment,
                                         window=window, softcap=softcap, enable_gqa=enable_gqa)   # (B, Hq, Sq, Sk)
-    if mistake in ("unmasked", "unmasked-lse"):  # the forward's O kept; P recomputed without mask, causal, window
+    pv = p                                      # the weights dV is taken with
+    unmasked = mistake in ("unmasked", "unmasked-lse", "unmasked-dqdk")
+    if unmasked:                                # the forward's O kept; P recomputed without mask, causal, window
         add = None if mask is None or np.asarray(mask).dtype == bool else np.where(np.isneginf(mask), 0.0, mask)
         pu = scaled_dot_product_attention(q, k, v, mask=add, scale=scale, softcap=softcap, enable_gqa=enable_gqa)[1]
         if mistake == "unmasked-lse":           # exp(S - the masked forward's LSE) on every key: Z / Z_masked
             kept = (pu * (p > 0)).sum(axis=-1, keepdims=True)
             with np.errstate(all="ignore"):
                 pu = np.where(kept > 0, pu / np.where(kept > 0, kept, 1.0), 0.0)
+        if mistake == "unmasked-dqdk":          # only the dQ/dK pass recomputes (rows with no key kept at zero)
+            pu = np.where((p > 0).any(axis=-1, keepdims=True), pu, 0.0)
+        else:
+            pv = pu
         p = pu
     group = q.shape[-3] // k.shape[-3] if enable_gqa else 1             # kv head h serves query heads hG .. hG+G-1
     ke, ve = (np.repeat(a, group, axis=-3) for a in (k, v))              # (B, Hq, Sk, D), (B, Hq, Sk, Dv)
     with np.errstate(all="ignore"):
         if mistake == "masked-nan":
             p = np.where(~(p > 0).any(axis=-1, keepdims=True), np.nan, p)   # 0/0 on rows with no key
-        o = o if mistake in ("unmasked", "unmasked-lse") else p @ ve      # (B, Hq, Sq, Dv)
-        dv = np.swapaxes(p, -1, -2) @ g                                   # (.., Sk, Sq) x (.., Sq, Dv) -> (.., Sk, Dv)
+        o = o if unmasked else p @ ve                                     # (B, Hq, Sq, Dv)
+        pv = p if mistake == "masked-nan" else pv
+        dv = np.swapaxes(pv, -1, -2) @ g                                  # (.., Sk, Sq) x (.., Sq, Dv) -> (.., Sk, Dv)
         dp = g @ np.swapaxes(ve, -1, -2)                                  # (.., Sq, Dv) x (.., Dv, Sk) -> (.., Sq, Sk)
         if mistake == "delta-axis":                                       # sum(P * dP) over the queries
             ds = p * (dp - np.sum(p * dp, axis=-2, keepdims=True))
@@ -147,7 +154,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("bwd-mask-not-reapplied", "the backward recomputes the weights without the mask, causal band or window "
              "(the forward's output kept): masked keys get gradients",
              (_v("P without the mask", "unmasked"),
-              _v("P = exp(S - the masked forward's LSE) on every key", "unmasked-lse"))),
+              _v("P = exp(S - the masked forward's LSE) on every key", "unmasked-lse"),
+              _v("P without the mask in the dQ, dK pass only (dV right)", "unmasked-dqdk"))),
     BugModel("bwd-masked-nan", "fully masked query rows give NaN weights in the backward (softmax of all -inf), "
                                "NaN gradients where zeros are expected",
              (_v("NaN weights on fully masked rows", "masked-nan"),)),

@@ -39,7 +39,8 @@ from .precision import get as precision
 
 __all__ = ["_sdpa", "_expand_heads", "_parts", "_softmax", "_kw", "_named", "mods_before_scale", "softcap_after_mask",
            "zero_padded_tail", "gqa_divisor", "dead_rows_nan", "mods_by_kv_head", "causal_diagonal", "online_inverted",
-           "online_unguarded", "rounded_step", "tiles_unmasked", "tile_padded_tail", "tile_transposed"]
+           "online_unguarded", "online_max_clamped", "rounded_step", "tiles_unmasked", "tile_padded_tail",
+           "tile_transposed"]
 
 
 def _sdpa(q, k, v, **kw):
@@ -181,10 +182,10 @@ def causal_diagonal(q, k, v, *, nan_rows=False, **kw):
     return out
 
 
-def _online(s, keep, v, block, *, inverted=False, both=False, guarded=True):
+def _online(s, keep, v, block, *, inverted=False, both=False, guarded=True, clamp=False):
     """Online softmax over key blocks: running max m, row sum l and accumulator, rescaled by exp(m_old - m_new)
     (``inverted``: the accumulator by exp(m_new - m_old); ``both``: the row sum too); ``guarded=False``: a running
-    max of -inf is used as is."""
+    max of -inf is used as is; ``clamp``: a running max of -inf becomes 0 and is kept as the running max."""
     s = np.where(keep, s, -np.inf)
     m = np.full(s.shape[:-1] + (1,), -np.inf)                           # (B..., Sq, 1)
     total = np.zeros_like(m)
@@ -193,10 +194,12 @@ def _online(s, keep, v, block, *, inverted=False, both=False, guarded=True):
         for j0 in range(0, s.shape[-1], block):
             sb = s[..., j0:j0 + block]                                   # (B..., Sq, Bk)
             m_new = np.maximum(m, sb.max(axis=-1, keepdims=True))
+            if clamp:
+                m_new = np.where(np.isneginf(m_new), 0.0, m_new)
             base = np.where(np.isfinite(m_new), m_new, 0.0) if guarded else m_new
             alpha = np.exp(m - base)                                     # 0 on the first block (m = -inf)
             p = np.exp(sb - base)
-            wrong = np.where(alpha > 0, 1.0 / alpha, 0.0)                 # exp(m_new - m_old)
+            wrong = np.where(np.isfinite(m), np.exp(base - m), 0.0)       # exp(m_new - m_old) (0 on the first)
             total = (wrong if both else alpha) * total + p.sum(axis=-1, keepdims=True)
             acc = (wrong if inverted else alpha) * acc + p @ v[..., j0:j0 + block, :]
             m = m_new
@@ -215,6 +218,13 @@ def online_unguarded(q, k, v, *, block=64, **kw):
     blocks are fully masked."""
     s, keep, v = _parts(q, k, v, **_kw(kw))
     return _online(s, keep, v, block, guarded=False)
+
+
+def online_max_clamped(q, k, v, *, block=64, **kw):
+    """Online softmax whose running max, -inf after fully masked key blocks, is set to 0 and kept: exact but for
+    underflow, a row whose scores all lie far below 0 (past a masked leading block) comes out zeros."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    return _online(s, keep, v, block, clamp=True)
 
 
 def rounded_step(q, k, v, *, step="scores", dtype="bfloat16", **kw):

@@ -6,15 +6,15 @@
   computes in float32; its check is --dtype float32. A float64 output scaled by 1 + 3e-6 has errors of float32's
   size but a slope float32 rounding does not give: not named.
 * **a 16-bit intermediate** (``low-precision``): float32 or float64 cases that fail with errors of the size a 16-bit
-  type's rounding gives *on each case*: the correct computation with q k^T, the scaled scores and the weights each
-  rounded to float16 (or bfloat16) errs by e_T there, and the target's error is within [e_T / 16, 16 e_T] on every
-  failing case, its least-squares slope within that rounding's allowance; or it overflows where that computation
-  overflows (the same rows not finite). A kernel's own
-  rounding points differ from any model's, so no output model reproduces such a kernel to better than its noise:
-  the size of the noise, case by case, is the evidence. A wrong factor, a dropped key or a shifted mask gives
-  errors that do not follow e_T from case to case; and rounding shows on every case, so the failing cases must be
-  at least as many as the passing ones of their dtypes (ALiBi put inside a softcap of 50 errs by ~1e-3 too, on
-  the few cases with both).
+  type's rounding gives *on each case*: the correct computation with its weights alone rounded to float16 (or
+  bfloat16) errs by w_T there, with q k^T, the scaled scores and the weights each rounded by e_T, and the target's
+  error is within [min(w_T, e_T) / 16, 16 e_T] on every failing case (between rounding the least and the most), its
+  least-squares slope within that rounding's allowance; or it overflows where that computation overflows (the same
+  rows not finite). A kernel's own rounding points differ from any model's, so no output model reproduces such a
+  kernel to better than its noise: the size of the noise, case by case, is the evidence. A wrong factor, a dropped key
+  or a shifted mask gives errors that do not follow e_T from case to case; and rounding shows on every case, so the
+  failing cases must be at least as many as the passing ones of their dtypes (ALiBi put inside a softcap of 50 errs by
+  ~1e-3 too, on the few cases with both).
 """
 from __future__ import annotations
 
@@ -44,11 +44,12 @@ def null32(data: CaseData) -> np.ndarray | None:
         return None
 
 
-def _null16(data: CaseData, dtype: str) -> np.ndarray | None:
-    """The correct output with q k^T, the scaled scores and the weights each rounded to ``dtype``."""
+def _null16(data: CaseData, dtype: str, step: str = "throughout") -> np.ndarray | None:
+    """The correct output with q k^T, the scaled scores and the weights each rounded to ``dtype`` (``step``
+    "weights": the weights alone)."""
     try:
         with np.errstate(all="ignore"):
-            return np.asarray(rounded_step(data.q, data.k, data.v, step="throughout", dtype=dtype,
+            return np.asarray(rounded_step(data.q, data.k, data.v, step=step, dtype=dtype,
                                            **data.reference_kwargs()), np.float64)
     except Exception:
         return None
@@ -106,9 +107,11 @@ def _sixteen(target: str, fail_cases: list[tuple[CaseData, np.ndarray]]) -> list
                 break
             with np.errstate(invalid="ignore", over="ignore"):
                 e = _errors(data, got, _null16(data, dt), dt)
+                least = _errors(data, got, _null16(data, dt, "weights"), dt)
             if e is not None and np.isinf(e[0]):             # both overflow on the same rows: consistent
                 continue
-            if e is None or e[1] == 0.0 or not e[1] / SPREAD <= e[0] <= SPREAD * e[1]:
+            low = min(e[1], least[1]) if e is not None and least is not None and np.isfinite(least[1]) else None
+            if e is None or low is None or low == 0.0 or not low / SPREAD <= e[0] <= SPREAD * e[1]:
                 break
             rel.append(e[0])
             own.append(e[1])

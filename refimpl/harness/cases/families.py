@@ -97,7 +97,8 @@ def _masked_rows(rng, i):
 def _extreme(rng, i):
     d = _small(rng, sk=(2, 5, 16, 64))
     if i % 3 == 2:                                       # attended scores far below a finite fill
-        return dict(d, D=64, Dv=8, mask="bool", magnitude=_pick(rng, (50.0, 4e4)), pattern="far-below-fill")
+        sk = {"Sk": 100} if i % 6 == 5 else {}           # ... past a left-padded 64-key tile every other row
+        return dict(d, D=64, Dv=8, mask="bool", magnitude=_pick(rng, (50.0, 4e4)), pattern="far-below-fill", **sk)
     return dict(d, magnitude=_pick(rng, (12.0, 30.0, 1e3, 1e5)), mask=_pick(rng, ("none", "bool")))
 
 

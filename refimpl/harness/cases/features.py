@@ -221,6 +221,11 @@ def _mask(spec: CaseSpec, rng: np.random.Generator) -> np.ndarray | None:
             keep[:, :, 0, :] = False
         elif Sk > 0:
             keep |= rng.integers(0, Sk, size=(B, 1, Sq))[..., None] == np.arange(Sk)    # one key each: no dead row
+        if spec.pattern == "far-below-fill" and Sk > 64 and not spec.dead_rows:
+            # every other query row left-padded past a whole 64-key tile: a tiled kernel that takes the running
+            # max of a fully masked tile as 0 and keeps it underflows those rows (their scores far below 0)
+            keep[:, :, ::2, :64] = False
+            keep[:, :, ::2, 64 + int(rng.integers(0, Sk - 64))] = True
         return keep
     if spec.mask == "additive":
         add = rng.normal(0.0, 2.0, size=(B, 1, Sq, Sk))
