@@ -150,19 +150,39 @@ def _flat_case(M=0.5):
     return _case(q, k, v)
 
 
+def _two_key_case(M):
+    """D = 4 (expected scale 1/2), one query (1, 0, 0, 0), keys (+2, 0, 0, 0) and (-2, 0, 0, 0), values (M, 0) and
+    (-M, 0): the output is (M tanh(2c), 0). Column 0 moves with the scale (by more than 0.05 M a quarter-octave
+    away from 1/2); column 1 is 0 at every scale, so a kernel's error there is the same for every scale."""
+    q, k = np.zeros((1, 1, 1, 4)), np.zeros((1, 1, 2, 4))
+    q[..., 0, 0], k[..., 0, 0], k[..., 1, 0] = 1.0, 2.0, -2.0
+    v = np.array([[M, 0.0], [-M, 0.0]]).reshape(1, 1, 2, 2)
+    return _case(q, k, v)
+
+
 @pytest.mark.parametrize("M", [0.5, 3.0])
 def test_a_fit_must_reproduce_the_output_within_1e_3_times_1_plus_its_largest_value(M):
-    data = _flat_case(M)
-    bound = 1e-3 * (1.0 + M)
+    data = _two_key_case(M)
+    top = M * math.tanh(1.0)                    # the output at the expected scale 1/2: max|got|
+    bound = 1e-3 * (1.0 + top)
     for t, fits in [(bound, True), (np.nextafter(bound, 1.0), False), (0.9 * bound, True), (1.1 * bound, False)]:
-        got = np.array([[[[M, 0.0], [M, t]]]])      # max|got| = M; the error is t on every scale
+        got = np.array([[[[top, t]]]])          # the error is t at the scale 1/2, more at every other
         assert (fitting._fit_one(data, got) is not None) == fits, (M, t)
 
 
+@pytest.mark.parametrize("M", [0.5, 3.0])
+def test_a_case_whose_output_no_scale_changes_fits_no_scale(M):
+    data = _flat_case(M)
+    assert fitting._fit_one(data, np.array([[[[M, 0.0], [M, 0.0]]]])) is None       # exact at every scale
+    assert fitting._fit_one(data, np.array([[[[M, 0.0], [M, 1e-4]]]])) is None      # off by the same at every scale
+
+
 def test_a_non_finite_output_value_does_not_widen_the_bound():
-    data = _flat_case(0.5)
+    data = _two_key_case(0.5)
+    top = 0.5 * math.tanh(1.0)
+    data.q = np.concatenate([data.q, data.q], axis=2)
     data.live = np.array([[True, False]])[None]
-    got = np.array([[[[0.5, 0.4e-3], [np.inf, 0.0]]]])     # a dead row's inf is not max|got|
+    got = np.array([[[[top, 0.4e-3], [np.inf, 0.0]]]])     # a dead row's inf is not max|got|
     assert fitting._fit_one(data, got) is not None
     got[0, 0, 0, 1] = 1.6e-3
     assert fitting._fit_one(data, got) is None

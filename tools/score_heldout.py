@@ -8,6 +8,7 @@ scoring run; it is not to be edited to fit a result.
     .venv/bin/python tools/score_heldout.py heldout3   # tests/heldout3 (written 2026-12-05; key KEY3, below)
     .venv/bin/python tools/score_heldout.py heldout4   # tests/heldout4 (key KEY4, below)
     .venv/bin/python tools/score_heldout.py heldout5   # tests/heldout5 (key KEY5, below)
+    .venv/bin/python tools/score_heldout.py heldout6   # tests/heldout6 (key KEY6, below)
 
 named right: the diagnosis names a model in the kernel's accepted set; named wrong: it names another model
 (counted against the score twice); unknown: `diagnosis ...: unknown`. A correct kernel must get no
@@ -218,11 +219,93 @@ KEY5 = {
 # the two heldout5 kernels whose only difference is NaN on rows with no key (its README): an accepted convention
 # when no --masked-rows policy is pinned, as for CONVENTION3's; decided before the scoring run
 CONVENTION5 = {"attn_softmax_no_dead_row_guard", "sdpa_float_mask_dead_rows"}
+# tests/heldout6 answer key (a sixth helper, which read nothing of refimpl). Written from the kernels' code at each
+# `# BUG:` and refimpl's model descriptions (docs/diagnosis.md "The bug models", refimpl/bugs_backward.py MODELS,
+# the fitting / precision_fingerprint docstrings), before any scoring run. Empty: no model describes the mistake
+# (unknown is the right answer). Keyed by CATALOG `fn`, as KEY4/KEY5.
+KEY6 = {
+    # numpy_fwd.py (API refimpl)
+    "attend_vit_style": {"scale"},                 # default scale (H * D) ** -0.5: the variant "1/sqrt(Hq*D)"
+    #                                                (a given scale honoured)
+    "attend_masked_fill": {"finite-mask-fill"},    # fill -1e-9, dead rows zeroed by a guard: the variant "0 ... with
+    #                                                rows with no key zeroed (the kernel guards them)" within 1e-9
+    "attend_scaled_masked_softmax": {"finite-mask-fill"},   # fill finfo(dtype).min: rows with a key exact (exp
+    #                                                underflows to 0), rows with no key uniform = mean of V, accepted
+    #                                                by default (as KEY2/KEY3's finite fills; CONVENTION6)
+    "attend_naive_softmax": {"no-max-subtraction"},   # exp(S) unshifted: overflow on large logits, "exp(S)"
+    "attend_cpu_flash": {"masked-block-nan", "dead-rows-nan"},   # exp(-inf - -inf) unguarded, blocks of 16: a row
+    #                                                whose leading block is fully masked is NaN, rows with no key NaN
+    #                                                (as KEY3/KEY4)
+    "attend_prefill_tiles": {"blocked-tail"},      # Sk // 32 tiles, the partial tail dropped: "blocks of 32"
+    "attend_xtransformers": {"mask-polarity"},     # keep-mask used as True = masked: "True = masked"
+    "attend_tilelang_flash": set(),                # running max = tile max, rescale exact (exp(prev - tile)): only
+    #                                                overflow on large logits; no variant says so (as KEY3/KEY5)
+    "attend_online_softmax": set(), "attend_two_pass_chunked": set(),   # correct
+    # torch_sdpa_fwd.py (API torch-sdpa)
+    "eager_attention_forward": {"mask-kind"},      # bool mask added as 0/1 (top-left causal flag still masks): the
+    #                                                variant "bool mask added to the scores as numbers (True = +1)"
+    "sdpa_math": {"dead-rows-nan"},                # plain softmax: only rows with no key differ (NaN: accepted by
+    #                                                default; CONVENTION6, as KEY3's sdpa_plain_softmax)
+    "onnx_attention": {"gqa-grouping"},            # kv heads tiled: h % Hkv
+    "mlx_style_sdpa": {"causal-alignment"},        # is_causal bottom-right instead of top-left: "other alignment"
+    "scratch_attention": {"softmax-axis"},         # softmax over dim=-2: "over queries"
+    "sam_fast_flash": set(),                       # finite additive mask values scaled by ln 2 (added to log2-scaled
+    #                                                scores without * log2(e)); -inf and bool masks right. Not
+    #                                                mask-kind (finite values dropped), not softcap's "additive terms
+    #                                                before scaling" (that multiplies by the softmax scale): no model
+    "tsai_sdpa": set(),                            # float mask ignored entirely (its -inf too); mask-kind's "finite
+    #                                                values dropped (only -inf masks)" keeps the -inf: no model
+    "megatron_core_attention": {"float32 arithmetic"},   # softmax in float32 cast back, judged in float64 (as
+    #                                                KEY5's sdpa_fp32_softmax)
+    "maxtext_dot_product": {"scale"},              # default scale sqrt(D): the variant "sqrt(D)"
+    "sdpa_safe_softmax": set(), "flash_exp2_grouped": set(),   # correct
+    # flash_fwd.py (API flash-attn)
+    "flash_v1_causal": {"causal-alignment"},       # causal j <= i top-left instead of bottom-right (the left window
+    #                                                edge stays bottom-right)
+    "hf_sliding_window_flash": {"window-bounds"},  # (left, left): "right from left (a symmetric window)"
+    "zml_flashattn": {"window-bounds"},            # left edge exclusive: "left - 1"
+    "trl_softcap_attention": {"softcap"},          # cap * tanh(raw / cap) * scale: "tanh before scaling"
+    "alibi_column_bias_flash": {"alibi-sign"},     # slope * (j - i - off): "the signed distance -slope * (i + offset
+    #                                                - j) with no absolute value"
+    "mha_alibi_flash": {"alibi-batch-slopes"},     # (B, Hq) slopes: batch 0's for every batch
+    "axlearn_gqa_flash": {"gqa-grouping"},         # kv heads tiled: h % Hkv
+    "trtllm_chunked_context": set(),               # chunks of 40 merged by LSEs whose max uses 1/sqrt(D), not the
+    #                                                given scale (wrong only with an explicit scale and Sk > 40): a
+    #                                                split-KV merge mistake; not a scale of the scores, no
+    #                                                online-rescale variant (as KEY5's flash_splitkv_empty_lse_zero)
+    "flashinfer_blk_tail": {"padded-tail"},        # zero keys to a multiple of 32 attended (score 0, value 0):
+    #                                                "blocks of 32"; padding-unmasked is the packed batch's padding
+    "triton_fused_fwd": {"low-precision"},         # float32: q, k rounded to TF32 (float16's 10-bit mantissa) before
+    #                                                q k^T: no listed variant, named by the noise size (q k^T
+    #                                                rounded to float16), judged in float32
+    "flash_grouped_reference": set(), "flash_tiled_online": set(), "flash_split_kv": set(),   # correct
+    # numpy_bwd.py (API numpy-backward)
+    "levanter_flash_bwd": {"bwd-gqa-sum"},         # MQA dK, dV = the LAST query head's (overwritten, not summed):
+    #                                                "not the sum over the query heads that share it"; the listed
+    #                                                variants are first head / mean
+    "nsa_split_bwd": set(),                        # dq's dP over the first D of Dv value dims: no model (as KEY4/5)
+    "mha_weights_bwd": {"bwd-masked-nan"},         # plain softmax: NaN rows flow into dq and every dk, dv
+    "ctensor_softmax_bwd": {"bwd-delta-term"},     # y (1 - y) g: "the Jacobian's diagonal only"
+    "triton_tutorial_bwd": {"bwd-mask-not-reapplied"},   # exp(S - masked LSE) on every key: "P = exp(S - the masked
+    #                                                forward's LSE) on every key"
+    "picotron_ring_bwd": set(),                    # delta from each ring step's partial output, not the merged one:
+    #                                                neither dropped (bwd-delta-term) nor the wrong axis: no model
+    "tiny_flash_bwd": set(),                       # Sk // 32 key blocks in the backward: blocked-tail is forward
+    #                                                (as KEY4/KEY5)
+    "xlm_prescaled_bwd": {"bwd-scale-dk"},         # dK = dS^T Q: scale forgotten
+    "triton_fp16_p_bwd": set(),                    # P rounded to float16 for dV only: no backward precision model
+    #                                                (as KEY3's backward_bf16_ds); low-precision is a forward model
+    "dense_attention_bwd": set(), "flash2_tiled_bwd": set(),   # correct
+}
+# the heldout6 kernels whose only difference is on rows with no key: the mean of V (a finite fill) and NaN (a plain
+# softmax), accepted by default when no --masked-rows policy is pinned (as CONVENTION3/CONVENTION5)
+CONVENTION6 = {"attend_scaled_masked_softmax", "sdpa_math"}
 SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout2": (KEY2, CONVENTION2, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd")),
         "heldout3": (KEY3, CONVENTION3, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout4": (KEY4, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
-        "heldout5": (KEY5, CONVENTION5, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
+        "heldout5": (KEY5, CONVENTION5, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
+        "heldout6": (KEY6, CONVENTION6, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
 FORWARD_FOR_BACKWARD = f"{HELD / 'numpy_fwd.py'}:np_eager_reference"
 
 

@@ -78,11 +78,14 @@ def _error(data: CaseData, got: np.ndarray, scale: float) -> float:
 
 
 def _fit_one(data: CaseData, got: np.ndarray) -> float | None:
-    """The scale that reproduces ``got`` on this case, or None when no scale does (within 1e-3 relative)."""
+    """The scale that reproduces ``got`` on this case, or None when no scale does (within 1e-3 relative) or when
+    two scales on the grid share the lowest error (a plateau: the case does not fix the scale)."""
     s0 = _default(data.spec)
     grid = [s0 * 2.0 ** (x / 4.0) for x in range(-32, 33)]
-    errs = [_error(data, got, c) for c in grid]
+    errs = np.array([_error(data, got, c) for c in grid])
     i = int(np.argmin(errs))
+    if np.count_nonzero(errs <= errs[i] * (1 + 1e-12)) > 1:
+        return None                                    # the lowest error is shared: the case cannot fix the scale
     lo, hi = math.log(grid[max(i - 1, 0)]), math.log(grid[min(i + 1, len(grid) - 1)])
     g = (math.sqrt(5) - 1) / 2
     a, b = hi - g * (hi - lo), lo + g * (hi - lo)

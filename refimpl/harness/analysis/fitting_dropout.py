@@ -30,7 +30,7 @@ COND = 1e6
 
 def _rtol(dtype: str) -> float:
     """How near 0 or s a solved coefficient must be: 2e4 unit roundoffs of the case's dtype, within [1e-6, 2e-2]
-    (float64 1e-6, float32 2.4e-3, the 16-bit types 2e-2)."""
+    (float64 1e-6, float32 1.2e-3, the 16-bit types 2e-2)."""
     return min(2e-2, max(1e-6, 2e4 * precision(dtype).eps))
 
 
