@@ -27,8 +27,8 @@ from .bug_model import BugModel, Variant
 from .bugs_packed import packed_attention
 from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, causal_diagonal, dead_rows_nan,
                           gqa_divisor, mods_before_scale, mods_by_kv_head, online_inverted, online_max_clamped,
-                          online_unguarded, rounded_step, softcap_after_mask, tile_padded_tail, tile_transposed,
-                          tiles_unmasked, zero_padded_tail)
+                          online_unguarded, rounded_step, softcap_after_mask, softmax_axis, tile_padded_tail,
+                          tile_transposed, tiles_unmasked, zero_padded_tail)
 from .bugs_general import (_with_alibi, alibi_first_batch, alibi_signed, bool_mask_added, float_mask_as_bool,
                            mask_after_softmax, mask_batch_flattened, mask_transposed, scale_after_softmax,
                            window_edges)
@@ -125,12 +125,6 @@ def gqa_grouping(q, k, v, *, enable_gqa=False, **kw):
 
 
 # --- models that change a step -----------------------------------------------------------------------
-
-def softmax_axis(q, k, v, **kw):
-    """Softmax over the queries (axis -2) instead of the keys: P = softmax_q(S), O = P @ v."""
-    s, keep, v = _parts(q, k, v, **_kw(kw))
-    return _softmax(s, keep, axis=-2) @ v
-
 
 def no_max_subtraction(q, k, v, **kw):
     """P = exp(S) / sum exp(S) without subtracting the row max: overflow gives inf/inf = NaN."""
@@ -284,7 +278,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("mask-broadcast", "a per-batch mask is tiled over the flattened batch x heads in the wrong order: row "
              "b * H + h gets the mask of batch (b * H + h) % B", (_v("np.tile over heads", mask_batch_flattened),)),
     BugModel("softmax-axis", "softmax is taken over the queries instead of the keys",
-             (_v("over queries", softmax_axis),)),
+             (_v("over queries", softmax_axis), _v("over queries by a guarded library softmax: a key no query "
+                                                   "keeps NaN", softmax_axis, library=True))),
     BugModel("no-max-subtraction", "exp(scores) without subtracting the row max overflows",
              (_v("exp(S)", no_max_subtraction),)),
     BugModel("mask-after-softmax", "the mask is applied after the softmax: masked weights set to 0, the rest not "
@@ -310,6 +305,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              (_v("0/0", dead_rows_nan),)),
     BugModel("padded-tail", "the last key block is padded with zero keys that are attended (score 0, value 0)",
              tuple(_v(f"blocks of {b}", zero_padded_tail, block=b) for b in (16, 32, 64, 128))
+             + tuple(_split(f"blocks of {b}, the pads inside the causal band and window, ALiBi on them too",
+                            zero_padded_tail, block=b, banded=True) for b in (16, 32, 64, 128))
              + tuple(_tile(f"the block mask's tiles ({b} without a mask)", tile_padded_tail, own=b)
                      for b in (16, 32, 64, 128))),
     BugModel("partial-blocks-unmasked", "the block mask is applied per tile only: inside a partially masked tile "
@@ -317,8 +314,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("denominator-epsilon", "the softmax denominator has an epsilon added (sum + 1e-6)",
              (_v("+1e-6", denominator_epsilon),)),
     BugModel("blocked-tail", "the partial last key block is dropped (Sk // block blocks)",
-             (_v("blocks of 64", blocked_tail), _v("blocks of 64, none when Sk < 64", blocked_tail, short_too=True))
-             + tuple(_v(f"blocks of {b}", blocked_tail, block=b) for b in (16, 32, 128))),
+             tuple(_v(f"blocks of {b}" + (f", none when Sk < {b}" if short else ""), blocked_tail, block=b,
+                      short_too=short) for b in (64, 16, 32, 128) for short in (False, True))),
     BugModel("online-rescale", "online softmax over key blocks rescales the output accumulator wrongly",
              tuple(_v(f"never rescaled, blocks of {b}", online_rescale, block=b) for b in (32, 16, 64, 128))
              + tuple(_v(f"by exp(m_new - m_old), blocks of {b}", online_inverted, block=b) for b in (16, 32, 64, 128))

@@ -21,7 +21,7 @@ The models (each changes exactly one step):
     bwd-scale-dk       dK = dR^T Q  or  s^2 dR^T Q    (s forgotten in dK, or applied twice)
     bwd-ds-transposed  dQ = s dR^T K  or  dK = s dR Q (dS used transposed; shapes agree only when Sq == Sk:
                                                       elsewhere the model raises, as the mistake does)
-    bwd-gqa-sum        dK, dV of a kv head from the first query head of its group (or the group's mean)
+    bwd-gqa-sum        dK, dV of a kv head from the first (or last) query head of its group, or the group's mean
     bwd-masked-nan     P recomputed as exp(S - max S) / sum: NaN on fully masked rows, which flows into dQ
                        of that row and into every dK, dV entry of its (batch, head)
     bwd-delta-axis     dS = P * (dP - sum over the queries of P * dP)   (the Jacobian's sum on the wrong axis)
@@ -42,8 +42,8 @@ from .bug_model import BugModel, Variant
 __all__ = ["MODELS", "backward_with"]
 
 MISTAKES = ("none", "delta", "scale-dq", "scale-dk", "scale-dq-twice", "scale-dk-twice", "ds-transposed-dq",
-            "ds-transposed-dk", "gqa-first", "gqa-mean", "masked-nan", "delta-axis", "unmasked", "unmasked-lse",
-            "unmasked-dqdk", "delta-diagonal")
+            "ds-transposed-dk", "gqa-first", "gqa-last", "gqa-mean", "masked-nan", "delta-axis", "unmasked",
+            "unmasked-lse", "unmasked-dqdk", "delta-diagonal")
 
 
 def backward_with(q, k, v, d_out, *, mistake: str = "none", mask=None, scale=None, is_causal=False,
@@ -113,13 +113,16 @@ def _square(a: np.ndarray, what: str) -> np.ndarray:
 
 
 def _reduce(g: np.ndarray, group: int, mistake: str) -> np.ndarray:
-    """(B, Hq, Sk, X) -> (B, Hkv, Sk, X): the group's sum (correct), its first head, or its mean."""
+    """(B, Hq, Sk, X) -> (B, Hkv, Sk, X): the group's sum (correct), its first head, its last (a per-head
+    assignment that overwrites), or its mean."""
     if group == 1:
         return g
     sh = g.shape
     grouped = g.reshape(sh[:-3] + (sh[-3] // group, group) + sh[-2:])   # (B, Hkv, G, Sk, X)
     if mistake == "gqa-first":
         return grouped[..., 0, :, :]
+    if mistake == "gqa-last":
+        return grouped[..., -1, :, :]
     if mistake == "gqa-mean":
         return grouped.mean(axis=-3)
     return grouped.sum(axis=-3)
@@ -148,7 +151,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              (_v("dQ = s dS^T K", "ds-transposed-dq"), _v("dK = s dS Q", "ds-transposed-dk"))),
     BugModel("bwd-gqa-sum",
              "GQA: the gradient of a key/value head is not the sum over the query heads that share it",
-             (_v("first head of each group", "gqa-first"), _v("mean over the group", "gqa-mean"))),
+             (_v("first head of each group", "gqa-first"),
+              _v("last head of each group (overwritten per head)", "gqa-last"), _v("mean over the group", "gqa-mean"))),
     BugModel("bwd-delta-axis", "the softmax Jacobian's rowsum(P * dP) is summed over the queries (axis -2), not the "
              "keys", (_v("sum over queries", "delta-axis"),)),
     BugModel("bwd-mask-not-reapplied", "the backward recomputes the weights without the mask, causal band or window "

@@ -10,10 +10,12 @@ this module (FlexAttention-style and tiled kernels get them wrong; same calling 
   the cap and the bias too;
 * the modification applied after the mask: a masked score of -inf becomes -cap (+ its bias), so masked keys get
   weight;
-* the last key block padded with zero keys (score 0, value 0) that are attended: the row sums grow;
+* the last key block padded with zero keys (score 0, value 0) that are attended: the row sums grow (or only where
+  the causal band and window, computed from the key index, reach them);
 * the score modification (ALiBi slope, a per-head additive mask) indexed by the kv head a query head reads
   instead of the query head;
 * a row with no key left as softmax of all -inf: NaN (where the API documents zeros);
+* the softmax taken over the queries (with a library softmax behind the usual guard: a key no query keeps NaN);
 * GQA's kv head read as h // Hkv (dividing by the kv head count, not the group size): every head of an MHA
   layer reads kv head 0.
 * the causal diagonal excluded (key j visible iff j < i + offset: a query does not see itself);
@@ -32,6 +34,7 @@ import math
 
 import numpy as np
 
+from ._kernel import make_band
 from .attention import scaled_dot_product_attention
 from .bug_model import _kw, _named
 from .masks import alibi_bias, window_mask
@@ -40,7 +43,7 @@ from .precision import get as precision
 __all__ = ["_sdpa", "_expand_heads", "_parts", "_softmax", "_kw", "_named", "mods_before_scale", "softcap_after_mask",
            "zero_padded_tail", "gqa_divisor", "dead_rows_nan", "mods_by_kv_head", "causal_diagonal", "online_inverted",
            "online_unguarded", "online_max_clamped", "rounded_step", "tiles_unmasked", "tile_padded_tail",
-           "tile_transposed"]
+           "tile_transposed", "softmax_axis"]
 
 
 def _sdpa(q, k, v, **kw):
@@ -98,6 +101,20 @@ def _softmax(s, keep, axis=-1):
     return e / np.where(z == 0, 1.0, z)
 
 
+def softmax_axis(q, k, v, *, library=False, **kw):
+    """Softmax over the queries (axis -2) instead of the keys: P = softmax_q(S), O = P @ v. ``library``: as a
+    library softmax behind the usual guard computes it: a row with no key scored 0 before the softmax and zeroed
+    after, a key no query keeps NaN (softmax of all -inf)."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    if not library:
+        return _softmax(s, keep, axis=-2) @ v
+    dead = ~keep.any(axis=-1, keepdims=True)                                      # (B..., Sq, 1)
+    s = np.where(dead, 0.0, np.where(keep, s, -np.inf))
+    with np.errstate(invalid="ignore"):
+        e = np.exp(s - s.max(axis=-2, keepdims=True))
+        return np.where(dead, 0.0, e / e.sum(axis=-2, keepdims=True)) @ v
+
+
 def mods_before_scale(q, k, v, **kw):
     """S = scale * (cap * tanh(q k^T / cap) + additive): the modification sees the raw scores."""
     kw = _kw(kw)
@@ -120,13 +137,26 @@ def softcap_after_mask(q, k, v, **kw):
     return _softmax(s, np.ones(s.shape, bool)) @ v
 
 
-def zero_padded_tail(q, k, v, *, block=64, **kw):
-    """Keys padded with zeros up to a multiple of ``block`` and attended: score 0 (not masked), value 0."""
-    s, keep, v = _parts(q, k, v, **_kw(kw))
-    pad = (-s.shape[-1]) % block
+def zero_padded_tail(q, k, v, *, block=64, banded=False, slopes=None, **kw):
+    """Keys padded with zeros up to a multiple of ``block`` and attended: score 0 (not masked), value 0.
+    ``banded``: the causal band and window, computed from the key index, still mask the pads, and ALiBi's
+    ``slopes`` (given apart from the user's mask) bias them too, with the true Sk's offset; only the mask and the
+    sequence length miss them."""
+    kw = _kw(kw)
+    s, keep, v = _parts(q, k, v, **kw)
+    Sq, Sk = s.shape[-2:]
+    pad = (-Sk) % block
+    bias = np.zeros((Sq, Sk + pad))
+    if slopes is not None:                     # -slope |i + Sk - Sq - j| over the padded keys: (B|1, Hq, Sq, Sk + pad)
+        sl = np.asarray(slopes, np.float64)
+        bias = -sl[..., None, None] * np.abs(np.arange(Sq)[:, None] + (Sk - Sq) - np.arange(Sk + pad))
+        bias = bias[None] if sl.ndim == 1 else bias
+        s = s + bias[..., :Sk]
     if pad:
-        s = np.concatenate([s, np.zeros(s.shape[:-1] + (pad,))], axis=-1)
-        keep = np.concatenate([keep, np.ones(keep.shape[:-1] + (pad,), bool)], axis=-1)
+        band = make_band(Sq, Sk, is_causal=kw["is_causal"], window=kw["window"], alignment=kw["alignment"])
+        pads = band.keep(0, Sq, Sk, Sk + pad) if banded and band is not None else np.ones((Sq, pad), bool)
+        s = np.concatenate([s, np.broadcast_to(bias[..., Sk:], s.shape[:-1] + (pad,))], axis=-1)
+        keep = np.concatenate([keep, np.broadcast_to(pads, keep.shape[:-1] + (pad,))], axis=-1)
         v = np.concatenate([v, np.zeros(v.shape[:-2] + (pad, v.shape[-1]))], axis=-2)
     return _softmax(s, keep) @ v
 

@@ -358,8 +358,14 @@ def _numpy_backward_with(mistake):
     def fn(q, k, v, d_out, mask=None, scale=None):
         mqa = k.shape[1] == 1 and q.shape[1] > 1
         kk, vv = (np.repeat(a, q.shape[1], axis=1) if mqa else a for a in (k, v))
-        dq, dk, dv = backward_with(q, kk, vv, d_out, mistake=mistake, mask=mask, scale=scale)
-        if mqa:
+        made = "none" if mistake == "gqa-last" else mistake          # gqa-last is made below, not by the model
+        dq, dk, dv = backward_with(q, kk, vv, d_out, mistake=made, mask=mask, scale=scale)
+        if mqa and mistake == "gqa-last":                # one buffer per kv head, assigned per query head
+            dk_kv, dv_kv = np.zeros_like(k), np.zeros_like(v)
+            for h in range(q.shape[1]):
+                dk_kv[:, 0], dv_kv[:, 0] = dk[:, h], dv[:, h]
+            dk, dv = dk_kv, dv_kv
+        elif mqa:
             dk, dv = (a.mean(axis=1, keepdims=True) if mistake == "gqa-mean" else a.sum(axis=1, keepdims=True)
                       for a in (dk, dv))
         return dq, dk, dv
@@ -368,7 +374,8 @@ def _numpy_backward_with(mistake):
 
 @pytest.mark.parametrize("mistake,model,families", [
     ("delta-axis", "bwd-delta-axis", NP_FAMILIES), ("unmasked", "bwd-mask-not-reapplied", NP_FAMILIES),
-    ("gqa-mean", "bwd-gqa-sum", ["gqa"]), ("none", None, NP_FAMILIES + ["gqa"])])
+    ("gqa-mean", "bwd-gqa-sum", ["gqa"]), ("gqa-last", "bwd-gqa-sum", ["gqa"]),
+    ("none", None, NP_FAMILIES + ["gqa"])])
 def test_a_numpy_backward_with_each_mistake_is_named_by_its_model(mistake, model, families):
     rows = _rows(_numpy_target(), families, ("float64",), Backward(mistake, _numpy_backward_with(mistake)))
     statuses = {f: o.status for f, (o, _) in rows.items()}

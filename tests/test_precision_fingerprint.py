@@ -226,6 +226,31 @@ def test_a_type_whose_rounding_changes_nothing_on_a_case_is_not_named(nulls):
     assert _named16([(_data("float32"), _with(0, 1e-9))]) == []
 
 
+def test_a_case_the_types_rounding_leaves_exact_says_nothing_and_the_others_decide(nulls):
+    exact = _data("float32")
+    exact.exact = True                                            # one key a row: the rounding changes nothing
+    nulls(float16=lambda d: EXP.copy() if getattr(d, "exact", False) else _with(2, 1e-3), bfloat16=_with(2, 1.0))
+    out = _named16([(exact, _with(0, 5e-4)), (_data("float32"), _with(0, 2e-3))])
+    assert out and "the size float16 rounding" in out[0] and "errors of ~2.0e-03" in out[0]
+    assert _named16([(exact, _with(0, 5e-4))]) == []              # nothing measured: no size to name
+
+
+def test_the_lower_edge_is_the_weights_rounding_whatever_its_slope(monkeypatch):
+    """w_T (the weights alone rounded) only sets the lower edge: a target whose slope w_T's rounding would not allow
+    (but e_T's does) is still measured."""
+    def null(data, dt, step="throughout"):
+        if dt != "float16":
+            return EXP * 2.0
+        return EXP * (1 + 2.0 ** -16) if step == "weights" else EXP * (1 + 2.0 ** -6)
+    monkeypatch.setattr(pf, "_null16", null)
+    got = EXP * (1 + 2.0 ** -8)                     # a slope of 1 + 2^-8: within e_T's allowance, not w_T's
+    assert slope_deviation(got, EXP) > slope_allowance(EXP * (1 + 2.0 ** -16), EXP, "float16")
+    assert slope_deviation(got, EXP) <= slope_allowance(EXP * (1 + 2.0 ** -6), EXP, "float16")
+    assert _named16([(_data("float32"), got)])
+    assert _named16([(_data("float32"), _with(0, 2.0 ** -20))])                  # w_T / 16: the lower edge
+    assert _named16([(_data("float32"), _with(0, np.nextafter(2.0 ** -20, 0)))]) == []
+
+
 def test_a_16_bit_intermediate_needs_every_failing_case_float32_or_wider(nulls):
     assert _named16([(_data("float32"), _with(0, 1e-3))])
     assert _named16([(_data("float32"), _with(0, 1e-3)), (_data("float16"), _with(0, 1e-3))]) == []
@@ -267,7 +292,7 @@ def test_float32_arithmetic_is_read_before_a_16_bit_intermediate(nulls, null_is_
     assert len(out) == 1 and out[0].startswith("diagnosis t: float32 arithmetic")
 
 
-def test_only_a_type_error_of_0_rules_the_type_out_a_large_one_is_compared_like_any(nulls):
+def test_a_large_type_error_is_compared_like_any(nulls):
     nulls(float16=_with(2, 1.0), bfloat16=_with(2, 100.0))        # e_T = 1 (float16), 100 (bfloat16)
     out = _named16([(_data("float32"), _with(0, 0.5))])
     assert out and "the size float16 rounding" in out[0]

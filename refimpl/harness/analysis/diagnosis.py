@@ -36,7 +36,7 @@ from .precision_fingerprint import narrower_arithmetic, null32
 
 __all__ = ["diagnose", "localise", "fits", "analyse_run"]
 
-MAX_NOISE = 400              # the most failing cases a precision fingerprint checks one by one
+MAX_NOISE = 400              # the most failing cases a precision fingerprint reads (an even sample beyond)
 MAX_FAILING = 40
 MAX_PASSING = 20
 EXPLAINS = 0.5
@@ -171,7 +171,7 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
 
         def shows_beyond_float32(variant) -> bool:       # on any failing case, not only the sample
             return any(fits(variant, d, g) and _beyond_float32(variant, d, null32(d))
-                       for d, g in _usable(failing, store, specs, 400))
+                       for d, g in _usable(failing, store, specs, MAX_NOISE))
 
         def fit(model, variant) -> bool:
             rtol, atol = model.tolerance
@@ -186,11 +186,13 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
         lines.append(f"diagnosis {target}: weights-transposed — {bugs.MODELS['weights-transposed'].explanation}")
     if not lines and fail_cases and all(getattr(r.got, "dropout_keep", None) is None for r in failing):
         lines = dropout_at_zero_line(target, fail_cases)            # a run without dropout that drops weights
-    if not lines and fail_cases and len(failing) <= MAX_NOISE:        # the noise's size: on every failing case
-        every = _usable(failing, store, specs, len(failing))
+    if not lines and fail_cases:                        # the noise's size: on every failing case, or an even sample
+        sample = failing[::-(-len(failing) // MAX_NOISE)]
+        every = _usable(sample, store, specs, len(sample))
         dts = {d.spec.dtype for d, _ in every}
-        held = sum(d.spec.dtype in dts for d, _ in _usable(passing, store, specs, MAX_NOISE))
-        lines = narrower_arithmetic(target, every, held) if len(every) == len(failing) else []
+        n_fail, n_pass = (sum(r.id.rsplit("-", 1)[-1] in dts for r in rs) for rs in (failing, passing))  # id: f/i-dtype
+        held = -(-n_pass * len(every) // max(n_fail, 1))                  # the passing ones, scaled to the sample
+        lines = narrower_arithmetic(target, every, held) if len(every) >= 0.9 * len(sample) else []
     return lines or [f"diagnosis {target}: unknown"]
 
 

@@ -28,7 +28,8 @@ from ..cases.features import CaseData
 
 __all__ = ["narrower_arithmetic", "null32"]
 
-SPREAD = 16.0                 # the target's error within [e_T / SPREAD, SPREAD e_T] of the type's own on each case
+SPREAD = 16.0      # the target's error within [min(w_T, e_T) / SPREAD, SPREAD e_T] on each case: e_T the type's own
+#                    error rounding the scores and weights, w_T rounding the weights alone
 
 
 def null32(data: CaseData) -> np.ndarray | None:
@@ -71,6 +72,17 @@ def _errors(data: CaseData, got: np.ndarray, null: np.ndarray | None, dtype: str
     return float(np.abs(got[live] - exp).max()) / top, float(np.abs(null[live] - exp).max()) / top
 
 
+def _own(data: CaseData, null: np.ndarray | None) -> float | None:
+    """The type's own largest error relative to the largest expected value on the rows with a key (no slope test:
+    the lower edge of the fingerprint's span); None without a key, a null or a finite one."""
+    live = data.live
+    exp = data.expected[live]
+    top = float(np.abs(exp).max()) if exp.size else 0.0
+    if top == 0.0 or null is None or not np.isfinite(null[live]).all():
+        return None
+    return float(np.abs(null[live] - exp).max()) / top
+
+
 def narrower_arithmetic(target: str, fail_cases: list[tuple[CaseData, np.ndarray]], passing: int = 0) -> list[str]:
     """``diagnosis TARGET: float32 arithmetic — ...`` or ``... low-precision — ...`` (see the module doc), or [].
     ``passing``: how many cases of the failing cases' dtypes pass; a 16-bit intermediate rounds on every case, so
@@ -107,10 +119,10 @@ def _sixteen(target: str, fail_cases: list[tuple[CaseData, np.ndarray]]) -> list
                 break
             with np.errstate(invalid="ignore", over="ignore"):
                 e = _errors(data, got, _null16(data, dt), dt)
-                least = _errors(data, got, _null16(data, dt, "weights"), dt)
-            if e is not None and np.isinf(e[0]):             # both overflow on the same rows: consistent
-                continue
-            low = min(e[1], least[1]) if e is not None and least is not None and np.isfinite(least[1]) else None
+                least = _own(data, _null16(data, dt, "weights"))
+            if e is not None and (np.isinf(e[0]) or e[1] == 0.0):   # both overflow alike, or the rounding is exact
+                continue                                                 # here (one key a row): the case says nothing
+            low = min(e[1], least) if e is not None and least is not None else None
             if e is None or low is None or low == 0.0 or not low / SPREAD <= e[0] <= SPREAD * e[1]:
                 break
             rel.append(e[0])
