@@ -4,14 +4,18 @@ Same calling convention as :mod:`refimpl.bugs` (refimpl's inputs and keywords in
 the models that rebuild the scores step by step (the causal diagonal, online softmax, one 16-bit intermediate) are
 in :mod:`refimpl.bugs_scores`, which holds the pieces for that.
 
-* ALiBi with the signed distance (no absolute value: keys right of the diagonal favoured);
+* ALiBi with the signed distance (no absolute value: keys right of the diagonal favoured), with its sign flipped
+  too (sign -1), or with the slopes of the first batch element applied to every batch;
 * window edges: the right edge taken from the left (a symmetric window), the right edge ignored or set to 0, an
   unbounded left edge (-1) read as 0, the right edge off by one;
 * mask kinds: a bool keep-mask added to the scores as numbers (True = +1, nothing masked); an additive float mask
-  cast to bool (nonzero = attend) or reduced to its -inf entries (its finite values dropped);
+  cast to bool (nonzero = attend) or reduced to its -inf entries (its finite values dropped); the bool mask added
+  with the causal band and window still applied (``with_band``);
 * the mask read with query and key indices swapped (a mask_mod called as (kv_idx, q_idx), an expanded mask
   transposed): the causal band and window computed for keys as queries, a square bool or float mask transposed;
-* a per-batch mask broadcast over a flattened batch x heads in the wrong order.
+* a per-batch mask broadcast over a flattened batch x heads in the wrong order;
+* the mask applied after the softmax (masked weights zeroed, the rest not renormalised), and the scale applied to
+  the weights of the unscaled scores' softmax.
 """
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ this module (FlexAttention-style and tiled kernels get them wrong; same calling 
   layer reads kv head 0.
 * the causal diagonal excluded (key j visible iff j < i + offset: a query does not see itself);
 * online softmax over key blocks with the accumulator rescaled by exp(m_new - m_old) (inverted), or with a running
-  max of -inf left unguarded (a row whose leading key block is fully masked gets NaN), for each block size;
+  max of -inf left unguarded (a row whose leading key block is fully masked gets NaN), or set to 0 for a fully
+  masked block and kept (a row far below 0 past a masked leading block underflows to zeros), for each block size;
 * one intermediate (the scores, the exponentials, the row sum, the weights) rounded to float16 or bfloat16, or the
   q k^T, the scaled scores and the weights each (a kernel computing in its 16-bit input dtype);
 * FlexAttention-style kernels walking a block mask of ``block`` x ``block`` tiles (the case's BLOCK_SIZE; ``own``

@@ -47,6 +47,7 @@ NAMED = {
     ("flash_fwd", "splitkv_decode_nan_alpha", "flash-attn", "float64"): "masked-block-nan",
     ("flash_fwd", "softcap_after_mask", "flash-attn", "float64"): "softcap-after-mask",
     ("flash_fwd", "flash_pv_low_precision", "flash-attn", "float32"): "low-precision",
+    ("flash_fwd", "migraphx_flash_decoding", "flash-attn", "float64"): "no-max-subtraction",   # not low-precision too
 }
 
 

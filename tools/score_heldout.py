@@ -9,6 +9,7 @@ scoring run; it is not to be edited to fit a result.
     .venv/bin/python tools/score_heldout.py heldout4   # tests/heldout4 (key KEY4, below)
     .venv/bin/python tools/score_heldout.py heldout5   # tests/heldout5 (key KEY5, below)
     .venv/bin/python tools/score_heldout.py heldout6   # tests/heldout6 (key KEY6, below)
+    .venv/bin/python tools/score_heldout.py heldout7   # tests/heldout7 (key KEY7, below)
 
 named right: the diagnosis names a model in the kernel's accepted set; named wrong: it names another model
 (counted against the score twice); unknown: `diagnosis ...: unknown`. A correct kernel must get no
@@ -300,12 +301,129 @@ KEY6 = {
 # the heldout6 kernels whose only difference is on rows with no key: the mean of V (a finite fill) and NaN (a plain
 # softmax), accepted by default when no --masked-rows policy is pinned (as CONVENTION3/CONVENTION5)
 CONVENTION6 = {"attend_scaled_masked_softmax", "sdpa_math"}
+# tests/heldout7 answer key (a seventh helper, which read nothing of refimpl). Written from the kernels' code at each
+# `# BUG:` and refimpl's model descriptions (docs/diagnosis.md "The bug models", refimpl/bugs_backward.py MODELS,
+# the fitting / fitting_dropout / precision_fingerprint docstrings), before any scoring run. Empty: no model
+# describes the mistake (unknown is the right answer). Keyed by CATALOG `fn`, as KEY4/KEY5/KEY6.
+KEY7 = {
+    # numpy_fwd.py (API refimpl)
+    "attend_mask_multiply": {"finite-mask-fill"},  # scores * keep: dropped scores 0 (attended), rows with no key
+    #                                                zeroed by a guard: the variant "0 ... with rows with no key
+    #                                                zeroed (the kernel guards them)"
+    "attend_protenix_fallback": {"scale"},         # fallback never multiplies by sm_scale: "1" (the given scale
+    #                                                ignored)
+    "attend_default_float": {"float32 arithmetic"},   # float64 inputs computed in float32 and cast back, judged in
+    #                                                float64 (as KEY5's sdpa_fp32_softmax, KEY6's megatron)
+    "attend_row_loop_softmax": set(),              # row max = max(0, kept max) on every row: rows whose kept scores
+    #                                                all lie far below 0 underflow to zeros (large logits, causal_tl:
+    #                                                key 0 always kept). masked-block-max-zero needs a fully masked
+    #                                                leading block (blocks of 16..128): another rule (as KEY5's
+    #                                                attn_row_max_clamped)
+    "attend_softmax_then_mask": set(),             # unmasked softmax, * keep, renormalised: exact on ordinary rows,
+    #                                                NaN (0/0) on rows with no key, but also NaN on rows WITH keys in
+    #                                                the float64 large-logit masked cases (kept weights underflow
+    #                                                under a masked max). mask-after-softmax's variant is "not
+    #                                                renormalised"; dead-rows-nan covers no row with a key: no model
+    "attend_folded_heads": {"mask-broadcast"},     # mask folded (H, B) while q/k/v fold (B, H): flat row b*H+h gets
+    #                                                the mask of batch (b*H+h) % B for a per-batch mask, the model's
+    #                                                np.tile over heads (per-head masks: also head (b*H+h) // B; the
+    #                                                model is stated for per-batch masks)
+    "attend_masked_fill_value": set(),             # fill +inf (-float('-inf')): every row with a dropped key NaN
+    #                                                (inf - inf); finite-mask-fill's variants are finite fills,
+    #                                                mask-polarity keeps the kept keys: no model
+    "attend_tiled_running_sum": set(),             # accumulator rescaled right, row sum l never rescaled (tiles of
+    #                                                32): online-rescale's variants are "never rescaled" / inverted
+    #                                                rescale of the accumulator (and row sum): another rule
+    "attend_segment_softmax": set(),               # exp of raw scores before masking: inf * 0 = NaN where a dropped
+    #                                                score is ~709 above the kept max (float64 large logits only):
+    #                                                no model (no-max-subtraction overflows on kept scores too)
+    "attend_online_tiles": set(), "attend_two_pass_chunks": set(), "attend_exp2": set(),   # correct
+    # torch_sdpa_fwd.py (API torch-sdpa)
+    "sdpa_triu_causal": {"causal-diagonal"},       # triu(diagonal=0) masks j == i too: "j < i + offset" (top-left,
+    #                                                row 0 left with no key gives zeros through the safe softmax)
+    "sdpa_head_concat": set(),                     # (B, H, S, Dv) reshaped to (B, S, H*Dv) without the permute:
+    #                                                outputs scrambled across heads and positions: no model
+    "sdpa_low_precision_pv": {"low-precision"},    # weights rounded to bfloat16 before P @ V (judged in float32):
+    #                                                "the weights rounded to bfloat16" (as KEY4)
+    "sdpa_multiplicative_mask": {"mask-kind"},     # float mask: masked_fill(mask == 0, -inf), values not added: keep
+    #                                                where nonzero, the variant "float mask cast to bool (nonzero =
+    #                                                attend)"
+    "sdpa_grouped_einsum": set(),                  # output heads flattened (G, Hkv): position g*Hkv+kv holds query
+    #                                                head kv*G+g (with kv head kv): the query head is wrong too, not
+    #                                                gqa-grouping's h % Hkv (right query, wrong kv head): no model
+    "sdpa_split_scale": set(),                     # logits scaled by sqrt(scale) (D**-0.25 by default): no listed
+    #                                                formula (sqrt of the scale is not one), and a single constant
+    #                                                cannot fit across D and given scales: no model
+    "sdpa_causal_equal_lengths": set(),            # is_causal dropped when Sq != Sk (no mask at all there):
+    #                                                causal-alignment's variants change the alignment, not drop the
+    #                                                band: no model
+    "sdpa_lowest_sentinel": {"dead-rows-nan"},     # rows fully masked by additive -inf stay NaN (softmax of all
+    #                                                -inf, max -inf != finfo.min); bool/causal fills with finfo.min
+    #                                                exact: only rows with no key differ, "0/0" (CONVENTION7)
+    "sdpa_split_kv_combine": {"no-max-subtraction"},   # combine exp(lse - 0): the split LSEs' softmax without its
+    #                                                max overflows exactly where exp(S) does (float64 large logits
+    #                                                only): "exp(S)", as KEY4's migraphx_flash_decoding
+    "sdpa_grouped_safe": set(), "sdpa_split_kv_lse": set(),   # correct
+    # flash_fwd.py (API flash-attn)
+    "flash_causal_dispatch": set(),                # causal + window: window_size[0] dropped (left unbounded):
+    #                                                window-bounds has no "left ignored" variant (its "left -1 as 0"
+    #                                                is the opposite): no model
+    "flash_window_params": set(),                  # causal lost whenever a window is given (causal + (20, -1) keeps
+    #                                                the right unbounded; non-causal windows right): window-bounds'
+    #                                                "right ignored" would also change the non-causal windows: no model
+    "flash_softcap_helper": set(),                 # cap * tanh(s * cap) on the scaled scores: softcap's variants are
+    #                                                tanh before scaling / additive terms before scaling: no model
+    "flash_softcap_logits_times_tanh": set(),      # s * tanh(s / cap): no model
+    "flash_unfused_bias_then_cap": set(),          # ALiBi inside the tanh: softcap's variants keep it outside the cap
+    #                                                (as KEY4's onnx_cgen_softcap_bias)
+    "flash_alibi_grouped": {"score-mod-head"},     # slope of index h // (Hq // Hkv) for query head h: "kv head's
+    #                                                modification"
+    "flash_past_len": set(),                       # offset max(Sk - Sq, 0): top-left only when Sq > Sk, bottom-right
+    #                                                otherwise (ALiBi right): causal-alignment's variants are "other
+    #                                                alignment" everywhere or per packed sequence: another rule
+    "flash_cascade_merge": {"masked-block-nan", "dead-rows-nan"},   # merge of two empty chunks (32 keys each):
+    #                                                exp(-inf - -inf) = NaN, carried on: a row whose leading 64 keys
+    #                                                are all masked is NaN, "blocks of 64"; rows with no key NaN when
+    #                                                Sk > 32 (as KEY6's attend_cpu_flash)
+    "flash_window_tile_skip": set(),               # first key tile of a 16-query block from its LAST row: keys of the
+    #                                                block's earlier rows inside their window dropped: no window-bounds
+    #                                                variant (a per-row rule) nor a tile model says so
+    "flash_half_qk": {"low-precision"},            # q, k rounded to float16 before q k^T (judged in float32): no
+    #                                                listed variant, named by the noise size (as KEY6's
+    #                                                triton_fused_fwd)
+    "flash_grouped_dense": set(), "flash_tiled_banded": set(), "flash_split_kv": set(),   # correct
+    # numpy_bwd.py (API numpy-backward)
+    "bwd_triton_tutorial": set(),                  # query loop from lo = start_n without a causal mask: earlier query
+    #                                                blocks skipped per key block: no backward model
+    "bwd_exp2_lse": set(),                         # P = exp(s - base-2 LSE): no backward model (lse-base2 is the
+    #                                                forward's LSE, --lse)
+    "bwd_key_tiles_dq": set(),                     # dQ assigned per key tile of 64 (last tile only): no model (as
+    #                                                KEY4's paddle_tiled_dq_bwd)
+    "bwd_splash_scratch": set(),                   # dK/dV scratch reset every query step (last q block only): no
+    #                                                model (bwd-gqa-sum's last-of-group is over heads)
+    "bwd_softmax_layer": set(),                    # dS = P (dP - rowsum(dP)), not rowsum(P * dP): neither delta
+    #                                                dropped, diagonal only, nor summed over queries: no model
+    "bwd_engine_sdpa": {"bwd-scale-dq"},           # dQ = dS K: "dQ = dS K"
+    "bwd_clamped_mask": set(),                     # finfo.min fill: fully masked rows uniform, non-zero dq there and
+    #                                                extra dK/dV on every key: no backward model (bwd-masked-nan is
+    #                                                NaN); backward dead rows are judged (not a convention)
+    "bwd_recompute_qk": set(),                     # P = exp(q.k - lse) without the scale in the recompute: the
+    #                                                bwd-scale-* models are dQ/dK's factor: no model
+    "bwd_tutorial_preprocess": set(),              # Delta from the unnormalised accumulator (l * O): neither dropped
+    #                                                nor the wrong axis: no model (as KEY6's picotron_ring_bwd)
+    "bwd_dense": set(), "bwd_flash2_tiled": set(),   # correct
+}
+# the heldout7 kernel whose only difference from correct attention is on rows with no key (NaN from a softmax of all
+# -inf), accepted by default when no --masked-rows policy is pinned (as CONVENTION3/5/6); decided before the scoring
+# run. attend_softmax_then_mask is not here: its float64 large-logit cases are NaN on rows with keys too
+CONVENTION7 = {"sdpa_lowest_sentinel"}
 SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout2": (KEY2, CONVENTION2, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd")),
         "heldout3": (KEY3, CONVENTION3, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout4": (KEY4, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout5": (KEY5, CONVENTION5, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
-        "heldout6": (KEY6, CONVENTION6, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
+        "heldout6": (KEY6, CONVENTION6, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
+        "heldout7": (KEY7, CONVENTION7, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
 FORWARD_FOR_BACKWARD = f"{HELD / 'numpy_fwd.py'}:np_eager_reference"
 
 

@@ -10,7 +10,10 @@
   matches on up to ``MAX_PASSING`` passing cases. Lines: ``diagnosis TARGET: MODEL — explanation``
   per fitting model, or ``diagnosis TARGET: unknown``; none when nothing failed. A KV cache's models
   (:mod:`.diagnosis_kvcache`: its writes and index errors too), a log-sum-exp's (:mod:`.diagnosis_lse`) and
-  dropout's (:mod:`.diagnosis_dropout`) add theirs.
+  dropout's (:mod:`.diagnosis_dropout`) add theirs. The fitted scale (:mod:`.fitting`) prints the value the
+  kernel used; when no model fits, dropout active at dropout_p = 0 (:mod:`.fitting_dropout`) is looked for,
+  then the noise fingerprints (:mod:`.precision_fingerprint`) name float32 arithmetic in a float64 check or a
+  16-bit intermediate by the size of the errors, read on an even sample of at most ``MAX_NOISE`` failing cases.
 * :func:`localise`: ``fails only when: <features>``: the smallest conjunction (1 or 2) of boolean case
   features True on every failing case and on no passing case; else the best single feature, with counts.
 """
@@ -179,8 +182,9 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
                     and all(fits(variant, d, g, rtol, atol, failing=False) for d, g in pass_cases)
                     and (not variant.in_float32 or shows_beyond_float32(variant)))
 
-        def same(a, b) -> bool:                           # indistinguishable on every case of the sample
-            return all(_close(_model_out(a, d), _model_out(b, d), d.v, 1e-9, 1e-12) for d, _ in fail_cases + pass_cases)
+        def same(a, b) -> bool:           # the failing cases cannot tell them apart (a model fitted within its
+            #                               tolerance may differ from the other on passing cases: that is no evidence)
+            return all(_close(_model_out(a, d), _model_out(b, d), d.v, 1e-9, 1e-12) for d, _ in fail_cases)
         lines += ([scale_line(target, *fitted)] if fitted else []) + fitting_models(target, models, fit, same)
     if _weights_transposed([r for r in failing if getattr(r, "got", None) is not None], store, specs):
         lines.append(f"diagnosis {target}: weights-transposed — {bugs.MODELS['weights-transposed'].explanation}")

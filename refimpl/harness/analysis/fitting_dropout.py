@@ -9,8 +9,8 @@ scale, mask or head) gives coefficients that are not. The fit is named when, ove
 
 * at least ``MIN_ROWS`` rows are determined, in at least a quarter of the sampled failing cases (a case with more
   keys than Dv in every row cannot be solved: it neither counts for the fit nor against it);
-* every determined coefficient is near 0 or the common ``s`` (their median): within ``_rtol`` of the case's dtype,
-  relative to ``s``;
+* every determined coefficient is near 0 or the common ``s`` (their median): within ``_rtol`` of the widest dtype
+  among the sampled failing cases (the largest rtol), relative to ``s``;
 * ``s > 1`` and the fraction of coefficients at 0 is the rate ``1 - 1/s`` implies, within 5 binomial standard
   deviations (at least one weight dropped).
 
