@@ -69,3 +69,16 @@ def test_a_spent_held_out_kernel_keeps_its_diagnosis(key):
     assert any(r.status == Status.FAIL for r in results), f"{fn}: nothing failed"
     names = [line.split(": ", 1)[1].split(" — ")[0] for line in diagnose(results, STORE, target=fn)]
     assert names == [NAMED[key]], names
+
+
+# tests/heldout7's flash-attn kernels that passed its one scoring run (docs/diagnosis.md): the quick suite had no
+# causal window whose left edge bites in FlashAttention's alignment, and passed the right edge already capped at 0
+GAPS = ("flash_causal_dispatch", "flash_window_params", "flash_window_tile_skip")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fn", GAPS)
+def test_a_causal_window_kernel_that_once_passed_now_fails(fn):
+    target = Target(fn, getattr(_module("heldout7/flash_fwd"), fn), api="flash-attn")
+    results = [run_one(target, s, STORE) for s in select(None, "quick", ("float64",)) if not s.long]
+    assert any(r.status == Status.FAIL for r in results), f"{fn}: nothing failed"

@@ -86,7 +86,10 @@ def _window(rng, i):
         left = 3
     if i % 2:                          # sliding-window models (Mistral, Gemma-2) have Dv == D: half the cases do
         d["Dv"] = d["D"]
-    return dict(d, window=(left, right), alignment=_pick(rng, ("top-left", "bottom-right")), is_causal=bool(i % 4 == 0))
+    align = _pick(rng, ("top-left", "bottom-right"))
+    if i % 8 == 0:                     # causal with a left edge that bites, bottom-right (as FlashAttention aligns)
+        left, align = (4 if d["Sk"] > 8 else 1), "bottom-right"
+    return dict(d, window=(left, right), alignment=align, is_causal=bool(i % 4 == 0))
 
 
 def _masked_rows(rng, i):
