@@ -439,13 +439,29 @@ def test_the_coefficient_tolerance_is_2e4_unit_roundoffs_of_the_dtype_within_1e_
     assert fd._rtol(dtype) == pytest.approx(want, rel=1e-12)
 
 
+def _coef(w, v, got):
+    return fd._coefficients(w, v, got, 1e-3)
+
+
+def test_a_row_that_is_no_reweighting_of_its_values_rejects_the_fit():
+    """3 keys, Dv 4: got's 4th component is outside the span of the weighted values: no coefficients exist, and
+    the row says so ([NaN], which fails the fit's every-coefficient test) instead of a least-squares guess."""
+    v = np.eye(3, 4)
+    c = _coef(np.full(3, 1 / 3), v, np.array([0.2, 0.0, 0.4, 0.1]))
+    assert c.shape == (1,) and np.isnan(c[0])
+    assert np.allclose(_coef(np.full(3, 1 / 3), v, np.array([0.2, 0.0, 0.4, 1e-6])), [0.6, 0.0, 1.2])  # within rtol
+    v_nan = v.copy()
+    v_nan[0, 0] = np.nan
+    assert _coef(np.full(3, 1 / 3), v_nan, np.full(4, 0.1)) is None                 # a NaN value: not determined
+
+
 def test_a_row_solves_to_its_coefficients_over_the_keys_of_nonzero_weight():
     v = np.eye(4)
     w = np.array([0.5, 0.0, 0.25, 0.25])
     got = np.array([0.5 * 2.0, 0.0, 0.25 * 0.0, 0.25 * 3.0])
-    assert np.array_equal(fd._coefficients(w, v, got), [2.0, 0.0, 3.0])
+    assert np.array_equal(_coef(w, v, got), [2.0, 0.0, 3.0])
     w1 = np.array([0.0, 1.0, 0.0, 0.0])                 # one key: determined too
-    assert np.array_equal(fd._coefficients(w1, v, np.array([0.0, 2.0, 0.0, 0.0])), [2.0])
+    assert np.array_equal(_coef(w1, v, np.array([0.0, 2.0, 0.0, 0.0])), [2.0])
 
 
 def test_a_weight_of_1e_12_or_less_is_not_a_key():
@@ -453,26 +469,26 @@ def test_a_weight_of_1e_12_or_less_is_not_a_key():
     got = np.array([0.6, 0.4, 0.0, 0.0])
     # 1e-12: not a key, the row solves over two keys; 1.5e-12: a key, and the (3, 4) matrix is then too badly
     # conditioned (1e12 / 4) to solve
-    assert np.array_equal(fd._coefficients(np.array([0.6, 0.4, 1e-12, 0.0]), v, got), [1.0, 1.0])
-    assert fd._coefficients(np.array([0.6, 0.4, 1.5e-12, 0.0]), v, got) is None
+    assert np.array_equal(_coef(np.array([0.6, 0.4, 1e-12, 0.0]), v, got), [1.0, 1.0])
+    assert _coef(np.array([0.6, 0.4, 1.5e-12, 0.0]), v, got) is None
 
 
 def test_a_row_is_not_determined_without_a_key_with_more_keys_than_dv_or_with_a_non_finite_output():
     v = np.eye(3, 4)                                    # 3 keys, Dv = 4
-    assert fd._coefficients(np.zeros(3), v, np.zeros(4)) is None
-    assert fd._coefficients(np.full(3, 1 / 3), v, np.full(4, 0.1)) is not None         # 3 keys <= Dv 4
-    assert fd._coefficients(np.full(3, 1 / 3), v, np.array([0.1, np.nan, 0.1, 0.1])) is None
-    assert fd._coefficients(np.full(3, 1 / 3), v, np.array([0.1, np.inf, 0.1, 0.1])) is None
+    assert _coef(np.zeros(3), v, np.zeros(4)) is None
+    assert _coef(np.full(3, 1 / 3), v, np.full(4, 0.1)) is not None         # 3 keys <= Dv 4
+    assert _coef(np.full(3, 1 / 3), v, np.array([0.1, np.nan, 0.1, 0.1])) is None
+    assert _coef(np.full(3, 1 / 3), v, np.array([0.1, np.inf, 0.1, 0.1])) is None
     v5 = np.vstack([np.eye(4), np.ones((1, 4))])        # 5 keys, Dv = 4: more keys than equations
-    assert fd._coefficients(np.full(5, 0.2), v5, np.full(4, 0.1)) is None
+    assert _coef(np.full(5, 0.2), v5, np.full(4, 0.1)) is None
     v4 = np.eye(4)                                      # 4 keys = Dv: determined
-    assert np.allclose(fd._coefficients(np.full(4, 0.25), v4, np.full(4, 0.5)), 2.0)
+    assert np.allclose(_coef(np.full(4, 0.25), v4, np.full(4, 0.5)), 2.0)
 
 
 def test_a_row_is_not_determined_when_its_matrix_is_conditioned_worse_than_1e6():
     v = np.eye(2)
-    assert fd._coefficients(np.array([0.5, 0.5e-6]), v, np.array([0.5, 0.0])) is not None      # cond 1e6 exactly
-    assert fd._coefficients(np.array([0.5, 0.5 / 1.5e6]), v, np.array([0.5, 0.0])) is None     # 1.5e6
+    assert _coef(np.array([0.5, 0.5e-6]), v, np.array([0.5, 0.0])) is not None      # cond 1e6 exactly
+    assert _coef(np.array([0.5, 0.5 / 1.5e6]), v, np.array([0.5, 0.0])) is None     # 1.5e6
 
 
 def test_dropout_at_zero_is_named_with_the_rescaling_the_rate_it_implies_and_the_fraction_dropped():

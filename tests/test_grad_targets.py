@@ -180,6 +180,7 @@ def test_analyse_grad_puts_the_lines_into_the_run():
     assert lines[0] == "diagnosis zoo: something forward"
     assert len(lines) == 2 and lines[1].startswith(f"diagnosis {target.name}: bwd-scale-dk — ")
     assert not run.ok
+    assert case.grad_samples == {}                    # the failing cases' gradients are dropped once read
 
 
 def test_isolated_targets_get_their_gradients_in_their_worker():

@@ -233,6 +233,8 @@ def test_a_case_the_types_rounding_leaves_exact_says_nothing_and_the_others_deci
     out = _named16([(exact, _with(0, 5e-4)), (_data("float32"), _with(0, 2e-3))])
     assert out and "the size float16 rounding" in out[0] and "errors of ~2.0e-03" in out[0]
     assert _named16([(exact, _with(0, 5e-4))]) == []              # nothing measured: no size to name
+    # an exact case where the target errs far beyond the type's noise (0.3 >> 16 x 2^-11) rules the type out
+    assert _named16([(exact, _with(0, 0.3)), (_data("float32"), _with(0, 2e-3))]) == []
 
 
 def test_the_lower_edge_is_the_weights_rounding_whatever_its_slope(monkeypatch):

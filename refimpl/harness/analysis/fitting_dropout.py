@@ -34,15 +34,18 @@ def _rtol(dtype: str) -> float:
     return min(2e-2, max(1e-6, 2e4 * precision(dtype).eps))
 
 
-def _coefficients(w: np.ndarray, v: np.ndarray, got: np.ndarray) -> np.ndarray | None:
-    """c with got = sum_j c_j w_j v_j over the keys of nonzero weight (None: not determined)."""
+def _coefficients(w: np.ndarray, v: np.ndarray, got: np.ndarray, rtol: float) -> np.ndarray | None:
+    """c with got = sum_j c_j w_j v_j over the keys of nonzero weight (None: not determined; [NaN]: no such c,
+    the row is no reweighting of the values, which rejects the fit)."""
     keys = np.flatnonzero(w > 1e-12)
     if keys.size == 0 or keys.size > v.shape[-1] or not np.isfinite(got).all():
         return None
     a = w[keys, None] * v[keys]                                    # (n, Dv)
-    if np.linalg.cond(a) > COND:
+    if not np.isfinite(a).all() or np.linalg.cond(a) > COND:
         return None
     c, *_ = np.linalg.lstsq(a.T, got, rcond=None)
+    if np.abs(a.T @ c - got).max() > 10 * rtol * np.abs(got).max() + 1e-300:
+        return np.array([np.nan])
     return c
 
 
@@ -58,7 +61,9 @@ def dropout_at_zero_line(target: str, fail_cases: list) -> list[str]:
         v = np.repeat(np.asarray(data.v, np.float64), s.Hq // s.Hkv, axis=1)          # (B, Hq, Sk, Dv)
         w = np.broadcast_to(data.weights, data.weights.shape)
         live = np.broadcast_to(data.live, w.shape[:-1])
-        rows = [r for idx in zip(*np.nonzero(live)) if (r := _coefficients(w[idx], v[idx[:2]], got[idx])) is not None]
+        rt = _rtol(s.dtype)
+        rows = [r for idx in zip(*np.nonzero(live))
+                if (r := _coefficients(w[idx], v[idx[:2]], got[idx], rt)) is not None]
         if rows:
             determined += 1
             coefs += rows

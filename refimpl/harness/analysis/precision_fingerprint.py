@@ -8,7 +8,9 @@
 * **a 16-bit intermediate** (``low-precision``): float32 or float64 cases that fail with errors of the size a 16-bit
   type's rounding gives *on each case*: the correct computation with its weights alone rounded to float16 (or
   bfloat16) errs by w_T there, with q k^T, the scaled scores and the weights each rounded by e_T, and the target's
-  error is within [min(w_T, e_T) / 16, 16 e_T] on every failing case (between rounding the least and the most), its
+  error is within [min(w_T, e_T) / 16, 16 e_T] on every failing case (between rounding the least and the most; a case
+  the rounding leaves exact, e_T = 0, is passed over when the target errs there by at most 16 units of the type's
+  roundoff, and rules the type out otherwise), on an even sample of the failing cases (diagnosis.MAX_NOISE), its
   least-squares slope within that rounding's allowance; or it overflows where that computation overflows (the same
   rows not finite). A kernel's own rounding points differ from any model's, so no output model reproduces such a
   kernel to better than its noise: the size of the noise, case by case, is the evidence. A wrong factor, a dropped key
@@ -120,8 +122,9 @@ def _sixteen(target: str, fail_cases: list[tuple[CaseData, np.ndarray]]) -> list
             with np.errstate(invalid="ignore", over="ignore"):
                 e = _errors(data, got, _null16(data, dt), dt)
                 least = _own(data, _null16(data, dt, "weights"))
-            if e is not None and (np.isinf(e[0]) or e[1] == 0.0):   # both overflow alike, or the rounding is exact
-                continue                                                 # here (one key a row): the case says nothing
+            if e is not None and (np.isinf(e[0]) or e[1] == 0.0 and e[0] <= SPREAD * precision(dt).eps):
+                continue          # both overflow alike, or the rounding is exact here (one key a row) and the target
+            #                       errs by no more than that type's noise: the case says nothing (a larger error: no)
             low = min(e[1], least) if e is not None and least is not None else None
             if e is None or low is None or low == 0.0 or not low / SPREAD <= e[0] <= SPREAD * e[1]:
                 break

@@ -169,9 +169,10 @@ def fitting_models(target: str, models: dict, fits: Callable[[Any, Any], bool],
                    same: Callable[[Any, Any], bool] | None = None) -> list[str]:
     """``diagnosis TARGET: MODEL — explanation (variant)`` for every bug model (:class:`refimpl.bugs.BugModel`)
     one of whose variants ``fits`` (``fits(model, variant)``): the one rule the forward and the backward
-    diagnoses share. A model with ``distinct_from`` is not named when its fitting variant is ``same`` (the same
-    output on every case) as the fitting variant of one of those models, wherever they stand in the table: the
-    cases cannot tell them apart, and the one it is distinct from says it."""
+    diagnoses share. A model with ``distinct_from`` is not named when its fitting variant is ``same`` (the forward
+    diagnosis: the same output on every sampled failing case) as the fitting variant of one of those models,
+    wherever they stand in the table: the failing cases cannot tell them apart, and the one it is distinct from
+    says it."""
     fitted = {}
     for model in models.values():
         variant = next((v for v in model.variants if fits(model, v)), None)

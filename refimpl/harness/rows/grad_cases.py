@@ -305,6 +305,8 @@ def analyse_grad(run) -> None:
             f, p = pooled.setdefault(t, ([], []))
             f.append(fails)
             p.append(passes)
+        if hasattr(c, "grad_samples"):
+            c.grad_samples = {}              # read once: the cases' gradients are not kept past the diagnosis
     for t, (fails, passes) in pooled.items():
         lines = diagnose_grads(_in_turn(fails), _in_turn(passes), t)
         have = run.diagnoses.setdefault(t, [])
