@@ -29,9 +29,9 @@ from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, c
                           gqa_divisor, mods_before_scale, mods_by_kv_head, online_inverted, online_max_clamped,
                           online_unguarded, rounded_step, softcap_after_mask, softmax_axis, tile_padded_tail,
                           tile_transposed, tiles_unmasked, zero_padded_tail)
-from .bugs_general import (_with_alibi, alibi_first_batch, alibi_signed, bool_mask_added, float_mask_as_bool,
-                           mask_after_softmax, mask_batch_flattened, mask_transposed, scale_after_softmax,
-                           window_edges)
+from .bugs_general import (_with_alibi, alibi_first_batch, alibi_signed, bool_mask_added, causal_only_realigned,
+                           float_mask_as_bool, mask_after_softmax, mask_batch_flattened, mask_transposed,
+                           scale_after_softmax, window_edges)
 from .masks import window_mask
 
 __all__ = ["MODELS", "BugModel", "Variant"]
@@ -230,7 +230,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
               _split("S - mask, ALiBi in the mask too", additive_mask_sign, alibi_in_mask=True),
               _split("S - mask, -inf too", additive_mask_negated))),
     BugModel("causal-alignment", "the causal/window band uses the other alignment",
-             (_v("other alignment", causal_alignment), _pk("top-left in each sequence", seq_alignment="top-left"),
+             (_v("other alignment", causal_alignment), _v("the causal diagonal only", causal_only_realigned),
+              _pk("top-left in each sequence", seq_alignment="top-left"),
               _pk("top-left in each sequence of more than one query (a one-query decode step right)",
                   seq_alignment="top-left past one query"))),
     BugModel("sequence-boundary", "a packed batch's sequence reads keys of the next sequence",

@@ -6,6 +6,7 @@ in :mod:`refimpl.bugs_scores`, which holds the pieces for that.
 
 * ALiBi with the signed distance (no absolute value: keys right of the diagonal favoured), with its sign flipped
   too (sign -1), or with the slopes of the first batch element applied to every batch;
+* the causal diagonal alone in the other alignment (a window's left edge keeps the case's);
 * window edges: the right edge taken from the left (a symmetric window), the right edge ignored or set to 0, an
   unbounded left edge (-1) read as 0, the right edge off by one;
 * mask kinds: a bool keep-mask added to the scores as numbers (True = +1, nothing masked); an additive float mask
@@ -23,10 +24,10 @@ import numpy as np
 
 from .attention import scaled_dot_product_attention
 from .bug_model import _kw
-from .masks import alibi_bias, window_mask
+from .masks import alibi_bias, band_mask, window_mask
 
-__all__ = ["window_edges", "alibi_signed", "bool_mask_added", "float_mask_as_bool", "mask_batch_flattened",
-           "mask_transposed", "mask_after_softmax", "scale_after_softmax", "alibi_first_batch"]
+__all__ = ["causal_only_realigned", "window_edges", "alibi_signed", "bool_mask_added", "float_mask_as_bool",
+           "mask_batch_flattened", "mask_transposed", "mask_after_softmax", "scale_after_softmax", "alibi_first_batch"]
 
 
 def _sdpa(q, k, v, **kw):
@@ -47,6 +48,21 @@ def window_edges(q, k, v, *, edge="right from left", **kw):
            "right + 1": (left, right + 1) if right >= 0 else window,
            "right - 1": (left, right - 1) if right >= 1 else window}[edge]
     return _sdpa(q, k, v, window=new, **kw)
+
+
+def causal_only_realigned(q, k, v, *, is_causal=False, window=None, alignment="top-left", mask=None, **kw):
+    """Only the causal diagonal takes the other alignment; a window's left edge keeps the case's (a kernel whose
+    causal predicate is ``col <= row`` beside a window offset by Sk - Sq). Not causal: the output is refimpl's."""
+    if not is_causal:
+        return _sdpa(q, k, v, is_causal=is_causal, window=window, alignment=alignment, mask=mask, **kw)
+    Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
+    other = "bottom-right" if alignment == "top-left" else "top-left"
+    keep = band_mask(Sq, Sk, is_causal=True, alignment=other)
+    if window is not None and window[0] >= 0:
+        keep = keep & band_mask(Sq, Sk, window=(window[0], -1), alignment=alignment)
+    if mask is None or np.asarray(mask).dtype == bool:
+        return _sdpa(q, k, v, mask=keep if mask is None else np.asarray(mask, bool) & keep, **kw)
+    return _sdpa(q, k, v, mask=np.where(keep, mask, -np.inf), **kw)
 
 
 def alibi_signed(q, k, v, *, mask=None, slopes=None, sign=1.0, **kw):
