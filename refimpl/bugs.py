@@ -31,7 +31,7 @@ from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, c
                           tile_transposed, tiles_unmasked, zero_padded_tail)
 from .bugs_general import (_with_alibi, alibi_first_batch, alibi_signed, bool_mask_added, causal_only_realigned,
                            float_mask_as_bool, mask_after_softmax, mask_batch_flattened, mask_transposed,
-                           scale_after_softmax, window_edges)
+                           other_alignment, scale_after_softmax, window_edges)
 from .masks import window_mask
 
 __all__ = ["MODELS", "BugModel", "Variant"]
@@ -107,8 +107,7 @@ def weights_transposed(q, k, v, **kw):
 
 def causal_alignment(q, k, v, *, alignment="top-left", **kw):
     """Causal/window band placed with the other alignment (top-left <-> bottom-right)."""
-    other = "bottom-right" if alignment == "top-left" else "top-left"
-    return _sdpa(q, k, v, alignment=other, **kw)
+    return _sdpa(q, k, v, alignment=other_alignment(alignment), **kw)
 
 
 def window_bounds(q, k, v, *, window=None, shift=1, **kw):

@@ -26,11 +26,12 @@ from .attention import scaled_dot_product_attention
 from .bug_model import _kw
 from .masks import alibi_bias, band_mask, window_mask
 
-__all__ = ["causal_only_realigned", "window_edges", "alibi_signed", "bool_mask_added", "float_mask_as_bool",
-           "mask_batch_flattened", "mask_transposed", "mask_after_softmax", "scale_after_softmax", "alibi_first_batch"]
+__all__ = ["other_alignment", "causal_only_realigned", "window_edges", "alibi_signed", "bool_mask_added",
+           "float_mask_as_bool", "mask_batch_flattened", "mask_transposed", "mask_after_softmax", "scale_after_softmax",
+           "alibi_first_batch"]
 
 
-def _sdpa(q, k, v, **kw):
+def _sdpa(q, k, v, **kw):      # as bugs_scores._sdpa: importing that one would stack this module a floor higher
     return scaled_dot_product_attention(q, k, v, **kw)[0]
 
 
@@ -50,14 +51,18 @@ def window_edges(q, k, v, *, edge="right from left", **kw):
     return _sdpa(q, k, v, window=new, **kw)
 
 
+def other_alignment(alignment: str) -> str:
+    """top-left <-> bottom-right."""
+    return "bottom-right" if alignment == "top-left" else "top-left"
+
+
 def causal_only_realigned(q, k, v, *, is_causal=False, window=None, alignment="top-left", mask=None, **kw):
     """Only the causal diagonal takes the other alignment; a window's left edge keeps the case's (a kernel whose
     causal predicate is ``col <= row`` beside a window offset by Sk - Sq). Not causal: the output is refimpl's."""
     if not is_causal:
         return _sdpa(q, k, v, is_causal=is_causal, window=window, alignment=alignment, mask=mask, **kw)
     Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
-    other = "bottom-right" if alignment == "top-left" else "top-left"
-    keep = band_mask(Sq, Sk, is_causal=True, alignment=other)
+    keep = band_mask(Sq, Sk, is_causal=True, alignment=other_alignment(alignment))
     if window is not None and window[0] >= 0:
         keep = keep & band_mask(Sq, Sk, window=(window[0], -1), alignment=alignment)
     if mask is None or np.asarray(mask).dtype == bool:

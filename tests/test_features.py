@@ -289,3 +289,11 @@ def test_fuzz_new_arguments_give_a_result_or_a_refimpl_error(alignment, window, 
         assert isinstance(e, (TypeError, ValueError)) and str(e)
     else:
         assert out.shape == (2, 3, 2) and np.isfinite(out).all()
+
+
+def test_a_case_id_gives_back_its_dtype():
+    from refimpl.harness.cases.families import select
+    from refimpl.harness.cases.features import CaseSpec as Spec
+    specs = select(["sizes", "kvcache"], "quick", ("float64", "float32", "float16", "bfloat16"))
+    assert {s.dtype for s in specs} == {"float64", "float32", "float16", "bfloat16"}
+    assert all(Spec.dtype_of(s.id) == s.dtype for s in specs)

@@ -194,7 +194,7 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
         sample = failing[::-(-len(failing) // MAX_NOISE)]
         every = _usable(sample, store, specs, len(sample))
         dts = {d.spec.dtype for d, _ in every}
-        n_fail, n_pass = (sum(r.id.rsplit("-", 1)[-1] in dts for r in rs) for rs in (failing, passing))  # id: f/i-dtype
+        n_fail, n_pass = (sum(CaseSpec.dtype_of(r.id) in dts for r in rs) for rs in (failing, passing))
         held = -(-n_pass * len(every) // max(n_fail, 1))                  # the passing ones, scaled to the sample
         lines = narrower_arithmetic(target, every, held) if len(every) >= 0.9 * len(sample) else []
     return lines or [f"diagnosis {target}: unknown"]

@@ -78,6 +78,11 @@ class CaseSpec:
     def id(self) -> str:
         return f"{self.family}/{self.index:04d}-{self.dtype}"
 
+    @staticmethod
+    def dtype_of(case_id: str) -> str:
+        """The dtype of a case from its :attr:`id` (``family/index-dtype``)."""
+        return case_id.rsplit("-", 1)[-1]
+
     @property
     def gqa(self) -> bool:
         return self.Hq != self.Hkv
