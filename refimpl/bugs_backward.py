@@ -38,12 +38,15 @@ import numpy as np
 
 from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant
+from .lse import sdpa_lse
+from .masks import band_mask
+from .precision import get as precision
 
-__all__ = ["MODELS", "backward_with"]
+__all__ = ["MODELS", "backward_with", "steps_backward"]
 
 MISTAKES = ("none", "delta", "scale-dq", "scale-dk", "scale-dq-twice", "scale-dk-twice", "ds-transposed-dq",
             "ds-transposed-dk", "gqa-first", "gqa-last", "gqa-mean", "masked-nan", "delta-axis", "unmasked",
-            "unmasked-lse", "unmasked-dqdk", "delta-diagonal")
+            "unmasked-lse", "unmasked-dqdk", "delta-diagonal", "delta-no-p")
 
 
 def backward_with(q, k, v, d_out, *, mistake: str = "none", mask=None, scale=None, is_causal=False,
@@ -84,7 +87,8 @@ def backward_with(q, k, v, d_out, *, mistake: str = "none", mask=None, scale=Non
         if mistake == "delta-axis":                                       # sum(P * dP) over the queries
             ds = p * (dp - np.sum(p * dp, axis=-2, keepdims=True))
         else:
-            ds = {"delta": p * dp, "delta-diagonal": p * (1.0 - p) * dp}.get(
+            ds = {"delta": p * dp, "delta-diagonal": p * (1.0 - p) * dp,
+                  "delta-no-p": p * (dp - np.sum(dp, axis=-1, keepdims=True))}.get(
                 mistake, p * (dp - np.sum(g * o, axis=-1, keepdims=True)))
         if softcap is not None:
             r = s * (q @ np.swapaxes(ke, -1, -2))                         # (B, Hq, Sq, Sk)
@@ -128,6 +132,91 @@ def _reduce(g: np.ndarray, group: int, mistake: str) -> np.ndarray:
     return grouped.sum(axis=-3)
 
 
+STEP_MISTAKES = ("lse-base2", "recompute-unscaled", "dead-uniform", "delta-unnormalised", "dq-last-key-tile",
+                 "dkdv-last-query-block", "query-loop-from-key-block", "key-tail-dropped", "query-tail-dropped",
+                 "dp-value-dims", "dp-value-dims-dq", "padded-scale", "p-for-dv-16bit", "ds-16bit", "p-16bit")
+
+
+def steps_backward(q, k, v, d_out, *, mistake: str, block: int = 64, dtype: str = "float16", **kw):
+    """``(dq, dk, dv)`` in float64 with one ``mistake`` of ``STEP_MISTAKES``, the mistakes of a backward that
+    recomputes the weights from the forward's log-sum-exp and walks tiles of ``block``:
+
+    * "lse-base2": P = exp(S - LSE2), the LSE in base 2 (log2 l + m log2 e, an exp2 forward's) read as natural;
+    * "recompute-unscaled": P = exp(q k^T - LSE), the scores recomputed without the scale;
+    * "dead-uniform": rows with no key get uniform weights 1 / Sk (a finite fill such as finfo.min), in O too;
+    * "delta-unnormalised": rowsum(dO * l O), the accumulator before its division by l = sum exp(S - max);
+    * "dq-last-key-tile": dQ assigned, not accumulated, per key tile: only the last tile's contribution;
+    * "dkdv-last-query-block": dK, dV scratch reset every query block: only the last block's contribution;
+    * "query-loop-from-key-block": a key block's query loop starts at its first key index (a causal-only
+      shortcut): query i and key j meet only when i >= (j // block) * block;
+    * "key-tail-dropped" / "query-tail-dropped": Sk // block key tiles (Sq // block query tiles, at least one)
+      walked: the partial last tile gives and gets no gradient;
+    * "dp-value-dims": dP = dO V^T over the first D value dims only (tiles sized with the q/k head dim);
+      "dp-value-dims-dq": so in the dQ pass only;
+    * "padded-scale": the whole backward with the default scale of a head dim padded to a multiple of ``block``;
+    * "p-for-dv-16bit", "ds-16bit", "p-16bit": P for dV, dS, or P everywhere rounded to ``dtype``.
+
+    P, O and LSE are refimpl's (P = exp(S - LSE)); log P + LSE is S on kept keys, and l = 1 / max P."""
+    if mistake not in STEP_MISTAKES:
+        raise ValueError(f"mistake must be one of {STEP_MISTAKES}, got {mistake!r}")
+    q, k, v, g = (np.asarray(a, np.float64) for a in (q, k, v, d_out))
+    kw = dict(dict(mask=None, scale=None, is_causal=False, alignment="top-left", window=None, softcap=None,
+                   enable_gqa=False), **kw)
+    if mistake == "padded-scale" and kw["scale"] is None:
+        kw["scale"] = 1.0 / math.sqrt(-(-q.shape[-1] // block) * block)
+    s = 1.0 / math.sqrt(q.shape[-1]) if kw["scale"] is None else float(kw["scale"])
+    r = precision(dtype).round
+    o, p = scaled_dot_product_attention(q, k, v, **kw)                   # (B, Hq, Sq, Dv), (B, Hq, Sq, Sk)
+    lse = sdpa_lse(q, k, v, **kw)[..., None]                              # (B, Hq, Sq, 1); -inf: no key
+    group = q.shape[-3] // k.shape[-3] if kw["enable_gqa"] else 1
+    ke, ve = (np.repeat(a, group, axis=-3) for a in (k, v))              # (B, Hq, Sk, D), (B, Hq, Sk, Dv)
+    Sq, Sk = p.shape[-2:]
+    dead = np.isneginf(lse)
+    with np.errstate(all="ignore"):
+        if mistake == "dead-uniform":
+            p = np.where(dead, 1.0 / Sk, p)
+            o = p @ ve
+        delta = np.sum(g * o, axis=-1, keepdims=True)                     # (B, Hq, Sq, 1)
+        if mistake == "delta-unnormalised":
+            delta = np.where(dead, 0.0, delta / p.max(axis=-1, keepdims=True))
+        if mistake == "lse-base2":
+            p = np.where(dead, 0.0, np.exp(np.log(p) + lse - lse / math.log(2.0)))
+        if mistake == "recompute-unscaled":
+            mask = kw["mask"]
+            keep = band_mask(Sq, Sk, is_causal=kw["is_causal"], window=kw["window"], alignment=kw["alignment"],
+                             mask=mask if mask is None or np.asarray(mask).dtype == bool else ~np.isneginf(mask))
+            keep = np.ones(p.shape, bool) if keep is None else np.broadcast_to(keep, p.shape)
+            p = np.where(keep & ~dead, np.exp(q @ np.swapaxes(ke, -1, -2) - lse), 0.0)
+        walked = np.ones((Sq, Sk), bool)                                  # the (query, key) pairs the loops visit
+        if mistake == "query-loop-from-key-block":
+            walked = np.arange(Sq)[:, None] >= (np.arange(Sk) // block * block)[None, :]
+        if mistake == "key-tail-dropped":
+            walked = np.broadcast_to(np.arange(Sk) < Sk // block * block, (Sq, Sk))
+        if mistake == "query-tail-dropped":
+            walked = np.broadcast_to((np.arange(Sq) < max(1, Sq // block) * block)[:, None], (Sq, Sk))
+        p = r(p) if mistake == "p-16bit" else p * walked
+        dp = g @ np.swapaxes(ve, -1, -2)                                  # (.., Sq, Dv) x (.., Dv, Sk)
+        D = q.shape[-1]
+        dp_head = g[..., :D] @ np.swapaxes(ve[..., :D], -1, -2)           # over the first D value dims only
+        ds = p * ((dp_head if mistake == "dp-value-dims" else dp) - delta)   # (.., Sq, Sk)
+        ds = r(ds) if mistake == "ds-16bit" else ds
+        ds_q = p * (dp_head - delta) if mistake == "dp-value-dims-dq" else ds
+        if kw["softcap"] is not None:
+            cap = 1.0 - np.tanh(s * (q @ np.swapaxes(ke, -1, -2)) / kw["softcap"]) ** 2
+            ds, ds_q = ds * cap, ds_q * cap
+        ds_kv, p_kv = ds, p
+        if mistake == "dq-last-key-tile":
+            ds_q = ds * (np.arange(Sk) >= (Sk - 1) // block * block)
+        if mistake == "dkdv-last-query-block":
+            last = (np.arange(Sq) >= (Sq - 1) // block * block)[:, None]
+            ds_kv, p_kv = ds * last, p * last
+        dq = s * (ds_q @ ke)                                              # (.., Sq, Sk) x (.., Sk, D)
+        dk = s * (np.swapaxes(ds_kv, -1, -2) @ q)                         # (.., Sk, Sq) x (.., Sq, D)
+        p_kv = r(p_kv) if mistake == "p-for-dv-16bit" else p_kv
+        dv = np.swapaxes(p_kv, -1, -2) @ g                                # (.., Sk, Sq) x (.., Sq, Dv)
+    return dq, _reduce(dk, group, "none"), _reduce(dv, group, "none")
+
+
 def _model(mistake: str):
     return partial(backward_with, mistake=mistake)
 
@@ -136,10 +225,20 @@ def _v(label: str, mistake: str) -> Variant:
     return Variant(label, _model(mistake))
 
 
+def _st(label: str, mistake: str, **param) -> Variant:          # a mistake of refimpl.bugs_backward_steps
+    return Variant(label, partial(steps_backward, mistake=mistake, **param))
+
+
+BLOCKS = (16, 32, 64, 128)
+
+
 MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("bwd-delta-term",
-             "dS = P * dP: the rowsum(dO * O) term of the softmax Jacobian is missing (dQ, dK wrong)",
-             (_v("dS = P * dP", "delta"), _v("dS = P (1 - P) dP: the Jacobian's diagonal only", "delta-diagonal"))),
+             "the softmax Jacobian's rowsum(dO * O) term is wrong: dropped (dS = P * dP) or taken from another "
+             "quantity (dQ, dK wrong)",
+             (_v("dS = P * dP", "delta"), _v("dS = P (1 - P) dP: the Jacobian's diagonal only", "delta-diagonal"),
+              _v("dS = P (dP - rowsum(dP)): P missing from the rowsum", "delta-no-p"),
+              _st("rowsum(dO * l O): the unnormalised output (the accumulator before / l)", "delta-unnormalised"))),
     BugModel("bwd-scale-dq", "the softmax scale of dQ is wrong: not applied (dQ = dS K) or applied twice "
              "(scale**2 dS K), instead of scale * dS K",
              (_v("dQ = dS K", "scale-dq"), _v("dQ = scale**2 dS K", "scale-dq-twice"))),
@@ -163,4 +262,31 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("bwd-masked-nan", "fully masked query rows give NaN weights in the backward (softmax of all -inf), "
                                "NaN gradients where zeros are expected",
              (_v("NaN weights on fully masked rows", "masked-nan"),)),
+    BugModel("bwd-masked-uniform", "fully masked query rows get uniform weights 1 / Sk (masked scores filled with a "
+             "finite value such as finfo.min): their output and gradients are not zero, every key gets some",
+             (_st("uniform weights on fully masked rows", "dead-uniform"),)),
+    BugModel("bwd-recompute", "the backward recomputes the weights as exp(S - LSE) from the wrong scores or LSE",
+             (_st("LSE in base 2 (from an exp2 forward) read as natural", "lse-base2"),
+              _st("scores without the softmax scale: exp(q k^T - LSE)", "recompute-unscaled"))),
+    BugModel("bwd-tile-accumulation", "a tiled backward loses tiles' contributions: a gradient is assigned per tile "
+             "instead of accumulated, or a loop skips tiles",
+             tuple(_st(f"dQ assigned per key tile of {b}: the last tile's only", "dq-last-key-tile", block=b)
+                   for b in BLOCKS)
+             + tuple(_st(f"dK, dV scratch reset per query block of {b}: the last block's only", "dkdv-last-query-block",
+                         block=b) for b in BLOCKS)
+             + tuple(_st(f"query loop of a key block of {b} starting at its first key (queries before it skipped)",
+                         "query-loop-from-key-block", block=b) for b in BLOCKS)
+             + tuple(_st(f"Sk // {b} key tiles: the partial last one gets and gives no gradient", "key-tail-dropped",
+                         block=b) for b in BLOCKS)
+             + tuple(_st(f"Sq // {b} query tiles: the partial last one gets and gives no gradient",
+                         "query-tail-dropped", block=b) for b in BLOCKS)),
+    BugModel("bwd-value-dims", "dP = dO V^T is taken over the first D value dims only (value tiles sized with the "
+             "q/k head dim; wrong when Dv > D)", (_st("first D of Dv", "dp-value-dims"),
+                                                  _st("first D of Dv in the dQ pass only", "dp-value-dims-dq"))),
+    BugModel("bwd-scale", "the whole backward (weights, dQ, dK) uses another default scale: 1/sqrt of the head dim "
+             "padded to a multiple of N", tuple(_st(f"D padded to a multiple of {b}", "padded-scale", block=b)
+                                                for b in (8, 16, 32, 64, 128))),
+    BugModel("bwd-low-precision", "an intermediate of the backward is rounded to a 16-bit float",
+             tuple(_st(f"{what} in {dt}", m, dtype=dt) for dt in ("float16", "bfloat16")
+                   for what, m in (("P for dV", "p-for-dv-16bit"), ("dS", "ds-16bit"), ("P", "p-16bit")))),
 )}

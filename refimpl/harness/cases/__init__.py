@@ -169,20 +169,21 @@ def fitting_models(target: str, models: dict, fits: Callable[[Any, Any], bool],
                    same: Callable[[Any, Any], bool] | None = None) -> list[str]:
     """``diagnosis TARGET: MODEL — explanation (variant)`` for every bug model (:class:`refimpl.bugs.BugModel`)
     one of whose variants ``fits`` (``fits(model, variant)``): the one rule the forward and the backward
-    diagnoses share. A model with ``distinct_from`` is not named when its fitting variant is ``same`` (the forward
-    diagnosis: the same output on every sampled failing case) as the fitting variant of one of those models,
-    wherever they stand in the table: the failing cases cannot tell them apart, and the one it is distinct from
-    says it."""
+    diagnoses share. When several variants of a model fit, the cases cannot tell them apart and the line names
+    each (``(variant; or variant)``), so a parameter the cases do not pin is never printed as if they did. A model
+    with ``distinct_from`` is not named when its first fitting variant is ``same`` (the forward diagnosis: the
+    same output on every sampled failing case) as the first fitting variant of one of those models, wherever they
+    stand in the table: the failing cases cannot tell them apart, and the one it is distinct from says it."""
     fitted = {}
     for model in models.values():
-        variant = next((v for v in model.variants if fits(model, v)), None)
-        if variant is not None:
-            fitted[model.name] = (model, variant)
+        variants = [v for v in model.variants if fits(model, v)]
+        if variants:
+            fitted[model.name] = (model, variants[0], variants)
     lines = []
-    for model, variant in fitted.values():
+    for model, variant, variants in fitted.values():
         if same is not None and any(n in fitted and same(fitted[n][1], variant)
                                     for n in getattr(model, "distinct_from", ())):
             continue
-        tail = f" ({variant.label})" if len(model.variants) > 1 else ""
+        tail = f" ({'; or '.join(v.label for v in variants)})" if len(model.variants) > 1 else ""
         lines.append(f"diagnosis {target}: {model.name} — {model.explanation}{tail}")
     return lines

@@ -1,0 +1,115 @@
+"""The backward models of tiled, LSE-recomputing kernels (refimpl.bugs_backward.steps_backward) fit the parameter a
+kernel was built with: NumPy backward passes written here as loops over tiles, each with one mistake and a block
+size (or padding multiple), run through the grad rows; the diagnosis must name the model with that very value,
+and a correct tiled kernel must conform with no diagnosis."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from refimpl.bugs_backward import MODELS, steps_backward
+from refimpl.harness.cases import Status
+from refimpl.harness.cases.families import select
+from refimpl.harness.rows.family_cases import CaseStore
+from refimpl.harness.rows.grad_cases import Backward, grad_case
+from refimpl.harness.target_spec import Target
+
+STORE = CaseStore()
+FAMILIES = ["sizes", "causal", "masked-rows"]
+
+
+def _sum_to(x, shape):
+    x = x.sum(axis=tuple(range(x.ndim - len(shape)))) if x.ndim > len(shape) else x
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and x.shape[i] != 1)
+    return x.sum(axis=axes, keepdims=True) if axes else x
+
+
+def _tiled(q, k, v, d_out, mask=None, scale=None, *, block=32, mistake=None, pad=None):
+    """A FlashAttention-2-style backward over key tiles of ``block`` from the forward's LSE; ``mistake``
+    "dq-assigned" (dQ = the tile's, not +=), "floor-tiles" (Sk // block tiles), "padded-scale" (the default scale
+    of D rounded up to a multiple of ``pad``)."""
+    lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2], d_out.shape[:-2])
+    qb, kb, vb, gb = (np.broadcast_to(a, lead + a.shape[-2:]).astype(np.float64) for a in (q, k, v, d_out))
+    Sq, Sk, D = q.shape[-2], k.shape[-2], q.shape[-1]
+    if scale is None:
+        scale = 1.0 / math.sqrt(D if mistake != "padded-scale" else -(-D // pad) * pad)
+    keep = np.ones(lead + (Sq, Sk), bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), lead + (Sq, Sk))
+    s = np.where(keep, qb @ np.swapaxes(kb, -1, -2) * scale, -np.inf)
+    m = s.max(axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    z = np.exp(s - m).sum(axis=-1, keepdims=True)
+    lse = np.where(z > 0, m + np.log(np.where(z > 0, z, 1.0)), np.inf)
+    o = np.exp(s - lse) @ vb
+    delta = (o * gb).sum(axis=-1, keepdims=True)
+    dq, dk, dv = np.zeros(qb.shape), np.zeros(kb.shape), np.zeros(vb.shape)
+    end = Sk // block * block if mistake == "floor-tiles" else Sk
+    for j0 in range(0, end, block):
+        cols = slice(j0, j0 + block)
+        p = np.exp(s[..., cols] - lse)                                 # (.., Sq, block)
+        dv[..., cols, :] += np.swapaxes(p, -1, -2) @ gb
+        ds = p * (gb @ np.swapaxes(vb[..., cols, :], -1, -2) - delta)
+        dk[..., cols, :] += np.swapaxes(ds, -1, -2) @ qb * scale
+        if mistake == "dq-assigned":
+            dq = ds @ kb[..., cols, :] * scale
+        else:
+            dq += ds @ kb[..., cols, :] * scale
+    return tuple(_sum_to(g, a.shape).astype(a.dtype) for g, a in zip((dq, dk, dv), (q, k, v)))
+
+
+def _lines(fn):
+    target = Target("zoo:forward", lambda q, k, v, mask=None, scale=None: q)
+    specs = select(FAMILIES, "quick", ("float64",))
+    lines, statuses = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for f in FAMILIES:
+            case = grad_case(f, [s for s in specs if s.family == f], STORE, Backward("tiled", fn))
+            statuses.append(case.run(target).status)
+            lines += case.diagnoses.get(target.name, [])
+    return statuses, lines
+
+
+def test_a_correct_tiled_backward_conforms_with_no_diagnosis():
+    statuses, lines = _lines(lambda *a, **kw: _tiled(*a, **kw, block=32))
+    assert set(statuses) == {Status.PASS} and not lines, lines
+
+
+@pytest.mark.parametrize("block", [16, 64])
+def test_dq_assigned_per_key_tile_is_named_with_its_tile(block):
+    statuses, lines = _lines(lambda *a, **kw: _tiled(*a, **kw, block=block, mistake="dq-assigned"))
+    assert Status.FAIL in statuses
+    assert lines and all("bwd-tile-accumulation — " in x and f"dQ assigned per key tile of {block}:" in x
+                         for x in lines), lines
+
+
+@pytest.mark.parametrize("block", [32, 64])
+def test_a_dropped_partial_key_tile_is_named_with_its_tile(block):
+    statuses, lines = _lines(lambda *a, **kw: _tiled(*a, **kw, block=block, mistake="floor-tiles"))
+    assert Status.FAIL in statuses
+    assert lines and all(f"Sk // {block} key tiles" in x for x in lines), lines
+
+
+@pytest.mark.parametrize("pad", [16, 32])
+def test_a_scale_from_a_padded_head_dim_is_named_with_its_multiple(pad):
+    statuses, lines = _lines(lambda *a, **kw: _tiled(*a, **kw, block=32, mistake="padded-scale", pad=pad))
+    assert Status.FAIL in statuses
+    assert lines and all("bwd-scale — " in x and f"multiple of {pad})" in x for x in lines), lines
+
+
+def test_each_step_model_differs_from_the_correct_backward_and_keeps_shapes():
+    rng = np.random.default_rng(3)
+    q, k, v = rng.normal(size=(1, 4, 140, 12)), rng.normal(size=(1, 2, 140, 12)), rng.normal(size=(1, 2, 140, 20))
+    g = rng.normal(size=(1, 4, 140, 20))
+    keep = rng.random((140, 140)) < 0.8
+    keep[3] = False                                                       # one row with no key
+    ref = _tiled(q, k.repeat(2, 1), v.repeat(2, 1), g, mask=keep, block=32)
+    ref = (ref[0], ref[1].reshape(1, 2, 2, 140, 12).sum(2), ref[2].reshape(1, 2, 2, 140, 20).sum(2))
+    for model in ("bwd-masked-uniform", "bwd-recompute", "bwd-tile-accumulation", "bwd-value-dims", "bwd-scale",
+                  "bwd-low-precision"):
+        for variant in MODELS[model].variants:
+            got = variant.fn(q, k, v, g, mask=keep, enable_gqa=True)
+            assert [a.shape for a in got] == [a.shape for a in ref], variant.label
+            assert any(not np.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in zip(got, ref)), variant.label
+    with pytest.raises(ValueError, match="mistake must be one of"):
+        steps_backward(q, k, v, g, mistake="typo")
