@@ -21,6 +21,8 @@ class Variant:
     #                                     --api flex-attention hands it)
     in_float32: bool = False            # computes in float32: it names a mistake only where it differs from
     #                                     float32 arithmetic done right (the diagnosis checks that)
+    flags: bool = False                 # a mistake in handling the causal/window flags: where the target got the
+    #                                     band folded into its mask, it is called with the band in the mask too
 
 
 @dataclass(frozen=True)

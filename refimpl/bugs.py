@@ -12,9 +12,12 @@ or a float additive mask, broadcastable to (B, Hq, Sq, Sk). The correct computat
     P = softmax over keys of S where kept (a row with no kept key -> zeros),  O = P @ v.
 
 Models that only change an argument call :func:`refimpl.attention.scaled_dot_product_attention`; the
-others rebuild S and its keep-mask (:func:`refimpl.masks.window_mask`) and change one step.
-``MODELS`` maps a model id to its :class:`BugModel` row: the explanation the diagnosis prints, the variants
-(label and callable), and the closeness a fit needs.
+others rebuild S and its keep-mask (:mod:`refimpl.scores_parts`) and change one step. The models of argument
+handling are here and in :mod:`refimpl.bugs_general`; those of the softmax's steps in
+:mod:`refimpl.bugs_softmax_steps` and :mod:`refimpl.bugs_scores`; of the output's layout in
+:mod:`refimpl.bugs_layout`; of packed batches in :mod:`refimpl.bugs_packed`. ``MODELS`` maps a model id to its
+:class:`BugModel` row: the explanation the diagnosis prints, the variants (label and callable), and the closeness
+a fit needs.
 """
 from __future__ import annotations
 
@@ -24,14 +27,18 @@ import numpy as np
 
 from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant
+from .bugs_layout import LAYOUTS, output_layout
 from .bugs_packed import packed_attention
+from .bugs_softmax_steps import (TILE_RANGES, band_tile_range, denominator_epsilon, exp_times_mask, low_precision,
+                                 max_from_zero, no_max_subtraction, online_rescale, online_row_sum, softcap_form,
+                                 softmax_then_mask)
 from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, causal_diagonal, dead_rows_nan,
                           gqa_divisor, mods_before_scale, mods_by_kv_head, online_inverted, online_max_clamped,
                           online_unguarded, rounded_step, softcap_after_mask, softmax_axis, tile_padded_tail,
                           tile_transposed, tiles_unmasked, zero_padded_tail)
-from .bugs_general import (_with_alibi, alibi_first_batch, alibi_signed, bool_mask_added, causal_only_realigned,
-                           float_mask_as_bool, mask_after_softmax, mask_batch_flattened, mask_transposed,
-                           other_alignment, scale_after_softmax, window_edges)
+from .bugs_general import (_with_alibi, alibi_first_batch, alibi_signed, bool_mask_added, causal_dropped,
+                           causal_only_realigned, float_mask_as_bool, mask_after_softmax, mask_batch_flattened,
+                           mask_transposed, offset_clamped, other_alignment, scale_after_softmax, window_edges)
 from .masks import window_mask
 
 __all__ = ["MODELS", "BugModel", "Variant"]
@@ -125,15 +132,6 @@ def gqa_grouping(q, k, v, *, enable_gqa=False, **kw):
 
 # --- models that change a step -----------------------------------------------------------------------
 
-def no_max_subtraction(q, k, v, **kw):
-    """P = exp(S) / sum exp(S) without subtracting the row max: overflow gives inf/inf = NaN."""
-    s, keep, v = _parts(q, k, v, **_kw(kw))
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        e = np.exp(np.where(keep, s, -np.inf))
-        z = e.sum(axis=-1, keepdims=True)
-        return (e / np.where(z == 0, 1.0, z)) @ v
-
-
 def finite_mask_fill(q, k, v, *, fill=-1e9, dtype="float64", dead_zero=False, **kw):
     """Excluded scores filled with a finite ``fill`` (-1e9, -1e4) instead of -inf: dead rows become uniform and
     masked keys win when kept scores fall below the fill. ``dtype`` float32: the float32 kernel of half code.
@@ -146,31 +144,10 @@ def finite_mask_fill(q, k, v, *, fill=-1e9, dtype="float64", dead_zero=False, **
     return out.astype(np.float64)
 
 
-def low_precision(q, k, v, **kw):
-    """exp(S - max) and the row sums in float16: P = (e16 / sum16 e16) in float16, O = P @ v in float64."""
-    s, keep, v = _parts(q, k, v, **_kw(kw))
-    s = np.where(keep, s, -np.inf)
-    m = s.max(axis=-1, keepdims=True)
-    with np.errstate(over="ignore", invalid="ignore"):
-        e = np.exp((s - np.where(np.isfinite(m), m, 0.0)).astype(np.float16))
-        z = e.sum(axis=-1, keepdims=True, dtype=np.float16)
-        p = (e / np.where(z == 0, np.float16(1), z)).astype(np.float64)
-    return p @ v
-
-
 def softcap_order(q, k, v, **kw):
     """Softcap applied to the unscaled scores: S = scale * cap * tanh(q k^T / cap)."""
     s, keep, v = _parts(q, k, v, cap_before_scale=True, **_kw(kw))
     return _softmax(s, keep) @ v
-
-
-def denominator_epsilon(q, k, v, *, eps=1e-6, **kw):
-    """P = e / (sum e + eps) with e = exp(S - max): every row biased low by about eps / sum e."""
-    s, keep, v = _parts(q, k, v, **_kw(kw))
-    s = np.where(keep, s, -np.inf)
-    m = s.max(axis=-1, keepdims=True)
-    e = np.exp(s - np.where(np.isfinite(m), m, 0.0))
-    return (e / (e.sum(axis=-1, keepdims=True) + eps)) @ v
 
 
 def blocked_tail(q, k, v, *, block=64, short_too=False, **kw):
@@ -183,26 +160,6 @@ def blocked_tail(q, k, v, *, block=64, short_too=False, **kw):
     return _softmax(s, keep) @ v
 
 
-def online_rescale(q, k, v, *, block=32, **kw):
-    """Online softmax over key blocks of ``block`` that rescales the running sum l but not the accumulator:
-    acc = sum_b exp(S_b - m_b) @ v_b with m_b the running max after block b, l = sum exp(S - m), O = acc / l."""
-    s, keep, v = _parts(q, k, v, **_kw(kw))
-    s = np.where(keep, s, -np.inf)
-    Sk = s.shape[-1]
-    m = np.full(s.shape[:-1] + (1,), -np.inf)                            # (B..., Sq, 1)
-    row_sum = np.zeros_like(m)
-    acc = np.zeros(s.shape[:-1] + (v.shape[-1],))                        # (B..., Sq, Dv)
-    for j0 in range(0, Sk, block):
-        sb = s[..., j0:j0 + block]                                       # (B..., Sq, Bk)
-        m_new = np.maximum(m, sb.max(axis=-1, keepdims=True))
-        base = np.where(np.isfinite(m_new), m_new, 0.0)
-        p = np.exp(sb - base)
-        row_sum = np.exp(m - base) * row_sum + p.sum(axis=-1, keepdims=True)
-        acc = acc + p @ v[..., j0:j0 + block, :]                         # (B..., Sq, Bk) x (B..., Bk, Dv)
-        m = m_new
-    return acc / np.where(row_sum == 0, 1.0, row_sum)
-
-
 def _v(label, fn, **param) -> Variant:
     return Variant(label, _named(fn, **param) if param else fn)
 
@@ -213,6 +170,10 @@ def _pk(label, **param) -> Variant:                # a packed-batch model (the d
 
 def _tile(label, fn, **param) -> Variant:      # the diagnosis passes block= (the BLOCK_SIZE a block mask comes in)
     return Variant(label, _named(fn, **param) if param else fn, tiled=True)
+
+
+def _fl(label, fn, **param) -> Variant:         # a mistake in the causal/window flags (only where they are flags)
+    return Variant(label, _named(fn, **param), flags=True)
 
 
 def _split(label, fn, **param) -> Variant:        # the diagnosis passes the user's mask and the ALiBi slopes apart
@@ -230,6 +191,7 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
               _split("S - mask, -inf too", additive_mask_negated))),
     BugModel("causal-alignment", "the causal/window band uses the other alignment",
              (_v("other alignment", causal_alignment), _v("the causal diagonal only", causal_only_realigned),
+              _fl("the bottom-right offset clamped at 0, max(Sk - Sq, 0): top-left where Sq > Sk", offset_clamped),
               _pk("top-left in each sequence", seq_alignment="top-left"),
               _pk("top-left in each sequence of more than one query (a one-query decode step right)",
                   seq_alignment="top-left past one query"))),
@@ -261,7 +223,14 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("window-bounds", "the sliding window's edges are not the (left, right) asked for",
              (_v("left + 1", window_bounds, shift=1), _v("left - 1", window_bounds, shift=-1))
              + tuple(_v(e, window_edges, edge=e) for e in ("right from left", "right ignored", "right 0",
-                                                           "left -1 as 0", "right + 1", "right - 1"))),
+                                                           "left -1 as 0", "right + 1", "right - 1"))
+             + (_fl("left edge dropped under causal (the causal path resets the window to (-1, 0))", causal_dropped,
+                    when="left window"),)),
+    BugModel("causal-dropped", "the causal flag is not applied in some cases: no causal band at all there",
+             (_fl("when Sq != Sk (forwarded only when the lengths agree)", causal_dropped, when="Sq != Sk"),
+              _fl("when Sq == 1 (a decode step taken as needing no mask)", causal_dropped, when="Sq == 1"),
+              _fl("when a window is given (causal derived from an unbounded window; the window alone)",
+                  causal_dropped, when="with a window"))),
     BugModel("causal-diagonal", "the causal band excludes its diagonal: a query does not see the key at its own "
              "position", (_v("j < i + offset", causal_diagonal),
                           _v("j < i + offset, a row left with no key NaN", causal_diagonal, nan_rows=True))),
@@ -270,6 +239,7 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
         _split("bool mask added to the scores as numbers (True = +1), the causal band and window folded into it",
                bool_mask_added, with_band=True),
         _split("float mask cast to bool (nonzero = attend)", float_mask_as_bool, how="nonzero"),
+        _v("float mask, ALiBi inside it, cast to bool (nonzero = attend)", float_mask_as_bool, how="nonzero"),
         _split("float mask's finite values dropped (only -inf masks)", float_mask_as_bool, how="finite"))),
     BugModel("mask-transposed", "the mask is read with query and key indices swapped (a mask_mod called as "
              "(kv_idx, q_idx), an expanded mask transposed)",
@@ -282,8 +252,13 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
                                                    "keeps NaN", softmax_axis, library=True))),
     BugModel("no-max-subtraction", "exp(scores) without subtracting the row max overflows",
              (_v("exp(S)", no_max_subtraction),)),
-    BugModel("mask-after-softmax", "the mask is applied after the softmax: masked weights set to 0, the rest not "
-             "renormalised (rows sum to less than 1)", (_v("weights zeroed after the softmax", mask_after_softmax),)),
+    BugModel("mask-after-softmax", "the mask is applied after the softmax (or its exponentials): masked weights set "
+             "to 0 afterwards", (_v("weights zeroed after the softmax, not renormalised", mask_after_softmax),
+                                 _v("weights zeroed after the softmax, then renormalised (0/0 where the kept weights "
+                                    "underflow)", softmax_then_mask),
+                                 _v("exp of every score times the mask (inf * 0 = NaN where a masked score "
+                                    "overflows)", exp_times_mask)),
+             distinct_from=("dead-rows-nan",)),      # renormalised: 0/0 on rows with no key, as dead-rows-nan
     BugModel("scale-after-softmax", "the softmax is of the unscaled scores and its weights are multiplied by the "
              "scale (rows sum to the scale)", (_v("scale * softmax(q k^T)", scale_after_softmax),)),
     BugModel("finite-mask-fill", "masked scores are filled with a finite value instead of -inf",
@@ -291,12 +266,21 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
               _v("0", finite_mask_fill, fill=0.0),
               _v("0, rows with no key zeroed", finite_mask_fill, fill=0.0, dead_zero=True),
               _v("-1e4, rows with no key zeroed", finite_mask_fill, fill=-1e4, dead_zero=True),
-              Variant("-1e4 float32", _named(finite_mask_fill, fill=-1e4, dtype="float32"), in_float32=True))),
+              Variant("-1e4 float32", _named(finite_mask_fill, fill=-1e4, dtype="float32"), in_float32=True),
+              _v("+inf (a negated -inf): every row with a masked key NaN, rows with no key zeroed", finite_mask_fill,
+                 fill=np.inf, dead_zero=True))),
     BugModel("gqa-grouping", "GQA query head h uses the wrong kv head instead of h // (Hq // Hkv)",
-             (_v("h % Hkv", gqa_grouping), _v("h // Hkv, even under MHA", gqa_divisor))),
-    BugModel("softcap", "softcap tanh is applied before the scores are scaled",
+             (_v("h % Hkv", gqa_grouping), _v("h // Hkv, even under MHA", gqa_divisor),
+              _v("h // Hkv where Hkv != Hq", gqa_divisor, mha_too=False))),
+    BugModel("softcap", "the softcap is computed wrong: tanh before the scores are scaled, or another formula than "
+             "cap * tanh(S / cap)",
              (_v("tanh before scaling", softcap_order),
-              _v("softcap and additive terms before scaling: the scale multiplies both", mods_before_scale))),
+              _v("softcap and additive terms before scaling: the scale multiplies both", mods_before_scale,
+                 needs_softcap=True))
+             + tuple(_v(f, softcap_form, form=f) for f in ("cap * tanh(S * cap)", "S * tanh(S / cap)",
+                                                           "cap * tanh((S + bias) / cap)"))),
+    BugModel("additive-before-scale", "the additive terms (a float mask, ALiBi) are added to q k^T before the scale: "
+             "the scale multiplies them too", (_v("scale * (q k^T + bias)", mods_before_scale),)),
     BugModel("softcap-after-mask", "the softcap is applied after masking: a masked -inf becomes -cap, masked keys "
              "get weight", (_v("-inf -> -cap", softcap_after_mask),)),
     BugModel("score-mod-head", "the score modification (ALiBi slope, per-head bias) of query head h is the one of "
@@ -320,7 +304,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              tuple(_v(f"never rescaled, blocks of {b}", online_rescale, block=b) for b in (32, 16, 64, 128))
              + tuple(_v(f"by exp(m_new - m_old), blocks of {b}", online_inverted, block=b) for b in (16, 32, 64, 128))
              + tuple(_v(f"accumulator and row sum by exp(m_new - m_old), blocks of {b}", online_inverted, block=b,
-                        both=True) for b in (16, 32, 64, 128))),
+                        both=True) for b in (16, 32, 64, 128))
+             + tuple(_v(f"row sum never rescaled, blocks of {b}", online_row_sum, block=b) for b in (16, 32, 64, 128))),
     BugModel("masked-block-nan", "online softmax leaves its running max at -inf: a row whose leading key block is "
              "fully masked gets NaN (exp(-inf - -inf))",
              tuple(_v(f"blocks of {b}", online_unguarded, block=b) for b in (16, 32, 64, 128)),
@@ -328,6 +313,18 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("masked-block-max-zero", "online softmax sets the running max of fully masked key blocks to 0 and keeps "
              "it: a row whose scores lie far below 0 past a masked leading block underflows to zeros",
              tuple(_v(f"blocks of {b}", online_max_clamped, block=b) for b in (16, 32, 64, 128))),
+    BugModel("band-tile-range", "a tiled kernel computes each query tile's key range (causal band, window) wrong: "
+             "keys inside the band are never visited",
+             tuple(_fl(f"{form}, query tiles of {m}, key tiles of {n}", band_tile_range, form=form, block_m=m,
+                       block_n=n)
+                   for form in TILE_RANGES
+                   for m in (16, 32, 64, 128) for n in (16, 32, 64, 128))),
+    BugModel("row-max-from-zero", "the softmax's row max starts at 0 instead of -inf: a row whose kept scores all "
+             "lie far below 0 underflows", (_v("max(0, row max), a row summing to 0 zeroed", max_from_zero),
+                                            _v("max(0, row max), a row summing to 0 NaN", max_from_zero,
+                                               guarded=False))),
+    BugModel("head-layout", "the output is laid out wrong: a buffer of one layout read as another (a reshape "
+             "without its permute)", tuple(_v(f, output_layout, layout=f) for f in LAYOUTS)),
     # reproduced only up to its own rounding noise
     BugModel("low-precision", "an intermediate of the softmax is computed in a 16-bit float",
              (_v("softmax in float16", low_precision),)

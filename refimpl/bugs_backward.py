@@ -26,6 +26,16 @@ The models (each changes exactly one step):
                        of that row and into every dK, dV entry of its (batch, head)
     bwd-delta-axis     dS = P * (dP - sum over the queries of P * dP)   (the Jacobian's sum on the wrong axis)
     bwd-mask-not-reapplied  P recomputed in the backward without the mask, causal band and window (O kept)
+    bwd-masked-uniform P = 1 / Sk on fully masked rows (a finite fill such as finfo.min), O and every gradient too
+    bwd-recompute      P = exp(S - LSE) with the LSE in base 2, or from the scores without the scale
+    bwd-tile-accumulation  dQ assigned per key tile; dK/dV scratch reset per query block; a key block's query loop
+                       started at its first key; the partial last key (or query) tile never walked
+    bwd-value-dims     dP = dO V^T over the first D value dims only (everywhere, or in the dQ pass)
+    bwd-scale          the whole backward with the default scale of D padded to a multiple of N
+    bwd-low-precision  P for dV, dS, or P everywhere rounded to float16 or bfloat16
+
+(``bwd-delta-term`` also: dS = P (dP - rowsum(dP)), and the rowsum taken from the unnormalised output l * O.)
+The models from ``bwd-masked-uniform`` on are :func:`steps_backward`'s, written from P, O and the forward's LSE.
 
 ``MODELS`` maps a model id to its :class:`refimpl.bugs.BugModel` row (explanation, variants).
 """

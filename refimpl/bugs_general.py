@@ -6,7 +6,9 @@ in :mod:`refimpl.bugs_scores`, which holds the pieces for that.
 
 * ALiBi with the signed distance (no absolute value: keys right of the diagonal favoured), with its sign flipped
   too (sign -1), or with the slopes of the first batch element applied to every batch;
-* the causal diagonal alone in the other alignment (a window's left edge keeps the case's);
+* the causal diagonal alone in the other alignment (a window's left edge keeps the case's); the bottom-right
+  offset clamped at 0 (top-left where Sq > Sk); the causal flag dropped when Sq != Sk or when a window is given,
+  or a window's left edge dropped under causal;
 * window edges: the right edge taken from the left (a symmetric window), the right edge ignored or set to 0, an
   unbounded left edge (-1) read as 0, the right edge off by one;
 * mask kinds: a bool keep-mask added to the scores as numbers (True = +1, nothing masked); an additive float mask
@@ -26,9 +28,9 @@ from .attention import scaled_dot_product_attention
 from .bug_model import _kw
 from .masks import alibi_bias, band_mask, window_mask
 
-__all__ = ["other_alignment", "causal_only_realigned", "window_edges", "alibi_signed", "bool_mask_added",
-           "float_mask_as_bool", "mask_batch_flattened", "mask_transposed", "mask_after_softmax", "scale_after_softmax",
-           "alibi_first_batch"]
+__all__ = ["other_alignment", "causal_only_realigned", "causal_dropped", "offset_clamped", "window_edges",
+           "alibi_signed", "bool_mask_added", "float_mask_as_bool", "mask_batch_flattened", "mask_transposed",
+           "mask_after_softmax", "scale_after_softmax", "alibi_first_batch"]
 
 
 def _sdpa(q, k, v, **kw):      # as bugs_scores._sdpa: importing that one would stack this module a floor higher
@@ -68,6 +70,31 @@ def causal_only_realigned(q, k, v, *, is_causal=False, window=None, alignment="t
     if mask is None or np.asarray(mask).dtype == bool:
         return _sdpa(q, k, v, mask=keep if mask is None else np.asarray(mask, bool) & keep, **kw)
     return _sdpa(q, k, v, mask=np.where(keep, mask, -np.inf), **kw)
+
+
+def causal_dropped(q, k, v, *, when="Sq != Sk", is_causal=False, window=None, **kw):
+    """The causal flag not applied ``when`` "Sq != Sk" (forwarded only when the lengths agree), "Sq == 1" (a decode
+    step taken as needing no mask), "with a window"
+    (is_causal derived from an unbounded window: the window alone, its right edge as given), or "left window" (the
+    causal path resets the window to (-1, 0): the window's left edge dropped, causal kept)."""
+    Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
+    has_window = window is not None and tuple(window) != (-1, -1)
+    if is_causal and (when == "Sq != Sk" and Sq != Sk or when == "Sq == 1" and Sq == 1):
+        is_causal = False
+    elif is_causal and when == "with a window" and has_window:
+        is_causal = False
+    elif is_causal and when == "left window" and has_window:
+        window = None
+    return _sdpa(q, k, v, is_causal=is_causal, window=window, **kw)
+
+
+def offset_clamped(q, k, v, *, is_causal=False, window=None, alignment="top-left", mask=None, **kw):
+    """The bottom-right offset Sk - Sq clamped at 0 (``max(Sk - Sq, 0)``): where Sq > Sk the causal band and window
+    are top-left; elsewhere refimpl's output."""
+    Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
+    if alignment == "bottom-right" and Sq > Sk:
+        alignment = "top-left"
+    return _sdpa(q, k, v, is_causal=is_causal, window=window, alignment=alignment, mask=mask, **kw)
 
 
 def alibi_signed(q, k, v, *, mask=None, slopes=None, sign=1.0, **kw):

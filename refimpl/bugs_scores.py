@@ -38,6 +38,7 @@ import numpy as np
 from ._kernel import make_band
 from .attention import scaled_dot_product_attention
 from .bug_model import _kw, _named
+from .scores_parts import _expand_heads, _parts, _softmax
 from .masks import alibi_bias, window_mask
 from .precision import get as precision
 
@@ -49,57 +50,6 @@ __all__ = ["_sdpa", "_expand_heads", "_parts", "_softmax", "_kw", "_named", "mod
 
 def _sdpa(q, k, v, **kw):
     return scaled_dot_product_attention(q, k, v, **kw)[0]
-
-
-def _expand_heads(q, k, v, enable_gqa, by_modulo=False):
-    """k, v (B, Hkv, Sk, *) -> (B, Hq, Sk, *): query head h uses kv head h // (Hq // Hkv) (h % Hkv if by_modulo)."""
-    if not enable_gqa or q.shape[-3] == k.shape[-3]:
-        return k, v
-    Hq, Hkv = q.shape[-3], k.shape[-3]
-    idx = np.arange(Hq) % Hkv if by_modulo else np.arange(Hq) // (Hq // Hkv)
-    return np.take(k, idx, axis=-3), np.take(v, idx, axis=-3)
-
-
-def _parts(q, k, v, mask, scale, is_causal, alignment, window, softcap, enable_gqa, cap_before_scale=False,
-           dtype=np.float64):
-    """(S, keep, v): raw scores S (B..., Sq, Sk) with softcap and finite additive terms applied, keep (B..., Sq, Sk)
-    bool (False where the mask, -inf additive entries, causal or window exclude the key), v expanded for GQA."""
-    q, k, v = (np.asarray(a, dtype) for a in (q, k, v))
-    k, v = _expand_heads(q, k, v, enable_gqa)
-    Sq, Sk = q.shape[-2], k.shape[-2]
-    sc = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    with np.errstate(over="ignore", invalid="ignore"):
-        # (B..., Sq, D) x (B..., D, Sk) -> (B..., Sq, Sk)
-        s = q @ np.swapaxes(k, -1, -2)
-        if softcap is not None and cap_before_scale:
-            s = softcap * np.tanh(s / softcap) * sc
-        else:
-            s = s * dtype(sc)
-            if softcap is not None:
-                s = softcap * np.tanh(s / softcap)
-    keep = np.ones(s.shape, bool)
-    if mask is not None:
-        m = np.asarray(mask)
-        if m.dtype == bool:
-            keep = keep & m
-        else:
-            keep = keep & (m != -np.inf)
-            s = s + np.where(np.isneginf(m), 0.0, m).astype(dtype)
-    if is_causal or window is not None:
-        left, right = window if window is not None else (-1, -1)
-        if is_causal:
-            right = 0 if right == -1 else min(right, 0)
-        keep = keep & window_mask(Sq, Sk, (left, right), alignment=alignment)
-    return s, keep, v
-
-
-def _softmax(s, keep, axis=-1):
-    """exp(s - max) / sum over ``axis`` where kept; a line with nothing kept -> zeros."""
-    s = np.where(keep, s, -np.inf)
-    m = s.max(axis=axis, keepdims=True)
-    e = np.exp(s - np.where(np.isfinite(m), m, 0.0))
-    z = e.sum(axis=axis, keepdims=True)
-    return e / np.where(z == 0, 1.0, z)
 
 
 def softmax_axis(q, k, v, *, library=False, **kw):
@@ -116,9 +66,12 @@ def softmax_axis(q, k, v, *, library=False, **kw):
         return np.where(dead, 0.0, e / e.sum(axis=-2, keepdims=True)) @ v
 
 
-def mods_before_scale(q, k, v, **kw):
-    """S = scale * (cap * tanh(q k^T / cap) + additive): the modification sees the raw scores."""
+def mods_before_scale(q, k, v, *, needs_softcap=False, **kw):
+    """S = scale * (cap * tanh(q k^T / cap) + additive): the modification sees the raw scores (``needs_softcap``:
+    refimpl's output where the case has no softcap)."""
     kw = _kw(kw)
+    if needs_softcap and kw["softcap"] is None:
+        return _sdpa(q, k, v, **kw)
     sc = 1.0 / math.sqrt(np.shape(q)[-1]) if kw["scale"] is None else kw["scale"]
     s, keep, v = _parts(q, k, v, **dict(kw, scale=1.0))
     return _softmax(s * sc, keep) @ v
@@ -162,10 +115,13 @@ def zero_padded_tail(q, k, v, *, block=64, banded=False, slopes=None, **kw):
     return _softmax(s, keep) @ v
 
 
-def gqa_divisor(q, k, v, *, enable_gqa=False, **kw):
-    """Query head h reads kv head h // Hkv (whatever enable_gqa says): under MHA every head reads kv head 0; a
-    head past Hkv * Hkv has no kv head (the kernel fails there: NaN, which no output matches)."""
+def gqa_divisor(q, k, v, *, enable_gqa=False, mha_too=True, **kw):
+    """Query head h reads kv head h // Hkv (whatever enable_gqa says): under MHA every head reads kv head 0
+    (``mha_too`` False: only where Hkv != Hq); a head past Hkv * Hkv has no kv head (the kernel fails there: NaN,
+    which no output matches)."""
     Hq, Hkv = np.shape(q)[-3], np.shape(k)[-3]
+    if not mha_too and Hq == Hkv:
+        return _sdpa(q, k, v, enable_gqa=enable_gqa, **kw)
     idx = np.arange(Hq) // Hkv
     if idx.max() >= Hkv:
         return np.full(np.shape(q)[:-1] + (np.shape(v)[-1],), np.nan)

@@ -88,6 +88,16 @@ HAND = {
     "1/scale (divided by it)": (4.0, 1 / 0.3),
     "the given scale times 1/sqrt(D)": (0.25, 0.075),
     "the given scale times sqrt(D)": (0.25, 1.2),
+    # D = 16 rounded up to a multiple of 8 or 16 is 16 (the right scale); of 32, 32; of 64, 64
+    "1/sqrt(D padded to a multiple of 8)": (0.25, 0.3), "1/sqrt(D padded to a multiple of 16)": (0.25, 0.3),
+    "1/sqrt(D padded to a multiple of 32)": (1 / math.sqrt(32), 0.3),
+    "1/sqrt(D padded to a multiple of 64)": (0.125, 0.3),
+    "1/sqrt(D padded to a multiple of 8), the given scale ignored": (0.25, 0.25),
+    "1/sqrt(D padded to a multiple of 16), the given scale ignored": (0.25, 0.25),
+    "1/sqrt(D padded to a multiple of 32), the given scale ignored": (1 / math.sqrt(32), 1 / math.sqrt(32)),
+    "1/sqrt(D padded to a multiple of 64), the given scale ignored": (0.125, 0.125),
+    "sqrt(scale) (split over q and k, applied to one of them)": (0.5, math.sqrt(0.3)),
+    "1/scale where a scale is given (divided by it; the default right)": (0.25, 1 / 0.3),
 }
 
 
@@ -191,7 +201,8 @@ def test_a_non_finite_output_value_does_not_widen_the_bound():
 # --- fit_scale: the formulas named -----------------------------------------------------------------------------
 
 # (H, Sq, Sk, D, Dv) of distinct sizes, so that no two formulas agree on all of them
-NONE_CASES = [_random_case(2, 3, 5, 16, 4, seed=10, id="hand/a"), _random_case(3, 4, 7, 9, 3, seed=11, id="hand/b")]
+NONE_CASES = [_random_case(2, 3, 5, 16, 4, seed=10, id="hand/a"), _random_case(3, 4, 7, 9, 3, seed=11, id="hand/b"),
+              _random_case(1, 2, 6, 20, 3, seed=14, id="hand/e"), _random_case(2, 3, 2, 40, 6, seed=15, id="hand/f")]
 GIVEN_CASES = [_random_case(2, 2, 6, 25, 5, seed=12, scale=0.3, id="hand/c"),
                _random_case(3, 5, 3, 4, 2, seed=13, scale=0.7, id="hand/d")]
 
@@ -212,6 +223,13 @@ def _hand_value(name, s):
         return expected / math.sqrt(s.D) if given else expected
     if name == "the given scale times sqrt(D)":
         return expected * math.sqrt(s.D) if given else expected
+    if name.startswith("1/sqrt(D padded to a multiple of "):
+        m = int(name.split("multiple of ", 1)[1].split(")", 1)[0])
+        return s.scale if (given and honour) else 1 / math.sqrt(-(-s.D // m) * m)
+    if name.startswith("sqrt(scale)"):
+        return math.sqrt(expected)
+    if name.startswith("1/scale where a scale is given"):
+        return 1 / expected if given else expected
     if name.startswith("the constant "):
         c = float(name.split(",")[0].rsplit(" ", 1)[1])
         return s.scale if (given and honour) else c
@@ -350,7 +368,7 @@ def test_the_named_scale_must_explain_every_failing_case_and_is_shown_its_model_
         seen.append(np.abs(model - got).max())
         return True
     out = fitting.fit_scale(fail, [], explains)
-    assert out is not None and out[0] == "the constant 0.3" and len(seen) == 2 and max(seen) < 1e-6
+    assert out is not None and out[0] == "the constant 0.3" and len(seen) == len(NONE_CASES) and max(seen) < 1e-6
     assert fitting.fit_scale(fail, [], lambda m, d, g: d is not NONE_CASES[1]) is None
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from ... import bugs
 from ..apis import flash_attn_kvcache
+from ..apis.base import keep_mask
 from ..apis.flex_attention import block_size
 from ..cases import Status, fitting_models
 from ..cases.features import CaseData, CaseSpec
@@ -87,6 +88,12 @@ def _distance(a: np.ndarray, b: np.ndarray, rows: np.ndarray) -> float:
 def variant_kwargs(variant, data: CaseData) -> dict | None:
     """The keywords a bug model's ``variant`` is called with on this case (None: it does not apply here)."""
     kw = data.reference_kwargs()
+    if variant.flags and not data.band_flags:   # the target got the band in its mask: no flag to mishandle
+        s = data.spec
+        band = keep_mask(s, None)
+        m = kw["mask"]
+        m = band if m is None or band is None else (m & band if m.dtype == bool else np.where(band, m, -np.inf))
+        kw = dict(kw, mask=m, is_causal=False, window=None)
     if variant.splits_alibi:                    # the model takes the user's mask and the ALiBi slopes apart
         kw = dict(kw, mask=data.mask, slopes=data.slopes)
     if variant.tiled:                           # the tile size a block mask of this case comes in
@@ -228,6 +235,7 @@ def _usable(rs: list[CaseResult], store, specs, cap: int) -> list[tuple[CaseData
             continue
         if DEAD_ROWS_FAILED in (r.detail or ""):     # the judge failed the rows with no key: a model explains them
             data = replace(data, dead=np.zeros_like(data.dead))
+        data = replace(data, band_flags=getattr(r.got, "band_flags", True))
         out.append((data, np.asarray(got, np.float64)))
         if len(out) >= cap:
             break

@@ -42,6 +42,8 @@ DEFAULTS: dict[str, Callable] = {
     "1 (no scaling)": lambda s: 1.0,
     "sqrt(D)": lambda s: math.sqrt(s.D),
     "1/sqrt(Hq*D)": lambda s: 1.0 / math.sqrt(s.Hq * s.D),
+    **{f"1/sqrt(D padded to a multiple of {m})": (lambda s, m=m: 1.0 / math.sqrt(-(-s.D // m) * m))
+       for m in (8, 16, 32, 64)},
 }
 
 
@@ -53,7 +55,10 @@ def _candidates() -> list[tuple[str, Callable]]:
     out += [(f"{n}, the given scale ignored" if n != "1/sqrt(D)" else "1/sqrt(D) (the given scale ignored)", f)
             for n, f in DEFAULTS.items()]
     return out + [("scale**2 (applied twice)", lambda s: _default(s) ** 2),
+                  ("sqrt(scale) (split over q and k, applied to one of them)", lambda s: math.sqrt(_default(s))),
                   ("1/scale (divided by it)", lambda s: 1.0 / _default(s)),
+                  ("1/scale where a scale is given (divided by it; the default right)",
+                   lambda s: 1.0 / s.scale if s.scale else 1.0 / math.sqrt(s.D)),
                   ("the given scale times 1/sqrt(D)", lambda s: _default(s) / (math.sqrt(s.D) if s.scale else 1.0)),
                   ("the given scale times sqrt(D)", lambda s: _default(s) * (math.sqrt(s.D) if s.scale else 1.0))]
 

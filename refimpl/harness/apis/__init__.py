@@ -107,7 +107,8 @@ def call(fn, api, data, *, layout: str = "SD", torch: bool = False, lse: bool = 
                         f" the target returned none; expected {a.lse_returns}")
     got = Returned(o, w, odt, mutated, problems=problems, dropout_keep=keep, dropout_p=dropout,
                    dropout_given=bool(dropout and a.dropout_given),
-                   written={n: to_numpy(c, n)[0] for n, c in wrote.items() if n in a.writes})   # for --repeat
+                   written={n: to_numpy(c, n)[0] for n, c in wrote.items() if n in a.writes},   # for --repeat
+                   band_flags=a.band_as_flags(data))
     if lse_raw is not None:
         got.lse, got.lse_dtype = to_numpy(lse_raw, "log-sum-exp")
         got.lse = a.place_lse(got.lse, data)

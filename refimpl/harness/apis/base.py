@@ -51,6 +51,7 @@ class Returned:
     dropout_p: float = 0.0
     dropout_given: bool = False         # the keep-mask was refimpl's draw, given to the target (no keep-rate test)
     written: dict = field(default_factory=dict)   # name -> float64 content of the inputs of Api.writes it wrote
+    band_flags: bool = True             # the causal band and window reached the target as flags, not in its mask
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,18 @@ class Api:
     lse_returns: str = ""                    # what it then returns (the error's words)
     writes: tuple[str, ...] = ()             # inputs it must write to (a KV cache): checked, not a failure
     dropout_returns: str = ""                # how it returns its dropout pattern ("": it returns none)
+    band_always_flags: bool = False          # every band arrives as flags, in any alignment (refimpl's keywords)
     dropout_given: str = ""                  # how it is given refimpl's keep-mask instead ("": it is not)
     no_dropout: str = ""                     # why it has no --dropout, when neither form applies (the refusal)
     repro_imports: tuple[str, ...] = ()      # lines a reproduction script needs to rebuild its arguments
     dead_rows: str | None = None             # the output it documents for a row with no key (pins --masked-rows)
+
+    def band_as_flags(self, data) -> bool:
+        """Whether the case's causal band and window reach the target as flags rather than folded into its mask (a
+        bug model of flag handling applies only then): no band, or refimpl's keywords, or a causal flag that means
+        the case's alignment (an API handing a band some other way says so)."""
+        s = data.spec
+        return not (s.is_causal or s.window is not None) or self.band_always_flags or self.causal_flag == s.alignment
 
     def cannot(self, spec) -> str | None:
         """None when the API can express every feature of ``spec``; otherwise why not (the cell's ``n/a``)."""

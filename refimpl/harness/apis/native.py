@@ -24,4 +24,5 @@ class Native(Api):
 
 
 API = Native(name="native", signature="fn(q, k, v, **refimpl.scaled_dot_product_attention keywords)", params=(),
-             tensors=False, returns_weights=True, causal_flag="top-left", keywords=True)
+             tensors=False, returns_weights=True, causal_flag="top-left", keywords=True,
+             band_always_flags=True)

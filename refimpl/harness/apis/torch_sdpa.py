@@ -32,6 +32,14 @@ class TorchSdpa(Api):
             kwargs["enable_gqa"] = True
         return given, (given["query"], given["key"], given["value"]), kwargs
 
+    def band_as_flags(self, data):
+        s = data.spec
+        if not (s.is_causal or s.window is not None):
+            return True
+        float_mask = data.mask is not None and data.mask.dtype != bool
+        return not (s.alibi or float_mask) and s.is_causal and s.alignment == "top-left" and s.window is None \
+            and data.mask is None               # the one band is_causal carries; arguments() folds every other
+
     def unpack(self, res):
         return res, None
 

@@ -165,15 +165,19 @@ class TargetDied(RuntimeError):
         super().__init__(message + (f" (last output: {' | '.join(tail)})"[:300] if tail else ""))
 
 
+SHOWN = 3        # the fitting variants of one model a diagnosis line names (it counts the rest)
+
+
 def fitting_models(target: str, models: dict, fits: Callable[[Any, Any], bool],
                    same: Callable[[Any, Any], bool] | None = None) -> list[str]:
     """``diagnosis TARGET: MODEL — explanation (variant)`` for every bug model (:class:`refimpl.bugs.BugModel`)
     one of whose variants ``fits`` (``fits(model, variant)``): the one rule the forward and the backward
     diagnoses share. When several variants of a model fit, the cases cannot tell them apart and the line names
-    each (``(variant; or variant)``), so a parameter the cases do not pin is never printed as if they did. A model
-    with ``distinct_from`` is not named when its first fitting variant is ``same`` (the forward diagnosis: the
-    same output on every sampled failing case) as the first fitting variant of one of those models, wherever they
-    stand in the table: the failing cases cannot tell them apart, and the one it is distinct from says it."""
+    each (``(variant; or variant)``: the first ``SHOWN`` and how many more), so a parameter the cases do not pin is
+    never printed as if they did. A model with ``distinct_from`` is not named when its first fitting variant is
+    ``same`` (the forward diagnosis: the same output on every sampled failing case) as the first fitting variant of
+    one of those models, wherever they stand in the table: the failing cases cannot tell them apart, and the one it
+    is distinct from says it."""
     fitted = {}
     for model in models.values():
         variants = [v for v in model.variants if fits(model, v)]
@@ -184,6 +188,7 @@ def fitting_models(target: str, models: dict, fits: Callable[[Any, Any], bool],
         if same is not None and any(n in fitted and same(fitted[n][1], variant)
                                     for n in getattr(model, "distinct_from", ())):
             continue
-        tail = f" ({'; or '.join(v.label for v in variants)})" if len(model.variants) > 1 else ""
+        more = f"; or {len(variants) - SHOWN} more of its variants" if len(variants) > SHOWN else ""
+        tail = f" ({'; or '.join(v.label for v in variants[:SHOWN])}{more})" if len(model.variants) > 1 else ""
         lines.append(f"diagnosis {target}: {model.name} — {model.explanation}{tail}")
     return lines

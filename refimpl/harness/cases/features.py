@@ -169,6 +169,8 @@ class CaseData:
     dead: np.ndarray                     # (B, Hq, Sq) bool: rows with no attended key in the reference
     weights: np.ndarray | None = None    # (B, Hq, Sq, Sk) float64 (None for long cases)
     absent: np.ndarray | None = None     # (B, Hq, Sq) bool: a packed batch's padding rows (no sequence's query)
+    band_flags: bool = True              # a target received the causal band and window as flags (False: folded
+    #                                      into its mask; set by the diagnosis from what the target returned)
 
     @property
     def live(self) -> np.ndarray:

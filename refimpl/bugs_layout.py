@@ -1,0 +1,47 @@
+"""Bug models of the output's layout: attention computed right and its (B, Hq, Sq, Dv) result laid out wrong, a
+buffer of one layout read as another (a reshape without its permute, heads regrouped in the other order). Same
+calling convention as :mod:`refimpl.bugs`; the output of position (b, h, i) is the reference's at pi(b, h, i),
+with pi one of:
+
+* "heads as positions": the (B, Hq, Sq, Dv) buffer read as (B, Sq, Hq, Dv) (merging heads without the permute,
+  (B, Hq, Sq, Dv) -> (B, Sq, Hq * Dv));
+* "positions as heads": the (B, Sq, Hq, Dv) buffer read as (B, Hq, Sq, Dv) (the permute skipped on the way in);
+* "GQA heads (G, Hkv)": query head kv * G + g written at g * Hkv + kv (a grouped einsum's (Hkv, G) axes flattened
+  in the other order), and its inverse;
+* "batch and heads swapped": the flattened (B * Hq) rows read as (Hq, B), and its inverse.
+
+Refimpl's output with no layout change where the case has no head axis (or one head and one batch).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .attention import scaled_dot_product_attention
+
+__all__ = ["output_layout", "LAYOUTS"]
+
+LAYOUTS = ("heads as positions", "positions as heads", "GQA heads (G, Hkv)", "GQA heads (G, Hkv), inverse",
+           "batch and heads swapped", "batch and heads swapped, inverse")
+
+
+def output_layout(q, k, v, *, layout="heads as positions", **kw):
+    """Refimpl's output (B, Hq, Sq, Dv) with its elements moved by ``layout`` (one of ``LAYOUTS``)."""
+    o = scaled_dot_product_attention(q, k, v, **kw)[0]
+    if o.ndim != 4:
+        return o
+    B, Hq, Sq, Dv = o.shape
+    Hkv = np.shape(k)[-3] if kw.get("enable_gqa") else Hq
+    G = Hq // Hkv
+    if layout == "heads as positions":
+        return o.reshape(B, Sq, Hq, Dv).swapaxes(1, 2)
+    if layout == "positions as heads":
+        return o.swapaxes(1, 2).reshape(B, Hq, Sq, Dv)
+    if layout == "GQA heads (G, Hkv)":           # position g * Hkv + kv holds query head kv * G + g
+        return o.reshape(B, Hkv, G, Sq, Dv).swapaxes(1, 2).reshape(B, Hq, Sq, Dv)
+    if layout == "GQA heads (G, Hkv), inverse":
+        return o.reshape(B, G, Hkv, Sq, Dv).swapaxes(1, 2).reshape(B, Hq, Sq, Dv)
+    if layout == "batch and heads swapped":      # the flat row b * Hq + h read as (h', b') of (Hq, B)
+        return o.reshape(Hq, B, Sq, Dv).swapaxes(0, 1)
+    if layout == "batch and heads swapped, inverse":
+        return o.swapaxes(0, 1).reshape(B, Hq, Sq, Dv)
+    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
