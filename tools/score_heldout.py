@@ -10,6 +10,7 @@ scoring run; it is not to be edited to fit a result.
     .venv/bin/python tools/score_heldout.py heldout5   # tests/heldout5 (key KEY5, below)
     .venv/bin/python tools/score_heldout.py heldout6   # tests/heldout6 (key KEY6, below)
     .venv/bin/python tools/score_heldout.py heldout7   # tests/heldout7 (key KEY7, below)
+    .venv/bin/python tools/score_heldout.py heldout8   # tests/heldout8 (key KEY8, below)
 
 named right: the diagnosis names a model in the kernel's accepted set; named wrong: it names another model
 (counted against the score twice); unknown: `diagnosis ...: unknown`. A correct kernel must get no
@@ -417,13 +418,127 @@ KEY7 = {
 # -inf), accepted by default when no --masked-rows policy is pinned (as CONVENTION3/5/6); decided before the scoring
 # run. attend_softmax_then_mask is not here: its float64 large-logit cases are NaN on rows with keys too
 CONVENTION7 = {"sdpa_lowest_sentinel"}
+# tests/heldout8 answer key (an eighth helper, which read nothing of refimpl). Written from the kernels' code at each
+# `# BUG:` and refimpl's model descriptions (docs/diagnosis.md "The bug models", refimpl/bugs_backward.py MODELS,
+# the fitting / precision_fingerprint docstrings), before any scoring run. Empty: no model describes the mistake
+# (unknown is the right answer). Keyed by CATALOG `fn`, as KEY4..KEY7.
+KEY8 = {
+    # numpy_fwd.py (API refimpl)
+    "attend_nlp_softmax": {"softmax-axis"},        # softmax over axis -2 (guarded: a key no query keeps gets 0):
+    #                                                "over queries"
+    "attend_register_online": {"finite-mask-fill"},   # masked scores and the running max at -finfo.max: rows with a
+    #                                                key exact (exp underflows to 0), rows with no key p = 1 per key =
+    #                                                the mean of V, accepted by default (CONVENTION8, as KEY6's
+    #                                                attend_scaled_masked_softmax)
+    "attend_half_attention_matrix": {"low-precision"},   # q k^T rounded to float16 before the scale (judged in
+    #                                                float32): "the scores ... rounded to ... float16", or by the noise
+    #                                                size (q k^T rounded to float16)
+    "attend_additive_bool_bias": set(),            # dropped keys get s - 10 (an additive bias, not a fill):
+    #                                                finite-mask-fill's fills are -1e9 / -1e4 / 0; mask-kind's "True =
+    #                                                +1" is a bias of 1: no model
+    "attend_byte_mask": set(),                     # ~ on 0/1 int8 is -1/-2, both true: with a mask every key dropped,
+    #                                                every row zeros (right without a mask); mask-polarity keeps the
+    #                                                False keys: no model
+    "attend_reduced_sum_softmax": set(),           # denominator = sum over the whole (Sq, Sk) matrix of the row-max
+    #                                                shifted exps: a row-dependent factor, no model
+    "attend_prescaled_query": set(),               # given scale -> default**2 / scale = 1/(D * scale) (default right):
+    #                                                none of fitting's formulas (1/scale, scale/sqrt(D), scale*sqrt(D),
+    #                                                scale**2 ...), and one constant cannot fit across D and scales
+    #                                                (as KEY7's sdpa_split_scale): no model
+    "attend_online_tiles": set(), "attend_exp2": set(), "attend_lse_two_pass": set(),   # correct
+    # torch_sdpa_fwd.py (API torch-sdpa)
+    "sdpa_tiled_kv_heads": {"gqa-grouping"},       # kv heads .repeat (tiled): h % Hkv
+    "sdpa_lower_right_causal": {"causal-alignment"},   # is_causal as tril(S - L), bottom-right: "other alignment"
+    "sdpa_plugin_default_scale": {"scale"},        # scale argument never read: "1/sqrt(D) (the given scale ignored)"
+    "sdpa_clamped_softmax": set(),                 # row max floored at -1e4 (and the sum at 1e-6): rows whose scores
+    #                                                all lie below ~ -1e4 underflow to zeros (float64 only). row-max-
+    #                                                from-zero is the floor 0 (it also zeroes large-logit rows with
+    #                                                kept max in (-1e4, -745), which this kernel gets right);
+    #                                                masked-block-max-zero needs a masked leading block: another
+    #                                                parameter, no model (as KEY5's attn_row_max_clamped)
+    "sdpa_mask_first_step": set(),                 # at Sq == 1 BOTH attn_mask and is_causal skipped (padded keys
+    #                                                attended in decode); causal-dropped's "when Sq == 1" drops only
+    #                                                the causal band and keeps the user's mask: a different form, no
+    #                                                model
+    "sdpa_split_kv_base2_merge": set(),            # natural-log split LSEs weighted with exp2 in the combine (splits
+    #                                                of 64): a split-KV merge mistake, no output model (lse-base2 is
+    #                                                the returned LSE, --lse; as KEY6's merge mistake)
+    "sdpa_finite_bool_mask": {"finite-mask-fill"},   # bool mask filled with finfo.min: rows with a key exact, rows
+    #                                                with no key the mean of V, accepted by default (CONVENTION8;
+    #                                                "a dtype's minimum ... where -1e9 names it")
+    "sdpa_maybe_add_mask": {"mask-kind"},          # bool mask added as 1.0/0.0: "bool mask added to the scores as
+    #                                                numbers (True = +1): nothing masked"
+    "sdpa_grouped_view": set(), "sdpa_split_kv_lse": set(), "sdpa_float64_where": set(),   # correct
+    # flash_fwd.py (API flash-attn)
+    "flash_cache_window": set(),                   # window LEFT edge j >= i - left without the Sk - Sq offset, right
+    #                                                edge / causal bottom-right: causal-alignment's "causal diagonal
+    #                                                only" is the reverse (left edge kept), "other alignment" moves the
+    #                                                right edge too; window-bounds shifts are fixed (+-1): no model
+    "flash_onnx_tril": {"causal-alignment"},       # causal as tril(0), the window's left edge bottom-right: "the
+    #                                                causal diagonal only (a window's left edge keeps the case's
+    #                                                alignment)"
+    "flash_xpu_softcap_param": set(),              # softcap never applied: softcap's variants are wrong formulas
+    #                                                (tanh before scaling, cap * tanh(S * cap), ...), none "no cap":
+    #                                                no model
+    "flash_fa2_sentinel": set(),                   # running max initialised to -5e4 (blocks of 32): rows whose scores
+    #                                                all lie below ~ -5e4 become zeros (float64 only); row-max-from-
+    #                                                zero's floor is 0, masked-block-max-zero's 0 after a masked
+    #                                                block: another parameter, no model
+    "flash_exclusive_window": {"window-bounds"},   # strict left bound j > i + off - left: "left - 1" (as KEY6's
+    #                                                zml_flashattn)
+    "flash_split_heads_view": set(),               # INPUTS (B, S, H, D) reshaped to (B, H, S, D): keys and queries
+    #                                                mixed across heads and positions, not a permutation of the right
+    #                                                output; head-layout is the output's layout: no model (as KEY7's
+    #                                                sdpa_head_concat)
+    "flash_alibi_in_causal_mask": set(),           # ALiBi applied only when causal (non-causal calls get none):
+    #                                                no alibi-* / score-mod-head variant drops it: no model
+    "flash_local_clamped_right": set(),            # local attention: an unbounded right side (-1) replaced by Sk
+    #                                                (rows i + off < -1 lose keys when Sq > Sk + 1): window-bounds'
+    #                                                "left -1 as 0" is the other side and value; no variant: no model
+    "flash_ring_bf16_accumulate": {"low-precision"},   # running output rounded to bfloat16 after each KV chunk of
+    #                                                64 (judged in float32): no listed variant, named by the noise size
+    #                                                (as KEY6's triton_fused_fwd, KEY7's flash_half_qk)
+    "flash_grouped_dense": set(), "flash_banded_tiles_exp2": set(), "flash_split_kv_merge": set(),   # correct
+    # numpy_bwd.py (API numpy-backward)
+    "bwd_layer_passthrough": set(),                # dS = dP (only zeroed where P == 0), no P factor at all:
+    #                                                bwd-delta-term's variants keep P (P dP, P (1 - P) dP,
+    #                                                P (dP - rowsum(dP)), l O): no model
+    "bwd_eager_nan_rows": {"bwd-masked-nan"},      # plain softmax: NaN P on fully masked rows, flowing into that
+    #                                                row's dQ and every dK, dV of its (batch, head) (O, dO zeroed there
+    #                                                do not stop it): "NaN weights on fully masked rows"; backward dead
+    #                                                rows are judged (not a convention)
+    "bwd_gqa_fallback": {"bwd-gqa-sum"},           # broadcast kv head's dK, dV assigned per query head: "last head of
+    #                                                each group (overwritten per head)"
+    "bwd_matrix_jacobian": set(),                  # rowsum(dP * P) summed over the whole (Sq, Sk) matrix per (batch,
+    #                                                head): bwd-delta-axis is the sum over the queries (per key):
+    #                                                another reduction, no model
+    "bwd_recompute_unmasked": set(),               # P AND O recomputed without the mask (delta from the unmasked O):
+    #                                                the exact gradient of unmasked attention; bwd-mask-not-reapplied
+    #                                                keeps the forward's (masked) O in delta ("O kept"), and its
+    #                                                unmasked-lse / unmasked-dqdk variants differ too: no model
+    "bwd_paper_chain_rule": {"bwd-ds-transposed"},   # dK = s dS Q: "dK = s dS Q" (raises when Sq != Sk, as the
+    #                                                model does)
+    "bwd_lowp_delta": set(),                       # dO * O rounded to bfloat16 before the delta row sum (judged in
+    #                                                float32): bwd-low-precision's variants are P for dV, dS, P; no
+    #                                                backward noise-size rule; low-precision is a forward model
+    "bwd_tutorial_blocks": set(),                  # query-block loop over ceil(Sk / 16) blocks of 16: rows past
+    #                                                16 * ceil(Sk / 16) skipped (Sq > Sk); bwd-tile-accumulation's
+    #                                                query-tail-dropped walks Sq // block tiles: another rule, no model
+    "bwd_dense": set(), "bwd_key_tiles": set(), "bwd_query_chunks": set(),   # correct
+}
+
+# the heldout8 kernels whose only difference from correct attention is on rows with no key (the mean of V from a
+# finite fill), accepted by default when no --masked-rows policy is pinned (as CONVENTION3/5/6/7); decided before
+# the scoring run
+CONVENTION8 = {"attend_register_online", "sdpa_finite_bool_mask"}
 SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout2": (KEY2, CONVENTION2, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd")),
         "heldout3": (KEY3, CONVENTION3, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout4": (KEY4, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout5": (KEY5, CONVENTION5, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout6": (KEY6, CONVENTION6, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
-        "heldout7": (KEY7, CONVENTION7, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
+        "heldout7": (KEY7, CONVENTION7, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
+        "heldout8": (KEY8, CONVENTION8, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
 FORWARD_FOR_BACKWARD = f"{HELD / 'numpy_fwd.py'}:np_eager_reference"
 
 
