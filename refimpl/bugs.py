@@ -27,18 +27,19 @@ import numpy as np
 
 from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant
-from .bugs_layout import LAYOUTS, output_layout
+from .bugs_layout import INPUT_LAYOUTS, LAYOUTS, input_layout, output_layout
 from .bugs_packed import packed_attention
 from .bugs_softmax_steps import (TILE_RANGES, band_tile_range, denominator_epsilon, exp_times_mask, low_precision,
-                                 max_from_zero, no_max_subtraction, online_rescale, online_row_sum, softcap_form,
+                                 max_floored, no_max_subtraction, online_rescale, online_row_sum, softcap_form,
                                  softmax_then_mask)
 from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, causal_diagonal, dead_rows_nan,
                           gqa_divisor, mods_before_scale, mods_by_kv_head, online_inverted, online_max_clamped,
                           online_unguarded, rounded_step, softcap_after_mask, softmax_axis, tile_padded_tail,
                           tile_transposed, tiles_unmasked, zero_padded_tail)
 from .bugs_general import (_with_alibi, alibi_first_batch, alibi_signed, bool_mask_added, causal_dropped,
-                           causal_only_realigned, float_mask_as_bool, mask_after_softmax, mask_batch_flattened,
-                           mask_transposed, offset_clamped, other_alignment, scale_after_softmax, window_edges)
+                           causal_only_realigned, float_mask_as_bool, left_edge_realigned, mask_after_softmax,
+                           mask_batch_flattened, mask_transposed, offset_clamped, other_alignment, scale_after_softmax,
+                           window_edges)
 from .masks import window_mask
 
 __all__ = ["MODELS", "BugModel", "Variant"]
@@ -192,6 +193,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("causal-alignment", "the causal/window band uses the other alignment",
              (_v("other alignment", causal_alignment), _v("the causal diagonal only", causal_only_realigned),
               _fl("the bottom-right offset clamped at 0, max(Sk - Sq, 0): top-left where Sq > Sk", offset_clamped),
+              _fl("the window's left edge only (causal and the right edge keep the case's alignment)",
+                  left_edge_realigned),
               _pk("top-left in each sequence", seq_alignment="top-left"),
               _pk("top-left in each sequence of more than one query (a one-query decode step right)",
                   seq_alignment="top-left past one query"))),
@@ -225,7 +228,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              + tuple(_v(e, window_edges, edge=e) for e in ("right from left", "right ignored", "right 0",
                                                            "left -1 as 0", "right + 1", "right - 1"))
              + (_fl("left edge dropped under causal (the causal path resets the window to (-1, 0))", causal_dropped,
-                    when="left window"),)),
+                    when="left window"),
+                _fl("an unbounded right edge (-1) read as Sk", window_edges, edge="right -1 as Sk"))),
     BugModel("causal-dropped", "the causal flag is not applied in some cases: no causal band at all there",
              (_fl("when Sq != Sk (forwarded only when the lengths agree)", causal_dropped, when="Sq != Sk"),
               _fl("when Sq == 1 (a decode step taken as needing no mask)", causal_dropped, when="Sq == 1"),
@@ -238,6 +242,9 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
         _split("bool mask added to the scores as numbers (True = +1): nothing masked", bool_mask_added),
         _split("bool mask added to the scores as numbers (True = +1), the causal band and window folded into it",
                bool_mask_added, with_band=True),
+        *(Variant(f"bool mask as a bias of {c:g} on the dropped keys (not -inf)",
+                  _named(bool_mask_added, kept=0.0, dropped=c), splits_alibi=True, flags=True)
+          for c in (-1.0, -10.0, -100.0, -1000.0)),
         _split("float mask cast to bool (nonzero = attend)", float_mask_as_bool, how="nonzero"),
         _v("float mask, ALiBi inside it, cast to bool (nonzero = attend)", float_mask_as_bool, how="nonzero"),
         _split("float mask's finite values dropped (only -inf masks)", float_mask_as_bool, how="finite"))),
@@ -251,7 +258,9 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              (_v("over queries", softmax_axis), _v("over queries by a guarded library softmax: a key no query "
                                                    "keeps NaN", softmax_axis, library=True))),
     BugModel("no-max-subtraction", "exp(scores) without subtracting the row max overflows",
-             (_v("exp(S)", no_max_subtraction),)),
+             (_v("exp(S)", no_max_subtraction),
+              _v("exp(S), a row summing to 0 NaN", no_max_subtraction, guarded=False)),
+             distinct_from=("row-max-floor",)),     # where only all-negative rows fail: exp(S) is a floor of 0 there
     BugModel("mask-after-softmax", "the mask is applied after the softmax (or its exponentials): masked weights set "
              "to 0 afterwards", (_v("weights zeroed after the softmax, not renormalised", mask_after_softmax),
                                  _v("weights zeroed after the softmax, then renormalised (0/0 where the kept weights "
@@ -278,7 +287,7 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
               _v("softcap and additive terms before scaling: the scale multiplies both", mods_before_scale,
                  needs_softcap=True))
              + tuple(_v(f, softcap_form, form=f) for f in ("cap * tanh(S * cap)", "S * tanh(S / cap)",
-                                                           "cap * tanh((S + bias) / cap)"))),
+                                                           "cap * tanh((S + bias) / cap)", "never applied"))),
     BugModel("additive-before-scale", "the additive terms (a float mask, ALiBi) are added to q k^T before the scale: "
              "the scale multiplies them too", (_v("scale * (q k^T + bias)", mods_before_scale),)),
     BugModel("softcap-after-mask", "the softcap is applied after masking: a masked -inf becomes -cap, masked keys "
@@ -319,18 +328,19 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
                        block_n=n)
                    for form in TILE_RANGES
                    for m in (16, 32, 64, 128) for n in (16, 32, 64, 128))),
-    BugModel("row-max-from-zero", "the softmax's row max starts at 0 instead of -inf: a row whose kept scores all "
-             "lie far below 0 underflows", (_v("max(0, row max), a row summing to 0 zeroed", max_from_zero),
-                                            _v("max(0, row max), a row summing to 0 NaN", max_from_zero,
-                                               guarded=False))),
-    BugModel("head-layout", "the output is laid out wrong: a buffer of one layout read as another (a reshape "
-             "without its permute)", tuple(_v(f, output_layout, layout=f) for f in LAYOUTS)),
+    BugModel("row-max-floor", "the softmax's row max starts at a finite value instead of -inf (max(floor, row max)): "
+             "a row whose kept scores all lie far below the floor underflows",
+             tuple(_v(f"floor {f:g}, a row summing to 0 {'zeroed' if g else 'NaN'}", max_floored, floor=f, guarded=g)
+                   for f in (0.0, -1e4, -3e4, -5e4, -1e5) for g in (True, False))),
+    BugModel("head-layout", "the output or the inputs are laid out wrong: a buffer of one layout read as another (a "
+             "reshape without its permute)", tuple(_v(f, output_layout, layout=f) for f in LAYOUTS)
+             + tuple(_v(f, input_layout, layout=f) for f in INPUT_LAYOUTS)),
     # reproduced only up to its own rounding noise
     BugModel("low-precision", "an intermediate of the softmax is computed in a 16-bit float",
              (_v("softmax in float16", low_precision),)
              + tuple(_v(f"{step} in {dt}", rounded_step, step=step, dtype=dt)
                      for dt in ("bfloat16", "float16")
-                     for step in ("scores", "exps", "row sum", "weights"))
+                     for step in ("scores", "exps", "row sum", "weights", "q k^T"))
              + tuple(_v(f"q k^T, scores and weights each rounded to {dt}: computed in the 16-bit input dtype",
                         rounded_step, step="throughout", dtype=dt) for dt in ("bfloat16",)),
              tolerance=(2e-2, 1e-2), distinct_from=("no-max-subtraction",)),    # both overflow to inf alike

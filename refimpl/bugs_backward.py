@@ -26,6 +26,7 @@ The models (each changes exactly one step):
                        of that row and into every dK, dV entry of its (batch, head)
     bwd-delta-axis     dS = P * (dP - sum over the queries of P * dP)   (the Jacobian's sum on the wrong axis)
     bwd-mask-not-reapplied  P recomputed in the backward without the mask, causal band and window (O kept)
+    bwd-mask-not-reapplied (also) P and O both recomputed with no mask: unmasked attention's exact gradient
     bwd-masked-uniform P = 1 / Sk on fully masked rows (a finite fill such as finfo.min), O and every gradient too
     bwd-recompute      P = exp(S - LSE) with the LSE in base 2, or from the scores without the scale
     bwd-tile-accumulation  dQ assigned per key tile; dK/dV scratch reset per query block; a key block's query loop
@@ -34,7 +35,9 @@ The models (each changes exactly one step):
     bwd-scale          the whole backward with the default scale of D padded to a multiple of N
     bwd-low-precision  P for dV, dS, or P everywhere rounded to float16 or bfloat16
 
-(``bwd-delta-term`` also: dS = P (dP - rowsum(dP)), and the rowsum taken from the unnormalised output l * O.)
+(``bwd-delta-term`` also: dS = P (dP - rowsum(dP)); the rowsum taken from the unnormalised output l * O; dS = dP
+where P > 0, the Jacobian dropped; the rowsum of P * dP over the whole (Sq, Sk) matrix. ``bwd-tile-accumulation``
+also walks ceil(Sk / block) query tiles; ``bwd-low-precision`` also rounds dO * O before delta's sum.)
 The models from ``bwd-masked-uniform`` on are :func:`steps_backward`'s, written from P, O and the forward's LSE.
 
 ``MODELS`` maps a model id to its :class:`refimpl.bugs.BugModel` row (explanation, variants).
@@ -56,7 +59,7 @@ __all__ = ["MODELS", "backward_with", "steps_backward"]
 
 MISTAKES = ("none", "delta", "scale-dq", "scale-dk", "scale-dq-twice", "scale-dk-twice", "ds-transposed-dq",
             "ds-transposed-dk", "gqa-first", "gqa-last", "gqa-mean", "masked-nan", "delta-axis", "unmasked",
-            "unmasked-lse", "unmasked-dqdk", "delta-diagonal", "delta-no-p")
+            "unmasked-lse", "unmasked-dqdk", "delta-diagonal", "delta-no-p", "ds-no-p", "delta-matrix", "unmasked-po")
 
 
 def backward_with(q, k, v, d_out, *, mistake: str = "none", mask=None, scale=None, is_causal=False,
@@ -72,6 +75,8 @@ def backward_with(q, k, v, d_out, *, mistake: str = "none", mask=None, scale=Non
     o, p = scaled_dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=is_causal, alignment=alignment,
                                         window=window, softcap=softcap, enable_gqa=enable_gqa)   # (B, Hq, Sq, Sk)
     pv = p                                      # the weights dV is taken with
+    if mistake == "unmasked-po":                # P and O recomputed with no mask at all: unmasked attention's backward
+        return backward_with(q, k, v, d_out, scale=scale, softcap=softcap, enable_gqa=enable_gqa)
     unmasked = mistake in ("unmasked", "unmasked-lse", "unmasked-dqdk")
     if unmasked:                                # the forward's O kept; P recomputed without mask, causal, window
         add = None if mask is None or np.asarray(mask).dtype == bool else np.where(np.isneginf(mask), 0.0, mask)
@@ -98,7 +103,8 @@ def backward_with(q, k, v, d_out, *, mistake: str = "none", mask=None, scale=Non
             ds = p * (dp - np.sum(p * dp, axis=-2, keepdims=True))
         else:
             ds = {"delta": p * dp, "delta-diagonal": p * (1.0 - p) * dp,
-                  "delta-no-p": p * (dp - np.sum(dp, axis=-1, keepdims=True))}.get(
+                  "delta-no-p": p * (dp - np.sum(dp, axis=-1, keepdims=True)), "ds-no-p": dp * (p > 0),
+                  "delta-matrix": p * (dp - np.sum(p * dp, axis=(-2, -1), keepdims=True))}.get(
                 mistake, p * (dp - np.sum(g * o, axis=-1, keepdims=True)))
         if softcap is not None:
             r = s * (q @ np.swapaxes(ke, -1, -2))                         # (B, Hq, Sq, Sk)
@@ -144,7 +150,8 @@ def _reduce(g: np.ndarray, group: int, mistake: str) -> np.ndarray:
 
 STEP_MISTAKES = ("lse-base2", "recompute-unscaled", "dead-uniform", "delta-unnormalised", "dq-last-key-tile",
                  "dkdv-last-query-block", "query-loop-from-key-block", "key-tail-dropped", "query-tail-dropped",
-                 "dp-value-dims", "dp-value-dims-dq", "padded-scale", "p-for-dv-16bit", "ds-16bit", "p-16bit")
+                 "dp-value-dims", "dp-value-dims-dq", "padded-scale", "p-for-dv-16bit", "ds-16bit", "p-16bit",
+                 "delta-16bit", "query-tiles-from-sk")
 
 
 def steps_backward(q, k, v, d_out, *, mistake: str, block: int = 64, dtype: str = "float16", **kw):
@@ -164,7 +171,9 @@ def steps_backward(q, k, v, d_out, *, mistake: str, block: int = 64, dtype: str 
     * "dp-value-dims": dP = dO V^T over the first D value dims only (tiles sized with the q/k head dim);
       "dp-value-dims-dq": so in the dQ pass only;
     * "padded-scale": the whole backward with the default scale of a head dim padded to a multiple of ``block``;
-    * "p-for-dv-16bit", "ds-16bit", "p-16bit": P for dV, dS, or P everywhere rounded to ``dtype``.
+    * "query-tiles-from-sk": ceil(Sk / block) query tiles walked (the bound taken from the key length);
+    * "p-for-dv-16bit", "ds-16bit", "p-16bit", "delta-16bit": P for dV, dS, P everywhere, or dO * O before delta's
+      sum rounded to ``dtype``.
 
     P, O and LSE are refimpl's (P = exp(S - LSE)); log P + LSE is S on kept keys, and l = 1 / max P."""
     if mistake not in STEP_MISTAKES:
@@ -186,7 +195,7 @@ def steps_backward(q, k, v, d_out, *, mistake: str, block: int = 64, dtype: str 
         if mistake == "dead-uniform":
             p = np.where(dead, 1.0 / Sk, p)
             o = p @ ve
-        delta = np.sum(g * o, axis=-1, keepdims=True)                     # (B, Hq, Sq, 1)
+        delta = np.sum(r(g * o) if mistake == "delta-16bit" else g * o, axis=-1, keepdims=True)   # (B, Hq, Sq, 1)
         if mistake == "delta-unnormalised":
             delta = np.where(dead, 0.0, delta / p.max(axis=-1, keepdims=True))
         if mistake == "lse-base2":
@@ -202,6 +211,8 @@ def steps_backward(q, k, v, d_out, *, mistake: str, block: int = 64, dtype: str 
             walked = np.arange(Sq)[:, None] >= (np.arange(Sk) // block * block)[None, :]
         if mistake == "key-tail-dropped":
             walked = np.broadcast_to(np.arange(Sk) < Sk // block * block, (Sq, Sk))
+        if mistake == "query-tiles-from-sk":                          # ceil(Sk / block) query tiles walked
+            walked = np.broadcast_to((np.arange(Sq) < -(-Sk // block) * block)[:, None], (Sq, Sk))
         if mistake == "query-tail-dropped":
             walked = np.broadcast_to((np.arange(Sq) < max(1, Sq // block) * block)[:, None], (Sq, Sk))
         p = r(p) if mistake == "p-16bit" else p * walked
@@ -248,6 +259,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              "quantity (dQ, dK wrong)",
              (_v("dS = P * dP", "delta"), _v("dS = P (1 - P) dP: the Jacobian's diagonal only", "delta-diagonal"),
               _v("dS = P (dP - rowsum(dP)): P missing from the rowsum", "delta-no-p"),
+              _v("dS = dP where P > 0: the softmax's Jacobian dropped (an identity backward)", "ds-no-p"),
+              _v("the rowsum of P * dP taken over the whole (Sq, Sk) matrix", "delta-matrix"),
               _st("rowsum(dO * l O): the unnormalised output (the accumulator before / l)", "delta-unnormalised"))),
     BugModel("bwd-scale-dq", "the softmax scale of dQ is wrong: not applied (dQ = dS K) or applied twice "
              "(scale**2 dS K), instead of scale * dS K",
@@ -265,10 +278,11 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("bwd-delta-axis", "the softmax Jacobian's rowsum(P * dP) is summed over the queries (axis -2), not the "
              "keys", (_v("sum over queries", "delta-axis"),)),
     BugModel("bwd-mask-not-reapplied", "the backward recomputes the weights without the mask, causal band or window "
-             "(the forward's output kept): masked keys get gradients",
+             "(the forward's output kept, or recomputed unmasked too): masked keys get gradients",
              (_v("P without the mask", "unmasked"),
               _v("P = exp(S - the masked forward's LSE) on every key", "unmasked-lse"),
-              _v("P without the mask in the dQ, dK pass only (dV right)", "unmasked-dqdk"))),
+              _v("P without the mask in the dQ, dK pass only (dV right)", "unmasked-dqdk"),
+              _v("P and O both without the mask (unmasked attention's exact gradient)", "unmasked-po"))),
     BugModel("bwd-masked-nan", "fully masked query rows give NaN weights in the backward (softmax of all -inf), "
                                "NaN gradients where zeros are expected",
              (_v("NaN weights on fully masked rows", "masked-nan"),)),
@@ -289,7 +303,9 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              + tuple(_st(f"Sk // {b} key tiles: the partial last one gets and gives no gradient", "key-tail-dropped",
                          block=b) for b in BLOCKS)
              + tuple(_st(f"Sq // {b} query tiles: the partial last one gets and gives no gradient",
-                         "query-tail-dropped", block=b) for b in BLOCKS)),
+                         "query-tail-dropped", block=b) for b in BLOCKS)
+             + tuple(_st(f"ceil(Sk / {b}) query tiles of {b} (the loop bound from the key length)",
+                         "query-tiles-from-sk", block=b) for b in BLOCKS)),
     BugModel("bwd-value-dims", "dP = dO V^T is taken over the first D value dims only (value tiles sized with the "
              "q/k head dim; wrong when Dv > D)", (_st("first D of Dv", "dp-value-dims"),
                                                   _st("first D of Dv in the dQ pass only", "dp-value-dims-dq"))),
@@ -298,5 +314,6 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
                                                 for b in (8, 16, 32, 64, 128))),
     BugModel("bwd-low-precision", "an intermediate of the backward is rounded to a 16-bit float",
              tuple(_st(f"{what} in {dt}", m, dtype=dt) for dt in ("float16", "bfloat16")
-                   for what, m in (("P for dV", "p-for-dv-16bit"), ("dS", "ds-16bit"), ("P", "p-16bit")))),
+                   for what, m in (("P for dV", "p-for-dv-16bit"), ("dS", "ds-16bit"), ("P", "p-16bit"),
+                                   ("dO * O before delta's row sum", "delta-16bit")))),
 )}

@@ -28,9 +28,9 @@ from .attention import scaled_dot_product_attention
 from .bug_model import _kw
 from .masks import alibi_bias, band_mask, window_mask
 
-__all__ = ["other_alignment", "causal_only_realigned", "causal_dropped", "offset_clamped", "window_edges",
-           "alibi_signed", "bool_mask_added", "float_mask_as_bool", "mask_batch_flattened", "mask_transposed",
-           "mask_after_softmax", "scale_after_softmax", "alibi_first_batch"]
+__all__ = ["other_alignment", "causal_only_realigned", "left_edge_realigned", "causal_dropped", "offset_clamped",
+           "window_edges", "alibi_signed", "bool_mask_added", "float_mask_as_bool", "mask_batch_flattened",
+           "mask_transposed", "mask_after_softmax", "scale_after_softmax", "alibi_first_batch"]
 
 
 def _sdpa(q, k, v, **kw):      # as bugs_scores._sdpa: importing that one would stack this module a floor higher
@@ -39,7 +39,8 @@ def _sdpa(q, k, v, **kw):      # as bugs_scores._sdpa: importing that one would 
 
 def window_edges(q, k, v, *, edge="right from left", **kw):
     """The sliding window applied with one edge wrong: ``edge`` "right from left" (left, left), "right ignored"
-    (left, -1), "right 0" (left, 0), "left -1 as 0" (0, right) where left is unbounded, "right + 1", "right - 1".
+    (left, -1), "right 0" (left, 0), "left -1 as 0" (0, right) where left is unbounded, "right + 1", "right - 1",
+    "right -1 as Sk" (an unbounded right edge replaced by the key count: rows with i + Sk - Sq < -1 lose keys).
     Causal still caps the right edge at 0."""
     kw = _kw(kw)
     window = kw.pop("window")
@@ -49,7 +50,8 @@ def window_edges(q, k, v, *, edge="right from left", **kw):
     new = {"right from left": (left, left), "right ignored": (left, -1),
            "right 0": (left, 0), "left -1 as 0": (0, right) if left == -1 else window,
            "right + 1": (left, right + 1) if right >= 0 else window,
-           "right - 1": (left, right - 1) if right >= 1 else window}[edge]
+           "right - 1": (left, right - 1) if right >= 1 else window,
+           "right -1 as Sk": (left, np.shape(k)[-2]) if right == -1 else window}[edge]
     return _sdpa(q, k, v, window=new, **kw)
 
 
@@ -97,6 +99,20 @@ def offset_clamped(q, k, v, *, is_causal=False, window=None, alignment="top-left
     return _sdpa(q, k, v, is_causal=is_causal, window=window, alignment=alignment, mask=mask, **kw)
 
 
+def left_edge_realigned(q, k, v, *, window=None, alignment="top-left", mask=None, **kw):
+    """Only a window's left edge takes the other alignment (``j >= i - left`` without the Sk - Sq offset, or with it
+    where the case is top-left); the right edge and causal keep the case's. No window: refimpl's output."""
+    if window is None or window[0] < 0:
+        return _sdpa(q, k, v, window=window, alignment=alignment, mask=mask, **kw)
+    Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
+    keep = band_mask(Sq, Sk, window=(window[0], -1), alignment=other_alignment(alignment))
+    rest = band_mask(Sq, Sk, is_causal=kw.pop("is_causal", False), window=(-1, window[1]), alignment=alignment)
+    keep = keep if rest is None else keep & rest
+    if mask is None or np.asarray(mask).dtype == bool:
+        return _sdpa(q, k, v, mask=keep if mask is None else np.asarray(mask, bool) & keep, **kw)
+    return _sdpa(q, k, v, mask=np.where(keep, mask, -np.inf), **kw)
+
+
 def alibi_signed(q, k, v, *, mask=None, slopes=None, sign=1.0, **kw):
     """ALiBi with the signed distance: bias -slope * (i + offset - j) without the absolute value (as slope * j up to
     a per-row constant), so keys right of the diagonal are favoured; with causal masking nothing shows. ``sign``
@@ -125,12 +141,13 @@ def _with_alibi(mask, slopes, Sq: int, Sk: int, sign: float = 1.0):
     return np.where(mask, bias, -np.inf) if mask.dtype == bool else mask + bias
 
 
-def bool_mask_added(q, k, v, *, mask=None, slopes=None, with_band=False, **kw):
+def bool_mask_added(q, k, v, *, mask=None, slopes=None, with_band=False, kept=1.0, dropped=0.0, **kw):
     """The user's bool keep-mask added to the scores as numbers: S + 1 where True, S + 0 where False; nothing is
     masked by it (causal and windows still are); ALiBi (``slopes``) added as it should be. Without a bool mask
     nothing shows (the reference). ``with_band``: the causal band and window arrive folded into that bool mask (as
     an API without those flags hands them) and are added with it, except a top-left causal band with no window (a
-    flag such APIs have: the kernel still masks it)."""
+    flag such APIs have: the kernel still masks it). ``kept``, ``dropped``: the numbers True and False become (a
+    bias of ``dropped`` on the dropped keys when kept is 0)."""
     kw = _kw(kw)
     Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
     if with_band and (kw["window"] is not None or (kw["is_causal"] and kw["alignment"] != "top-left")):
@@ -142,7 +159,7 @@ def bool_mask_added(q, k, v, *, mask=None, slopes=None, with_band=False, **kw):
             mask = band if mask is None else np.asarray(mask) & band
             kw = dict(kw, is_causal=False, window=None)
     if mask is not None and np.asarray(mask).dtype == bool:
-        mask = np.asarray(mask).astype(np.float64)
+        mask = np.where(np.asarray(mask), kept, dropped)
     return _sdpa(q, k, v, **dict(kw, mask=_with_alibi(mask, slopes, Sq, Sk)))
 
 

@@ -11,6 +11,9 @@ with pi one of:
 * "batch and heads swapped": the flattened (B * Hq) rows read as (Hq, B), and its inverse.
 
 Refimpl's output with no layout change where the case has no head axis (or one head and one batch).
+
+And the inputs laid out wrong (:func:`input_layout`): q, k and v, each a (B, S, H, D) buffer read as (B, H, S, D)
+(heads split with a reshape instead of a transpose), or the other way round; attention is then right on those.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import numpy as np
 
 from .attention import scaled_dot_product_attention
 
-__all__ = ["output_layout", "LAYOUTS"]
+__all__ = ["output_layout", "input_layout", "LAYOUTS", "INPUT_LAYOUTS"]
 
 LAYOUTS = ("heads as positions", "positions as heads", "GQA heads (G, Hkv)", "GQA heads (G, Hkv), inverse",
            "batch and heads swapped", "batch and heads swapped, inverse")
@@ -45,3 +48,21 @@ def output_layout(q, k, v, *, layout="heads as positions", **kw):
     if layout == "batch and heads swapped, inverse":
         return o.swapaxes(0, 1).reshape(B, Hq, Sq, Dv)
     raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+
+
+INPUT_LAYOUTS = ("inputs (B, S, H, D) read as (B, H, S, D)", "inputs (B, H, S, D) read as (B, S, H, D)")
+
+
+def input_layout(q, k, v, *, layout=INPUT_LAYOUTS[0], **kw):
+    """Refimpl's attention of q, k and v each read through the wrong layout (``layout``, one of ``INPUT_LAYOUTS``);
+    the output comes back the right way."""
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    if q.ndim != 4:
+        return scaled_dot_product_attention(q, k, v, **kw)[0]
+    if layout == INPUT_LAYOUTS[0]:                 # the (B, S, H, D) buffer of x reshaped to (B, H, S, D)
+        q, k, v = (a.swapaxes(1, 2).reshape(a.shape) for a in (q, k, v))
+    elif layout == INPUT_LAYOUTS[1]:
+        q, k, v = (a.reshape(a.shape[0], a.shape[2], a.shape[1], a.shape[3]).swapaxes(1, 2) for a in (q, k, v))
+    else:
+        raise ValueError(f"layout must be one of {INPUT_LAYOUTS}, got {layout!r}")
+    return scaled_dot_product_attention(q, k, v, **kw)[0]

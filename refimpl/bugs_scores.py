@@ -218,23 +218,25 @@ def rounded_step(q, k, v, *, step="scores", dtype="bfloat16", **kw):
     """Softmax attention with one intermediate rounded to ``dtype`` (float16, bfloat16): ``step`` "scores" (the
     scaled scores), "exps" (exp(S - max)), "row sum" (the denominator) or "weights" (P); the rest in float64; or
     "throughout": q k^T rounded, then the scaled (softcapped, biased) scores and the weights, as a kernel computing
-    in its 16-bit input dtype rounds them."""
+    in its 16-bit input dtype rounds them; or "q k^T": the unscaled product alone rounded (it overflows past the
+    dtype's largest value before the scale could bring it back)."""
     r = precision(dtype).round
     kw = _kw(kw)
     s, keep, v = _parts(q, k, v, **kw)
     with np.errstate(over="ignore", invalid="ignore"):
         if step == "scores":
             s = r(s)
-        elif step == "throughout":                      # q k^T rounded, then scaled (and modified) and rounded
+        elif step in ("throughout", "q k^T"):           # q k^T rounded, then scaled (and modified) and rounded
             raw, _, _ = _parts(q, k, v, **dict(kw, scale=1.0, softcap=None, mask=None, is_causal=False, window=None),
                                dtype=np.float32)       # accumulated in float32, as 16-bit matmuls do
             sc = 1.0 / math.sqrt(np.shape(q)[-1]) if kw["scale"] is None else kw["scale"]
-            s = r(r(raw.astype(np.float64)) * sc)
+            keep_r = r if step == "throughout" else (lambda a: a)     # "q k^T": only the product is rounded
+            s = keep_r(r(raw.astype(np.float64)) * sc)
             if kw["softcap"] is not None:
-                s = r(kw["softcap"] * np.tanh(s / kw["softcap"]))
+                s = keep_r(kw["softcap"] * np.tanh(s / kw["softcap"]))
             m = kw["mask"]
             if m is not None and np.asarray(m).dtype != bool:
-                s = r(s + np.where(np.isneginf(m), 0.0, np.asarray(m, np.float64)))
+                s = keep_r(s + np.where(np.isneginf(m), 0.0, np.asarray(m, np.float64)))
         s = np.where(keep, s, -np.inf)
         m = s.max(axis=-1, keepdims=True)
         e = np.exp(s - np.where(np.isfinite(m), m, 0.0))

@@ -5,8 +5,9 @@ row max, where the mask meets the softmax, the online row sum. Same calling conv
 
 * softcap forms: cap * tanh(S * cap) (the reciprocal not taken), S * tanh(S / cap) (the logits for the cap), and
   the additive terms (ALiBi, a float mask) inside the cap: cap * tanh((S + bias) / cap);
-* the row max started at 0 instead of -inf (max(0, row max)): a row whose kept scores all lie far below 0
-  underflows, to zeros behind a guard on the row sum or to NaN (0/0) without one;
+* the row max started at a finite floor instead of -inf (max(floor, row max): 0, or a sentinel such as -1e4): a row
+  whose kept scores all lie far below the floor underflows, to zeros behind a guard on the row sum or to NaN (0/0)
+  without one;
 * the softmax of every score, its masked weights zeroed and the rest renormalised: exact until the kept weights
   underflow under a masked maximum (0/0 = NaN), and NaN on rows with no key;
 * exp of every score (less the max over the kept ones) multiplied by the keep-mask: a masked score far above the
@@ -26,13 +27,14 @@ import numpy as np
 from .bug_model import _kw
 from .scores_parts import _parts, _softmax
 
-__all__ = ["band_tile_range", "TILE_RANGES", "softcap_form", "max_from_zero", "softmax_then_mask", "exp_times_mask",
+__all__ = ["band_tile_range", "TILE_RANGES", "softcap_form", "max_floored", "softmax_then_mask", "exp_times_mask",
            "online_row_sum", "online_rescale", "no_max_subtraction", "low_precision", "denominator_epsilon"]
 
 
 def softcap_form(q, k, v, *, form="cap * tanh(S * cap)", **kw):
-    """The softcap computed as ``form``: "cap * tanh(S * cap)", "S * tanh(S / cap)" or "cap * tanh((S + bias) /
-    cap)" (the additive terms, ALiBi folded in, capped with the scores); without a softcap, refimpl's output."""
+    """The softcap computed as ``form``: "cap * tanh(S * cap)", "S * tanh(S / cap)", "cap * tanh((S + bias) / cap)"
+    (the additive terms, ALiBi folded in, capped with the scores) or "never applied" (the argument accepted and
+    ignored); without a softcap, refimpl's output."""
     kw = _kw(kw)
     cap = kw["softcap"]
     s, keep, v = _parts(q, k, v, **dict(kw, softcap=None))               # scale q k^T + the finite additive terms
@@ -41,16 +43,17 @@ def softcap_form(q, k, v, *, form="cap * tanh(S * cap)", **kw):
         bias = s - raw
         s = {"cap * tanh(S * cap)": lambda: cap * np.tanh(raw * cap) + bias,
              "S * tanh(S / cap)": lambda: raw * np.tanh(raw / cap) + bias,
-             "cap * tanh((S + bias) / cap)": lambda: cap * np.tanh(s / cap)}[form]()
+             "cap * tanh((S + bias) / cap)": lambda: cap * np.tanh(s / cap), "never applied": lambda: s}[form]()
     return _softmax(s, keep) @ v
 
 
-def max_from_zero(q, k, v, *, guarded=True, **kw):
-    """Softmax with the row max taken from 0: m = max(0, max of the kept scores); ``guarded``: a row whose sum
-    underflows to 0 gives zeros (else 0/0 = NaN)."""
+def max_floored(q, k, v, *, floor=0.0, guarded=True, **kw):
+    """Softmax with the row max started at a finite ``floor`` (0, a sentinel such as -1e4 or -5e4) instead of -inf:
+    m = max(floor, max of the kept scores); ``guarded``: a row whose sum underflows to 0 gives zeros (else 0/0 =
+    NaN)."""
     s, keep, v = _parts(q, k, v, **_kw(kw))
     s = np.where(keep, s, -np.inf)
-    m = np.maximum(s.max(axis=-1, keepdims=True), 0.0)
+    m = np.maximum(s.max(axis=-1, keepdims=True), floor)
     with np.errstate(invalid="ignore", divide="ignore"):
         e = np.exp(s - m)
         z = e.sum(axis=-1, keepdims=True)
@@ -97,13 +100,15 @@ def online_row_sum(q, k, v, *, block=32, **kw):
     return acc / np.where(row_sum == 0, 1.0, row_sum)
 
 
-def no_max_subtraction(q, k, v, **kw):
-    """P = exp(S) / sum exp(S) without subtracting the row max: overflow gives inf/inf = NaN."""
+def no_max_subtraction(q, k, v, *, guarded=True, **kw):
+    """P = exp(S) / sum exp(S) without subtracting the row max: overflow gives inf/inf = NaN; a row whose sum
+    underflows to 0 gives zeros (``guarded``) or 0/0 = NaN. Rows with no key: zeros."""
     s, keep, v = _parts(q, k, v, **_kw(kw))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         e = np.exp(np.where(keep, s, -np.inf))
         z = e.sum(axis=-1, keepdims=True)
-        return (e / np.where(z == 0, 1.0, z)) @ v
+        out = (e / np.where(z == 0, 1.0 if guarded else np.nan, z)) @ v
+    return np.where(keep.any(axis=-1, keepdims=True), out, 0.0)
 
 
 def low_precision(q, k, v, **kw):

@@ -88,14 +88,17 @@ def _distance(a: np.ndarray, b: np.ndarray, rows: np.ndarray) -> float:
 def variant_kwargs(variant, data: CaseData) -> dict | None:
     """The keywords a bug model's ``variant`` is called with on this case (None: it does not apply here)."""
     kw = data.reference_kwargs()
-    if variant.flags and not data.band_flags:   # the target got the band in its mask: no flag to mishandle
-        s = data.spec
-        band = keep_mask(s, None)
-        m = kw["mask"]
-        m = band if m is None or band is None else (m & band if m.dtype == bool else np.where(band, m, -np.inf))
-        kw = dict(kw, mask=m, is_causal=False, window=None)
+    fold = variant.flags and not data.band_flags        # the target got the band in its mask: no flag to mishandle
+    band = keep_mask(data.spec, None) if fold else None
+
+    def folded(m):
+        if band is None or m is None:
+            return m if band is None else band
+        return m & band if m.dtype == bool else np.where(band, m, -np.inf)
+    if fold:
+        kw = dict(kw, mask=folded(kw["mask"]), is_causal=False, window=None)
     if variant.splits_alibi:                    # the model takes the user's mask and the ALiBi slopes apart
-        kw = dict(kw, mask=data.mask, slopes=data.slopes)
+        kw = dict(kw, mask=folded(data.mask), slopes=data.slopes)
     if variant.tiled:                           # the tile size a block mask of this case comes in
         kw = dict(kw, block=block_size(data.spec))
     if variant.packed:                          # a packed batch's model: its lengths and per-sequence bands

@@ -89,6 +89,9 @@ def _window(rng, i):
     align = _pick(rng, ("top-left", "bottom-right"))
     if i % 8 == 0:                     # causal with a left edge that bites, bottom-right (as FlashAttention aligns)
         left, align = (4 if d["Sk"] > 8 else 1), "bottom-right"
+    if i % 8 == 5:                     # more queries than keys, bottom-right, the right side unbounded: the top rows
+        d = dict(d, Sq=33, Sk=8)       # (i + Sk - Sq < -1) see keys only through that unbounded side
+        left, right, align = 4, -1, "bottom-right"
     return dict(d, window=(left, right), alignment=align, is_causal=bool(i % 4 == 0))
 
 
@@ -99,6 +102,8 @@ def _masked_rows(rng, i):
 
 def _extreme(rng, i):
     d = _small(rng, sk=(2, 5, 16, 64))
+    if i % 9 == 8:                                       # no mask, every score below -8e4: a running max started
+        return dict(d, D=64, Dv=8, magnitude=100.0, pattern="far-below-fill")   # at a finite sentinel underflows
     if i % 3 == 2:                                       # attended scores far below a finite fill
         sk = {"Sk": 100} if i % 6 == 5 else {}           # ... past a left-padded 64-key tile every other row
         return dict(d, D=64, Dv=8, mask="bool", magnitude=_pick(rng, (50.0, 4e4)), pattern="far-below-fill", **sk)
