@@ -289,7 +289,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              + tuple(_v(f, softcap_form, form=f) for f in ("cap * tanh(S * cap)", "S * tanh(S / cap)",
                                                            "cap * tanh((S + bias) / cap)", "never applied"))),
     BugModel("additive-before-scale", "the additive terms (a float mask, ALiBi) are added to q k^T before the scale: "
-             "the scale multiplies them too", (_v("scale * (q k^T + bias)", mods_before_scale),)),
+             "the scale multiplies them too", (_v("scale * (q k^T + bias)", mods_before_scale),),
+             distinct_from=("softcap",)),       # with a softcap it is softcap's "softcap and additive terms before"
     BugModel("softcap-after-mask", "the softcap is applied after masking: a masked -inf becomes -cap, masked keys "
              "get weight", (_v("-inf -> -cap", softcap_after_mask),)),
     BugModel("score-mod-head", "the score modification (ALiBi slope, per-head bias) of query head h is the one of "
