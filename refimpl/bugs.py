@@ -29,9 +29,9 @@ from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant
 from .bugs_layout import INPUT_LAYOUTS, LAYOUTS, input_layout, output_layout
 from .bugs_packed import packed_attention
-from .bugs_softmax_steps import (TILE_RANGES, band_tile_range, denominator_epsilon, exp_times_mask, low_precision,
-                                 max_floored, no_max_subtraction, online_rescale, online_row_sum, softcap_form,
-                                 softmax_then_mask)
+from .bugs_softmax_steps import (TILE_RANGES, band_tile_range, bias_before_scale, denominator_epsilon, exp_times_mask,
+                                 low_precision, max_floored, no_max_subtraction, online_rescale, online_row_sum,
+                                 softcap_form, softmax_then_mask)
 from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, causal_diagonal, dead_rows_nan,
                           gqa_divisor, mods_before_scale, mods_by_kv_head, online_inverted, online_max_clamped,
                           online_unguarded, rounded_step, softcap_after_mask, softmax_axis, tile_padded_tail,
@@ -232,9 +232,9 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
                 _fl("an unbounded right edge (-1) read as Sk", window_edges, edge="right -1 as Sk"))),
     BugModel("causal-dropped", "the causal flag is not applied in some cases: no causal band at all there",
              (_fl("when Sq != Sk (forwarded only when the lengths agree)", causal_dropped, when="Sq != Sk"),
-              _fl("when Sq == 1 (a decode step taken as needing no mask)", causal_dropped, when="Sq == 1"),
               _fl("when a window is given (causal derived from an unbounded window; the window alone)",
-                  causal_dropped, when="with a window"))),
+                  causal_dropped, when="with a window")),
+             distinct_from=("causal-alignment",)),     # one query: causal dropped is the other alignment's band
     BugModel("causal-diagonal", "the causal band excludes its diagonal: a query does not see the key at its own "
              "position", (_v("j < i + offset", causal_diagonal),
                           _v("j < i + offset, a row left with no key NaN", causal_diagonal, nan_rows=True))),
@@ -245,8 +245,9 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
         *(Variant(f"bool mask as a bias of {c:g} on the dropped keys (not -inf)",
                   _named(bool_mask_added, kept=0.0, dropped=c), splits_alibi=True, flags=True)
           for c in (-1.0, -10.0, -100.0, -1000.0)),
-        _split("float mask cast to bool (nonzero = attend)", float_mask_as_bool, how="nonzero"),
-        _v("float mask, ALiBi inside it, cast to bool (nonzero = attend)", float_mask_as_bool, how="nonzero"),
+        Variant("float mask cast to bool (nonzero = attend)", _named(float_mask_as_bool, how="nonzero"),
+                splits_alibi=True, flags=True),
+        _fl("float mask, ALiBi inside it, cast to bool (nonzero = attend)", float_mask_as_bool, how="nonzero"),
         _split("float mask's finite values dropped (only -inf masks)", float_mask_as_bool, how="finite"))),
     BugModel("mask-transposed", "the mask is read with query and key indices swapped (a mask_mod called as "
              "(kv_idx, q_idx), an expanded mask transposed)",
@@ -289,7 +290,7 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              + tuple(_v(f, softcap_form, form=f) for f in ("cap * tanh(S * cap)", "S * tanh(S / cap)",
                                                            "cap * tanh((S + bias) / cap)", "never applied"))),
     BugModel("additive-before-scale", "the additive terms (a float mask, ALiBi) are added to q k^T before the scale: "
-             "the scale multiplies them too", (_v("scale * (q k^T + bias)", mods_before_scale),),
+             "the scale multiplies them too", (_v("scale * (q k^T + bias)", bias_before_scale),),
              distinct_from=("softcap",)),       # with a softcap it is softcap's "softcap and additive terms before"
     BugModel("softcap-after-mask", "the softcap is applied after masking: a masked -inf becomes -cap, masked keys "
              "get weight", (_v("-inf -> -cap", softcap_after_mask),)),

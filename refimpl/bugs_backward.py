@@ -246,7 +246,7 @@ def _v(label: str, mistake: str) -> Variant:
     return Variant(label, _model(mistake))
 
 
-def _st(label: str, mistake: str, **param) -> Variant:          # a mistake of refimpl.bugs_backward_steps
+def _st(label: str, mistake: str, **param) -> Variant:          # a mistake of steps_backward
     return Variant(label, partial(steps_backward, mistake=mistake, **param))
 
 
@@ -291,7 +291,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              (_st("uniform weights on fully masked rows", "dead-uniform"),)),
     BugModel("bwd-recompute", "the backward recomputes the weights as exp(S - LSE) from the wrong scores or LSE",
              (_st("LSE in base 2 (from an exp2 forward) read as natural", "lse-base2"),
-              _st("scores without the softmax scale: exp(q k^T - LSE)", "recompute-unscaled"))),
+              _st("scores without the softmax scale (nor softcap or additive terms): exp(q k^T - LSE)",
+                  "recompute-unscaled"))),
     BugModel("bwd-tile-accumulation", "a tiled backward loses tiles' contributions: a gradient is assigned per tile "
              "instead of accumulated, or a loop skips tiles",
              tuple(_st(f"dQ assigned per key tile of {b}: the last tile's only", "dq-last-key-tile", block=b)

@@ -75,13 +75,12 @@ def causal_only_realigned(q, k, v, *, is_causal=False, window=None, alignment="t
 
 
 def causal_dropped(q, k, v, *, when="Sq != Sk", is_causal=False, window=None, **kw):
-    """The causal flag not applied ``when`` "Sq != Sk" (forwarded only when the lengths agree), "Sq == 1" (a decode
-    step taken as needing no mask), "with a window"
+    """The causal flag not applied ``when`` "Sq != Sk" (forwarded only when the lengths agree), "with a window"
     (is_causal derived from an unbounded window: the window alone, its right edge as given), or "left window" (the
     causal path resets the window to (-1, 0): the window's left edge dropped, causal kept)."""
     Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
     has_window = window is not None and tuple(window) != (-1, -1)
-    if is_causal and (when == "Sq != Sk" and Sq != Sk or when == "Sq == 1" and Sq == 1):
+    if is_causal and when == "Sq != Sk" and Sq != Sk:
         is_causal = False
     elif is_causal and when == "with a window" and has_window:
         is_causal = False

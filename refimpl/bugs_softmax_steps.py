@@ -27,8 +27,9 @@ import numpy as np
 from .bug_model import _kw
 from .scores_parts import _parts, _softmax
 
-__all__ = ["band_tile_range", "TILE_RANGES", "softcap_form", "max_floored", "softmax_then_mask", "exp_times_mask",
-           "online_row_sum", "online_rescale", "no_max_subtraction", "low_precision", "denominator_epsilon"]
+__all__ = ["bias_before_scale", "band_tile_range", "TILE_RANGES", "softcap_form", "max_floored", "softmax_then_mask",
+           "exp_times_mask", "online_row_sum", "online_rescale", "no_max_subtraction", "low_precision",
+           "denominator_epsilon"]
 
 
 def softcap_form(q, k, v, *, form="cap * tanh(S * cap)", **kw):
@@ -44,6 +45,18 @@ def softcap_form(q, k, v, *, form="cap * tanh(S * cap)", **kw):
         s = {"cap * tanh(S * cap)": lambda: cap * np.tanh(raw * cap) + bias,
              "S * tanh(S / cap)": lambda: raw * np.tanh(raw / cap) + bias,
              "cap * tanh((S + bias) / cap)": lambda: cap * np.tanh(s / cap), "never applied": lambda: s}[form]()
+    return _softmax(s, keep) @ v
+
+
+def bias_before_scale(q, k, v, **kw):
+    """S = scale * (q k^T + bias), then the softcap (rightly, on the scaled scores): the additive terms (ALiBi, a
+    float mask) are scaled with the product."""
+    kw = _kw(kw)
+    sc = 1.0 / np.sqrt(np.shape(q)[-1]) if kw["scale"] is None else kw["scale"]
+    s, keep, v = _parts(q, k, v, **dict(kw, scale=1.0, softcap=None))   # q k^T + the finite additive terms
+    s = s * sc
+    if kw["softcap"] is not None:
+        s = kw["softcap"] * np.tanh(s / kw["softcap"])
     return _softmax(s, keep) @ v
 
 

@@ -40,7 +40,7 @@ NAMED = {
     ("torch_sdpa_fwd", "vit_scaled_after_softmax_sdpa", "torch-sdpa", "float64"): "scale-after-softmax",
     ("torch_sdpa_fwd", "mha_flattened_mask_sdpa", "torch-sdpa", "float64"): "mask-broadcast",
     ("torch_sdpa_fwd", "former_blog_causal_sdpa", "torch-sdpa", "float64"): "causal-diagonal",
-    ("torch_sdpa_fwd", "ort_cpu_attention_sdpa", "torch-sdpa", "float64"): "causal-alignment,causal-dropped",
+    ("torch_sdpa_fwd", "ort_cpu_attention_sdpa", "torch-sdpa", "float64"): "causal-alignment",
     ("flash_fwd", "cutlass_fmha_causal", "flash-attn", "float64"): "causal-alignment",
     ("flash_fwd", "hf_flash_sliding_window", "flash-attn", "float64"): "window-bounds",
     ("flash_fwd", "hf_mask_function_window", "flash-attn", "float64"): "window-bounds",

@@ -56,18 +56,18 @@ def _causal_tiles_from_first_row(block):
             rep = query.size(-3) // key.size(-3)
             key, value = key.repeat_interleave(rep, -3), value.repeat_interleave(rep, -3)
         s = query @ key.transpose(-2, -1) * sc
-        L, S = s.shape[-2:]
-        keep = torch.ones(L, S, dtype=torch.bool)
+        Sq, Sk = s.shape[-2:]
+        keep = torch.ones(Sq, Sk, dtype=torch.bool)
         if attn_mask is not None:
             if attn_mask.dtype == torch.bool:
                 keep = keep & attn_mask
             else:
                 s = s + attn_mask
         if is_causal:
-            keep = keep & torch.ones(L, S, dtype=torch.bool).tril()
-            for m0 in range(0, L, block):
+            keep = keep & torch.ones(Sq, Sk, dtype=torch.bool).tril()
+            for m0 in range(0, Sq, block):
                 end = -(-(m0 + 1) // 16) * 16                           # key tiles of 16 up to row m0's last key
-                keep[..., m0:m0 + block, min(end, S):] = False          # the mistake: the range of row m0 only
+                keep[..., m0:m0 + block, min(end, Sk):] = False          # the mistake: the range of row m0 only
         s = s.masked_fill(~keep, float("-inf"))
         w = torch.softmax(s, -1).nan_to_num(0.0)
         return w @ value
@@ -85,7 +85,7 @@ def test_a_causal_tile_range_from_its_first_row_is_named_with_its_tile(block):
 
 def _laid_out(layout):
     def fn(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-        B, Hq, L, _ = query.shape
+        B, Hq, Sq, _ = query.shape
         Hkv = key.size(-3)
         G = Hq // Hkv
         k2, v2 = key.repeat_interleave(G, -3), value.repeat_interleave(G, -3)
@@ -93,11 +93,11 @@ def _laid_out(layout):
         if attn_mask is not None:
             s = s.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else s + attn_mask
         if is_causal:
-            s = s.masked_fill(~torch.ones(L, k2.size(-2), dtype=torch.bool).tril(), float("-inf"))
-        o = torch.softmax(s, -1).nan_to_num(0.0) @ v2                     # (B, Hq, L, Dv)
+            s = s.masked_fill(~torch.ones(Sq, k2.size(-2), dtype=torch.bool).tril(), float("-inf"))
+        o = torch.softmax(s, -1).nan_to_num(0.0) @ v2                     # (B, Hq, Sq, Dv)
         if layout == "merge":                                              # heads merged without the permute
-            return o.reshape(B, L, Hq * o.size(-1)).reshape(B, L, Hq, -1).permute(0, 2, 1, 3)
-        return o.reshape(B, Hkv, G, L, -1).transpose(1, 2).reshape(B, Hq, L, -1)   # heads flattened (G, Hkv)
+            return o.reshape(B, Sq, Hq * o.size(-1)).reshape(B, Sq, Hq, -1).permute(0, 2, 1, 3)
+        return o.reshape(B, Hkv, G, Sq, -1).transpose(1, 2).reshape(B, Hq, Sq, -1)   # heads flattened (G, Hkv)
     return fn
 
 

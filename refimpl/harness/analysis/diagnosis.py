@@ -90,11 +90,16 @@ def variant_kwargs(variant, data: CaseData) -> dict | None:
     kw = data.reference_kwargs()
     fold = variant.flags and not data.band_flags        # the target got the band in its mask: no flag to mishandle
     band = keep_mask(data.spec, None) if fold else None
+    as_float = data.slopes is not None or (data.mask is not None and data.mask.dtype != bool)   # its mask is float
 
-    def folded(m):
-        if band is None or m is None:
-            return m if band is None else band
-        return m & band if m.dtype == bool else np.where(band, m, -np.inf)
+    def folded(m):                                      # the band folded as the API folds it: -inf in a float mask
+        if band is None:
+            return m
+        if m is None:
+            return np.where(band, 0.0, -np.inf) if as_float else band
+        if m.dtype == bool:
+            return np.where(m & band, 0.0, -np.inf) if as_float else m & band
+        return np.where(band, m, -np.inf)
     if fold:
         kw = dict(kw, mask=folded(kw["mask"]), is_causal=False, window=None)
     if variant.splits_alibi:                    # the model takes the user's mask and the ALiBi slopes apart

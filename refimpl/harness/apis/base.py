@@ -85,7 +85,9 @@ class Api:
         bug model of flag handling applies only then): no band, or refimpl's keywords, or a causal flag that means
         the case's alignment (an API handing a band some other way says so)."""
         s = data.spec
-        return not (s.is_causal or s.window is not None) or self.band_always_flags or self.causal_flag == s.alignment
+        if not (s.is_causal or s.window is not None) or self.band_always_flags:
+            return True
+        return self.causal_flag is not None and (self.causal_flag == s.alignment or s.Sq == s.Sk)
 
     def cannot(self, spec) -> str | None:
         """None when the API can express every feature of ``spec``; otherwise why not (the cell's ``n/a``)."""

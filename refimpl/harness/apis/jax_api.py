@@ -18,6 +18,12 @@ __all__ = ["API"]
 
 
 class Jax(Api):
+    def band_as_flags(self, data):                  # as arguments() decides: its own flags, else the band in the mask
+        s = data.spec
+        if not (s.is_causal or s.window is not None):
+            return True
+        return (s.alignment == "top-left" or s.Sq == s.Sk) and (s.window is None or min(s.window) >= 0)
+
     def arguments(self, data, conv, layout):
         s = data.spec
         bias, mask, causal, window = None, data.mask, False, None
