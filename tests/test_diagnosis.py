@@ -89,7 +89,14 @@ def _failing(results):
     return [r for r in results if r.status == "FAIL"]
 
 
-MODEL_CASES = [(m, v.label, v) for m, model in bugs.MODELS.items() for v in model.variants]
+# every variant of every model; of band-tile-range's 64 (4 ways to compute a tile's key range x 16 tilings, one
+# function), the square tilings and one oblong one per way: the others differ only in the two tile sizes
+MODEL_CASES = [(m, v.label, v) for m, model in bugs.MODELS.items() for v in model.variants
+               if m != "band-tile-range" or any(t in v.label for t in ("tiles of 16, key tiles of 16",
+                                                                       "tiles of 32, key tiles of 32",
+                                                                       "tiles of 64, key tiles of 64",
+                                                                       "tiles of 128, key tiles of 128",
+                                                                       "tiles of 64, key tiles of 16"))]
 
 
 def _model_run(variant, families, masked_rows=None):
