@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._kernel import make_band
 from .bug_model import _kw
 from .scores_parts import _parts, _softmax
 
@@ -179,13 +180,12 @@ def band_tile_range(q, k, v, *, form="start from last row", block_m=16, block_n=
     kw = _kw(kw)
     s, keep, v = _parts(q, k, v, **kw)
     Sq, Sk = s.shape[-2], s.shape[-1]
-    window = kw["window"] if kw["window"] is not None and tuple(kw["window"]) != (-1, -1) else None
-    left, right = window if window is not None else (-1, -1)
-    if kw["is_causal"]:
-        right = 0 if right == -1 else min(right, 0)
-    if form == "unbounded left as 0" and window is not None and left == -1:
+    band = make_band(Sq, Sk, is_causal=kw["is_causal"], window=kw["window"], alignment=kw["alignment"])
+    if band is None:
+        return _softmax(s, keep) @ v
+    off, left, right = band.offset, -1 if band.left is None else band.left, -1 if band.right is None else band.right
+    if form == "unbounded left as 0" and left == -1 and kw["window"] is not None and tuple(kw["window"]) != (-1, -1):
         left = 0
-    off = Sk - Sq if kw["alignment"] == "bottom-right" else 0
     end_off = 0 if form == "end without the Sk - Sq offset" else off
     visited = np.zeros((Sq, Sk), bool)
     for m0 in range(0, Sq, block_m):
