@@ -21,13 +21,13 @@ a fit needs.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant
 from .bugs_layout import INPUT_LAYOUTS, LAYOUTS, input_layout, output_layout
+from .bugs_mask_use import ROWS as MASK_USE
+from .bugs_normaliser import ROWS as NORMALISER
 from .bugs_packed import packed_attention
 from .bugs_softmax_steps import (TILE_RANGES, band_tile_range, bias_before_scale, denominator_epsilon, exp_times_mask,
                                  low_precision, max_floored, no_max_subtraction, online_rescale, online_row_sum,
@@ -36,26 +36,16 @@ from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, c
                           gqa_divisor, mods_before_scale, mods_by_kv_head, online_inverted, online_max_clamped,
                           online_unguarded, rounded_step, softcap_after_mask, softmax_axis, tile_padded_tail,
                           tile_transposed, tiles_unmasked, zero_padded_tail)
-from .bugs_general import (_with_alibi, alibi_first_batch, alibi_signed, bool_mask_added, causal_dropped,
+from .bugs_general import (_with_alibi, alibi_dropped, alibi_first_batch, alibi_signed, bool_mask_added, causal_dropped,
                            causal_only_realigned, float_mask_as_bool, left_edge_realigned, mask_after_softmax,
                            mask_batch_flattened, mask_transposed, offset_clamped, other_alignment, scale_after_softmax,
-                           window_edges)
+                           scale, window_edges)
 from .masks import window_mask
 
 __all__ = ["MODELS", "BugModel", "Variant"]
 
 
 # --- models that change an argument ------------------------------------------------------------------
-
-def scale(q, k, v, *, factor="1/sqrt(Sk)", scale=None, **kw):
-    """Wrong default scale: ``factor`` in 1/sqrt(Sk), 1/sqrt(Dv), 1/D, 1 instead of 1/sqrt(D); an explicit
-    scale is honoured, except for factor "1 always" (the scale is never applied)."""
-    D, Sk, Dv = q.shape[-1], k.shape[-2], v.shape[-1]
-    wrong = {"1/sqrt(Sk)": 1 / math.sqrt(Sk), "1/sqrt(Dv)": 1 / math.sqrt(Dv), "1/D": 1 / D, "1": 1.0,
-             "1 always": 1.0}[factor]
-    s = wrong if (scale is None or factor == "1 always") else scale
-    return _sdpa(q, k, v, scale=s, **kw)
-
 
 def mask_polarity(q, k, v, *, mask=None, with_band=False, **kw):
     """A bool mask read with True = masked out: keep' = ~keep (float masks unchanged). ``with_band``: the
@@ -221,6 +211,9 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
                      alibi_signed),
               _split("+slope * (i - j), no |.|: the sign flipped, distant past keys favoured", alibi_signed,
                      sign=-1.0))),
+    BugModel("alibi-dropped", "ALiBi's bias is not added in some calls",
+             (_split("ALiBi never added", alibi_dropped, when="always"),
+              _split("ALiBi added only under causal (it rides on the causal mask)", alibi_dropped, when="causal"))),
     BugModel("alibi-batch-slopes", "ALiBi slopes given per batch, (B, Hq), are read as batch 0's for every batch",
              (_split("batch 0's slopes", alibi_first_batch),)),
     BugModel("window-bounds", "the sliding window's edges are not the (left, right) asked for",
@@ -346,4 +339,4 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              + tuple(_v(f"q k^T, scores and weights each rounded to {dt}: computed in the 16-bit input dtype",
                         rounded_step, step="throughout", dtype=dt) for dt in ("bfloat16",)),
              tolerance=(2e-2, 1e-2), distinct_from=("no-max-subtraction",)),    # both overflow to inf alike
-)}
+    *MASK_USE, *NORMALISER)}

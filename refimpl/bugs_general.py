@@ -22,15 +22,17 @@ in :mod:`refimpl.bugs_scores`, which holds the pieces for that.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .attention import scaled_dot_product_attention
 from .bug_model import _kw
 from .masks import alibi_bias, band_mask, window_mask
 
-__all__ = ["other_alignment", "causal_only_realigned", "left_edge_realigned", "causal_dropped", "offset_clamped",
-           "window_edges", "alibi_signed", "bool_mask_added", "float_mask_as_bool", "mask_batch_flattened",
-           "mask_transposed", "mask_after_softmax", "scale_after_softmax", "alibi_first_batch"]
+__all__ = ["scale", "alibi_dropped", "other_alignment", "causal_only_realigned", "left_edge_realigned",
+           "causal_dropped", "offset_clamped", "window_edges", "alibi_signed", "bool_mask_added", "float_mask_as_bool",
+           "mask_batch_flattened", "mask_transposed", "mask_after_softmax", "scale_after_softmax", "alibi_first_batch"]
 
 
 def _sdpa(q, k, v, **kw):      # as bugs_scores._sdpa: importing that one would stack this module a floor higher
@@ -234,4 +236,21 @@ def alibi_first_batch(q, k, v, *, mask=None, slopes=None, **kw):
     """ALiBi slopes given per batch, (B, Hq), read as batch 0's for every batch (a (Hq,) view of them)."""
     if slopes is not None and np.ndim(slopes) == 2:
         slopes = np.asarray(slopes)[0]
+    return _sdpa(q, k, v, mask=_with_alibi(mask, slopes, np.shape(q)[-2], np.shape(k)[-2]), **kw)
+
+
+def scale(q, k, v, *, factor="1/sqrt(Sk)", scale=None, **kw):
+    """Default scale ``factor`` instead of 1/sqrt(D); a given scale honoured, but for "1 always" (never applied)."""
+    D, Sk, Dv = q.shape[-1], k.shape[-2], v.shape[-1]
+    wrong = {"1/sqrt(Sk)": 1 / math.sqrt(Sk), "1/sqrt(Dv)": 1 / math.sqrt(Dv), "1/D": 1 / D, "1": 1.0,
+             "1 always": 1.0}[factor]
+    s = wrong if (scale is None or factor == "1 always") else scale
+    return _sdpa(q, k, v, scale=s, **kw)
+
+
+def alibi_dropped(q, k, v, *, mask=None, slopes=None, when="always", **kw):
+    """ALiBi's bias left out: ``when`` "always", or "causal" (added only where the causal flag is set: the bias riding
+    on the causal mask buffer). The user's ``mask`` and the ``slopes`` arrive apart."""
+    if when == "always" or not _kw(kw)["is_causal"]:
+        slopes = None
     return _sdpa(q, k, v, mask=_with_alibi(mask, slopes, np.shape(q)[-2], np.shape(k)[-2]), **kw)

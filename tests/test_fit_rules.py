@@ -98,6 +98,8 @@ HAND = {
     "1/sqrt(D padded to a multiple of 64), the given scale ignored": (0.125, 0.125),
     "sqrt(scale) (split over q and k, applied to one of them)": (0.5, math.sqrt(0.3)),
     "1/scale where a scale is given (divided by it; the default right)": (0.25, 1 / 0.3),
+    # q pre-multiplied by default / scale (the ratio inverted), then the default: default**2 / scale = 1/(16 * 0.3)
+    "1/(D*scale) where a scale is given (its ratio to 1/sqrt(D) inverted; the default right)": (0.25, 1 / 4.8),
 }
 
 
@@ -230,6 +232,8 @@ def _hand_value(name, s):
         return math.sqrt(expected)
     if name.startswith("1/scale where a scale is given"):
         return 1 / expected if given else expected
+    if name.startswith("1/(D*scale) where a scale is given"):
+        return 1 / (s.D * expected) if given else expected
     if name.startswith("the constant "):
         c = float(name.split(",")[0].rsplit(" ", 1)[1])
         return s.scale if (given and honour) else c

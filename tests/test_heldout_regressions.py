@@ -75,6 +75,12 @@ NAMED = {
     ("heldout8/flash_fwd", "flash_cache_window", "flash-attn", "float64"): "causal-alignment",
     ("heldout8/flash_fwd", "flash_xpu_softcap_param", "flash-attn", "float64"): "softcap",
     ("heldout8/flash_fwd", "flash_split_heads_view", "flash-attn", "float64"): "head-layout",
+    ("heldout8/numpy_fwd", "attend_byte_mask", "refimpl", "float64"): "mask-drops-all",
+    ("heldout8/numpy_fwd", "attend_reduced_sum_softmax", "refimpl", "float64"): "softmax-sum-extent",
+    ("heldout8/numpy_fwd", "attend_prescaled_query", "refimpl", "float64"): "scale",
+    ("heldout8/torch_sdpa_fwd", "sdpa_mask_first_step", "torch-sdpa", "float64"): "mask-skipped",
+    ("heldout8/torch_sdpa_fwd", "sdpa_split_kv_base2_merge", "torch-sdpa", "float64"): "split-merge",
+    ("heldout8/flash_fwd", "flash_alibi_in_causal_mask", "flash-attn", "float64"): "alibi-dropped",
 }
 
 

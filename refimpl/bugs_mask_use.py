@@ -1,0 +1,60 @@
+"""Bug models of whether a kernel applies what it is handed: a mask (with the causal band and window where they
+arrive inside it) skipped, every key dropped by a mask read the wrong way (ALiBi's bias left out is
+``alibi_dropped`` in :mod:`refimpl.bugs_general`, beside the ALiBi fold it needs). Same calling
+convention as :mod:`refimpl.bugs` (refimpl's inputs and keywords in, the output (B..., Sq, Dv) out); the rows of
+the bug-model table they make are ``ROWS`` (:mod:`refimpl.bugs` lists them with its own).
+
+* the mask accepted and never applied, or skipped on a one-query decode step (Sq == 1: "the prompt needs a mask,
+  a single new token does not"), the causal and window flags kept or skipped with it;
+* every key dropped wherever a mask is given: a 0/1 integer keep-mask negated with a bitwise not (``~1 = -2``,
+  ``~0 = -1``, both nonzero) marks every key as padding; the rows then give what the kernel gives a row with no key
+  (zeros behind a guard, NaN from 0/0, V's mean from a finite fill);
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .attention import scaled_dot_product_attention
+from .bug_model import BugModel, Variant, _kw, _named
+from .scores_parts import _parts
+
+__all__ = ["ROWS", "mask_skipped", "every_key_dropped"]
+
+SKIPPED = ("always", "one query", "one query, band too")
+DEAD = ("zeros", "NaN", "the mean of V")
+
+
+def mask_skipped(q, k, v, *, when="always", **kw):
+    """The mask not applied: ``when`` "always" (the argument accepted and ignored), "one query" (only on a call with
+    Sq == 1, the causal and window flags still applied) or "one query, band too" (the flags skipped with it)."""
+    kw = _kw(kw)
+    if when == "always" or np.shape(q)[-2] == 1:
+        kw = dict(kw, mask=None)
+        if when == "one query, band too":
+            kw = dict(kw, is_causal=False, window=None)
+    return scaled_dot_product_attention(q, k, v, **kw)[0]
+
+
+def every_key_dropped(q, k, v, *, dead="zeros", **kw):
+    """Where a mask is given, no key is kept: every row gets what the kernel gives a row with no key, ``dead``
+    "zeros" (a guarded softmax), "NaN" (0/0) or "the mean of V" (a finite fill: every key weighted alike). Without a
+    mask, refimpl's output."""
+    kw = _kw(kw)
+    if kw["mask"] is None:
+        return scaled_dot_product_attention(q, k, v, **kw)[0]
+    _, _, v = _parts(q, k, v, **kw)                                      # v expanded to the query heads
+    Sq = np.shape(q)[-2]
+    row = {"zeros": np.zeros_like(v[..., :1, :]), "NaN": np.full_like(v[..., :1, :], np.nan),
+           "the mean of V": v.mean(axis=-2, keepdims=True)}[dead]      # (B..., 1, Dv)
+    return np.repeat(row, Sq, axis=-2)
+
+
+ROWS = (
+    BugModel("mask-skipped", "the mask is not applied in some calls: the keys it drops are attended",
+             tuple(Variant(f"skipped {w}" if w == "always" else f"skipped with {w} (Sq == 1, a decode step)",
+                           _named(mask_skipped, when=w), flags=w != "one query, band too") for w in SKIPPED),
+             distinct_from=("alibi-dropped",)),      # where ALiBi is the only mask: ALiBi dropped says more
+    BugModel("mask-drops-all", "wherever a mask is given every key is dropped (a 0/1 integer mask negated with a "
+             "bitwise not: ~1 and ~0 are both nonzero, so every key reads as padding)",
+             tuple(Variant(f"every row {d}", _named(every_key_dropped, dead=d), flags=True) for d in DEAD)),
+)

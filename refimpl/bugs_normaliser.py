@@ -1,0 +1,74 @@
+"""Bug models of the softmax's normaliser: the row sum reduced over more than the row, and split-KV partial results
+merged with the wrong weights. Same calling convention as :mod:`refimpl.bugs` (refimpl's inputs and keywords in,
+the output (B..., Sq, Dv) out); the rows of the bug-model table they make are ``ROWS``.
+
+* the denominator summed over the whole (Sq, Sk) score matrix of a head (a reduce over both axes), each row's own
+  max subtracted or one max for the matrix: every row's weights sum to its share of the matrix, not to 1;
+* split-KV (flash-decoding): each split of ``split`` keys gives its normalised output o_i and its log-sum-exp l_i,
+  merged as sum_i w_i o_i / sum_i w_i with w_i = exp(l_i - max l); the mistake is in the base of w_i (natural-log
+  LSEs merged with exp2, ``2**(l_i - max l)``; base-2 LSEs merged with exp) or in leaving it out (partials
+  averaged). With one split (Sk <= split) every form is right.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .bug_model import BugModel, Variant, _kw, _named
+from .scores_parts import _parts
+
+__all__ = ["ROWS", "matrix_sum", "split_merge", "MERGES"]
+
+# the merge weight's exponent per unit of (l_i - max l): e**(factor * (l_i - max l))
+MERGES = {"natural-log LSEs merged in base 2: 2**(lse - max)": math.log(2.0),
+          "base-2 LSEs merged in base e: exp(lse2 - max)": 1.0 / math.log(2.0),
+          "partials averaged (no weights)": 0.0}
+
+
+def matrix_sum(q, k, v, *, row_max=True, **kw):
+    """exp(S - max) over the kept keys divided by its sum over the whole (Sq, Sk) matrix of each head; ``row_max``:
+    each row's max subtracted (else one max for the matrix)."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    s = np.where(keep, s, -np.inf)
+    m = s.max(axis=-1, keepdims=True) if row_max else s.max(axis=(-2, -1), keepdims=True)
+    e = np.exp(s - np.where(np.isfinite(m), m, 0.0))
+    z = e.sum(axis=(-2, -1), keepdims=True)
+    return (e / np.where(z == 0, 1.0, z)) @ v
+
+
+def split_merge(q, k, v, *, split=64, merge=next(iter(MERGES)), **kw):
+    """Split-KV over key splits of ``split``: each split's output normalised by its own sum, merged with the weights
+    of ``merge`` (a key of :data:`MERGES`); a split with no kept key weighs 0, a row with none gives zeros."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    s = np.where(keep, s, -np.inf)
+    outs, lses = [], []
+    for a in range(0, s.shape[-1], split):
+        part = s[..., a:a + split]                                       # (B..., Sq, split)
+        m = part.max(axis=-1, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0.0)
+        e = np.exp(part - m)
+        z = e.sum(axis=-1, keepdims=True)                                # (B..., Sq, 1)
+        outs.append((e / np.where(z == 0, 1.0, z)) @ v[..., a:a + split, :])
+        with np.errstate(divide="ignore"):
+            lses.append(np.where(z > 0, np.log(z) + m, -np.inf))
+    lse = np.stack(lses)                                                 # (splits, B..., Sq, 1)
+    top = lse.max(axis=0)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(invalid="ignore"):
+        w = np.where(np.isneginf(lse), 0.0, np.exp(MERGES[merge] * (lse - top)))
+    den = w.sum(axis=0)
+    num = sum(w[i] * outs[i] for i in range(len(outs)))
+    return num / np.where(den == 0, 1.0, den)
+
+
+ROWS = (
+    BugModel("softmax-sum-extent", "the softmax's denominator is summed over the whole (Sq, Sk) matrix of a head, not "
+             "over each row's keys",
+             (Variant("each row's max, the sum over the matrix", _named(matrix_sum, row_max=True)),
+              Variant("one max and one sum over the matrix", _named(matrix_sum, row_max=False)))),
+    BugModel("split-merge", "split-KV partial outputs are merged with the wrong weights (each split's output is "
+             "right; their weights are not exp(lse_i - max lse))",
+             tuple(Variant(f"{label}, splits of {n} keys", _named(split_merge, split=n, merge=label))
+                   for label in MERGES for n in (16, 32, 64, 128, 256))),
+)
