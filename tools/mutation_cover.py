@@ -122,6 +122,18 @@ def merge(directory: Path, root: Path) -> dict:
             "durations": durations}
 
 
+def without(cover: dict, tests: list[str]) -> dict:
+    """``cover`` with ``tests`` (node ids, or ``file::name`` prefixes of parametrised ids) left out of every line."""
+    gone = set(tests)
+
+    def kept(t: str) -> bool:
+        return t not in gone and t.split("[")[0] not in gone
+
+    lines = {m: {n: [t for t in ts if kept(t)] for n, ts in per.items()} for m, per in cover["lines"].items()}
+    return {**cover, "lines": lines, "durations": {t: d for t, d in cover["durations"].items() if kept(t)},
+            "left_out": sorted(gone)}
+
+
 # --- 2. which tests a mutant needs --------------------------------------------------------------------
 
 def statement_lines(source: str, line: int) -> range:
