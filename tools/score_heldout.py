@@ -11,6 +11,7 @@ scoring run; it is not to be edited to fit a result.
     .venv/bin/python tools/score_heldout.py heldout6   # tests/heldout6 (key KEY6, below)
     .venv/bin/python tools/score_heldout.py heldout7   # tests/heldout7 (key KEY7, below)
     .venv/bin/python tools/score_heldout.py heldout8   # tests/heldout8 (key KEY8, below)
+    .venv/bin/python tools/score_heldout.py heldout9   # tests/heldout9 (key KEY9, below)
 
 named right: the diagnosis names a model in the kernel's accepted set; named wrong: it names another model
 (counted against the score twice); unknown: `diagnosis ...: unknown`. A correct kernel must get no
@@ -531,6 +532,178 @@ KEY8 = {
 # finite fill), accepted by default when no --masked-rows policy is pinned (as CONVENTION3/5/6/7); decided before
 # the scoring run
 CONVENTION8 = {"attend_register_online", "sdpa_finite_bool_mask"}
+# tests/heldout9 answer key (KEY9, CONVENTION9; written by a helper from the set, the model tables and KEY4-8 as
+# precedent, committed before the one scoring run; the set's writer read nothing of refimpl). Written before any
+# scoring run from the kernels' code at each `# BUG:` (and its CATALOG `parameter` / dtype) and refimpl's model
+# descriptions.
+# Nothing was run: not refimpl, its CLI, its tests, tools/score_heldout.py nor the heldout9 self-check.
+#
+# Read: tests/heldout9/ in full (README.md, numpy_fwd.py, torch_sdpa_fwd.py, flash_fwd.py, numpy_bwd.py,
+# selfcheck.py); docs/diagnosis.md "## The bug models" only; refimpl/bugs_backward.py (module docstring, MODELS);
+# the docstrings of refimpl/harness/analysis/fitting.py (+ its DEFAULTS / _candidates / FORMULAS list) and
+# precision_fingerprint.py; tools/score_heldout.py (module docstring, KEY4..KEY8, CONVENTION5..CONVENTION8 and their
+# comments). Where a table row was ambiguous, the variant's function was read to see what it computes:
+# refimpl/bugs.py MODELS (the forward table's variant flags), bugs_general.py (causal_dropped, alibi_signed,
+# mask_batch_flattened), bugs.py window_bounds, bugs_scores.py (softcap_after_mask, zero_padded_tail, rounded_step),
+# bugs_softmax_steps.py (bias_before_scale, no_max_subtraction, band_tile_range's docstring), bugs_mask_use.py
+# (mask_skipped), bugs_normaliser.py (split-merge row), bugs_backward.py steps_backward, fitting.fit_scale, and the
+# docstrings / argument code of harness/apis/refimpl_protocol.py and torch_sdpa.py (how masks and ALiBi are handed).
+#
+# Format: one entry per BROKEN kernel (CATALOG `fn`); the value is the one model that should name it, or None when
+# no listed variant (fitting formula for `scale`; the noise-size rule for `low-precision`) reproduces the mistake as
+# the kernel computes it: unknown is then the right answer. Correct kernels are not listed.
+#
+# Counts: 32 broken kernels.
+#   forward  (24): 11 keyed to a model, 13 None
+#     numpy_fwd 5 keyed / 2 None; torch_sdpa_fwd 2 keyed / 6 None; flash_fwd 4 keyed / 5 None
+#   backward  (8):  2 keyed to a model,  6 None
+#   conventions: 0 (CONVENTION9 empty)
+
+KEY9 = {
+    # ---- numpy_fwd.py (API refimpl) -----------------------------------------------------------------------------
+    "attend_vit_feats_scale": {"scale"},             # default scale 1/sqrt(H * D), H = q.shape[-3] of a 4-D input
+    #                                                (refimpl hands (B, Hq, S, D)), a given scale honoured: fitting's
+    #                                                "1/sqrt(Hq*D)" (given scale honoured); H = 1 gives 1/sqrt(D), as
+    #                                                the formula does (as KEY6's attend_vit_style)
+    "attend_f16_rowsum": {"low-precision"},          # softmax row sum accumulated sequentially in a float16 buffer
+    #                                                (every partial sum rounded), in any input dtype; CATALOG dtype
+    #                                                float32, ~1.5e-3 noise. Not exactly the variant "the row sum
+    #                                                rounded to float16" (one rounding), but low-precision is fitted
+    #                                                within its noise tolerance and, failing that, named by the noise
+    #                                                size (precision_fingerprint; as KEY6's triton_fused_fwd, KEY8's
+    #                                                flash_ring_bf16_accumulate)
+    "attend_padded_key_tiles": {"padded-tail"},      # keys zero-padded to a multiple of 32, the pads' keep-mask True
+    #                                                for every row (score 0, value 0, outside any band): "blocks of 32"
+    #                                                (not the banded variant); rows with no key stay zeros, as the
+    #                                                model gives them (value 0)
+    "attend_varlen_fastpath": set(),                # key-padding fast path: length = Sk - sum(mask), so a sequence
+    #                                                attends to its FIRST (number of padded) keys. Closest mask-polarity
+    #                                                ("True = masked" attends the padded keys Sk-n..Sk-1, and on every
+    #                                                mask, incl. the dense path this kernel gets right); agrees only on
+    #                                                all-True / all-False masks. Packed-batch models do not apply: None
+    "attend_naive_softmax": {"no-max-subtraction"},  # exp(S) / sum exp(S) unshifted, a row summing to 0 zeroed by the
+    #                                                total > 0 guard, rows with no key zeros: the variant "exp(S)"
+    #                                                (guarded), overflow -> NaN on large logits (float64 trigger)
+    "attend_bmm_tiled_mask": {"mask-broadcast"},     # per-sample mask (B, 1, Sq, Sk) expanded with np.tile over heads:
+    #                                                flat row b*H + h gets mask[(b*H + h) % B], exactly the variant
+    #                                                "np.tile over heads" (the model too leaves B == 1, H == 1 and
+    #                                                per-head masks alone)
+    "attend_sliced_heads": set(),                   # folded batch*heads axis in slices of 4 over range(N // 4): the
+    #                                                last partial slice never computed (zeros). blocked-tail drops the
+    #                                                partial last KEY block (Sk // block); no model drops rows of the
+    #                                                batch*heads axis: None
+
+    # ---- torch_sdpa_fwd.py (API torch-sdpa) ---------------------------------------------------------------------
+    "sdpa_tile_head_schedule": set(),               # program -> query head (pid % G) * G + pid // G: some heads
+    #                                                computed twice, others never (zeros); each computed head right
+    #                                                (its own kv head). gqa-grouping gives a head the wrong kv head;
+    #                                                head-layout permutes heads; neither leaves heads zero: None
+    "sdpa_doc_equivalent": set(),                   # a BOOL attn_mask is ignored (its -inf copy never added to the
+    #                                                bias); float masks (and ALiBi, handed in attn_mask) and is_causal
+    #                                                are applied. Closest mask-skipped "skipped always": it drops every
+    #                                                mask, float ones too (mask=None), which this kernel applies -
+    #                                                another condition; mask-kind's variants add or reinterpret the
+    #                                                bool mask, none ignores it: None
+    "sdpa_mha_weights_fallback": set(),             # is_causal not passed on the fallback taken when Dv != D (masks
+    #                                                still applied). causal-dropped's variants drop it when Sq != Sk or
+    #                                                with a window, not when Dv != D: another condition, None
+    "sdpa_splitk_combine": set(),                   # output batch stride 0 unless Sq == 1: every batch's result
+    #                                                written onto batch 0 (last wins), others zero. head-layout's
+    #                                                layouts are permutations (batch/heads swapped ...), not a fold
+    #                                                onto batch 0; split-merge's weights are right here: None
+    "sdpa_native_mha_dim_per_head": {"scale"},       # default scale 1/sqrt(64) from a hard-coded dim_per_head, a given
+    #                                                scale honoured: fitting's constant 0.125 with the given scale
+    #                                                honoured (or "1/sqrt(D padded to a multiple of 64)" while D <= 64)
+    "sdpa_folded_scale_mask": {"additive-before-scale"},   # exp((qk + mask - max) * scale) = softmax(scale * (q k^T
+    #                                                + bias)): the float mask (and ALiBi in attn_mask) scaled too:
+    #                                                "scale * (q k^T + bias)". Not softcap: its "softcap and additive
+    #                                                terms before scaling" variant needs a softcap (torch-sdpa has
+    #                                                none); KEY4/KEY5's {"softcap"} predate this model
+    "sdpa_exp2_block_loop": set(),                  # without attn_mask, qk_scale *= log2(e) inside the key-block loop:
+    #                                                block t of 32 keys uses scale * log2(e)^t (block 0 right); masked
+    #                                                calls right. `scale` fits one scale for every key; online-rescale
+    #                                                is the accumulator's rescale: a per-block temperature, None
+    "sdpa_prescaled_query_backend": set(),          # q pre-scaled, then / sqrt(D) again: effective scale
+    #                                                default / sqrt(D) = 1/D with scale=None, s / sqrt(D) with a given
+    #                                                s. No fitting formula does both: "scale**2" and "1/D" give s**2 /
+    #                                                s for a given scale, "the given scale times 1/sqrt(D)" leaves the
+    #                                                default at 1/sqrt(D); D varies, so no constant. Fails on every
+    #                                                case, both kinds: None (unlike KEY4's opt_prescaled_attention,
+    #                                                a true scale**2)
+
+    # ---- flash_fwd.py (API flash-attn) --------------------------------------------------------------------------
+    "flash_cb_sliding_mask": set(),                 # window as tril(mask, off + left + 1) over the causal/right-bound
+    #                                                -inf triangle: no left edge at all (non-causal windows: no window),
+    #                                                and keys more than left + 1 past the diagonal unmasked again under
+    #                                                causal / right >= 0. window-bounds' "left edge dropped under
+    #                                                causal" keeps the causal band and the non-causal window; it has no
+    #                                                "left ignored" (as KEY7's flash_causal_dispatch): None
+    "flash_rotating_window": {"window-bounds"},      # qpos - kpos <= left + 1: the left edge one key wider: "left + 1"
+    "flash_onnx_softcap_after_mask": {"softcap-after-mask"},   # cap applied after the -inf mask: masked keys -cap
+    #                                                (+ ALiBi after the cap, as the model adds the finite additive part
+    #                                                there), rows with no key get weights: "-inf -> -cap"
+    "flash_decode_head_tiles": set(),               # decode (Sq == 1) tiles of 4 query heads read kv head
+    #                                                (h // 4) // ceil(G / 4) (wrong for G % 4 != 0, e.g. G = 2, 3, 5,
+    #                                                6); prefill right. gqa-grouping's h % Hkv / h // Hkv are other
+    #                                                mappings, on every call: None
+    "flash_fused_causal_gate": {"causal-dropped"},   # causal requested only when Sq == Sk (and Sq > 1; harmless at
+    #                                                Sq == Sk == 1), the window kept: "when Sq != Sk (forwarded only
+    #                                                when the lengths agree)"
+    "flash_single_m_block_grid": set(),             # GQA group folded into Sq * G rows, one M block of 64: rows r >= 64
+    #                                                never computed (zeros). blocked-tail / band-tile-range are key
+    #                                                ranges; no model drops query rows: None
+    "flash_splitkv_lse_head_stride": set(),         # split (32 keys) LSEs stored at kv head 0's slots (last kv head
+    #                                                wins), outputs right: heads of kv heads >= 1 merged with LSE 0 (an
+    #                                                unweighted average), kv head 0's heads with kv head Hkv-1's LSEs.
+    #                                                split-merge's "averaged with no weights" covers only the former
+    #                                                heads, none gives another head's weights: None
+    "flash_alibi_key_position": {"alibi-sign"},      # bias +slope * j: -slope * (i + off - j) up to a per-row constant,
+    #                                                exact under causal: "the signed distance ... no absolute value
+    #                                                (as slope * j)" (as KEY5's flash_alibi_column_only)
+    "flash_query_offset_lo": set(),                 # key loop starts at Sk - Sq for every query: keys [0, Sk - Sq)
+    #                                                never visited, causal or not, with or without a window.
+    #                                                band-tile-range's forms move a band's tile range (start from the
+    #                                                tile's last row, unbounded left as 0 ...) and give refimpl's
+    #                                                output without a band; blocked-tail drops the tail: None
+
+    # ---- numpy_bwd.py (API numpy-backward) ----------------------------------------------------------------------
+    "bwd_softmax_no_grad": set(),                   # dS = 0: dQ = dK = 0, dV right. bwd-delta-term's variants all keep
+    #                                                a nonzero dS (P dP, P (1 - P) dP, dP where P > 0 ...): None
+    "bwd_split_block_pad": set(),                   # zero pads of the last key block of 32 valid in the recomputed
+    #                                                LSE / O / P (the exact gradient of a padded-tail forward). No
+    #                                                backward model attends pads (key-tail-dropped drops the partial
+    #                                                tile; padded-tail is forward): None
+    "bwd_lse_log2_units": {"bwd-recompute"},         # P = exp(S - LSE2), base-2 LSE read as natural, O / delta right:
+    #                                                "LSE in base 2 (from an exp2 forward) read as natural"
+    "bwd_causal_start_m": set(),                    # dK/dV: a key block of 32's query loop starts at its first key
+    #                                                (queries before it skipped); dQ computed in its own full pass,
+    #                                                right. bwd-tile-accumulation's "query loop of a key block of 32
+    #                                                starting at its first key" removes those (query, key) pairs from
+    #                                                P for dQ too (steps_backward: walked pairs, FA2-style): the dQ
+    #                                                differs, None
+    "bwd_cached_dq_buffer": set(),                  # dQ atomic-add buffer cached per (shape, dtype), never zeroed: the
+    #                                                n-th call returns the sum of all calls' dQ (first call right). No
+    #                                                model has state across calls (bwd-scale-dq's twice is scale**2):
+    #                                                None
+    "bwd_delta_half_accum": set(),                  # Delta = rowsum(dO * O) in a float16 accumulator (every partial sum
+    #                                                and Delta itself rounded; CATALOG dtype float32). bwd-low-
+    #                                                precision's "dO * O before delta's row sum" rounds each product
+    #                                                and sums exactly: other rounding points; no backward noise-size
+    #                                                rule (low-precision is forward): None
+    "bwd_prescaled_k_bf16": set(),                  # K * scale * log2(e) rounded to bfloat16 before the logit
+    #                                                recompute, against the full-precision LSE: P off by exp2 of the
+    #                                                logit error (CATALOG dtype float32). bwd-low-precision rounds P,
+    #                                                dS or dO * O, not the K operand: None
+    "bwd_value_tile_width": {"bwd-value-dims"},      # dP = dO V^T over the first BK = D value dims, used for dQ and dK
+    #                                                (delta, dV right; exact when Dv <= D): "first D of Dv"
+}
+
+# The heldout9 kernels whose only difference from correct attention is on rows with no key (NaN or the mean of V,
+# accepted by default when no --masked-rows policy is pinned, as CONVENTION3/5/6/7/8): none. Every broken kernel
+# with a dead-row effect also errs on rows with keys (flash_onnx_softcap_after_mask: masked keys get weight;
+# attend_varlen_fastpath: wrong keys), and attend_naive_softmax / attend_padded_key_tiles / sdpa_folded_scale_mask
+# keep rows with no key at zeros. Backward dead rows are judged anyway (KEY7/KEY8).
+CONVENTION9 = set()
 SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout2": (KEY2, CONVENTION2, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd")),
         "heldout3": (KEY3, CONVENTION3, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
@@ -538,7 +711,8 @@ SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy
         "heldout5": (KEY5, CONVENTION5, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout6": (KEY6, CONVENTION6, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout7": (KEY7, CONVENTION7, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
-        "heldout8": (KEY8, CONVENTION8, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
+        "heldout8": (KEY8, CONVENTION8, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
+        "heldout9": (KEY9, CONVENTION9, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
 FORWARD_FOR_BACKWARD = f"{HELD / 'numpy_fwd.py'}:np_eager_reference"
 
 
