@@ -53,7 +53,8 @@ ROWS = (
     BugModel("mask-skipped", "the mask is not applied in some calls: the keys it drops are attended",
              tuple(Variant(f"skipped {w}" if w == "always" else f"skipped with {w} (Sq == 1, a decode step)",
                            _named(mask_skipped, when=w), flags=w != "one query, band too") for w in SKIPPED),
-             distinct_from=("alibi-dropped",)),      # where ALiBi is the only mask: ALiBi dropped says more
+             distinct_from=("alibi-dropped",         # where ALiBi is the only mask: ALiBi dropped says more
+                            "causal-alignment")),    # one query, band too: causal dropped is the other alignment
     BugModel("mask-drops-all", "wherever a mask is given every key is dropped (a 0/1 integer mask negated with a "
              "bitwise not: ~1 and ~0 are both nonzero, so every key reads as padding)",
              tuple(Variant(f"every row {d}", _named(every_key_dropped, dead=d), flags=True) for d in DEAD)),
