@@ -175,19 +175,22 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("scale", "the default softmax scale is not 1/sqrt(D)",
              tuple(_v(f, scale, factor=f) for f in ("1/sqrt(Sk)", "1/sqrt(Dv)", "1/D", "1", "1 always"))),
     BugModel("mask-polarity", "True in a bool mask is treated as masked out",
-             (_v("True = masked", mask_polarity), _v("True = masked, band included", mask_polarity, with_band=True))),
+             (Variant("True = masked", mask_polarity, flags=True),    # a band handed inside the mask inverted too
+              _v("True = masked, band included", mask_polarity, with_band=True))),
     BugModel("additive-mask-sign", "the float mask is subtracted from the scores instead of added",
              (_split("S - mask", additive_mask_sign),
               _split("S - mask, ALiBi in the mask too", additive_mask_sign, alibi_in_mask=True),
               _split("S - mask, -inf too", additive_mask_negated))),
     BugModel("causal-alignment", "the causal/window band uses the other alignment",
-             (_v("other alignment", causal_alignment), _v("the causal diagonal only", causal_only_realigned),
+             (_fl("other alignment", causal_alignment), _fl("the causal diagonal only", causal_only_realigned),
               _fl("the bottom-right offset clamped at 0, max(Sk - Sq, 0): top-left where Sq > Sk", offset_clamped),
               _fl("the window's left edge only (causal and the right edge keep the case's alignment)",
                   left_edge_realigned),
               _pk("top-left in each sequence", seq_alignment="top-left"),
               _pk("top-left in each sequence of more than one query (a one-query decode step right)",
-                  seq_alignment="top-left past one query"))),
+                  seq_alignment="top-left past one query"),
+              _pk("top-left in each sequence of more than one query, ALiBi's distance too",
+                  seq_alignment="top-left past one query", alibi_aligned=True))),
     BugModel("sequence-boundary", "a packed batch's sequence reads keys of the next sequence",
              (_pk("one key past its end", keys="one-past-end"), _pk("every key of the batch", keys="all"),
               _pk("every key from its start to the batch's end", keys="to-end"))),
@@ -229,8 +232,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
                   causal_dropped, when="with a window")),
              distinct_from=("causal-alignment",)),     # one query: causal dropped is the other alignment's band
     BugModel("causal-diagonal", "the causal band excludes its diagonal: a query does not see the key at its own "
-             "position", (_v("j < i + offset", causal_diagonal),
-                          _v("j < i + offset, a row left with no key NaN", causal_diagonal, nan_rows=True))),
+             "position", (_fl("j < i + offset", causal_diagonal),
+                          _fl("j < i + offset, a row left with no key NaN", causal_diagonal, nan_rows=True))),
     BugModel("mask-kind", "the user's mask of one kind is read as the other", (
         _split("bool mask added to the scores as numbers (True = +1): nothing masked", bool_mask_added),
         _split("bool mask added to the scores as numbers (True = +1), the causal band and window folded into it",
@@ -278,13 +281,12 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("softcap", "the softcap is computed wrong: tanh before the scores are scaled, or another formula than "
              "cap * tanh(S / cap)",
              (_v("tanh before scaling", softcap_order),
-              _v("softcap and additive terms before scaling: the scale multiplies both", mods_before_scale,
-                 needs_softcap=True))
+              _v("softcap and additive terms before scaling: the scale multiplies both", mods_before_scale))
              + tuple(_v(f, softcap_form, form=f) for f in ("cap * tanh(S * cap)", "S * tanh(S / cap)",
-                                                           "cap * tanh((S + bias) / cap)", "never applied"))),
+                                                           "cap * tanh((S + bias) / cap)", "never applied")),
+             distinct_from=("additive-before-scale",)),   # no softcap case: its terms before the scale are that one
     BugModel("additive-before-scale", "the additive terms (a float mask, ALiBi) are added to q k^T before the scale: "
-             "the scale multiplies them too", (_v("scale * (q k^T + bias)", bias_before_scale),),
-             distinct_from=("softcap",)),       # with a softcap it is softcap's "softcap and additive terms before"
+             "the scale multiplies them too", (_v("scale * (q k^T + bias)", bias_before_scale),)),
     BugModel("softcap-after-mask", "the softcap is applied after masking: a masked -inf becomes -cap, masked keys "
              "get weight", (_v("-inf -> -cap", softcap_after_mask),)),
     BugModel("score-mod-head", "the score modification (ALiBi slope, per-head bias) of query head h is the one of "

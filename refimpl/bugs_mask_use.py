@@ -4,8 +4,9 @@ arrive inside it) skipped, every key dropped by a mask read the wrong way (ALiBi
 convention as :mod:`refimpl.bugs` (refimpl's inputs and keywords in, the output (B..., Sq, Dv) out); the rows of
 the bug-model table they make are ``ROWS`` (:mod:`refimpl.bugs` lists them with its own).
 
-* the mask accepted and never applied, or skipped on a one-query decode step (Sq == 1: "the prompt needs a mask,
-  a single new token does not"), the causal and window flags kept or skipped with it;
+* the mask accepted and never applied (or only a bool one: a float mask added), or skipped on a one-query decode
+  step (Sq == 1: "the prompt needs a mask, a single new token does not"), the causal and window flags kept or
+  skipped with it;
 * every key dropped wherever a mask is given: a 0/1 integer keep-mask negated with a bitwise not (``~1 = -2``,
   ``~0 = -1``, both nonzero) marks every key as padding; the rows then give what the kernel gives a row with no key
   (zeros behind a guard, NaN from 0/0, V's mean from a finite fill);
@@ -20,15 +21,19 @@ from .scores_parts import _parts
 
 __all__ = ["ROWS", "mask_skipped", "every_key_dropped"]
 
-SKIPPED = ("always", "one query", "one query, band too")
+SKIPPED = ("always", "where it is bool", "one query", "one query, band too")
 DEAD = ("zeros", "NaN", "the mean of V")
 
 
 def mask_skipped(q, k, v, *, when="always", **kw):
-    """The mask not applied: ``when`` "always" (the argument accepted and ignored), "one query" (only on a call with
-    Sq == 1, the causal and window flags still applied) or "one query, band too" (the flags skipped with it)."""
+    """The mask not applied: ``when`` "always" (the argument accepted and ignored), "where it is bool" (a float
+    mask added, a bool one converted and the conversion dropped), "one query" (only on a call with Sq == 1, the
+    causal and window flags still applied) or "one query, band too" (the flags skipped with it)."""
     kw = _kw(kw)
-    if when == "always" or np.shape(q)[-2] == 1:
+    if when == "where it is bool":
+        if kw["mask"] is not None and np.asarray(kw["mask"]).dtype == bool:
+            kw = dict(kw, mask=None)
+    elif when == "always" or np.shape(q)[-2] == 1:
         kw = dict(kw, mask=None)
         if when == "one query, band too":
             kw = dict(kw, is_causal=False, window=None)
@@ -51,7 +56,7 @@ def every_key_dropped(q, k, v, *, dead="zeros", **kw):
 
 ROWS = (
     BugModel("mask-skipped", "the mask is not applied in some calls: the keys it drops are attended",
-             tuple(Variant(f"skipped {w}" if w == "always" else f"skipped with {w} (Sq == 1, a decode step)",
+             tuple(Variant(f"skipped {w}" if w in SKIPPED[:2] else f"skipped with {w} (Sq == 1, a decode step)",
                            _named(mask_skipped, when=w), flags=w != "one query, band too") for w in SKIPPED),
              distinct_from=("alibi-dropped",         # where ALiBi is the only mask: ALiBi dropped says more
                             "causal-alignment")),    # one query, band too: causal dropped is the other alignment

@@ -36,14 +36,15 @@ PACKED_IN = ("right", "left", "alibi")          # where packed positions can be 
 
 def packed_attention(q, k, v, *, seqlens, seq_causal=False, seq_window=None, scale=None, softcap=None,
                      slopes=None, keys="own", positions="local", packed_in=PACKED_IN, packed_offset="batch",
-                     seq_alignment="bottom-right", zero_padding=False, **_):
+                     seq_alignment="bottom-right", alibi_aligned=False, zero_padding=False, **_):
     """One packed-batch kernel with its key range (``keys``: own | one-past-end | last-dropped | all | to-end =
     from its start to the batch's end | shifted = cu_seqlens_k[b] - 1 .. cu_seqlens_k[b + 1] - 1, the last
     sequence ending right), its positions (``positions``: local = within the sequence | packed = the index in the
     packed batch, used in ``packed_in`` (right edge, left edge, ALiBi distance), with the offset of the batch
     (total_k - total_q) or of the sequence (lk - lq): ``packed_offset``), its alignment (``seq_alignment``:
     bottom-right | top-left | "top-left past one query": a sequence of one query, a decode step, bottom-right, the
-    others top-left) and, with ``zero_padding``, keys padded with zeros up to the longest sequence and left unmasked."""
+    others top-left; the band's: ALiBi's distance keeps bottom-right unless ``alibi_aligned``) and, with
+    ``zero_padding``, keys padded with zeros up to the longest sequence and left unmasked."""
     q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
     k, v = _expand_heads(k, v, q.shape[1])
     lq = [a for a, _ in seqlens]
@@ -84,6 +85,8 @@ def packed_attention(q, k, v, *, seqlens, seq_causal=False, seq_window=None, sca
         packed = ((cq[b] + i)[:, None], (ck[b] + j)[None, :],
                   ck[-1] - cq[-1] if packed_offset == "batch" else n_k - n_q)
         at = {part: packed if positions == "packed" and part in packed_in else local for part in PACKED_IN}
+        if positions == "local" and not alibi_aligned:      # ALiBi's distance stays i + lk - lq - j
+            at["alibi"] = (local[0], local[1], n_k - n_q)
         if slopes is not None:
             qi, kj, off = at["alibi"]
             sl = np.asarray(slopes, np.float64)

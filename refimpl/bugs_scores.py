@@ -66,12 +66,10 @@ def softmax_axis(q, k, v, *, library=False, **kw):
         return np.where(dead, 0.0, e / e.sum(axis=-2, keepdims=True)) @ v
 
 
-def mods_before_scale(q, k, v, *, needs_softcap=False, **kw):
-    """S = scale * (cap * tanh(q k^T / cap) + additive): the modification sees the raw scores (``needs_softcap``:
-    refimpl's output where the case has no softcap)."""
+def mods_before_scale(q, k, v, **kw):
+    """S = scale * (cap * tanh(q k^T / cap) + additive): the modification sees the raw scores (a score_mod called
+    on q k^T; without a softcap, the additive terms alone are scaled: ``additive-before-scale``'s output)."""
     kw = _kw(kw)
-    if needs_softcap and kw["softcap"] is None:
-        return _sdpa(q, k, v, **kw)
     sc = 1.0 / math.sqrt(np.shape(q)[-1]) if kw["scale"] is None else kw["scale"]
     s, keep, v = _parts(q, k, v, **dict(kw, scale=1.0))
     return _softmax(s * sc, keep) @ v

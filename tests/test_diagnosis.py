@@ -176,3 +176,23 @@ def test_localise_says_every_case_failed_and_ignores_cases_never_called():
           CaseResult("2", "crash", features=dict(a=False, b=False),     # stopped by the call policy: not evidence
                      detail="not called: 4 of its last 12 calls died (crash)")]
     assert localise(rs) == "fails only when: a"
+
+
+def test_the_sample_spans_the_run_so_a_late_passing_case_can_refute_a_model():
+    # a kernel that ignores a bool mask and applies a float one: the additive-mask cases it passes come after the
+    # first 20 passing ones (sizes, batched heads, GQA); "skipped always" fits the bool failures and only a float
+    # case that passes tells it from "skipped where it is bool"
+    from refimpl.attention import scaled_dot_product_attention
+
+    def bool_mask_ignored(d):
+        kw = d.reference_kwargs()
+        if kw["mask"] is not None and kw["mask"].dtype == bool:
+            kw["mask"] = None
+        return scaled_dot_product_attention(d.q, d.k, d.v, **kw)[0]
+    results = _run(_specs(FAMILIES_ALL), bool_mask_ignored)
+    passing = [r for r in results if r.status == Status.PASS]
+    assert any(r.features.get("additive mask") for r in passing[20:]) and \
+        not any(r.features.get("additive mask") for r in passing[:20]), "the float-mask passes must come late"
+    lines = diagnose(results, STORE, target="self")
+    assert len(lines) == 1 and lines[0].startswith("diagnosis self: mask-skipped — "), lines
+    assert "where it is bool" in lines[0] and "always" not in lines[0], lines

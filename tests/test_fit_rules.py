@@ -100,6 +100,8 @@ HAND = {
     "1/scale where a scale is given (divided by it; the default right)": (0.25, 1 / 0.3),
     # q pre-multiplied by default / scale (the ratio inverted), then the default: default**2 / scale = 1/(16 * 0.3)
     "1/(D*scale) where a scale is given (its ratio to 1/sqrt(D) inverted; the default right)": (0.25, 1 / 4.8),
+    # q scaled by the caller (0.25 or 0.3), then the backend's own 1/sqrt(16) = 0.25 on top: 1/16, 0.075
+    "the scale times 1/sqrt(D) again (the caller's, then a backend's own)": (1 / 16, 0.075),
 }
 
 
@@ -232,6 +234,8 @@ def _hand_value(name, s):
         return math.sqrt(expected)
     if name.startswith("1/scale where a scale is given"):
         return 1 / expected if given else expected
+    if name.startswith("the scale times 1/sqrt(D) again"):
+        return expected / math.sqrt(s.D)
     if name.startswith("1/(D*scale) where a scale is given"):
         return 1 / (s.D * expected) if given else expected
     if name.startswith("the constant "):

@@ -102,7 +102,8 @@ def variant_kwargs(variant, data: CaseData) -> dict | None:
         return np.where(band, m, -np.inf)
     if fold:
         kw = dict(kw, mask=folded(kw["mask"]), is_causal=False, window=None)
-    if variant.splits_alibi:                    # the model takes the user's mask and the ALiBi slopes apart
+    if variant.splits_alibi and data.spec.seqlens is None:      # the model takes the user's mask and the ALiBi
+        #                                       slopes apart (a packed batch's per-sequence ALiBi stays in its mask)
         kw = dict(kw, mask=folded(data.mask), slopes=data.slopes)
     if variant.tiled:                           # the tile size a block mask of this case comes in
         kw = dict(kw, block=block_size(data.spec))
@@ -180,8 +181,8 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
     if not failing:                         # (a KV-cache model may explain errors: an index out of range)
         return extra
     passing = [r for r in results if r.status == Status.PASS]
-    fail_cases = _usable(failing, store, specs, MAX_FAILING)
-    pass_cases = _usable(passing, store, specs, MAX_PASSING)
+    fail_cases = _usable(_spread(failing), store, specs, MAX_FAILING)
+    pass_cases = _usable(_spread(passing), store, specs, MAX_PASSING)
     lines = list(extra)
     if fail_cases:
         fitted = fit_scale(fail_cases, pass_cases, _explains)      # the scale with its fitted value, if one fits
@@ -204,7 +205,8 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
     if _weights_transposed([r for r in failing if getattr(r, "got", None) is not None], store, specs):
         lines.append(f"diagnosis {target}: weights-transposed — {bugs.MODELS['weights-transposed'].explanation}")
     if not lines and fail_cases and all(getattr(r.got, "dropout_keep", None) is None for r in failing):
-        lines = dropout_at_zero_line(target, fail_cases)            # a run without dropout that drops weights
+        lines = dropout_at_zero_line(target, _usable(failing, store, specs, MAX_FAILING))   # drops without dropout
+        #                                 (the run's first cases: solving a row for its weights needs small ones)
     if not lines and fail_cases:                        # the noise's size: on every failing case, or an even sample
         sample = failing[::-(-len(failing) // MAX_NOISE)]
         every = _usable(sample, store, specs, len(sample))
@@ -230,6 +232,21 @@ def _weights_transposed(failing: list[CaseResult], store, specs) -> bool:
             return False
         seen += 1
     return seen > 0
+
+
+def _spread(rs: list[CaseResult]) -> list[CaseResult]:
+    """``rs`` reordered so that a capped sample of its head covers the run: first, in run order, each case that
+    brings a case feature (``CaseResult.features``: a bool mask, an explicit scale, ...) no earlier pick had,
+    then the rest. A model fitted on the first cases only could be refuted by a kind of case it never saw (a
+    float mask passing where "the mask skipped" is fitted on bool ones, an explicit scale on a scale formula)."""
+    seen: set[str] = set()
+    first: list[CaseResult] = []
+    rest: list[CaseResult] = []
+    for r in rs:
+        new = {n for n, x in (r.features or {}).items() if x is True} - seen
+        (first if new else rest).append(r)
+        seen |= new
+    return first + rest
 
 
 def _usable(rs: list[CaseResult], store, specs, cap: int) -> list[tuple[CaseData, np.ndarray]]:

@@ -61,6 +61,8 @@ def _candidates() -> list[tuple[str, Callable]]:
                    lambda s: 1.0 / s.scale if s.scale else 1.0 / math.sqrt(s.D)),
                   ("1/(D*scale) where a scale is given (its ratio to 1/sqrt(D) inverted; the default right)",
                    lambda s: 1.0 / (s.D * s.scale) if s.scale else 1.0 / math.sqrt(s.D)),
+                  ("the scale times 1/sqrt(D) again (the caller's, then a backend's own)",
+                   lambda s: _default(s) / math.sqrt(s.D)),
                   ("the given scale times 1/sqrt(D)", lambda s: _default(s) / (math.sqrt(s.D) if s.scale else 1.0)),
                   ("the given scale times sqrt(D)", lambda s: _default(s) * (math.sqrt(s.D) if s.scale else 1.0))]
 

@@ -111,13 +111,16 @@ def _extreme(rng, i):
 
 
 def _decode(rng, i):
-    """One query against a cache of up to 4,096 keys (each length in turn); the long caches with one sequence
-    (a 4,096 x 4 x 128 cache is 16 MiB a side in float64: every copy a worker-isolated target needs costs
-    milliseconds)."""
+    """One query against a cache of up to 4,096 keys (each length in turn), every fourth under grouped heads; the
+    long caches with one sequence (a 4,096 x 4 x 128 cache is 16 MiB a side in float64: every copy a
+    worker-isolated target needs costs milliseconds)."""
     sk = (1000, 1, 255, 64, 4096, 7, 2048, 256)[i % 8]      # the quick suite's four: one long cache, three short
     b = int(rng.integers(1, 3))
-    return dict(Sq=1, Sk=sk, D=_pick(rng, (64, 128)), Dv=_pick(rng, (64, 128)), B=1 if sk >= 1000 else b,
-                Hq=_pick(rng, (1, 4)), Hkv=None, mask=_pick(rng, ("none", "padding")))
+    d = dict(Sq=1, Sk=sk, D=_pick(rng, (64, 128)), Dv=_pick(rng, (64, 128)), B=1 if sk >= 1000 else b,
+             Hq=_pick(rng, (1, 4)), Hkv=None, mask=_pick(rng, ("none", "padding")))
+    if i % 4 == 2:                     # grouped heads, G = 2 or 3: a decode kernel that packs query heads in tiles
+        d["Hq"], d["Hkv"] = (6, 3) if i % 8 == 2 else (9, 3)     # of 4 and reads one kv head per tile is caught
+    return d
 
 
 _SEQ_LENGTHS = (1, 1, 2, 5, 17, 31, 33, 64, 65, 100, 127, 129)
