@@ -68,7 +68,7 @@ def softmax_axis(q, k, v, *, library=False, **kw):
 
 def mods_before_scale(q, k, v, **kw):
     """S = scale * (cap * tanh(q k^T / cap) + additive): the modification sees the raw scores (a score_mod called
-    on q k^T; without a softcap, the additive terms alone are scaled: ``additive-before-scale``'s output)."""
+    on q k^T; without a softcap, the additive terms are scaled with q k^T: ``additive-before-scale``'s output)."""
     kw = _kw(kw)
     sc = 1.0 / math.sqrt(np.shape(q)[-1]) if kw["scale"] is None else kw["scale"]
     s, keep, v = _parts(q, k, v, **dict(kw, scale=1.0))
