@@ -163,7 +163,7 @@ def _tile(label, fn, **param) -> Variant:      # the diagnosis passes block= (th
     return Variant(label, _named(fn, **param) if param else fn, tiled=True)
 
 
-def _fl(label, fn, **param) -> Variant:         # a mistake in the causal/window flags (only where they are flags)
+def _fl(label, fn, **param) -> Variant:         # where the API hands the band inside the mask, it is called so
     return Variant(label, _named(fn, **param), flags=True)
 
 
@@ -175,7 +175,7 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("scale", "the default softmax scale is not 1/sqrt(D)",
              tuple(_v(f, scale, factor=f) for f in ("1/sqrt(Sk)", "1/sqrt(Dv)", "1/D", "1", "1 always"))),
     BugModel("mask-polarity", "True in a bool mask is treated as masked out",
-             (Variant("True = masked", mask_polarity, flags=True),    # a band handed inside the mask inverted too
+             (_fl("True = masked", mask_polarity),           # a band handed inside the mask inverted with it
               _v("True = masked, band included", mask_polarity, with_band=True))),
     BugModel("additive-mask-sign", "the float mask is subtracted from the scores instead of added",
              (_split("S - mask", additive_mask_sign),
