@@ -12,7 +12,9 @@ features arrive as FlexAttention expresses them:
   alignment, and the keys an additive mask drops with -inf — as ``mask_mod(b, h, q_idx, kv_idx)`` (True =
   attend, :class:`MaskMod`) with the block-sparse metadata ``create_block_mask`` computes: ``BLOCK_SIZE``
   (16 or 128, by case), ``kv_num_blocks``/``kv_indices`` (partial blocks: mask_mod applies inside),
-  ``full_kv_num_blocks``/``full_kv_indices`` (every element kept), ``to_dense()``, ``shape``, ``seq_lengths``.
+  ``full_kv_num_blocks``/``full_kv_indices`` (all BLOCK_SIZE x BLOCK_SIZE elements kept: create_block_mask
+  pads the mask with False to whole blocks, so a block reaching past Sq or Sk is never full), ``to_dense()``,
+  ``shape``, ``seq_lengths``.
   None when nothing is masked.
 * ``enable_gqa=True`` when Hkv < Hq (query head h reads kv head h // (Hq // Hkv)).
 
@@ -96,9 +98,8 @@ class BlockMask:
         pad[:, :, :Sq, :Sk] = keep
         blocks = pad.reshape(B, Hq, nq, block, nk, block)
         count = blocks.sum(axis=(3, 5))
-        rows = np.minimum(block, Sq - np.arange(nq) * block)[:, None]
-        cols = np.minimum(block, Sk - np.arange(nk) * block)[None, :]
-        full = count == rows * cols                                  # every element of the (short) block kept
+        full = count == block * block             # create_block_mask pads with False to whole blocks: a block
+        #                                           running past Sq or Sk is partial, never full
         partial = (count > 0) & ~full
         self.mask_mod, self.BLOCK_SIZE = mask_mod, (block, block)
         self.seq_lengths, self.shape = (Sq, Sk), (B, Hq, Sq, Sk)
