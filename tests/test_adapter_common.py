@@ -275,6 +275,13 @@ def test_a_band_reaches_the_target_as_flags_when_its_causal_flag_means_the_cases
     assert a.band_as_flags(_Data(replace(S0, **change))) is want
 
 
+def _repro_unpack(api):
+    """The reproduction script's lines of ``api`` run on a return value: ``(res, w)`` as the script has them."""
+    ns: dict = {}
+    exec("def unpack(res):\n    w = None\n" + "\n".join(api.repro_unpack()) + "\n    return res, w\n", ns)
+    return ns["unpack"]
+
+
 def test_a_minimal_apis_defaults():
     a = _api()
     assert a.layouts == ("BHSD",) and a.output_layout is None and a.returns_weights is False
@@ -294,7 +301,8 @@ def test_a_minimal_apis_defaults():
     assert a.unpack(x) == (x, None) and a.unpack((x, 1, 2)) == (x, None)
     assert a.accepts(x, lambda r: isinstance(r, np.ndarray)) is True
     assert a.accepts((x, x), lambda r: 0) is False and a.accepts(x, lambda r: 1) is True
-    assert a.repro_unpack() == ["    if isinstance(res, tuple):", "        res = res[0]"]
+    unpack = _repro_unpack(a)
+    assert unpack(x)[0] is x and unpack((x, 1, 2))[0] is x                 # a reproduction keeps the output
 
 
 def test_layouts_tensors_and_flags_of_a_configuration():
@@ -348,20 +356,20 @@ def test_flash_band_means_the_cases_band_and_caps_the_right_edge_under_causal_ev
     assert np.array_equal(_flash_keep(4, 9, got_causal, got_window), _band(spec))
     if window is None:
         assert got_window == (-1, -1)
-    elif not causal or index // 8 % 2 == 0:
+    elif not causal:
         assert got_window == window                              # as the case gives it
-    else:
-        assert got_window == (window[0], min(window[1] if window[1] >= 0 else 0, 0))     # capped at 0
+    else:                                                        # as given, or the right edge capped at 0 as
+        assert got_window in (window, (window[0], 0))            # flash-attn does under causal (either is the band)
 
 
 def test_flash_band_of_a_packed_batch_is_its_per_sequence_band():
     spec = CaseSpec("t", 8, Sq=4, Sk=9, D=4, Dv=4, is_causal=False, window=None, seqlens=((4, 9),),
                     seq_causal=True, seq_window=(2, 5))
-    assert flash_band(spec) == (True, (2, 0))
-    assert flash_band(replace(spec, index=0)) == (True, (2, 5))
+    assert {flash_band(spec), flash_band(replace(spec, index=0))} == {(True, (2, 0)), (True, (2, 5))}
     assert flash_band(replace(spec, seq_window=None)) == (True, (-1, -1))
     assert flash_band(replace(spec, seq_causal=False, is_causal=True, window=(1, 1))) == (False, (2, 5))
-    assert flash_band(replace(spec, seqlens=None, seq_causal=False, is_causal=True, window=(1, 1))) == (True, (1, 0))
+    assert flash_band(replace(spec, seqlens=None, seq_causal=False, is_causal=True, window=(1, 1))) in \
+        {(True, (1, 0)), (True, (1, 1))}
 
 
 # --- dropout's given keep-mask, the case's keep-mask -------------------------------------------------------

@@ -181,7 +181,11 @@ def test_its_declared_face():
     assert HF.tensors and HF.uses_torch(False) and HF.given_dtype("bfloat16") == "bfloat16"
     assert HF.output_bshd("BHSD") and HF.output_bshd("SD") and not HF.bshd("BSHD")
     assert HF.returns_weights and HF.qkv_at == 1 and HF.flags("BHSD", False) == "--api hf"
-    assert HF.repro_unpack() == ["    if isinstance(res, tuple) and len(res) == 2:", "        res, w = res"]
+    ns: dict = {}
+    exec("def unpack(res):\n    w = None\n" + "\n".join(HF.repro_unpack()) + "\n    return res, w\n", ns)
+    out, w = np.zeros((1, 2, 3, 4)), np.ones((1, 3, 2, 2))
+    assert all(a is b for a, b in zip(ns["unpack"]((out, w)), (out, w)))      # (attn_output, attn_weights)
+    assert ns["unpack"]((out, None))[0] is out and ns["unpack"]((out, None))[1] is None
 
 
 def test_a_target_called_through_it_is_judged_in_refimpls_layout():
