@@ -16,33 +16,24 @@ import pytest
 import torch
 
 from refimpl.harness import apis
-from refimpl.harness.cases.families import select
-from refimpl.harness.cases.features import CaseSpec
 from refimpl.harness.rows.family_cases import CaseStore
+from support.adapter_cases import BAND_MEETS_MASK, cases_for, combos
 
 API = apis.get("flex-attention")
 STORE = CaseStore()
 
 
-def _combo(index, **fields):
-    base = dict(Sq=19, Sk=21, D=8, Dv=5, B=2, Hq=2, Hkv=2)
-    return CaseSpec(family="adapter-flex", index=index, **{**base, **fields})
-
-
-COMBOS = [
-    _combo(0, mask="bool", is_causal=True),
-    _combo(1, mask="bool", is_causal=True, alignment="bottom-right", window=(2, -1)),
-    _combo(2, mask="padding", window=(1, 3)),
-    _combo(3, mask="additive", is_causal=True),
-    _combo(4, mask="additive", window=(3, 1), alignment="bottom-right", softcap=2.0),
-    _combo(5, alibi=True, is_causal=True, Hq=4, Hkv=2),
-    _combo(6, alibi=True, mask="bool", window=(2, 2), softcap=5.0),
-    _combo(7, alibi=True, mask="additive"),
-    _combo(8, mask="bool", is_causal=True, Hq=4, Hkv=2, Sq=40, Sk=37),
-    _combo(9, is_causal=True, window=(2, -1), softcap=1.0),
-    _combo(10, softcap=3.0, Hq=3, Hkv=1),
-]
-CASES = [s for s in select(None, "quick", ("float64",)) if apis.expressible(API, s) is None] + COMBOS
+# a mask, ALiBi and GQA meeting a causal band or a window, in both alignments (none of them is in the suites)
+COMBOS = combos("adapter-flex", dict(Sq=19, Sk=21, D=8, Dv=5, B=2, Hq=2, Hkv=2), BAND_MEETS_MASK + [
+    dict(mask="additive", window=(3, 1), alignment="bottom-right", softcap=2.0),
+    dict(alibi=True, is_causal=True, Hq=4, Hkv=2),
+    dict(alibi=True, mask="bool", window=(2, 2), softcap=5.0),
+    dict(alibi=True, mask="additive"),
+    dict(mask="bool", is_causal=True, Hq=4, Hkv=2, Sq=40, Sk=37),
+    dict(is_causal=True, window=(2, -1), softcap=1.0),
+    dict(softcap=3.0, Hq=3, Hkv=1),
+])
+CASES = cases_for(API, COMBOS)
 
 
 def _tensor(a):
