@@ -26,16 +26,16 @@ import numpy as np
 from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant
 from .bugs_layout import INPUT_LAYOUTS, LAYOUTS, input_layout, output_layout
-from .bugs_mask_use import ROWS as MASK_USE
+from .bugs_mask_use import ROWS as MASK_USE, padding_lengths_inverted
 from .bugs_normaliser import ROWS as NORMALISER
 from .bugs_packed import packed_attention
 from .bugs_softmax_steps import (TILE_RANGES, band_tile_range, bias_before_scale, denominator_epsilon, exp_times_mask,
-                                 low_precision, max_floored, no_max_subtraction, online_rescale, online_row_sum,
-                                 softcap_form, softmax_then_mask)
+                                 keys_from_offset, low_precision, max_floored, no_max_subtraction, online_rescale,
+                                 online_row_sum, softcap_form, softmax_then_mask)
 from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, causal_diagonal, dead_rows_nan,
                           gqa_divisor, mods_before_scale, mods_by_kv_head, online_inverted, online_max_clamped,
-                          online_unguarded, rounded_step, softcap_after_mask, softmax_axis, tile_padded_tail,
-                          tile_transposed, tiles_unmasked, zero_padded_tail)
+                          online_unguarded, rounded_step, scale_compounded, softcap_after_mask, softmax_axis,
+                          tile_padded_tail, tile_transposed, tiles_unmasked, zero_padded_tail)
 from .bugs_general import (_with_alibi, alibi_dropped, alibi_first_batch, alibi_signed, bool_mask_added, causal_dropped,
                            causal_only_realigned, float_mask_as_bool, left_edge_realigned, mask_after_softmax,
                            mask_batch_flattened, mask_transposed, offset_clamped, other_alignment, scale_after_softmax,
@@ -173,10 +173,14 @@ def _split(label, fn, **param) -> Variant:        # the diagnosis passes the use
 
 MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("scale", "the default softmax scale is not 1/sqrt(D)",
-             tuple(_v(f, scale, factor=f) for f in ("1/sqrt(Sk)", "1/sqrt(Dv)", "1/D", "1", "1 always"))),
+             tuple(_v(f, scale, factor=f) for f in ("1/sqrt(Sk)", "1/sqrt(Dv)", "1/D", "1", "1 always"))
+             + tuple(_v(f"log2(e) folded into the scale again on each key block of {b}{w}", scale_compounded, block=b,
+                        every_call=not w) for w in (" (calls without a mask)", "") for b in (16, 32, 64, 128))),
     BugModel("mask-polarity", "True in a bool mask is treated as masked out",
              (_fl("True = masked", mask_polarity),           # a band handed inside the mask inverted with it
-              _v("True = masked, band included", mask_polarity, with_band=True))),
+              _v("True = masked, band included", mask_polarity, with_band=True),
+              _fl("key lengths counted from a padding mask's False entries: a sequence of n keys attends its first "
+                  "Sk - n", padding_lengths_inverted))),
     BugModel("additive-mask-sign", "the float mask is subtracted from the scores instead of added",
              (_split("S - mask", additive_mask_sign),
               _split("S - mask, ALiBi in the mask too", additive_mask_sign, alibi_in_mask=True),
@@ -324,7 +328,9 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              tuple(_fl(f"{form}, query tiles of {m}, key tiles of {n}", band_tile_range, form=form, block_m=m,
                        block_n=n)
                    for form in TILE_RANGES
-                   for m in (16, 32, 64, 128) for n in (16, 32, 64, 128))),
+                   for m in (16, 32, 64, 128) for n in (16, 32, 64, 128))
+             + (_v("every query's key loop from the offset Sk - Sq (keys before it never visited), band or not",
+                   keys_from_offset),)),
     BugModel("row-max-floor", "the softmax's row max starts at a finite value instead of -inf (max(floor, row max)): "
              "a row whose kept scores all lie far below the floor underflows",
              tuple(_v(f"floor {f:g}, a row summing to 0 {'zeroed' if g else 'NaN'}", max_floored, floor=f, guarded=g)

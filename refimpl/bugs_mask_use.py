@@ -19,7 +19,7 @@ from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant, _kw, _named
 from .scores_parts import _parts
 
-__all__ = ["ROWS", "mask_skipped", "every_key_dropped"]
+__all__ = ["ROWS", "mask_skipped", "every_key_dropped", "padding_lengths_inverted"]
 
 SKIPPED = ("always", "where it is bool", "one query", "one query, band too")
 DEAD = ("zeros", "NaN", "the mean of V")
@@ -52,6 +52,21 @@ def every_key_dropped(q, k, v, *, dead="zeros", **kw):
     row = {"zeros": np.zeros_like(v[..., :1, :]), "NaN": np.full_like(v[..., :1, :], np.nan),
            "the mean of V": v.mean(axis=-2, keepdims=True)}[dead]      # (B..., 1, Dv)
     return np.repeat(row, Sq, axis=-2)
+
+
+def padding_lengths_inverted(q, k, v, *, mask=None, **kw):
+    """A key-padding mask (each batch's and head's rows one and the same prefix True...True False...False) turned
+    into key lengths counted from its False entries (True read as padding): a sequence with n keys attends its
+    first Sk - n. Any other mask (and a float one) is applied right (the dense path)."""
+    kw = _kw(kw)
+    m = None if mask is None else np.asarray(mask)
+    if m is not None and m.dtype == bool and m.ndim >= 2:
+        Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
+        full = np.broadcast_to(m, m.shape[:-2] + (Sq, Sk))
+        prefix = np.all(full[..., :-1] >= full[..., 1:]) and np.all(full == full[..., :1, :])
+        if prefix:
+            m = np.arange(Sk) < Sk - full[..., :1, :].sum(axis=-1, keepdims=True)      # (..., 1, Sk)
+    return scaled_dot_product_attention(q, k, v, **dict(kw, mask=m))[0]
 
 
 ROWS = (

@@ -45,7 +45,7 @@ from .precision import get as precision
 __all__ = ["_sdpa", "_expand_heads", "_parts", "_softmax", "_kw", "_named", "mods_before_scale", "softcap_after_mask",
            "zero_padded_tail", "gqa_divisor", "dead_rows_nan", "mods_by_kv_head", "causal_diagonal", "online_inverted",
            "online_unguarded", "online_max_clamped", "rounded_step", "tiles_unmasked", "tile_padded_tail",
-           "tile_transposed", "softmax_axis"]
+           "tile_transposed", "softmax_axis", "scale_compounded"]
 
 
 def _sdpa(q, k, v, **kw):
@@ -293,3 +293,15 @@ def tile_transposed(q, k, v, *, block=128, **kw):
     add = 0.0 if m is None or np.asarray(m).dtype == bool else np.where(np.isneginf(m), 0.0, np.asarray(m, float))
     add = np.swapaxes(np.broadcast_to(add, s.shape), -1, -2)
     return _softmax(raw + add, _tiles(keep, block) & np.swapaxes(keep, -1, -2)) @ v
+
+
+def scale_compounded(q, k, v, *, block=32, every_call=False, **kw):
+    """log2(e) folded into the running scale again on every key block of ``block`` (an exp2 online kernel): key
+    block t is scored with scale * log2(e)**t (natural units); on calls without a mask only, unless
+    ``every_call`` (a masked branch converting once is right)."""
+    kw = _kw(kw)
+    if kw["mask"] is not None and not every_call:
+        return _sdpa(q, k, v, **kw)
+    s, keep, v = _parts(q, k, v, **kw)
+    t = np.arange(s.shape[-1]) // block
+    return _softmax(s * np.log2(np.e) ** t, keep) @ v

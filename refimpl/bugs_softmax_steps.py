@@ -170,6 +170,14 @@ TILE_RANGES = ("start from last row", "end from first row", "end without the Sk 
                "unbounded left as 0")
 
 
+def keys_from_offset(q, k, v, **kw):
+    """The key loop of every query starts at the bottom-right offset max(Sk - Sq, 0) (the queries taken as the tail
+    of a longer key sequence, the keys before it skipped), with or without a band; the band's mask still applies."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    Sq, Sk = s.shape[-2], s.shape[-1]
+    return _softmax(s, keep & (np.arange(Sk) >= max(Sk - Sq, 0))) @ v
+
+
 def band_tile_range(q, k, v, *, form="start from last row", block_m=16, block_n=32, **kw):
     """A tiled kernel visiting, for each query tile of ``block_m`` rows, the key tiles of ``block_n`` between a
     start and an end it computes wrong (``form``, one of ``TILE_RANGES``): the first key tile from the tile's last

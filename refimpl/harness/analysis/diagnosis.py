@@ -36,6 +36,7 @@ from .diagnosis_kvcache import kvcache_lines
 from .diagnosis_lse import lse_lines
 from .fitting import fit_scale, scale_line
 from .fitting_dropout import dropout_at_zero_line
+from .fitted_forms import fitted_form_lines
 from .precision_fingerprint import narrower_arithmetic, null32
 
 __all__ = ["diagnose", "localise", "fits", "analyse_run"]
@@ -204,6 +205,9 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
         lines += ([scale_line(target, *fitted)] if fitted else []) + fitting_models(target, models, fit, same)
     if _weights_transposed([r for r in failing if getattr(r, "got", None) is not None], store, specs):
         lines.append(f"diagnosis {target}: weights-transposed — {bugs.MODELS['weights-transposed'].explanation}")
+    if not lines and fail_cases:             # right rows in the wrong place, an argument ignored in some cases
+        lines = fitted_form_lines(target, fail_cases, _usable(passing, store, specs, len(passing)),
+                                  lambda a, b, v: _close(a, b, v, 1e-3, 1e-6), _explains)
     if not lines and fail_cases and all(getattr(r.got, "dropout_keep", None) is None for r in failing):
         lines = dropout_at_zero_line(target, _usable(failing, store, specs, MAX_FAILING))   # drops without dropout
         #                                 (the run's first cases: solving a row for its weights needs small ones)

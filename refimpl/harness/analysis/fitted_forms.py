@@ -1,0 +1,30 @@
+"""The forms fitted from the output when no bug model of the table fits, in order: the attention written to the
+wrong place (:mod:`.fitting_placement`), query heads reading the wrong kv head (:mod:`.fitting_heads`), an
+argument ignored under a fitted condition (:mod:`.fitting_ignored`), the band's edges and alignment
+(:mod:`.fitting_band`). Each parameter (the map, the rule, the
+condition) is fitted on the failing cases and checked against the passing ones; the first that holds is named."""
+from __future__ import annotations
+
+from typing import Callable
+
+from .fitting_band import band_line
+from .fitting_heads import heads_line
+from .fitting_ignored import condition, ignored_line
+from .fitting_placement import placement_line
+
+__all__ = ["fitted_form_lines"]
+
+
+def fitted_form_lines(target: str, fail_cases: list, pass_cases: list, close: Callable,
+                      explains: Callable) -> list[str]:
+    """``fail_cases``: the failing sample, (CaseData, output) pairs; ``pass_cases``: every usable passing case;
+    ``close(a, b, v)``: the diagnosis's closeness (atol scaled by max |v|); ``explains(out, data, got)``."""
+    def changes(out, data) -> bool:             # leaving it out changes a passing case's output
+        return not close(out, data.expected, data.v)
+
+    def reproduces(out, data, got) -> bool:
+        return close(out, got, data.v) and explains(out, data, got)
+    return (placement_line(target, fail_cases, pass_cases)
+            or heads_line(target, fail_cases, pass_cases, close, changes, condition)
+            or ignored_line(target, fail_cases, pass_cases, reproduces, changes)
+            or band_line(target, fail_cases, pass_cases, close, explains))

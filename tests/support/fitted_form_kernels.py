@@ -1,0 +1,137 @@
+"""Kernels with one mistake each, written for tests/test_fitted_forms.py from the APIs' documented semantics (not
+from refimpl's bug models): a flash_attn_func-style kernel (torch, (B, S, H, D), bottom-right causal and windows,
+softcap, ALiBi, GQA by h // G), a torch SDPA-style one and a NumPy one of refimpl's protocol, each taking its
+mistake as a parameter so that a test can build it with several values of that parameter."""
+import math
+
+import numpy as np
+import torch
+
+
+def _dense(q, k, v, keep, scale, bias=None, softcap=0.0):
+    """(..., Sq, D) x (..., Sk, D) -> (..., Sq, Dv) in float64; a row with no kept key gives zeros."""
+    s = (q.double() @ k.double().transpose(-2, -1)) * scale
+    if softcap > 0:
+        s = softcap * torch.tanh(s / softcap)
+    if bias is not None:
+        s = s + bias
+    s = s.masked_fill(~keep, float("-inf"))
+    m = s.amax(dim=-1, keepdim=True)
+    alive = torch.isfinite(m)
+    p = torch.exp(s - torch.where(alive, m, torch.zeros_like(m)))
+    den = p.sum(dim=-1, keepdim=True)
+    return torch.where(alive, (p @ v.double()) / torch.where(alive, den, torch.ones_like(den)), torch.zeros(1))
+
+
+def flash_kernel(*, kv_head=None, alibi_ignored=None, causal_ignored=None, keys_from_offset=False, folded_rows=None,
+                 slices=None, edge_shift=(0, 0)):
+    """flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, ...) with one
+    mistake: ``kv_head(h, Hq, Hkv, Sq)`` the kv head query head h reads; ``alibi_ignored(B, Sq, Sk)`` /
+    ``causal_ignored(B, Sq, Sk, D, Dv)`` when the argument is skipped; ``keys_from_offset``: every query's keys
+    from Sk - Sq on; ``folded_rows`` M: a GQA group folded into the rows i * G + g and only the first M computed;
+    ``slices`` m: the flattened batch x heads computed in slices of m, the remainder never; ``edge_shift`` (dl,
+    dr): the band's bounded edges moved outwards, left + dl and right + dr (the causal band's right edge too)."""
+    def fn(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+           alibi_slopes=None, deterministic=False, return_attn_probs=False):
+        B, Sq, Hq, D = q.shape
+        Sk, Hkv, Dv = k.shape[1], k.shape[2], v.shape[-1]
+        G = Hq // Hkv
+        scale = 1.0 / math.sqrt(D) if softmax_scale is None else softmax_scale
+        if causal_ignored is not None and causal_ignored(B, Sq, Sk, D, Dv):
+            causal = False
+        if alibi_ignored is not None and alibi_ignored(B, Sq, Sk):
+            alibi_slopes = None
+        off = Sk - Sq
+        i = torch.arange(Sq)[:, None] + off
+        j = torch.arange(Sk)[None, :]
+        left, right = window_size
+        if causal:
+            right = 0 if right < 0 else min(right, 0)
+        left, right = (e + d if e >= 0 else e for e, d in zip((left, right), edge_shift))
+        keep = torch.ones(Sq, Sk, dtype=torch.bool)
+        if left >= 0:
+            keep &= j >= i - left
+        if right >= 0:
+            keep &= j <= i + right
+        if keys_from_offset:
+            keep &= j >= max(off, 0)
+        out = torch.zeros(B, Hq, Sq, Dv, dtype=torch.float64)
+        for b in range(B):
+            for h in range(Hq):
+                if slices is not None and b * Hq + h >= slices * (B * Hq // slices):
+                    continue
+                c = h // G if kv_head is None else kv_head(h, Hq, Hkv, Sq)
+                bias = None
+                if alibi_slopes is not None:
+                    slope = alibi_slopes[b, h] if alibi_slopes.dim() == 2 else alibi_slopes[h]
+                    bias = -float(slope) * (i - j).abs().double()
+                o = _dense(q[b, :, h], k[b, :, c], v[b, :, c], keep, scale, bias, softcap)
+                if folded_rows is not None:
+                    rows = torch.arange(Sq) * G + h % G
+                    o = torch.where((rows < folded_rows)[:, None], o, torch.zeros(1, dtype=o.dtype))
+                out[b, h] = o
+        return out.transpose(1, 2).to(q.dtype).contiguous()
+    return fn
+
+
+def sdpa_kernel(*, batch_stride_zero=False, compound_block=None):
+    """scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa) with
+    one mistake: ``batch_stride_zero``: every batch's result written onto batch 0 (the last wins), the others
+    never written; ``compound_block`` n: on calls without a mask, key block t of n keys scored with the scale
+    times log2(e)**t (log2(e) folded into a running scale once per block)."""
+    def fn(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        B, Hq, L, E = query.shape
+        Hkv, S = key.shape[1], key.shape[2]
+        k = key.repeat_interleave(Hq // Hkv, 1)
+        v = value.repeat_interleave(Hq // Hkv, 1)
+        sc = 1.0 / math.sqrt(E) if scale is None else scale
+        keep = torch.ones(L, S, dtype=torch.bool)
+        if is_causal:
+            keep = torch.tril(keep)
+        bias = None
+        if attn_mask is not None:
+            if attn_mask.dtype == torch.bool:
+                keep = keep & attn_mask
+            else:
+                bias = attn_mask.double()
+        if compound_block is not None and attn_mask is None:
+            t = torch.arange(S) // compound_block
+            s = (query.double() @ k.double().transpose(-2, -1)) * sc * (math.log2(math.e) ** t.double())
+            s = s.masked_fill(~keep, float("-inf"))
+            m = s.amax(-1, keepdim=True)
+            alive = torch.isfinite(m)
+            p = torch.exp(s - torch.where(alive, m, torch.zeros_like(m)))
+            den = p.sum(-1, keepdim=True)
+            out = torch.where(alive, (p @ v.double()) / torch.where(alive, den, torch.ones_like(den)),
+                              torch.zeros(1))
+            return out.to(query.dtype)
+        out = _dense(query, k, v, keep, sc, bias)
+        if batch_stride_zero:
+            moved = torch.zeros_like(out)
+            for b in range(B):
+                moved[0] = out[b]
+            out = moved
+        return out.to(query.dtype)
+    return fn
+
+
+def numpy_padding_lengths_inverted(q, k, v, mask=None, scale=None):
+    """refimpl's protocol, fn(q, k, v, mask=None, scale=None): a key-padding mask (one row True...True False...False
+    for every query) turned into key lengths counted from its False entries, so a sequence of n keys attends its
+    first Sk - n; any other mask applied as given."""
+    q64, k64, v64 = (np.asarray(a, np.float64) for a in (q, k, v))
+    Sk = k64.shape[-2]
+    sc = 1.0 / math.sqrt(q64.shape[-1]) if scale is None else scale
+    keep = np.ones(q64.shape[:-1] + (Sk,), bool) if mask is None else np.broadcast_to(
+        np.asarray(mask, bool), q64.shape[:-1] + (Sk,))
+    rows_same = bool(np.all(keep == keep[..., :1, :]))
+    prefix = bool(np.all(keep[..., :-1] >= keep[..., 1:]))
+    if mask is not None and rows_same and prefix:
+        n = keep[..., :1, :].sum(axis=-1, keepdims=True)
+        keep = np.broadcast_to(np.arange(Sk) < Sk - n, keep.shape)
+    s = np.where(keep, q64 @ np.swapaxes(k64, -1, -2) * sc, -np.inf)
+    m = s.max(axis=-1, keepdims=True)
+    alive = np.isfinite(m)
+    p = np.exp(s - np.where(alive, m, 0.0))
+    den = p.sum(axis=-1, keepdims=True)
+    return np.where(alive, (p @ v64) / np.where(alive, den, 1.0), 0.0).astype(np.asarray(q).dtype)

@@ -1,0 +1,101 @@
+"""The forms the diagnosis fits when no model of its table fits, and the table's variants for bugs that are forms of
+a known model (docs/diagnosis.md): each kernel of tests/support/fitted_form_kernels.py carries one mistake with a
+parameter, built here with several values of it; its diagnosis must name the model and print the parameter the
+kernel was built with (the head map, the slice width, the rows of one launch, the condition an argument is
+ignored under, the key block)."""
+import re
+
+import pytest
+
+from refimpl.harness.analysis.diagnosis import diagnose
+from refimpl.harness.cases import Status
+from refimpl.harness.cases.families import select
+from refimpl.harness.rows.family_cases import CaseStore, run_one
+from refimpl.harness.target_spec import Target
+from tests.support import fitted_form_kernels as kernels
+
+STORE = CaseStore()
+pytestmark = pytest.mark.slow          # a quick-suite run per kernel: the slow leg (CI runs it)
+
+
+def _lines(fn, api: str) -> list[str]:
+    target = Target("k", fn, api=api)
+    results = [run_one(target, s, STORE) for s in select(None, "quick", ("float64",)) if not s.long]
+    assert any(r.status == Status.FAIL for r in results), "the kernel's mistake failed no case"
+    return diagnose(results, STORE, target="k")
+
+
+def _one(lines: list[str], model: str) -> str:
+    assert len(lines) == 1 and lines[0].startswith(f"diagnosis k: {model} — "), lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_heads_never_computed_past_the_last_whole_slice_are_fitted_with_the_slice_width(m):
+    line = _one(_lines(kernels.flash_kernel(slices=m), "flash-attn"), "output-placement")
+    assert f"run in slices of {m}:" in line and "never written" in line
+
+
+@pytest.mark.parametrize("rows", [32, 64])
+def test_rows_past_one_launch_over_a_folded_gqa_group_are_fitted_with_the_launch_size(rows):
+    line = _one(_lines(kernels.flash_kernel(folded_rows=rows), "flash-attn"), "output-placement")
+    assert f"one launch of {rows} rows" in line
+
+
+def test_every_batch_written_onto_batch_zero_is_named_with_the_block_that_holds_another():
+    line = _one(_lines(kernels.sdpa_kernel(batch_stride_zero=True), "torch-sdpa"), "output-placement")
+    assert re.search(r"\(0, \d+\) holds \([1-9]\d*, \d+\)'s", line), line
+    assert re.search(r"\([1-9]\d*, \d+\)( and \d+ more)?(, \(\d+, \d+\))* never written", line), line
+
+
+def _reversed(h, Hq, Hkv, Sq):                    # the kv groups read in reverse order
+    return Hkv - 1 - h // (Hq // Hkv)
+
+
+def _reversed_on_decode(h, Hq, Hkv, Sq):
+    return _reversed(h, Hq, Hkv, Sq) if Sq == 1 else h // (Hq // Hkv)
+
+
+@pytest.mark.parametrize("kv_head, when", [(_reversed, None), (_reversed_on_decode, "Sq == 1")])
+def test_the_kv_head_each_query_head_reads_is_fitted_as_a_map(kv_head, when):
+    line = _one(_lines(kernels.flash_kernel(kv_head=kv_head), "flash-attn"), "gqa-grouping")
+    shapes = re.findall(r"Hq=(\d+), Hkv=(\d+): query heads 0\.\.\d+ read kv heads ([\d ]+) instead of", line)
+    assert shapes, line
+    for hq, hkv, got in shapes:
+        hq, hkv = int(hq), int(hkv)
+        assert got.split() == [str(kv_head(h, hq, hkv, 1)) for h in range(hq)], line
+    assert (f"; when {when}" in line) if when else line.rstrip().endswith(tuple("0123456789")), line
+
+
+@pytest.mark.parametrize("argument, model, kwargs, when", [
+    ("causal", "causal-dropped", dict(causal_ignored=lambda B, Sq, Sk, D, Dv: Dv != D), "Dv != D"),
+    ("causal", "causal-dropped", dict(causal_ignored=lambda B, Sq, Sk, D, Dv: Sk > 64), "Sk > 64"),
+    ("alibi", "alibi-dropped", dict(alibi_ignored=lambda B, Sq, Sk: B > 1), "batch > 1"),
+])
+def test_an_argument_ignored_in_some_calls_is_named_with_the_condition_fitted(argument, model, kwargs, when):
+    line = _one(_lines(kernels.flash_kernel(**kwargs), "flash-attn"), model)
+    first, others = re.search(r"is ignored when (.+?)(?: \(or: (.+?)\))? \(fitted", line).groups()
+    listed = [first] + (others or "").split("; ")           # every condition the cases leave standing is listed
+    assert when in listed, line
+
+
+@pytest.mark.parametrize("shift, form", [((2, 0), "(left + 2, right)"), ((1, 1), "(left + 1, right + 1)")])
+def test_the_band_edges_a_kernel_applied_are_fitted(shift, form):
+    line = _one(_lines(kernels.flash_kernel(edge_shift=shift), "flash-attn"), "window-bounds")
+    assert f"the kernel applied {form}" in line, line
+
+
+def test_a_key_loop_starting_at_the_bottom_right_offset_is_a_band_tile_range():
+    line = _one(_lines(kernels.flash_kernel(keys_from_offset=True), "flash-attn"), "band-tile-range")
+    assert "key loop from the offset Sk - Sq" in line
+
+
+@pytest.mark.parametrize("block", [16, 32])
+def test_log2e_folded_into_the_scale_once_per_key_block_is_fitted_with_the_block(block):
+    line = _one(_lines(kernels.sdpa_kernel(compound_block=block), "torch-sdpa"), "scale")
+    assert f"again on each key block of {block} (calls without a mask)" in line, line
+
+
+def test_key_lengths_counted_from_the_padding_are_a_mask_polarity():
+    line = _one(_lines(kernels.numpy_padding_lengths_inverted, "refimpl"), "mask-polarity")
+    assert "key lengths counted from a padding mask's False entries" in line
