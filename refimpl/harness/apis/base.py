@@ -180,7 +180,7 @@ def flash_band(spec) -> tuple[bool, tuple[int, int]]:
     left, right = window
     if causal and spec.index // 8 % 2 == 0:   # every other eight cases: the right edge as given, as callers
         return causal, (left, right)   # pass it; flash-attn sets it to 0 under causal (flash_api.cpp)
-    return causal, (left, 0 if right < 0 else min(right, 0)) if causal else (left, right)
+    return causal, (left, 0) if causal else (left, right)        # causal caps the right edge at 0
 
 
 def dropout_draw(spec, p: float) -> np.ndarray:

@@ -31,8 +31,7 @@ def lengths(spec) -> list[tuple[int, int]]:
 
 def _pack(a: np.ndarray, lens: list[int]) -> np.ndarray:
     """(B, H, S, X) -> (sum(lens), H, X): sequence b's first lens[b] rows, one sequence after another."""
-    parts = [np.swapaxes(a[b, :, :n], 0, 1) for b, n in enumerate(lens)]          # each (n, H, X)
-    return np.concatenate(parts, axis=0) if parts else np.zeros((0,) + a.shape[1:2] + a.shape[3:])
+    return np.concatenate([np.swapaxes(a[b, :, :n], 0, 1) for b, n in enumerate(lens)], axis=0)    # B >= 1 parts
 
 
 class FlashAttnVarlen(Api):
@@ -85,7 +84,7 @@ class FlashAttnVarlen(Api):
         keys, False on padding (never judged: no weight there)."""
         s = data.spec
         lens = lengths(s)
-        longest = (max([lq for lq, _ in lens], default=0), max([lk for _, lk in lens], default=0))
+        longest = (max(lq for lq, _ in lens), max(lk for _, lk in lens))           # B >= 1 sequences
         dmask = s_dmask(res, self.dropout_returns, (s.B, s.Hq) + longest)
         keep = np.zeros((s.B, s.Hq, s.Sq, s.Sk), bool)
         for b, (lq, lk) in enumerate(lens):

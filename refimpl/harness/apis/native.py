@@ -15,8 +15,7 @@ class Native(Api):
     def arguments(self, data, conv, layout):
         given = {"q": conv(data.q), "k": conv(data.k), "v": conv(data.v)}
         kw = data.reference_kwargs()
-        if kw["mask"] is not None:
-            kw["mask"] = conv(kw["mask"])
+        kw["mask"] = conv(kw["mask"])                  # the converters map None to None
         return given, (given["q"], given["k"], given["v"]), kw
 
     def unpack(self, res):
