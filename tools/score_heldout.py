@@ -12,6 +12,7 @@ scoring run; it is not to be edited to fit a result.
     .venv/bin/python tools/score_heldout.py heldout7   # tests/heldout7 (key KEY7, below)
     .venv/bin/python tools/score_heldout.py heldout8   # tests/heldout8 (key KEY8, below)
     .venv/bin/python tools/score_heldout.py heldout9   # tests/heldout9 (key KEY9, below)
+    .venv/bin/python tools/score_heldout.py heldout10   # tests/heldout10 (key KEY10, below)
 
 named right: the diagnosis names a model in the kernel's accepted set; named wrong: it names another model
 (counted against the score twice); unknown: `diagnosis ...: unknown`. A correct kernel must get no
@@ -704,6 +705,160 @@ KEY9 = {
 # attend_varlen_fastpath: wrong keys), and attend_naive_softmax / attend_padded_key_tiles / sdpa_folded_scale_mask
 # keep rows with no key at zeros. Backward dead rows are judged anyway (KEY7/KEY8).
 CONVENTION9 = set()
+# tests/heldout10 answer key (KEY10, CONVENTION10; written by a helper from the set, the model tables and KEY4-9 as
+# precedent, before any scoring run; the set's writer read nothing of refimpl). Written from the kernels' code at
+# each `# BUG:` (and its CATALOG `parameter` / dtype) and refimpl's model descriptions.
+# Nothing was run: not refimpl, its CLI, its tests, tools/score_heldout.py nor the heldout10 self-check (only flake8
+# on this file).
+#
+# Read: tests/heldout10/ in full (README.md, numpy_fwd.py, torch_sdpa_fwd.py, flash_fwd.py, numpy_bwd.py,
+# selfcheck.py); docs/diagnosis.md "## The bug models" only (bullets, fitted forms, table); refimpl/bugs_backward.py
+# and bugs_backward_kernels.py (docstrings, MODELS, backward_with / steps_backward / kernel_steps); the docstrings of
+# refimpl/harness/analysis/fitting.py (+ DEFAULTS / _candidates, fit_scale / _fit_one), precision_fingerprint.py,
+# fitted_forms.py, fitting_placement.py, fitting_heads.py, fitting_ignored.py (+ _without / condition, and the case
+# features of harness/cases/features.py), fitting_band.py; tools/score_heldout.py (module docstring, KEY4..KEY9,
+# CONVENTION5..CONVENTION9, SETS). To settle ambiguous rows: refimpl/bugs.py MODELS rows (causal-alignment,
+# window-bounds, softcap, masked-block-nan), bugs_general.py (window_edges, causal_only_realigned, offset_clamped,
+# left_edge_realigned), bugs_scores.py (_online, softmax_axis, rounded_step), bugs_softmax_steps.py (softcap_form),
+# harness/verdicts/grad_judge.py (diagnose_grads / _fits: the backward fits MODELS only, no noise-size rule), the
+# argument code of harness/apis/{refimpl_protocol,torch_sdpa,flash_attn}.py and base.py (keep_mask, flash_band), the
+# docstring of harness/rows/grad_cases.py, and the causal / window families of harness/cases/families.py.
+#
+# Format: one entry per BROKEN kernel (CATALOG `fn`); the value is the one model that should name it, as the
+# diagnosis line prints it (a table model, a fitted form, a backward MODELS name), or set() when no listed variant,
+# fitting formula, fitted form or (forward) noise-size rule reproduces the mistake as the kernel computes it: unknown
+# is then the right answer. Correct kernels are not listed.
+#
+# Counts: 24 broken kernels, 12 keyed to a model, 12 None.
+#   forward  (18): 11 keyed to a model, 7 None
+#     numpy_fwd 4 keyed / 2 None; torch_sdpa_fwd 4 keyed / 2 None; flash_fwd 3 keyed / 3 None
+#   backward  (6):  1 keyed to a model, 5 None
+#   conventions: 0 (CONVENTION10 empty)
+#   least sure: attend_scale_default_zero (scale; its fit cannot reach 0), sdpa_blockwise_unguarded_max (None, though
+#   output-placement's fit would hold on its output), flash_causal_upper_left (a handed right edge kept)
+
+KEY10 = {
+    # ---- numpy_fwd.py (API refimpl) -----------------------------------------------------------------------------
+    "attend_pad_mask_query_axis": set(),            # a mask with shape[-2] == 1 re-expanded as valid[..., :, None].
+    #                                                refimpl hands the keep-mask in full, (B, H, Sq, Sk)
+    #                                                (refimpl_protocol), so only a one-query case (Sq == 1) with a mask
+    #                                                takes that path: the (.., Sk, 1) mask broadcasts the output to Sk
+    #                                                rows (a wrong shape). No model returns a wrong shape
+    #                                                (mask-transposed is keep(j, i) on every mask): None (a verdict
+    #                                                miss if no such case runs)
+    "attend_vit_softmax_dim": {"softmax-axis"},     # softmax over axis -2, guarded (a key no query keeps gets 0, rows
+    #                                                with no key zeros): "over queries" (as KEY8's attend_nlp_softmax)
+    "attend_scale_default_zero": {"scale"},         # scale=None -> the 0.0 sentinel used literally (every row the
+    #                                                uniform mean of its kept values), a given scale honoured: a
+    #                                                constant default scale (0) with the given one honoured, fitting's
+    #                                                "the constant c0" form. Unsure: _fit_one's grid spans the default
+    #                                                * 2**[-8, 8] and never reaches 0 (its edge value depends on D), so
+    #                                                the tool may print unknown; no other model says it
+    "attend_bool_mask_as_float": {"mask-kind"},     # keep-mask cast to 0/1 and added, nothing masked (the band is in
+    #                                                the mask under this API; rows with no key attend every key): "bool
+    #                                                mask added to the scores as numbers (True = +1)", its band-folded
+    #                                                form (as KEY6's eager_attention_forward, KEY8's
+    #                                                sdpa_maybe_add_mask)
+    "attend_half_sim_einsum": {"low-precision"},    # q, k cast to float16 and q k^T in float16 whatever the dtype
+    #                                                (CATALOG float32; rows with no key zeroed by a guard): no listed
+    #                                                variant rounds the inputs, named by the noise size (q k^T rounded
+    #                                                to float16; it overflows where that rounding does), as KEY7's
+    #                                                flash_half_qk
+    "attend_folded_heads_reshape": set(),           # V reshaped (-1, Sk, d_k) with the key head dim: with Dv != D the
+    #                                                value rows are re-chunked across (batch, head) slices (garbage) or
+    #                                                it raises. head-layout's forms permute whole axes (a reshape
+    #                                                without its permute), none re-chunks V by D: None
+
+    # ---- torch_sdpa_fwd.py (API torch-sdpa) ---------------------------------------------------------------------
+    "sdpa_kv_head_order_transposed": {"gqa-grouping"},   # enable_gqa with Hkv != Hq: query head h reads kv head
+    #                                                h % Hkv: "h % Hkv" (MQA: h % 1 = 0, right, as the model)
+    "sdpa_causal_past_aligned": {"causal-alignment"},   # is_causal (handed only for a top-left band without mask or
+    #                                                window) built bottom-right, tril(S - L): "other alignment" (rows
+    #                                                left with no key zeros); as KEY6's mlx_style_sdpa
+    "sdpa_masked_fallback_unscaled": set(),         # with any attn_mask (torch-sdpa hands other alignments, windows,
+    #                                                padding and ALiBi in it) the scores are not scaled: 1, the given
+    #                                                scale ignored; without a mask right. fit_scale has no condition
+    #                                                ("1 (no scaling)" would change the maskless passing cases);
+    #                                                fitting_ignored's "scale" leaves out a GIVEN scale (1/sqrt(D), not
+    #                                                1) and needs one on every failing case: None (as KEY9's
+    #                                                sdpa_exp2_block_loop)
+    "sdpa_blockwise_unguarded_max": set(),          # blocks of 32, p = exp(qk - m) unguarded: a row whose first block
+    #                                                is fully masked gets NaN in l and acc, and the final where(l > 0)
+    #                                                turns it into ZEROS (selfcheck: finite 0.826): such rows come out
+    #                                                exactly 0, every other row right. masked-block-nan's _online gives
+    #                                                NaN there (acc / NaN); masked-block-max-zero zeros only rows far
+    #                                                below 0. output-placement's fit (rows right or exactly zero) would
+    #                                                hold on this output, but it names a grid / index mistake (rows
+    #                                                never written), not this one: None. Unsure
+    "sdpa_probs_bf16_after_rowsum": {"low-precision"},   # unnormalised P rounded to bfloat16 for P @ V, l summed
+    #                                                before the cast (CATALOG float32): "the weights rounded to
+    #                                                bfloat16" up to where the rounding falls, else the noise size (as
+    #                                                KEY4's flash_pv_low_precision, KEY7's sdpa_low_precision_pv)
+    "sdpa_lowering_scale_from_value": {"scale"},    # default 1/sqrt(Dv), a given scale honoured: "1/sqrt(Dv)" (as
+    #                                                KEY5's attn_scale_from_value_dim)
+
+    # ---- flash_fwd.py (API flash-attn) --------------------------------------------------------------------------
+    "flash_causal_upper_left": {"causal-alignment"},   # causal frontier j <= i (top-left) beside the handed window's
+    #                                                edges bottom-right (ALiBi bottom-right): "the causal diagonal
+    #                                                only (a window's left edge keeps the case's alignment)", and
+    #                                                "other alignment" without a window (as KEY8's flash_onnx_tril).
+    #                                                Unsure: the kernel also keeps a handed right edge bottom-right
+    #                                                (flash_band hands (left, 0) under causal in half the cases), which
+    #                                                makes causal + window cases with Sq > Sk right where the variant
+    #                                                (causal in place of the right edge) is not
+    "flash_local_right_bound_dropped": {"window-bounds"},   # the window's right edge applied only under causal
+    #                                                (where causal caps it at 0 anyway); left edge and causal right:
+    #                                                "right ignored", (left, -1), exactly
+    "flash_splitkv_unguarded_reduce": set(),        # 3 splits of ceil(Sk / 3): a split with no visible key writes 0/0
+    #                                                = NaN with lse -inf, and exp(-inf) * NaN poisons the row: NaN on
+    #                                                every row with keys and an empty split (trailing ones too: causal
+    #                                                row 0), rows with no key zeros. masked-block-nan is a LEADING
+    #                                                block of 16..128 keys, dead-rows-nan rows with no key only,
+    #                                                split-merge wrong weights of right partials: None
+    "flash_softcap_scoremod": set(),                # (S / cap) * tanh(S / cap): softcap's form "S * tanh(S / cap)" is
+    #                                                cap times this (softcap_form: raw * tanh(raw / cap)); no other
+    #                                                form, and no scale formula scales the capped scores alone: None
+    "flash_alibi_chunk_positions": set(),           # ALiBi distance |i - j| (top-left) while causal / window stay
+    #                                                bottom-right: causal-alignment's forms move the band (they would
+    #                                                change causal passing cases) and its ALiBi-aligned form is packed
+    #                                                only; alibi-sign / alibi-dropped are other biases: None
+    "flash_native_backend_local": {"window-bounds"},   # window applied only when causal: a non-causal window (both
+    #                                                edges) ignored. No table variant ("right ignored" keeps the left
+    #                                                edge); fitting_ignored's "the window is ignored when not causal"
+    #                                                (window -> window-bounds) reproduces it, the causal windows that
+    #                                                pass deciding the condition
+
+    # ---- numpy_bwd.py (API numpy-backward) ----------------------------------------------------------------------
+    "bwd_fp16_score_recompute": set(),              # scale * q k^T rounded to float16, P = exp(S16 - LSE) against the
+    #                                                exact LSE, O and delta from that P (CATALOG float32).
+    #                                                bwd-low-precision rounds P, P for dV, dS, dO * O, delta's
+    #                                                accumulator or the K operand (K * s), not the scores; grad_judge
+    #                                                has no noise-size rule: None (as KEY8's bwd_lowp_delta then)
+    "bwd_preprocess_layout_assumed": set(),         # 4-D: delta pairs O of one (head, position) with dO of another
+    #                                                (flat rows of (B, S, H, D) against (B, H, S, D)): bwd-delta-term's
+    #                                                variants drop or re-derive delta within the row: None
+    "bwd_group_mode_dq_stride": set(),              # every (batch, head) slice's dQ summed into slice 0, the others
+    #                                                zero (dK, dV right): no backward model moves or folds dQ
+    #                                                (output-placement is a forward fitted form): None
+    "bwd_ring_stale_kv": set(),                     # the second key chunk recomputed with chunk 0's keys and values
+    #                                                (under its own mask): dQ and that chunk's dK, dV wrong: no model
+    "bwd_mqa_kv_grad_unreduced": set(),             # a shared (size-1) kv head: dK from query head 0 only, dV summed.
+    #                                                bwd-gqa-sum's "first head of each group" takes dK AND dV from the
+    #                                                first head: dV differs, None. (The NumPy --backward is called
+    #                                                like the refimpl protocol, which has no GQA: likely a verdict miss)
+    "bwd_recompute_without_mask": {"bwd-mask-not-reapplied"},   # P = exp(scale q k^T - the masked LSE) on every
+    #                                                key, O and delta from the masked forward, dV from that P: "P =
+    #                                                exp(S - the masked forward's LSE) on every key" (backward_with's
+    #                                                "unmasked-lse"; rows with no key 0 in both)
+}
+
+# The heldout10 kernels whose only difference from correct attention is on rows with no key (NaN or the mean of V,
+# accepted by default when no --masked-rows policy is pinned, as CONVENTION3/5/6/7/8/9): none. The kernels with a
+# dead-row effect err on rows with keys too (flash_splitkv_unguarded_reduce: NaN on rows with keys and an empty
+# split; sdpa_blockwise_unguarded_max: zeros on rows whose first block is masked; attend_bool_mask_as_float: nothing
+# masked, rows with no key attend every key: neither NaN nor the mean of V), and the first two, attend_half_sim_einsum
+# and attend_vit_softmax_dim keep rows with no key at zeros. Backward dead rows are judged anyway (KEY7/KEY8).
+CONVENTION10 = set()
 SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout2": (KEY2, CONVENTION2, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd")),
         "heldout3": (KEY3, CONVENTION3, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
@@ -712,7 +867,8 @@ SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy
         "heldout6": (KEY6, CONVENTION6, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout7": (KEY7, CONVENTION7, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout8": (KEY8, CONVENTION8, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
-        "heldout9": (KEY9, CONVENTION9, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
+        "heldout9": (KEY9, CONVENTION9, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
+        "heldout10": (KEY10, CONVENTION10, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
 FORWARD_FOR_BACKWARD = f"{HELD / 'numpy_fwd.py'}:np_eager_reference"
 
 
