@@ -16,8 +16,7 @@ others rebuild S and its keep-mask (:mod:`refimpl.scores_parts`) and change one 
 handling are here and in :mod:`refimpl.bugs_general`; those of the softmax's steps in
 :mod:`refimpl.bugs_softmax_steps` and :mod:`refimpl.bugs_scores`; of the output's layout in
 :mod:`refimpl.bugs_layout`; of packed batches in :mod:`refimpl.bugs_packed`. ``MODELS`` maps a model id to its
-:class:`BugModel` row: the explanation the diagnosis prints, the variants (label and callable), and the closeness
-a fit needs.
+:class:`BugModel` row: the explanation the diagnosis prints, the variants (label and callable), the closeness.
 """
 from __future__ import annotations
 
@@ -29,17 +28,17 @@ from .bugs_layout import INPUT_LAYOUTS, LAYOUTS, input_layout, output_layout
 from .bugs_mask_use import ROWS as MASK_USE, padding_lengths_inverted
 from .bugs_normaliser import ROWS as NORMALISER
 from .bugs_packed import packed_attention
-from .bugs_softmax_steps import (TILE_RANGES, band_tile_range, bias_before_scale, denominator_epsilon, exp_times_mask,
-                                 keys_from_offset, low_precision, max_floored, no_max_subtraction, online_rescale,
-                                 online_row_sum, softcap_form, softmax_then_mask)
+from .bugs_softmax_steps import (SOFTCAP_FORMS, TILE_RANGES, band_tile_range, bias_before_scale, denominator_epsilon,
+                                 exp_times_mask, keys_from_offset, low_precision, max_floored, no_max_subtraction,
+                                 online_rescale, online_row_sum, softcap_form, softmax_then_mask)
 from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, causal_diagonal, dead_rows_nan,
                           gqa_divisor, mods_before_scale, mods_by_kv_head, online_inverted, online_max_clamped,
                           online_unguarded, rounded_step, scale_compounded, softcap_after_mask, softmax_axis,
                           tile_padded_tail, tile_transposed, tiles_unmasked, zero_padded_tail)
-from .bugs_general import (_with_alibi, alibi_dropped, alibi_first_batch, alibi_signed, bool_mask_added, causal_dropped,
-                           causal_only_realigned, float_mask_as_bool, left_edge_realigned, mask_after_softmax,
-                           mask_batch_flattened, mask_transposed, offset_clamped, other_alignment, scale_after_softmax,
-                           scale, window_edges)
+from .bugs_general import (ROWS as GENERAL, _with_alibi, alibi_dropped, alibi_first_batch, alibi_signed,
+                           bool_mask_added, causal_dropped, causal_only_realigned, float_mask_as_bool,
+                           left_edge_realigned, mask_after_softmax, mask_batch_flattened, mask_transposed,
+                           offset_clamped, other_alignment, scale_after_softmax, scale, window_edges)
 from .masks import window_mask
 
 __all__ = ["MODELS", "BugModel", "Variant"]
@@ -211,7 +210,7 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("padding-unmasked", "sequences are padded with zero keys to the longest and the padding is attended",
              (_pk("zero keys up to max_seqlen_k", zero_padding=True),)),
     BugModel("weights-transposed", "the output is right but the weights are returned transposed, (Sk, Sq) per head",
-             ()),                       # no output variant: diagnosed from the returned weights (diagnosis.py)
+             ()),   # no output variant: diagnosed from the returned weights (diagnosis.py)
     BugModel("alibi-sign", "the ALiBi bias is +slope * distance (distant keys favoured) instead of -slope * distance",
              (_split("+slope * distance", alibi_sign),
               _split("signed distance -slope * (i + offset - j), no |.|: keys right of the diagonal favoured",
@@ -286,8 +285,7 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              "cap * tanh(S / cap)",
              (_v("tanh before scaling", softcap_order),
               _v("softcap and additive terms before scaling: the scale multiplies both", mods_before_scale))
-             + tuple(_v(f, softcap_form, form=f) for f in ("cap * tanh(S * cap)", "S * tanh(S / cap)",
-                                                           "cap * tanh((S + bias) / cap)", "never applied")),
+             + tuple(_v(f, softcap_form, form=f) for f in SOFTCAP_FORMS),
              distinct_from=("additive-before-scale",)),   # no softcap case: its terms before the scale are that one
     BugModel("additive-before-scale", "the additive terms (a float mask, ALiBi) are added to q k^T before the scale: "
              "the scale multiplies them too", (_v("scale * (q k^T + bias)", bias_before_scale),)),
@@ -318,7 +316,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              + tuple(_v(f"row sum never rescaled, blocks of {b}", online_row_sum, block=b) for b in (16, 32, 64, 128))),
     BugModel("masked-block-nan", "online softmax leaves its running max at -inf: a row whose leading key block is "
              "fully masked gets NaN (exp(-inf - -inf))",
-             tuple(_v(f"blocks of {b}", online_unguarded, block=b) for b in (16, 32, 64, 128)),
+             tuple(_v(f"blocks of {b}{z}", online_unguarded, block=b, zeroed=bool(z))
+                   for z in ("", ", the NaN rows zeroed by a final l > 0 guard") for b in (16, 32, 64, 128)),
              distinct_from=("dead-rows-nan",)),
     BugModel("masked-block-max-zero", "online softmax sets the running max of fully masked key blocks to 0 and keeps "
              "it: a row whose scores lie far below 0 past a masked leading block underflows to zeros",
@@ -343,8 +342,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              (_v("softmax in float16", low_precision),)
              + tuple(_v(f"{step} in {dt}", rounded_step, step=step, dtype=dt)
                      for dt in ("bfloat16", "float16")
-                     for step in ("scores", "exps", "row sum", "weights", "q k^T"))
+                     for step in ("scores", "exps", "row sum", "weights", "q k^T", "q, k and q k^T"))
              + tuple(_v(f"q k^T, scores and weights each rounded to {dt}: computed in the 16-bit input dtype",
                         rounded_step, step="throughout", dtype=dt) for dt in ("bfloat16",)),
              tolerance=(2e-2, 1e-2), distinct_from=("no-max-subtraction",)),    # both overflow to inf alike
-    *MASK_USE, *NORMALISER)}
+    *MASK_USE, *NORMALISER, *GENERAL)}

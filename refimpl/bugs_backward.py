@@ -39,10 +39,12 @@ The models (each changes exactly one step):
 where P > 0, the Jacobian dropped; the rowsum of P * dP over the whole (Sq, Sk) matrix. ``bwd-tile-accumulation``
 also walks ceil(Sk / block) query tiles; ``bwd-low-precision`` also rounds dO * O before delta's sum.)
 The models from ``bwd-masked-uniform`` on are :func:`steps_backward`'s, written from P, O and the forward's LSE, and
-:func:`kernel_backward`'s (refimpl.bugs_backward_kernels' steps): dS = 0 (``bwd-delta-term``); the partial last key
-tile's zero padding kept as keys, or the dK/dV pass alone starting a key block's query loop at its first key
-(``bwd-tile-accumulation``); delta accumulated in a 16-bit register, or the pre-scaled K operand of the recompute
-rounded to 16 bits (``bwd-low-precision``).
+:func:`kernel_backward`'s (refimpl.bugs_backward_kernels' steps, their labels in its ``KERNEL_VARIANTS``): dS = 0,
+or delta over O's and dO's rows in two layouts (``bwd-delta-term``); dK or dV of a kv head from its group's first
+query head alone (``bwd-gqa-sum``); the partial last key tile's zero padding kept as keys, the dK/dV pass alone
+starting a key block's query loop at its first key, dQ accumulated with a (batch, head) stride of 0, or a key chunk
+recomputed with chunk 0's stale K/V (``bwd-tile-accumulation``); delta accumulated in a 16-bit register, the
+pre-scaled K operand or the recomputed scores rounded to 16 bits (``bwd-low-precision``).
 
 ``MODELS`` maps a model id to its :class:`refimpl.bugs.BugModel` row (explanation, variants).
 """
@@ -55,7 +57,7 @@ import numpy as np
 
 from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant
-from .bugs_backward_kernels import kernel_steps, padded_keys
+from .bugs_backward_kernels import BLOCKS, KERNEL_VARIANTS, kernel_steps, padded_keys
 from .lse import sdpa_lse
 from .masks import band_mask
 from .precision import get as precision
@@ -255,20 +257,19 @@ def _st(label: str, mistake: str, **param) -> Variant:          # a mistake of s
     return Variant(label, partial(steps_backward, mistake=mistake, **param))
 
 
-def kernel_backward(q, k, v, d_out, *, mistake: str, block: int = 32, dtype: str = "float16", **kw):
+def kernel_backward(q, k, v, d_out, *, mistake: str, block: int = 32, dtype: str = "float16", layout: str = "",
+                    chunks: int = 0, **kw):
     """``(dq, dk, dv)`` with one mistake of :mod:`refimpl.bugs_backward_kernels`, its steps run from this forward."""
     Sk = np.shape(k)[-2]
     k, v, kw = padded_keys(q, k, v, kw, block) if mistake == "padded-keys" else (k, v, kw)
     o, p = scaled_dot_product_attention(q, k, v, **kw)                   # (B, Hq, Sq, Dv), (B, Hq, Sq, Sk)
-    dq, dk, dv = kernel_steps(q, k, v, d_out, o, p, mistake=mistake, block=block, dtype=dtype, **kw)
+    dq, dk, dv = kernel_steps(q, k, v, d_out, o, p, mistake=mistake, block=block, dtype=dtype, layout=layout,
+                              chunks=chunks, **kw)
     return dq, dk[..., :Sk, :], dv[..., :Sk, :]
 
 
-def _kb(label: str, mistake: str, **param) -> Variant:          # a mistake of kernel_backward
-    return Variant(label, partial(kernel_backward, mistake=mistake, **param))
-
-
-BLOCKS = (16, 32, 64, 128)
+def _kbs(model: str) -> tuple[Variant, ...]:      # the variants of ``model`` that are mistakes of kernel_backward
+    return tuple(Variant(label, partial(kernel_backward, mistake=m, **kw)) for label, m, kw in KERNEL_VARIANTS[model])
 
 
 MODELS: dict[str, BugModel] = {m.name: m for m in (
@@ -279,8 +280,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
               _v("dS = P (dP - rowsum(dP)): P missing from the rowsum", "delta-no-p"),
               _v("dS = dP where P > 0: the softmax's Jacobian dropped (an identity backward)", "ds-no-p"),
               _v("the rowsum of P * dP taken over the whole (Sq, Sk) matrix", "delta-matrix"),
-              _st("rowsum(dO * l O): the unnormalised output (the accumulator before / l)", "delta-unnormalised"),
-              _kb("dS = 0: the softmax passes no gradient (dQ = dK = 0, dV right)", "softmax-no-grad"))),
+              _st("rowsum(dO * l O): the unnormalised output (the accumulator before / l)", "delta-unnormalised"))
+             + _kbs("bwd-delta-term")),
     BugModel("bwd-scale-dq", "the softmax scale of dQ is wrong: not applied (dQ = dS K) or applied twice "
              "(scale**2 dS K), instead of scale * dS K",
              (_v("dQ = dS K", "scale-dq"), _v("dQ = scale**2 dS K", "scale-dq-twice"))),
@@ -293,7 +294,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("bwd-gqa-sum",
              "GQA: the gradient of a key/value head is not the sum over the query heads that share it",
              (_v("first head of each group", "gqa-first"),
-              _v("last head of each group (overwritten per head)", "gqa-last"), _v("mean over the group", "gqa-mean"))),
+              _v("last head of each group (overwritten per head)", "gqa-last"), _v("mean over the group", "gqa-mean"))
+             + _kbs("bwd-gqa-sum")),
     BugModel("bwd-delta-axis", "the softmax Jacobian's rowsum(P * dP) is summed over the queries (axis -2), not the "
              "keys", (_v("sum over queries", "delta-axis"),)),
     BugModel("bwd-mask-not-reapplied", "the backward recomputes the weights without the mask, causal band or window "
@@ -313,7 +315,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
               _st("scores without the softmax scale (nor softcap or additive terms): exp(q k^T - LSE)",
                   "recompute-unscaled"))),
     BugModel("bwd-tile-accumulation", "a tiled backward gets its tiles wrong: a gradient is assigned per tile "
-             "instead of accumulated, a loop skips tiles, or the partial last key tile's zero padding counts as keys",
+             "instead of accumulated (or into another slice's slot), a loop skips tiles or reads another tile's keys, "
+             "or the partial last key tile's zero padding counts as keys",
              tuple(_st(f"dQ assigned per key tile of {b}: the last tile's only", "dq-last-key-tile", block=b)
                    for b in BLOCKS)
              + tuple(_st(f"dK, dV scratch reset per query block of {b}: the last block's only", "dkdv-last-query-block",
@@ -326,10 +329,7 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
                          "query-tail-dropped", block=b) for b in BLOCKS)
              + tuple(_st(f"ceil(Sk / {b}) query tiles of {b} (the loop bound from the key length)",
                          "query-tiles-from-sk", block=b) for b in BLOCKS)
-             + tuple(_kb(f"dK/dV pass only: query loop of a key block of {b} starting at its first key (dQ right)",
-                         "dkdv-from-key-block", block=b) for b in BLOCKS)
-             + tuple(_kb(f"keys zero-padded to a multiple of {b}, the pads kept in the recomputed LSE, O and P",
-                         "padded-keys", block=b) for b in BLOCKS)),
+             + _kbs("bwd-tile-accumulation")),
     BugModel("bwd-value-dims", "dP = dO V^T is taken over the first D value dims only (value tiles sized with the "
              "q/k head dim; wrong when Dv > D)", (_st("first D of Dv", "dp-value-dims"),
                                                   _st("first D of Dv in the dQ pass only", "dp-value-dims-dq"))),
@@ -340,8 +340,5 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              tuple(_st(f"{what} in {dt}", m, dtype=dt) for dt in ("float16", "bfloat16")
                    for what, m in (("P for dV", "p-for-dv-16bit"), ("dS", "ds-16bit"), ("P", "p-16bit"),
                                    ("dO * O before delta's row sum", "delta-16bit")))
-             + tuple(_kb(label.format(dt), m, dtype=dt) for dt in ("float16", "bfloat16") for label, m in (
-                 ("rowsum(dO * O) accumulated in {}: every partial sum rounded", "delta-accumulated"),
-                 ("K * scale * log2(e) rounded to {} for an exp2 recompute against the exact LSE", "k-operand-exp2"),
-                 ("K * scale rounded to {} for the recompute against the exact LSE", "k-operand")))),
+             + _kbs("bwd-low-precision")),
 )}

@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from .attention import scaled_dot_product_attention
-from .bug_model import _kw
+from .bug_model import BugModel, Variant, _kw
 from .masks import alibi_bias, band_mask, window_mask
 
 __all__ = ["scale", "alibi_dropped", "other_alignment", "causal_only_realigned", "left_edge_realigned",
@@ -254,3 +254,24 @@ def alibi_dropped(q, k, v, *, mask=None, slopes=None, when="always", **kw):
     if when == "always" or not _kw(kw)["is_causal"]:
         slopes = None
     return _sdpa(q, k, v, mask=_with_alibi(mask, slopes, np.shape(q)[-2], np.shape(k)[-2]), **kw)
+
+
+def alibi_top_left(q, k, v, *, mask=None, slopes=None, **kw):
+    """ALiBi's distance measured from the query's position in the call, |i - j|, without the offset Sk - Sq (a
+    chunk's or decode step's local positions: top-left); without ALiBi, the reference."""
+    if slopes is None:
+        return _sdpa(q, k, v, mask=mask, **kw)
+    Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
+    bias = alibi_bias(slopes, Sq, Sk, alignment="top-left")                        # (H|B, H, Sq, Sk)
+    bias = bias[None] if np.ndim(slopes) == 1 else bias
+    if mask is not None:
+        m = np.asarray(mask)
+        bias = np.where(m, bias, -np.inf) if m.dtype == bool else m + bias
+    return _sdpa(q, k, v, mask=bias, **kw)
+
+
+ROWS = (                                 # the rows of refimpl.bugs.MODELS written here
+    BugModel("alibi-distance", "ALiBi's distance is measured between the wrong positions",
+             (Variant("|i - j|: the queries' positions without the offset Sk - Sq (top-left)", alibi_top_left,
+                      splits_alibi=True),)),
+)

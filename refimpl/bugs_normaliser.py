@@ -7,7 +7,9 @@ the output (B..., Sq, Dv) out); the rows of the bug-model table they make are ``
 * split-KV (flash-decoding): each split of ``split`` keys gives its normalised output o_i and its log-sum-exp l_i,
   merged as sum_i w_i o_i / sum_i w_i with w_i = exp(l_i - max l); the mistake is in the base of w_i (natural-log
   LSEs merged with exp2, ``2**(l_i - max l)``; base-2 LSEs merged with exp) or in leaving it out (partials
-  averaged). With one split (Sk <= split) every form is right.
+  averaged), or in trusting every partial: a split with no kept key has the output 0/0 = NaN, and its weight 0
+  times NaN poisons the row. The splits are of ``split`` keys, or ``splits`` of ceil(Sk / splits) keys each. With
+  one split (Sk <= split) every form is right.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ __all__ = ["ROWS", "matrix_sum", "split_merge", "MERGES"]
 MERGES = {"natural-log LSEs merged in base 2: 2**(lse - max)": math.log(2.0),
           "base-2 LSEs merged in base e: exp(lse2 - max)": 1.0 / math.log(2.0),
           "partials averaged (no weights)": 0.0}
+EMPTY = "every partial trusted: an empty split's 0/0 output, weight 0, gives NaN"
 
 
 def matrix_sum(q, k, v, *, row_max=True, **kw):
@@ -37,11 +40,13 @@ def matrix_sum(q, k, v, *, row_max=True, **kw):
     return (e / np.where(z == 0, 1.0, z)) @ v
 
 
-def split_merge(q, k, v, *, split=64, merge=next(iter(MERGES)), **kw):
-    """Split-KV over key splits of ``split``: each split's output normalised by its own sum, merged with the weights
-    of ``merge`` (a key of :data:`MERGES`); a split with no kept key weighs 0, a row with none gives zeros."""
+def split_merge(q, k, v, *, split=64, splits=None, merge=next(iter(MERGES)), **kw):
+    """Split-KV over key splits of ``split`` (or ``splits`` splits): each split's output normalised by its own sum,
+    merged with the weights of ``merge`` (a key of :data:`MERGES`); a split with no kept key weighs 0 (its 0/0
+    output kept, NaN, for the "empty split" merge), a row with none gives zeros."""
     s, keep, v = _parts(q, k, v, **_kw(kw))
     s = np.where(keep, s, -np.inf)
+    split = split if splits is None else -(-s.shape[-1] // splits)
     outs, lses = [], []
     for a in range(0, s.shape[-1], split):
         part = s[..., a:a + split]                                       # (B..., Sq, split)
@@ -49,17 +54,19 @@ def split_merge(q, k, v, *, split=64, merge=next(iter(MERGES)), **kw):
         m = np.where(np.isfinite(m), m, 0.0)
         e = np.exp(part - m)
         z = e.sum(axis=-1, keepdims=True)                                # (B..., Sq, 1)
-        outs.append((e / np.where(z == 0, 1.0, z)) @ v[..., a:a + split, :])
+        with np.errstate(invalid="ignore"):
+            outs.append((e / np.where(z == 0, np.nan if merge == EMPTY else 1.0, z)) @ v[..., a:a + split, :])
         with np.errstate(divide="ignore"):
             lses.append(np.where(z > 0, np.log(z) + m, -np.inf))
     lse = np.stack(lses)                                                 # (splits, B..., Sq, 1)
     top = lse.max(axis=0)
     top = np.where(np.isfinite(top), top, 0.0)
     with np.errstate(invalid="ignore"):
-        w = np.where(np.isneginf(lse), 0.0, np.exp(MERGES[merge] * (lse - top)))
+        w = np.where(np.isneginf(lse), 0.0, np.exp(MERGES.get(merge, 1.0) * (lse - top)))
     den = w.sum(axis=0)
-    num = sum(w[i] * outs[i] for i in range(len(outs)))
-    return num / np.where(den == 0, 1.0, den)
+    with np.errstate(invalid="ignore"):
+        num = sum(w[i] * outs[i] for i in range(len(outs)))
+        return np.where(den > 0, num / np.where(den == 0, 1.0, den), 0.0)
 
 
 ROWS = (
@@ -70,5 +77,8 @@ ROWS = (
     BugModel("split-merge", "split-KV partial outputs are merged with the wrong weights (each split's output is "
              "right; their weights are not exp(lse_i - max lse))",
              tuple(Variant(f"{label}, splits of {n} keys", _named(split_merge, split=n, merge=label))
-                   for label in MERGES for n in (16, 32, 64, 128, 256))),
+                   for label in MERGES for n in (16, 32, 64, 128, 256))
+             + tuple(Variant(f"{EMPTY}, splits of {n} keys", _named(split_merge, split=n, merge=EMPTY))
+                     for n in (16, 32, 64, 128))                 # (one split of 256: NaN rows with no key, no more)
+             + tuple(Variant(f"{EMPTY}, {n} splits", _named(split_merge, splits=n, merge=EMPTY)) for n in (2, 3, 4))),
 )

@@ -198,11 +198,12 @@ def online_inverted(q, k, v, *, block=64, both=False, **kw):
     return _online(s, keep, v, block, inverted=True, both=both)
 
 
-def online_unguarded(q, k, v, *, block=64, **kw):
+def online_unguarded(q, k, v, *, block=64, zeroed=False, **kw):
     """Online softmax with the running max used unguarded: exp(-inf - (-inf)) = NaN on a row whose leading key
-    blocks are fully masked."""
+    blocks are fully masked (``zeroed``: those rows then zeros, a final ``l > 0`` guard being false for NaN)."""
     s, keep, v = _parts(q, k, v, **_kw(kw))
-    return _online(s, keep, v, block, guarded=False)
+    out = _online(s, keep, v, block, guarded=False)
+    return np.where(np.isnan(out).any(axis=-1, keepdims=True), 0.0, out) if zeroed else out
 
 
 def online_max_clamped(q, k, v, *, block=64, **kw):
@@ -217,15 +218,17 @@ def rounded_step(q, k, v, *, step="scores", dtype="bfloat16", **kw):
     scaled scores), "exps" (exp(S - max)), "row sum" (the denominator) or "weights" (P); the rest in float64; or
     "throughout": q k^T rounded, then the scaled (softcapped, biased) scores and the weights, as a kernel computing
     in its 16-bit input dtype rounds them; or "q k^T": the unscaled product alone rounded (it overflows past the
-    dtype's largest value before the scale could bring it back)."""
+    dtype's largest value before the scale could bring it back); "q, k and q k^T": q and k cast to ``dtype`` first
+    (a similarity computed on 16-bit copies of the inputs), then the product rounded."""
     r = precision(dtype).round
     kw = _kw(kw)
     s, keep, v = _parts(q, k, v, **kw)
     with np.errstate(over="ignore", invalid="ignore"):
         if step == "scores":
             s = r(s)
-        elif step in ("throughout", "q k^T"):           # q k^T rounded, then scaled (and modified) and rounded
-            raw, _, _ = _parts(q, k, v, **dict(kw, scale=1.0, softcap=None, mask=None, is_causal=False, window=None),
+        elif step in ("throughout", "q k^T", "q, k and q k^T"):     # q k^T rounded, then scaled (and modified)
+            qk = (r(np.asarray(q, np.float64)), r(np.asarray(k, np.float64))) if step.startswith("q, k") else (q, k)
+            raw, _, _ = _parts(*qk, v, **dict(kw, scale=1.0, softcap=None, mask=None, is_causal=False, window=None),
                                dtype=np.float32)       # accumulated in float32, as 16-bit matmuls do
             sc = 1.0 / math.sqrt(np.shape(q)[-1]) if kw["scale"] is None else kw["scale"]
             keep_r = r if step == "throughout" else (lambda a: a)     # "q k^T": only the product is rounded

@@ -3,7 +3,9 @@ bwd-tile-accumulation and bwd-low-precision) name the mistake a kernel was built
 backward passes written here from the textbook (a forward that saves its LSE, delta = rowsum(dO * O), dK/dV per
 key block, dQ in its own pass), each with one mistake at a block size or 16-bit format, run through the grad rows;
 the run's diagnosis must name exactly one variant, the one with that very value, and the kernel without a mistake must
-conform with no diagnosis."""
+conform with no diagnosis. A second kernel (:func:`_segments`: one (batch, head) slice at a time, dQ into a scratch
+buffer, K/V in key chunks, a shared kv head broadcast) carries the bookkeeping mistakes of heldout10's backward set:
+recomputed scores in 16 bits, delta over two layouts, a dQ stride of 0, stale ring K/V, MQA dK or dV not reduced."""
 import math
 import warnings
 
@@ -93,12 +95,12 @@ def _kernel(q, k, v, d_out, mask=None, scale=None, *, mistake=None, block=32, fm
     return tuple(_sum_to(g, a.shape).astype(a.dtype) for g, a in zip((dq, dk, dv), (q, k, v)))
 
 
-def _lines(fn, dtype="float64"):
+def _lines(fn, dtype="float64", families=FAMILIES):
     """The grad rows' statuses and the run's diagnosis (the models fitted over every row's cases together, as
     ``refimpl check`` prints it: one row's cases may not pin a block size)."""
     target = Target("zoo:forward", lambda q, k, v, mask=None, scale=None: q)
-    specs = select(FAMILIES, "quick", (dtype,))
-    cases = [grad_case(f, [s for s in specs if s.family == f], STORE, Backward("kernel", fn)) for f in FAMILIES]
+    specs = select(families, "quick", (dtype,))
+    cases = [grad_case(f, [s for s in specs if s.family == f], STORE, Backward("kernel", fn)) for f in families]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = {(c.id, target.name): c.run(target) for c in cases}
@@ -107,9 +109,9 @@ def _lines(fn, dtype="float64"):
     return [o.status for o in results.values()], run.diagnoses.get(target.name, [])
 
 
-def _named(fn, model, label, dtype="float64"):
+def _named(fn, model, label, dtype="float64", families=FAMILIES):
     """Some row fails, and the run's diagnosis is ``model`` with the one variant ``label`` (no other fits)."""
-    statuses, lines = _lines(fn, dtype)
+    statuses, lines = _lines(fn, dtype, families)
     assert Status.FAIL in statuses, statuses
     assert lines and all(x.split(": ", 1)[1].startswith(f"{model} — ") and x.endswith(f" ({label})")
                          for x in lines), lines
@@ -166,3 +168,128 @@ def test_the_kernel_models_keep_shapes_and_reject_an_unknown_mistake():
         assert [a.shape for a in got] == [q.shape, k.shape, v.shape], mistake
     with pytest.raises(ValueError, match="mistake must be one of"):
         kernel_backward(q, k, v, g, mistake="typo", enable_gqa=True)
+
+
+def _segments(q, k, v, d_out, mask=None, scale=None, *, mistake=None, fmt="float16", layout="o-bshd", axes="batch-head",
+              chunks=2, block=0):
+    """The backward one (batch, head) slice at a time: k, v (B, 1 or H, Sk, X) broadcast against q's heads, dQ
+    accumulated into a (B, H) scratch buffer, dK, dV per key chunk. ``mistake``: "scores16" (s q k^T rounded to
+    ``fmt`` against the exact LSE; O and delta from that P), "delta-layout" (delta over flat rows, ``layout``
+    "o-bshd": O in (B, S, H, Dv) against dO's (B, H, S, Dv), "do-bshd": the reverse), "dq-stride" (dQ slot of slice
+    (b, h): 0 on ``axes`` "batch-head" (both) or "head"), "stale" (``chunks`` array_split key chunks, or
+    key blocks of ``block`` when it is set, each recomputed with chunk 0's first keys), "dk-first" / "dv-first" (a
+    shared kv head's dK or dV from query head 0 only)."""
+    q, k, v, g = (np.asarray(a, np.float64) for a in (q, k, v, d_out))
+    B, H, Sq, D = q.shape
+    Sk, Dv = k.shape[-2], v.shape[-1]
+    sc = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    keep = np.ones((B, H, Sq, Sk), bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), (B, H, Sq, Sk))
+    kb, vb = np.broadcast_to(k, (B, H, Sk, D)), np.broadcast_to(v, (B, H, Sk, Dv))
+    bounds = [(j, min(j + block, Sk)) for j in range(0, Sk, block)] if block else \
+        [(c[0], c[-1] + 1) for c in np.array_split(np.arange(Sk), chunks) if c.size]
+    stats = {}
+    for b in range(B):                                      # the forward: O and the row LSE per slice
+        for h in range(H):
+            s = np.where(keep[b, h], q[b, h] @ kb[b, h].T * sc, -np.inf)
+            m = s.max(axis=-1, keepdims=True)
+            alive = np.isfinite(m)
+            lse = np.where(alive, m, 0.0) + np.log(np.where(alive, np.exp(s - np.where(alive, m, 0.0)).sum(
+                axis=-1, keepdims=True), 1.0))
+            lse = np.where(alive, lse, np.inf)              # exp(s - inf) = 0 on rows with no key
+            stats[b, h] = (s, lse, np.exp(s - lse) @ vb[b, h])
+    o = np.stack([np.stack([stats[b, h][2] for h in range(H)]) for b in range(B)])     # (B, H, Sq, Dv)
+    delta = (g * o).sum(axis=-1, keepdims=True)
+    if mistake == "delta-layout":
+        if layout == "o-bshd":
+            rows = (np.swapaxes(o, 1, 2).reshape(-1, Dv) * g.reshape(-1, Dv)).sum(axis=-1)
+            delta = np.swapaxes(rows.reshape(B, Sq, H), 1, 2)[..., None]
+        else:
+            delta = (o.reshape(-1, Dv) * np.swapaxes(g, 1, 2).reshape(-1, Dv)).sum(axis=-1).reshape(B, H, Sq, 1)
+    dq_acc = np.zeros((B, H, Sq, D))
+    dk_h, dv_h = np.zeros((B, H, Sk, D)), np.zeros((B, H, Sk, Dv))
+    for b in range(B):
+        for h in range(H):
+            s, lse, _ = stats[b, h]
+            if mistake == "scores16":
+                s = np.where(keep[b, h], _round(q[b, h] @ kb[b, h].T * sc, fmt), -np.inf)
+            p_all = np.exp(s - lse)
+            dl = (g[b, h] * (p_all @ vb[b, h])).sum(axis=-1, keepdims=True) if mistake == "scores16" else delta[b, h]
+            dq = np.zeros((Sq, D))
+            for j0, j1 in bounds:
+                kc, vc = kb[b, h, j0:j1], vb[b, h, j0:j1]
+                if mistake == "stale":                      # the K/V saved at the first chunk
+                    kc, vc = kb[b, h, :j1 - j0], vb[b, h, :j1 - j0]
+                    p = np.exp(np.where(keep[b, h, :, j0:j1], q[b, h] @ kc.T * sc, -np.inf) - lse)
+                else:
+                    p = p_all[:, j0:j1]
+                ds = p * (g[b, h] @ vc.T - dl)
+                dq += ds @ kc * sc
+                dk_h[b, h, j0:j1] = ds.T @ q[b, h] * sc
+                dv_h[b, h, j0:j1] = p.T @ g[b, h]
+            slot = {"batch-head": (0, 0), "head": (b, 0)}[axes] if mistake == "dq-stride" else (b, h)
+            dq_acc[slot] += dq
+    shared = k.shape[1] == 1 < H
+    dk = dk_h[:, :1] if shared and mistake == "dk-first" else _sum_to(dk_h, k.shape)
+    dv = dv_h[:, :1] if shared and mistake == "dv-first" else _sum_to(dv_h, v.shape)
+    return dq_acc.astype(q.dtype), dk, dv
+
+
+def _seg(**kw):
+    return lambda *a, **call: _segments(*a, **call, **kw)
+
+
+def test_the_segment_kernel_without_a_mistake_conforms_with_no_diagnosis():
+    statuses, lines = _lines(_seg(), "float64", ["batched-heads", "gqa", "masked-rows"])
+    assert set(statuses) - {Status.NA} == {Status.PASS} and not lines, lines
+
+
+@pytest.mark.parametrize("fmt", ["float16", "bfloat16"])
+def test_recomputed_scores_rounded_to_16_bits_are_named_with_the_format(fmt):
+    _named(_seg(mistake="scores16", fmt=fmt), "bwd-low-precision",
+           f"scale * q k^T rounded to {fmt} in the recompute against the exact LSE (O, delta from that P)", "float32")
+
+
+@pytest.mark.parametrize("layout, o_rows, do_rows", [("o-bshd", "(B, S, H)", "(B, H, S)"),
+                                                     ("do-bshd", "(B, H, S)", "(B, S, H)")])
+def test_delta_over_rows_of_two_layouts_is_named_with_the_layout(layout, o_rows, do_rows):
+    _named(_seg(mistake="delta-layout", layout=layout), "bwd-delta-term",
+           f"rowsum(dO * O) over flat rows, O's in {o_rows} order against dO's in {do_rows}",
+           families=["batched-heads", "sizes", "causal"])
+
+
+@pytest.mark.parametrize("axes, stride, where", [
+    ("batch-head", "(batch, head)", "every slice's dQ summed into slice (0, 0)"),
+    ("head", "head", "each batch's dQ summed into head 0")])
+def test_a_dq_accumulator_stride_of_zero_is_named_with_the_axes(axes, stride, where):
+    _named(_seg(mistake="dq-stride", axes=axes), "bwd-tile-accumulation",
+           f"dQ accumulated with a {stride} stride of 0: {where}, the others zero (dK, dV right)",
+           families=["batched-heads", "padding", "sizes"])
+
+
+@pytest.mark.parametrize("chunks", [2, 4])
+def test_ring_chunks_recomputed_with_stale_kv_are_named_with_the_chunk_count(chunks):
+    _named(_seg(mistake="stale", chunks=chunks), "bwd-tile-accumulation",
+           f"ring of {chunks} key chunks, each recomputed with chunk 0's K and V (stale saved tensors)")
+
+
+@pytest.mark.parametrize("block", [16, 32])
+def test_key_blocks_recomputed_with_stale_kv_are_named_with_the_block(block):
+    _named(_seg(mistake="stale", block=block), "bwd-tile-accumulation",
+           f"every key block of {block} recomputed with block 0's K and V")
+
+
+@pytest.mark.parametrize("mistake, label", [("dk-first", "dK from the first head of each group, dV summed"),
+                                            ("dv-first", "dV from the first head of each group, dK summed")])
+def test_a_shared_kv_head_gradient_from_one_query_head_is_named_with_the_gradient(mistake, label):
+    _named(_seg(mistake=mistake), "bwd-gqa-sum", label, families=["gqa", "sizes"])
+
+
+def test_the_bookkeeping_models_keep_shapes():
+    rng = np.random.default_rng(7)
+    q, k, v = rng.normal(size=(2, 4, 9, 8)), rng.normal(size=(2, 2, 21, 8)), rng.normal(size=(2, 2, 21, 6))
+    g = rng.normal(size=(2, 4, 9, 6))
+    for mistake, kw in (("scores-16bit", {}), ("delta-rows-layout", {"layout": "do-bshd"}),
+                        ("dq-one-slot", {"layout": "head"}), ("stale-kv", {"chunks": 3}), ("stale-kv", {"block": 16}),
+                        ("dk-first-head", {}), ("dv-first-head", {})):
+        got = kernel_backward(q, k, v, g, mistake=mistake, enable_gqa=True, **kw)
+        assert [a.shape for a in got] == [q.shape, k.shape, v.shape], mistake

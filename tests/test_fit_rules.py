@@ -84,6 +84,7 @@ HAND = {
     "1 (no scaling), the given scale ignored": (1.0, 1.0),
     "sqrt(D), the given scale ignored": (4.0, 4.0),
     "1/sqrt(Hq*D), the given scale ignored": (1 / math.sqrt(48), 1 / math.sqrt(48)),
+    "0 (a sentinel default used as the scale: every kept key weighted alike)": (0.0, 0.3),
     "scale**2 (applied twice)": (1 / 16, 0.09),
     "1/scale (divided by it)": (4.0, 1 / 0.3),
     "the given scale times 1/sqrt(D)": (0.25, 0.075),
@@ -219,6 +220,8 @@ def _hand_value(name, s):
             "1/sqrt(Sq)": 1 / math.sqrt(s.Sq), "1/D": 1 / s.D, "1 (no scaling)": 1.0, "sqrt(D)": math.sqrt(s.D),
             "1/sqrt(Hq*D)": 1 / math.sqrt(s.Hq * s.D)}
     expected = s.scale if given else 1 / math.sqrt(s.D)
+    if name.startswith("0 (a sentinel default"):
+        return s.scale if given else 0.0
     if name == "scale**2 (applied twice)":
         return expected ** 2
     if name == "1/scale (divided by it)":
@@ -263,8 +266,8 @@ def test_the_scale_a_kernel_used_is_named_by_its_formula(name):
     # every other candidate differs from this one on a case (failing or passing): the name is the only answer
     for other in list(HAND) + ["the constant 0.3", "the constant 0.3, the given scale ignored"]:
         if other != name:
-            assert any(abs(_hand_value(other, d.spec) / _hand_value(name, d.spec) - 1) > 1e-2
-                       for d, _ in fail + passed), other
+            assert any(abs(_hand_value(other, d.spec) - _hand_value(name, d.spec)) > 1e-2 * abs(_hand_value(
+                name, d.spec)) for d, _ in fail + passed), other
     out = fitting.fit_scale(fail, passed, _always)
     assert out is not None and out[0] == name
 

@@ -85,6 +85,20 @@ def test_the_band_edges_a_kernel_applied_are_fitted(shift, form):
     assert f"the kernel applied {form}" in line, line
 
 
+@pytest.mark.parametrize("when, inverted_when", [("batch > 1", lambda B, L, S: B > 1),
+                                                 ("Sk > 64", lambda B, L, S: S > 64)])
+def test_a_table_model_on_some_calls_only_is_named_with_the_condition_fitted(when, inverted_when):
+    line = _one(_lines(kernels.sdpa_kernel(inverted_when=inverted_when), "torch-sdpa"), "mask-polarity")
+    first, others = re.search(r"\) when (.+?)(?: \(or: (.+?)\))? \(fitted", line).groups()
+    assert when in [first] + (others or "").split("; "), line
+
+
+@pytest.mark.parametrize("used", [1.0, 0.5])
+def test_a_scale_used_on_some_calls_only_is_fitted_with_its_value_and_condition(used):
+    line = _one(_lines(kernels.sdpa_kernel(scale_with_mask=used), "torch-sdpa"), "scale")
+    assert f" = {used:.4g} when a mask argument is given" in line, line
+
+
 def test_a_key_loop_starting_at_the_bottom_right_offset_is_a_band_tile_range():
     line = _one(_lines(kernels.flash_kernel(keys_from_offset=True), "flash-attn"), "band-tile-range")
     assert "key loop from the offset Sk - Sq" in line
@@ -99,3 +113,15 @@ def test_log2e_folded_into_the_scale_once_per_key_block_is_fitted_with_the_block
 def test_key_lengths_counted_from_the_padding_are_a_mask_polarity():
     line = _one(_lines(kernels.numpy_padding_lengths_inverted, "refimpl"), "mask-polarity")
     assert "key lengths counted from a padding mask's False entries" in line
+
+
+def test_failing_cases_of_the_wrong_shape_are_left_out_of_the_fits_and_the_rest_diagnosed():
+    # tests/heldout10's attend_pad_mask_query_axis once crashed the noise fingerprint (IndexError) with a
+    # wrong-shape output; the cases with values (about two thirds here) are too few for the noise rule's 90%
+    lines = _lines(kernels.numpy_float32_wrong_shape_when_masked, "refimpl")
+    assert len(lines) == 1 and lines[0].startswith("diagnosis k: "), lines
+
+
+def test_rows_zeroed_only_where_a_key_is_masked_are_not_called_misplaced():
+    lines = _lines(kernels.numpy_rows_with_a_masked_key_zeroed, "refimpl")
+    assert not any("output-placement" in line for line in lines), lines

@@ -1,11 +1,11 @@
 """The spent held-out sets as regression tests: tests/heldout4's forward kernels, the three tests/heldout6 forward
 kernels named only after that set's measure, tests/heldout7's and tests/heldout8's forward kernels named only after
-their measures, and tests/heldout9's two wrong names and the nine forward and five backward kernels it said unknown
-for keep the diagnosis they get once the models learned from each set's one scoring run (docs/diagnosis.md). The
-kernels are a helper's, from public reports, written to the APIs' contracts without reading refimpl. The expected
-names are the bug descriptions of each README read against the model table (KEY4 to KEY9 in tools/score_heldout.py,
-written before the runs; bugs that had no model then are named by the models written for them since). Not a
-measure: the sets are spent."""
+their measures, tests/heldout9's two wrong names and the nine forward and five backward kernels it said unknown
+for, and tests/heldout10's forward kernels keep the diagnosis they get once the models learned from each set's one
+scoring run (docs/diagnosis.md). The kernels are a helper's, from public reports, written to the APIs' contracts
+without reading refimpl. The expected names are the bug descriptions of each README read against the model table
+(KEY4 to KEY10 in tools/score_heldout.py, written before the runs; bugs that had no model then are named by the
+models written for them since). Not a measure: the sets are spent."""
 import importlib.util
 from pathlib import Path
 
@@ -98,6 +98,22 @@ NAMED = {
     ("heldout9/flash_fwd", "flash_single_m_block_grid", "flash-attn", "float64"): "output-placement",
     ("heldout9/flash_fwd", "flash_query_offset_lo", "flash-attn", "float64"): "band-tile-range",
     ("heldout9/flash_fwd", "flash_decode_head_tiles", "flash-attn", "float64"): "gqa-grouping",
+    # tests/heldout10's forward kernels: the nine named at its one scoring run keep their names, and the six it
+    # said unknown or named wrong are named by the models written after it
+    ("heldout10/numpy_fwd", "attend_vit_softmax_dim", "refimpl", "float64"): "softmax-axis",
+    ("heldout10/numpy_fwd", "attend_bool_mask_as_float", "refimpl", "float64"): "mask-kind",
+    ("heldout10/torch_sdpa_fwd", "sdpa_kv_head_order_transposed", "torch-sdpa", "float64"): "gqa-grouping",
+    ("heldout10/torch_sdpa_fwd", "sdpa_causal_past_aligned", "torch-sdpa", "float64"): "causal-alignment",
+    ("heldout10/torch_sdpa_fwd", "sdpa_lowering_scale_from_value", "torch-sdpa", "float64"): "scale",
+    ("heldout10/flash_fwd", "flash_causal_upper_left", "flash-attn", "float64"): "causal-alignment",
+    ("heldout10/flash_fwd", "flash_local_right_bound_dropped", "flash-attn", "float64"): "window-bounds",
+    ("heldout10/flash_fwd", "flash_native_backend_local", "flash-attn", "float64"): "window-bounds",
+    ("heldout10/numpy_fwd", "attend_scale_default_zero", "refimpl", "float64"): "scale",
+    ("heldout10/torch_sdpa_fwd", "sdpa_masked_fallback_unscaled", "torch-sdpa", "float64"): "scale",
+    ("heldout10/torch_sdpa_fwd", "sdpa_blockwise_unguarded_max", "torch-sdpa", "float64"): "masked-block-nan",
+    ("heldout10/flash_fwd", "flash_softcap_scoremod", "flash-attn", "float64"): "softcap",
+    ("heldout10/flash_fwd", "flash_alibi_chunk_positions", "flash-attn", "float64"): "alibi-distance",
+    ("heldout10/flash_fwd", "flash_splitkv_unguarded_reduce", "flash-attn", "float64"): "split-merge",
 }
 
 
@@ -109,7 +125,12 @@ VARIANT = {("heldout9/torch_sdpa_fwd", "sdpa_doc_equivalent", "torch-sdpa", "flo
            ("heldout9/flash_fwd", "flash_single_m_block_grid", "flash-attn", "float64"): "one launch of 64 rows",
            ("heldout9/torch_sdpa_fwd", "sdpa_mha_weights_fallback", "torch-sdpa", "float64"): "ignored when Dv != D",
            ("heldout9/torch_sdpa_fwd", "sdpa_exp2_block_loop", "torch-sdpa", "float64"): "key block of 32 (calls",
-           ("heldout9/flash_fwd", "flash_decode_head_tiles", "flash-attn", "float64"): "when Sq == 1"}
+           ("heldout9/flash_fwd", "flash_decode_head_tiles", "flash-attn", "float64"): "when Sq == 1",
+           ("heldout10/numpy_fwd", "attend_scale_default_zero", "refimpl", "float64"): "the kernel used 0 (",
+           ("heldout10/torch_sdpa_fwd", "sdpa_masked_fallback_unscaled", "torch-sdpa", "float64"):
+               "= 1 when a mask argument is given",
+           ("heldout10/flash_fwd", "flash_native_backend_local", "flash-attn", "float64"): "ignored when not causal",
+           ("heldout10/flash_fwd", "flash_splitkv_unguarded_reduce", "flash-attn", "float64"): "3 splits"}
 
 
 def _module(name):
@@ -173,6 +194,16 @@ BACKWARD = {
         ("bwd-low-precision", "(rowsum(dO * O) accumulated in float16: every partial sum rounded)"),
     ("heldout9/numpy_bwd", "bwd_prescaled_k_bf16", "numpy-backward", "float32"):
         ("bwd-low-precision", "(K * scale * log2(e) rounded to bfloat16 for an exp2 recompute"),
+    ("heldout10/numpy_bwd", "bwd_fp16_score_recompute", "numpy-backward", "float32"):
+        ("bwd-low-precision", "(scale * q k^T rounded to float16 in the recompute against the exact LSE"),
+    ("heldout10/numpy_bwd", "bwd_preprocess_layout_assumed", "numpy-backward", "float64"):
+        ("bwd-delta-term", "(rowsum(dO * O) over flat rows, O's in (B, S, H) order against dO's in (B, H, S))"),
+    ("heldout10/numpy_bwd", "bwd_group_mode_dq_stride", "numpy-backward", "float64"):
+        ("bwd-tile-accumulation", "(dQ accumulated with a (batch, head) stride of 0: every slice's dQ summed into"),
+    ("heldout10/numpy_bwd", "bwd_ring_stale_kv", "numpy-backward", "float64"):
+        ("bwd-tile-accumulation", "(ring of 2 key chunks, each recomputed with chunk 0's K and V"),
+    ("heldout10/numpy_bwd", "bwd_mqa_kv_grad_unreduced", "numpy-backward", "float64"):
+        ("bwd-gqa-sum", "(dK from the first head of each group, dV summed)"),
 }
 
 

@@ -74,24 +74,28 @@ def flash_kernel(*, kv_head=None, alibi_ignored=None, causal_ignored=None, keys_
     return fn
 
 
-def sdpa_kernel(*, batch_stride_zero=False, compound_block=None):
+def sdpa_kernel(*, batch_stride_zero=False, compound_block=None, inverted_when=None, scale_with_mask=None):
     """scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa) with
     one mistake: ``batch_stride_zero``: every batch's result written onto batch 0 (the last wins), the others
     never written; ``compound_block`` n: on calls without a mask, key block t of n keys scored with the scale
-    times log2(e)**t (log2(e) folded into a running scale once per block)."""
+    times log2(e)**t (log2(e) folded into a running scale once per block); ``inverted_when(B, L, S)``: when it
+    holds, a bool attn_mask is read with True = masked out; ``scale_with_mask``: the scale used whenever an attn_mask
+    is given (a fallback path), the right one otherwise."""
     def fn(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
         B, Hq, L, E = query.shape
         Hkv, S = key.shape[1], key.shape[2]
         k = key.repeat_interleave(Hq // Hkv, 1)
         v = value.repeat_interleave(Hq // Hkv, 1)
         sc = 1.0 / math.sqrt(E) if scale is None else scale
+        sc = scale_with_mask if scale_with_mask is not None and attn_mask is not None else sc
         keep = torch.ones(L, S, dtype=torch.bool)
         if is_causal:
             keep = torch.tril(keep)
         bias = None
         if attn_mask is not None:
             if attn_mask.dtype == torch.bool:
-                keep = keep & attn_mask
+                inverted = inverted_when is not None and inverted_when(B, L, S)
+                keep = keep & (~attn_mask if inverted else attn_mask)
             else:
                 bias = attn_mask.double()
         if compound_block is not None and attn_mask is None:
@@ -135,3 +139,34 @@ def numpy_padding_lengths_inverted(q, k, v, mask=None, scale=None):
     p = np.exp(s - np.where(alive, m, 0.0))
     den = p.sum(axis=-1, keepdims=True)
     return np.where(alive, (p @ v64) / np.where(alive, den, 1.0), 0.0).astype(np.asarray(q).dtype)
+
+
+def numpy_float32_wrong_shape_when_masked(q, k, v, mask=None, scale=None):
+    """refimpl's protocol computed in float32 (right otherwise), and with a mask given the output's last axis cut to
+    one value: a target some of whose failing cases have no usable values at all."""
+    q32, k32, v32 = (np.asarray(a, np.float32) for a in (q, k, v))
+    sc = np.float32(1.0 / math.sqrt(q32.shape[-1]) if scale is None else scale)
+    s = q32 @ np.swapaxes(k32, -1, -2) * sc
+    if mask is not None:
+        s = np.where(np.asarray(mask, bool), s, -np.inf)
+    m = s.max(axis=-1, keepdims=True)
+    alive = np.isfinite(m)
+    p = np.exp(s - np.where(alive, m, np.float32(0)))
+    den = p.sum(axis=-1, keepdims=True)
+    out = np.where(alive, (p @ v32) / np.where(alive, den, np.float32(1)), np.float32(0))
+    return (out[..., :1] if mask is not None else out).astype(np.asarray(q).dtype)
+
+
+def numpy_rows_with_a_masked_key_zeroed(q, k, v, mask=None, scale=None):
+    """refimpl's protocol, right but for every row with a masked key, returned as zeros (what a guard on a NaN of a
+    masked block gives): every judged row is right or zero, yet nothing was misplaced."""
+    q64, k64, v64 = (np.asarray(a, np.float64) for a in (q, k, v))
+    sc = 1.0 / math.sqrt(q64.shape[-1]) if scale is None else scale
+    keep = np.ones(q64.shape[:-1] + (k64.shape[-2],), bool) if mask is None else np.broadcast_to(
+        np.asarray(mask, bool), q64.shape[:-1] + (k64.shape[-2],))
+    s = np.where(keep, q64 @ np.swapaxes(k64, -1, -2) * sc, -np.inf)
+    m = s.max(axis=-1, keepdims=True)
+    alive = np.isfinite(m)
+    p = np.exp(s - np.where(alive, m, 0.0))
+    out = np.where(alive, (p @ v64) / np.where(alive, p.sum(axis=-1, keepdims=True), 1.0), 0.0)
+    return np.where(keep.all(axis=-1, keepdims=True), out, 0.0).astype(np.asarray(q).dtype)

@@ -207,7 +207,7 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
         lines.append(f"diagnosis {target}: weights-transposed — {bugs.MODELS['weights-transposed'].explanation}")
     if not lines and fail_cases:             # right rows in the wrong place, an argument ignored in some cases
         lines = fitted_form_lines(target, fail_cases, _usable(passing, store, specs, len(passing)),
-                                  lambda a, b, v: _close(a, b, v, 1e-3, 1e-6), _explains)
+                                  lambda a, b, v: _close(a, b, v, 1e-3, 1e-6), _explains, _model_out, models)
     if not lines and fail_cases and all(getattr(r.got, "dropout_keep", None) is None for r in failing):
         lines = dropout_at_zero_line(target, _usable(failing, store, specs, MAX_FAILING))   # drops without dropout
         #                                 (the run's first cases: solving a row for its weights needs small ones)
@@ -260,11 +260,12 @@ def _usable(rs: list[CaseResult], store, specs, cap: int) -> list[tuple[CaseData
         if got is None:
             continue
         data = _data(store, r, specs)
-        if data is None or not _small(data):
+        if data is None or not _small(data) or np.shape(got) != data.expected.shape:    # a wrong shape: no values
             continue
         if DEAD_ROWS_FAILED in (r.detail or ""):     # the judge failed the rows with no key: a model explains them
             data = replace(data, dead=np.zeros_like(data.dead))
-        data = replace(data, band_flags=getattr(r.got, "band_flags", True))
+        data = replace(data, band_flags=getattr(r.got, "band_flags", True),
+                       mask_given=getattr(r.got, "mask_given", None))
         out.append((data, np.asarray(got, np.float64)))
         if len(out) >= cap:
             break

@@ -1,30 +1,40 @@
 """The forms fitted from the output when no bug model of the table fits, in order: the attention written to the
 wrong place (:mod:`.fitting_placement`), query heads reading the wrong kv head (:mod:`.fitting_heads`), an
-argument ignored under a fitted condition (:mod:`.fitting_ignored`), the band's edges and alignment
-(:mod:`.fitting_band`). Each parameter (the map, the rule, the
-condition) is fitted on the failing cases and checked against the passing ones; the first that holds is named."""
+argument ignored under a fitted condition (:mod:`.fitting_ignored`), a model of the table on some calls only
+(:mod:`.fitting_conditional`), the band's edges and alignment (:mod:`.fitting_band`). Each parameter (the map, the
+rule, the condition: :mod:`.conditions`) is fitted on the failing cases and checked against the passing ones; the
+first that holds is named."""
 from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
+
 from .fitting_band import band_line
+from .fitting_conditional import conditional_line
 from .fitting_heads import heads_line
-from .fitting_ignored import condition, ignored_line
+from .conditions import Seen, condition
+from .fitting_ignored import ignored_line
 from .fitting_placement import placement_line
 
 __all__ = ["fitted_form_lines"]
 
 
-def fitted_form_lines(target: str, fail_cases: list, pass_cases: list, close: Callable,
-                      explains: Callable) -> list[str]:
+def fitted_form_lines(target: str, fail_cases: list, pass_cases: list, close: Callable, explains: Callable,
+                      model_out: Callable, models: dict) -> list[str]:
     """``fail_cases``: the failing sample, (CaseData, output) pairs; ``pass_cases``: every usable passing case;
-    ``close(a, b, v)``: the diagnosis's closeness (atol scaled by max |v|); ``explains(out, data, got)``."""
-    def changes(out, data) -> bool:             # leaving it out changes a passing case's output
-        return not close(out, data.expected, data.v)
+    ``close(a, b, v)``: the diagnosis's closeness (atol scaled by max |v|); ``explains(out, data, got)``;
+    ``model_out(variant, data)``: a table variant's output on a case; ``models``: the table (refimpl.bugs.MODELS)."""
+    def changes(out, data) -> bool:             # it changes a passing case's output where the judge holds it
+        if np.shape(out) != data.expected.shape:
+            return True
+        live = np.broadcast_to(data.live, data.expected.shape[:-1])
+        return not close(np.asarray(out)[live], data.expected[live], data.v)
 
     def reproduces(out, data, got) -> bool:
         return close(out, got, data.v) and explains(out, data, got)
     return (placement_line(target, fail_cases, pass_cases)
-            or heads_line(target, fail_cases, pass_cases, close, changes, condition)
+            or heads_line(target, fail_cases, pass_cases, close, changes, condition, Seen)
             or ignored_line(target, fail_cases, pass_cases, reproduces, changes)
+            or conditional_line(target, fail_cases, pass_cases, reproduces, changes, model_out, models)
             or band_line(target, fail_cases, pass_cases, close, explains))

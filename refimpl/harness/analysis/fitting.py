@@ -1,13 +1,15 @@
 """Bug models with a parameter, fitted to what the target returned rather than matched against fixed forms.
 
-* :func:`fit_scale`: the softmax scale the kernel actually used. On each of the smallest failing cases the
-  scale ``c`` that makes refimpl's output (every other feature of the case unchanged) equal the target's is
-  searched (a grid over log2(c / expected) in [-8, 8], then a golden-section refinement); the fitted values
-  are named by the first formula of the case's sizes they all agree with (a wrong default such as
-  ``1/sqrt(Dv)``, ``1/sqrt(Sk)`` or ``1``, with the given scale honoured or ignored; a scale squared or
-  inverted) or, failing that, as one constant. The named scale must then reproduce the target on every failing
-  case used by the diagnosis (and explain it) and on the passing ones: a fit that explains less, or that
-  would change a passing case, is not reported.
+* :func:`fit_scale`: the softmax scale the kernel actually used, on every call or under a fitted condition. On
+  each of the smallest failing cases the scale ``c`` that makes refimpl's output (every other feature of the case
+  unchanged) equal the target's is searched (0 first: no scale at all; then a grid over log2(c / expected) in
+  [-8, 8] and a golden-section refinement); the fitted values are named by the first formula of the case's sizes
+  they all agree with (a wrong default such as ``1/sqrt(Dv)``, ``1/sqrt(Sk)``, ``1`` or ``0``, with the given
+  scale honoured or ignored; a scale squared or inverted) or, failing that, as one constant. The named scale must
+  then reproduce the target on every failing case used by the diagnosis (and explain it) and on the passing ones;
+  or, failing the passing ones, a condition searched from the cases must hold on every failing case and on no
+  passing case the formula would change (a fallback path with its own scale): the line says when. A fit that
+  explains less, or that would change a passing case with no condition to tell them apart, is not reported.
 
 The line names the fitted parameter: ``scale — the kernel used 1/sqrt(Dv) = 0.1768 instead of 1/sqrt(D) =
 0.125``.
@@ -21,6 +23,7 @@ import numpy as np
 
 from ...attention import scaled_dot_product_attention
 from ..cases.features import CaseData
+from .conditions import Seen, condition
 
 __all__ = ["fit_scale", "scale_line", "FORMULAS"]
 
@@ -54,7 +57,9 @@ def _candidates() -> list[tuple[str, Callable]]:
            if n != "1/sqrt(D)"]
     out += [(f"{n}, the given scale ignored" if n != "1/sqrt(D)" else "1/sqrt(D) (the given scale ignored)", f)
             for n, f in DEFAULTS.items()]
-    return out + [("scale**2 (applied twice)", lambda s: _default(s) ** 2),
+    return out + [("0 (a sentinel default used as the scale: every kept key weighted alike)",
+                   lambda s: 0.0 if s.scale is None else s.scale),
+                  ("scale**2 (applied twice)", lambda s: _default(s) ** 2),
                   ("sqrt(scale) (split over q and k, applied to one of them)", lambda s: math.sqrt(_default(s))),
                   ("1/scale (divided by it)", lambda s: 1.0 / _default(s)),
                   ("1/scale where a scale is given (divided by it; the default right)",
@@ -71,9 +76,9 @@ FORMULAS = dict(_candidates())
 
 
 def _output(data: CaseData, scale: float) -> np.ndarray:
+    kw = dict(data.reference_kwargs(), scale=max(scale, 1e-300))        # 0: every score 0 (refimpl refuses 0 itself)
     with np.errstate(all="ignore"):
-        return np.asarray(scaled_dot_product_attention(data.q, data.k, data.v,
-                                                       **dict(data.reference_kwargs(), scale=scale))[0], np.float64)
+        return np.asarray(scaled_dot_product_attention(data.q, data.k, data.v, **kw)[0], np.float64)
 
 
 def _error(data: CaseData, got: np.ndarray, scale: float) -> float:
@@ -90,6 +95,9 @@ def _fit_one(data: CaseData, got: np.ndarray) -> float | None:
     """The scale that reproduces ``got`` on this case, or None when no scale does (within 1e-3 relative) or when
     two scales on the grid share the lowest error (a plateau: the case does not fix the scale)."""
     s0 = _default(data.spec)
+    tol = 1e-3 * (1.0 + float(np.abs(got[np.isfinite(got)]).max(initial=0.0)))
+    if _error(data, got, 0.0) <= tol < _error(data, got, s0):    # no scale at all, the one value off the grid
+        return 0.0                                                  # below (where the case tells it from s0)
     grid = [s0 * 2.0 ** (x / 4.0) for x in range(-32, 33)]
     errs = np.array([_error(data, got, c) for c in grid])
     i = int(np.argmin(errs))
@@ -109,21 +117,26 @@ def _fit_one(data: CaseData, got: np.ndarray) -> float | None:
             b = lo + g * (hi - lo)
             fb = _error(data, got, math.exp(b))
     c = math.exp((lo + hi) / 2)
-    scale = 1e-3 * (1.0 + float(np.abs(got[np.isfinite(got)]).max(initial=0.0)))
-    return c if _error(data, got, c) <= scale else None
+    return c if _error(data, got, c) <= tol else None
+
+
+def _agree(c: float, x: float) -> bool:
+    return abs(c - x) <= REL * abs(x) if x else c == 0.0
 
 
 def fit_scale(fail_cases: list[tuple[CaseData, np.ndarray]], pass_cases: list[tuple[CaseData, np.ndarray]],
-              explains: Callable[[np.ndarray, CaseData, np.ndarray], bool]) -> tuple[str, CaseData] | None:
-    """``(formula name, the case to quote)`` when one scale formula reproduces every failing case (and
-    ``explains(model_output, data, got)`` it) and every passing one; else None."""
+              explains: Callable[[np.ndarray, CaseData, np.ndarray], bool]) -> tuple[str, CaseData, str] | None:
+    """``(formula name, the case to quote, "")`` when one scale formula reproduces every failing case (and
+    ``explains(model_output, data, got)`` it) and every passing one; ``(..., " when X")`` when it reproduces every
+    failing case and a condition X (:func:`.fitting_ignored.condition`) is true on each and false on every passing
+    case the formula would change (a fallback path that scales otherwise); else None."""
     if not fail_cases:
         return None
     smallest = sorted(fail_cases, key=lambda dg: dg[0].expected.size * dg[0].spec.Sk)[:FIT_CASES]
     fitted = []
     for data, got in smallest:
         c = _fit_one(data, got)
-        if c is None or abs(c / _default(data.spec) - 1) <= REL:
+        if c is None or _agree(c, _default(data.spec)):
             return None
         fitted.append((data, c))
     tol_of = (lambda g: 1e-3 * (1.0 + float(np.abs(g[np.isfinite(g)]).max(initial=0.0))))
@@ -131,20 +144,27 @@ def fit_scale(fail_cases: list[tuple[CaseData, np.ndarray]], pass_cases: list[tu
     constant = [] if len({d.spec.D for d, _ in fitted}) < 2 else [
         (f"the constant {c0:.6g}", lambda s: c0 if s.scale is None else s.scale),
         (f"the constant {c0:.6g}, the given scale ignored", lambda s: c0)]
+    some_calls = []                       # formulas of every failing case that change passing ones
     for name, f in list(FORMULAS.items()) + constant:
-        if not all(abs(c / f(d.spec) - 1) <= REL for d, c in fitted):
+        if not (all(_agree(c, f(d.spec)) for d, c in fitted) and all(
+                _error(d, g, f(d.spec)) <= tol_of(g) and explains(_output(d, f(d.spec)), d, g) for d, g in fail_cases)):
             continue
-        if all(_error(d, g, f(d.spec)) <= tol_of(g) and explains(_output(d, f(d.spec)), d, g) for d, g in fail_cases) \
-                and all(_error(d, g, f(d.spec)) <= tol_of(g) for d, g in pass_cases):
-            return name, smallest[0][0]
+        changed = [Seen(d) for d, g in pass_cases if _error(d, g, f(d.spec)) > tol_of(g)]
+        if not changed:
+            return name, smallest[0][0], ""
+        some_calls.append((name, changed))
+    for name, changed in some_calls:      # a formula of some calls only (a fallback path): the condition fitted
+        when = condition([Seen(d) for d, _ in fail_cases], changed, [Seen(d) for d, _ in pass_cases])
+        if when is not None:
+            return name, smallest[0][0], f" {when}"
     return None
 
 
-def scale_line(target: str, name: str, data: CaseData) -> str:
+def scale_line(target: str, name: str, data: CaseData, when: str = "") -> str:
     s = data.spec
     used = FORMULAS[name](s) if name in FORMULAS else float(name.split(",")[0].rsplit(" ", 1)[1])
     if s.scale is None and name.endswith("ignored"):
         name = name.split(",")[0].split(" (")[0]
     expected = "the given scale" if s.scale is not None else "1/sqrt(D)"
-    return (f"diagnosis {target}: scale — the kernel used {name} = {used:.4g} instead of {expected} = "
+    return (f"diagnosis {target}: scale — the kernel used {name} = {used:.4g}{when} instead of {expected} = "
             f"{_default(s):.4g} (fitted on the failing cases; e.g. {s.id}: D={s.D}, Dv={s.Dv}, Sk={s.Sk})")

@@ -55,11 +55,11 @@ def _map(data, got: np.ndarray, close: Callable) -> tuple[int, ...] | None:
 
 
 def heads_line(target: str, fail_cases: list, pass_cases: list, close: Callable, changes: Callable,
-               condition: Callable) -> list[str]:
+               condition: Callable, seen: Callable) -> list[str]:
     """``diagnosis TARGET: gqa-grouping — ...`` with the fitted map (and the condition when it holds on some
     calls only) when the fit above holds; [] otherwise. ``close(a, b, v)``: two blocks agree; ``changes(out,
     data)``: ``out`` differs from this passing case's expected output where it is judged; ``condition(failing
-    specs, decided specs, every spec)``: the condition search of :mod:`.fitting_ignored`."""
+    specs, decided specs, every spec)``: the condition search of :mod:`.fitting_ignored`, on ``seen(data)``."""
     maps: dict[tuple[int, int], tuple[int, ...]] = {}
     for data, got in fail_cases:
         pi = _map(data, np.asarray(got, np.float64), close)
@@ -76,8 +76,8 @@ def heads_line(target: str, fail_cases: list, pass_cases: list, close: Callable,
         outs = _per_kv_head(data)
         moved = np.stack([outs[c][:, h] for h, c in enumerate(pi)], axis=1)
         if changes(moved, data):
-            decided.append(s)
-    when = condition([d.spec for d, _ in fail_cases], decided, [d.spec for d, _ in pass_cases])
+            decided.append(seen(data))
+    when = condition([seen(d) for d, _ in fail_cases], decided, [seen(d) for d, _ in pass_cases])
     if when is None:
         return []
     shown = "; ".join(f"Hq={hq}, Hkv={hkv}: query heads 0..{hq - 1} read kv heads {' '.join(map(str, pi))} "

@@ -4,10 +4,10 @@ does not forward ``is_causal`` when Dv != D, a mask skipped on a decode step, AL
 For each argument a kernel can ignore (``ARGUMENTS``: the causal flag, the window, the user's mask, ALiBi, the
 softcap, a given scale), refimpl's output with that argument left out must reproduce the target on every failing
 case of the sample (each must carry the argument) and explain it. The condition under which the kernel ignores
-it is then searched, not assumed: among the boolean case features (either way round) and the size thresholds
-drawn from the cases (``Sq <= 1``, ``Dv != D`` ...), the first single one, then the first pair, that is true on
-every failing case and false on every passing case where leaving the argument out would have changed the output
-(a passing case the argument does not change says nothing). No passing case it would change: "always". No
+it is then searched, not assumed: among the boolean case features (either way round: ``Sq == 1``, ``Dv != D``,
+``not causal``, "a mask argument is given" ...), a single one, then a pair, that is true on every failing case
+and false on every passing case where leaving the argument out would have changed the output (a passing case the
+argument does not change says nothing). No passing case it would change: "always". No
 condition separates them: no line (``unknown`` stays honest).
 
 The line names the model the table has for that argument, the argument, and the fitted condition:
@@ -15,21 +15,20 @@ The line names the model the table has for that argument, the argument, and the 
 """
 from __future__ import annotations
 
-from itertools import combinations
 from typing import Callable
 
 import numpy as np
 
 from ...attention import scaled_dot_product_attention
 from ...masks import alibi_bias
+from .conditions import Seen, condition
 
-__all__ = ["ignored_line", "condition", "ARGUMENTS"]
+__all__ = ["ignored_line", "ARGUMENTS"]
 
 # argument -> (the bug model that names it, how the line says it)
 ARGUMENTS = {"causal": ("causal-dropped", "the causal flag"), "window": ("window-bounds", "the window"),
              "mask": ("mask-skipped", "the mask"), "alibi": ("alibi-dropped", "ALiBi's bias"),
              "softcap": ("softcap", "the softcap"), "scale": ("scale", "the given scale")}
-SIZES = ("Sq", "Sk", "D", "Dv", "B", "Hq")
 
 
 def _has(spec, arg: str) -> bool:
@@ -49,7 +48,7 @@ def _without(data, arg: str) -> np.ndarray | None:
     if arg in ("causal", "window"):
         if not data.band_flags:
             return None
-        kw = dict(kw, **({"is_causal": False} if arg == "causal" else {"window": None}))
+        kw = dict(kw, is_causal=False) if arg == "causal" else dict(kw, window=None)
     elif arg == "mask":
         if s.seqlens is not None or not data.band_flags:
             return None
@@ -66,43 +65,6 @@ def _without(data, arg: str) -> np.ndarray | None:
         return np.asarray(scaled_dot_product_attention(data.q, data.k, data.v, **kw)[0], np.float64)
 
 
-def _conditions(fail_specs: list, decided_specs: list) -> list[tuple[str, Callable]]:
-    """(name, predicate on a spec): the boolean features either way round, then the size thresholds the failing
-    cases bound (the smallest and the largest value that fails)."""
-    names = sorted({n for s in fail_specs + decided_specs for n, x in s.features().items() if isinstance(x, bool)})
-    out: list[tuple[str, Callable]] = []
-    for n in names:
-        out += [(n, lambda s, n=n: bool(s.features().get(n, False))),
-                (f"not {n}", lambda s, n=n: not s.features().get(n, False))]
-    for size in SIZES:
-        fv = [getattr(s, size) for s in fail_specs]
-        out += [(f"{size} <= {max(fv)}", lambda s, z=size, t=max(fv): getattr(s, z) <= t),
-                (f"{size} >= {min(fv)}", lambda s, z=size, t=min(fv): getattr(s, z) >= t)]
-    return out
-
-
-def condition(fail_specs: list, decided_specs: list, every: list | None = None) -> str | None:
-    """"always", "when X": the single conditions true on every failing spec and on no decided one (else pairs),
-    case features before size thresholds, each the most specific first (true on the fewest of ``every`` spec of the
-    run); where several separate the cases,
-    the first three and how many more (the cases do not pin one); None when none does."""
-    if not decided_specs:
-        return "always"
-    conds = [(n, p) for n, p in _conditions(fail_specs, decided_specs) if all(p(s) for s in fail_specs)]
-    found = [(n, p) for n, p in conds if not any(p(s) for s in decided_specs)]
-    if not found:
-        found = [(f"{a} and {b}", lambda s, pa=pa, pb=pb: pa(s) and pb(s))
-                 for (a, pa), (b, pb) in combinations(conds, 2)
-                 if not any(pa(s) and pb(s) for s in decided_specs)]
-    if not found:
-        return None
-    pool = (every or []) + fail_specs
-    names = [n for n, p in sorted(found, key=lambda c: (any(o in c[0] for o in ("<=", ">=")),   # features first
-                                                        sum(c[1](s) for s in pool)))]
-    more = f"; or {len(names) - 3} more" if len(names) > 3 else ""
-    return "when " + names[0] + (f" (or: {'; '.join(names[1:3])}{more})" if len(names) > 1 else "")
-
-
 def ignored_line(target: str, fail_cases: list, pass_cases: list,
                  reproduces: Callable[[np.ndarray, object, np.ndarray], bool],
                  changes: Callable[[np.ndarray, object], bool]) -> list[str]:
@@ -115,9 +77,9 @@ def ignored_line(target: str, fail_cases: list, pass_cases: list,
         outs = [_without(d, arg) for d, _ in fail_cases]
         if any(o is None or not reproduces(o, d, g) for o, (d, g) in zip(outs, fail_cases)):
             continue
-        outs = [(d, _without(d, arg)) for d, _ in pass_cases if _has(d.spec, arg)]   # None: handed inside another
-        decided = [d.spec for d, o in outs if o is not None and changes(o, d)]       # argument, decides nothing
-        when = condition([d.spec for d, _ in fail_cases], decided, [d.spec for d, _ in pass_cases])
+        pairs = [(d, _without(d, arg)) for d, _ in pass_cases if _has(d.spec, arg)]  # None: handed inside another
+        decided = [Seen(d) for d, o in pairs if o is not None and changes(o, d)]     # argument, decides nothing
+        when = condition([Seen(d) for d, _ in fail_cases], decided, [Seen(d) for d, _ in pass_cases])
         if when is not None:
             return [f"diagnosis {target}: {model} — {what} is ignored {when} (fitted: refimpl without it reproduces "
                     f"all {len(fail_cases)} failing cases sampled; {len(decided)} passing cases it would change "

@@ -11,7 +11,9 @@ output, but every row can be classified against the float64 expected output E (B
 
 The fit holds when, on every failing case of the sample, every row the judge holds (:attr:`CaseData.live`) is one
 of the three and some row is not right (the case failed on its output), and on some failing case a row was
-computed (right or moved, nonzero): a kernel that returns zeros everywhere or computes one row wrong is not this.
+computed (right or moved, nonzero) and some row that keeps every key (weights all > 0) was moved or unwritten: a
+kernel that returns zeros everywhere, computes one row wrong, or zeroes only rows with masked keys (a guard on a
+NaN from a fully masked block) is not this.
 The line says what moved on a small failing case with rows computed, and the rule that generates the unwritten
 blocks or rows on every failing case when one does (a remainder of the flattened batch x heads past its last whole
 slice of m; query rows past a fixed count of the flattened (query, head-in-group) rows) and no passing case would
@@ -120,7 +122,7 @@ def _describe(data, right, moved, zero, source) -> str:
 def placement_line(target: str, fail_cases: list, pass_cases: list) -> list[str]:
     """``diagnosis TARGET: output-placement — ...`` when the fit above holds on ``fail_cases`` ((CaseData, output
     (B, Hq, Sq, Dv)) pairs); [] otherwise. ``pass_cases`` only refute a generating rule."""
-    fitted, computed = [], False
+    fitted, computed, unmasked = [], False, False
     for data, got in fail_cases:
         r = _rows(data, got)
         if r is None:
@@ -130,8 +132,10 @@ def placement_line(target: str, fail_cases: list, pass_cases: list) -> list[str]
             return []
         fitted.append((data, r))
         computed = computed or bool(((right | moved) & np.any(np.asarray(got) != 0, axis=-1)).any())
-    if not computed:                                   # zeros everywhere: nothing says the math is right
-        return []
+        if data.weights is not None:                   # a row that keeps every key, misplaced or unwritten
+            unmasked = unmasked or bool(((moved | zero) & np.all(data.weights > 0, axis=-1)).any())
+    if not (computed and unmasked):     # zeros everywhere: nothing says the math is right; only rows with masked keys
+        return []                       # lost: the mask's handling (a guard zeroing NaN rows), not the placement
     rules = []
     live = [np.broadcast_to(d.live, r[0].shape) for d, r in fitted]
     if all(not r[1].any() for _, r in fitted):            # nothing moved: a rule for what was never written

@@ -171,6 +171,7 @@ class CaseData:
     absent: np.ndarray | None = None     # (B, Hq, Sq) bool: a packed batch's padding rows (no sequence's query)
     band_flags: bool = True              # a target received the causal band and window as flags (False: folded
     #                                      into its mask; set by the diagnosis from what the target returned)
+    mask_given: bool | None = None       # a mask argument reached the target (set by the diagnosis; None: unknown)
 
     @property
     def live(self) -> np.ndarray:
