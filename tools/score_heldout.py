@@ -13,6 +13,7 @@ scoring run; it is not to be edited to fit a result.
     .venv/bin/python tools/score_heldout.py heldout8   # tests/heldout8 (key KEY8, below)
     .venv/bin/python tools/score_heldout.py heldout9   # tests/heldout9 (key KEY9, below)
     .venv/bin/python tools/score_heldout.py heldout10   # tests/heldout10 (key KEY10, below)
+    .venv/bin/python tools/score_heldout.py heldout11   # tests/heldout11 (key KEY11, below)
 
 named right: the diagnosis names a model in the kernel's accepted set; named wrong: it names another model
 (counted against the score twice); unknown: `diagnosis ...: unknown`. A correct kernel must get no
@@ -859,6 +860,167 @@ KEY10 = {
 # masked, rows with no key attend every key: neither NaN nor the mean of V), and the first two, attend_half_sim_einsum
 # and attend_vit_softmax_dim keep rows with no key at zeros. Backward dead rows are judged anyway (KEY7/KEY8).
 CONVENTION10 = set()
+# tests/heldout11 answer key (KEY11, CONVENTION11; written by a helper from the set, the model tables and KEY4-10 as
+# precedent, before any scoring run; the set's writer read nothing of refimpl). Written from the kernels' code at
+# each `# BUG:` (and its CATALOG `parameter` / dtype) and refimpl's model descriptions.
+# Nothing was run: not refimpl, its CLI, its tests, tools/score_heldout.py nor the heldout11 self-check (only flake8
+# on this file).
+#
+# Read: tests/heldout11/ in full (README.md, numpy_fwd.py, torch_sdpa_fwd.py, flash_fwd.py, numpy_bwd.py,
+# selfcheck.py); docs/diagnosis.md "## The bug models" only (bullets, fitted forms, table); refimpl/bugs_backward.py
+# and bugs_backward_kernels.py (docstrings, MODELS, KERNEL_VARIANTS, backward_with / steps_backward / kernel_steps);
+# the docstrings of refimpl/harness/analysis/fitting.py (+ DEFAULTS / _candidates, _fit_one), precision_fingerprint.py,
+# fitted_forms.py, conditions.py, fitting_placement.py, fitting_heads.py, fitting_ignored.py, fitting_conditional.py,
+# fitting_band.py; tools/score_heldout.py (module docstring, KEY4..KEY10, CONVENTION5..CONVENTION10, SETS). To
+# settle ambiguous rows: refimpl/bugs.py MODELS rows (mask-polarity, window-bounds, softcap, low-precision) and
+# window_bounds / finite_mask_fill, bugs_general.py mask_batch_flattened, bugs_softmax_steps.py (low_precision,
+# SOFTCAP_FORMS), harness/verdicts/grad_judge.py (_fits: a backward model must come twice closer than the oracle),
+# the argument code of harness/apis/{refimpl_protocol,torch_sdpa,flash_attn,base}.py (keep_mask, flash_band), and,
+# to see which shapes and masks the cases have, harness/cases/families.py (_window, _extreme, _gqa, the bool-mask and
+# padding families) and features.py (_mask: every case mask is per batch, (B, 1, Sq, Sk)) and options.py (layout).
+#
+# Format: one entry per BROKEN kernel (CATALOG `fn`); the value is the one model that should name it, as the
+# diagnosis line prints it (a table model, a fitted form, a backward MODELS name), or set() when no listed variant,
+# fitting formula, fitted form or (forward) noise-size rule reproduces the mistake as the kernel computes it: unknown
+# is then the right answer. Correct kernels are not listed.
+#
+# Counts: 24 broken kernels, 12 keyed to a model, 12 None.
+#   forward  (18): 10 keyed to a model, 8 None
+#     numpy_fwd 4 keyed / 2 None; torch_sdpa_fwd 3 keyed / 3 None; flash_fwd 3 keyed / 3 None
+#   backward  (6):  2 keyed to a model, 4 None
+#   conventions: 1 (sdpa_additive_bias_softmax: NaN on rows with no key only)
+#   least sure: attend_folded_heads_mask_repeat (None: the inverse of mask-broadcast's permutation, equal only when
+#   H == B), attend_finite_fill_value (not a convention: the far-below-fill cases), sdpa_gqa_head_blocks
+#   (gqa-grouping's fitted map, but no case seems to have G > 4 with G % 4 != 0: likely a verdict miss)
+
+KEY11 = {
+    # ---- numpy_fwd.py (API refimpl) -----------------------------------------------------------------------------
+    "attend_keep_mask_filled": {"mask-polarity"},   # np.where(mask, -inf, sim): the keep-mask (the band folded in
+    #                                                under this API) used as True = masked; a row whose keys are all
+    #                                                kept becomes empty -> zeros, as refimpl gives a row with no key:
+    #                                                "True = masked (a band handed inside the mask inverted with it)"
+    "attend_finite_fill_value": {"finite-mask-fill"},   # dropped scores (scaled) filled with -10000, a stable
+    #                                                softmax, no dead-row guard: rows with no key uniform (mean of V),
+    #                                                and in the extreme-logits "far below a finite fill" cases (kept
+    #                                                scores ~ -2e4 and below, bool mask) the dropped keys win on rows
+    #                                                WITH keys: the variant "-1e4" exactly. Not a convention for that
+    #                                                reason (the README's "harmless on rows with a kept key" holds on
+    #                                                its own cases only)
+    "attend_folded_heads_mask_repeat": set(),       # 4-D: scores folded head-major (n = h*B + b), the mask batch-
+    #                                                major, so slice (b, h) gets the mask of batch (h*B + b) // H.
+    #                                                mask-broadcast's np.tile gives batch (b*H + h) % B: the inverse
+    #                                                permutation, equal only when H == B (or B or H is 1, no effect).
+    #                                                The bool-mask family has B up to 3, H up to 4 (per-batch masks):
+    #                                                the sampled failing cases include H != B (2x3, 2x4, 3x2, 3x4),
+    #                                                which the variant does not reproduce: None. Unsure
+    "attend_blocked_partial_tail": {"padded-tail"},   # keys zero-padded to a multiple of 64, the pads kept for
+    #                                                every row (score 0, value 0, outside any band; rows with no key
+    #                                                stay zeros: value 0): "blocks of 64", not the banded variant (as
+    #                                                KEY9's attend_padded_key_tiles with 32)
+    "attend_scale_numerator_only": set(),           # exp(scale * (x - max)) / sum exp(x - max): weights that do not
+    #                                                sum to one, a per-row factor sum exp(s (x - m)) / sum exp(x - m)
+    #                                                on the right output. No scale makes normalised weights of it
+    #                                                (fit_scale), scale-after-softmax is scale * softmax(q k^T),
+    #                                                denominator-epsilon / softmax-sum-extent other denominators: None
+    "attend_scale_from_model_dim": {"scale"},       # default 1/sqrt(H * D) with H = q.shape[-3] of the 4-D (B, Hq, S,
+    #                                                D) input, a given scale honoured: "1/sqrt(Hq*D)" (as KEY6's
+    #                                                attend_vit_style, KEY9's attend_vit_feats_scale)
+
+    # ---- torch_sdpa_fwd.py (API torch-sdpa) ---------------------------------------------------------------------
+    "sdpa_additive_bias_softmax": {"dead-rows-nan"},   # masks and is_causal folded into a 0/-inf bias (ALiBi, float
+    #                                                masks added), torch.softmax unguarded: a row with no key NaN,
+    #                                                every other row right (stable softmax, right GQA expansion):
+    #                                                "0/0"; NaN there is accepted by default (CONVENTION11, as KEY6's
+    #                                                sdpa_math)
+    "sdpa_gqa_head_blocks": {"gqa-grouping"},       # blocks of 4 query heads, kv head = block // ceil(G / 4): right
+    #                                                for G <= 4 and G % 4 == 0; for G = 6 head h reads kv head h // 8
+    #                                                (a tile straddling groups): one fixed map per (Hq, Hkv) shape, the
+    #                                                fitted map of fitting_heads (not h % Hkv). The cases seem to have
+    #                                                G in {2, 3, 4} only (gqa family; ALiBi's Hkv = Hq / 2): likely a
+    #                                                verdict miss, but gqa-grouping is the name if it fails
+    "sdpa_value_tiles_store": set(),                # value tiles of 32 all stored at channel 0: with Dv > 32 the first
+    #                                                channels hold the last tile's, the rest zeros. output-placement
+    #                                                moves or zeroes whole rows (a row here is neither right, another
+    #                                                block's nor zeros); head-layout permutes axes: None
+    "sdpa_half_softmax": {"low-precision"},         # scores rounded to float16, softmax, weights rounded to float16
+    #                                                (CATALOG float32): "softmax in float16" / the scores and weights
+    #                                                in float16 within the model's tolerance, else the noise size
+    #                                                (overflow to inf where float16 overflows); as KEY4's
+    #                                                xglm_half_softmax_attention
+    "sdpa_query_head_as_kv_head": set(),            # flat (B * Hkv) K/V indexed b * Hkv + h: under GQA the last
+    #                                                batch's heads >= Hkv index past the buffer, so every GQA case
+    #                                                raises an IndexError (earlier batches read the next batch's kv
+    #                                                heads, another batch: not fitting_heads' map either). No model
+    #                                                raises: None
+    "sdpa_splitkv_lse_accum_strides": set(),        # split LSEs written (b, h, s)-contiguous, read through (b, s, h):
+    #                                                row (h, s) merges its right partial outputs with the split LSEs of
+    #                                                another (head, row). split-merge's variants weight a row's own
+    #                                                LSEs wrongly (base 2, base e, unweighted, NaN), none takes another
+    #                                                row's: None (as KEY10's flash_splitkv_lse_head_stride)
+
+    # ---- flash_fwd.py (API flash-attn) --------------------------------------------------------------------------
+    "flash_swa_kv_start": {"window-bounds"},        # first visible key q_pos - (left + 1): one more key on the left
+    #                                                wherever left >= 0 (right, causal and ALiBi right): "left + 1"
+    #                                                (window_bounds shift=1), or fitting_band's (left + 1, right)
+    "flash_alibi_key_bias": {"alibi-sign"},         # bias -slope * (Sk - 1 - j) on every row = -slope * (i + off - j)
+    #                                                up to a per-row constant: right under causal, keys right of the
+    #                                                diagonal favoured otherwise: "the signed distance -slope * (i +
+    #                                                offset - j) with no absolute value (as slope * j)" (as KEY5's
+    #                                                flash_alibi_column_only, KEY9's flash_alibi_key_position)
+    "flash_gemma_softcap_unused": {"softcap"},      # softcap accepted, never applied (ALiBi, band, GQA right): the
+    #                                                softcap form "never applied" (SOFTCAP_FORMS); fitting_ignored's
+    #                                                softcap would name the same model
+    "flash_sdpa_path_repeat_kv": set(),             # repeat_interleave on dim 1 = the sequence axis of (B, S, Hkv, D):
+    #                                                Hkv > 1 a shape error; Hkv = 1 every key duplicated G times (right
+    #                                                without a band or ALiBi), positions of a stretched Sk * G sequence
+    #                                                under causal / window / ALiBi. gqa-grouping maps heads,
+    #                                                head-layout reads a buffer as another layout: None
+    "flash_splitkv_combine_tiles": set(),           # combine tile m0 placed at m0 * Dv instead of m0 * H * Dv: row
+    #                                                m0 + r of head h lands at row r + (h + m0) // H of head
+    #                                                (h + m0) % H (past the buffer dropped), rows overwritten or left
+    #                                                from the first tile. output-placement's "moved" is the SAME query
+    #                                                row of another block; here the row index changes: None
+    "flash_local_window_tuple": set(),              # window handed on as (-left, right): left > 0 -> unbounded, left
+    #                                                -1 -> a 1-key left window, left 0 right. window-bounds' fixed edges
+    #                                                (left +- 1, "left -1 as 0") and fitting_band's single left' form
+    #                                                cannot give both (the window family has left -1 with right >= 0
+    #                                                and left in 1, 4, 16); fitting_ignored's window-ignored leaves the
+    #                                                (-1, right) cases right: None
+
+    # ---- numpy_bwd.py (API numpy-backward) ----------------------------------------------------------------------
+    "bwd_plain_softmax": {"bwd-masked-nan"},        # exp(s - max) / sum unguarded: NaN P on rows with no key, into
+    #                                                that row's dQ and every dK, dV entry of its (batch, head) (dV via
+    #                                                P^T dO, dK via dS^T Q): "NaN weights on fully masked rows";
+    #                                                backward dead rows are judged (not a convention)
+    "bwd_exp2_recompute_lse": set(),                # P = exp2(s log2(e) - lse) with the natural LSE: P * exp(lse (1 -
+    #                                                ln 2)). bwd-recompute's "LSE in base 2 read as natural" is P *
+    #                                                exp(lse (1 - 1/ln 2)): the converse mistake, another factor
+    #                                                (equal only where lse = 0); "recompute-unscaled" drops the scale:
+    #                                                None
+    "bwd_dp_value_extent": {"bwd-value-dims"},      # dP = dO[..., :D] V[..., :D]^T in dS (dQ and dK), delta over all
+    #                                                Dv, dV right; exact when Dv <= D: "first D of Dv"
+    #                                                (steps_backward's dp-value-dims, exactly)
+    "bwd_dot_input_precision": set(),               # every dot operand (q, k, P, V, dO, dS) rounded to TF32 (CATALOG
+    #                                                float32). bwd-low-precision rounds one intermediate each (P for
+    #                                                dV, dS, P, dO * O, delta's accumulator, the K operand, the
+    #                                                scores) to float16 / bfloat16; a fit must come twice closer than
+    #                                                the oracle (grad_judge EXPLAINS), which one rounding point does
+    #                                                not against another's noise; no backward noise-size rule: None
+    "bwd_templated_layouts": set(),                 # 4-D: K/V swapped to (B, Sk, H, D) against Q (B, H, Sq, D): a
+    #                                                broadcast/shape error, or garbage with one head or Sk = 1: no
+    #                                                backward model: None
+    "bwd_lse_from_forward_stats": set(),            # LSE = log(sum exp(s - m)) without + m: P = exp(s - lse) is
+    #                                                exp(m) times too large in dV, dS (O and delta right).
+    #                                                bwd-recompute's variants are the base-2 LSE and the unscaled
+    #                                                scores; lse-no-max is the forward's returned LSE (--lse): None
+}
+
+# The heldout11 kernel whose only difference from correct attention is on rows with no key (NaN or the mean of V,
+# accepted by default when no --masked-rows policy is pinned, as CONVENTION3/5/6/7/8): sdpa_additive_bias_softmax
+# (NaN from an unguarded softmax of an all -inf row, as CONVENTION6's sdpa_math). attend_finite_fill_value is not here:
+# its -10000 fill also changes rows with keys in the extreme-logits "far below a finite fill" cases. Backward dead
+# rows are judged anyway (KEY7/KEY8).
+CONVENTION11 = {"sdpa_additive_bias_softmax"}
 SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout2": (KEY2, CONVENTION2, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd")),
         "heldout3": (KEY3, CONVENTION3, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
@@ -868,7 +1030,8 @@ SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy
         "heldout7": (KEY7, CONVENTION7, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout8": (KEY8, CONVENTION8, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout9": (KEY9, CONVENTION9, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
-        "heldout10": (KEY10, CONVENTION10, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
+        "heldout10": (KEY10, CONVENTION10, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
+        "heldout11": (KEY11, CONVENTION11, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
 FORWARD_FOR_BACKWARD = f"{HELD / 'numpy_fwd.py'}:np_eager_reference"
 
 
