@@ -37,7 +37,7 @@ from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, c
                           tile_padded_tail, tile_transposed, tiles_unmasked, zero_padded_tail)
 from .bugs_general import (ROWS as GENERAL, _with_alibi, alibi_dropped, alibi_first_batch, alibi_signed,
                            bool_mask_added, causal_dropped, causal_only_realigned, float_mask_as_bool,
-                           left_edge_realigned, mask_after_softmax, mask_batch_flattened, mask_transposed,
+                           left_edge_realigned, mask_after_softmax, mask_transposed,
                            offset_clamped, other_alignment, scale_after_softmax, scale, window_edges)
 from .masks import window_mask
 
@@ -252,8 +252,6 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              "(kv_idx, q_idx), an expanded mask transposed)",
              (_v("keep(j, i)", mask_transposed), _tile("keep(j, i) inside the block mask's tiles", tile_transposed)),
              distinct_from=("causal-alignment",)),       # one query: a transposed top-left band is bottom-right
-    BugModel("mask-broadcast", "a per-batch mask is tiled over the flattened batch x heads in the wrong order: row "
-             "b * H + h gets the mask of batch (b * H + h) % B", (_v("np.tile over heads", mask_batch_flattened),)),
     BugModel("softmax-axis", "softmax is taken over the queries instead of the keys",
              (_v("over queries", softmax_axis), _v("over queries by a guarded library softmax: a key no query "
                                                    "keeps NaN", softmax_axis, library=True))),

@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from .attention import scaled_dot_product_attention
-from .bug_model import BugModel, Variant, _kw
+from .bug_model import BugModel, Variant, _kw, _named
 from .masks import alibi_bias, band_mask, window_mask
 
 __all__ = ["scale", "alibi_dropped", "other_alignment", "causal_only_realigned", "left_edge_realigned",
@@ -174,15 +174,21 @@ def float_mask_as_bool(q, k, v, *, mask=None, slopes=None, how="nonzero", **kw):
     return _sdpa(q, k, v, mask=_with_alibi(mask, slopes, np.shape(q)[-2], np.shape(k)[-2]), **kw)
 
 
-def mask_batch_flattened(q, k, v, **kw):
+def mask_batch_flattened(q, k, v, *, head_major=False, **kw):
     """A per-batch mask (B, 1, Sq, Sk) tiled over a flattened batch x heads in the wrong order: the row b * H + h
-    of the flattened scores gets mask[(b * H + h) % B] (np.tile(mask, (H, 1, 1)) against a batch-major layout)."""
+    of the flattened scores gets mask[(b * H + h) % B] (np.tile(mask, (H, 1, 1)) against a batch-major layout).
+    ``head_major``: the scores flattened head-major (row h * B + b) and the mask, broadcast to (B, H), batch-major:
+    (batch b, head h) gets the mask of flat row h * B + b, i.e. of (batch, head) divmod(h * B + b, H)."""
     kw = _kw(kw)
     m = kw["mask"]
-    if m is None or np.ndim(m) < 4 or np.shape(m)[0] == 1 or np.shape(m)[1] != 1:
+    if m is None or np.ndim(m) < 4 or np.shape(m)[0] == 1 or (np.shape(m)[1] != 1 and not head_major):
         return _sdpa(q, k, v, **kw)
     m = np.asarray(m)
     B, H = np.shape(q)[0], np.shape(q)[1]
+    if head_major:
+        full = np.broadcast_to(m, (B, H) + m.shape[2:])
+        flat = np.arange(H)[None, :] * B + np.arange(B)[:, None]                # (B, H): the scores' flat row
+        return _sdpa(q, k, v, **dict(kw, mask=full[flat // H, flat % H]))
     idx = (np.arange(B)[:, None] * H + np.arange(H)[None, :]) % B              # (B, H): which batch's mask
     return _sdpa(q, k, v, **dict(kw, mask=m[idx, 0]))
 
@@ -271,6 +277,10 @@ def alibi_top_left(q, k, v, *, mask=None, slopes=None, **kw):
 
 
 ROWS = (                                 # the rows of refimpl.bugs.MODELS written here
+    BugModel("mask-broadcast", "a per-batch mask is tiled over the flattened batch x heads in the wrong order: row "
+             "b * H + h gets the mask of batch (b * H + h) % B",
+             (Variant("np.tile over heads", mask_batch_flattened),
+              Variant("scores head-major, the mask batch-major", _named(mask_batch_flattened, head_major=True)))),
     BugModel("alibi-distance", "ALiBi's distance is measured between the wrong positions",
              (Variant("|i - j|: the queries' positions without the offset Sk - Sq (top-left)", alibi_top_left,
                       splits_alibi=True),)),

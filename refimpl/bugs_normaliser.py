@@ -74,8 +74,8 @@ ROWS = (
              "over each row's keys",
              (Variant("each row's max, the sum over the matrix", _named(matrix_sum, row_max=True)),
               Variant("one max and one sum over the matrix", _named(matrix_sum, row_max=False)))),
-    BugModel("split-merge", "split-KV partial outputs are merged with the wrong weights (each split's output is "
-             "right; their weights are not exp(lse_i - max lse))",
+    BugModel("split-merge", "split-KV partial outputs are merged wrong (each split's output is right; their weights "
+             "are not exp(lse_i - max lse), or an empty split's 0/0 output is merged in)",
              tuple(Variant(f"{label}, splits of {n} keys", _named(split_merge, split=n, merge=label))
                    for label in MERGES for n in (16, 32, 64, 128, 256))
              + tuple(Variant(f"{EMPTY}, splits of {n} keys", _named(split_merge, split=n, merge=EMPTY))

@@ -84,7 +84,7 @@ HAND = {
     "1 (no scaling), the given scale ignored": (1.0, 1.0),
     "sqrt(D), the given scale ignored": (4.0, 4.0),
     "1/sqrt(Hq*D), the given scale ignored": (1 / math.sqrt(48), 1 / math.sqrt(48)),
-    "0 (a sentinel default used as the scale: every kept key weighted alike)": (0.0, 0.3),
+    "0 (a sentinel default used as the scale, every kept key weighted alike)": (0.0, 0.3),
     "scale**2 (applied twice)": (1 / 16, 0.09),
     "1/scale (divided by it)": (4.0, 1 / 0.3),
     "the given scale times 1/sqrt(D)": (0.25, 0.075),

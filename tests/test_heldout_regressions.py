@@ -1,11 +1,11 @@
 """The spent held-out sets as regression tests: tests/heldout4's forward kernels, the three tests/heldout6 forward
 kernels named only after that set's measure, tests/heldout7's and tests/heldout8's forward kernels named only after
 their measures, tests/heldout9's two wrong names and the nine forward and five backward kernels it said unknown
-for, and tests/heldout10's forward kernels keep the diagnosis they get once the models learned from each set's one
-scoring run (docs/diagnosis.md). The kernels are a helper's, from public reports, written to the APIs' contracts
-without reading refimpl. The expected names are the bug descriptions of each README read against the model table
-(KEY4 to KEY10 in tools/score_heldout.py, written before the runs; bugs that had no model then are named by the
-models written for them since). Not a measure: the sets are spent."""
+for, and tests/heldout10's and tests/heldout11's forward kernels keep the diagnosis they get once the models
+learned from each set's one scoring run (docs/diagnosis.md). The kernels are a helper's, from public reports,
+written to the APIs' contracts without reading refimpl. The expected names are the bug descriptions of each README
+read against the model table (KEY4 to KEY11 in tools/score_heldout.py, written before the runs; bugs that had no
+model then are named by the models written for them since). Not a measure: the sets are spent."""
 import importlib.util
 from pathlib import Path
 
@@ -105,6 +105,7 @@ NAMED = {
     ("heldout10/torch_sdpa_fwd", "sdpa_kv_head_order_transposed", "torch-sdpa", "float64"): "gqa-grouping",
     ("heldout10/torch_sdpa_fwd", "sdpa_causal_past_aligned", "torch-sdpa", "float64"): "causal-alignment",
     ("heldout10/torch_sdpa_fwd", "sdpa_lowering_scale_from_value", "torch-sdpa", "float64"): "scale",
+    ("heldout10/torch_sdpa_fwd", "sdpa_probs_bf16_after_rowsum", "torch-sdpa", "float32"): "low-precision",
     ("heldout10/flash_fwd", "flash_causal_upper_left", "flash-attn", "float64"): "causal-alignment",
     ("heldout10/flash_fwd", "flash_local_right_bound_dropped", "flash-attn", "float64"): "window-bounds",
     ("heldout10/flash_fwd", "flash_native_backend_local", "flash-attn", "float64"): "window-bounds",
@@ -114,6 +115,15 @@ NAMED = {
     ("heldout10/flash_fwd", "flash_softcap_scoremod", "flash-attn", "float64"): "softcap",
     ("heldout10/flash_fwd", "flash_alibi_chunk_positions", "flash-attn", "float64"): "alibi-distance",
     ("heldout10/flash_fwd", "flash_splitkv_unguarded_reduce", "flash-attn", "float64"): "split-merge",
+    # tests/heldout11's forward kernels named at its one scoring run, and one it said unknown for, named since
+    ("heldout11/numpy_fwd", "attend_keep_mask_filled", "refimpl", "float64"): "mask-polarity",
+    ("heldout11/numpy_fwd", "attend_finite_fill_value", "refimpl", "float64"): "finite-mask-fill",
+    ("heldout11/numpy_fwd", "attend_blocked_partial_tail", "refimpl", "float64"): "padded-tail",
+    ("heldout11/numpy_fwd", "attend_scale_from_model_dim", "refimpl", "float64"): "scale",
+    ("heldout11/flash_fwd", "flash_swa_kv_start", "flash-attn", "float64"): "window-bounds",
+    ("heldout11/flash_fwd", "flash_alibi_key_bias", "flash-attn", "float64"): "alibi-sign",
+    ("heldout11/flash_fwd", "flash_gemma_softcap_unused", "flash-attn", "float64"): "softcap",
+    ("heldout11/numpy_fwd", "attend_folded_heads_mask_repeat", "refimpl", "float64"): "mask-broadcast",
 }
 
 

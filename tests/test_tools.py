@@ -188,6 +188,13 @@ def test_pytest_exit_4_a_stale_test_id_is_stale_not_killed(tmp_path):
     assert "no test collected: a stale id" not in src                                 # exit 5 is not a stale id
 
 
+def test_a_test_file_the_mutant_breaks_at_collection_kills_it_not_stale(tmp_path):
+    # the ids of a file that no longer collects are "not found" (pytest exit 4), yet the mutant broke it
+    cov = _cover_tool()
+    (tmp_path / "test_a.py").write_text("TABLE = [] - []\n\ndef test_ok():\n    assert 1\n")
+    assert cov.run_forked(tmp_path, ["test_a.py::test_ok"], 60, tmp_path / "log")[0] == "fail"
+
+
 def test_a_changed_test_makes_the_cover_map_stale(tmp_path):
     import hashlib
     import json

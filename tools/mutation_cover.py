@@ -211,10 +211,12 @@ def outcome_of(rc: int, out: str) -> str:
     """The outcome of a pytest run from its exit status and output: "pass" (0), "stale" (4, a usage error:
     ``ERROR: not found`` for a node id or file the cover map names that no longer exists), "notests" (5: no
     test collected, e.g. all deselected), else "fail" (1 a test failed, 2 a collection error or interruption,
-    3 an internal error; and 4 when a conftest.py failed to import: the mutant broke an import)."""
+    3 an internal error; and 4 when a conftest.py failed to import, or a test file failed to collect so that its
+    node ids are "not found": the mutant broke an import or a table computed at collection)."""
     if rc == 0:
         return "pass"
-    if rc == 4 and "ImportError while loading conftest" not in out:
+    broke = "ImportError while loading conftest" in out or re.search(r"^ERROR \S+\.py - ", out, re.M)
+    if rc == 4 and not broke:
         return "stale"
     if rc == 5:
         return "notests"

@@ -25,6 +25,8 @@ class Seen:
         return {**(self.spec.features() if hasattr(self.spec, "features") else {}), **extra}
 
     def __getattr__(self, name):
+        if name == "spec":                      # not set yet (a copy, a pickle): no recursion through it
+            raise AttributeError(name)
         return getattr(self.spec, name)
 
 

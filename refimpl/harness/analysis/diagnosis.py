@@ -14,13 +14,13 @@
   kernel used; when no model fits, dropout active at dropout_p = 0 (:mod:`.fitting_dropout`) is looked for,
   then the noise fingerprints (:mod:`.precision_fingerprint`) name float32 arithmetic in a float64 check or a
   16-bit intermediate by the size of the errors, read on an even sample of at most ``MAX_NOISE`` failing cases.
-* :func:`localise`: ``fails only when: <features>``: the smallest conjunction (1 or 2) of boolean case
-  features True on every failing case and on no passing case; else the best single feature, with counts.
+* :func:`localise` (:mod:`.localisation`): ``fails only when: <features>``: the smallest conjunction (1 or 2)
+  of boolean case features True on every failing case and on no passing case; else the best single feature.
+  Failing cases whose output has another shape give no values to fit: the lines say how many were left out.
 """
 from __future__ import annotations
 
 from dataclasses import replace
-from itertools import combinations
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from .diagnosis_lse import lse_lines
 from .fitting import fit_scale, scale_line
 from .fitting_dropout import dropout_at_zero_line
 from .fitted_forms import fitted_form_lines
+from .localisation import localise
 from .precision_fingerprint import narrower_arithmetic, null32
 
 __all__ = ["diagnose", "localise", "fits", "analyse_run"]
@@ -158,8 +159,11 @@ def _beyond_float32(variant, data: CaseData, null: np.ndarray | None) -> bool:
 
 def _model_out(variant, data: CaseData) -> np.ndarray:
     kw = variant_kwargs(variant, data)
-    with np.errstate(all="ignore"):
-        return np.asarray(variant.fn(data.q, data.k, data.v, **kw), np.float64) if kw is not None else data.expected
+    try:                                       # a variant that raises here does not apply: the expected output
+        with np.errstate(all="ignore"):
+            return np.asarray(variant.fn(data.q, data.k, data.v, **kw), np.float64) if kw is not None else data.expected
+    except Exception:
+        return data.expected
 
 
 def _explains(out: np.ndarray, data: CaseData, got: np.ndarray) -> bool:
@@ -186,7 +190,8 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
     pass_cases = _usable(_spread(passing), store, specs, MAX_PASSING)
     lines = list(extra)
     if fail_cases:
-        fitted = fit_scale(fail_cases, pass_cases, _explains)      # the scale with its fitted value, if one fits
+        every_pass = _usable(passing, store, specs, len(passing))   # what a condition of some calls is fitted on
+        fitted = fit_scale(fail_cases, pass_cases, _explains, every_pass)    # the scale and its fitted value
         models = {n: m for n, m in bugs.MODELS.items() if not (fitted and n == "scale")}
 
         def shows_beyond_float32(variant) -> bool:       # on any failing case, not only the sample
@@ -206,7 +211,7 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
     if _weights_transposed([r for r in failing if getattr(r, "got", None) is not None], store, specs):
         lines.append(f"diagnosis {target}: weights-transposed — {bugs.MODELS['weights-transposed'].explanation}")
     if not lines and fail_cases:             # right rows in the wrong place, an argument ignored in some cases
-        lines = fitted_form_lines(target, fail_cases, _usable(passing, store, specs, len(passing)),
+        lines = fitted_form_lines(target, fail_cases, every_pass,
                                   lambda a, b, v: _close(a, b, v, 1e-3, 1e-6), _explains, _model_out, models)
     if not lines and fail_cases and all(getattr(r.got, "dropout_keep", None) is None for r in failing):
         lines = dropout_at_zero_line(target, _usable(failing, store, specs, MAX_FAILING))   # drops without dropout
@@ -218,7 +223,10 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
         n_fail, n_pass = (sum(CaseSpec.dtype_of(r.id) in dts for r in rs) for rs in (failing, passing))
         held = -(-n_pass * len(every) // max(n_fail, 1))                  # the passing ones, scaled to the sample
         lines = narrower_arithmetic(target, every, held) if len(every) >= 0.9 * len(sample) else []
-    return lines or [f"diagnosis {target}: unknown"]
+    shaped = sum(1 for r in failing[:MAX_NOISE] if (o := _output(r)) is not None and (d := _data(store, r, specs))
+                 is not None and np.shape(o) != d.expected.shape)      # no values to fit: said, not hidden
+    tail = f" (fitted on the failing cases of the right shape; {shaped} returned an output of another shape)"
+    return [line + tail if shaped else line for line in lines] or [f"diagnosis {target}: unknown"]
 
 
 def _weights_transposed(failing: list[CaseResult], store, specs) -> bool:
@@ -270,62 +278,6 @@ def _usable(rs: list[CaseResult], store, specs, cap: int) -> list[tuple[CaseData
         if len(out) >= cap:
             break
     return out
-
-
-SIZES = ("Sq", "Sk", "D", "Dv", "B", "Hq")          # searched thresholds: the smallest (largest) size that fails
-
-
-def _thresholds(failing: list, passing: list) -> dict[str, tuple[list[bool], list[bool]]]:
-    """``{"Sk >= 33": (true on each failing case, true on each passing case), ...}``: for each size, the
-    smallest value among the failing cases (``>=``) and the largest (``<=``), when that bound excludes some
-    case: thresholds searched from the cases, not taken from a fixed list."""
-    out = {}
-    for size in SIZES:
-        f, p = [getattr(s, size) for s in failing], [getattr(s, size) for s in passing]
-        lo, hi = min(f), max(f)
-        if min(f + p) < lo:
-            out[f"{size} >= {lo}"] = ([x >= lo for x in f], [x >= lo for x in p])
-        if max(f + p) > hi:
-            out[f"{size} <= {hi}"] = ([x <= hi for x in f], [x <= hi for x in p])
-    return out
-
-
-def localise(results: list[CaseResult], specs: dict[str, CaseSpec] | None = None) -> str:
-    """Where the failures are. ``fails only when: X`` only when X holds on every failing case and on no passing
-    one: a boolean case feature, a searched size threshold (``Sk >= 33``, with ``specs``: id -> spec), then a
-    pair of features; otherwise ``fails mostly when: X (true on a/b failing, c/d passing cases)`` for the
-    condition with the largest (share of failing) - (share of passing) it is true on. Features true on every
-    case are ignored; a case never called (the target stopped by its call policy, "not called: ...") says
-    nothing of where the target fails and is not counted. ``fails on every case (N)`` when none passed; ""
-    when nothing failed."""
-    fail_r = [r for r in results if Status(r.status).failed and r.features and not r.detail.startswith("not called")]
-    pass_r = [r for r in results if r.status == Status.PASS and r.features]
-    failing, passing = [r.features for r in fail_r], [r.features for r in pass_r]
-    if not failing:
-        return ""
-    everywhere = {n for f in failing + passing for n in f if all(g.get(n) is True for g in failing + passing)}
-    names = sorted({n for f in failing + passing for n, x in f.items() if isinstance(x, bool)} - everywhere)
-    truth = {n: ([bool(f.get(n, False)) for f in failing], [bool(f.get(n, False)) for f in passing]) for n in names}
-    if specs is not None and all(r.id in specs for r in fail_r + pass_r):
-        truth.update(_thresholds([specs[r.id] for r in fail_r], [specs[r.id] for r in pass_r]))
-    n_fail, n_pass = len(failing), len(passing)
-    if not n_pass:
-        return f"fails on every case ({n_fail}): nothing passed to compare with"
-    exact = [n for n, (f, p) in truth.items() if all(f) and not any(p)]
-    if exact:
-        return "fails only when: " + exact[0]
-    for a, b in combinations(names, 2):
-        f = [x and y for x, y in zip(truth[a][0], truth[b][0])]
-        p = [x and y for x, y in zip(truth[a][1], truth[b][1])]
-        if all(f) and not any(p):
-            return f"fails only when: {a} and {b}"
-    best = max(truth, key=lambda n: (sum(truth[n][0]) / n_fail - sum(truth[n][1]) / max(n_pass, 1),
-                                     sum(truth[n][0])), default=None)
-    if best is None or not any(truth[best][0]):
-        return f"fails when: no condition separates the {n_fail} failing from the {n_pass} passing cases"
-    f, p = truth[best]
-    return (f"fails mostly when: {best} (true on {sum(f)}/{n_fail} failing, {sum(p)}/{n_pass} passing cases, "
-            f"{sum(f) / n_fail:.0%} of the failures)")
 
 
 def analyse_run(run) -> None:

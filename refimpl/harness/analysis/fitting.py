@@ -57,7 +57,7 @@ def _candidates() -> list[tuple[str, Callable]]:
            if n != "1/sqrt(D)"]
     out += [(f"{n}, the given scale ignored" if n != "1/sqrt(D)" else "1/sqrt(D) (the given scale ignored)", f)
             for n, f in DEFAULTS.items()]
-    return out + [("0 (a sentinel default used as the scale: every kept key weighted alike)",
+    return out + [("0 (a sentinel default used as the scale, every kept key weighted alike)",
                    lambda s: 0.0 if s.scale is None else s.scale),
                   ("scale**2 (applied twice)", lambda s: _default(s) ** 2),
                   ("sqrt(scale) (split over q and k, applied to one of them)", lambda s: math.sqrt(_default(s))),
@@ -125,11 +125,13 @@ def _agree(c: float, x: float) -> bool:
 
 
 def fit_scale(fail_cases: list[tuple[CaseData, np.ndarray]], pass_cases: list[tuple[CaseData, np.ndarray]],
-              explains: Callable[[np.ndarray, CaseData, np.ndarray], bool]) -> tuple[str, CaseData, str] | None:
+              explains: Callable[[np.ndarray, CaseData, np.ndarray], bool],
+              every_pass: list | None = None) -> tuple[str, CaseData, str] | None:
     """``(formula name, the case to quote, "")`` when one scale formula reproduces every failing case (and
     ``explains(model_output, data, got)`` it) and every passing one; ``(..., " when X")`` when it reproduces every
-    failing case and a condition X (:func:`.fitting_ignored.condition`) is true on each and false on every passing
-    case the formula would change (a fallback path that scales otherwise); else None."""
+    failing case and a condition X (:func:`.conditions.condition`) is true on each and false on every passing
+    case of ``every_pass`` (default: ``pass_cases``) whose expected output the formula would change (a fallback
+    path that scales otherwise); else None."""
     if not fail_cases:
         return None
     smallest = sorted(fail_cases, key=lambda dg: dg[0].expected.size * dg[0].spec.Sk)[:FIT_CASES]
@@ -149,14 +151,15 @@ def fit_scale(fail_cases: list[tuple[CaseData, np.ndarray]], pass_cases: list[tu
         if not (all(_agree(c, f(d.spec)) for d, c in fitted) and all(
                 _error(d, g, f(d.spec)) <= tol_of(g) and explains(_output(d, f(d.spec)), d, g) for d, g in fail_cases)):
             continue
-        changed = [Seen(d) for d, g in pass_cases if _error(d, g, f(d.spec)) > tol_of(g)]
-        if not changed:
+        if all(_error(d, g, f(d.spec)) <= tol_of(g) for d, g in pass_cases):
             return name, smallest[0][0], ""
-        some_calls.append((name, changed))
-    for name, changed in some_calls:      # a formula of some calls only (a fallback path): the condition fitted
-        when = condition([Seen(d) for d, _ in fail_cases], changed, [Seen(d) for d, _ in pass_cases])
+        some_calls.append((name, f))
+    every = pass_cases if every_pass is None else every_pass
+    for name, f in some_calls:            # a formula of some calls only (a fallback path): the condition fitted
+        changed = [Seen(d) for d, _ in every if _error(d, d.expected, f(d.spec)) > tol_of(d.expected)]
+        when = condition([Seen(d) for d, _ in fail_cases], changed, [Seen(d) for d, _ in every])
         if when is not None:
-            return name, smallest[0][0], f" {when}"
+            return name, smallest[0][0], "" if when == "always" else f" {when}"
     return None
 
 

@@ -38,7 +38,7 @@ def _edge(form: str, asked: int, left: int) -> int:
 def _asked(spec) -> tuple[int, int]:
     left, right = spec.window if spec.window is not None else (-1, -1)
     if spec.is_causal:
-        right = 0 if right < 0 else min(right, 0)
+        right = 0                                          # causal caps the right edge at 0
     return left, right
 
 

@@ -3,7 +3,7 @@ some inputs: the mask polarity read wrong on the decode path, a scale mistake on
 
 A variant of the table (:data:`refimpl.bugs.MODELS`, handed in; default tolerance, not a float32 one) that
 reproduces and explains every failing case of the sample but changes some passing cases is named when a condition
-(:func:`.conditions.condition`: a case feature either way round, or a size threshold the failing cases bound) is
+(:func:`.conditions.condition`: a boolean case feature either way round, or a pair of them) is
 true on every failing case and false on every passing case the variant would change. The table's own fit (every
 passing case of its sample agreeing) comes first; this one reads every usable passing case. No separating
 condition: no line.

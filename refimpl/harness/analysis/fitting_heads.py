@@ -9,7 +9,7 @@ holds when every judged block of every failing case has one, the same for a quer
 map of a (Hq, Hkv) shape is the same on every failing case of that shape and is not h // G somewhere.
 
 The map may hold on some calls only (a decode path): the passing cases of a fitted shape that the map would
-change decide when (the condition search of :mod:`.fitting_ignored`); no separating condition: no line.
+change decide when (the condition search of :mod:`.conditions`); no separating condition: no line.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def heads_line(target: str, fail_cases: list, pass_cases: list, close: Callable,
     """``diagnosis TARGET: gqa-grouping — ...`` with the fitted map (and the condition when it holds on some
     calls only) when the fit above holds; [] otherwise. ``close(a, b, v)``: two blocks agree; ``changes(out,
     data)``: ``out`` differs from this passing case's expected output where it is judged; ``condition(failing
-    specs, decided specs, every spec)``: the condition search of :mod:`.fitting_ignored`, on ``seen(data)``."""
+    specs, decided specs, every spec)``: the condition search of :mod:`.conditions`, on ``seen(data)``."""
     maps: dict[tuple[int, int], tuple[int, ...]] = {}
     for data, got in fail_cases:
         pi = _map(data, np.asarray(got, np.float64), close)

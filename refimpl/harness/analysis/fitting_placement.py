@@ -142,14 +142,17 @@ def placement_line(target: str, fail_cases: list, pass_cases: list) -> list[str]
         ms = set.intersection(*(_slices(r[2], lv) for (_, r), lv in zip(fitted, live)))
         ms = {m for m in ms if not any(_slices_bite(d, m) for d, _ in pass_cases)}
         if ms:
-            m = min(ms)
-            rules.append(f"the flattened batch x heads run in slices of {m}: the last (B * Hq) % {m} never computed")
+            m, *also = sorted(ms)          # the others the cases leave standing are named too
+            alt = f" (or {', '.join(map(str, also))}: the cases do not tell them apart)" if also else ""
+            rules.append(f"the flattened batch x heads run in slices of {m}{alt}: the last (B * Hq) % {m} never "
+                         f"computed")
         Ms = set.intersection(*(_folded_rows(r[2], lv, d.spec) for (d, r), lv in zip(fitted, live)))
         Ms = {M for M in Ms if not any(_folded_bite(d, M) for d, _ in pass_cases)}
         if Ms:
-            M = min(Ms)
-            rules.append(f"one launch of {M} rows over the flattened (query, head-in-group) index i * G + g: the "
-                         f"rows from {M} on never computed")
+            M, *also = sorted(Ms)
+            alt = f" (or {', '.join(map(str, also))}: the cases do not tell them apart)" if also else ""
+            rules.append(f"one launch of {M} rows{alt} over the flattened (query, head-in-group) index i * G + g: "
+                         f"the rows from {M} on never computed")
     shown = [dr for dr in fitted if (dr[1][0] | dr[1][1]).any()] or fitted     # a case with rows computed
     data, r = min(shown, key=lambda dr: dr[0].expected.size)
     rule = f"; fitted: {'; '.join(rules)}" if rules else ""

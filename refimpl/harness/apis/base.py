@@ -52,7 +52,7 @@ class Returned:
     dropout_given: bool = False         # the keep-mask was refimpl's draw, given to the target (no keep-rate test)
     written: dict = field(default_factory=dict)   # name -> float64 content of the inputs of Api.writes it wrote
     band_flags: bool = True             # the causal band and window reached the target as flags, not in its mask
-    mask_given: bool = False            # a mask (or bias) argument reached the target (not None)
+    mask_given: bool | None = None      # a mask (or bias) argument reached the target (None: not known)
 
 
 @dataclass(frozen=True)
