@@ -14,8 +14,7 @@ from refimpl.harness.rows.family_cases import CaseStore, run_one
 from refimpl.harness.target_spec import Target
 from tests.support import fitted_form_kernels as kernels
 
-STORE = CaseStore()
-pytestmark = pytest.mark.slow          # a quick-suite run per kernel: the slow leg (CI runs it)
+STORE = CaseStore()                    # a quick-suite run per kernel: about 0.3 s each
 
 
 def _lines(fn, api: str) -> list[str]:
@@ -115,7 +114,14 @@ def test_key_lengths_counted_from_the_padding_are_a_mask_polarity():
     assert "key lengths counted from a padding mask's False entries" in line
 
 
-def test_failing_cases_of_the_wrong_shape_are_left_out_of_the_fits_and_the_rest_diagnosed():
+def test_a_line_fitted_beside_failing_cases_of_another_shape_says_how_many_it_left_out():
+    line = _one(_lines(kernels.numpy_unscaled_wrong_shape_when_masked, "refimpl"), "scale")
+    assert "the kernel used 1 = 1 instead of 1/sqrt(D)" in line, line
+    n = int(re.search(r"; (\d+) returned an output of another shape\)$", line).group(1))
+    assert n > 0, line
+
+
+def test_failing_cases_of_the_wrong_shape_are_left_out_of_the_fits_without_raising():
     # tests/heldout10's attend_pad_mask_query_axis once crashed the noise fingerprint (IndexError) with a
     # wrong-shape output; the cases with values (about two thirds here) are too few for the noise rule's 90%
     lines = _lines(kernels.numpy_float32_wrong_shape_when_masked, "refimpl")

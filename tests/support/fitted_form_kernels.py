@@ -170,3 +170,9 @@ def numpy_rows_with_a_masked_key_zeroed(q, k, v, mask=None, scale=None):
     p = np.exp(s - np.where(alive, m, 0.0))
     out = np.where(alive, (p @ v64) / np.where(alive, p.sum(axis=-1, keepdims=True), 1.0), 0.0)
     return np.where(keep.all(axis=-1, keepdims=True), out, 0.0).astype(np.asarray(q).dtype)
+
+
+def numpy_unscaled_wrong_shape_when_masked(q, k, v, mask=None, scale=None):
+    """refimpl's protocol with no scale at all (1), and with a mask given the output's last axis cut to one value."""
+    out = numpy_rows_with_a_masked_key_zeroed(q, k, v, None, 1.0)
+    return out[..., :1] if mask is not None else out
