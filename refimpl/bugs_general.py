@@ -130,11 +130,12 @@ def alibi_signed(q, k, v, *, mask=None, slopes=None, sign=1.0, **kw):
     return _sdpa(q, k, v, mask=bias, **kw)
 
 
-def _with_alibi(mask, slopes, Sq: int, Sk: int, sign: float = 1.0):
-    """The user's ``mask`` (None, bool keep or float) with ALiBi's bias ``sign * -slope * |i + Sk - Sq - j|``."""
+def _with_alibi(mask, slopes, Sq: int, Sk: int, sign: float = 1.0, alignment: str = "bottom-right"):
+    """The user's ``mask`` (None, bool keep or float) with ALiBi's bias ``sign * -slope * |i + Sk - Sq - j|`` (the
+    offset Sk - Sq 0 for ``alignment`` "top-left")."""
     if slopes is None:
         return mask
-    bias = sign * alibi_bias(slopes, Sq, Sk, alignment="bottom-right")            # (H|B, H, Sq, Sk)
+    bias = sign * alibi_bias(slopes, Sq, Sk, alignment=alignment)                # (H|B, H, Sq, Sk)
     bias = bias[None] if np.ndim(slopes) == 1 else bias                            # (B|1, H, Sq, Sk)
     if mask is None:
         return bias
@@ -265,15 +266,8 @@ def alibi_dropped(q, k, v, *, mask=None, slopes=None, when="always", **kw):
 def alibi_top_left(q, k, v, *, mask=None, slopes=None, **kw):
     """ALiBi's distance measured from the query's position in the call, |i - j|, without the offset Sk - Sq (a
     chunk's or decode step's local positions: top-left); without ALiBi, the reference."""
-    if slopes is None:
-        return _sdpa(q, k, v, mask=mask, **kw)
-    Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
-    bias = alibi_bias(slopes, Sq, Sk, alignment="top-left")                        # (H|B, H, Sq, Sk)
-    bias = bias[None] if np.ndim(slopes) == 1 else bias
-    if mask is not None:
-        m = np.asarray(mask)
-        bias = np.where(m, bias, -np.inf) if m.dtype == bool else m + bias
-    return _sdpa(q, k, v, mask=bias, **kw)
+    return _sdpa(q, k, v, mask=_with_alibi(mask, slopes, np.shape(q)[-2], np.shape(k)[-2], alignment="top-left"),
+                 **kw)
 
 
 ROWS = (                                 # the rows of refimpl.bugs.MODELS written here

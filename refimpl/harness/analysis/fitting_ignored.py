@@ -16,12 +16,12 @@ cases sampled; 1 passing cases it would change decide the condition)``.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
 
 from ...attention import scaled_dot_product_attention
-from ...masks import alibi_bias
 from .conditions import Seen, condition
 
 __all__ = ["ignored_line", "ARGUMENTS"]
@@ -42,10 +42,7 @@ def _without(data, arg: str) -> np.ndarray | None:
     it cannot be left out alone)."""
     s = data.spec
     kw = data.reference_kwargs()
-    alibi = None
-    if s.alibi and s.seqlens is None:
-        b = alibi_bias(data.slopes, s.Sq, s.Sk, alignment="bottom-right")
-        alibi = b if b.ndim == 4 else b[None]
+    alibi = replace(data, mask=None).reference_kwargs()["mask"] if s.alibi and s.seqlens is None else None
     if arg in ("causal", "window"):
         if not data.band_flags:
             return None
