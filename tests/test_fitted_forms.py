@@ -55,6 +55,29 @@ def _reversed_on_decode(h, Hq, Hkv, Sq):
     return _reversed(h, Hq, Hkv, Sq) if Sq == 1 else h // (Hq // Hkv)
 
 
+def _head_tiles(tile):
+    """A decode-style kernel walks a group's query heads in tiles of `tile` and takes tile t's kv head as
+    t // ceil(G / tile), as if every group were whole tiles: right when G divides into tiles, wrong otherwise."""
+    def kv_head(h, Hq, Hkv, Sq):
+        G = Hq // Hkv
+        return min(h // min(tile, G) // -(-G // tile), Hkv - 1)
+    return kv_head
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_query_heads_walked_in_tiles_fail_on_groups_that_are_not_whole_tiles(tile):
+    """The quick suite's GQA cases hold groups of 5 and 6 over 2 or more kv heads, so a kernel whose head tiles
+    of 4 fit every group of 2 to 4 still fails; the map is fitted on the failing shapes."""
+    kv_head = _head_tiles(tile)
+    line = _one(_lines(kernels.flash_kernel(kv_head=kv_head), "flash-attn"), "gqa-grouping")
+    shapes = re.findall(r"Hq=(\d+), Hkv=(\d+): query heads 0\.\.\d+ read kv heads ([\d ]+) instead of", line)
+    assert shapes, line
+    for hq, hkv, got in shapes:
+        hq, hkv = int(hq), int(hkv)
+        assert (hq // hkv) % tile, line                   # only groups that are not whole tiles fail
+        assert got.split() == [str(kv_head(h, hq, hkv, 1)) for h in range(hq)], line
+
+
 @pytest.mark.parametrize("kv_head, when", [(_reversed, None), (_reversed_on_decode, "Sq == 1")])
 def test_the_kv_head_each_query_head_reads_is_fitted_as_a_map(kv_head, when):
     line = _one(_lines(kernels.flash_kernel(kv_head=kv_head), "flash-attn"), "gqa-grouping")

@@ -63,8 +63,11 @@ def _gqa(rng, i):
     dimensions and broadcasts the 4-D mask as it is puts the batch on the kv-head axis)."""
     hkv = _pick(rng, (1, 1, 2, 4))                       # 1: multi-query attention
     mask = ("none", "padding", "bool")[i % 3] if i % 2 else "none"
-    return dict(_small(rng), B=int(rng.integers(2, 4)) if mask != "none" else int(rng.integers(1, 3)),
-                Hq=hkv * _pick(rng, (2, 3, 4)), Hkv=hkv, mask=mask)
+    d = dict(_small(rng), B=int(rng.integers(2, 4)) if mask != "none" else int(rng.integers(1, 3)))
+    group = _pick(rng, (2, 3, 4))
+    if i % 4 == 3:          # every fourth case a group of 5 or 6: a kernel that walks a group's query heads in
+        group, hkv = 5 + i // 4 % 2, max(hkv, 2)    # tiles of 4 (or 2) and assumes whole tiles is wrong only
+    return dict(d, Hq=hkv * group, Hkv=hkv, mask=mask)                  # there, and only with 2 kv heads or more
 
 
 def _causal(rng, i):
@@ -201,7 +204,7 @@ def _alibi(rng, i: int) -> dict:
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("sizes", "non-powers of two, D up to 256, Sq != Sk, Dv != D, Sk == 1", 140, _sizes),
     Family("batched-heads", "batch and head dimensions (B up to 3, H up to 4)", 90, _heads),
-    Family("gqa", "grouped-query and multi-query attention (Hq a multiple of Hkv)", 90, _gqa),
+    Family("gqa", "grouped-query and multi-query attention (Hq a multiple of Hkv; groups of 2 to 6)", 90, _gqa),
     Family("bool-mask", "random bool keep-masks (True = attend), no empty row", 100,
            lambda r, i: dict(_heads(r, i), mask="bool")),
     Family("additive-mask", "float masks added to the scores, with -inf entries", 80,
