@@ -340,7 +340,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              (_v("softmax in float16", low_precision),)
              + tuple(_v(f"{step} in {dt}", rounded_step, step=step, dtype=dt)
                      for dt in ("bfloat16", "float16")
-                     for step in ("scores", "exps", "row sum", "weights", "q k^T", "q, k and q k^T"))
+                     for step in ("scores", "exps", "row sum", "weights", "q k^T", "q, k and q k^T",
+                                  "scores and weights"))
              + tuple(_v(f"q k^T, scores and weights each rounded to {dt}: computed in the 16-bit input dtype",
                         rounded_step, step="throughout", dtype=dt) for dt in ("bfloat16",)),
              tolerance=(2e-2, 1e-2), distinct_from=("no-max-subtraction",)),    # both overflow to inf alike

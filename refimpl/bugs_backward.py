@@ -158,7 +158,7 @@ def _reduce(g: np.ndarray, group: int, mistake: str) -> np.ndarray:
 STEP_MISTAKES = ("lse-base2", "recompute-unscaled", "dead-uniform", "delta-unnormalised", "dq-last-key-tile",
                  "dkdv-last-query-block", "query-loop-from-key-block", "key-tail-dropped", "query-tail-dropped",
                  "dp-value-dims", "dp-value-dims-dq", "padded-scale", "p-for-dv-16bit", "ds-16bit", "p-16bit",
-                 "delta-16bit", "query-tiles-from-sk")
+                 "delta-16bit", "query-tiles-from-sk", "lse-natural-exp2", "lse-no-max")
 
 
 def steps_backward(q, k, v, d_out, *, mistake: str, block: int = 64, dtype: str = "float16", **kw):
@@ -166,7 +166,8 @@ def steps_backward(q, k, v, d_out, *, mistake: str, block: int = 64, dtype: str 
     recomputes the weights from the forward's log-sum-exp and walks tiles of ``block``:
 
     * "lse-base2": P = exp(S - LSE2), the LSE in base 2 (log2 l + m log2 e, an exp2 forward's) read as natural;
-    * "recompute-unscaled": P = exp(q k^T - LSE), the scores recomputed without the scale;
+    * "recompute-unscaled": P = exp(q k^T - LSE), the scores recomputed without the scale; "lse-natural-exp2":
+      P = exp2(S log2 e - LSE), a natural LSE in an exp2 recompute; "lse-no-max": P = exp(S - (LSE - max S));
     * "dead-uniform": rows with no key get uniform weights 1 / Sk (a finite fill such as finfo.min), in O too;
     * "delta-unnormalised": rowsum(dO * l O), the accumulator before its division by l = sum exp(S - max);
     * "dq-last-key-tile": dQ assigned, not accumulated, per key tile: only the last tile's contribution;
@@ -205,8 +206,10 @@ def steps_backward(q, k, v, d_out, *, mistake: str, block: int = 64, dtype: str 
         delta = np.sum(r(g * o) if mistake == "delta-16bit" else g * o, axis=-1, keepdims=True)   # (B, Hq, Sq, 1)
         if mistake == "delta-unnormalised":
             delta = np.where(dead, 0.0, delta / p.max(axis=-1, keepdims=True))
-        if mistake == "lse-base2":
-            p = np.where(dead, 0.0, np.exp(np.log(p) + lse - lse / math.log(2.0)))
+        if mistake in ("lse-base2", "lse-natural-exp2", "lse-no-max"):          # S = log P + LSE on kept keys
+            wrong = {"lse-base2": lse / math.log(2.0), "lse-natural-exp2": lse * math.log(2.0),
+                     "lse-no-max": -np.log(p.max(axis=-1, keepdims=True))}[mistake]
+            p = np.where(dead, 0.0, np.exp(np.log(p) + lse - wrong))
         if mistake == "recompute-unscaled":
             mask = kw["mask"]
             keep = band_mask(Sq, Sk, is_causal=kw["is_causal"], window=kw["window"], alignment=kw["alignment"],
@@ -312,6 +315,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              (_st("uniform weights on fully masked rows", "dead-uniform"),)),
     BugModel("bwd-recompute", "the backward recomputes the weights as exp(S - LSE) from the wrong scores or LSE",
              (_st("LSE in base 2 (from an exp2 forward) read as natural", "lse-base2"),
+              _st("natural LSE in an exp2 recompute: exp2(S log2 e - LSE)", "lse-natural-exp2"),
+              _st("LSE without the row max: exp(S - log sum exp(S - max))", "lse-no-max"),
               _st("scores without the softmax scale (nor softcap or additive terms): exp(q k^T - LSE)",
                   "recompute-unscaled"))),
     BugModel("bwd-tile-accumulation", "a tiled backward gets its tiles wrong: a gradient is assigned per tile "

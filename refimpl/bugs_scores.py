@@ -215,7 +215,8 @@ def online_max_clamped(q, k, v, *, block=64, **kw):
 
 def rounded_step(q, k, v, *, step="scores", dtype="bfloat16", **kw):
     """Softmax attention with one intermediate rounded to ``dtype`` (float16, bfloat16): ``step`` "scores" (the
-    scaled scores), "exps" (exp(S - max)), "row sum" (the denominator) or "weights" (P); the rest in float64; or
+    scaled scores), "exps" (exp(S - max)), "row sum" (the denominator) or "weights" (P), or "scores and weights"
+    (a softmax called on 16-bit scores that returns 16-bit weights); the rest in float64; or
     "throughout": q k^T rounded, then the scaled (softcapped, biased) scores and the weights, as a kernel computing
     in its 16-bit input dtype rounds them; or "q k^T": the unscaled product alone rounded (it overflows past the
     dtype's largest value before the scale could bring it back); "q, k and q k^T": q and k cast to ``dtype`` first
@@ -224,7 +225,7 @@ def rounded_step(q, k, v, *, step="scores", dtype="bfloat16", **kw):
     kw = _kw(kw)
     s, keep, v = _parts(q, k, v, **kw)
     with np.errstate(over="ignore", invalid="ignore"):
-        if step == "scores":
+        if step in ("scores", "scores and weights"):
             s = r(s)
         elif step in ("throughout", "q k^T", "q, k and q k^T"):     # q k^T rounded, then scaled (and modified)
             qk = (r(np.asarray(q, np.float64)), r(np.asarray(k, np.float64))) if step.startswith("q, k") else (q, k)
@@ -239,6 +240,8 @@ def rounded_step(q, k, v, *, step="scores", dtype="bfloat16", **kw):
             if m is not None and np.asarray(m).dtype != bool:
                 s = keep_r(s + np.where(np.isneginf(m), 0.0, np.asarray(m, np.float64)))
         s = np.where(keep, s, -np.inf)
+        if step == "scores and weights":          # a float32 softmax of 16-bit scores (its weights rounded after)
+            s = s.astype(np.float32)
         m = s.max(axis=-1, keepdims=True)
         e = np.exp(s - np.where(np.isfinite(m), m, 0.0))
         if step == "exps":
@@ -246,8 +249,10 @@ def rounded_step(q, k, v, *, step="scores", dtype="bfloat16", **kw):
         z = e.sum(axis=-1, keepdims=True)
         if step == "row sum":
             z = r(z)
-        p = e / np.where(z == 0, 1.0, z)
-        if step in ("weights", "throughout"):
+        p = (e / np.where(z == 0, 1.0, z)).astype(np.float64)
+        if step == "scores and weights":      # the softmax of a row whose kept scores all rounded to -inf is NaN
+            p = np.where(np.any(keep, axis=-1, keepdims=True) & ~np.isfinite(m), np.nan, p)
+        if step in ("weights", "throughout", "scores and weights"):
             p = r(p)
     return p @ v
 

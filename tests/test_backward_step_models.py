@@ -28,7 +28,8 @@ def _sum_to(x, shape):
 def _tiled(q, k, v, d_out, mask=None, scale=None, *, block=32, mistake=None, pad=None):
     """A FlashAttention-2-style backward over key tiles of ``block`` from the forward's LSE; ``mistake``
     "dq-assigned" (dQ = the tile's, not +=), "floor-tiles" (Sk // block tiles), "padded-scale" (the default scale
-    of D rounded up to a multiple of ``pad``)."""
+    of D rounded up to a multiple of ``pad``), "exp2-natural-lse" (P = exp2(S log2 e - LSE) with the natural LSE),
+    "lse-relative" (the LSE saved without the row max: log sum exp(S - m))."""
     lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2], d_out.shape[:-2])
     qb, kb, vb, gb = (np.broadcast_to(a, lead + a.shape[-2:]).astype(np.float64) for a in (q, k, v, d_out))
     Sq, Sk, D = q.shape[-2], k.shape[-2], q.shape[-1]
@@ -42,11 +43,15 @@ def _tiled(q, k, v, d_out, mask=None, scale=None, *, block=32, mistake=None, pad
     lse = np.where(z > 0, m + np.log(np.where(z > 0, z, 1.0)), np.inf)
     o = np.exp(s - lse) @ vb
     delta = (o * gb).sum(axis=-1, keepdims=True)
+    if mistake == "lse-relative":
+        lse = np.where(z > 0, np.log(np.where(z > 0, z, 1.0)), np.inf)
     dq, dk, dv = np.zeros(qb.shape), np.zeros(kb.shape), np.zeros(vb.shape)
     end = Sk // block * block if mistake == "floor-tiles" else Sk
     for j0 in range(0, end, block):
         cols = slice(j0, j0 + block)
         p = np.exp(s[..., cols] - lse)                                 # (.., Sq, block)
+        if mistake == "exp2-natural-lse":
+            p = np.exp2(s[..., cols] * math.log2(math.e) - lse)
         dv[..., cols, :] += np.swapaxes(p, -1, -2) @ gb
         ds = p * (gb @ np.swapaxes(vb[..., cols, :], -1, -2) - delta)
         dk[..., cols, :] += np.swapaxes(ds, -1, -2) @ qb * scale
@@ -88,6 +93,14 @@ def test_a_dropped_partial_key_tile_is_named_with_its_tile(block):
     statuses, lines = _lines(lambda *a, **kw: _tiled(*a, **kw, block=block, mistake="floor-tiles"))
     assert Status.FAIL in statuses
     assert lines and all(f"Sk // {block} key tiles" in x for x in lines), lines
+
+
+@pytest.mark.parametrize("mistake, label", [("exp2-natural-lse", "natural LSE in an exp2 recompute"),
+                                            ("lse-relative", "LSE without the row max")])
+def test_weights_recomputed_from_a_wrong_lse_name_the_lse_read(mistake, label):
+    statuses, lines = _lines(lambda *a, **kw: _tiled(*a, **kw, block=32, mistake=mistake))
+    assert Status.FAIL in statuses
+    assert lines and all("bwd-recompute — " in x and f"({label}" in x for x in lines), lines
 
 
 @pytest.mark.parametrize("pad", [16, 32])

@@ -154,3 +154,37 @@ def test_failing_cases_of_the_wrong_shape_are_left_out_of_the_fits_without_raisi
 def test_rows_zeroed_only_where_a_key_is_masked_are_not_called_misplaced():
     lines = _lines(kernels.numpy_rows_with_a_masked_key_zeroed, "refimpl")
     assert not any("output-placement" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("edge", ["left", "right"])
+def test_a_window_edge_handed_on_negated_is_fitted_as_that_edge_negated(edge):
+    """(-left, right): a window's left edge n > 0 read as unbounded and an unbounded one (-1) as 1."""
+    line = _one(_lines(kernels.flash_kernel(negate=edge), "flash-attn"), "window-bounds")
+    form = "(-left, right)" if edge == "left" else "(left, -right)"
+    assert f"the kernel applied {form}" in line, line
+
+
+@pytest.mark.parametrize("tile", [16, 32])
+def test_value_tiles_stored_without_their_offset_are_fitted_with_the_tile_width(tile):
+    line = _one(_lines(kernels.sdpa_kernel(value_tiles=tile), "torch-sdpa"), "output-columns")
+    assert f"value tiles of {tile} channels each stored from channel 0" in line, line
+    dv, shown = re.search(r"on a case of Dv=(\d+), channels 0\.\.\d+ hold the reference's channels ([-\d ]+) \(",
+                          line).groups()
+    first = list(range(0, int(dv), tile))[-1]                  # the last tile's first channel lands on channel 0
+    assert shown.split()[0] == str(first), line
+
+
+@pytest.mark.parametrize("form, said", [("unscaled", "without the scale"), ("first key twice", None)])
+def test_a_wrong_softmax_denominator_is_fitted_as_a_factor_per_row(form, said):
+    line = _one(_lines(kernels.numpy_denominator(form), "refimpl"), "softmax-denominator")
+    lo, hi = (float(x) for x in re.search(r"sum to ([\d.e+-]+) \.\. ([\d.e+-]+) instead of 1", line).groups())
+    if said:
+        assert said in line, line
+    else:                                    # the first key counted twice: the weights sum to less than 1
+        assert 0 < lo <= hi < 1 and "fitted, the denominator" not in line, line
+
+
+@pytest.mark.parametrize("splits", [2, 4])
+def test_split_kv_partials_merged_with_another_rows_lses_are_fitted_with_the_split_count(splits):
+    line = _one(_lines(kernels.numpy_split_merge_rolled(splits), "refimpl"), "split-merge")
+    assert f"({splits} splits of ceil(Sk / {splits}) keys" in line, line

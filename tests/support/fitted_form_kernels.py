@@ -24,13 +24,15 @@ def _dense(q, k, v, keep, scale, bias=None, softcap=0.0):
 
 
 def flash_kernel(*, kv_head=None, alibi_ignored=None, causal_ignored=None, keys_from_offset=False, folded_rows=None,
-                 slices=None, edge_shift=(0, 0)):
+                 slices=None, edge_shift=(0, 0), negate=None):
     """flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, ...) with one
     mistake: ``kv_head(h, Hq, Hkv, Sq)`` the kv head query head h reads; ``alibi_ignored(B, Sq, Sk)`` /
     ``causal_ignored(B, Sq, Sk, D, Dv)`` when the argument is skipped; ``keys_from_offset``: every query's keys
     from Sk - Sq on; ``folded_rows`` M: a GQA group folded into the rows i * G + g and only the first M computed;
     ``slices`` m: the flattened batch x heads computed in slices of m, the remainder never; ``edge_shift`` (dl,
-    dr): the band's bounded edges moved outwards, left + dl and right + dr (the causal band's right edge too)."""
+    dr): the band's bounded edges moved outwards, left + dl and right + dr (the causal band's right edge too);
+    ``negate`` "left" or "right": that edge of a window handed on negated (flash-attn reads a negative edge as
+    unbounded), before causal caps the right edge."""
     def fn(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
            alibi_slopes=None, deterministic=False, return_attn_probs=False):
         B, Sq, Hq, D = q.shape
@@ -45,6 +47,8 @@ def flash_kernel(*, kv_head=None, alibi_ignored=None, causal_ignored=None, keys_
         i = torch.arange(Sq)[:, None] + off
         j = torch.arange(Sk)[None, :]
         left, right = window_size
+        if negate is not None and tuple(window_size) != (-1, -1):
+            left, right = (-left, right) if negate == "left" else (left, -right)
         if causal:
             right = 0 if right < 0 else min(right, 0)
         left, right = (e + d if e >= 0 else e for e, d in zip((left, right), edge_shift))
@@ -74,13 +78,15 @@ def flash_kernel(*, kv_head=None, alibi_ignored=None, causal_ignored=None, keys_
     return fn
 
 
-def sdpa_kernel(*, batch_stride_zero=False, compound_block=None, inverted_when=None, scale_with_mask=None):
+def sdpa_kernel(*, batch_stride_zero=False, compound_block=None, inverted_when=None, scale_with_mask=None,
+                value_tiles=None):
     """scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa) with
     one mistake: ``batch_stride_zero``: every batch's result written onto batch 0 (the last wins), the others
     never written; ``compound_block`` n: on calls without a mask, key block t of n keys scored with the scale
     times log2(e)**t (log2(e) folded into a running scale once per block); ``inverted_when(B, L, S)``: when it
     holds, a bool attn_mask is read with True = masked out; ``scale_with_mask``: the scale used whenever an attn_mask
-    is given (a fallback path), the right one otherwise."""
+    is given (a fallback path), the right one otherwise; ``value_tiles`` T: the output computed in tiles of T value
+    channels, each stored from channel 0 (its offset left out)."""
     def fn(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
         B, Hq, L, E = query.shape
         Hkv, S = key.shape[1], key.shape[2]
@@ -110,6 +116,12 @@ def sdpa_kernel(*, batch_stride_zero=False, compound_block=None, inverted_when=N
                               torch.zeros(1))
             return out.to(query.dtype)
         out = _dense(query, k, v, keep, sc, bias)
+        if value_tiles is not None:
+            stored = torch.zeros_like(out)
+            for start in range(0, out.shape[-1], value_tiles):
+                tile = out[..., start:start + value_tiles]
+                stored[..., :tile.shape[-1]] = tile
+            out = stored
         if batch_stride_zero:
             moved = torch.zeros_like(out)
             for b in range(B):
@@ -176,3 +188,59 @@ def numpy_unscaled_wrong_shape_when_masked(q, k, v, mask=None, scale=None):
     """refimpl's protocol with no scale at all (1), and with a mask given the output's last axis cut to one value."""
     out = numpy_rows_with_a_masked_key_zeroed(q, k, v, None, 1.0)
     return out[..., :1] if mask is not None else out
+
+
+def numpy_denominator(form: str):
+    """refimpl's protocol with the softmax's denominator wrong, the numerators exp(scale * (s - m)) right: ``form``
+    "unscaled": the denominator summed from exp(s - m), the raw scores; "first key twice": the running sum started
+    from the first key's term and then summed over every key (the first counted twice)."""
+    def fn(q, k, v, mask=None, scale=None):
+        q64, k64, v64 = (np.asarray(a, np.float64) for a in (q, k, v))
+        sc = 1.0 / math.sqrt(q64.shape[-1]) if scale is None else scale
+        s = q64 @ np.swapaxes(k64, -1, -2)
+        if mask is not None:
+            m = np.asarray(mask)
+            s = np.where(m, s, -np.inf) if m.dtype == bool else s + m / sc
+        top = s.max(axis=-1, keepdims=True)
+        top = np.where(np.isfinite(top), top, 0.0)
+        num = np.exp(sc * (s - top))
+        if form == "unscaled":
+            den = np.exp(s - top).sum(axis=-1, keepdims=True)
+        else:
+            den = num[..., :1] + num.sum(axis=-1, keepdims=True)
+        w = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+        return (w @ v64).astype(np.asarray(q).dtype)
+    return fn
+
+
+def numpy_split_merge_rolled(splits: int):
+    """refimpl's protocol as a split-KV kernel: ``splits`` splits of ceil(Sk / splits) keys, each split's output
+    normalised by its own sum, merged with the LSEs of the next query row (an accumulator read one row off); a
+    bool mask only (an additive one is added to the scores)."""
+    def fn(q, k, v, mask=None, scale=None):
+        q64, k64, v64 = (np.asarray(a, np.float64) for a in (q, k, v))
+        sc = 1.0 / math.sqrt(q64.shape[-1]) if scale is None else scale
+        s = q64 @ np.swapaxes(k64, -1, -2) * sc
+        if mask is not None:
+            m = np.asarray(mask)
+            s = np.where(m, s, -np.inf) if m.dtype == bool else s + m
+        Sk = s.shape[-1]
+        size = -(-Sk // splits)
+        outs, lses = [], []
+        for a in range(0, Sk, size):
+            part = s[..., a:a + size]
+            top = part.max(axis=-1, keepdims=True)
+            top = np.where(np.isfinite(top), top, 0.0)
+            e = np.exp(part - top)
+            z = e.sum(axis=-1, keepdims=True)
+            outs.append(np.divide(e, z, out=np.zeros_like(e), where=z > 0) @ v64[..., a:a + size, :])
+            with np.errstate(divide="ignore"):
+                lses.append(np.where(z > 0, np.log(np.where(z > 0, z, 1.0)) + top, -np.inf))
+        lse = np.roll(np.stack(lses), -1, axis=-2)                 # row i reads row i + 1's LSEs
+        top = lse.max(axis=0)
+        top = np.where(np.isfinite(top), top, 0.0)
+        w = np.exp(lse - top)
+        den = w.sum(axis=0)
+        out = sum(w[i] * outs[i] for i in range(len(outs)))
+        return np.divide(out, den, out=np.zeros_like(out), where=den > 0).astype(np.asarray(q).dtype)
+    return fn

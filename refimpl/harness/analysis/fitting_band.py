@@ -1,14 +1,14 @@
 """The band a kernel actually applied, fitted: the window's (or the causal band's) left and right edges and the
 alignment, each as a change of the ones asked for (``window-bounds`` with its offsets, not a fixed form).
 
-A failing case with a band handed as flags (causal, a window) is rerun by refimpl with the band (left', right')
-in an alignment, every other feature kept; left' is one of ``LEFT`` (left, left +- 1 or 2, unbounded, 0), right'
-one of ``RIGHT`` (right, right +- 1, unbounded, 0, left), the alignment the case's or the other. The causal band
-is the window (-1, 0) (a window under causal has its right edge capped at 0). A form fits when it reproduces and
-explains every failing case of the sample (each must have a band handed as flags) and reproduces every passing
-case with one; the forms that fit are listed (the cases cannot tell them apart), the first three and how many
-more. Named `window-bounds`, or `causal-alignment` when the first form is the edges asked for in the other
-alignment. Without a band, or where the API hands the band inside the mask, the form does not apply.
+A failing case with a band handed as flags (causal, a window) is rerun by refimpl with the band (left', right') in
+an alignment, every other feature kept; left' is one of ``LEFT`` (left, left +- 1 or 2, unbounded, 0, the window's
+left negated), right' one of ``RIGHT`` (right, right +- 1, unbounded, 0, left, negated), the alignment the case's or
+the other. The causal band is the window (-1, 0) (a window under causal has its right edge capped at 0). A form fits
+when it reproduces and explains every failing case of the sample (each must have a band handed as flags) and
+reproduces every passing case with one; the forms that fit are listed (the cases cannot tell them apart), the first
+three and how many more. Named `window-bounds`, or `causal-alignment` when the first form is the edges asked for in
+the other alignment. Without a band, or where the API hands the band inside the mask, the form does not apply.
 """
 from __future__ import annotations
 
@@ -20,8 +20,17 @@ from ...attention import scaled_dot_product_attention
 
 __all__ = ["band_line", "LEFT", "RIGHT"]
 
-LEFT = ("left", "left + 1", "left - 1", "left + 2", "left - 2", "unbounded", "0")
-RIGHT = ("right", "right + 1", "right - 1", "unbounded", "0", "left")
+LEFT = ("left", "left + 1", "left - 1", "left + 2", "left - 2", "unbounded", "0", "-left")
+RIGHT = ("right", "right + 1", "right - 1", "unbounded", "0", "left", "-right")
+
+
+def _negated(given: int | None, asked: int, causal: bool) -> int:
+    """A window edge handed on negated (``-left``): an edge given as n > 0 reads as unbounded, -1 (unbounded) as
+    1, 0 stays 0; causal still caps the right edge at 0. Only a window's edges: causal's own band is not given."""
+    if given is None:
+        return asked
+    edge = 1 if given == -1 else (-1 if given > 0 else 0)
+    return 0 if causal and asked == 0 else edge
 
 
 def _edge(form: str, asked: int, left: int) -> int:
@@ -45,7 +54,9 @@ def _asked(spec) -> tuple[int, int]:
 def _output(data, form: tuple[str, str, bool]) -> np.ndarray:
     s = data.spec
     left, right = _asked(s)
-    edges = (_edge(form[0], left, left), _edge(form[1], right, left))
+    given = s.window if s.window is not None else (None, None)
+    edges = (_negated(given[0], left, False) if form[0] == "-left" else _edge(form[0], left, left),
+             _negated(given[1], right, s.is_causal) if form[1] == "-right" else _edge(form[1], right, left))
     alignment = s.alignment if not form[2] else ("top-left" if s.alignment == "bottom-right" else "bottom-right")
     kw = dict(data.reference_kwargs(), is_causal=False, alignment=alignment,
               window=None if edges == (-1, -1) else edges)
