@@ -14,6 +14,7 @@ scoring run; it is not to be edited to fit a result.
     .venv/bin/python tools/score_heldout.py heldout9   # tests/heldout9 (key KEY9, below)
     .venv/bin/python tools/score_heldout.py heldout10   # tests/heldout10 (key KEY10, below)
     .venv/bin/python tools/score_heldout.py heldout11   # tests/heldout11 (key KEY11, below)
+    .venv/bin/python tools/score_heldout.py heldout12   # tests/heldout12 (key KEY12, below)
 
 named right: the diagnosis names a model in the kernel's accepted set; named wrong: it names another model
 (counted against the score twice); unknown: `diagnosis ...: unknown`. A correct kernel must get no
@@ -1021,6 +1022,178 @@ KEY11 = {
 # its -10000 fill also changes rows with keys in the extreme-logits "far below a finite fill" cases. Backward dead
 # rows are judged anyway (KEY7/KEY8).
 CONVENTION11 = {"sdpa_additive_bias_softmax"}
+# tests/heldout12 answer key (KEY12, CONVENTION12; written by a helper from the set, the model tables and KEY4-11 as
+# precedent, before any scoring run; the set's writer read nothing of refimpl). Written from the kernels' code at
+# each `# BUG:` (and its CATALOG `parameter` / dtype) and refimpl's model descriptions.
+# Nothing was run: not refimpl, its CLI, its tests, tools/score_heldout.py nor the heldout12 self-check (only flake8
+# and an ast parse on this file).
+#
+# Read: tests/heldout12/ in full (README.md, numpy_fwd.py, torch_sdpa_fwd.py, flash_fwd.py, numpy_bwd.py,
+# selfcheck.py); docs/diagnosis.md "## The bug models" only (bullets, fitted forms, table); refimpl/bugs_backward.py
+# and bugs_backward_kernels.py (docstrings, MODELS, KERNEL_VARIANTS, backward_with / steps_backward / kernel_steps);
+# the docstrings of refimpl/harness/analysis/fitting.py (+ DEFAULTS / _candidates, _fit_one, fit_scale),
+# precision_fingerprint.py, fitted_forms.py, conditions.py and every fitting_*.py there (placement, columns,
+# normaliser, heads, ignored, conditional, band, splits); tools/score_heldout.py in full. To settle ambiguous rows:
+# refimpl/bugs.py MODELS (scale, window-bounds, causal-dropped, gqa-grouping, softcap, online-rescale,
+# masked-block-nan, no-max-subtraction, head-layout, low-precision rows) and window_bounds, bugs_scores.py
+# (gqa_divisor, _online, online_unguarded), bugs_softmax_steps.py (online_rescale, no_max_subtraction,
+# SOFTCAP_FORMS / softcap_form), bugs_general.py (scale, mask_batch_flattened, alibi_top_left), bugs_layout.py
+# (output_layout), harness/verdicts/grad_judge.py (module docstring, GradData), the argument code of
+# harness/apis/{refimpl_protocol,torch_sdpa,flash_attn}.py and base.py (flash_band, keep_mask), and
+# harness/cases/families.py (the gqa, window, softcap, scale, alibi and decode families' shapes).
+#
+# Format: one entry per BROKEN kernel (CATALOG `fn`); the value is the model(s) that should name it, as the
+# diagnosis line prints it (a table model, a fitted form, a backward MODELS name), or set() when no listed variant,
+# fitting formula, fitted form or (forward) noise-size rule reproduces the mistake as the kernel computes it: unknown
+# is then the right answer. Correct kernels are not listed.
+#
+# Counts: 24 broken kernels, 21 keyed to a model, 3 None.
+#   forward  (18): 15 keyed to a model, 3 None
+#     numpy_fwd 5 keyed / 1 None; torch_sdpa_fwd 5 keyed / 1 None; flash_fwd 5 keyed / 1 None
+#   backward  (6):  6 keyed to a model, 0 None
+#   conventions: 0 (CONVENTION12 empty)
+#   least sure: sdpa_kv_head_index (gqa-grouping's "h // Hkv where Hkv != Hq" reproduces every GQA shape with
+#   Hq <= Hkv**2, but most quick GQA shapes (MQA, 2 kv heads with G >= 3, G = 5 / 6) make the kernel raise an
+#   IndexError where the model gives NaN: if those failing cases must be explained too, unknown), flash_window_start_
+#   plus_one (a bottom-right window with left = 0 moves the kernel's left edge past the diagonal, which "left - 1"
+#   leaves alone: unknown if the quick window family draws one), flash_softcap_half_denominator (None: refimpl with
+#   the scale doubled on softcap calls, no fit_scale formula is 2x; only size coincidences could fit one),
+#   bwd_shared_kv_first_head (likely a verdict miss: the refimpl protocol cannot express GQA, so no backward case has
+#   a size-1 kv head axis), flash_local_path_drops_causal (possibly a verdict miss: only window-family causal cases
+#   whose right edge is handed as given and not 0 trigger it)
+
+KEY12 = {
+    # ---- numpy_fwd.py (API refimpl) -----------------------------------------------------------------------------
+    "attend_online_tiles_no_rescale": {"online-rescale"},   # key tiles of 32, the row sum rescaled by exp(m_old -
+    #                                                m_new), the accumulator never (rows with no key zeros): exactly
+    #                                                online_rescale, "never rescaled, blocks of 32"
+    "attend_softmax_no_max_shift": {"no-max-subtraction"},   # exp(S) / sum, a row summing to 0 zeroed by the
+    #                                                denom > 0 guard (rows with no key zeros), inf / inf = NaN on
+    #                                                extreme logits: the variant "exp(S)" (guarded), as KEY9's
+    #                                                attend_naive_softmax
+    "attend_online_masked_leading_tile": {"masked-block-nan"},   # tiles of 32, the running max used unguarded: a
+    #                                                row whose leading tile is fully masked gets NaN in l and acc, and
+    #                                                the final where(l > 0) makes it ZEROS (selfcheck: finite 0.812);
+    #                                                rows with no key zeros: "blocks of 32, the NaN rows zeroed by a
+    #                                                final l > 0 guard" (online_unguarded zeroed=True), the variant
+    #                                                KEY10's sdpa_blockwise_unguarded_max lacked then
+    "attend_scaled_scores_unused": {"scale"},       # softmax of the raw q.k: scale 1 with or without a given scale:
+    #                                                "1 always" (the table's), or fit_scale's "1 (no scaling), the
+    #                                                given scale ignored"
+    "attend_qk_half_accumulate": {"low-precision"},   # q, k cast to float16 and q k^T in float16 whatever the dtype,
+    #                                                scale and softmax in float64 (CATALOG float32): the variant "q, k
+    #                                                and q k^T in float16" (rounded_step), else the noise size (as
+    #                                                KEY10's attend_half_sim_einsum; it overflows where that does)
+    "attend_exp2_query_prescale": set(),            # exp2 of (scale * q k^T - m): the effective scale is scale * ln 2,
+    #                                                the default and a given one alike. No fit_scale formula is a
+    #                                                factor of ln 2 on both (1/sqrt(Sk), 1/sqrt(Dv), scale**2, sqrt(
+    #                                                scale) ... agree only by size coincidence), the constant form
+    #                                                needs one value across D; the table's log2(e)-per-block leaves
+    #                                                block 0 right: None
+
+    # ---- torch_sdpa_fwd.py (API torch-sdpa) ---------------------------------------------------------------------
+    "sdpa_causal_lower_right": {"causal-alignment"},   # is_causal (handed only for a top-left band without mask or
+    #                                                window) built bottom-right, tril(S - L), rows left with no key
+    #                                                zeros: "other alignment" (as KEY6's mlx_style_sdpa, KEY10's
+    #                                                sdpa_causal_past_aligned)
+    "sdpa_bool_mask_as_bias": {"mask-kind"},        # bool attn_mask added as 0/1 (the API folds windows, other
+    #                                                alignments and padding into it), the top-left is_causal flag still
+    #                                                masks, float masks right: "bool mask added to the scores as
+    #                                                numbers (True = +1)", its band-folded form (as KEY6's
+    #                                                eager_attention_forward, KEY8's sdpa_maybe_add_mask)
+    "sdpa_configured_scale": {"scale"},             # q times 1/sqrt(D) whatever `scale` says (the default right):
+    #                                                fit_scale's "1/sqrt(D) (the given scale ignored)" (as KEY8's
+    #                                                sdpa_plugin_default_scale); fitting_ignored's "a given scale"
+    #                                                names the same model
+    "sdpa_bias_inside_scale": {"additive-before-scale"},   # (q k^T + bias) * scale: the float mask (and ALiBi,
+    #                                                handed in attn_mask) scaled too, -inf kept: "scale * (q k^T +
+    #                                                bias)". softcap's "additive terms before scaling" gives the same
+    #                                                output without a softcap but is not named beside it
+    #                                                (distinct_from; as KEY9's sdpa_folded_scale_mask)
+    "sdpa_mask_batch_shared": set(),                # a 4-D attn_mask read as attn_mask[0] for every batch (the API's
+    #                                                masks are per batch, (B, 1, Sq, Sk); ALiBi's per-batch slopes ride
+    #                                                in the float mask too). mask-broadcast gives batch (b*H + h) % B
+    #                                                or divmod(h*B + b, H) (batch b itself when H = 1), never batch 0
+    #                                                everywhere; alibi-batch-slopes covers only the ALiBi cases, not
+    #                                                the bool / padding ones; no mask is skipped: None (as KEY3's
+    #                                                attention_static_mask)
+    "sdpa_kv_head_index": {"gqa-grouping"},         # enable_gqa (handed only where Hq != Hkv): kv head h // Hkv.
+    #                                                Where Hq <= Hkv**2 it is "h // Hkv where Hkv != Hq" exactly
+    #                                                (gqa_divisor; right at G == Hkv, e.g. 4:2, 9:3; wrong at 6:3, 8:4,
+    #                                                12:4); past that the kernel raises an IndexError, which the
+    #                                                model's docstring describes ("the kernel fails there: NaN, which
+    #                                                no output matches"). Unsure: most quick GQA shapes raise (MQA, G
+    #                                                >= 3 over 2 kv heads, G = 5 / 6), and if those failing cases must
+    #                                                be explained the tool prints unknown (as KEY11's
+    #                                                sdpa_query_head_as_kv_head, which raised on every GQA case)
+
+    # ---- flash_fwd.py (API flash-attn) --------------------------------------------------------------------------
+    "flash_tril_buffer_slice": {"causal-alignment"},   # causal as the top-left slice j <= i in place of the right
+    #                                                edge (a handed right edge ignored under causal), the window's
+    #                                                left edge and ALiBi bottom-right: "the causal diagonal only (a
+    #                                                window's left edge keeps the case's alignment)", "other
+    #                                                alignment" without a window (as KEY8's flash_onnx_tril; unlike
+    #                                                KEY10's flash_causal_upper_left no handed right edge is kept)
+    "flash_heads_merge_reshape": {"head-layout"},   # per-head results (B, H, Sq, Dv) reshaped to (B, Sq, H, Dv)
+    #                                                without the permute, each head right: output_layout's "heads as
+    #                                                positions", o.reshape(B, Sq, Hq, Dv) in refimpl's layout, exactly
+    "flash_alibi_query_positions": {"alibi-distance"},   # ALiBi -slope * |i - j| (query positions without Sk - Sq)
+    #                                                while causal / window stay bottom-right, per-batch slopes right:
+    #                                                "|i - j|: the queries' positions without the offset" (alibi_top_
+    #                                                left), the model KEY10's flash_alibi_chunk_positions lacked then
+    "flash_window_start_plus_one": {"window-bounds"},   # first visible key q_pos - left + 1: the left window one
+    #                                                key narrower: "left - 1" (window_bounds shift=-1), or
+    #                                                fitting_band's (left - 1, right) (as KEY6's zml_flashattn, KEY8's
+    #                                                flash_exclusive_window). Unsure: with left = 0 the kernel's edge
+    #                                                moves past the diagonal (keys from i + off + 1, causal rows
+    #                                                zeros), which the variant leaves alone (left - 1 < 0 unchanged);
+    #                                                unknown if the quick window family draws a bottom-right left 0
+    "flash_softcap_half_denominator": set(),        # cap * tanh(2 S / cap) on the scaled scores, ALiBi after: refimpl
+    #                                                with the scale doubled, on softcap calls only. No softcap form
+    #                                                (tanh before scaling, cap * tanh(S * cap) - equal only at cap =
+    #                                                sqrt(2) -, S * tanh(S / cap), (S / cap) * tanh(S / cap), never
+    #                                                applied, ...); fit_scale has no "2 x scale" formula (the softcap
+    #                                                family hands no scale: 2/sqrt(D), matched by 1, sqrt(scale),
+    #                                                1/sqrt(Sk) ... only at single sizes), and the constant needs one
+    #                                                value across D: None
+    "flash_local_path_drops_causal": {"causal-dropped"},   # with window_size != (-1, -1) the window alone (its
+    #                                                right edge as handed, causal ignored; left edge, ALiBi bottom-
+    #                                                right); without a window causal right: "when a window is given
+    #                                                (causal derived from an unbounded window; the window alone)", or
+    #                                                fitting_ignored's causal flag "when a window is given". Only
+    #                                                causal window cases whose right edge is handed as given and not 0
+    #                                                (flash_band: every other eight cases) differ: possibly a verdict
+    #                                                miss
+
+    # ---- numpy_bwd.py (API numpy-backward) ----------------------------------------------------------------------
+    "bwd_ds_without_delta": {"bwd-delta-term"},     # dS = P * dP: "dS = P * dP" (backward_with "delta"), exactly
+    "bwd_softmax_diag_jacobian": {"bwd-delta-term"},   # dS = P (1 - P) dP: "the Jacobian's diagonal only"
+    #                                                ("delta-diagonal"), as KEY5's attn_bwd_diagonal_jacobian
+    "bwd_delta_reduce_axis": {"bwd-delta-axis"},    # dS = P (dP - sum over the queries of P * dP): "sum over
+    #                                                queries" ("delta-axis"), exactly; the model KEY's
+    #                                                bwd_delta_query_axis lacked then
+    "bwd_recompute_unmasked": {"bwd-mask-not-reapplied"},   # P AND O recomputed with no mask (the band too: it is
+    #                                                in the refimpl protocol's mask), delta from that O, dV from that
+    #                                                P, rows with no key nonzero: "P and O both without the mask
+    #                                                (unmasked attention's exact gradient)" ("unmasked-po"), the
+    #                                                variant KEY8's bwd_recompute_unmasked lacked then
+    "bwd_shared_kv_first_head": {"bwd-gqa-sum"},    # a size-1 kv head axis against H heads: dK of query head 0 only,
+    #                                                dV summed: "dK from the first head of each group, dV summed"
+    #                                                (KERNEL_VARIANTS dk-first-head). Likely a verdict miss: the
+    #                                                refimpl protocol cannot express GQA (Hq != Hkv), so q and k share
+    #                                                their lead shape on every backward case (as KEY10's
+    #                                                bwd_mqa_kv_grad_unreduced)
+    "bwd_scale_in_ds_and_dq": {"bwd-scale-dq"},     # the scale in dS and again in dQ: dQ = scale**2 dS K, dK right:
+    #                                                "dQ = scale**2 dS K" ("scale-dq-twice"); scale 1 cases pass
+}
+
+# The heldout12 kernels whose only difference from correct attention is on rows with no key (NaN or the mean of V,
+# accepted by default when no --masked-rows policy is pinned, as CONVENTION3/5/6/7/8/11): none. Every broken kernel
+# with a dead-row effect errs on rows with keys too (sdpa_bool_mask_as_bias: dropped keys attended everywhere;
+# attend_online_masked_leading_tile: zeros on rows WITH keys whose first tile is masked; sdpa_mask_batch_shared:
+# another batch's mask), and the rest keep rows with no key at zeros. Backward dead rows are judged anyway
+# (KEY7/KEY8; bwd_recompute_unmasked's nonzero dead rows are not a convention).
+CONVENTION12 = set()
 SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout2": (KEY2, CONVENTION2, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd")),
         "heldout3": (KEY3, CONVENTION3, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
@@ -1031,7 +1204,8 @@ SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy
         "heldout8": (KEY8, CONVENTION8, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout9": (KEY9, CONVENTION9, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout10": (KEY10, CONVENTION10, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
-        "heldout11": (KEY11, CONVENTION11, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
+        "heldout11": (KEY11, CONVENTION11, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
+        "heldout12": (KEY12, CONVENTION12, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
 FORWARD_FOR_BACKWARD = f"{HELD / 'numpy_fwd.py'}:np_eager_reference"
 
 
