@@ -14,7 +14,10 @@ float64 ones, which differ (by ~1e-9 relative) exactly when 2**(-8 (h+1) / Hq) i
 
 Lines (``CheckRun.explored``): ``counterexample TARGET: ...`` (the shrunk case, its arrays when small,
 refimpl's and the target's output, the verdict and the diagnosis of :func:`.diagnosis.diagnose` on that
-one case), or ``explore TARGET: no counterexample in N examples``.
+one case), or ``explore TARGET: no counterexample in N examples``. Given the run's own diagnosis (``run_lines``,
+as ``refimpl check`` does), the counterexample names a model only when the run names it too: one case can fit a
+model the whole run does not (a 1 x 1 case fits many), so otherwise the line says the case alone does not tell
+and repeats the run's names.
 ``db``: a JSON list of ``{"target", "api", "spec"}`` (the shrunk specs), written atomically; its specs
 that the API can express are replayed first, and a failing one is reported without a new search.
 """
@@ -136,7 +139,27 @@ def _array_lines(name: str, a) -> list[str]:
     return [f"{name} {a.shape}: {a.size} values (printed up to {SMALL})"]
 
 
-def _describe(target: Target, spec: CaseSpec, res: CaseResult, source: str) -> list[str]:
+def _named(lines: list[str]) -> list[str]:
+    """The models a diagnosis's lines name (``diagnosis T: MODEL — ...``), in order; unknown ones left out."""
+    names = (line.split(": ", 1)[1].split(" — ", 1)[0] for line in lines if " — " in line)
+    return list(dict.fromkeys(names))
+
+
+def _agreeing(lines: list[str], run_lines: list[str] | None) -> list[str]:
+    """The counterexample's diagnosis lines kept where the run names the same model (all of them when no run's
+    lines are given); otherwise one line that says so and repeats the run's names."""
+    if run_lines is None:
+        return lines
+    run = _named(run_lines)
+    kept = [line for line in lines if _named([line]) and _named([line])[0] in run]
+    if kept:
+        return kept
+    said = f"; the run's diagnosis: {', '.join(run)}" if run else "; the run's diagnosis: unknown"
+    return [f"diagnosis: unknown on this case alone{said}"]
+
+
+def _describe(target: Target, spec: CaseSpec, res: CaseResult, source: str,
+              run_lines: list[str] | None = None) -> list[str]:
     store = CaseStore()
     data = store.get(spec)
     out = [f"{source}: {spec.describe()} (seed {spec.seed})", f"verdict: {res.status}: {res.detail}"]
@@ -160,8 +183,8 @@ def _describe(target: Target, spec: CaseSpec, res: CaseResult, source: str) -> l
     # Loaded at run time, not imported: diagnosis (layer 7, it imports family_cases for CaseStore) under this
     # module would put cli at 9 and __main__ at 10 layers (tests/test_house.py allows 9).
     if res.status == Status.FAIL and "output:" in res.detail:        # the bug models explain output values only
-        for line in diagnose([res], store, target=target.name, specs={spec.id: spec}):
-            out.append(line.replace(f"diagnosis {target.name}: ", "diagnosis: "))
+        lines = diagnose([res], store, target=target.name, specs={spec.id: spec})
+        out += _agreeing([line.replace(f"diagnosis {target.name}: ", "diagnosis: ") for line in lines], run_lines)
     return [f"counterexample {target.name}: {x}" for x in out]
 
 
@@ -197,8 +220,9 @@ def _save(db, entries: list[dict], target: Target, spec: CaseSpec) -> None:
 
 
 def explore(target: Target, n: int, db=None, dtypes: tuple[str, ...] = ("float64", "float32"),
-            say: Callable[[str], None] | None = None) -> list[str]:
-    """Replay ``db``, then search ``n`` examples; the lines of the module doc. ``n`` must be positive."""
+            say: Callable[[str], None] | None = None, run_lines: list[str] | None = None) -> list[str]:
+    """Replay ``db``, then search ``n`` examples; the lines of the module doc. ``n`` must be positive;
+    ``run_lines``: the run's diagnosis of this target (the counterexample's then agrees with it)."""
     if not isinstance(n, int) or n < 1:
         raise UsageError(f"--explore takes a positive number of examples, got {n!r}")
     check_dtypes(dtypes)
@@ -211,7 +235,7 @@ def explore(target: Target, n: int, db=None, dtypes: tuple[str, ...] = ("float64
             continue
         res = _judge(target, spec)
         if res is not None and Status(res.status).failed:
-            return _describe(target, spec, res, f"replayed from {db}") + [
+            return _describe(target, spec, res, f"replayed from {db}", run_lines) + [
                 f"counterexample {target.name}: found in {time.perf_counter() - t0:.1f} s (database replay)"]
     say(f"explore {target.name}: searching {n} examples ...")
     spec, res, tried = search(target, n, tuple(dtypes))
@@ -222,5 +246,5 @@ def explore(target: Target, n: int, db=None, dtypes: tuple[str, ...] = ("float64
     assert res is not None                                # search returns the spec and its result together
     if db is not None:
         _save(db, entries, target, spec)
-    return _describe(target, spec, res, "shrunk") + [
+    return _describe(target, spec, res, "shrunk", run_lines) + [
         f"counterexample {target.name}: found and shrunk in {seconds:.1f} s ({tried} calls)"]
