@@ -15,6 +15,8 @@ scoring run; it is not to be edited to fit a result.
     .venv/bin/python tools/score_heldout.py heldout10   # tests/heldout10 (key KEY10, below)
     .venv/bin/python tools/score_heldout.py heldout11   # tests/heldout11 (key KEY11, below)
     .venv/bin/python tools/score_heldout.py heldout12   # tests/heldout12 (key KEY12, below)
+    .venv/bin/python tools/score_heldout.py heldout12 --explore 50   # ... and each forward kernel's --explore
+                                                       # counterexample: does its diagnosis agree with the run's?
 
 named right: the diagnosis names a model in the kernel's accepted set; named wrong: it names another model
 (counted against the score twice); unknown: `diagnosis ...: unknown`. A correct kernel must get no
@@ -1218,6 +1220,9 @@ def catalog(folder: Path, modules):
             yield name, entry
 
 
+EXPLORE = [0]        # --explore N: examples per forward kernel (0: no search)
+
+
 def run(folder, name, entry):
     fn = f"{folder / (name + '.py')}:{entry['fn']}"
     if (folder.name, name) == ("heldout3", "flash_fwd"):         # written to a NumPy brief: called through torch
@@ -1228,10 +1233,19 @@ def run(folder, name, entry):
         args = base + ["--target", FORWARD_FOR_BACKWARD, "--backward", fn]
     else:
         args = base + ["--target", fn, "--api", entry["api"]]
+        args += ["--explore", str(EXPLORE[0])] if EXPLORE[0] and not entry["correct"] else []
     p = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=ROOT)
     diag = [line for line in p.stdout.splitlines() if line.startswith("diagnosis ")]
     loc = [line for line in p.stdout.splitlines() if line.startswith("localisation ")]
-    return p.returncode, diag, loc, p.stderr[-300:]
+    cex = [line.split(": diagnosis: ", 1)[1] for line in p.stdout.splitlines()
+           if line.startswith("counterexample ") and ": diagnosis: " in line]
+    return p.returncode, diag, loc, p.stderr[-300:], cex
+
+
+def agrees(cex: list[str], names: list[str]) -> bool:
+    """A counterexample's diagnosis agrees with the run's: it names only models the run names, or says unknown."""
+    said = {c.split(" — ", 1)[0] for c in cex if " — " in c}
+    return said <= set(names)
 
 
 def named(line: str) -> str:
@@ -1240,7 +1254,12 @@ def named(line: str) -> str:
 
 
 def main(argv=None) -> int:
-    which = (argv if argv is not None else sys.argv[1:]) or ["heldout"]
+    which = list(argv if argv is not None else sys.argv[1:]) or ["heldout"]
+    if "--explore" in which:
+        at = which.index("--explore")
+        EXPLORE[0] = int(which[at + 1])
+        del which[at:at + 2]
+    which = which or ["heldout"]
     key, conventions, modules = SETS[which[0]]
     folder = ROOT / "tests" / which[0]
     entries = list(catalog(folder, modules))
@@ -1249,7 +1268,8 @@ def main(argv=None) -> int:
     score = {"right": 0, "wrong": 0, "unknown": 0, "verdict miss": 0, "correct ok": 0, "correct flagged": 0,
              "convention accepted": 0}
     rows = []
-    for (name, e), (rc, diag, loc, err) in zip(entries, outs):
+    explored = {"counterexamples": 0, "agree": 0, "disagree": 0}
+    for (name, e), (rc, diag, loc, err, cex) in zip(entries, outs):
         names = sorted({named(d) for d in diag})
         if e["correct"]:
             kind = "correct ok" if rc == 0 and not diag else "correct flagged"
@@ -1262,10 +1282,14 @@ def main(argv=None) -> int:
         else:
             kind = "wrong"
         score[kind] += 1
+        if cex:
+            explored["counterexamples"] += 1
+            explored["agree" if agrees(cex, names) else "disagree"] += 1
         honest = kind == "unknown" and not key[e["fn"]]
         rows.append(f"{kind + (' (no model)' if honest else ''):15} {e['api']:15} {e['fn']:30} exit {rc}  "
                     f"bug {e['bug']}  said {names or '-'}"
-                    + (f"  [{'; '.join(loc)[:160]}]" if loc else "") + (f"  stderr {err!r}" if rc == 2 else ""))
+                    + (f"  [{'; '.join(loc)[:160]}]" if loc else "") + (f"  stderr {err!r}" if rc == 2 else "")
+                    + (f"  counterexample: {'; '.join(cex)[:160]}" if cex else ""))
     print("\n".join(rows))
     broken = sum(1 for _, e in entries if not e["correct"] and e["fn"] not in conventions)
     no_model = sum(1 for _, e in entries if not e["correct"] and e["fn"] not in conventions and not key[e["fn"]])
@@ -1273,6 +1297,9 @@ def main(argv=None) -> int:
           + ", ".join(f"{k} {v}" for k, v in score.items()) + f"; {no_model} of the broken have no refimpl model")
     print(f"score: (right - 2 x wrong) / broken = ({score['right']} - 2 x {score['wrong']}) / {broken} = "
           f"{(score['right'] - 2 * score['wrong']) / broken:.0%}")
+    if EXPLORE[0]:
+        print(f"--explore {EXPLORE[0]}: " + ", ".join(f"{k} {v}" for k, v in explored.items())
+              + " (a counterexample agrees when it names no model the run does not)")
     return 0
 
 

@@ -10,7 +10,9 @@ For a split layout (``SPLITS`` splits of ceil(Sk / n) keys, or splits of ``SIZES
 the case's scores (each split with its own max) and the row's weights are solved by least squares. A row says
 something only when it has more channels than its splits plus one (Dv >= n + 2; else any row is a mix). The fit
 holds for a layout when every such row of every failing case is reproduced, at least two failing cases hold such
-rows, and on some of them the fitted weights differ from the right shares. The first layout that holds is named.
+rows, and on some of them the fitted weights differ from the right shares, and not by one factor over every split (a
+row the right one times a factor is a wrong denominator, ``softmax-denominator``, not a merge). The first layout
+that holds is named.
 """
 from __future__ import annotations
 
@@ -75,7 +77,10 @@ def _fit(data, got, layout) -> tuple[bool, bool] | None:
     ok = bool(np.all(np.abs(fit - y) <= atol + RTOL * np.abs(y)))
     used = share[live] > 0
     off = np.abs(np.where(used, w, 0.0) - share[live]) > 1e-3
-    return ok, bool(ok and np.any(off))
+    ratio = w / np.where(used, share[live], 1.0)                                      # (rows, n)
+    spread = np.where(used, ratio, -np.inf).max(axis=-1) - np.where(used, ratio, np.inf).min(axis=-1)
+    uneven = (used.sum(axis=-1) >= 2) & (spread > 1e-3)        # not one factor over every split: not a denominator
+    return ok, bool(ok and np.any(off & uneven[:, None]))
 
 
 def splits_line(target: str, fail_cases: list) -> list[str]:
