@@ -56,6 +56,7 @@ NAMED = {
     ("heldout7/numpy_fwd", "attend_masked_fill_value", "refimpl", "float64"): "finite-mask-fill",
     ("heldout7/numpy_fwd", "attend_tiled_running_sum", "refimpl", "float64"): "online-rescale",
     ("heldout7/numpy_fwd", "attend_segment_softmax", "refimpl", "float64"): "mask-after-softmax",
+    ("heldout7/flash_fwd", "flash_cascade_merge", "flash-attn", "float64"): "split-merge",
     ("heldout7/torch_sdpa_fwd", "sdpa_head_concat", "torch-sdpa", "float64"): "head-layout",
     ("heldout7/torch_sdpa_fwd", "sdpa_grouped_einsum", "torch-sdpa", "float64"): "head-layout",
     ("heldout7/torch_sdpa_fwd", "sdpa_split_scale", "torch-sdpa", "float64"): "scale",
