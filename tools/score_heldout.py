@@ -15,6 +15,7 @@ scoring run; it is not to be edited to fit a result.
     .venv/bin/python tools/score_heldout.py heldout10   # tests/heldout10 (key KEY10, below)
     .venv/bin/python tools/score_heldout.py heldout11   # tests/heldout11 (key KEY11, below)
     .venv/bin/python tools/score_heldout.py heldout12   # tests/heldout12 (key KEY12, below)
+    .venv/bin/python tools/score_heldout.py heldout13   # tests/heldout13 (key KEY13, below)
     .venv/bin/python tools/score_heldout.py heldout12 --explore 50   # ... and each forward kernel's --explore
                                                        # counterexample: does its diagnosis agree with the run's?
 
@@ -1196,6 +1197,187 @@ KEY12 = {
 # another batch's mask), and the rest keep rows with no key at zeros. Backward dead rows are judged anyway
 # (KEY7/KEY8; bwd_recompute_unmasked's nonzero dead rows are not a convention).
 CONVENTION12 = set()
+# tests/heldout13 answer key (KEY13, CONVENTION13; written by a helper from the set, the model tables and KEY4-12 as
+# precedent, before any scoring run; the set's writer read nothing of refimpl). Written from the kernels' code at
+# each `# BUG:` (and its CATALOG `parameter` / dtype) and refimpl's model descriptions.
+# Nothing was run: not refimpl, its CLI, its tests, tools/score_heldout.py nor the heldout13 self-check (only flake8
+# and an ast parse on this file).
+#
+# Read: tests/heldout13/ in full (README.md, numpy_fwd.py, torch_sdpa_fwd.py, flash_fwd.py, numpy_bwd.py,
+# selfcheck.py); docs/diagnosis.md "## The bug models" only (bullets, fitted forms, table); refimpl/bugs_backward.py
+# and bugs_backward_kernels.py (docstrings, MODELS, KERNEL_VARIANTS, backward_with / steps_backward / kernel_backward
+# / kernel_steps); the docstrings of refimpl/harness/analysis/fitting.py, precision_fingerprint.py, fitted_forms.py,
+# conditions.py and every fitting_*.py there (band, columns, conditional, dropout, heads, ignored, normaliser,
+# placement, splits); tools/score_heldout.py in full. To settle ambiguous rows: refimpl/bugs.py MODELS (the
+# causal-alignment row and its _fl / _pk / _split helpers) and window_bounds, bugs_general.py (offset_clamped,
+# left_edge_realigned, alibi_signed, mask_batch_flattened), the argument code of harness/apis/{refimpl_protocol,
+# torch_sdpa,flash_attn}.py and base.py (flash_band, keep_mask), and harness/cases/families.py and features.py
+# (_mask: every case mask per batch, (B, 1, Sq, Sk); features(); reference_kwargs: ALiBi folded into the mask,
+# bottom-right; the window, softcap, alibi, gqa and causal families' shapes).
+#
+# Format: one entry per BROKEN kernel (CATALOG `fn`); the value is the model(s) that should name it, as the
+# diagnosis line prints it (a table model, a fitted form, a backward MODELS name), or set() when no listed variant,
+# fitting formula, fitted form or (forward) noise-size rule reproduces the mistake as the kernel computes it: unknown
+# is then the right answer. Correct kernels are not listed. Two names only where a table model and a fitted form
+# both reproduce the output exactly (the fitted form printed if the table's variant is not).
+#
+# Counts: 24 broken kernels, 16 keyed to a model, 8 None.
+#   forward  (18): 13 keyed to a model, 5 None
+#     numpy_fwd 4 keyed / 2 None; torch_sdpa_fwd 6 keyed / 0 None; flash_fwd 3 keyed / 3 None
+#   backward  (6):  3 keyed to a model, 3 None
+#   conventions: 1 (sdpa_fallback_plain_softmax: NaN on rows with no key only)
+#   least sure: flash_causal_larger_m (None: offset_clamped reproduces its causal / window cases with Sq > Sk, but
+#   the kernel moves ALiBi's distance to top-left there too while the variant keeps the mask's bottom-right ALiBi;
+#   causal-alignment if no quick ALiBi case with Sq > Sk and Sk > 2 fails), flash_sliding_window_length (left = 0
+#   becomes unbounded: window_bounds' "left - 1" leaves 0 alone, so a quick window case with left 0 leaves it to
+#   fitting_band's (left - 1, right), right only if its edge arithmetic reads 0 - 1 = -1 as unbounded),
+#   sdpa_online_fp16_stats (two names: which of the low-precision variant / noise size and the softmax-denominator
+#   fit is tried first is not in the docs read), flash_softcap_tanh_times_cap (None: refimpl with scale * cap
+#   reproduces it, but fit_scale has no formula with the softcap; only a one-(cap, D) failing sample would fit "a
+#   constant")
+
+KEY13 = {
+    # ---- numpy_fwd.py (API refimpl) -----------------------------------------------------------------------------
+    "mha_key_padding_fill": {"mask-polarity"},      # np.where(keep, -inf, s): the full keep-mask (band and padding
+    #                                                folded in under this API) used as True = masked; a row whose keys
+    #                                                are all kept becomes empty -> zeros, as refimpl gives it: "True =
+    #                                                masked (a band handed inside the mask inverted with it)" (as
+    #                                                KEY11's attend_keep_mask_filled)
+    "scaled_dot_product_legacy_softmax": set(),     # softmax over axis 0 of the folded (B * H, Sq, Sk) scores: each
+    #                                                (query, key) normalised across the batch x heads slices (B * H = 1:
+    #                                                weight 1 on every kept key, the sum of V). softmax-axis is over the
+    #                                                queries, softmax-sum-extent over a head's matrix; the rows are no
+    #                                                multiple of the right ones: None
+    "mha_permuted_heads_mask_repeat": {"mask-broadcast"},   # scores folded head-major (h * B + b), the full mask
+    #                                                folded batch-major: (b, h) gets the mask of divmod(h * B + b, H),
+    #                                                the band (the same in every slice) unaffected: "the scores
+    #                                                flattened head-major and the mask batch-major" (mask_batch_
+    #                                                flattened head_major), exactly; the variant KEY11's attend_folded_
+    #                                                heads_mask_repeat lacked then (case masks are per batch, bool-mask
+    #                                                family B, H up to 3, 4)
+    "soft_attention_weighted_context": set(),       # (alpha[q, k] v[k]) summed over the queries: colsum(alpha)[k] v[k],
+    #                                                shape (.., Sk, Dv) (a wrong shape when Sq != Sk). softmax-axis
+    #                                                normalises over the queries but contracts over the keys; no model
+    #                                                contracts over the queries: None
+    "online_softmax_key_blocks": {"padded-tail", "softmax-denominator"},   # keys zero-padded to blocks of 32, the
+    #                                                pads kept for every row (outside the mask and band) in the row sum
+    #                                                only: exp(0 - m) each, value 0 in any case, so out = sum exp(s) v /
+    #                                                (sum exp(s) + n_pad), exactly refimpl with the pads attended (score
+    #                                                0, value 0): "blocks of 32" (not the banded variant; as KEY9's
+    #                                                attend_padded_key_tiles); rows with no key zeros in both. Each row
+    #                                                is the right one times a factor, so softmax-denominator's fit
+    #                                                reproduces it too (the fitted form, if the table's is not named)
+    "attention_scores_no_padding_mask": {"mask-skipped"},   # the mask (band and padding folded in under this API)
+    #                                                never applied, rows with no key attend every key: "skipped always
+    #                                                (the argument accepted and ignored)", the band going with the mask;
+    #                                                fitting_ignored's "the user's mask" names the same model
+
+    # ---- torch_sdpa_fwd.py (API torch-sdpa) ---------------------------------------------------------------------
+    "sdpa_causal_merged_into_mask": {"causal-dropped"},   # is_causal applied only beside an attn_mask, and the API
+    #                                                hands is_causal only for a top-left band without mask or window:
+    #                                                causal dropped on every call that carries it. fitting_ignored's
+    #                                                causal flag, "always" (no passing case carries it), or the table's
+    #                                                "when Sq != Sk" if no square causal case fails; causal-alignment
+    #                                                agrees only at Sq = 1 (the causal family has Sq > Sk top-left)
+    "sdpa_bool_mask_added": {"mask-kind"},          # bool attn_mask added as 0/1 (the API folds windows, other
+    #                                                alignments and padding into it), the top-left is_causal flag still
+    #                                                masks, float masks (ALiBi) right: "bool mask added to the scores as
+    #                                                numbers (True = +1)", its band-folded form (as KEY12's
+    #                                                sdpa_bool_mask_as_bias)
+    "sdpa_energy_embed_size": {"scale"},            # default 1/sqrt(Hq * D), a given scale honoured: "1/sqrt(Hq*D)"
+    #                                                (as KEY11's attend_scale_from_model_dim)
+    "sdpa_fallback_plain_softmax": {"dead-rows-nan"},   # masks and is_causal right, torch.softmax unguarded: a row
+    #                                                with no key NaN (bool or additive -inf), every other row right
+    #                                                (stable softmax, right GQA): "0/0"; NaN there is accepted by
+    #                                                default (CONVENTION13, as KEY11's sdpa_additive_bias_softmax)
+    "sdpa_causal_lower_right": {"causal-alignment"},   # is_causal (handed only for a top-left band without mask or
+    #                                                window) built bottom-right, tril(S - L), rows left with no key
+    #                                                zeros: "other alignment" (as KEY12's sdpa_causal_lower_right)
+    "sdpa_online_fp16_stats": {"low-precision", "softmax-denominator"},   # key blocks of 16, the running row sum
+    #                                                rounded to float16 after each block (scores, weights, accumulator
+    #                                                wide; CATALOG float32): the variant "the row sum rounded to
+    #                                                float16" up to where the rounding falls, else the noise size (as
+    #                                                KEY9's attend_f16_rowsum). Each row is the right one times l / l16,
+    #                                                which softmax-denominator's fit reproduces exactly (its docstring:
+    #                                                a denominator "from another precision")
+
+    # ---- flash_fwd.py (API flash-attn) --------------------------------------------------------------------------
+    "flash_sliding_window_length": {"window-bounds"},   # left -> left - 1 for a bounded left edge (key i + off -
+    #                                                left hidden), left 0 -> -1 (unbounded); right, causal, ALiBi
+    #                                                right: "left - 1" (window_bounds shift=-1), or fitting_band's
+    #                                                (left - 1, right) (as KEY6's zml_flashattn, KEY12's flash_window_
+    #                                                start_plus_one). Unsure: window_bounds leaves left 0 alone (0 - 1
+    #                                                < 0), so a quick window case with left 0 (drawn from -1, 0, 1, 4,
+    #                                                16) is reproduced only by fitting_band, if its arithmetic on the
+    #                                                bounded edge 0 gives -1 = unbounded
+    "flash_extend_swa_one_extra": {"window-bounds"},   # kv_pos >= q_pos - left - 1: one more key on the left wherever
+    #                                                left >= 0 (right, causal, ALiBi right): "left + 1" (window_bounds
+    #                                                shift=1), or fitting_band's (left + 1, right) (as KEY11's
+    #                                                flash_swa_kv_start)
+    "flash_causal_larger_m": set(),                 # offset max(Sk - Sq, 0): for Sq > Sk causal, the window AND the
+    #                                                ALiBi distance top-left (|i - j|); Sq <= Sk right. offset_clamped
+    #                                                ("the bottom-right offset clamped at 0") moves the band only: ALiBi
+    #                                                reaches refimpl folded into the mask, bottom-right
+    #                                                (reference_kwargs), so the ALiBi (and softcap + ALiBi) cases with
+    #                                                Sq > Sk (_small draws Sq > Sk about a third of the time) are not
+    #                                                reproduced; alibi-distance's |i - j| would change the Sq < Sk
+    #                                                passing cases and leaves the band; the packed variants with
+    #                                                ALiBi top-left need a packed batch: None. Unsure
+    "flash_alibi_prebuilt_bias": {"alibi-sign"},    # bias from a 256 x 256 table sliced [-Sq:, :Sk]: -slope * |256 - Sq
+    #                                                + i - j| = -slope * (i + off - j) - slope * (256 - Sk), a per-row
+    #                                                constant (the argument stays positive while Sq + Sk <= 257: the
+    #                                                ALiBi families draw Sq <= 40, Sk <= 100): "the signed distance
+    #                                                -slope * (i + offset - j) with no absolute value (as slope * j)"
+    #                                                (as KEY11's flash_alibi_key_bias); right under causal
+    "flash_softcap_tanh_times_cap": set(),          # cap * tanh(S) on the scaled scores (ALiBi after): refimpl with
+    #                                                the scale times cap, on softcap calls only (cap 1 right). No
+    #                                                softcap form (cap * tanh(S * cap) agrees only at cap = 1, where the
+    #                                                kernel is right; S * tanh(S / cap), tanh before scaling, never
+    #                                                applied ...); fit_scale has no formula with the cap (1, sqrt(D) ...
+    #                                                match cap / sqrt(D) only at single sizes) and one constant needs a
+    #                                                single (cap, D) over the failing cases (caps 5, 30, 50, D 4..64):
+    #                                                None (as KEY12's flash_softcap_half_denominator)
+    "flash_fallback_kv_not_repeated": set(),        # q (B, Hq, S, D) @ k (B, Hkv, S, D) without repeat_kv: right by
+    #                                                broadcasting at Hkv = 1, a shape error on every case with 1 < Hkv <
+    #                                                Hq (gqa, alibi, decode families): the failing cases all raise,
+    #                                                which no model's output matches (as KEY11's
+    #                                                sdpa_query_head_as_kv_head): None
+
+    # ---- numpy_bwd.py (API numpy-backward) ----------------------------------------------------------------------
+    "bwd_mha_plain_softmax": {"bwd-masked-nan"},    # P recomputed with a plain softmax: NaN on rows with no key, into
+    #                                                that row's dQ and every dK, dV entry of its (batch, head): "NaN
+    #                                                weights on fully masked rows"; backward dead rows are judged (not a
+    #                                                convention; as KEY11's bwd_plain_softmax)
+    "bwd_softmax_op_no_backward": {"bwd-delta-term"},   # dS = 0: dQ = dK = 0, dV right: KERNEL_VARIANTS "dS = 0: the
+    #                                                softmax passes no gradient (dQ = dK = 0, dV right)"
+    #                                                (softmax-no-grad), the variant KEY9's bwd_softmax_no_grad lacked
+    "bwd_dq_accum_hdim_granularity": set(),         # dQ rows written at a stride of D rounded up to 16, read back at
+    #                                                D rounded up to 32: row r gets row 2r (D = 8, 16) or pieces of two
+    #                                                rows across channels (D = 40), the tail zeros; dK, dV right.
+    #                                                bwd-tile-accumulation's dq-one-slot sums whole slices into slice 0,
+    #                                                dq-last-key-tile keeps a key tile's part; none moves dQ rows or
+    #                                                channels (output-placement is forward): None
+    "bwd_tutorial_causal_line_kept": set(),         # P = exp(S - LSE) zeroed above the top-left diagonal (j > i) on top
+    #                                                of the mask, LSE, O and delta from the non-causal forward: dV, dS
+    #                                                without those pairs. query-loop-from-key-block / dkdv-from-key-
+    #                                                block drop pairs by key block (i < (j // block) * block), not by
+    #                                                the diagonal; bwd-mask-not-reapplied adds pairs: None
+    "bwd_attention_weights_wrong_dim": set(),       # the recomputed weights normalised over the queries (axis -2) and
+    #                                                used for dV, delta and dS alike. bwd-delta-axis sums P * dP over
+    #                                                the queries with the right P; softmax-axis is forward: None
+    "bwd_recompute_without_mask": {"bwd-mask-not-reapplied"},   # P recomputed without the mask (the band too: it is
+    #                                                in this API's mask), delta = rowsum(dP * P) = rowsum(dO * that O),
+    #                                                dV from that P, rows with no key nonzero: unmasked attention's
+    #                                                exact gradient, "P and O both without the mask" ("unmasked-po"),
+    #                                                as KEY12's bwd_recompute_unmasked
+}
+
+# The heldout13 kernel whose only difference from correct attention is on rows with no key (NaN or the mean of V,
+# accepted by default when no --masked-rows policy is pinned, as CONVENTION3/5/6/7/8/11): sdpa_fallback_plain_softmax
+# (NaN from torch.softmax of an all -inf row, as CONVENTION11's sdpa_additive_bias_softmax). The other kernels with a
+# dead-row effect err on rows with keys too (mha_key_padding_fill, attention_scores_no_padding_mask, sdpa_bool_mask_
+# added) or keep rows with no key at zeros. Backward dead rows are judged anyway (KEY7/KEY8).
+CONVENTION13 = {"sdpa_fallback_plain_softmax"}
 SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout2": (KEY2, CONVENTION2, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd")),
         "heldout3": (KEY3, CONVENTION3, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
@@ -1207,7 +1389,8 @@ SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy
         "heldout9": (KEY9, CONVENTION9, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout10": (KEY10, CONVENTION10, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout11": (KEY11, CONVENTION11, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
-        "heldout12": (KEY12, CONVENTION12, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
+        "heldout12": (KEY12, CONVENTION12, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
+        "heldout13": (KEY13, CONVENTION13, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
 FORWARD_FOR_BACKWARD = f"{HELD / 'numpy_fwd.py'}:np_eager_reference"
 
 
