@@ -34,12 +34,12 @@ __all__ = ["bias_before_scale", "band_tile_range", "TILE_RANGES", "softcap_form"
 
 
 SOFTCAP_FORMS = ("cap * tanh(S * cap)", "S * tanh(S / cap)", "cap * tanh((S + bias) / cap)", "never applied",
-                 "(S / cap) * tanh(S / cap)")
+                 "(S / cap) * tanh(S / cap)", "cap * tanh(S)")
 
 
 def softcap_form(q, k, v, *, form="cap * tanh(S * cap)", **kw):
     """The softcap computed as ``form``: "cap * tanh(S * cap)", "S * tanh(S / cap)", "(S / cap) * tanh(S / cap)",
-    "cap * tanh((S + bias) / cap)"
+    "cap * tanh(S)" (the inner division missing), "cap * tanh((S + bias) / cap)"
     (the additive terms, ALiBi folded in, capped with the scores) or "never applied" (the argument accepted and
     ignored); without a softcap, refimpl's output."""
     kw = _kw(kw)
@@ -51,6 +51,7 @@ def softcap_form(q, k, v, *, form="cap * tanh(S * cap)", **kw):
         s = {"cap * tanh(S * cap)": lambda: cap * np.tanh(raw * cap) + bias,
              "S * tanh(S / cap)": lambda: raw * np.tanh(raw / cap) + bias,
              "(S / cap) * tanh(S / cap)": lambda: raw / cap * np.tanh(raw / cap) + bias,
+             "cap * tanh(S)": lambda: cap * np.tanh(raw) + bias,
              "cap * tanh((S + bias) / cap)": lambda: cap * np.tanh(s / cap), "never applied": lambda: s}[form]()
     return _softmax(s, keep) @ v
 
