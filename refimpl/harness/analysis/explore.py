@@ -15,9 +15,10 @@ float64 ones, which differ (by ~1e-9 relative) exactly when 2**(-8 (h+1) / Hq) i
 Lines (``CheckRun.explored``): ``counterexample TARGET: ...`` (the shrunk case, its arrays when small,
 refimpl's and the target's output, the verdict and the diagnosis of :func:`.diagnosis.diagnose` on that
 one case), or ``explore TARGET: no counterexample in N examples``. Given the run's own diagnosis (``run_lines``,
-as ``refimpl check`` does), the counterexample names a model only when the run names it too: one case can fit a
-model the whole run does not (a 1 x 1 case fits many), so otherwise the line says the case alone does not tell
-and repeats the run's names.
+as ``refimpl check`` does), the counterexample names a model only when the run names it too, and then prints the
+run's line (the parameter fitted on every failing case): one case can fit a model, or a parameter, the whole run
+does not (a 1 x 1 case fits many), so otherwise the line says the case alone does not tell and repeats the run's
+names.
 ``db``: a JSON list of ``{"target", "api", "spec"}`` (the shrunk specs), written atomically; its specs
 that the API can express are replayed first, and a failing one is reported without a new search.
 """
@@ -146,12 +147,15 @@ def _named(lines: list[str]) -> list[str]:
 
 
 def _agreeing(lines: list[str], run_lines: list[str] | None) -> list[str]:
-    """The counterexample's diagnosis lines kept where the run names the same model (all of them when no run's
-    lines are given); otherwise one line that says so and repeats the run's names."""
+    """Where the counterexample's diagnosis names a model the run names, the run's line for it (its parameter
+    fitted on every failing case, not on this one); all of the case's lines when no run's lines are given;
+    otherwise one line that says the case alone does not tell and repeats the run's names."""
     if run_lines is None:
         return lines
     run = _named(run_lines)
-    kept = [line for line in lines if _named([line]) and _named([line])[0] in run]
+    both = set(_named(lines)) & set(run)
+    kept = ["diagnosis: " + line.split(": ", 1)[1] for line in run_lines
+            if _named([line]) and _named([line])[0] in both]
     if kept:
         return kept
     said = f"; the run's diagnosis: {', '.join(run)}" if run else "; the run's diagnosis: unknown"
