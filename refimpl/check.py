@@ -187,5 +187,5 @@ def _run(options, targets, unavailable, user, probed, backward, judged, progress
             from .harness.analysis.explore import explore
             for t in user:
                 run.explored[t.name] = explore(t, options.explore, db=options.explore_db, dtypes=options.dtype,
-                                               say=progress, run_lines=run.diagnoses.get(t.name, []))
+                                               say=progress, run_lines=run.diagnoses.get(t.name))
     return run

@@ -196,3 +196,22 @@ def test_rows_off_by_one_common_factor_are_never_read_as_a_split_merge():
     stays within 1e-3 of 1 on the short cases, where the denominator's fit wants a row further off)."""
     lines = _lines(kernels.numpy_denominator("grows with Sk"), "refimpl")
     assert lines and not any(" split-merge — " in line for line in lines), lines
+
+
+def test_a_constant_factor_on_every_row_is_said_to_be_one():
+    line = _one(_lines(kernels.numpy_denominator("doubled"), "refimpl"), "softmax-denominator")
+    assert "one factor on every row: the output scaled by 0.5" in line, line
+
+
+def test_a_table_model_with_rows_off_by_a_factor_on_some_calls_keeps_its_name_and_condition():
+    """Masked weights zeroed after the softmax (rows the right ones times their kept share) only when B > 1: the
+    conditional fit names mask-after-softmax with its condition before the denominator's factor is tried."""
+    line = _one(_lines(kernels.numpy_odd_one("mask after softmax when B > 1"), "refimpl"), "mask-after-softmax")
+    assert "when batch > 1" in line, line
+
+
+@pytest.mark.parametrize("form, forms", [("first 32 keys", ("split-merge", "softmax-denominator")),
+                                         ("zeros when B > 1", ("output-columns",))])
+def test_keys_never_attended_or_nothing_written_are_not_read_as_a_merge_or_a_channel_map(form, forms):
+    lines = _lines(kernels.numpy_odd_one(form), "refimpl")
+    assert lines and not any(f" {f} — " in line for f in forms for line in lines), lines

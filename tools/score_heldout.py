@@ -17,7 +17,7 @@ scoring run; it is not to be edited to fit a result.
     .venv/bin/python tools/score_heldout.py heldout12   # tests/heldout12 (key KEY12, below)
     .venv/bin/python tools/score_heldout.py heldout13   # tests/heldout13 (key KEY13, below)
     .venv/bin/python tools/score_heldout.py heldout12 --explore 50   # ... and each forward kernel's --explore
-                                                       # counterexample: does its diagnosis agree with the run's?
+                                                       # counterexample: does it name the run's model?
 
 named right: the diagnosis names a model in the kernel's accepted set; named wrong: it names another model
 (counted against the score twice); unknown: `diagnosis ...: unknown`. A correct kernel must get no
@@ -1426,7 +1426,8 @@ def run(folder, name, entry):
 
 
 def agrees(cex: list[str], names: list[str]) -> bool:
-    """A counterexample's diagnosis agrees with the run's: it names only models the run names, or says unknown."""
+    """A counterexample's diagnosis agrees with the run's: it names only models the run names, or says unknown.
+    (Since refimpl filters the counterexample's lines by the run's, a disagreement means that filter failed.)"""
     said = {c.split(" — ", 1)[0] for c in cex if " — " in c}
     return said <= set(names)
 
@@ -1451,7 +1452,7 @@ def main(argv=None) -> int:
     score = {"right": 0, "wrong": 0, "unknown": 0, "verdict miss": 0, "correct ok": 0, "correct flagged": 0,
              "convention accepted": 0}
     rows = []
-    explored = {"counterexamples": 0, "agree": 0, "disagree": 0}
+    explored = {"counterexamples": 0, "naming the run's model": 0, "unknown on the case alone": 0, "disagree": 0}
     for (name, e), (rc, diag, loc, err, cex) in zip(entries, outs):
         names = sorted({named(d) for d in diag})
         if e["correct"]:
@@ -1467,7 +1468,8 @@ def main(argv=None) -> int:
         score[kind] += 1
         if cex:
             explored["counterexamples"] += 1
-            explored["agree" if agrees(cex, names) else "disagree"] += 1
+            explored["disagree" if not agrees(cex, names) else "naming the run's model"
+                     if any(" — " in c for c in cex) else "unknown on the case alone"] += 1
         honest = kind == "unknown" and not key[e["fn"]]
         rows.append(f"{kind + (' (no model)' if honest else ''):15} {e['api']:15} {e['fn']:30} exit {rc}  "
                     f"bug {e['bug']}  said {names or '-'}"
@@ -1482,7 +1484,7 @@ def main(argv=None) -> int:
           f"{(score['right'] - 2 * score['wrong']) / broken:.0%}")
     if EXPLORE[0]:
         print(f"--explore {EXPLORE[0]}: " + ", ".join(f"{k} {v}" for k, v in explored.items())
-              + " (a counterexample agrees when it names no model the run does not)")
+              + " (disagree: the counterexample names a model the run does not)")
     return 0
 
 

@@ -207,6 +207,8 @@ def numpy_denominator(form: str):
         num = np.exp(sc * (s - top))
         if form == "unscaled":
             den = np.exp(s - top).sum(axis=-1, keepdims=True)
+        elif form == "doubled":                      # the sum counted twice: every output row halved
+            den = 2.0 * num.sum(axis=-1, keepdims=True)
         elif form == "grows with Sk":                # the sum off by 1 + 5e-5 Sk: 1e-4 at 2 keys, 5e-3 at 100
             den = num.sum(axis=-1, keepdims=True) * (1.0 + 5e-5 * s.shape[-1])
         else:
@@ -246,4 +248,38 @@ def numpy_split_merge_rolled(splits: int):
         den = w.sum(axis=0)
         out = sum(w[i] * outs[i] for i in range(len(outs)))
         return np.divide(out, den, out=np.zeros_like(out), where=den > 0).astype(np.asarray(q).dtype)
+    return fn
+
+
+def numpy_odd_one(form: str):
+    """refimpl's protocol with one mistake that is none of the fitted forms' (each form must leave it alone):
+    "mask after softmax when B > 1": with a bool mask and a batch of 2 or more, the softmax over every key and the
+    masked weights zeroed afterwards (not renormalised), right otherwise; "first 32 keys": only the first 32 keys
+    attended (a loop bound); "zeros when B > 1": nothing written for a batch of 2 or more."""
+    def fn(q, k, v, mask=None, scale=None):
+        q64, k64, v64 = (np.asarray(a, np.float64) for a in (q, k, v))
+        B = q64.shape[0] if q64.ndim == 4 else 1
+        sc = 1.0 / math.sqrt(q64.shape[-1]) if scale is None else scale
+        s = q64 @ np.swapaxes(k64, -1, -2) * sc
+        keep = np.ones(s.shape, bool)
+        if mask is not None:
+            m = np.asarray(mask)
+            if m.dtype == bool:
+                keep = np.broadcast_to(m, s.shape)
+            else:
+                s = s + m
+        after = (form == "mask after softmax when B > 1" and B > 1 and mask is not None
+                 and np.asarray(mask).dtype == bool)
+        if form == "first 32 keys":
+            keep = keep & (np.arange(s.shape[-1]) < 32)
+        z = np.where(keep | after, s, -np.inf)
+        top = z.max(axis=-1, keepdims=True)
+        top = np.where(np.isfinite(top), top, 0.0)
+        e = np.exp(z - top)
+        w = np.divide(e, e.sum(axis=-1, keepdims=True), out=np.zeros_like(e), where=e.sum(axis=-1, keepdims=True) > 0)
+        w = np.where(keep, w, 0.0) if after else w
+        out = w @ v64
+        if form == "zeros when B > 1" and B > 1:
+            out = np.zeros_like(out)
+        return out.astype(np.asarray(q).dtype)
     return fn

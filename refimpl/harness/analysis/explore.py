@@ -226,7 +226,8 @@ def _save(db, entries: list[dict], target: Target, spec: CaseSpec) -> None:
 def explore(target: Target, n: int, db=None, dtypes: tuple[str, ...] = ("float64", "float32"),
             say: Callable[[str], None] | None = None, run_lines: list[str] | None = None) -> list[str]:
     """Replay ``db``, then search ``n`` examples; the lines of the module doc. ``n`` must be positive;
-    ``run_lines``: the run's diagnosis of this target (the counterexample's then agrees with it)."""
+    ``run_lines``: the run's diagnosis of this target (the counterexample's then agrees with it); None when the
+    run diagnosed none (no failing family case): the counterexample's own lines, the only evidence there is."""
     if not isinstance(n, int) or n < 1:
         raise UsageError(f"--explore takes a positive number of examples, got {n!r}")
     check_dtypes(dtypes)

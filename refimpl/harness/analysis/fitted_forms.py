@@ -1,11 +1,12 @@
 """The forms fitted from the output when no bug model of the table fits, in order: the attention written to the
-wrong place (:mod:`.fitting_placement`), output channels from the wrong channel (:mod:`.fitting_columns`), each row
-the right one times a factor (the softmax's denominator, :mod:`.fitting_normaliser`), query heads reading the wrong
-kv head (:mod:`.fitting_heads`), an argument ignored under a fitted condition (:mod:`.fitting_ignored`), a model of
-the table on some calls only (:mod:`.fitting_conditional`), the band's edges and alignment (:mod:`.fitting_band`),
-split-KV partials merged with the wrong weights (:mod:`.fitting_splits`). Each parameter (the map, the rule, the
-condition: :mod:`.conditions`) is fitted on the failing cases and checked against the passing ones; the
-first that holds is named."""
+wrong place (:mod:`.fitting_placement`), output channels from the wrong channel (:mod:`.fitting_columns`), query
+heads reading the wrong kv head (:mod:`.fitting_heads`), an argument ignored under a fitted condition
+(:mod:`.fitting_ignored`), a model of the table on some calls only (:mod:`.fitting_conditional`), the band's edges
+and alignment (:mod:`.fitting_band`), each row the right one times a factor (the softmax's denominator,
+:mod:`.fitting_normaliser`; after the conditional fit, so a table model with such rows on some calls keeps its
+name and condition), split-KV partials merged with the wrong weights (:mod:`.fitting_splits`). Each parameter
+(the map, the rule, the condition: :mod:`.conditions`) is fitted on the failing cases and checked against the
+passing ones; the first that holds is named."""
 from __future__ import annotations
 
 from typing import Callable
@@ -40,9 +41,9 @@ def fitted_form_lines(target: str, fail_cases: list, pass_cases: list, close: Ca
         return close(out, got, data.v) and explains(out, data, got)
     return (placement_line(target, fail_cases, pass_cases)
             or columns_line(target, fail_cases)
-            or denominator_line(target, fail_cases)
             or heads_line(target, fail_cases, pass_cases, close, changes, condition, Seen)
             or ignored_line(target, fail_cases, pass_cases, reproduces, changes)
             or conditional_line(target, fail_cases, pass_cases, reproduces, changes, model_out, models)
             or band_line(target, fail_cases, pass_cases, close, explains)
-            or splits_line(target, fail_cases))
+            or denominator_line(target, fail_cases)      # after the conditional fit: a table model whose rows
+            or splits_line(target, fail_cases))          # are the right ones times a factor keeps its condition

@@ -29,7 +29,7 @@ def _negated(given: int | None, asked: int, causal: bool) -> int:
     1, 0 stays 0; causal still caps the right edge at 0. Only a window's edges: causal's own band is not given."""
     if given is None:
         return asked
-    edge = 1 if given == -1 else (-1 if given > 0 else 0)
+    edge = -given if given < 0 else (-1 if given > 0 else 0)
     return 0 if causal and asked == 0 else edge
 
 

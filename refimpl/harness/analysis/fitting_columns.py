@@ -6,7 +6,8 @@ channel of the reference, or never written (zeros). Every channel c of the outpu
 float64 expected output E over every row the judge holds: right (close to E[..., c]), moved (close to E[..., c']
 for a channel c' != c whose values differ from E[..., c]) or unwritten (exactly 0 where E[..., c] is not).
 
-The fit holds when on every failing case every channel is one of the three and some channel is not right. The
+The fit holds when on every failing case every channel is one of the three, some channel is not right and some
+channel was written (an output of zeros is no channel placement). The
 line gives the channel map of the smallest failing case and, when it reproduces every failing case's map, the
 rule: value tiles of T channels each stored at channel 0 (each tile overwrites the one before; channels no tile
 reaches stay unwritten), for T in ``TILES``.
@@ -70,7 +71,7 @@ def columns_line(target: str, fail_cases: list) -> list[str]:
     maps = []
     for d, g in fail_cases:
         m = _map(d, g)
-        if m is None or m == list(range(len(m))):
+        if m is None or m == list(range(len(m))) or max(m) < 0:      # nothing written at all: not a placement
             return []
         maps.append(m)
     if not maps:

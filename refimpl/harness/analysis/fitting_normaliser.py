@@ -108,6 +108,9 @@ def denominator_line(target: str, fail_cases: list) -> list[str]:
                                              atol=1e-9) for p, c in zip(preds, fitted)):
             said = f"; fitted, the denominator was {label}"
             break
+    every = np.concatenate([c[~np.isnan(c)] for c in fitted])
+    one = (f"; one factor on every row: the output scaled by {off.min():.4g}, or the denominator by its inverse"
+           if np.ptp(every) <= 1e-6 * abs(float(every.mean())) else "")
     return [f"diagnosis {target}: softmax-denominator — the softmax's denominator is not the sum of its numerators: "
             f"each judged row is the right row times a factor (its weights sum to {off.min():.4g} .. "
-            f"{off.max():.4g} instead of 1 on the rows that fail){said}"]
+            f"{off.max():.4g} instead of 1 on the rows that fail){said}{one}"]

@@ -79,8 +79,10 @@ def _fit(data, got, layout) -> tuple[bool, bool] | None:
     off = np.abs(np.where(used, w, 0.0) - share[live]) > 1e-3
     ratio = w / np.where(used, share[live], 1.0)                                      # (rows, n)
     spread = np.where(used, ratio, -np.inf).max(axis=-1) - np.where(used, ratio, np.inf).min(axis=-1)
-    uneven = (used.sum(axis=-1) >= 2) & (spread > 1e-3)        # not one factor over every split: not a denominator
-    return ok, bool(ok and np.any(off & uneven[:, None]))
+    weighed = np.all(~used | (w > 1e-3 * share[live]), axis=-1)     # every split with keys got a weight: else
+    #                                                                 those keys were never attended, not merged
+    uneven = (used.sum(axis=-1) >= 2) & (spread > 1e-3) & weighed   # not one factor over every split: not a
+    return ok, bool(ok and np.any(off & uneven[:, None]))           # denominator
 
 
 def splits_line(target: str, fail_cases: list) -> list[str]:
