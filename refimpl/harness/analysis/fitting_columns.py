@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .fitting_placement import output_atol
+
 __all__ = ["columns_line", "TILES"]
 
 RTOL = 1e-3
-ATOL = 1e-6
 TILES = (8, 16, 32, 64, 128)
 
 
@@ -32,8 +33,7 @@ def _map(data, got) -> list[int] | None:
     live = np.broadcast_to(data.live, e.shape[:-1])
     if not live.any() or not np.isfinite(got[live]).all():
         return None
-    fin = np.abs(np.asarray(data.v, np.float64))
-    atol = ATOL * (1.0 + float(fin[np.isfinite(fin)].max(initial=0.0)))
+    atol = output_atol(data.v)
     g, r = got[live], e[live]                                  # (rows, Dv)
 
     def close(a, b) -> bool:

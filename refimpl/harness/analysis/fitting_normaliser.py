@@ -18,11 +18,11 @@ from __future__ import annotations
 import numpy as np
 
 from ...attention import scaled_dot_product_attention
+from .fitting_placement import output_atol
 
 __all__ = ["denominator_line"]
 
 RTOL = 1e-3
-ATOL = 1e-6
 AWAY = 1e-3                    # |c - 1| above which a row's factor is not 1
 
 
@@ -36,8 +36,7 @@ def _factors(data, got) -> np.ndarray | None:
     live = np.broadcast_to(data.live, e.shape[:-1])
     if not np.isfinite(got[live]).all():
         return None
-    fin = np.abs(np.asarray(data.v, np.float64))
-    atol = ATOL * (1.0 + float(fin[np.isfinite(fin)].max(initial=0.0)))
+    atol = output_atol(data.v)
     norm2 = (e * e).sum(axis=-1)
     nonzero = norm2 > 0
     with np.errstate(all="ignore"):

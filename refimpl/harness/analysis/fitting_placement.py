@@ -23,10 +23,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["placement_line"]
+__all__ = ["placement_line", "output_atol"]
 
 RTOL = 1e-3
 ATOL = 1e-6
+
+
+def output_atol(v) -> float:
+    """The absolute tolerance of the forms fitted from the output: ``ATOL`` scaled by 1 + the largest finite |v|."""
+    fin = np.abs(np.asarray(v, np.float64))
+    return ATOL * (1.0 + float(fin[np.isfinite(fin)].max(initial=0.0)))
 
 
 def _rows(data, got: np.ndarray):
@@ -40,8 +46,7 @@ def _rows(data, got: np.ndarray):
     live = np.broadcast_to(data.live, e.shape[:-1])
     if not np.isfinite(got[live]).all():
         return None
-    fin = np.abs(np.asarray(data.v, np.float64))
-    atol = ATOL * (1.0 + float(fin[np.isfinite(fin)].max(initial=0.0)))
+    atol = output_atol(data.v)
 
     def close(a, b):                                   # row-wise allclose: (..., Dv) -> (...)
         return np.all(np.abs(a - b) <= atol + RTOL * np.abs(b), axis=-1)

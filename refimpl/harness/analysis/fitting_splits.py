@@ -19,11 +19,11 @@ from __future__ import annotations
 import numpy as np
 
 from ...scores_parts import _parts
+from .fitting_placement import output_atol
 
 __all__ = ["splits_line", "SPLITS", "SIZES"]
 
 RTOL = 1e-3
-ATOL = 1e-6
 SPLITS = (2, 3, 4, 8)
 SIZES = (16, 32, 64, 128)
 
@@ -72,8 +72,7 @@ def _fit(data, got, layout) -> tuple[bool, bool] | None:
     A, y = outs[live], got[live]                                                   # (rows, Dv, n), (rows, Dv)
     w = np.einsum("rnd,rd->rn", np.linalg.pinv(A), y)                              # (rows, n)
     fit = np.einsum("rdn,rn->rd", A, w)
-    v = np.abs(np.asarray(data.v, np.float64))
-    atol = ATOL * (1.0 + float(v[np.isfinite(v)].max(initial=0.0)))
+    atol = output_atol(data.v)
     ok = bool(np.all(np.abs(fit - y) <= atol + RTOL * np.abs(y)))
     used = share[live] > 0
     off = np.abs(np.where(used, w, 0.0) - share[live]) > 1e-3
