@@ -32,12 +32,12 @@ The models (each changes exactly one step):
     bwd-tile-accumulation  dQ assigned per key tile; dK/dV scratch reset per query block; a key block's query loop
                        started at its first key; the partial last key (or query) tile never walked
     bwd-value-dims     dP = dO V^T over the first D value dims only (everywhere, or in the dQ pass)
-    bwd-scale          the whole backward with the default scale of D padded to a multiple of N
+    bwd-scale          the whole backward with another scale: D padded to a multiple of N, 1, 1/sqrt(Dv), 1/D, s^2
     bwd-low-precision  P for dV, dS, or P everywhere rounded to float16 or bfloat16
+    bwd-forward-mistake  the gradients of a wrong forward (refimpl.bugs_backward_forward): a stale causal band, ...
 
-(``bwd-delta-term`` also: dS = P (dP - rowsum(dP)); the rowsum taken from the unnormalised output l * O; dS = dP
-where P > 0, the Jacobian dropped; the rowsum of P * dP over the whole (Sq, Sk) matrix. ``bwd-tile-accumulation``
-also walks ceil(Sk / block) query tiles; ``bwd-low-precision`` also rounds dO * O before delta's sum.)
+(``bwd-delta-term`` also: dS = P (dP - rowsum(dP)); the rowsum from l * O; dS = dP where P > 0; the rowsum of P * dP
+over all (Sq, Sk). ``bwd-tile-accumulation``: ceil(Sk / block) query tiles; ``bwd-low-precision``: dO * O rounded.)
 The models from ``bwd-masked-uniform`` on are :func:`steps_backward`'s, written from P, O and the forward's LSE, and
 :func:`kernel_backward`'s (refimpl.bugs_backward_kernels' steps, their labels in its ``KERNEL_VARIANTS``): dS = 0,
 or delta over O's and dO's rows in two layouts (``bwd-delta-term``); dK or dV of a kv head from its group's first
@@ -57,6 +57,7 @@ import numpy as np
 
 from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant
+from .bugs_backward_forward import MODEL as FORWARD_MISTAKE, SCALE_VARIANTS
 from .bugs_backward_kernels import BLOCKS, KERNEL_VARIANTS, kernel_steps, padded_keys
 from .lse import sdpa_lse
 from .masks import band_mask
@@ -338,12 +339,12 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("bwd-value-dims", "dP = dO V^T is taken over the first D value dims only (value tiles sized with the "
              "q/k head dim; wrong when Dv > D)", (_st("first D of Dv", "dp-value-dims"),
                                                   _st("first D of Dv in the dQ pass only", "dp-value-dims-dq"))),
-    BugModel("bwd-scale", "the whole backward (weights, dQ, dK) uses another default scale: 1/sqrt of the head dim "
-             "padded to a multiple of N", tuple(_st(f"D padded to a multiple of {b}", "padded-scale", block=b)
-                                                for b in (8, 16, 32, 64, 128))),
+    BugModel("bwd-scale", "the whole backward (weights, dQ, dK) uses another scale: 1/sqrt of the head dim padded to "
+             "a multiple of N, 1, 1/sqrt(Dv), 1/D or s**2", tuple(_st(f"D padded to a multiple of {b}", "padded-scale",
+                                                                      block=b) for b in (8, 16, 32, 64, 128))
+             + SCALE_VARIANTS),
     BugModel("bwd-low-precision", "an intermediate of the backward is rounded to a 16-bit float",
              tuple(_st(f"{what} in {dt}", m, dtype=dt) for dt in ("float16", "bfloat16")
                    for what, m in (("P for dV", "p-for-dv-16bit"), ("dS", "ds-16bit"), ("P", "p-16bit"),
                                    ("dO * O before delta's row sum", "delta-16bit")))
-             + _kbs("bwd-low-precision")),
-)}
+             + _kbs("bwd-low-precision")), FORWARD_MISTAKE)}

@@ -79,7 +79,8 @@ def test_the_models_change_exactly_the_gradient_they_name():
         backward_with(q[..., :5, :], k, v, g[..., :5, :], mistake="ds-transposed-dq", enable_gqa=True)
     assert set(MODELS) == {"bwd-delta-term", "bwd-scale-dq", "bwd-scale-dk", "bwd-ds-transposed", "bwd-gqa-sum",
                            "bwd-masked-nan", "bwd-delta-axis", "bwd-mask-not-reapplied", "bwd-masked-uniform",
-                           "bwd-recompute", "bwd-tile-accumulation", "bwd-value-dims", "bwd-scale", "bwd-low-precision"}
+                           "bwd-recompute", "bwd-tile-accumulation", "bwd-value-dims", "bwd-scale", "bwd-low-precision",
+                           "bwd-forward-mistake"}
 
 
 # --- NumPy backward passes (--backward MOD:FN) --------------------------------------------------------

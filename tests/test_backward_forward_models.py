@@ -1,0 +1,184 @@
+"""The backward of a wrong forward (refimpl.bugs_backward_forward): backward kernels written here as torch autograd
+through a forward with one mistake of its own (a stale causal line, the keep-mask read as a drop-mask, the softmax
+over the queries, another scale, GQA's heads interleaved) are run through the grad rows; the diagnosis must name
+``bwd-forward-mistake`` (or ``bwd-scale``) with that very mistake, and the right forward's autograd must conform
+with no diagnosis. The model functions are also checked against torch autograd directly, case by case."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from refimpl.bugs_backward_forward import forward_mistake, scale_backward
+from refimpl.harness.cases import Status
+from refimpl.harness.cases.families import select
+from refimpl.harness.rows.family_cases import CaseStore
+from refimpl.harness.rows.grad_cases import Backward, grad_case
+from refimpl.harness.target_spec import Target
+
+STORE = CaseStore()
+FAMILIES = ["sizes", "bool-mask", "causal", "masked-rows"]
+
+
+def _autograd(q, k, v, d_out, mask=None, scale=None, *, mistake=None, group=1):
+    """(dq, dk, dv) of loss = sum(d_out * O) by torch autograd through a forward with ``mistake``: "causal" (a
+    top-left causal line always applied), "inverted" (a bool keep-mask used as a drop-mask), "queries" (softmax over
+    dim -2), "scale-1" / "scale-dv" (scale 1 / 1/sqrt(Dv) whatever ``scale``), "interleaved" (query head h reads
+    kv head h % Hkv; ``group`` query heads per kv head otherwise)."""
+    t = [torch.tensor(np.asarray(a, np.float64), requires_grad=True) for a in (q, k, v)]
+    qt, kt, vt = t
+    if group > 1 or mistake == "interleaved":
+        n = qt.shape[-3]
+        idx = torch.arange(n) % kt.shape[-3] if mistake == "interleaved" else torch.arange(n) // group
+        kt, vt = kt[..., idx, :, :], vt[..., idx, :, :]
+    D, Dv = qt.shape[-1], vt.shape[-1]
+    s = 1.0 / math.sqrt(D) if scale is None else scale
+    s = {"scale-1": 1.0, "scale-dv": 1.0 / math.sqrt(Dv)}.get(mistake, s)
+    scores = s * qt @ kt.transpose(-1, -2)
+    keep = torch.ones(scores.shape, dtype=torch.bool)
+    if mask is not None and np.asarray(mask).dtype == bool:
+        m = torch.as_tensor(np.asarray(mask))
+        keep = keep & (~m if mistake == "inverted" else m)
+    elif mask is not None:                                             # additive: -inf entries masked
+        m = torch.as_tensor(np.asarray(mask, np.float64))
+        keep, scores = keep & ~torch.isneginf(m), scores + torch.where(torch.isneginf(m), 0.0, m)
+    if mistake == "causal":
+        Sq, Sk = scores.shape[-2:]
+        keep = keep & torch.ones(Sq, Sk, dtype=torch.bool).tril()
+    scores = scores.masked_fill(~keep, float("-inf"))
+    dim = -2 if mistake == "queries" else -1
+    w = torch.nan_to_num(torch.softmax(scores, dim=dim), nan=0.0)      # a line with no key: zeros
+    (w @ vt).backward(torch.tensor(np.asarray(d_out, np.float64)))
+    return tuple(a.grad.numpy().astype(np.asarray(b).dtype) for a, b in zip(t, (q, k, v)))
+
+
+def _recompute(q, k, v, d_out, mask=None, scale=None):
+    """A FlashAttention-style backward (P = exp(S - LSE) from the forward's LSE and O) whose recompute keeps a
+    causal line j <= i the forward does not have (a tutorial's kernel made non-causal in its forward only)."""
+    q, k, v, g = (np.asarray(a, np.float64) for a in (q, k, v, d_out))
+    s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = s * q @ np.swapaxes(k, -1, -2)
+    if mask is not None and np.asarray(mask).dtype == bool:
+        scores = np.where(mask, scores, -np.inf)
+    elif mask is not None:
+        scores = scores + np.asarray(mask)
+    m = np.max(scores, axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    z = np.exp(scores - m).sum(axis=-1, keepdims=True)
+    lse = np.where(z > 0, m + np.log(np.where(z > 0, z, 1.0)), np.inf)
+    o = np.exp(scores - lse) @ v
+    Sq, Sk = scores.shape[-2:]
+    p = np.exp(np.where(np.tril(np.ones((Sq, Sk), bool)), scores, -np.inf) - lse)
+    dv = np.swapaxes(p, -1, -2) @ g
+    ds = p * (g @ np.swapaxes(v, -1, -2) - np.sum(g * o, axis=-1, keepdims=True))
+    return s * ds @ k, s * np.swapaxes(ds, -1, -2) @ q, dv
+
+
+def _lines(fn):
+    target = Target("user:forward", lambda q, k, v, mask=None, scale=None: q)
+    specs = select(FAMILIES, "quick", ("float64",))
+    lines, statuses = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for f in FAMILIES:
+            case = grad_case(f, [s for s in specs if s.family == f], STORE, Backward("autograd", fn))
+            statuses.append(case.run(target).status)
+            lines += case.diagnoses.get(target.name, [])
+    return statuses, lines
+
+
+def test_the_right_forwards_autograd_conforms_with_no_diagnosis():
+    statuses, lines = _lines(_autograd)
+    assert set(statuses) == {Status.PASS} and not lines, lines
+
+
+@pytest.mark.parametrize("mistake, model, label", [
+    ("causal", "bwd-forward-mistake", "a causal band the case does not have, top-left"),
+    ("inverted", "bwd-forward-mistake", "the bool mask inverted"),
+    ("queries", "bwd-forward-mistake", "the softmax over the queries, with its own Jacobian"),
+    ("scale-1", "bwd-scale", "scale 1"),
+    ("scale-dv", "bwd-scale", "scale 1/sqrt(Dv)"),
+])
+def test_the_backward_of_a_wrong_forward_is_named_with_its_mistake(mistake, model, label):
+    statuses, lines = _lines(lambda *a, **kw: _autograd(*a, **kw, mistake=mistake))
+    assert Status.FAIL in statuses
+    assert lines and all(f": {model} — " in line and label in line for line in lines), lines
+
+
+def test_a_recompute_from_the_forwards_lse_with_a_stale_causal_line_is_named_so():
+    statuses, lines = _lines(_recompute)
+    assert Status.FAIL in statuses
+    label = "a causal band the case does not have, top-left; P = exp(S - the right forward's LSE)"
+    assert lines and all(": bwd-forward-mistake — " in line and label in line for line in lines), lines
+
+
+def _inputs(seed, B=2, Hq=4, Hkv=4, Sq=7, Sk=9, D=8, Dv=6):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((B, Hq, Sq, D)), rng.standard_normal((B, Hkv, Sk, D)),
+            rng.standard_normal((B, Hkv, Sk, Dv)), rng.standard_normal((B, Hq, Sq, Dv)))
+
+
+@pytest.mark.parametrize("model_mistake, kernel_mistake, kw", [
+    ("causal-top-left", "causal", {}),
+    ("mask-inverted", "inverted", {"mask": True}),
+    ("softmax-queries", "queries", {"mask": True}),
+    ("none", None, {"mask": True}),
+])
+def test_each_model_equals_autograd_through_its_wrong_forward(model_mistake, kernel_mistake, kw):
+    q, k, v, g = _inputs(3)
+    mask = np.random.default_rng(4).random((2, 1, 7, 9)) < 0.7 if kw else None
+    want = _autograd(q, k, v, g, mask, mistake=kernel_mistake)
+    got = forward_mistake(q, k, v, g, mistake=model_mistake, mask=mask)
+    assert all(np.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in zip(got, want))
+    assert not all(np.allclose(a, b) for a, b in zip(got, _autograd(q, k, v, g, mask))) or model_mistake == "none"
+
+
+def test_gqa_interleaved_equals_autograd_and_differs_from_grouped():
+    q, k, v, g = _inputs(5, Hq=6, Hkv=2)
+    want = _autograd(q, k, v, g, mistake="interleaved")
+    got = forward_mistake(q, k, v, g, mistake="gqa-interleaved", enable_gqa=True)
+    right = _autograd(q, k, v, g, group=3)
+    assert all(np.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in zip(got, want))
+    assert all(np.allclose(a, b, rtol=1e-12, atol=1e-12)
+               for a, b in zip(forward_mistake(q, k, v, g, mistake="none", enable_gqa=True), right))
+    assert not np.allclose(got[1], right[1])
+
+
+def test_a_mistake_the_case_cannot_show_gives_the_right_gradients():
+    q, k, v, g = _inputs(6, Sq=9, Sk=9)
+    right = forward_mistake(q, k, v, g, mistake="none", is_causal=True)
+    for mistake in ("causal-top-left", "causal-flipped", "mask-inverted", "gqa-interleaved"):
+        got = forward_mistake(q, k, v, g, mistake=mistake, is_causal=True)
+        assert all(np.array_equal(a, b) for a, b in zip(got, right)), mistake
+
+
+def test_lse_kept_equals_a_recompute_from_the_right_lse():
+    q, k, v, g = _inputs(10, B=1, Hq=1, Hkv=1, Sq=9, Sk=9)
+    want = _recompute(q, k, v, g)
+    got = forward_mistake(q, k, v, g, mistake="causal-top-left", kept="lse")
+    assert all(np.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in zip(got, want))
+
+
+def test_o_kept_uses_the_right_forwards_output_in_delta():
+    q, k, v, g = _inputs(7)
+    exact = forward_mistake(q, k, v, g, mistake="causal-top-left")
+    kept = forward_mistake(q, k, v, g, mistake="causal-top-left", kept="o")
+    assert np.array_equal(exact[2], kept[2]) and not np.allclose(exact[0], kept[0])
+
+
+@pytest.mark.parametrize("form, scale", [("1", 1.0), ("1/sqrt(Dv)", 1 / math.sqrt(6)), ("1/D", 1 / 8),
+                                         ("s**2", 1 / 8)])
+def test_scale_backward_is_the_exact_gradient_with_that_scale(form, scale):
+    q, k, v, g = _inputs(8)
+    want = _autograd(q, k, v, g, scale=scale)
+    got = scale_backward(q, k, v, g, form=form)
+    assert all(np.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in zip(got, want))
+
+
+def test_bad_mistake_and_form_are_refused_by_name():
+    q, k, v, g = _inputs(9)
+    with pytest.raises(ValueError, match="mistake must be one of"):
+        forward_mistake(q, k, v, g, mistake="causal")
+    with pytest.raises(ValueError, match="form must be one of"):
+        scale_backward(q, k, v, g, form="2")
