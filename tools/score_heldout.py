@@ -16,6 +16,7 @@ scoring run; it is not to be edited to fit a result.
     .venv/bin/python tools/score_heldout.py heldout11   # tests/heldout11 (key KEY11, below)
     .venv/bin/python tools/score_heldout.py heldout12   # tests/heldout12 (key KEY12, below)
     .venv/bin/python tools/score_heldout.py heldout13   # tests/heldout13 (key KEY13, below)
+    .venv/bin/python tools/score_heldout.py heldout14   # tests/heldout14 (key KEY14, below)
     .venv/bin/python tools/score_heldout.py heldout12 --explore 50   # ... and each forward kernel's --explore
                                                        # counterexample: does it name the run's model?
 
@@ -1378,6 +1379,179 @@ KEY13 = {
 # dead-row effect err on rows with keys too (mha_key_padding_fill, attention_scores_no_padding_mask, sdpa_bool_mask_
 # added) or keep rows with no key at zeros. Backward dead rows are judged anyway (KEY7/KEY8).
 CONVENTION13 = {"sdpa_fallback_plain_softmax"}
+# tests/heldout14 answer key (KEY14, CONVENTION14; written by a helper from the set, the model tables and KEY4-13 as
+# precedent, before any scoring run; the set's writer read nothing of refimpl). Written from the kernels' code at
+# each `# BUG:` (and its CATALOG `parameter` / dtype) and refimpl's model descriptions.
+# Nothing was run: not refimpl, its CLI, its tests, tools/score_heldout.py nor the heldout14 self-check (only flake8
+# and an ast parse on this file).
+#
+# Read: tests/heldout14/ (README.md, numpy_fwd.py, torch_sdpa_fwd.py, flash_fwd.py, numpy_bwd.py in full;
+# selfcheck.py's TRIGGERS table and function list only); docs/diagnosis.md "## The bug models" only (bullets, fitted
+# forms, table); refimpl/bugs_backward.py and bugs_backward_kernels.py (docstrings, MODELS, KERNEL_VARIANTS,
+# backward_with / steps_backward / kernel_backward / kernel_steps / _delta_rows), bugs_backward_forward.py (its
+# module docstring and function list); the docstrings of refimpl/harness/analysis/
+# fitting.py, precision_fingerprint.py, fitted_forms.py, conditions.py and every fitting_*.py there (band, columns,
+# conditional, dropout, heads, ignored, normaliser, placement, splits); tools/score_heldout.py in full. To settle
+# ambiguous rows: refimpl/bugs.py MODELS (mask_polarity, window_bounds, finite_mask_fill), bugs_general.py
+# (offset_clamped, window_edges, alibi_top_left), bugs_scores.py (softcap_after_mask), scores_parts.py (_parts:
+# the causal flag and -inf entries of a float mask are in `keep`, so a finite fill reaches them), the argument code of
+# harness/apis/refimpl_protocol.py (the keep-mask arrives in full, (B, H, Sq, Sk), band folded in), torch_sdpa.py
+# (is_causal only for a top-left band without mask or window; ALiBi and float masks as one float mask with the band
+# as -inf; every other band folded into a bool mask) and base.keep_mask, harness/rows/grad_cases.py (the NumPy
+# backward gets MQA as a kv head axis of 1; 1 < Hkv < Hq not expressible), harness/cases/families.py and
+# features.py (the families' shapes and masks; far-below-fill: attended scores about -m*m*D*scale, -2e4 and below).
+#
+# Format: one entry per BROKEN kernel (CATALOG `fn`); the value is the model(s) that should name it, as the
+# diagnosis line prints it (a table model, a fitted form, a backward MODELS name), or set() when no listed variant,
+# fitting formula, fitted form or (forward) noise-size rule reproduces the mistake as the kernel computes it: unknown
+# is then the right answer. Correct kernels are not listed.
+#
+# Counts: 24 broken kernels, 20 keyed to a model, 4 None.
+#   forward  (18): 14 keyed to a model, 4 None
+#     numpy_fwd 5 keyed / 1 None; torch_sdpa_fwd 4 keyed / 2 None; flash_fwd 5 keyed / 1 None
+#   backward  (6):  6 keyed to a model, 0 None
+#   conventions: 1 (attend_reference_plain_division: NaN on rows with no key only)
+#   least sure: flash_cute_window_resolve (the window is ignored exactly when left + right < 0: fitting_ignored's
+#   "window left out" reproduces every failing case, but that condition is no case feature, so a line needs a
+#   feature (pair) that separates the few failing (0, -1) / (-1, 0) cases by accident; keyed to the model, unknown
+#   is a miss, not wrong), attend_zeroed_padding_embeds (each row is the right one times Z / (Z + n_masked e^-m), as
+#   softmax-denominator's fit wants, but the far-below-fill bool cases underflow to c = 0 exactly, which its c > 0
+#   test rejects if they are sampled), sdpa_masked_fill_small_negative (finite-mask-fill "0" fills the is_causal flag
+#   and a float mask's -inf too, which the kernel keeps at -inf: named by the table fit only if no such passing case
+#   is sampled, else by fitting_conditional on the pair "a mask argument is given" and not "additive mask"),
+#   sdpa_causal_anchored_bottom_right ("other alignment" changes the top-left Sq > Sk flag cases, offset_clamped
+#   moves only bottom-right cases: named through fitting_conditional's "not Sq > Sk", or at Sq = 1 alone)
+
+KEY14 = {
+    # ---- numpy_fwd.py (API refimpl) -----------------------------------------------------------------------------
+    "attend_zeroed_padding_embeds": {"softmax-denominator"},   # dropped keys (band and padding folded into this
+    #                                                API's mask) scored 0 in the softmax, then their weights zeroed
+    #                                                (zeroed values): the kept numerators right, the denominator Z +
+    #                                                n_masked exp(-m), so each row is the right row times Z / (Z +
+    #                                                n_masked exp(-m)) in (0, 1): softmax-denominator's fit (range of
+    #                                                c; neither printed denominator). finite-mask-fill "0" attends the
+    #                                                dropped keys' values, mask-after-softmax normalises over their
+    #                                                real scores: neither. Unsure: far-below-fill rows underflow to 0
+    #                                                (c = 0), which the fit's c > 0 rejects (as KEY13's online_softmax_
+    #                                                key_blocks, the pads there being extra keys)
+    "attend_unscaled_scores": {"scale"},            # logits never scaled, a given scale ignored too: fit_scale's "1"
+    #                                                with the given scale ignored ("1 always" in the table)
+    "attend_embedding_dim_scale": {"scale"},        # scale=None on a 4-D (B, H, S, D) input: (H * D)^-0.5, a given
+    #                                                scale honoured, right at H = 1: "1/sqrt(Hq*D)" (as KEY13's
+    #                                                sdpa_energy_embed_size)
+    "attend_mask_without_head_axis": set(),         # a (B, 1, Sq, Sk) mask squeezed to (B, Sq, Sk): this API hands
+    #                                                the mask in full, (B, H, Sq, Sk), so the path runs only at H = 1,
+    #                                                where (B, Sq, Sk) against (B, 1, Sq, Sk) scores broadcasts to a
+    #                                                (B, B, Sq, Dv) output for B > 1: a wrong shape, which no model's
+    #                                                output matches (mask-broadcast's (b*H + h) % B is batch b at H =
+    #                                                1, the right mask): None
+    "attend_reference_plain_division": {"dead-rows-nan"},   # stable softmax, unguarded division: a row with no
+    #                                                key 0/0 = NaN, every other row right: "0/0"; NaN there is
+    #                                                accepted by default (CONVENTION14, as KEY13's sdpa_fallback_plain_
+    #                                                softmax)
+    "attend_bool_mask_added": {"mask-kind"},        # the keep-mask (band and padding folded in) added as +1/+0,
+    #                                                nothing masked (rows with no key the mean of V): "bool mask added
+    #                                                to the scores as numbers (True = +1)", its band-folded form (as
+    #                                                KEY13's sdpa_bool_mask_added)
+
+    # ---- torch_sdpa_fwd.py (API torch-sdpa) ---------------------------------------------------------------------
+    "sdpa_label_attention_mask": {"mask-polarity"},   # bool attn_mask (windows, other alignments and padding folded
+    #                                                in by the API) filled with -inf where True: "True = masked (a
+    #                                                band handed inside the mask inverted with it)"; the top-left
+    #                                                is_causal flag, float masks and ALiBi right, as the variant leaves
+    #                                                them (rows inverted to no key zeros in both)
+    "sdpa_causal_anchored_bottom_right": {"causal-alignment"},   # is_causal (handed only for a top-left band with
+    #                                                no mask or window) built with offset max(S - L, 0): bottom-right
+    #                                                where Sq < Sk, top-left (right) where Sq >= Sk. "other alignment"
+    #                                                reproduces every failing case (Sq < Sk, the one-query causal cases
+    #                                                among them) and changes the top-left Sq > Sk causal cases, which
+    #                                                fitting_conditional's "not Sq > Sk" separates; offset_clamped
+    #                                                moves bottom-right cases only (a top-left case stays refimpl's)
+    "sdpa_float_mask_canonicalised": set(),         # float attn_mask (ALiBi too): every non-zero entry -inf, zero
+    #                                                entries attended with no bias. mask-kind's "float mask cast to
+    #                                                bool (nonzero = attend)" keeps the opposite keys, "finite values
+    #                                                dropped" keeps the finite ones; mask-polarity leaves float masks
+    #                                                alone; additive-mask-sign subtracts: None (as KEY2's
+    #                                                sdpa_float_mask_as_bool)
+    "sdpa_gqa_tiled_heads": {"gqa-grouping"},       # enable_gqa: query head h reads kv head h % Hkv: "h % Hkv"
+    "sdpa_vector_decode_path": set(),               # Sq <= 8: the flat (B * Hkv) K/V rows indexed without the batch
+    #                                                stride, every batch attending batch 0's keys and values with its
+    #                                                own queries and mask. gqa-grouping's map picks a kv head of the
+    #                                                block's own batch; output-placement moves reference rows (this
+    #                                                row is no reference row); head-layout permutes: None (as KEY13's
+    #                                                sdpa_mask_batch_shared reasoning: nothing reads batch 0's tensors)
+    "sdpa_masked_fill_small_negative": {"finite-mask-fill"},   # False entries of a bool attn_mask (the API's
+    #                                                folded bands and padding too) filled with -1e-12: the variant "0"
+    #                                                to within 1e-12 (as KEY5's attn_mask_fill_tiny), rows with no key
+    #                                                the mean of V in both; is_causal and float masks' -inf stay -inf
+    #                                                here but not in the variant: the table fit, or fitting_conditional
+    #                                                on "a mask argument is given" and not "additive mask"
+
+    # ---- flash_fwd.py (API flash-attn) --------------------------------------------------------------------------
+    "flash_decode_cap_after_mask": {"softcap-after-mask"},   # the band's -inf capped to -cap, ALiBi subtracted
+    #                                                after: -cap - slope * |i + off - j| on masked keys, exactly the
+    #                                                variant "-inf -> -cap" (ALiBi reaches it folded into the mask,
+    #                                                its finite part added to -cap), as KEY9's flash_onnx_softcap_
+    #                                                after_mask
+    "flash_ulysses_repeat_kv_layout": set(),        # (B, H, S, D) repeat_kv on (B, S, Hkv, D): every key repeated G
+    #                                                times along the sequence, heads still grouped (the right kv
+    #                                                head), so causal / window / ALiBi see a stretched Sk * G sequence
+    #                                                and a key is partly visible (fractional weights). No band form,
+    #                                                head map or layout gives that: None (as KEY12's flash_sdpa_path_
+    #                                                repeat_kv)
+    "flash_cute_window_resolve": {"window-bounds"},   # a window with left + right < 0 ((0, -1), (-1, 0)) dropped to
+    #                                                (-1, -1) (causal still applied). No table variant and no single
+    #                                                fitting_band form ((0, -1) needs left' unbounded, which breaks the
+    #                                                other windows); fitting_ignored's "the window" left out reproduces
+    #                                                every failing case exactly, under a condition that must be found
+    #                                                among the case features (left + right < 0 is none). Unsure
+    "flash_local_window_excludes_current": {"window-bounds"},   # j >= i + off - (left + 1) for every bounded left:
+    #                                                one key more on the left (right, causal, ALiBi, softcap right):
+    #                                                "left + 1" (window_bounds shift=1), or fitting_band's (left + 1,
+    #                                                right) (as KEY13's flash_extend_swa_one_extra)
+    "flash_alibi_positions_unshifted": {"alibi-distance"},   # ALiBi distance |i - j| while the band stays bottom-
+    #                                                right: "|i - j|: the queries' positions without the offset Sk - Sq
+    #                                                (top-left)" (alibi_top_left folds the top-left ALiBi into the mask,
+    #                                                the band and softcap kept)
+    "flash_sliding_window_negated": {"window-bounds"},   # a given window handed on as (-left, right): left > 0
+    #                                                unbounded, -1 a 1-key left edge, 0 kept; causal still caps the
+    #                                                right edge, causal alone ((-1, -1)) untouched: fitting_band's
+    #                                                "either edge of a given window negated" (-left), exactly the form
+    #                                                KEY12's flash_local_window_tuple lacked then
+
+    # ---- numpy_bwd.py (API numpy-backward) ----------------------------------------------------------------------
+    "bwd_softmax_elementwise_derivative": {"bwd-delta-term"},   # dS = P (1 - P) dP, dV right: "dS = P (1 - P) dP:
+    #                                                the Jacobian's diagonal only" (delta-diagonal)
+    "bwd_delta_with_output_strides": {"bwd-delta-term"},   # delta over flat rows: O saved (B, S, H, Dv), dO's
+    #                                                (B, H, S) buffer reshaped to it, each row's O paired with another
+    #                                                (head, row) of dO; dV right: KERNEL_VARIANTS "rowsum(dO * O) over
+    #                                                flat rows, O's in (B, S, H) order against dO's in (B, H, S)"
+    #                                                (delta-rows-layout o-bshd), the same pairing (_delta_rows)
+    "bwd_dkdv_loop_from_key_block": {"bwd-tile-accumulation"},   # dK/dV pass: a key block of 16's query loop
+    #                                                starts at the block's first key (i >= 16 * (j // 16) only), dQ
+    #                                                right: "dK/dV pass only: query loop of a key block of 16 starting
+    #                                                at its first key (dQ right)" (dkdv-from-key-block, block 16)
+    "bwd_delta_product_rounded": {"bwd-low-precision"},   # O * dO rounded to bfloat16 before delta's row sum
+    #                                                (CATALOG float32; float64 inputs too): "dO * O before delta's row
+    #                                                sum in bfloat16" (steps_backward delta-16bit, dtype bfloat16)
+    "bwd_broadcast_kv_grad_mean": {"bwd-gqa-sum"},  # k/v with a head axis of 1 (how this API gets MQA; GQA with
+    #                                                1 < Hkv < Hq is not expressible) reduced by the mean over the Hq
+    #                                                query heads: "mean over the group" (gqa-mean, the group all Hq
+    #                                                heads), as KEY1's bwd_broadcast_grad_mean
+    "bwd_key_tiles_assume_divisible": {"bwd-tile-accumulation"},   # Sk // 32 key tiles (none when Sk < 32): the
+    #                                                partial tile's keys get zero dK, dV and add nothing to dQ, P of the
+    #                                                walked tiles from the full LSE, delta from the full O: "Sk // 32
+    #                                                key tiles: the partial last one gets and gives no gradient"
+    #                                                (key-tail-dropped, block 32)
+}
+
+# The heldout14 kernel whose only difference from correct attention is on rows with no key (NaN or the mean of V,
+# accepted by default when no --masked-rows policy is pinned, as CONVENTION3/5/6/7/8/11/13):
+# attend_reference_plain_division (NaN from the unguarded 0/0). The other kernels with a dead-row effect err on rows
+# with keys too (attend_bool_mask_added and sdpa_masked_fill_small_negative: the mean of V, with dropped keys
+# attended elsewhere; sdpa_label_attention_mask) or keep rows with no key at zeros. Backward dead rows are judged
+# anyway (KEY7/KEY8).
+CONVENTION14 = {"attend_reference_plain_division"}
 SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout2": (KEY2, CONVENTION2, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd")),
         "heldout3": (KEY3, CONVENTION3, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
@@ -1390,7 +1564,8 @@ SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy
         "heldout10": (KEY10, CONVENTION10, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout11": (KEY11, CONVENTION11, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout12": (KEY12, CONVENTION12, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
-        "heldout13": (KEY13, CONVENTION13, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
+        "heldout13": (KEY13, CONVENTION13, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
+        "heldout14": (KEY14, CONVENTION14, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
 FORWARD_FOR_BACKWARD = f"{HELD / 'numpy_fwd.py'}:np_eager_reference"
 
 
