@@ -38,7 +38,7 @@ from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, c
 from .bugs_general import (ROWS as GENERAL, _with_alibi, alibi_dropped, alibi_first_batch, alibi_signed,
                            bool_mask_added, causal_dropped, causal_only_realigned, float_mask_as_bool,
                            left_edge_realigned, mask_after_softmax, mask_transposed,
-                           offset_clamped, other_alignment, scale_after_softmax, scale, window_edges)
+                           offset_clamped, other_alignment, scale_after_softmax, scale, window_edges, window_bounds)
 from .masks import window_mask
 
 __all__ = ["MODELS", "BugModel", "Variant"]
@@ -105,13 +105,6 @@ def weights_transposed(q, k, v, **kw):
 def causal_alignment(q, k, v, *, alignment="top-left", **kw):
     """Causal/window band placed with the other alignment (top-left <-> bottom-right)."""
     return _sdpa(q, k, v, alignment=other_alignment(alignment), **kw)
-
-
-def window_bounds(q, k, v, *, window=None, shift=1, **kw):
-    """Window's left edge off by one: (left, right) -> (left + shift, right) when left is bounded."""
-    if window is not None and window[0] >= 0 and window[0] + shift >= 0:
-        window = (window[0] + shift, window[1])
-    return _sdpa(q, k, v, window=window, **kw)
 
 
 def gqa_grouping(q, k, v, *, enable_gqa=False, **kw):

@@ -32,7 +32,8 @@ from .masks import alibi_bias, band_mask, window_mask
 
 __all__ = ["scale", "alibi_dropped", "other_alignment", "causal_only_realigned", "left_edge_realigned",
            "causal_dropped", "offset_clamped", "window_edges", "alibi_signed", "bool_mask_added", "float_mask_as_bool",
-           "mask_batch_flattened", "mask_transposed", "mask_after_softmax", "scale_after_softmax", "alibi_first_batch"]
+           "mask_batch_flattened", "mask_transposed", "mask_after_softmax", "scale_after_softmax", "alibi_first_batch",
+           "window_bounds"]
 
 
 def _sdpa(q, k, v, **kw):      # as bugs_scores._sdpa: importing that one would stack this module a floor higher
@@ -112,6 +113,19 @@ def left_edge_realigned(q, k, v, *, window=None, alignment="top-left", mask=None
     if mask is None or np.asarray(mask).dtype == bool:
         return _sdpa(q, k, v, mask=keep if mask is None else np.asarray(mask, bool) & keep, **kw)
     return _sdpa(q, k, v, mask=np.where(keep, mask, -np.inf), **kw)
+
+
+def window_bounds(q, k, v, *, window=None, shift=1, alignment="top-left", mask=None, **kw):
+    """Window's left edge off by one: (left, right) -> (left + shift, right) when left is bounded; a left edge of 0
+    moved to -1 is past the diagonal (key i + offset itself dropped: j > i + offset), not unbounded."""
+    if window is None or window[0] < 0 or window[0] + shift >= 0:
+        window = window if window is None or window[0] < 0 else (window[0] + shift, window[1])
+        return _sdpa(q, k, v, window=window, alignment=alignment, mask=mask, **kw)
+    Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
+    past = ~window_mask(Sq, Sk, (-1, -1 - window[0] - shift), alignment=alignment)   # j > i + offset + (left + shift)
+    keep = past if mask is None or np.asarray(mask).dtype != bool else np.asarray(mask, bool) & past
+    mask = keep if mask is None or np.asarray(mask).dtype == bool else np.where(past, mask, -np.inf)
+    return _sdpa(q, k, v, window=window, alignment=alignment, mask=mask, **kw)
 
 
 def alibi_signed(q, k, v, *, mask=None, slopes=None, sign=1.0, **kw):

@@ -95,6 +95,10 @@ def _window(rng, i):
     if i % 8 == 5:                     # more queries than keys, bottom-right, the right side unbounded: the top rows
         d = dict(d, Sq=33, Sk=8)       # (i + Sk - Sq < -1) see keys only through that unbounded side
         left, right, align = 4, -1, "bottom-right"
+    if i % 8 in (3, 7):                # one side 0, the other unbounded: (0, -1) the diagonal and every key after it
+        #                                (bottom-right, as flash-attn takes it), (-1, 0) causal as a window; sides
+        #                                summing below 0 are no "no window" (a kernel normalising them so passed)
+        left, right, align = (0, -1, "bottom-right") if i % 8 == 3 else (-1, 0, align)
     return dict(d, window=(left, right), alignment=align, is_causal=bool(i % 4 == 0))
 
 
