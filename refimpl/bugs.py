@@ -25,7 +25,7 @@ import numpy as np
 from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant
 from .bugs_layout import INPUT_LAYOUTS, LAYOUTS, input_layout, output_layout
-from .bugs_mask_use import ROWS as MASK_USE, padding_lengths_inverted
+from .bugs_mask_use import ROWS as MASK_USE, bool_mask_filled, padding_lengths_inverted
 from .bugs_normaliser import ROWS as NORMALISER
 from .bugs_packed import packed_attention
 from .bugs_softmax_steps import (SOFTCAP_FORMS, TILE_RANGES, band_tile_range, bias_before_scale, denominator_epsilon,
@@ -240,7 +240,11 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
         Variant("float mask cast to bool (nonzero = attend)", _named(float_mask_as_bool, how="nonzero"),
                 splits_alibi=True, flags=True),
         _fl("float mask, ALiBi inside it, cast to bool (nonzero = attend)", float_mask_as_bool, how="nonzero"),
-        _split("float mask's finite values dropped (only -inf masks)", float_mask_as_bool, how="finite"))),
+        _split("float mask's finite values dropped (only -inf masks)", float_mask_as_bool, how="finite"),
+        _split("float mask cast to bool as a drop-mask (nonzero = masked: only 0-bias keys attend)",
+               float_mask_as_bool, how="zero"),
+        _fl("float mask, ALiBi inside it, cast to bool as a drop-mask (nonzero = masked)", float_mask_as_bool,
+            how="zero"))),
     BugModel("mask-transposed", "the mask is read with query and key indices swapped (a mask_mod called as "
              "(kv_idx, q_idx), an expanded mask transposed)",
              (_v("keep(j, i)", mask_transposed), _tile("keep(j, i) inside the block mask's tiles", tile_transposed)),
@@ -267,6 +271,7 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
               _v("0", finite_mask_fill, fill=0.0),
               _v("0, rows with no key zeroed", finite_mask_fill, fill=0.0, dead_zero=True),
               _v("-1e4, rows with no key zeroed", finite_mask_fill, fill=-1e4, dead_zero=True),
+              _fl("0 on a bool mask's dropped keys only (the causal / window flags masked)", bool_mask_filled),
               Variant("-1e4 float32", _named(finite_mask_fill, fill=-1e4, dtype="float32"), in_float32=True),
               _v("+inf (a negated -inf): every row with a masked key NaN, rows with no key zeroed", finite_mask_fill,
                  fill=np.inf, dead_zero=True))),

@@ -181,11 +181,12 @@ def bool_mask_added(q, k, v, *, mask=None, slopes=None, with_band=False, kept=1.
 
 def float_mask_as_bool(q, k, v, *, mask=None, slopes=None, how="nonzero", **kw):
     """The user's additive float mask read as a bool keep-mask: ``how`` "nonzero" (x.to(bool): nonzero = attend,
-    -inf included; a 0 bias masks its key) or "finite" (its -inf entries mask, its finite values are dropped);
-    ALiBi (``slopes``, never part of the user's mask here) added as it should be."""
+    -inf included; a 0 bias masks its key), "zero" (x.to(bool) as a drop-mask, nonzero = masked: only the keys of
+    a 0 bias attend) or "finite" (its -inf entries mask, its finite values are dropped); ALiBi (``slopes``, never
+    part of the user's mask here) added as it should be."""
     if mask is not None and np.asarray(mask).dtype != bool:
         m = np.asarray(mask)
-        mask = (m != 0) if how == "nonzero" else np.isfinite(m)
+        mask = {"nonzero": m != 0, "zero": m == 0}.get(how, np.isfinite(m))
     return _sdpa(q, k, v, mask=_with_alibi(mask, slopes, np.shape(q)[-2], np.shape(k)[-2]), **kw)
 
 

@@ -19,7 +19,7 @@ from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant, _kw, _named
 from .scores_parts import _parts
 
-__all__ = ["ROWS", "mask_skipped", "every_key_dropped", "padding_lengths_inverted"]
+__all__ = ["ROWS", "mask_skipped", "every_key_dropped", "padding_lengths_inverted", "bool_mask_filled"]
 
 SKIPPED = ("always", "where it is bool", "one query", "one query, band too")
 DEAD = ("zeros", "NaN", "the mean of V")
@@ -67,6 +67,21 @@ def padding_lengths_inverted(q, k, v, *, mask=None, **kw):
         if prefix:
             m = np.arange(Sk) < Sk - full[..., :1, :].sum(axis=-1, keepdims=True)      # (..., 1, Sk)
     return scaled_dot_product_attention(q, k, v, **dict(kw, mask=m))[0]
+
+
+def bool_mask_filled(q, k, v, *, fill=0.0, **kw):
+    """A bool mask's dropped keys scored ``fill`` (0: a masked_fill with a tiny negative) instead of -inf, the causal
+    and window flags masking with -inf (refimpl.bugs' finite-mask-fill fills every dropped key); a float mask as it
+    should be. A row every bool-dropped key of which gets the fill is uniform over them; no key at all: zeros."""
+    kw = _kw(kw)
+    if kw["mask"] is None or np.asarray(kw["mask"]).dtype != bool:
+        return scaled_dot_product_attention(q, k, v, **kw)[0]
+    s, band, v = _parts(q, k, v, **dict(kw, mask=None))                  # (B..., Sq, Sk): the flags' band only
+    s = np.where(np.asarray(kw["mask"]), s, fill)
+    z = np.where(band, s, -np.inf)
+    e = np.exp(z - np.where(band.any(axis=-1, keepdims=True), z.max(axis=-1, keepdims=True), 0.0))
+    d = e.sum(axis=-1, keepdims=True)
+    return (e / np.where(d == 0, 1.0, d)) @ v
 
 
 ROWS = (
