@@ -223,8 +223,13 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
         n_fail, n_pass = (sum(CaseSpec.dtype_of(r.id) in dts for r in rs) for rs in (failing, passing))
         held = -(-n_pass * len(every) // max(n_fail, 1))                  # the passing ones, scaled to the sample
         lines = narrower_arithmetic(target, every, held) if len(every) >= 0.9 * len(sample) else []
-    shaped = sum(1 for r in failing[:MAX_NOISE] if (o := _output(r)) is not None and (d := _data(store, r, specs))
-                 is not None and np.shape(o) != d.expected.shape)      # no values to fit: said, not hidden
+    shapes = [np.shape(o) == d.expected.shape for r in failing[:MAX_NOISE]
+              if (o := _output(r)) is not None and (d := _data(store, r, specs)) is not None]
+    shaped = shapes.count(False)                                       # no values to fit: said, not hidden
+    if lines and shaped > shapes.count(True):     # a fit of the fewer failing cases explains no run: unknown
+        said = "; ".join(line.split(": ", 1)[1].split(" — ")[0] for line in lines)
+        return [f"diagnosis {target}: unknown — {shaped} of {len(shapes)} failing cases returned an output of another "
+                f"shape; the {shapes.count(True)} of the right shape fit {said}"]
     tail = f" (fitted on the failing cases of the right shape; {shaped} returned an output of another shape)"
     return [line + tail if shaped else line for line in lines] or [f"diagnosis {target}: unknown"]
 
