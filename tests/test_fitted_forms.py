@@ -234,3 +234,35 @@ def test_a_table_model_with_rows_off_by_a_factor_on_some_calls_keeps_its_name_an
 def test_keys_never_attended_or_nothing_written_are_not_read_as_a_merge_or_a_channel_map(form, forms):
     lines = _lines(kernels.numpy_odd_one(form), "refimpl")
     assert lines and not any(f" {f} — " in line for f in forms for line in lines), lines
+
+
+def _zero_scored_dropped_keys(q, k, v, mask=None, scale=None):
+    """Dropped keys scored 0 (not -inf) and their values zeroed: each kept row's weights sum to Z / (Z + n exp(-m)),
+    which underflows to 0 where every kept score is far below 0 (the extreme-logits family's far-below-fill rows)."""
+    s = q @ np.swapaxes(k, -1, -2) * (1.0 / np.sqrt(q.shape[-1]) if scale is None else scale)
+    keep = np.ones(s.shape, bool) if mask is None else np.broadcast_to(mask, s.shape)
+    s = np.where(keep, s, 0.0)
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    w = e / e.sum(axis=-1, keepdims=True)                                  # (..., Sq, Sk)
+    return np.einsum("...ij,...ijd->...id", w, np.where(keep[..., None], np.expand_dims(v, -3), 0.0))
+
+
+def test_dropped_keys_scored_zero_are_a_denominator_even_where_the_factor_underflows():
+    line = _one(_lines(_zero_scored_dropped_keys, "refimpl"), "softmax-denominator")
+    lo, hi = (float(x) for x in re.search(r"sum to ([\d.e+-]+) \.\. ([\d.e+-]+) instead of 1", line).groups())
+    assert lo < 1e-3 and hi < 1, line                  # rows zeroed by the underflow are in the fitted range
+
+
+def test_rows_zeroed_beside_right_rows_are_no_denominator():
+    def fn(q, k, v, mask=None, scale=None):            # right, but every other query row of a masked call zeroed
+        s = q @ np.swapaxes(k, -1, -2) * (1.0 / np.sqrt(q.shape[-1]) if scale is None else scale)
+        s = s if mask is None else np.where(mask, s, -np.inf)
+        m = s.max(axis=-1, keepdims=True)
+        e = np.exp(s - np.where(np.isfinite(m), m, 0.0))
+        z = e.sum(axis=-1, keepdims=True)
+        out = (e / np.where(z > 0, z, 1.0)) @ v
+        if mask is not None:
+            out[..., ::2, :] = 0.0
+        return out
+    lines = _lines(fn, "refimpl")
+    assert lines and not any(" softmax-denominator — " in line for line in lines), lines

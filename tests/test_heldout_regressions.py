@@ -131,6 +131,7 @@ NAMED = {
     # tests/heldout14's kernels said unknown at its scoring run, named since by variants written after it
     ("heldout14/torch_sdpa_fwd", "sdpa_masked_fill_small_negative", "torch-sdpa", "float64"): "finite-mask-fill",
     ("heldout14/torch_sdpa_fwd", "sdpa_float_mask_canonicalised", "torch-sdpa", "float64"): "mask-kind",
+    ("heldout14/numpy_fwd", "attend_zeroed_padding_embeds", "refimpl", "float64"): "softmax-denominator",
     # tests/heldout11: five more named since by fitted forms and variants written after it (docs/diagnosis.md)
     ("heldout11/numpy_fwd", "attend_scale_numerator_only", "refimpl", "float64"): "softmax-denominator",
     ("heldout11/torch_sdpa_fwd", "sdpa_value_tiles_store", "torch-sdpa", "float64"): "output-columns",

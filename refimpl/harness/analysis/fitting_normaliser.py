@@ -7,11 +7,13 @@ used), the factor the row's weights sum to. No model of the table need have that
 per row by least squares (c = <out, E> / <E, E>).
 
 The fit holds when, on every failing case of the sample, every row the judge holds is such a multiple with c > 0
-(a row of the reference that is zero must come back zero), some row has c away from 1, and on some failing case
-with Dv >= 2 a row whose reference is not constant over its channels has c away from 1 (a row of one channel is a
-multiple of anything). The line gives the range of c over the failing rows and, when one of these reproduces
-every failing row's factor, what the denominator was: the sum without the scale (exp(s - m) for
-exp(scale * (s - m))), or over every key (the mask, band or padding not applied to the denominator).
+or comes back zero (a factor that underflowed: a dropped key's exp(fill - m) swamping the row; a row of the
+reference that is zero must come back zero), some row has c away from 1, and on some failing case with Dv >= 2 a
+row whose reference is not constant over its channels has c away from 1 and from 0 (a row of one channel is a
+multiple of anything; zeroed rows beside right ones are no factor). The line gives the range of c over the
+failing rows and, when one of these reproduces every failing row's factor, what the denominator was: the sum
+without the scale (exp(s - m) for exp(scale * (s - m))), or over every key (the mask, band or padding not applied
+to the denominator).
 """
 from __future__ import annotations
 
@@ -42,17 +44,20 @@ def _factors(data, got) -> np.ndarray | None:
     with np.errstate(all="ignore"):
         c = np.where(nonzero, (got * e).sum(axis=-1) / np.where(nonzero, norm2, 1.0), np.nan)
         ok = np.all(np.abs(got - c[..., None] * e) <= atol + RTOL * np.abs(c[..., None] * e), axis=-1)
-    ok = np.where(nonzero, ok & (c > 0), np.all(np.abs(got) <= atol, axis=-1))
+    zero = np.all(np.abs(got) <= atol, axis=-1)                          # a factor that underflowed to 0
+    ok = np.where(nonzero, ok & ((c > 0) | zero), zero)
     if not np.all(ok[live]):
         return None
     return np.where(live & nonzero, c, np.nan)
 
 
 def _evidence(data, c: np.ndarray) -> bool:
-    """A row of Dv >= 2 channels, not constant over them, with its factor away from 1."""
+    """A row of Dv >= 2 channels, not constant over them, with its factor away from 1 and from 0 (a row zeroed is no
+    factor: zeroed rows beside right ones are not this form)."""
     e = np.asarray(data.expected, np.float64)
     varied = (np.ptp(e, axis=-1) > 1e-9 * (1.0 + np.abs(e).max(axis=-1))) & (e.shape[-1] >= 2)
-    return bool(np.any(varied & (np.abs(np.nan_to_num(c, nan=1.0) - 1.0) > AWAY)))
+    c = np.nan_to_num(c, nan=1.0)
+    return bool(np.any(varied & (np.abs(c - 1.0) > AWAY) & (c > AWAY)))
 
 
 def _weights(data, **change) -> np.ndarray:
