@@ -266,3 +266,19 @@ def test_rows_zeroed_beside_right_rows_are_no_denominator():
         return out
     lines = _lines(fn, "refimpl")
     assert lines and not any(" softmax-denominator — " in line for line in lines), lines
+
+
+@pytest.mark.parametrize("when, said", [(lambda B, L: True, ""), (lambda B, L: L == 1, "; when ")])
+def test_every_batch_reading_batch_0s_keys_and_values_is_fitted_with_its_condition(when, said):
+    line = _one(_lines(kernels.sdpa_kernel(kv_batch0_when=when), "torch-sdpa"), "kv-batch")
+    assert line.endswith("every batch reads batch 0's keys and values" + said) or (said and said in line), line
+
+
+def test_a_decode_path_reading_batch_0s_keys_is_said_to_hold_for_short_queries():
+    line = _one(_lines(kernels.sdpa_kernel(kv_batch0_when=lambda B, L: L <= 8), "torch-sdpa"), "kv-batch")
+    assert line.endswith("every batch reads batch 0's keys and values; when Sq <= 8"), line
+
+
+def test_every_batch_reading_batch_0s_mask_is_a_mask_broadcast_with_that_map():
+    line = _one(_lines(kernels.sdpa_kernel(mask_batch0=True), "torch-sdpa"), "mask-broadcast")
+    assert "a per-batch mask is read from the wrong batch: fitted, every batch reads batch 0's masks" in line, line

@@ -79,16 +79,22 @@ def flash_kernel(*, kv_head=None, alibi_ignored=None, causal_ignored=None, keys_
 
 
 def sdpa_kernel(*, batch_stride_zero=False, compound_block=None, inverted_when=None, scale_with_mask=None,
-                value_tiles=None):
+                value_tiles=None, kv_batch0_when=None, mask_batch0=False):
     """scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa) with
     one mistake: ``batch_stride_zero``: every batch's result written onto batch 0 (the last wins), the others
     never written; ``compound_block`` n: on calls without a mask, key block t of n keys scored with the scale
     times log2(e)**t (log2(e) folded into a running scale once per block); ``inverted_when(B, L, S)``: when it
     holds, a bool attn_mask is read with True = masked out; ``scale_with_mask``: the scale used whenever an attn_mask
     is given (a fallback path), the right one otherwise; ``value_tiles`` T: the output computed in tiles of T value
-    channels, each stored from channel 0 (its offset left out)."""
+    channels, each stored from channel 0 (its offset left out); ``kv_batch0_when(B, L)``: when it holds, every batch
+    reads batch 0's key and value (their batch stride taken as 0); ``mask_batch0``: every batch reads batch 0's
+    attn_mask (``attn_mask[0]`` broadcast)."""
     def fn(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
         B, Hq, L, E = query.shape
+        if kv_batch0_when is not None and kv_batch0_when(B, L):
+            key, value = key[:1].expand_as(key), value[:1].expand_as(value)
+        if mask_batch0 and attn_mask is not None and attn_mask.dim() == 4:
+            attn_mask = attn_mask[:1].expand_as(attn_mask)
         Hkv, S = key.shape[1], key.shape[2]
         k = key.repeat_interleave(Hq // Hkv, 1)
         v = value.repeat_interleave(Hq // Hkv, 1)

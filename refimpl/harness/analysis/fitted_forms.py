@@ -21,6 +21,7 @@ from .conditions import Seen, condition
 from .fitting_ignored import ignored_line
 from .fitting_normaliser import denominator_line
 from .fitting_placement import placement_line
+from .fitting_sources import sources_line
 from .fitting_splits import splits_line
 
 __all__ = ["fitted_form_lines"]
@@ -42,6 +43,7 @@ def fitted_form_lines(target: str, fail_cases: list, pass_cases: list, close: Ca
     return (placement_line(target, fail_cases, pass_cases)
             or columns_line(target, fail_cases)
             or heads_line(target, fail_cases, pass_cases, close, changes, condition, Seen)
+            or sources_line(target, fail_cases, pass_cases, close, changes, condition, Seen)
             or ignored_line(target, fail_cases, pass_cases, reproduces, changes)
             or conditional_line(target, fail_cases, pass_cases, reproduces, changes, model_out, models)
             or band_line(target, fail_cases, pass_cases, close, explains)
