@@ -17,6 +17,7 @@ scoring run; it is not to be edited to fit a result.
     .venv/bin/python tools/score_heldout.py heldout12   # tests/heldout12 (key KEY12, below)
     .venv/bin/python tools/score_heldout.py heldout13   # tests/heldout13 (key KEY13, below)
     .venv/bin/python tools/score_heldout.py heldout14   # tests/heldout14 (key KEY14, below)
+    .venv/bin/python tools/score_heldout.py heldout15   # tests/heldout15 (key KEY15, below)
     .venv/bin/python tools/score_heldout.py heldout12 --explore 50   # ... and each forward kernel's --explore
                                                        # counterexample: does it name the run's model?
 
@@ -1552,6 +1553,144 @@ KEY14 = {
 # attended elsewhere; sdpa_label_attention_mask) or keep rows with no key at zeros. Backward dead rows are judged
 # anyway (KEY7/KEY8).
 CONVENTION14 = {"attend_reference_plain_division"}
+# tests/heldout15 answer key (KEY15, CONVENTION15; written by a helper from the set, the model tables and KEY4-14 as
+# precedent, on 2026-12-07, before any scoring run of heldout15). Nothing was run: not refimpl, its CLI, its tests,
+# tools/score_heldout.py nor the heldout15 self-check (only flake8 and an ast parse on this file).
+#
+# Read: tests/heldout15/ (README.md and the four kernel modules in full; selfcheck.py not read beyond a grep);
+# docs/diagnosis.md "## The bug models" only; refimpl/bugs_backward.py, bugs_backward_kernels.py,
+# bugs_backward_forward.py (docstrings, MODELS,
+# KERNEL_VARIANTS, backward_with / steps_backward / kernel_steps); the docstrings of refimpl/harness/analysis/
+# fitting_ignored.py, fitting_band.py, fitting_normaliser.py, fitting_conditional.py, conditions.py and
+# precision_fingerprint.py; tools/score_heldout.py (KEY..KEY14, CONVENTION*, SETS). To settle ambiguous rows:
+# refimpl/bugs.py MODELS (softmax-axis, masked-block-nan), bugs_scores.py (softmax_axis: "batch" is the flattened
+# batch x heads of a (B * H, Sq, Sk) tensor; online_unguarded), bugs_mask_use.py (mask_skipped, ROWS),
+# harness/analysis/fitting_ignored.py (_without: ALiBi travels in the reference's mask), harness/apis/
+# refimpl_protocol.py (the keep-mask arrives in full, (B, H, Sq, Sk): 4-D inputs), harness/cases/families.py and
+# features.py (softcap cases have D <= 64; far-below-fill: attended scores about -m*m*D*scale, m = 4e4 gives about
+# -1.3e10, below a -1e9 fill; extreme-logits magnitudes 12 .. 1e5).
+#
+# Format: one entry per BROKEN kernel (CATALOG `fn`); the value is the model(s) that should name it, as the
+# diagnosis line prints it (a table model, a fitted form, a backward MODELS name), or set() when no listed variant,
+# fitting formula, fitted form or (forward) noise-size rule reproduces the mistake as the kernel computes it: unknown
+# is then the right answer. Correct kernels are not listed.
+#
+# Counts: 24 broken kernels, 18 keyed to a model, 6 None.
+#   forward  (18): 15 keyed to a model, 3 None
+#     numpy_fwd 6 keyed / 0 None; torch_sdpa_fwd 4 keyed / 2 None; flash_fwd 5 keyed / 1 None
+#   backward  (6):  3 keyed to a model, 3 None
+#   conventions: 0 (CONVENTION15 empty; masked_fill_finite_pad_rows also errs on rows with keys, below)
+#   least sure: fixed_max_first_key_tile (the -inf bound of a masked first tile of 16 is masked-block-nan's "blocks
+#   of 16" NaN row exactly, but the fixed (never updated) bound also overflows on extreme-logits rows whose later
+#   keys outscore the first tile by > 709, which no variant gives; that is not the BUG line's effect (the README's
+#   fix, a bound floored at 0, keeps it), so the model is keyed, and unknown is a miss, not wrong),
+#   flash_single_token_sdpa_fallback (window-bounds through fitting_ignored's "the window" left out "when Sq == 1";
+#   mask-skipped's "skipped with one query, band too" also drops ALiBi, which rides in the reference's mask and which
+#   this kernel keeps at Sq == 1 (decode cases carry ALiBi): not keyed), masked_fill_finite_pad_rows (not a
+#   convention only because of the far-below-fill m = 4e4 cases, where kept scores of about -1.3e10 lose to the
+#   -1e9 fill; if the quick suite samples none, the kernel passes and counts as a verdict miss), sdpa_softmax_dim_one
+#   (softmax over the heads of each batch; softmax-axis's "flattened batch x heads" agrees only at B = 1: None)
+
+KEY15 = {
+    # ---- numpy_fwd.py (API refimpl) -----------------------------------------------------------------------------
+    "dot_attention_fixed_softmax_dim": {"softmax-axis"},   # softmax axis 2: the query axis of the 4-D (B, H, Sq, Sk)
+    #                                                scores this API hands (the mask in full), guarded (a key no
+    #                                                query keeps gets 0): "over queries" (as KEY6's scratch_attention)
+    "cntk_scaled_dot_product_no_sqrt": {"scale"},   # scale=None -> 1/D, a given scale honoured: the variant "1/D"
+    "tf_where_padding_fill": {"finite-mask-fill"},   # padding = mask * -1e8 is 0 where the mask drops: dropped keys
+    #                                                scored 0, rows with no key zeroed by the keep.any guard: the
+    #                                                variant "0 ... with rows with no key zeroed (the kernel guards
+    #                                                them)" (as KEY6's attend_masked_fill)
+    "masked_fill_finite_pad_rows": {"finite-mask-fill"},   # fill -1e9, stable softmax: rows with no key the mean of
+    #                                                V, and in the extreme-logits far-below-fill cases with m = 4e4
+    #                                                (kept scores ~ -1.3e10) the dropped keys win on rows WITH keys:
+    #                                                the variant "-1e9" exactly. Not a convention for that reason (as
+    #                                                KEY11's attend_finite_fill_value)
+    "fixed_max_first_key_tile": {"masked-block-nan"},   # fixed bound = max of the first key tile of 16, -inf when
+    #                                                that tile is fully masked: exp(s + inf) = inf, inf / inf = NaN on
+    #                                                the whole row (rows with no key zeros: accepted, explain nothing):
+    #                                                "blocks of 16" (unguarded). Unsure: the never-updated bound also
+    #                                                overflows on extreme logits (not the BUG line's effect)
+    "minimal_flash_unbounded_tiles": {"padded-tail", "softmax-denominator"},   # keys zero-padded to tiles of 32, the
+    #                                                pads kept for every row (score 0, value 0): "blocks of 32"; each
+    #                                                row is the right one times sum e / (sum e + n_pad e^-m), so
+    #                                                softmax-denominator's fit reproduces it too (as KEY13's
+    #                                                online_softmax_key_blocks); rows with no key zeros in both
+
+    # ---- torch_sdpa_fwd.py (API torch-sdpa) ---------------------------------------------------------------------
+    "sdpa_bool_mask_as_bias": {"mask-kind"},        # a bool attn_mask (band folded in by this API) added as 0/1, a
+    #                                                top-left is_causal still -inf, float masks right: "bool mask
+    #                                                added to the scores as numbers (True = +1)" and its folded-band
+    #                                                variant (as KEY6's eager_attention_forward)
+    "sdpa_unscaled_logits": {"scale"},              # logits never scaled, a given scale ignored: "1" (given ignored)
+    "sdpa_sum_reduce_16bit_dest": {"low-precision", "softmax-denominator"},   # the row sum accumulated in a
+    #                                                bfloat16 register (every partial sum rounded; CATALOG float32):
+    #                                                "the row sum rounded to bfloat16" up to where the rounding falls,
+    #                                                else the noise size; each row is the right one times l / l16,
+    #                                                which softmax-denominator's fit reproduces exactly (as KEY13's
+    #                                                sdpa_online_fp16_stats, KEY9's attend_f16_rowsum)
+    "sdpa_decode_mask_full_heads": set(),           # the mask read at flat index b * Hq + h of its own (mb * mh)
+    #                                                slices: an IndexError for any mask broadcast over batch or heads
+    #                                                (and wrong slices before it). No model raises there; mask-
+    #                                                broadcast's (b * H + h) % B wraps instead: None
+    "sdpa_softmax_dim_one": set(),                  # softmax over dim 1, the heads of each batch (nan_to_num: keys
+    #                                                masked in every head 0). softmax-axis's variants: over queries,
+    #                                                or over the flattened batch x heads (a (B * H, Sq, Sk) dim 0),
+    #                                                which differs whenever B > 1 (the batched-heads cases): None
+    "sdpa_mask_argument_dropped": {"mask-skipped"},   # attn_mask accepted and never applied (bool or float, the
+    #                                                folded band and ALiBi with it), is_causal honoured: "skipped
+    #                                                always" (as KEY13's attention_scores_no_padding_mask)
+
+    # ---- flash_fwd.py (API flash-attn) --------------------------------------------------------------------------
+    "flash_materialized_softcap_gate": {"softcap"},   # the softcap runs only when D == 128; the softcap cases have
+    #                                                D <= 64: "the softcap never applied" (fitting_ignored's "the
+    #                                                softcap" too)
+    "flash_single_token_sdpa_fallback": {"window-bounds"},   # Sq == 1: the band dropped (causal is a no-op there),
+    #                                                ALiBi and softcap kept: fitting_ignored's "the window" left out
+    #                                                "when Sq == 1" (as KEY1's fa_decode_window_dropped). mask-
+    #                                                skipped's "one query, band too" also drops ALiBi (in the
+    #                                                reference's mask), which this kernel keeps: not keyed
+    "flash_causal_limit_without_gap": {"causal-alignment"},   # causal bound j <= i (top-left), the window's left
+    #                                                edge and ALiBi still bottom-right: "the causal diagonal only (a
+    #                                                window's left edge keeps the case's alignment)"
+    "flash_layer_scaling_unused": {"scale"},        # softmax_scale / d**-0.5 computed, never applied: q k^T
+    #                                                unscaled (softcap on the raw logits), a given scale ignored: "1"
+    #                                                (given ignored); refimpl with scale 1 caps the unscaled scores
+    "flash_fallback_full_context_causal": set(),    # causal forced on when no window is given (causal=False calls
+    #                                                get the bottom-right band). No model adds a band the call lacks
+    #                                                (causal-dropped leaves one out; fitting_band needs a band handed
+    #                                                as flags in every failing case): None
+    "flash_kv_head_by_modulo": {"gqa-grouping"},    # kv head h % Hkv (ALiBi of the query head right): "h % Hkv"
+
+    # ---- numpy_bwd.py (API numpy-backward) ----------------------------------------------------------------------
+    "bwd_mask_mod_not_saved": {"bwd-mask-not-reapplied"},   # forward O and LSE masked, the backward's P =
+    #                                                exp(s - lse) on every key (dV, dS from it; delta from the masked
+    #                                                O; rows with no key lse = inf -> 0): "P = exp(S - the masked
+    #                                                forward's LSE) on every key" (unmasked-lse)
+    "bwd_dv_reduce_ncol_from_qk_dim": set(),        # dV written in column groups of gcd(32, D // 2): its last
+    #                                                Dv % group columns stay zero (dq, dk right). bwd-value-dims
+    #                                                truncates dP, not dV; no model zeroes dV channels: None
+    "bwd_chunk_scale_missing_in_dk": {"bwd-scale-dk"},   # dK = dS^T Q without the scale (dQ, dV right): "dK = dS^T Q"
+    "bwd_logsumexp_of_probs": set(),                # LSE of the probabilities, log sum exp(P): P' = P exp(LSE -
+    #                                                log sum exp(P)) per row, O and delta recomputed from P'. bwd-
+    #                                                recompute's LSEs (base 2, natural in exp2, without the max,
+    #                                                unscaled scores) give other factors and keep refimpl's O: None
+    "bwd_mha_softmax_nan_rows": {"bwd-masked-nan"},   # unguarded max: a row with no key NaN, into dq of that row
+    #                                                and every dk, dv of its (batch, head) (summed over a broadcast kv
+    #                                                head): "NaN weights on fully masked rows" (backward dead rows are
+    #                                                judged: not a convention)
+    "bwd_weighted_sum_wrong_direction": set(),      # dV = W dO instead of W^T dO: wrong values at Sq == Sk, a
+    #                                                shape error otherwise. bwd-ds-transposed transposes dS in dQ or
+    #                                                dK, not W in dV; no wrong-forward model gives it: None
+}
+
+# The heldout15 kernels whose only difference from correct attention is on rows with no key (NaN or the mean of V,
+# accepted by default when no --masked-rows policy is pinned, as CONVENTION3/5/6/7/8/11/13/14): none.
+# masked_fill_finite_pad_rows (-1e9 fill, the mean of V on rows with no key) also errs on rows with keys in the
+# extreme-logits far-below-fill cases with m = 4e4 (as KEY11's attend_finite_fill_value); tf_where_padding_fill and
+# fixed_max_first_key_tile keep rows with no key at zeros and err on rows with keys. Backward dead rows
+# (bwd_mha_softmax_nan_rows) are judged anyway (KEY7/KEY8).
+CONVENTION15 = set()
 SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout2": (KEY2, CONVENTION2, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd")),
         "heldout3": (KEY3, CONVENTION3, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
@@ -1565,7 +1704,8 @@ SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy
         "heldout11": (KEY11, CONVENTION11, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout12": (KEY12, CONVENTION12, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout13": (KEY13, CONVENTION13, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
-        "heldout14": (KEY14, CONVENTION14, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
+        "heldout14": (KEY14, CONVENTION14, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
+        "heldout15": (KEY15, CONVENTION15, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
 FORWARD_FOR_BACKWARD = f"{HELD / 'numpy_fwd.py'}:np_eager_reference"
 
 
