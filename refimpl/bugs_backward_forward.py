@@ -150,7 +150,13 @@ def forward_mistake(q, k, v, d_out, *, mistake: str, kept: str = "", **kw):
         p = np.exp(scores - _lse(right if kept == "lse" else scores, axis))   # (B, Hq, Sq, Sk)
         o = np.exp(right - _lse(right)) @ np.take(v, at, axis=-3) if kept else p @ ve   # (B, Hq, Sq, Dv)
     dq, dk, dv = _grads(q, ke, ve, g, p, o, s, kw["softcap"], query_axis=mistake == "softmax-queries")
-    return dq, _to_kv(dk, idx, Hkv), _to_kv(dv, idx, Hkv)
+    return tuple(_sum_to(x, a.shape) for x, a in ((dq, q), (_to_kv(dk, idx, Hkv), k), (_to_kv(dv, idx, Hkv), v)))
+
+
+def _sum_to(x: np.ndarray, shape: tuple) -> np.ndarray:
+    """``x`` summed over the leading axes an input of ``shape`` was broadcast along (a batch of 1 shared)."""
+    lead = tuple(i for i, n in enumerate(shape[:-3]) if n == 1 and x.shape[i] != 1)
+    return x.sum(axis=lead, keepdims=True) if lead else x
 
 
 def scale_backward(q, k, v, d_out, *, form: str, **kw):

@@ -182,3 +182,101 @@ def test_bad_mistake_and_form_are_refused_by_name():
         forward_mistake(q, k, v, g, mistake="causal")
     with pytest.raises(ValueError, match="form must be one of"):
         scale_backward(q, k, v, g, form="2")
+
+
+def _loops_keep(Sq, Sk, causal=None, window=None):
+    """A (Sq, Sk) keep-mask by explicit loops: ``causal`` "top-left" / "bottom-right" (j <= i + offset), ``window``
+    (left, right, alignment) with -1 unbounded."""
+    keep = np.ones((Sq, Sk), bool)
+    for i in range(Sq):
+        for j in range(Sk):
+            if causal is not None and j > i + (0 if causal == "top-left" else Sk - Sq):
+                keep[i, j] = False
+            if window is not None:
+                left, right, align = window
+                d = i + (0 if align == "top-left" else Sk - Sq)
+                if (left >= 0 and j < d - left) or (right >= 0 and j > d + right):
+                    keep[i, j] = False
+    return keep
+
+
+def _torch_grads(q, k, v, g, keep=None, bias=None, scale=None, softcap=None, heads=None):
+    """(dq, dk, dv) by torch autograd of softmax(cap(s q k^T) + bias, keys; keep) v, kv head ``heads[h]`` for query
+    head h (None: the same index), gradients summed back to k's and v's shapes by autograd itself."""
+    t = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
+    qt, kt, vt = t
+    if heads is not None:
+        kt, vt = kt[:, heads], vt[:, heads]
+    s = (1.0 / math.sqrt(q.shape[-1]) if scale is None else scale) * qt @ kt.transpose(-1, -2)
+    if softcap is not None:
+        s = softcap * torch.tanh(s / softcap)
+    if bias is not None:
+        s = s + torch.tensor(bias)
+    if keep is not None:
+        s = s.masked_fill(~torch.tensor(np.broadcast_to(keep, s.shape).copy()), float("-inf"))
+    w = torch.nan_to_num(torch.softmax(s, dim=-1), nan=0.0)
+    (w @ vt).backward(torch.tensor(g))
+    return tuple(a.grad.numpy() for a in t)
+
+
+def _agree(got, want):
+    return all(a.shape == b.shape and np.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(got, want))
+
+
+def test_each_band_and_mask_mistake_equals_autograd_through_that_forward():
+    q, k, v, g = _inputs(21, Sq=6, Sk=9)
+    mask = np.random.default_rng(22).random((2, 1, 6, 9)) < 0.7
+    tl, br = _loops_keep(6, 9, "top-left"), _loops_keep(6, 9, "bottom-right")
+    assert _agree(forward_mistake(q, k, v, g, mistake="causal-bottom-right", mask=mask),
+                  _torch_grads(q, k, v, g, keep=mask & br))
+    assert _agree(forward_mistake(q, k, v, g, mistake="causal-flipped", is_causal=True),   # top-left read bottom-right
+                  _torch_grads(q, k, v, g, keep=br))
+    window = _loops_keep(6, 9, window=(2, 1, "top-left"))
+    assert _agree(forward_mistake(q, k, v, g, mistake="band-mask-inverted", mask=mask, window=(2, 1)),
+                  _torch_grads(q, k, v, g, keep=~(mask & window)))
+    bias = np.where(np.random.default_rng(23).random((2, 1, 6, 9)) < 0.2, -np.inf, 0.3)
+    assert _agree(forward_mistake(q, k, v, g, mistake="causal-top-left", mask=bias),
+                  _torch_grads(q, k, v, g, keep=tl & np.isfinite(bias), bias=np.where(np.isfinite(bias), bias, 0.0)))
+
+
+def test_the_transposed_mask_and_the_softcap_path_equal_autograd():
+    q, k, v, g = _inputs(24, Sq=7, Sk=7)
+    mask = np.random.default_rng(25).random((2, 1, 7, 7)) < 0.6
+    assert _agree(forward_mistake(q, k, v, g, mistake="mask-transposed", mask=mask),
+                  _torch_grads(q, k, v, g, keep=np.swapaxes(mask, -1, -2)))
+    assert _agree(forward_mistake(q, k, v, g, mistake="mask-inverted", mask=mask, softcap=2.0, scale=0.7),
+                  _torch_grads(q, k, v, g, keep=~mask, scale=0.7, softcap=2.0))
+
+
+def test_a_shared_kv_head_and_a_shared_batch_get_their_gradients_summed():
+    q, k, v, g = _inputs(26, B=2, Hq=4, Hkv=1)
+    assert _agree(forward_mistake(q, k, v, g, mistake="causal-top-left"),            # one kv head for four query heads
+                  _torch_grads(q, k, v, g, keep=_loops_keep(7, 9, "top-left"), heads=[0, 0, 0, 0]))
+    got = forward_mistake(q, k[:1], v[:1], g, mistake="causal-top-left")          # k, v of batch 1 broadcast
+    assert got[1].shape == (1, 1, 9, 8) and _agree(
+        got, _torch_grads(q, k[:1], v[:1], g, keep=_loops_keep(7, 9, "top-left"), heads=[0, 0, 0, 0]))
+
+
+def test_the_row_jacobian_over_query_softmax_weights_is_that_formula():
+    # not a gradient of anything: P over the queries pushed through the row softmax's Jacobian, written out here
+    q, k, v, g = _inputs(27, B=1, Hq=1, Hkv=1)
+    s = q @ np.swapaxes(k, -1, -2) / math.sqrt(8)
+    p = np.exp(s - s.max(axis=-2, keepdims=True))
+    p = p / p.sum(axis=-2, keepdims=True)
+    dp = g @ np.swapaxes(v, -1, -2)
+    ds = p * (dp - np.sum(g * (p @ v), axis=-1, keepdims=True))
+    want = (ds @ k / math.sqrt(8), np.swapaxes(ds, -1, -2) @ q / math.sqrt(8), np.swapaxes(p, -1, -2) @ g)
+    assert _agree(forward_mistake(q, k, v, g, mistake="softmax-queries-row-jacobian"), want)
+
+
+def test_o_kept_takes_delta_from_the_right_forwards_output():
+    q, k, v, g = _inputs(28, B=1, Hq=1, Hkv=1)
+    s = q @ np.swapaxes(k, -1, -2) / math.sqrt(8)
+    right = np.exp(s - s.max(-1, keepdims=True))
+    right /= right.sum(-1, keepdims=True)
+    wrong = np.where(_loops_keep(7, 9, "top-left"), s, -np.inf)
+    wrong = np.exp(wrong - wrong.max(-1, keepdims=True))
+    wrong /= wrong.sum(-1, keepdims=True)
+    ds = wrong * (g @ np.swapaxes(v, -1, -2) - np.sum(g * (right @ v), axis=-1, keepdims=True))
+    want = (ds @ k / math.sqrt(8), np.swapaxes(ds, -1, -2) @ q / math.sqrt(8), np.swapaxes(wrong, -1, -2) @ g)
+    assert _agree(forward_mistake(q, k, v, g, mistake="causal-top-left", kept="o"), want)

@@ -226,10 +226,11 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
     shapes = [np.shape(o) == d.expected.shape for r in failing[:MAX_NOISE]
               if (o := _output(r)) is not None and (d := _data(store, r, specs)) is not None]
     shaped = shapes.count(False)                                       # no values to fit: said, not hidden
-    if lines and shaped > shapes.count(True):     # a fit of the fewer failing cases explains no run: unknown
-        said = "; ".join(line.split(": ", 1)[1].split(" — ")[0] for line in lines)
-        return [f"diagnosis {target}: unknown — {shaped} of {len(shapes)} failing cases returned an output of another "
-                f"shape; the {shapes.count(True)} of the right shape fit {said}"]
+    output_fits = lines[len(extra):]              # the output's fits (the KV-cache, LSE, dropout lines read more)
+    if output_fits and shaped > shapes.count(True):   # a fit of the fewer failing cases explains no run: unknown
+        said = "; ".join(line.split(": ", 1)[1].split(" — ")[0] for line in output_fits)
+        return extra + [f"diagnosis {target}: unknown — {shaped} of {len(shapes)} failing cases returned an output of "
+                        f"another shape; the {shapes.count(True)} of the right shape fit {said}"]
     tail = f" (fitted on the failing cases of the right shape; {shaped} returned an output of another shape)"
     return [line + tail if shaped else line for line in lines] or [f"diagnosis {target}: unknown"]
 

@@ -5,7 +5,8 @@ A kernel that indexes a per-batch input without the batch stride (flat K/V rows 
 mask sliced as ``mask[0]``, an offset dropped on one path) returns, for each batch b, the attention of b's queries
 with another batch's keys and values (or mask), every other input its own. For each failing case and each
 source batch c, refimpl's output with every batch reading batch c's K and V (or mask) is computed; batch b's
-source is the c whose output its every judged (head, row) block equals (b itself where both agree). The fit holds
+source is the c whose output its every judged (head, row) block equals (b itself where both agree; a row with no
+key under c must come back as zeros or NaN, the conventions for such a row). The fit holds
 when every batch of every failing case has one, some batch reads another, and the sources follow one rule on
 every failing case: every batch reads batch 0's, or one map per batch count B.
 
@@ -56,10 +57,17 @@ def _sources(data, got: np.ndarray, what: str, close: Callable) -> list[set[int]
     if len(outs) != s.B:
         return None
     live = np.broadcast_to(data.live, got.shape[:-1])
+    with np.errstate(all="ignore"):                                       # zeros or NaN: what a row with no key gets
+        conventional = (np.all(np.abs(got) <= 1e-12 * (1.0 + np.abs(data.v).max()), axis=-1)
+                        | ~np.all(np.isfinite(got), axis=-1))
     hits = []
     for b in range(s.B):
-        rows = [live[b] & np.any(o[b] != 0.0, axis=-1) for o in outs]                   # (Hq, Sq) per source
-        hit = {c for c, o in enumerate(outs) if close(o[b][rows[c]], got[b][rows[c]], data.v)}   # none: no refute
+        hit = set()
+        for c, o in enumerate(outs):
+            dead = live[b] & np.all(o[b] == 0.0, axis=-1)                     # (Hq, Sq): no key under source c
+            rows = live[b] & ~dead
+            if np.all(conventional[b][dead]) and close(o[b][rows], got[b][rows], data.v):
+                hit.add(c)
         if not hit and live[b].any():
             return None
         hits.append(hit or {b})
@@ -91,9 +99,9 @@ def _threshold(fail_specs: list, decided_specs: list) -> str | None:
     for size in ("Sq", "Sk"):
         got, held = [getattr(s, size) for s in fail_specs], [getattr(s, size) for s in decided_specs]
         if held and max(got) < min(held):
-            return f"when {size} <= {max(got)}"
+            return f"when {size} <= {max(got)} (the largest failing; passing cases it would change from {min(held)})"
         if held and min(got) > max(held):
-            return f"when {size} >= {min(got)}"
+            return f"when {size} >= {min(got)} (the smallest failing; the passing cases it would change to {max(held)})"
     return None
 
 

@@ -95,6 +95,11 @@ def _window(rng, i):
     if i % 8 == 5:                     # more queries than keys, bottom-right, the right side unbounded: the top rows
         d = dict(d, Sq=33, Sk=8)       # (i + Sk - Sq < -1) see keys only through that unbounded side
         left, right, align = 4, -1, "bottom-right"
+    if i % 8 == 1:                     # a decode step under a sliding window (Mistral's serving): one query, the left
+        #                                edge biting in FlashAttention's alignment (a kernel dropping the window for
+        #                                Sq == 1 passed); no draw from rng, so every other case stays as it was
+        d = dict(d, Sq=1, Sk=(64, 100, 33)[i // 8 % 3])
+        left, right, align = (4, 16)[i // 8 % 2], (0, -1)[i // 16 % 2], "bottom-right"
     if i % 8 in (3, 7):                # one side 0, the other unbounded: (0, -1) the diagonal and every key after it
         #                                (bottom-right, as flash-attn takes it), (-1, 0) causal as a window; sides
         #                                summing below 0 are no "no window" (a kernel normalising them so passed)
