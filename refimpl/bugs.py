@@ -249,10 +249,12 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              "(kv_idx, q_idx), an expanded mask transposed)",
              (_v("keep(j, i)", mask_transposed), _tile("keep(j, i) inside the block mask's tiles", tile_transposed)),
              distinct_from=("causal-alignment",)),       # one query: a transposed top-left band is bottom-right
-    BugModel("softmax-axis", "softmax is taken over another axis than the keys (the queries, or batch x heads)",
+    BugModel("softmax-axis", "softmax is taken over another axis than the keys (the queries, the heads, or batch x "
+             "heads)",
              (_v("over queries", softmax_axis), _v("over queries by a guarded library softmax: a key no query "
                                                    "keeps NaN", softmax_axis, library=True),
-              _v("over the flattened batch x heads (an implicit dim 0)", softmax_axis, batch=True))),
+              _v("over the flattened batch x heads (an implicit dim 0)", softmax_axis, batch=True),
+              _v("over the heads (dim 1 of (B, H, Sq, Sk))", softmax_axis, heads=True))),
     BugModel("no-max-subtraction", "exp(scores) without subtracting the row max overflows",
              (_v("exp(S)", no_max_subtraction),
               _v("exp(S), a row summing to 0 NaN", no_max_subtraction, guarded=False)),

@@ -57,7 +57,7 @@ import numpy as np
 
 from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant
-from .bugs_backward_forward import MODEL as FORWARD_MISTAKE, SCALE_VARIANTS
+from .bugs_backward_forward import MODEL as FORWARD_MISTAKE, RECOMPUTE_VARIANTS, SCALE_VARIANTS, TRANSPOSED_VARIANTS
 from .bugs_backward_kernels import BLOCKS, KERNEL_VARIANTS, kernel_steps, padded_keys
 from .lse import sdpa_lse
 from .masks import band_mask
@@ -293,8 +293,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              "(scale**2 dS^T Q), instead of scale * dS^T Q",
              (_v("dK = dS^T Q", "scale-dk"), _v("dK = scale**2 dS^T Q", "scale-dk-twice"))),
     BugModel("bwd-ds-transposed",
-             "dS is used transposed in dQ or dK (only runs when Sq == Sk; a shape error otherwise)",
-             (_v("dQ = s dS^T K", "ds-transposed-dq"), _v("dK = s dS Q", "ds-transposed-dk"))),
+             "dS is used transposed in dQ or dK, or P in dV (only runs when Sq == Sk; a shape error otherwise)",
+             (_v("dQ = s dS^T K", "ds-transposed-dq"), _v("dK = s dS Q", "ds-transposed-dk")) + TRANSPOSED_VARIANTS),
     BugModel("bwd-gqa-sum",
              "GQA: the gradient of a key/value head is not the sum over the query heads that share it",
              (_v("first head of each group", "gqa-first"),
@@ -319,7 +319,7 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
               _st("natural LSE in an exp2 recompute: exp2(S log2 e - LSE)", "lse-natural-exp2"),
               _st("LSE without the row max: exp(S - log sum exp(S - max))", "lse-no-max"),
               _st("scores without the softmax scale (nor softcap or additive terms): exp(q k^T - LSE)",
-                  "recompute-unscaled"))),
+                  "recompute-unscaled")) + RECOMPUTE_VARIANTS),
     BugModel("bwd-tile-accumulation", "a tiled backward gets its tiles wrong: a gradient is assigned per tile "
              "instead of accumulated (or into another slice's slot), a loop skips tiles or reads another tile's keys, "
              "or the partial last key tile's zero padding counts as keys",

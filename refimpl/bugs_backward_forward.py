@@ -24,6 +24,8 @@ renormalised). The mistakes (``MISTAKES``):
     softmax-queries                         the softmax over the queries (axis -2), with its own Jacobian
     softmax-queries-row-jacobian            ... with the row softmax's Jacobian (delta = rowsum(dO * O))
     gqa-interleaved                         query head h reads kv head h % Hkv, not h // (Hq / Hkv)
+    lse-of-weights                          (bwd-recompute) P = exp(S - log sum exp(P)): the LSE of the weights
+    p-untransposed-dv                       (bwd-ds-transposed) dV = P dO (square cases; a shape error elsewhere)
 
 A mistake the case cannot show (no causal band to flip, no bool mask, Sq != Sk, no grouping; a causal band the
 case has already) gives the right gradients: no variant explains such a failing case; a passing one refutes none.
@@ -41,10 +43,12 @@ import numpy as np
 from ._kernel import make_band
 from .bug_model import BugModel, Variant, _kw
 
-__all__ = ["MISTAKES", "MODEL", "SCALE_VARIANTS", "forward_mistake", "scale_backward"]
+__all__ = ["MISTAKES", "MODEL", "RECOMPUTE_VARIANTS", "SCALE_VARIANTS", "TRANSPOSED_VARIANTS", "forward_mistake",
+           "scale_backward"]
 
 MISTAKES = ("none", "causal-top-left", "causal-bottom-right", "causal-flipped", "mask-inverted", "band-mask-inverted",
-            "mask-transposed", "softmax-queries", "softmax-queries-row-jacobian", "gqa-interleaved")
+            "mask-transposed", "softmax-queries", "softmax-queries-row-jacobian", "gqa-interleaved",
+            "lse-of-weights", "p-untransposed-dv")
 SCALES = ("1", "1/sqrt(Dv)", "1/D", "s**2")
 
 
@@ -148,8 +152,14 @@ def forward_mistake(q, k, v, d_out, *, mistake: str, kept: str = "", **kw):
         scores = _scores(q, ke, wrong)                                    # (B, Hq, Sq, Sk)
         right = _scores(q, np.take(k, at, axis=-3), kw)
         p = np.exp(scores - _lse(right if kept == "lse" else scores, axis))   # (B, Hq, Sq, Sk)
+        if mistake == "lse-of-weights":                                   # LSE taken of the probabilities themselves
+            p = np.exp(scores - _lse(np.where(np.isfinite(scores), p, -np.inf)))
         o = np.exp(right - _lse(right)) @ np.take(v, at, axis=-3) if kept else p @ ve   # (B, Hq, Sq, Dv)
     dq, dk, dv = _grads(q, ke, ve, g, p, o, s, kw["softcap"], query_axis=mistake == "softmax-queries")
+    if mistake == "p-untransposed-dv":
+        if Sq != Sk:
+            raise ValueError(f"dV = P dO needs Sq == Sk, got Sq={Sq}, Sk={Sk} (a shape error, as the mistake gives)")
+        dv = p @ g                                                        # (.., Sq, Sk) x (.., Sq, Dv): P, not P^T
     return tuple(_sum_to(x, a.shape) for x, a in ((dq, q), (_to_kv(dk, idx, Hkv), k), (_to_kv(dv, idx, Hkv), v)))
 
 
@@ -176,6 +186,9 @@ def _fm(label: str, mistake: str, kept: str = "") -> Variant:
 
 
 _KEPT = {"o": "; O the right forward's", "lse": "; P = exp(S - the right forward's LSE), its O"}
+RECOMPUTE_VARIANTS = (_fm("LSE of the probabilities, log sum exp(P), in exp(S - LSE); O and delta from those weights",
+                          "lse-of-weights"),)
+TRANSPOSED_VARIANTS = (_fm("dV = P dO: the weights untransposed in dV", "p-untransposed-dv"),)
 SCALE_VARIANTS = tuple(Variant(f"scale {f}", partial(scale_backward, form=f)) for f in SCALES)
 MODEL = BugModel(
     "bwd-forward-mistake",

@@ -33,7 +33,7 @@ from .masks import alibi_bias, band_mask, window_mask
 __all__ = ["scale", "alibi_dropped", "other_alignment", "causal_only_realigned", "left_edge_realigned",
            "causal_dropped", "offset_clamped", "window_edges", "alibi_signed", "bool_mask_added", "float_mask_as_bool",
            "mask_batch_flattened", "mask_transposed", "mask_after_softmax", "scale_after_softmax", "alibi_first_batch",
-           "window_bounds"]
+           "window_bounds", "causal_forced"]
 
 
 def _sdpa(q, k, v, **kw):      # as bugs_scores._sdpa: importing that one would stack this module a floor higher
@@ -90,6 +90,12 @@ def causal_dropped(q, k, v, *, when="Sq != Sk", is_causal=False, window=None, **
     elif is_causal and when == "left window" and has_window:
         window = None
     return _sdpa(q, k, v, is_causal=is_causal, window=window, **kw)
+
+
+def causal_forced(q, k, v, *, is_causal=False, alignment="top-left", forced="top-left", **kw):
+    """A causal band (``forced`` alignment: torch's top-left, FlashAttention's bottom-right) where the call asked
+    none (a fallback path that hard-codes causal); a causal call keeps its own band."""
+    return _sdpa(q, k, v, is_causal=True, alignment=alignment if is_causal else forced, **kw)
 
 
 def offset_clamped(q, k, v, *, is_causal=False, window=None, alignment="top-left", mask=None, **kw):
@@ -286,6 +292,9 @@ def alibi_top_left(q, k, v, *, mask=None, slopes=None, **kw):
 
 
 ROWS = (                                 # the rows of refimpl.bugs.MODELS written here
+    BugModel("causal-forced", "a causal band is applied where the call asked none (causal hard-coded on some path)",
+             tuple(Variant(f"causal {a}", _named(causal_forced, forced=a), flags=True)
+                   for a in ("top-left", "bottom-right"))),
     BugModel("mask-broadcast", "a per-batch mask is tiled over the flattened batch x heads in the wrong order: row "
              "b * H + h gets the mask of batch (b * H + h) % B",
              (Variant("np.tile over heads", mask_batch_flattened),

@@ -52,12 +52,15 @@ def _sdpa(q, k, v, **kw):
     return scaled_dot_product_attention(q, k, v, **kw)[0]
 
 
-def softmax_axis(q, k, v, *, library=False, batch=False, **kw):
+def softmax_axis(q, k, v, *, library=False, batch=False, heads=False, **kw):
     """Softmax over the queries (axis -2) instead of the keys: P = softmax_q(S), O = P @ v. ``library``: as a
     library softmax behind the usual guard computes it: a row with no key scored 0 before the softmax and zeroed
     after, a key no query keeps NaN (softmax of all -inf). ``batch``: over the flattened batch x heads instead (a
-    legacy implicit softmax dim 0 of a (B * H, Sq, Sk) tensor)."""
+    legacy implicit softmax dim 0 of a (B * H, Sq, Sk) tensor); ``heads``: over the heads (dim 1 of (B, H, Sq, Sk)),
+    an entry masked in every head 0."""
     s, keep, v = _parts(q, k, v, **_kw(kw))
+    if heads:
+        return _softmax(s, np.broadcast_to(keep, s.shape), axis=-3) @ v
     if batch:
         keep = np.broadcast_to(keep, s.shape)
         flat = _softmax(s.reshape((-1,) + s.shape[-2:]), keep.reshape((-1,) + s.shape[-2:]), axis=0)

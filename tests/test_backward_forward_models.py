@@ -280,3 +280,20 @@ def test_o_kept_takes_delta_from_the_right_forwards_output():
     ds = wrong * (g @ np.swapaxes(v, -1, -2) - np.sum(g * (right @ v), axis=-1, keepdims=True))
     want = (ds @ k / math.sqrt(8), np.swapaxes(ds, -1, -2) @ q / math.sqrt(8), np.swapaxes(wrong, -1, -2) @ g)
     assert _agree(forward_mistake(q, k, v, g, mistake="causal-top-left", kept="o"), want)
+
+
+def test_the_lse_of_the_weights_and_the_untransposed_dv_are_their_formulas():
+    q, k, v, g = _inputs(29, B=1, Hq=1, Hkv=1, Sq=9, Sk=9)
+    s = q @ np.swapaxes(k, -1, -2) / math.sqrt(8)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    lse = np.log(np.exp(p).sum(-1, keepdims=True))                      # the LSE of the probabilities
+    w = np.exp(s - lse)
+    ds = w * (g @ np.swapaxes(v, -1, -2) - np.sum(g * (w @ v), axis=-1, keepdims=True))
+    want = (ds @ k / math.sqrt(8), np.swapaxes(ds, -1, -2) @ q / math.sqrt(8), np.swapaxes(w, -1, -2) @ g)
+    assert _agree(forward_mistake(q, k, v, g, mistake="lse-of-weights"), want)
+    right = _torch_grads(q, k, v, g)
+    got = forward_mistake(q, k, v, g, mistake="p-untransposed-dv")
+    assert _agree(got[:2], right[:2]) and np.allclose(got[2], p @ g, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="needs Sq == Sk"):
+        forward_mistake(q[..., :5, :], k, v, g[..., :5, :], mistake="p-untransposed-dv")
