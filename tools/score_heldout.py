@@ -18,6 +18,7 @@ scoring run; it is not to be edited to fit a result.
     .venv/bin/python tools/score_heldout.py heldout13   # tests/heldout13 (key KEY13, below)
     .venv/bin/python tools/score_heldout.py heldout14   # tests/heldout14 (key KEY14, below)
     .venv/bin/python tools/score_heldout.py heldout15   # tests/heldout15 (key KEY15, below)
+    .venv/bin/python tools/score_heldout.py heldout16   # tests/heldout16 (key KEY16, below)
     .venv/bin/python tools/score_heldout.py heldout12 --explore 50   # ... and each forward kernel's --explore
                                                        # counterexample: does it name the run's model?
 
@@ -1691,6 +1692,132 @@ KEY15 = {
 # fixed_max_first_key_tile keep rows with no key at zeros and err on rows with keys. Backward dead rows
 # (bwd_mha_softmax_nan_rows) are judged anyway (KEY7/KEY8).
 CONVENTION15 = set()
+# tests/heldout16 answer key (KEY16, CONVENTION16; written by a helper from the set, the model tables and KEY4-15 as
+# precedent, on 2026-12-07, before any scoring run of heldout16). Nothing was run: not refimpl, its CLI, its tests,
+# tools/score_heldout.py nor the heldout16 self-check (only flake8 and an ast parse on this file).
+#
+# Read: tests/heldout16/ (README.md and the four kernel modules in full; selfcheck.py's header and TRIGGERS table);
+# docs/diagnosis.md "## The bug models" only; refimpl/bugs_backward.py, bugs_backward_kernels.py,
+# bugs_backward_forward.py (docstrings, MODELS, KERNEL_VARIANTS, backward_with / steps_backward / kernel_steps); the
+# docstrings of refimpl/harness/analysis/fitting.py (and its candidate list: "1/sqrt(Hq*D)", the given scale honoured
+# or ignored), fitted_forms.py, conditions.py, precision_fingerprint.py; tools/score_heldout.py (KEY..KEY15,
+# CONVENTION*, SETS). To settle ambiguous rows: refimpl/bugs.py MODELS (mask-polarity, mask-kind with its biases of
+# -1 .. -1000 and "float mask cast to bool as a drop-mask", finite-mask-fill, window-bounds, causal-alignment),
+# bugs_general.py (mask_polarity, float_mask_as_bool, causal_only_realigned, window_bounds), harness/analysis/
+# diagnosis.py (model tolerance rtol 1e-3, atol 1e-6 (1 + max|v|)), harness/apis/torch_sdpa.py (no pinned dead-row
+# policy; float masks and ALiBi handed in attn_mask, bands folded in as -inf), apis/base.py (flash_band: under
+# causal the window's right edge is passed as given in every other eight cases, else 0), harness/rows/grad_cases.py
+# (MQA backward cases get k, v with a head axis of 1), harness/cases/families.py and features.py (gqa family: MQA
+# with B of 2 or 3 under a mask; extreme-logits bool-masked cases with magnitudes 12 .. 1e5 and far-below-fill).
+#
+# Format: one entry per BROKEN kernel (CATALOG `fn`); the value is the model(s) that should name it, as the
+# diagnosis line prints it (a table model, a fitted form, a backward MODELS name), or set() when no listed variant,
+# fitting formula, fitted form or (forward) noise-size rule reproduces the mistake as the kernel computes it: unknown
+# is then the right answer. Correct kernels are not listed.
+#
+# Counts: 24 broken kernels, 10 keyed to a model, 14 None.
+#   forward  (18): 9 keyed to a model, 9 None
+#     numpy_fwd 1 keyed / 5 None; torch_sdpa_fwd 4 keyed / 2 None; flash_fwd 4 keyed / 2 None
+#   backward  (6): 1 keyed to a model, 5 None
+#   conventions: 1 (CONVENTION16: sdpa_decomposed_no_empty_guard, NaN on rows with no key only)
+#   least sure: keras_additive_mask_attention (in float64 a -1e10 additive bias leaves a row with no key at
+#   softmax(s) over every key, not the mean of V: no convention; mask-kind's "bias of -1000" gives that row and
+#   every ordinary row, and differs only where dropped scores outscore the kept ones by > 1000 (extreme-logits bool
+#   masks): a different constant, not keyed), flash_causal_top_left (causal-alignment's "the causal diagonal only"
+#   drops the right edge, which this kernel keeps bottom-right: they differ on a causal + window case whose right
+#   edge is passed as given (>= 0) with Sq - Sk > right; keyed, as the BUG line's effect), halo_block_attention
+#   (mask-polarity names the mistake, but the finite -finfo.max fill makes a row whose keys are all kept the mean
+#   of V where "True = masked" gives zeros: not keyed), bwd_dk_block_pointer_hq (bwd-gqa-sum's "dK from the first
+#   head of each group" agrees only when B = 1; the MQA grad cases with a mask have B of 2 or 3: not keyed)
+
+KEY16 = {
+    # ---- numpy_fwd.py (API refimpl) -----------------------------------------------------------------------------
+    "halo_block_attention": set(),                  # np.where(mask, -finfo.max, sim): kept keys filled, dropped
+    #                                                ones attended (mask-polarity's "True = masked"), but the fill is
+    #                                                finite: a row whose keys are all kept comes out uniform (the mean
+    #                                                of V) where the inverted mask gives zeros, and rows with no key
+    #                                                stay zeros (guarded). Such rows sit in causal, padding and random
+    #                                                masks: no variant (KEY11's attend_keep_mask_filled used -inf)
+    "softmax_lanes_attention": set(),               # each key shifted by its own lane's max (32 lanes): Sk <= 32
+    #                                                gives uniform weights over the kept keys (scale 0), longer rows
+    #                                                a mix no model gives; not a factor per row: None
+    "keras_additive_mask_attention": set(),         # (-1e10) * (1 - mask) added: in float64 s - 1e10 keeps s to
+    #                                                ~2e-6, so a row with no key is softmax(s) over every key (not the
+    #                                                mean of V: no convention; rows with keys exact). finite-mask-fill
+    #                                                fills (a row with no key uniform); mask-kind's biases stop at
+    #                                                -1000, which attends dropped keys on the extreme-logits rows where
+    #                                                this kernel does not: None (as KEY8's attend_additive_bool_bias)
+    "chunked_queries_bias_attention": set(),        # mask rows collapsed to the first row of each query chunk of 16
+    #                                                (masks with a query axis); band-tile-range needs a band handed as
+    #                                                flags, this API hands it in the mask, and random masks fail too
+    "flash_jax_key_chunks": set(),                  # accumulator (.., Sq, D): ValueError whenever Dv != D; no model
+    #                                                raises there (as KEY15's sdpa_decode_mask_full_heads)
+    "head_attention_value_dim_scale": {"scale"},    # scale=None -> Dv**-0.5, a given scale honoured: "1/sqrt(Dv)"
+
+    # ---- torch_sdpa_fwd.py (API torch-sdpa) ---------------------------------------------------------------------
+    "sdpa_embed_dim_scale": {"scale"},              # scale=None -> (Hq * D)**-0.5, a given scale honoured: the
+    #                                                fitted formula "1/sqrt(Hq*D)" (right at Hq = 1)
+    "sdpa_scale_not_dispatched": {"scale"},         # the given scale never reaches the core: "1/sqrt(D) (the given
+    #                                                scale ignored)" (fitting_ignored's "a given scale" says scale too)
+    "sdpa_decomposed_no_empty_guard": {"dead-rows-nan"},   # unclamped 0/0: NaN on rows with no visible key (bool or
+    #                                                a -inf additive row), every other row exact: "0/0"; torch-sdpa pins
+    #                                                no dead-row policy, so NaN is accepted (CONVENTION16)
+    "sdpa_gqa_view_query_len": set(),               # K/V expanded with L instead of S: RuntimeError under GQA when
+    #                                                Sq != Sk; no model raises
+    "sdpa_bias_heads_unsqueeze": set(),             # a 4-D float attn_mask (every float mask and ALiBi this API
+    #                                                hands) unsqueezed to 5-D: the output gains a leading axis (wrong
+    #                                                shape); no model changes the shape
+    "sdpa_npu_booleanized_mask": {"mask-kind"},     # where(attn_mask.bool(), -inf, 0): a float mask read as a drop-
+    #                                                mask, only 0-bias keys attend (ALiBi, in attn_mask here, with it):
+    #                                                "float mask cast to bool as a drop-mask (nonzero = masked)" and its
+    #                                                "ALiBi inside it" variant
+
+    # ---- flash_fwd.py (API flash-attn) --------------------------------------------------------------------------
+    "flash_causal_top_left": {"causal-alignment"},   # causal keeps col <= row (top-left), the window's edges and
+    #                                                ALiBi bottom-right: "the causal diagonal only (a window's left
+    #                                                edge keeps the case's alignment)" (as KEY15's
+    #                                                flash_causal_limit_without_gap). Unsure: a right edge passed >= 0
+    #                                                under causal stays applied here (see least sure)
+    "flash_sliding_window_inclusive": {"window-bounds"},   # keys need j > i + off - left: the left edge one short,
+    #                                                left 0 hiding the diagonal: "left - 1" (fitting_band: left - 1)
+    "flash_paged_softcap_dropped": {"softcap"},     # cap hard-coded 0.0: "the softcap never applied" (fitting_ignored's
+    #                                                "the softcap" too)
+    "flash_alibi_tp_partitions": set(),             # head h takes the slope of head h % (Hq / 2) (Hq even): no model
+    #                                                permutes slopes so (score-mod-head uses the kv head's, h // G;
+    #                                                alibi-dropped drops them)
+    "flash_swa_gated_on_mask": {"window-bounds"},   # the window applied only under causal: fitting_ignored's "the
+    #                                                window" left out "when not causal" (causal + window cases right)
+    "flash_packgqa_row_divided": set(),             # causal / window limits of row m taken at row m // (Hq / Hkv)
+    #                                                under GQA: no band model divides the rows (band-tile-range, the
+    #                                                placement rule i * G + g are other mistakes): None
+
+    # ---- numpy_bwd.py (API numpy-backward) ----------------------------------------------------------------------
+    "bwd_lse_recompute_dead_rows": {"bwd-masked-nan"},   # P = exp(S - LSE) with LSE = -inf on a row with no key:
+    #                                                NaN there, into dq of that row and every dk, dv of its (batch,
+    #                                                head): "NaN weights on fully masked rows" (as KEY15's
+    #                                                bwd_mha_softmax_nan_rows; backward dead rows are judged)
+    "bwd_dk_block_pointer_hq": set(),               # MQA (kv head axis 1): dk[b] = the contribution of (batch 0,
+    #                                                query head b) alone; bwd-gqa-sum's first-head variants give batch
+    #                                                b's first head, equal only at B = 1: None
+    "bwd_dq_skip_masked_blocks": set(),             # dQ drops a key block of 16 when a 32-row tile's first row sees
+    #                                                none of it (dk, dv right); bwd-tile-accumulation's loops start at
+    #                                                a key block's first key or drop tails, not this skip: None
+    "bwd_qkvpacked_dq_strides": set(),              # equal q / k / v shapes: dq row r holds dq row 3r (or zeros),
+    #                                                from a flat copy into (.., S, 3, D); dq-one-slot sums slices into
+    #                                                one: no model
+    "bwd_embed_width_scale": set(),                 # scale=None -> (H * D)**-0.5 in the whole backward (4-D, H > 1);
+    #                                                bwd-scale has D padded to N, 1, 1/sqrt(Dv), 1/D, s**2, not
+    #                                                1/sqrt(H*D) (the forward's fit is not run on --backward): None
+    "bwd_warp_per_row_softmax": set(),              # rows r with (r % 4) * 32 >= Sk never written (P, O zero): their
+    #                                                dq zero, dk, dv missing them; no tile model skips rows by r % 4
+}
+
+# The heldout16 kernels whose only difference from correct attention is on rows with no key (NaN or the mean of V,
+# accepted by default when no --masked-rows policy is pinned, as CONVENTION3/5/6/7/8/11/13/14): the unclamped 0/0
+# of sdpa_decomposed_no_empty_guard (torch-sdpa pins no policy). keras_additive_mask_attention is no convention in
+# float64 (its rows with no key are softmax(s) over every key, neither NaN nor the mean of V); halo_block_attention
+# and the backward bwd_lse_recompute_dead_rows (dead rows judged) err elsewhere or anyway.
+CONVENTION16 = {"sdpa_decomposed_no_empty_guard"}
 SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout2": (KEY2, CONVENTION2, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd")),
         "heldout3": (KEY3, CONVENTION3, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
@@ -1705,7 +1832,8 @@ SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy
         "heldout12": (KEY12, CONVENTION12, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout13": (KEY13, CONVENTION13, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout14": (KEY14, CONVENTION14, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
-        "heldout15": (KEY15, CONVENTION15, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
+        "heldout15": (KEY15, CONVENTION15, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
+        "heldout16": (KEY16, CONVENTION16, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
 FORWARD_FOR_BACKWARD = f"{HELD / 'numpy_fwd.py'}:np_eager_reference"
 
 
