@@ -67,6 +67,10 @@ def _gqa(rng, i):
     group = _pick(rng, (2, 3, 4))
     if i % 4 == 3:          # every fourth case a group of 5 or 6: a kernel that walks a group's query heads in
         group, hkv = 5 + i // 4 % 2, max(hkv, 2)    # tiles of 4 (or 2) and assumes whole tiles is wrong only
+    if i % 10 == 9:         # causal under grouped heads, bottom-right, no mask: a kernel packing a group's heads into
+        d = dict(d, Sq=max(d["Sq"], 17), is_causal=True, alignment="bottom-right", B=1)   # the query rows must
+        mask = "none"       # unpack them for the band (row m // G read as m passed); no draw from rng
+        d["dead_rows"] = d["Sq"] > d["Sk"]
     return dict(d, Hq=hkv * group, Hkv=hkv, mask=mask)                  # there, and only with 2 kv heads or more
 
 
@@ -95,11 +99,11 @@ def _window(rng, i):
     if i % 8 == 5:                     # more queries than keys, bottom-right, the right side unbounded: the top rows
         d = dict(d, Sq=33, Sk=8)       # (i + Sk - Sq < -1) see keys only through that unbounded side
         left, right, align = 4, -1, "bottom-right"
-    if i % 8 == 1:                     # a decode step under a sliding window (Mistral's serving): one query, the left
+    if i % 11 == 10:                   # a decode step under a sliding window (Mistral's serving): one query, the left
         #                                edge biting in FlashAttention's alignment (a kernel dropping the window for
         #                                Sq == 1 passed); no draw from rng, so every other case stays as it was
-        d = dict(d, Sq=1, Sk=(64, 100, 33)[i // 8 % 3])
-        left, right, align = (4, 16)[i // 8 % 2], (0, -1)[i // 16 % 2], "bottom-right"
+        d = dict(d, Sq=1, Sk=(64, 100, 33)[i // 11 % 3])
+        left, right, align = (4, 16)[i // 11 % 2], (0, -1)[i // 22 % 2], "bottom-right"
     if i % 8 in (3, 7):                # one side 0, the other unbounded: (0, -1) the diagonal and every key after it
         #                                (bottom-right, as flash-attn takes it), (-1, 0) causal as a window; sides
         #                                summing below 0 are no "no window" (a kernel normalising them so passed)
@@ -213,7 +217,8 @@ def _alibi(rng, i: int) -> dict:
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("sizes", "non-powers of two, D up to 256, Sq != Sk, Dv != D, Sk == 1", 140, _sizes),
     Family("batched-heads", "batch and head dimensions (B up to 3, H up to 4)", 90, _heads),
-    Family("gqa", "grouped-query and multi-query attention (Hq a multiple of Hkv; groups of 2 to 6)", 90, _gqa),
+    Family("gqa", "grouped-query and multi-query attention (Hq a multiple of Hkv; groups of 2 to 6; causal too)", 100,
+           _gqa),
     Family("bool-mask", "random bool keep-masks (True = attend), no empty row", 100,
            lambda r, i: dict(_heads(r, i), mask="bool")),
     Family("additive-mask", "float masks added to the scores, with -inf entries", 80,
@@ -221,7 +226,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("padding", "per-batch key lengths (a (B, 1, 1, Sk) keep-mask)", 80,
            lambda r, i: dict(_small(r), B=int(r.integers(2, 5)), mask="padding")),
     Family("causal", "causal masks in both alignments, Sq < Sk (one query among them) and Sq > Sk", 120, _causal),
-    Family("window", "sliding windows (left, right), -1 unbounded, both alignments", 100, _window),
+    Family("window", "sliding windows (left, right), -1 unbounded, both alignments", 110, _window),
     Family("softcap", "logit soft-capping cap * tanh(scores / cap), alone, under a causal mask (Gemma-2) and with "
                       "ALiBi added after the cap", 60,
            lambda r, i: dict(_small(r), softcap=_pick(r, (1.0, 5.0, 30.0, 50.0)), magnitude=_pick(r, (1.0, 4.0)),
