@@ -25,7 +25,8 @@ import numpy as np
 from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant
 from .bugs_layout import INPUT_LAYOUTS, LAYOUTS, input_layout, output_layout
-from .bugs_mask_use import ROWS as MASK_USE, bool_mask_filled, padding_lengths_inverted
+from .bugs_mask_use import (ROWS as MASK_USE, bool_mask_filled, mask_inverted_filled, mask_polarity,
+                            padding_lengths_inverted)
 from .bugs_normaliser import ROWS as NORMALISER
 from .bugs_packed import packed_attention
 from .bugs_softmax_steps import (SOFTCAP_FORMS, TILE_RANGES, band_tile_range, bias_before_scale, denominator_epsilon,
@@ -39,31 +40,11 @@ from .bugs_general import (ROWS as GENERAL, _with_alibi, alibi_dropped, alibi_fi
                            bool_mask_added, causal_dropped, causal_only_realigned, float_mask_as_bool,
                            left_edge_realigned, mask_after_softmax, mask_transposed,
                            offset_clamped, other_alignment, scale_after_softmax, scale, window_edges, window_bounds)
-from .masks import window_mask
 
 __all__ = ["MODELS", "BugModel", "Variant"]
 
 
 # --- models that change an argument ------------------------------------------------------------------
-
-def mask_polarity(q, k, v, *, mask=None, with_band=False, **kw):
-    """A bool mask read with True = masked out: keep' = ~keep (float masks unchanged). ``with_band``: the
-    causal/window band is folded into the bool mask first and inverted with it (a mask-only API)."""
-    if with_band and (kw.get("is_causal") or kw.get("window") is not None):
-        Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
-        left, right = kw.pop("window", None) or (-1, -1)
-        if kw.pop("is_causal", False):
-            right = 0 if right == -1 else min(right, 0)
-        band = window_mask(Sq, Sk, (left, right), alignment=kw.pop("alignment", "top-left"))
-        if mask is None or np.asarray(mask).dtype == bool:
-            mask = band if mask is None else np.asarray(mask) & band
-        else:
-            mask = np.where(band, mask, -np.inf)
-            return _sdpa(q, k, v, mask=mask, **kw)
-    if mask is not None and np.asarray(mask).dtype == bool:
-        mask = ~np.asarray(mask)
-    return _sdpa(q, k, v, mask=mask, **kw)
-
 
 def additive_mask_sign(q, k, v, *, mask=None, slopes=None, alibi_in_mask=False, **kw):
     """A float mask subtracted instead of added: S - mask on its finite entries (-inf still masks). ``mask`` is
@@ -115,13 +96,14 @@ def gqa_grouping(q, k, v, *, enable_gqa=False, **kw):
 
 # --- models that change a step -----------------------------------------------------------------------
 
-def finite_mask_fill(q, k, v, *, fill=-1e9, dtype="float64", dead_zero=False, **kw):
+def finite_mask_fill(q, k, v, *, fill=-1e9, dtype="float64", dead_zero=False, additive=False, **kw):
     """Excluded scores filled with a finite ``fill`` (-1e9, -1e4) instead of -inf: dead rows become uniform and
     masked keys win when kept scores fall below the fill. ``dtype`` float32: the float32 kernel of half code.
-    ``dead_zero``: rows with no key are zeroed afterwards (the kernel guards them, not the masked keys)."""
+    ``dead_zero``: rows with no key are zeroed afterwards (the kernel guards them, not the masked keys);
+    ``additive``: the fill added to the excluded scores (s + fill), not put in their place."""
     dt = np.dtype(dtype).type
     s, keep, v = _parts(q, k, v, dtype=dt, **_kw(kw))
-    out = _softmax(np.where(keep, s, dt(fill)), np.ones(s.shape, bool)) @ v
+    out = _softmax(np.where(keep, s, s + dt(fill) if additive else dt(fill)), np.ones(s.shape, bool)) @ v
     if dead_zero:
         out = np.where(keep.any(axis=-1)[..., None], out, 0.0)
     return out.astype(np.float64)
@@ -171,6 +153,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("mask-polarity", "True in a bool mask is treated as masked out",
              (_fl("True = masked", mask_polarity),           # a band handed inside the mask inverted with it
               _v("True = masked, band included", mask_polarity, with_band=True),
+              _fl("True = masked, filled with a finite -finfo.max: a row kept whole is uniform, one kept nothing of "
+                  "zeros", mask_inverted_filled),
               _fl("key lengths counted from a padding mask's False entries: a sequence of n keys attends its first "
                   "Sk - n", padding_lengths_inverted))),
     BugModel("additive-mask-sign", "the float mask is subtracted from the scores instead of added",
@@ -271,6 +255,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("finite-mask-fill", "masked scores are filled with a finite value instead of -inf",
              (_v("-1e9", finite_mask_fill, fill=-1e9), _v("-1e4", finite_mask_fill, fill=-1e4),
               _v("0", finite_mask_fill, fill=0.0),
+              _v("an additive -1e10 * (1 - mask): a row with no key attends every key by its scores", finite_mask_fill,
+                 fill=-1e10, additive=True),
               _v("0, rows with no key zeroed", finite_mask_fill, fill=0.0, dead_zero=True),
               _v("-1e4, rows with no key zeroed", finite_mask_fill, fill=-1e4, dead_zero=True),
               _fl("0 on a bool mask's dropped keys only (the causal / window flags masked)", bool_mask_filled),

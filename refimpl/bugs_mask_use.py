@@ -7,6 +7,8 @@ the bug-model table they make are ``ROWS`` (:mod:`refimpl.bugs` lists them with 
 * the mask accepted and never applied (or only a bool one: a float mask added), or skipped on a one-query decode
   step (Sq == 1: "the prompt needs a mask, a single new token does not"), the causal and window flags kept or
   skipped with it;
+* a bool mask read with True = masked out (the table's ``mask-polarity``), also with the dropped keys given a
+  finite fill (``masked_fill(mask, -finfo.max)`` on the wrong side);
 * every key dropped wherever a mask is given: a 0/1 integer keep-mask negated with a bitwise not (``~1 = -2``,
   ``~0 = -1``, both nonzero) marks every key as padding; the rows then give what the kernel gives a row with no key
   (zeros behind a guard, NaN from 0/0, V's mean from a finite fill);
@@ -17,9 +19,11 @@ import numpy as np
 
 from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant, _kw, _named
+from .masks import window_mask
 from .scores_parts import _parts
 
-__all__ = ["ROWS", "mask_skipped", "every_key_dropped", "padding_lengths_inverted", "bool_mask_filled"]
+__all__ = ["ROWS", "mask_skipped", "every_key_dropped", "padding_lengths_inverted", "bool_mask_filled",
+           "mask_polarity", "mask_inverted_filled"]
 
 SKIPPED = ("always", "where it is bool", "one query", "one query, band too")
 DEAD = ("zeros", "NaN", "the mean of V")
@@ -67,6 +71,42 @@ def padding_lengths_inverted(q, k, v, *, mask=None, **kw):
         if prefix:
             m = np.arange(Sk) < Sk - full[..., :1, :].sum(axis=-1, keepdims=True)      # (..., 1, Sk)
     return scaled_dot_product_attention(q, k, v, **dict(kw, mask=m))[0]
+
+
+def mask_polarity(q, k, v, *, mask=None, with_band=False, **kw):
+    """A bool mask read with True = masked out: keep' = ~keep (float masks unchanged). ``with_band``: the
+    causal/window band is folded into the bool mask first and inverted with it (a mask-only API)."""
+    if with_band and (kw.get("is_causal") or kw.get("window") is not None):
+        Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
+        left, right = kw.pop("window", None) or (-1, -1)
+        if kw.pop("is_causal", False):
+            right = 0 if right == -1 else min(right, 0)
+        band = window_mask(Sq, Sk, (left, right), alignment=kw.pop("alignment", "top-left"))
+        if mask is None or np.asarray(mask).dtype == bool:
+            mask = band if mask is None else np.asarray(mask) & band
+        else:
+            mask = np.where(band, mask, -np.inf)
+            return scaled_dot_product_attention(q, k, v, mask=mask, **kw)[0]
+    if mask is not None and np.asarray(mask).dtype == bool:
+        mask = ~np.asarray(mask)
+    return scaled_dot_product_attention(q, k, v, mask=mask, **kw)[0]
+
+
+def mask_inverted_filled(q, k, v, *, fill=-1e30, **kw):
+    """A bool mask read with True = masked out and the dropped keys scored a finite ``fill`` (a masked_fill with
+    -finfo.max on the kept keys): a row the user keeps whole is uniform over its band; a row the user keeps nothing
+    of is zeros (the kernel's own has-key guard reads the user's mask); the causal / window flags mask with -inf.
+    A float mask as it should be."""
+    kw = _kw(kw)
+    if kw["mask"] is None or np.asarray(kw["mask"]).dtype != bool:
+        return scaled_dot_product_attention(q, k, v, **kw)[0]
+    s, band, v = _parts(q, k, v, **dict(kw, mask=None))                  # (B..., Sq, Sk): the flags' band only
+    mask = np.asarray(kw["mask"])
+    z = np.where(band, np.where(mask, fill, s), -np.inf)
+    e = np.exp(z - np.where(band.any(axis=-1, keepdims=True), z.max(axis=-1, keepdims=True), 0.0))
+    d = e.sum(axis=-1, keepdims=True)
+    out = (e / np.where(d == 0, 1.0, d)) @ v
+    return np.where(np.broadcast_to(mask & band, z.shape).any(axis=-1)[..., None], out, 0.0)
 
 
 def bool_mask_filled(q, k, v, *, fill=0.0, **kw):

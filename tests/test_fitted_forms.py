@@ -91,6 +91,27 @@ def test_the_kv_head_each_query_head_reads_is_fitted_as_a_map(kv_head, when):
     assert (f"; when {when}" in line) if when else line.rstrip().endswith(tuple("0123456789")), line
 
 
+def _tp_ranks(ranks):
+    """Tensor parallelism over `ranks` ranks, each rank slicing the slopes from 0 (no rank offset): head h takes
+    the slope of head h mod (Hq / ranks) where the heads divide into the ranks."""
+    return lambda h, Hq: h % (Hq // ranks) if Hq % ranks == 0 else h
+
+
+def _kv_head_slope(h, Hq):                      # the slopes indexed by the pair's head, 2 query heads per slope
+    return h // 2 * 2
+
+
+@pytest.mark.parametrize("slope_head", [_tp_ranks(2), _tp_ranks(3), _kv_head_slope])
+def test_the_alibi_slope_each_head_takes_is_fitted_as_a_map(slope_head):
+    line = _one(_lines(kernels.flash_kernel(slope_head=slope_head), "flash-attn"), "alibi-slopes")
+    shapes = re.findall(r"Hq=(\d+): query heads 0\.\.\d+ use the slopes of heads ([\d ]+?)(?:;|$)", line)
+    assert shapes, line
+    for hq, got in shapes:
+        want = [slope_head(h, int(hq)) for h in range(int(hq))]
+        assert want != list(range(int(hq))), line          # only head counts the mistake changes fail
+        assert got.split() == [str(a) for a in want], line
+
+
 @pytest.mark.parametrize("argument, model, kwargs, when", [
     ("causal", "causal-dropped", dict(causal_ignored=lambda B, Sq, Sk, D, Dv: Dv != D), "Dv != D"),
     ("causal", "causal-dropped", dict(causal_ignored=lambda B, Sq, Sk, D, Dv: Sk > 64), "Sk > 64"),

@@ -24,7 +24,7 @@ def _dense(q, k, v, keep, scale, bias=None, softcap=0.0):
 
 
 def flash_kernel(*, kv_head=None, alibi_ignored=None, causal_ignored=None, keys_from_offset=False, folded_rows=None,
-                 slices=None, edge_shift=(0, 0), negate=None):
+                 slices=None, edge_shift=(0, 0), negate=None, slope_head=None):
     """flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, ...) with one
     mistake: ``kv_head(h, Hq, Hkv, Sq)`` the kv head query head h reads; ``alibi_ignored(B, Sq, Sk)`` /
     ``causal_ignored(B, Sq, Sk, D, Dv)`` when the argument is skipped; ``keys_from_offset``: every query's keys
@@ -32,7 +32,7 @@ def flash_kernel(*, kv_head=None, alibi_ignored=None, causal_ignored=None, keys_
     ``slices`` m: the flattened batch x heads computed in slices of m, the remainder never; ``edge_shift`` (dl,
     dr): the band's bounded edges moved outwards, left + dl and right + dr (the causal band's right edge too);
     ``negate`` "left" or "right": that edge of a window handed on negated (flash-attn reads a negative edge as
-    unbounded), before causal caps the right edge."""
+    unbounded), before causal caps the right edge; ``slope_head(h, Hq)`` the head whose ALiBi slope head h takes."""
     def fn(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
            alibi_slopes=None, deterministic=False, return_attn_probs=False):
         B, Sq, Hq, D = q.shape
@@ -67,7 +67,8 @@ def flash_kernel(*, kv_head=None, alibi_ignored=None, causal_ignored=None, keys_
                 c = h // G if kv_head is None else kv_head(h, Hq, Hkv, Sq)
                 bias = None
                 if alibi_slopes is not None:
-                    slope = alibi_slopes[b, h] if alibi_slopes.dim() == 2 else alibi_slopes[h]
+                    a = h if slope_head is None else slope_head(h, Hq)
+                    slope = alibi_slopes[b, a] if alibi_slopes.dim() == 2 else alibi_slopes[a]
                     bias = -float(slope) * (i - j).abs().double()
                 o = _dense(q[b, :, h], k[b, :, c], v[b, :, c], keep, scale, bias, softcap)
                 if folded_rows is not None:

@@ -10,6 +10,7 @@ map of a (Hq, Hkv) shape is the same on every failing case of that shape and is 
 
 The map may hold on some calls only (a decode path): the passing cases of a fitted shape that the map would
 change decide when (the condition search of :mod:`.conditions`); no separating condition: no line.
+:func:`fit_head_map` is that fit for any per-head choice (:mod:`.fitting_slopes` fits ALiBi's slopes with it).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from ...attention import scaled_dot_product_attention
-__all__ = ["heads_line"]
+__all__ = ["fit_head_map", "heads_line"]
 
 
 def _per_kv_head(data) -> list[np.ndarray]:
@@ -34,24 +35,49 @@ def _per_kv_head(data) -> list[np.ndarray]:
     return outs
 
 
-def _map(data, got: np.ndarray, close: Callable) -> tuple[int, ...] | None:
-    """The kv head each query head read (one per query head, the same in every batch), or None."""
+def _map(data, got: np.ndarray, close: Callable, options: Callable, right: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The option each query head took (one per query head, the same in every batch), or None."""
     s = data.spec
     if got.shape != data.expected.shape or s.Hq < 2 or s.seqlens is not None or s.cache_lens is not None:
         return None
     live = np.broadcast_to(data.live, got.shape[:-1])
-    outs = _per_kv_head(data)
+    outs = options(data)
     pi = []
     for h in range(s.Hq):
         if not live[:, h].any():
-            pi.append(h // (s.Hq // s.Hkv))
+            pi.append(right[h])
             continue
         hits = [c for c, o in enumerate(outs)
                 if all(close(o[b, h][live[b, h]], got[b, h][live[b, h]], data.v) for b in range(s.B))]
-        if len(hits) != 1:                     # none, or kv heads the case cannot tell apart
+        if len(hits) != 1:                     # none, or options the case cannot tell apart
             return None
         pi.append(hits[0])
     return tuple(pi)
+
+
+def fit_head_map(fail_cases: list, pass_cases: list, close: Callable, changes: Callable, condition: Callable,
+                 seen: Callable, options: Callable, right: Callable, usable: Callable = lambda data: True):
+    """``(maps, when)``: per shape key ``right(spec)[0]``, the option each query head took (``options(data)``: one
+    output (B, Hq, Sq, Dv) per option, each query head taking that option; ``right(spec)``: (shape key, the right
+    option of each head)), and when the maps apply; None when the fit does not hold (see the module docstring)."""
+    maps: dict = {}
+    for data, got in fail_cases:
+        key, good = right(data.spec)
+        pi = _map(data, np.asarray(got, np.float64), close, options, good) if usable(data) else None
+        if pi is None or pi == good or maps.setdefault(key, pi) != pi:
+            return None
+    decided = []
+    for data, _ in pass_cases:
+        s = data.spec
+        pi = maps.get(right(s)[0])
+        if pi is None or s.seqlens is not None or s.cache_lens is not None or not usable(data):
+            continue
+        outs = options(data)
+        moved = np.stack([outs[c][:, h] for h, c in enumerate(pi)], axis=1)
+        if changes(moved, data):
+            decided.append(seen(data))
+    when = condition([seen(d) for d, _ in fail_cases], decided, [seen(d) for d, _ in pass_cases])
+    return None if when is None else (maps, when)
 
 
 def heads_line(target: str, fail_cases: list, pass_cases: list, close: Callable, changes: Callable,
@@ -60,26 +86,11 @@ def heads_line(target: str, fail_cases: list, pass_cases: list, close: Callable,
     calls only) when the fit above holds; [] otherwise. ``close(a, b, v)``: two blocks agree; ``changes(out,
     data)``: ``out`` differs from this passing case's expected output where it is judged; ``condition(failing
     specs, decided specs, every spec)``: the condition search of :mod:`.conditions`, on ``seen(data)``."""
-    maps: dict[tuple[int, int], tuple[int, ...]] = {}
-    for data, got in fail_cases:
-        pi = _map(data, np.asarray(got, np.float64), close)
-        s = data.spec
-        right = tuple(h // (s.Hq // s.Hkv) for h in range(s.Hq))
-        if pi is None or pi == right or maps.setdefault((s.Hq, s.Hkv), pi) != pi:
-            return []
-    decided = []
-    for data, _ in pass_cases:
-        s = data.spec
-        pi = maps.get((s.Hq, s.Hkv))
-        if pi is None or s.seqlens is not None or s.cache_lens is not None:
-            continue
-        outs = _per_kv_head(data)
-        moved = np.stack([outs[c][:, h] for h, c in enumerate(pi)], axis=1)
-        if changes(moved, data):
-            decided.append(seen(data))
-    when = condition([seen(d) for d, _ in fail_cases], decided, [seen(d) for d, _ in pass_cases])
-    if when is None:
+    fit = fit_head_map(fail_cases, pass_cases, close, changes, condition, seen, _per_kv_head,
+                       lambda s: ((s.Hq, s.Hkv), tuple(h // (s.Hq // s.Hkv) for h in range(s.Hq))))
+    if fit is None:
         return []
+    maps, when = fit
     shown = "; ".join(f"Hq={hq}, Hkv={hkv}: query heads 0..{hq - 1} read kv heads {' '.join(map(str, pi))} "
                       f"instead of {' '.join(str(h // (hq // hkv)) for h in range(hq))}"
                       for (hq, hkv), pi in sorted(maps.items())[:3])
