@@ -9,6 +9,8 @@ the bug-model table they make are ``ROWS`` (:mod:`refimpl.bugs` lists them with 
   skipped with it;
 * a bool mask read with True = masked out (the table's ``mask-polarity``), also with the dropped keys given a
   finite fill (``masked_fill(mask, -finfo.max)`` on the wrong side);
+* the mask's query rows collapsed: each chunk of C query rows reads its first row's mask (a bias sliced per
+  query chunk with a hard-coded length of 1), or every row reads row 0's;
 * every key dropped wherever a mask is given: a 0/1 integer keep-mask negated with a bitwise not (``~1 = -2``,
   ``~0 = -1``, both nonzero) marks every key as padding; the rows then give what the kernel gives a row with no key
   (zeros behind a guard, NaN from 0/0, V's mean from a finite fill);
@@ -23,10 +25,11 @@ from .masks import window_mask
 from .scores_parts import _parts
 
 __all__ = ["ROWS", "mask_skipped", "every_key_dropped", "padding_lengths_inverted", "bool_mask_filled",
-           "mask_polarity", "mask_inverted_filled"]
+           "mask_polarity", "mask_inverted_filled", "mask_rows_collapsed"]
 
 SKIPPED = ("always", "where it is bool", "one query", "one query, band too")
 DEAD = ("zeros", "NaN", "the mean of V")
+CHUNKS = (8, 16, 32, 64, 128)
 
 
 def mask_skipped(q, k, v, *, when="always", **kw):
@@ -124,6 +127,18 @@ def bool_mask_filled(q, k, v, *, fill=0.0, **kw):
     return (e / np.where(d == 0, 1.0, d)) @ v
 
 
+def mask_rows_collapsed(q, k, v, *, chunk=16, **kw):
+    """Query row i attends with the mask row of its chunk's first row, ``(i // chunk) * chunk`` (``chunk`` None:
+    row 0 for every row); a mask with one query row, or none, applies as it should."""
+    kw = _kw(kw)
+    m = kw["mask"]
+    Sq = np.shape(q)[-2]
+    if m is not None and np.ndim(m) >= 2 and np.shape(m)[-2] == Sq > 1:
+        rows = np.zeros(Sq, int) if chunk is None else np.arange(Sq) // chunk * chunk
+        kw = dict(kw, mask=np.asarray(m)[..., rows, :])
+    return scaled_dot_product_attention(q, k, v, **kw)[0]
+
+
 ROWS = (
     BugModel("mask-skipped", "the mask is not applied in some calls: the keys it drops are attended",
              tuple(Variant(f"skipped {w}" if w in SKIPPED[:2] else f"skipped with {w} (Sq == 1, a decode step)",
@@ -133,4 +148,9 @@ ROWS = (
     BugModel("mask-drops-all", "wherever a mask is given every key is dropped (a 0/1 integer mask negated with a "
              "bitwise not: ~1 and ~0 are both nonzero, so every key reads as padding)",
              tuple(Variant(f"every row {d}", _named(every_key_dropped, dead=d), flags=True) for d in DEAD)),
+    BugModel("mask-rows", "query rows read another query row's mask: a query chunk's rows all read its first row's "
+             "(the mask sliced per chunk with a length of 1), or every row reads row 0's",
+             tuple(Variant(f"chunks of {c} query rows, each reading its first row's mask",
+                           _named(mask_rows_collapsed, chunk=c), flags=True) for c in CHUNKS)
+             + (Variant("every query row reading row 0's mask", _named(mask_rows_collapsed, chunk=None), flags=True),)),
 )

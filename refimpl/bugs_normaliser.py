@@ -4,6 +4,8 @@ the output (B..., Sq, Dv) out); the rows of the bug-model table they make are ``
 
 * the denominator summed over the whole (Sq, Sk) score matrix of a head (a reduce over both axes), each row's own
   max subtracted or one max for the matrix: every row's weights sum to its share of the matrix, not to 1;
+* the row max not reduced across the threads of a row: thread t owns keys t, t + L, t + 2L, ... and subtracts the
+  max of its own keys; the sum is over every key, so each key's weight is off by exp(row max - its lane's max);
 * split-KV (flash-decoding): each split of ``split`` keys gives its normalised output o_i and its log-sum-exp l_i,
   merged as sum_i w_i o_i / sum_i w_i with w_i = exp(l_i - max l); the mistake is in the base of w_i (natural-log
   LSEs merged with exp2, ``2**(l_i - max l)``; base-2 LSEs merged with exp) or in leaving it out (partials
@@ -20,7 +22,7 @@ import numpy as np
 from .bug_model import BugModel, Variant, _kw, _named
 from .scores_parts import _parts
 
-__all__ = ["ROWS", "matrix_sum", "split_merge", "MERGES"]
+__all__ = ["ROWS", "matrix_sum", "split_merge", "lane_max", "MERGES"]
 
 # the merge weight's exponent per unit of (l_i - max l): e**(factor * (l_i - max l))
 MERGES = {"natural-log LSEs merged in base 2: 2**(lse - max)": math.log(2.0),
@@ -37,6 +39,20 @@ def matrix_sum(q, k, v, *, row_max=True, **kw):
     m = s.max(axis=-1, keepdims=True) if row_max else s.max(axis=(-2, -1), keepdims=True)
     e = np.exp(s - np.where(np.isfinite(m), m, 0.0))
     z = e.sum(axis=(-2, -1), keepdims=True)
+    return (e / np.where(z == 0, 1.0, z)) @ v
+
+
+def lane_max(q, k, v, *, lanes=32, **kw):
+    """exp(S - the max of the key's lane), lanes of keys j = t (mod ``lanes``), over the sum of every kept key."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    s = np.where(keep, s, -np.inf)
+    Sk = s.shape[-1]
+    lane = np.arange(Sk) % lanes
+    m = np.empty_like(s)
+    for t in range(min(lanes, Sk)):
+        m[..., lane == t] = s[..., lane == t].max(axis=-1, keepdims=True)
+    e = np.where(keep, np.exp(s - np.where(np.isfinite(m), m, 0.0)), 0.0)
+    z = e.sum(axis=-1, keepdims=True)
     return (e / np.where(z == 0, 1.0, z)) @ v
 
 
@@ -70,6 +86,10 @@ def split_merge(q, k, v, *, split=64, splits=None, merge=next(iter(MERGES)), **k
 
 
 ROWS = (
+    BugModel("max-not-reduced", "the row max is not reduced across the threads of a row: each key's score is offset "
+             "by the max of the keys its thread owns (keys t, t + L, ...), the sum taken over every key",
+             tuple(Variant(f"lanes of {n} (a key's thread: j mod {n})", _named(lane_max, lanes=n))
+                   for n in (32, 64, 128, 256))),
     BugModel("softmax-sum-extent", "the softmax's denominator is summed over the whole (Sq, Sk) matrix of a head, not "
              "over each row's keys",
              (Variant("each row's max, the sum over the matrix", _named(matrix_sum, row_max=True)),

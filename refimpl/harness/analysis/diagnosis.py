@@ -31,12 +31,14 @@ from ..apis.flex_attention import block_size
 from ..cases import Status, fitting_models
 from ..cases.features import CaseData, CaseSpec
 from ..verdicts.judge import DEAD_ROWS_FAILED, CaseResult
+from .conditions import Seen, condition
 from .diagnosis_dropout import dropout_lines
 from .diagnosis_kvcache import kvcache_lines
 from .diagnosis_lse import lse_lines
 from .fitting import fit_scale, scale_line
 from .fitting_dropout import dropout_at_zero_line
 from .fitted_forms import fitted_form_lines
+from .fitting_shape import shape_line
 from .localisation import localise
 from .precision_fingerprint import narrower_arithmetic, null32
 
@@ -226,6 +228,13 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
     shapes = [np.shape(o) == d.expected.shape for r in failing[:MAX_NOISE]
               if (o := _output(r)) is not None and (d := _data(store, r, specs)) is not None]
     shaped = shapes.count(False)                                       # no values to fit: said, not hidden
+    if not lines and shapes and not any(shapes):          # every failing output of another shape: its formula
+        lines = shape_line(target, [(replace(d, mask_given=getattr(r.got, "mask_given", None)), np.shape(o))
+                                    for r in failing if (o := _output(r)) is not None
+                                    and (d := _data(store, r, specs)) is not None],
+                           [d for d, _ in _usable(passing, store, specs, len(passing))], condition, Seen,
+                           raised=sum(r.status == Status.ERROR for r in results))
+        return extra + (lines or [f"diagnosis {target}: unknown"])
     output_fits = lines[len(extra):]              # the output's fits (the KV-cache, LSE, dropout lines read more)
     if output_fits and shaped > shapes.count(True):   # a fit of the fewer failing cases explains no run: unknown
         said = "; ".join(line.split(": ", 1)[1].split(" — ")[0] for line in output_fits)

@@ -43,6 +43,7 @@ from ...backward import expand_gqa, reduce_gqa, sdpa_backward
 from ..cases import Status, fitting_models
 from ...precision import get as precision
 from ..cases.features import CaseData, lower_precision
+from .grad_placement import placement_grads_line
 
 __all__ = ["GradData", "GradReturned", "GradVerdict", "GRADS", "grad_data", "judge_grads", "diagnose_grads"]
 
@@ -231,4 +232,5 @@ def diagnose_grads(failing: list[tuple[GradData, GradReturned]], passing: list[t
     lines = fitting_models(target, bugs_backward.MODELS,
                            lambda model, variant: all(_fits(variant.fn, gd, got, True) for gd, got in failing)
                            and all(_fits(variant.fn, gd, got, False) for gd, got in passing))
+    lines = lines or placement_grads_line(target, failing, passing)      # the dK / dV blocks' sources, fitted
     return lines or [f"diagnosis {target}: unknown gradient error (no backward bug model fits)"]
