@@ -75,3 +75,36 @@ def test_a_kernel_returning_another_shape_is_named_with_it(shape_of, formula):
     lines = diagnose(results, STORE, target="k")
     assert len(lines) == 1 and lines[0].startswith("diagnosis k: output-shape — "), lines
     assert f"fitted {formula} where (B, Hq, Sq, Dv) is expected" in lines[0], lines
+
+
+def _data(features, **sizes):
+    spec = _spec(**sizes)
+    spec.features = lambda: dict(features)
+    return SimpleNamespace(spec=spec, expected=np.zeros((spec.B, spec.Hq, spec.Sq, spec.Dv)), mask_given=None)
+
+
+def _shape_line(shaped, passing, raised=0):
+    from refimpl.harness.analysis.conditions import Seen, condition
+    from refimpl.harness.analysis.fitting_shape import shape_line
+    return shape_line("k", shaped, passing, condition, Seen, raised=raised)
+
+
+HEAD = ("diagnosis k: output-shape — the output has another shape: fitted (B, Hq, Sq, D) where (B, Hq, Sq, Dv) is "
+        "expected")
+
+
+def test_the_passing_cases_the_formula_would_change_decide_when_and_raised_cases_are_counted():
+    fail = [(_data({"f": True}), (2, 3, 5, 4))]
+    same = _data({"f": False}, D=6, Dv=6)                      # D == Dv: the formula leaves its shape alone
+    changed = _data({"f": False}, D=8, Dv=5)
+    assert _shape_line(fail, [same]) == [HEAD + ", on all 1 failing cases with an output"]
+    assert _shape_line(fail, [same, changed], raised=3) == [
+        HEAD + ", on all 1 failing cases with an output (3 more raised); when f"]
+    lookalike = _data({"f": True}, D=8, Dv=5)
+    assert _shape_line(fail, [lookalike]) == [
+        HEAD + ", on all 1 failing cases with an output; no case feature separates them from the passing cases"]
+
+
+def test_the_right_shape_or_no_formula_gives_no_line():
+    assert _shape_line([(_data({}), (2, 3, 5, 6))], []) == []
+    assert _shape_line([(_data({}), (2, 3, 5, 11))], []) == []
