@@ -19,6 +19,7 @@ scoring run; it is not to be edited to fit a result.
     .venv/bin/python tools/score_heldout.py heldout14   # tests/heldout14 (key KEY14, below)
     .venv/bin/python tools/score_heldout.py heldout15   # tests/heldout15 (key KEY15, below)
     .venv/bin/python tools/score_heldout.py heldout16   # tests/heldout16 (key KEY16, below)
+    .venv/bin/python tools/score_heldout.py heldout17   # tests/heldout17 (key KEY17, below)
     .venv/bin/python tools/score_heldout.py heldout12 --explore 50   # ... and each forward kernel's --explore
                                                        # counterexample: does it name the run's model?
 
@@ -1818,6 +1819,177 @@ KEY16 = {
 # float64 (its rows with no key are softmax(s) over every key, neither NaN nor the mean of V); halo_block_attention
 # and the backward bwd_lse_recompute_dead_rows (dead rows judged) err elsewhere or anyway.
 CONVENTION16 = {"sdpa_decomposed_no_empty_guard"}
+# tests/heldout17 answer key (KEY17, CONVENTION17; written by a helper from the set, the model tables and KEY4-16 as
+# precedent, before any scoring run of heldout17, against the models of the tree's current commit). Nothing was
+# run: not refimpl, its CLI, its tests, tools/score_heldout.py nor the heldout17 self-check (only flake8 and an ast
+# parse on this file).
+#
+# Read: tests/heldout17/ (README.md and the four kernel modules in full; selfcheck.py's header and TRIGGERS table);
+# docs/diagnosis.md "## The bug models" only; refimpl/bugs_backward.py, bugs_backward_kernels.py,
+# bugs_backward_forward.py (docstrings, MODELS, KERNEL_VARIANTS and the functions); refimpl/harness/analysis/
+# fitting.py (printed in full: its candidate list), fitted_forms.py, fitting_shape.py and conditions.py (printed
+# in full: the boolean case features either way round, then pairs), the docstrings of each fitting_*.py module and
+# of precision_fingerprint.py, harness/verdicts/grad_placement.py; tools/score_heldout.py (KEY..KEY16,
+# CONVENTION*, SETS). To settle ambiguous rows: refimpl/bugs.py MODELS (mask-polarity, causal-alignment,
+# window-bounds, causal-dropped, finite-mask-fill), bugs_mask_use.py (mask_polarity: "band included" folds the
+# causal / window flags into the mask and inverts them with it; bool_mask_filled: a bool mask's dropped keys 0, the
+# flags masking with -inf), bugs_general.py (causal_only_realigned: causal in the other alignment, a window's left
+# edge kept, its right edge dropped; causal_dropped), bugs_normaliser.py (matrix_sum: the sum over the (Sq, Sk)
+# matrix of each head), harness/analysis/diagnosis.py (variant_kwargs: a flagged variant gets the band folded into
+# the mask where the API folds it, the others refimpl's flags; failing cases of another shape are left out of the
+# value fits, shape_line when every failing output has another shape; mask_given), harness/apis/torch_sdpa.py
+# (is_causal only for a top-left band without mask, window or ALiBi; every other band folded into a bool
+# attn_mask), refimpl_protocol.py (layout SD: q, k, v 4-D as given; no dead-row policy pinned), base.py
+# (flash_band), flash_attn.py and apis/__init__.py (mask_given), harness/rows/grad_cases.py (the keep-mask with
+# the band folded in; extreme-logits and long are n/a for gradients), harness/cases/families.py and features.py
+# (quick = 0.1 of each family; the case features; sizes draws Dv = 1 one time in seven; top-left causal cases of
+# Sq = 1 in the causal family; Sq = Sk = 64 the only causal shape whose lengths are both multiples of 32).
+# Slips: `git log --oneline | head -3` and `git status --short` were run once at the start (three commit subjects
+# and the names of two changed test files shown; no history or test file read); the brief's folder was listed,
+# no other file in it opened.
+#
+# Format: one entry per BROKEN kernel (CATALOG `fn`); the value is the model(s) that should name it, as the
+# diagnosis line prints it (a table model, a fitted form, a backward MODELS name), or set() when no listed variant,
+# fitting formula, fitted form or (forward) noise-size rule reproduces the mistake as the kernel computes it: unknown
+# is then the right answer. Correct kernels are not listed.
+#
+# Counts: 24 broken kernels, 12 keyed to a model, 12 None.
+#   forward  (18): 11 keyed to a model, 7 None
+#     numpy_fwd 2 keyed / 4 None; torch_sdpa_fwd 5 keyed / 1 None; flash_fwd 4 keyed / 2 None
+#   backward  (6): 1 keyed to a model, 5 None
+#   conventions: 1 (CONVENTION17: mha_padded_masked_fill, NaN on rows with no key only)
+#   least sure: flash_flattened_mha_output (output-shape only through the sizes family's Dv = 1 cases, where torch
+#   broadcasts the (B, Sq, 1) result into the empty_like(q) buffer and returns (.., D); every other Dv != D case
+#   raises; with no Dv = 1 case in the quick suite nothing but errors is left: unknown), flash_block_causal_alignment
+#   (as KEY16's flash_causal_top_left: "the causal diagonal only" drops the right edge, which this kernel keeps
+#   bottom-right when passed >= 0 under causal; a causal + window case with Sq > Sk and right 0 passed is right
+#   here and changed by the model), sdpa_tiled_even_template (fails only on a top-left causal case with
+#   Sq = Sk = 64, which the quick suite may not draw: then a verdict miss; when it does, fitting_ignored's causal
+#   flag under a pair such as "not Sq != Sk and not Sk % 64 != 0"), bert_extended_mask_sign (mask-polarity's "True
+#   = masked" gives every row with a dropped key, but a row whose keys are all kept comes out right here (-10000
+#   added to every key) where the inverted mask gives zeros; most causal and padding cases have such a row: None),
+#   fundamentals_softmax_total (softmax-sum-extent sums over one head's (Sq, Sk) matrix, this kernel over the whole
+#   4-D array: equal only where B * Hq = 1; not keyed), bwd_energies_unstabilised (overflows only on extreme logits,
+#   which the gradient rows do not run: probably a verdict miss)
+
+KEY17 = {
+    # ---- numpy_fwd.py (API refimpl) -----------------------------------------------------------------------------
+    "mha_padded_masked_fill": {"dead-rows-nan"},    # -inf fill, stable but unguarded softmax: a row with no kept key
+    #                                                NaN (0/0), every other row exact: "0/0"; the refimpl API pins no
+    #                                                dead-row policy, so NaN is accepted (CONVENTION17, as KEY14's
+    #                                                attend_reference_plain_division)
+    "sagan_value_bmm": set(),                       # out = A^T V (the row-softmax weights read transposed) at Sq == Sk,
+    #                                                a matmul shape error otherwise. softmax-axis normalises over the
+    #                                                queries (out = P' V), mask-transposed reads keep(j, i): neither
+    #                                                is A^T V: None
+    "tutorial_mha_merge_heads": set(),              # values reshaped to (.., Sq, D): a ValueError whenever Dv != D (a
+    #                                                NumPy reshape cannot broadcast), right otherwise; no model raises
+    "bert_extended_mask_sign": set(),               # (1 - ~keep) * -10000 = -10000 on the KEPT keys, 0 on the dropped:
+    #                                                a row with both attends its dropped keys only (mask-polarity's
+    #                                                "True = masked"), but a row that keeps every key is shifted as a
+    #                                                whole and comes out right, where the inverted mask gives zeros
+    #                                                (the -finfo.max variant: uniform); rows with no key zeroed by the
+    #                                                has-key guard. Causal (full last row), padding (a full-length
+    #                                                batch) and random masks hold such rows: no variant
+    "functional_core_transpose": set(),             # np.transpose(k) reverses every axis of the 4-D k: (D, Sk, H, B);
+    #                                                q @ that needs D == H and raises on practically every case (right
+    #                                                in the degenerate D == H == B == Sk == 1); no model raises
+    "fundamentals_softmax_total": {"softmax-denominator"},   # exp(z - row max) / the sum over the WHOLE (B, H, Sq,
+    #                                                Sk) array: each row the right one times its share of that sum
+    #                                                (0 < c < 1; rows with no key zero): softmax-denominator's fit.
+    #                                                softmax-sum-extent sums over one head's matrix: equal only where
+    #                                                B * Hq = 1, not on the batched failing cases: not keyed
+
+    # ---- torch_sdpa_fwd.py (API torch-sdpa) ---------------------------------------------------------------------
+    "sdpa_tt_scale_attribute": {"scale"},           # the scale argument never read: "1/sqrt(D) (the given scale
+    #                                                ignored)" (fitting_ignored's "a given scale" says scale too)
+    "sdpa_scratch_causal_bool_mask": {"mask-polarity"},   # is_causal (top-left, no mask: the only band this API
+    #                                                hands as a flag) turned into triu(ones, 1) as a keep-mask: each
+    #                                                query attends only the keys after it (rows with none zeros):
+    #                                                mask-polarity's "True = masked, band included" (the causal band
+    #                                                folded into the mask and inverted with it), exactly; it changes
+    #                                                the bool-mask cases, which this kernel gets right, so it is named
+    #                                                by the table only where the passing sample has none, else by the
+    #                                                conditional fit ("when not a mask argument is given" separates)
+    "sdpa_tiled_even_template": {"causal-dropped"},   # is_causal applied only in the boundary step, skipped when Sq
+    #                                                and Sk are both multiples of 32: the causal flag ignored there
+    #                                                (fitting_ignored; the band folded into attn_mask elsewhere is
+    #                                                right). Only a top-left causal case with Sq = Sk = 64 shows it
+    "sdpa_decode_splitk_path": {"causal-dropped", "causal-alignment"},   # Sq == 1 takes a split-K path that drops
+    #                                                is_causal (attn_mask kept; the merge right): top-left causal with
+    #                                                one query attends every key. fitting_ignored's causal flag "when
+    #                                                Sq == 1", or causal-alignment's "other alignment" (at Sq == 1 the
+    #                                                bottom-right band is every key; causal-dropped defers to it) when
+    #                                                no top-left causal case with Sq > 1, Sq != Sk is in the sample
+    "sdpa_tft_mask_fill_value": {"finite-mask-fill"},   # a bool attn_mask's dropped keys (bands this API folds in
+    #                                                too) filled with +1e-9 ~ 0, is_causal and float masks right: "0 on
+    #                                                a bool mask's dropped keys only (the causal / window flags
+    #                                                masked)"; rows with no key the mean of V, in both
+    "sdpa_lowering_gqa_flag": set(),                # enable_gqa never read: K/V keep Hkv heads, right for Hkv = 1 by
+    #                                                broadcasting, a RuntimeError for 1 < Hkv < Hq; no model raises
+
+    # ---- flash_fwd.py (API flash-attn) --------------------------------------------------------------------------
+    "flash_te_packed_cu_seqlens": set(),            # cu_seqlens_k = cu_seqlens_q: sequence b reads the packed keys
+    #                                                [b * Sq, (b + 1) * Sq), Sq of them, the band and ALiBi with lk =
+    #                                                Sq (B = 1, Sq < Sk: the first Sq keys; B > 1: keys at other
+    #                                                offsets, across batches). The packed models need a varlen case;
+    #                                                kv-batch maps whole batches; blocked-tail drops a partial key
+    #                                                block: None
+    "flash_planned_prefill_softcap": {"softcap"},   # planned with cap 0, so run()'s cap is never applied: "the softcap
+    #                                                never applied" (fitting_ignored's "the softcap" too)
+    "flash_block_causal_alignment": {"causal-alignment"},   # causal keeps kv <= q (top-left), the window's edges and
+    #                                                ALiBi bottom-right: "the causal diagonal only (a window's left
+    #                                                edge keeps the case's alignment)" (as KEY15's
+    #                                                flash_causal_limit_without_gap, KEY16's flash_causal_top_left).
+    #                                                Unsure: a right edge passed >= 0 under causal (see least sure)
+    "flash_qat_kwargs_scale": {"scale"},            # softmax_scale handed in **kwargs, never read: "1/sqrt(D) (the
+    #                                                given scale ignored)"; the softcap caps the 1/sqrt(D) scores, as
+    #                                                refimpl with that scale does
+    "flash_local_exact_window": set(),              # causal & (keys left of the window) masks nothing, and the right
+    #                                                edge is skipped under causal: causal with a left edge >= 0 gives
+    #                                                no band at all (causal alone, a window alone right). causal-
+    #                                                dropped "with a window" keeps the window, window-bounds' "left
+    #                                                edge dropped under causal" keeps causal, fitting_ignored leaves
+    #                                                out one argument, fitting_band's (unbounded, unbounded) would
+    #                                                change the passing causal-only cases: None
+    "flash_flattened_mha_output": {"output-shape"},   # y = empty_like(q): the output buffer has q's head_dim. Dv > 1,
+    #                                                Dv != D: the head's write raises; Dv = 1 (sizes family): the
+    #                                                (B, Sq, 1) result broadcast into (B, Sq, D), returned as (B, Sq,
+    #                                                Hq, D): output-shape's "fitted (B, Hq, Sq, D)" on every failing
+    #                                                case with an output (an accumulator sized with D where Dv is
+    #                                                meant). Without such a case only errors: unknown
+
+    # ---- numpy_bwd.py (API numpy-backward) ----------------------------------------------------------------------
+    "bwd_flash_dout_layout": set(),                 # dO (.., H, Sq, Dv) reshaped into (.., Sq, H, Dv) and swapped back:
+    #                                                its rows permuted across heads, used in delta, dV and dP alike
+    #                                                (the exact gradient for a permuted dO). bwd-delta-term's "delta
+    #                                                over flat rows in two layouts" permutes delta only: None
+    "bwd_rowsum_keepdims": set(),                   # delta (.., Sq) without keepdims: dP - delta broadcasts it along
+    #                                                the keys (ds[i, j] = P (dP - delta[j]) at B = H = 1, Sq == Sk;
+    #                                                other shapes raise or give gradients of another shape).
+    #                                                bwd-delta-axis sums P * dP over the queries per key, not row j's
+    #                                                own delta: None
+    "bwd_sdpa_mask_gate": {"bwd-mask-not-reapplied"},   # the mask gate is never true: P and O recomputed with no
+    #                                                mask (the band folded in it too), the textbook steps: unmasked
+    #                                                attention's exact gradient, "P and O both without the mask"
+    #                                                (unmasked-po); rows with no key get gradients in both
+    "bwd_energy_column_softmax": set(),             # softmax over a size-1 axis: every kept weight 1 (O = the sum of
+    #                                                the kept values), dV, dS from those weights; no backward model
+    #                                                replaces P by the keep-mask (bwd-scale's scales normalise)
+    "bwd_flattened_heads_kv_view": set(),           # k viewed as (B * Hq, Sk, D): a ValueError for a broadcast kv head
+    #                                                axis of 1 (MQA), right otherwise; no model raises
+    "bwd_energies_unstabilised": set(),             # exp(S) without the max: inf / inf = NaN beyond exp's range, right
+    #                                                otherwise; no backward model overflows so (bwd-recompute's
+    #                                                "without the row max" is another factor), and the gradient rows
+    #                                                skip extreme-logits
+}
+
+# The heldout17 kernels whose only difference from correct attention is on rows with no key (NaN or the mean of V,
+# accepted by default when no --masked-rows policy is pinned, as CONVENTION3/5/6/7/8/11/13/14/16): the unguarded
+# 0/0 of mha_padded_masked_fill (the refimpl API pins no policy). sdpa_tft_mask_fill_value gives the mean of V on
+# rows with no key but attends the dropped keys on rows with keys too; bert_extended_mask_sign zeroes rows with no
+# key and errs elsewhere; the backward bwd_sdpa_mask_gate (dead rows judged) errs on every masked case.
+CONVENTION17 = {"mha_padded_masked_fill"}
 SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout2": (KEY2, CONVENTION2, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd")),
         "heldout3": (KEY3, CONVENTION3, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
@@ -1833,7 +2005,8 @@ SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy
         "heldout13": (KEY13, CONVENTION13, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout14": (KEY14, CONVENTION14, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout15": (KEY15, CONVENTION15, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
-        "heldout16": (KEY16, CONVENTION16, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
+        "heldout16": (KEY16, CONVENTION16, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
+        "heldout17": (KEY17, CONVENTION17, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
 FORWARD_FOR_BACKWARD = f"{HELD / 'numpy_fwd.py'}:np_eager_reference"
 
 
