@@ -297,3 +297,90 @@ def test_the_lse_of_the_weights_and_the_untransposed_dv_are_their_formulas():
     assert _agree(got[:2], right[:2]) and np.allclose(got[2], p @ g, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="needs Sq == Sk"):
         forward_mistake(q[..., :5, :], k, v, g[..., :5, :], mistake="p-untransposed-dv")
+
+
+def test_an_unbatched_case_equals_autograd_through_each_wrong_forward():
+    # refimpl's shapes are (B..., S, D): here no batch axis at all, (Hq, S, D), with Sq, Sk and D all different
+    q, k, v, g = (a[0] for a in _inputs(30, Sq=7, Sk=9, D=8, Dv=6))
+    tl = _loops_keep(7, 9, "top-left")
+    assert _agree(forward_mistake(q, k, v, g, mistake="causal-top-left"), _torch_grads(q, k, v, g, keep=tl))
+    assert _agree(forward_mistake(q, k, v, g, mistake="causal-top-left", softcap=1.5),
+                  _torch_grads(q, k, v, g, keep=tl, softcap=1.5))
+    assert _agree(forward_mistake(q, k, v, g, mistake="softmax-queries"), _autograd(q, k, v, g, mistake="queries"))
+
+
+def test_k_and_v_shared_along_an_inner_leading_axis_get_their_gradients_summed_along_it():
+    rng = np.random.default_rng(31)                      # (B1, B2, B3, B4, H, S, D): K and V shared along B4
+    q, g = rng.standard_normal((2, 1, 1, 2, 2, 3, 4)), rng.standard_normal((2, 1, 1, 2, 2, 3, 3))
+    k, v = rng.standard_normal((2, 1, 1, 1, 2, 5, 4)), rng.standard_normal((2, 1, 1, 1, 2, 5, 3))
+    got = forward_mistake(q, k, v, g, mistake="causal-top-left")
+    assert got[1].shape == k.shape and _agree(got, _torch_grads(q, k, v, g, keep=_loops_keep(3, 5, "top-left")))
+
+
+def test_a_mask_of_two_axes_is_transposed_over_those_axes():
+    q, k, v, g = _inputs(32, Sq=7, Sk=7)
+    mask = np.random.default_rng(33).random((7, 7)) < 0.6                     # (Sq, Sk), broadcast over B and H
+    assert _agree(forward_mistake(q, k, v, g, mistake="mask-transposed", mask=mask),
+                  _torch_grads(q, k, v, g, keep=mask.T))
+
+
+_BIAS = np.random.default_rng(34).standard_normal((2, 1, 7, 9))              # an additive float mask, finite
+_KEEP = np.random.default_rng(35).random((2, 1, 7, 9)) < 0.7
+
+
+@pytest.mark.parametrize("mistake, kw, right", [
+    ("band-mask-inverted", {}, {}),                                          # no mask, no band, no window
+    ("band-mask-inverted", {"mask": _BIAS}, {"bias": _BIAS}),                # no bool mask to fold a band into
+    ("mask-inverted", {"mask": _BIAS}, {"bias": _BIAS}),                     # no bool mask to invert
+    ("mask-transposed", {"mask": _KEEP}, {"keep": _KEEP}),                   # Sq != Sk
+    ("causal-flipped", {"window": (2, 1)}, {"keep": _loops_keep(7, 9, window=(2, 1, "top-left"))}),   # no causal
+])
+def test_a_mistake_this_case_cannot_show_gives_its_right_gradients(mistake, kw, right):
+    q, k, v, g = _inputs(36)
+    assert _agree(forward_mistake(q, k, v, g, mistake=mistake, **kw), _torch_grads(q, k, v, g, **right))
+
+
+def test_mask_transposed_without_a_mask_gives_the_right_gradients():
+    q, k, v, g = _inputs(37, Sq=7, Sk=7)
+    assert _agree(forward_mistake(q, k, v, g, mistake="mask-transposed"), _torch_grads(q, k, v, g))
+
+
+def test_an_additive_mask_adds_its_finite_entries_to_the_scores():
+    rng = np.random.default_rng(38)
+    bias = np.where(rng.random((2, 1, 7, 9)) < 0.2, -np.inf, rng.standard_normal((2, 1, 7, 9)))
+    q, k, v, g = _inputs(39)
+    assert _agree(forward_mistake(q, k, v, g, mistake="causal-top-left", mask=bias),
+                  _torch_grads(q, k, v, g, keep=_loops_keep(7, 9, "top-left") & np.isfinite(bias),
+                               bias=np.where(np.isfinite(bias), bias, 0.0)))
+
+
+def test_the_lse_of_the_weights_is_taken_over_the_keys_the_forward_keeps():
+    # a causal case: the keys the band drops are no keys of the row, in the LSE of the weights as in the softmax
+    q, k, v, g = _inputs(40, B=1, Hq=1, Hkv=1, Sq=9, Sk=9)
+    keep = _loops_keep(9, 9, "top-left")
+    s = q @ np.swapaxes(k, -1, -2) / math.sqrt(8)
+    p = np.where(keep, np.exp(s - np.where(keep, s, -np.inf).max(-1, keepdims=True)), 0.0)
+    p /= p.sum(-1, keepdims=True)
+    lse = np.log(np.where(keep, np.exp(p), 0.0).sum(-1, keepdims=True))
+    w = np.where(keep, np.exp(s - lse), 0.0)
+    ds = w * (g @ np.swapaxes(v, -1, -2) - np.sum(g * (w @ v), axis=-1, keepdims=True))
+    want = (ds @ k / math.sqrt(8), np.swapaxes(ds, -1, -2) @ q / math.sqrt(8), np.swapaxes(w, -1, -2) @ g)
+    assert _agree(forward_mistake(q, k, v, g, mistake="lse-of-weights", is_causal=True), want)
+
+
+def test_a_recompute_from_the_right_lse_gives_no_weight_to_a_row_the_right_forward_drops():
+    # the right forward's row 2 has no key: its LSE is +inf, so exp(S' - LSE) is 0 there whatever S' keeps
+    q, k, v, g = _inputs(41, B=1, Hq=1, Hkv=1, Sq=7, Sk=9)
+    mask = _loops_keep(7, 9, window=(1, 1, "top-left"))
+    mask[2] = False
+    s = q @ np.swapaxes(k, -1, -2) / math.sqrt(8)
+    right = np.where(mask, s, -np.inf)
+    lse = np.full((1, 1, 7, 1), np.inf)
+    rows = mask.any(-1)
+    lse[..., rows, :] = np.log(np.exp(right[..., rows, :]).sum(-1, keepdims=True))
+    p = np.exp(np.where(~mask, s, -np.inf) - lse)                      # the wrong forward's scores: mask inverted
+    o = np.exp(right - lse) @ v                                          # the right forward's output, row 2 zeros
+    ds = p * (g @ np.swapaxes(v, -1, -2) - np.sum(g * o, axis=-1, keepdims=True))
+    want = (ds @ k / math.sqrt(8), np.swapaxes(ds, -1, -2) @ q / math.sqrt(8), np.swapaxes(p, -1, -2) @ g)
+    got = forward_mistake(q, k, v, g, mistake="mask-inverted", kept="lse", mask=mask)
+    assert _agree(got, want) and not got[0][..., 2, :].any()
