@@ -6,7 +6,7 @@ import numpy as np
 from refimpl.backward import expand_gqa, sdpa_backward
 from refimpl.harness.cases.families import select
 from refimpl.harness.rows.family_cases import CaseStore
-from refimpl.harness.verdicts.grad_judge import GradReturned, grad_data
+from refimpl.harness.verdicts.grad_judge import GradReturned, grad_data, per_query_head
 from refimpl.harness.verdicts.grad_placement import close_blocks, placement_grads_line
 
 STORE = CaseStore()
@@ -21,6 +21,10 @@ def _contrib(gd):
     G = gd.data.spec.Hq // gd.data.spec.Hkv
     kw = dict(gd.data.reference_kwargs(), enable_gqa=False)
     return sdpa_backward(gd.data.q, expand_gqa(gd.data.k, G), expand_gqa(gd.data.v, G), gd.d_out, **kw)
+
+
+def _line(fail, passing=()):
+    return placement_grads_line("k", list(fail), list(passing), per_query_head)
 
 
 def _returned(gd, dk_from=None, dv_from=None, dq_off=0.0):
@@ -38,7 +42,7 @@ def _returned(gd, dk_from=None, dv_from=None, dq_off=0.0):
 def test_the_source_of_each_block_is_printed_on_the_smallest_failing_case():
     gd = _gd("gqa/0006")                                       # B 2, Hq 2, Hkv 1
     got = _returned(gd, dk_from={(0, 0): (0, 0), (1, 0): (0, 1)}, dv_from={(1, 0): "0"})
-    assert placement_grads_line("k", [(gd, got)], []) == [
+    assert _line([(gd, got)], []) == [
         "diagnosis k: bwd-gqa-sum — dK and dV of a kv head are not the sum of its query heads' contributions: fitted "
         "on B=2, Hq=2, Hkv=1: dK (batch, kv head) <- (0, 0) query head (0, 0), (1, 0) query head (0, 1); "
         "dV <- (0, 0) the group sum, (1, 0) zeros"]
@@ -46,29 +50,29 @@ def test_the_source_of_each_block_is_printed_on_the_smallest_failing_case():
 
 def test_the_smallest_of_several_failing_cases_is_shown():
     small, big = _gd("gqa/0006"), _gd("gqa/0004")              # B * Hq 4 and 4: Sk 64 before 65
-    lines = placement_grads_line("k", [(big, _returned(big, dk_from={(0, 0): (0, 3)})),
-                                       (small, _returned(small, dk_from={(1, 0): (1, 1)}))], [])
+    lines = _line([(big, _returned(big, dk_from={(0, 0): (0, 3)})),
+                   (small, _returned(small, dk_from={(1, 0): (1, 1)}))], [])
     assert len(lines) == 1 and "fitted on B=2, Hq=2, Hkv=1" in lines[0], lines
 
 
 def test_right_sums_a_wrong_dq_or_an_unexplained_block_fit_nothing():
     gd = _gd("gqa/0006")
-    assert placement_grads_line("k", [(gd, _returned(gd))], []) == []                      # every block the sum
-    assert placement_grads_line("k", [(gd, _returned(gd, dk_from={(0, 0): (0, 1)}, dq_off=1.0))], []) == []
+    assert _line([(gd, _returned(gd))], []) == []                      # every block the sum
+    assert _line([(gd, _returned(gd, dk_from={(0, 0): (0, 1)}, dq_off=1.0))], []) == []
     got = _returned(gd, dk_from={(0, 0): (0, 1)})
     got.grads["dk"][1, 0] += 1.0                                                            # no source explains it
-    assert placement_grads_line("k", [(gd, got)], []) == []
-    assert placement_grads_line("k", [], []) == []
+    assert _line([(gd, got)], []) == []
+    assert _line([], []) == []
 
 
 def test_without_gqa_or_with_a_wrong_passing_gqa_case_nothing_is_fitted():
     mha = grad_data(STORE.get(select(["sizes"], "quick", ("float64",))[0]), {})
     wrong = GradReturned({n: mha.oracle[n] + (n == "dk") for n in ("dq", "dk", "dv")}, "float64")
-    assert placement_grads_line("k", [(mha, wrong)], []) == []
+    assert _line([(mha, wrong)], []) == []
     gd, other = _gd("gqa/0006"), _gd("gqa/0004")
     fail = [(gd, _returned(gd, dk_from={(0, 0): (0, 1)}))]
-    assert placement_grads_line("k", fail, [(other, _returned(other))]) != []
-    assert placement_grads_line("k", fail, [(other, _returned(other, dv_from={(0, 0): "0"}))]) == []
+    assert _line(fail, [(other, _returned(other))]) != []
+    assert _line(fail, [(other, _returned(other, dv_from={(0, 0): "0"}))]) == []
 
 
 def test_blocks_agree_within_a_thousandth_relative_and_a_millionth_of_their_scale():

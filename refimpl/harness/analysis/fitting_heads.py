@@ -10,7 +10,8 @@ map of a (Hq, Hkv) shape is the same on every failing case of that shape and is 
 
 The map may hold on some calls only (a decode path): the passing cases of a fitted shape that the map would
 change decide when (the condition search of :mod:`.conditions`); no separating condition: no line.
-:func:`fit_head_map` is that fit for any per-head choice (:mod:`.fitting_slopes` fits ALiBi's slopes with it).
+:func:`.fitting_maps.fit_head_map` is that fit for any per-head choice (:mod:`.fitting_slopes` fits ALiBi's slopes
+with it).
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from typing import Callable
 import numpy as np
 
 from ...attention import scaled_dot_product_attention
-__all__ = ["fit_head_map", "heads_line"]
+from .fitting_maps import fit_head_map
+
+__all__ = ["heads_line"]
 
 
 def _per_kv_head(data) -> list[np.ndarray]:
@@ -33,51 +36,6 @@ def _per_kv_head(data) -> list[np.ndarray]:
         with np.errstate(all="ignore"):
             outs.append(np.asarray(scaled_dot_product_attention(data.q, k, v, **kw)[0], np.float64))
     return outs
-
-
-def _map(data, got: np.ndarray, close: Callable, options: Callable, right: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The option each query head took (one per query head, the same in every batch), or None."""
-    s = data.spec
-    if got.shape != data.expected.shape or s.Hq < 2 or s.seqlens is not None or s.cache_lens is not None:
-        return None
-    live = np.broadcast_to(data.live, got.shape[:-1])
-    outs = options(data)
-    pi = []
-    for h in range(s.Hq):
-        if not live[:, h].any():
-            pi.append(right[h])
-            continue
-        hits = [c for c, o in enumerate(outs)
-                if all(close(o[b, h][live[b, h]], got[b, h][live[b, h]], data.v) for b in range(s.B))]
-        if len(hits) != 1:                     # none, or options the case cannot tell apart
-            return None
-        pi.append(hits[0])
-    return tuple(pi)
-
-
-def fit_head_map(fail_cases: list, pass_cases: list, close: Callable, changes: Callable, condition: Callable,
-                 seen: Callable, options: Callable, right: Callable, usable: Callable = lambda data: True):
-    """``(maps, when)``: per shape key ``right(spec)[0]``, the option each query head took (``options(data)``: one
-    output (B, Hq, Sq, Dv) per option, each query head taking that option; ``right(spec)``: (shape key, the right
-    option of each head)), and when the maps apply; None when the fit does not hold (see the module docstring)."""
-    maps: dict = {}
-    for data, got in fail_cases:
-        key, good = right(data.spec)
-        pi = _map(data, np.asarray(got, np.float64), close, options, good) if usable(data) else None
-        if pi is None or pi == good or maps.setdefault(key, pi) != pi:
-            return None
-    decided = []
-    for data, _ in pass_cases:
-        s = data.spec
-        pi = maps.get(right(s)[0])
-        if pi is None or s.seqlens is not None or s.cache_lens is not None or not usable(data):
-            continue
-        outs = options(data)
-        moved = np.stack([outs[c][:, h] for h, c in enumerate(pi)], axis=1)
-        if changes(moved, data):
-            decided.append(seen(data))
-    when = condition([seen(d) for d, _ in fail_cases], decided, [seen(d) for d, _ in pass_cases])
-    return None if when is None else (maps, when)
 
 
 def heads_line(target: str, fail_cases: list, pass_cases: list, close: Callable, changes: Callable,

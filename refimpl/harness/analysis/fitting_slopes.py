@@ -5,7 +5,7 @@ rank's offset, a slope table built for another head count and indexed modulo it,
 those of the query head) returns, for each (batch, query head) block, that head's attention with another head's
 slope. For each failing ALiBi case and each head j, refimpl's output with every query head given head j's slope
 (from the same batch's row of a (B, Hq) tensor) is computed; the block's slope is the j whose output it equals.
-The fit is :func:`.fitting_heads.fit_head_map`'s: every judged block of every failing case has one j, the same for
+The fit is :func:`.fitting_maps.fit_head_map`'s: every judged block of every failing case has one j, the same for
 a head in every batch, one map per head count on every failing case, not the identity somewhere; the passing
 ALiBi cases it would change decide when it applies (no separating condition: no line).
 """
@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ...attention import scaled_dot_product_attention
-from .fitting_heads import fit_head_map
+from .fitting_maps import fit_head_map
 
 __all__ = ["slopes_line"]
 

@@ -23,9 +23,11 @@ How a column gets its gradients:
 case is ``nondeterministic`` (:mod:`.determinism`: which gradient, how many values differ, by how much).
 
 Families with no gradient meaning are n/a: ``long`` (S up to 16,384: the autograd graph of an
-Sq x Sk matrix per head) and ``extreme-logits`` (saturated softmax: the weights are one-hot up to
-rounding, ties decided by rounding, the gradient bound vacuous). Fully masked query rows expect zero
-gradients whatever the forward's masked-rows convention.
+Sq x Sk matrix per head). ``extreme-logits`` (saturated softmax: the weights are one-hot up to rounding,
+ties decided by rounding, the gradient bound vacuous) is judged on shapes and finiteness only: a NaN or inf
+where the float64 oracle is finite fails (a backward that exponentiates the scores without the row max
+overflows there), the values are not compared. Fully masked query rows expect zero gradients whatever the
+forward's masked-rows convention.
 
 The row's cell: FAIL when any case fails, with the first failing cases and the ``diagnosis TARGET: MODEL —
 explanation`` lines of the backward bug models that fit (:func:`.grad_judge.diagnose_grads`); the
@@ -59,9 +61,7 @@ __all__ = ["Backward", "GradCase", "GRAD_NA", "load_backward", "grad_case", "run
 
 GRAD_NA = {"varlen": "gradients of packed batches are not checked (no varlen backward API yet)",
            "kvcache": "a KV-cache decode step has no backward pass (inference only, as flash_attn_with_kvcache)",
-           "long": "gradients of S >= 2,048 are not checked (an Sq x Sk autograd graph per head)",
-           "extreme-logits": "no gradient meaning: the softmax saturates (one-hot weights, ties decided by "
-                             "rounding, the gradient bound vacuous)"}
+           "long": "gradients of S >= 2,048 are not checked (an Sq x Sk autograd graph per head)"}
 
 
 @dataclass

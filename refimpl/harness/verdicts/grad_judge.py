@@ -18,7 +18,9 @@ Each gradient is judged on its own:
   Sk = 1 where dS = 0 exactly, still carries the rounding of its terms);
 * a NaN or inf where the oracle is finite fails (fully masked rows have zero gradients: a NaN there is the
   bwd-masked-nan bug, whatever the forward's masked-rows convention); a wrong shape fails; gradients
-  returned in a lower precision than the inputs fail with the ``--dtype`` to use.
+  returned in a lower precision than the inputs fail with the ``--dtype`` to use;
+* ``FINITE_ONLY`` families (``extreme-logits``: a saturated softmax, its gradient bound vacuous): only the
+  shapes and the NaN / inf rule above are judged.
 
 Sensitivity: in bfloat16 the rounding quantum (``QUANTUM_ULPS * eps * (1 + n_terms)`` of the gradient's
 magnitude, n_terms >= Sk + 2 Dv + D + 6) is about as large as the gradient itself, so a missing delta term
@@ -49,6 +51,7 @@ __all__ = ["GradData", "GradReturned", "GradVerdict", "GRADS", "grad_data", "jud
 
 GRADS = ("dq", "dk", "dv")
 MAX_FAILING, MAX_PASSING, EXPLAINS = 12, 6, 0.5
+FINITE_ONLY = ("extreme-logits",)       # families whose gradients are judged on shape and finiteness alone
 
 
 @dataclass
@@ -168,6 +171,10 @@ def judge_grads(gd: GradData, got: GradReturned, given_dtype: str, cache: dict |
             ratios.append(math.inf)
             allowed[name] = 0.0
             continue
+        if s.family in FINITE_ONLY:                  # a saturated softmax: finiteness is all that is judged
+            allowed[name] = math.inf
+            ratios.append(0.0)
+            continue
         if bounds is not None:
             c = tol.compare(a, e, bounds[name])
             allowed[name] = float(np.max(bounds[name].atol))
@@ -222,6 +229,15 @@ def _fits(model, gd: GradData, got: GradReturned, failing: bool) -> bool:
     return explained or not failing
 
 
+def per_query_head(gd: GradData) -> tuple:
+    """(dq, dk, dv) of ``gd`` with K and V expanded to the query heads: each query head's own dK, dV contribution."""
+    s = gd.data.spec
+    G = s.Hq // s.Hkv
+    with np.errstate(all="ignore"):
+        return sdpa_backward(gd.data.q, expand_gqa(gd.data.k, G), expand_gqa(gd.data.v, G), gd.d_out,
+                             **dict(gd.data.reference_kwargs(), enable_gqa=False))
+
+
 def diagnose_grads(failing: list[tuple[GradData, GradReturned]], passing: list[tuple[GradData, GradReturned]],
                    target: str) -> list[str]:
     """``diagnosis TARGET: MODEL — explanation`` per fitting backward model (see the module docstring), else
@@ -232,5 +248,5 @@ def diagnose_grads(failing: list[tuple[GradData, GradReturned]], passing: list[t
     lines = fitting_models(target, bugs_backward.MODELS,
                            lambda model, variant: all(_fits(variant.fn, gd, got, True) for gd, got in failing)
                            and all(_fits(variant.fn, gd, got, False) for gd, got in passing))
-    lines = lines or placement_grads_line(target, failing, passing)      # the dK / dV blocks' sources, fitted
+    lines = lines or placement_grads_line(target, failing, passing, per_query_head)    # dK / dV blocks' sources
     return lines or [f"diagnosis {target}: unknown gradient error (no backward bug model fits)"]

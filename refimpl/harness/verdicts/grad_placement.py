@@ -16,21 +16,16 @@ from typing import Callable
 
 import numpy as np
 
-from ...backward import expand_gqa, sdpa_backward
-
 __all__ = ["close_blocks", "placement_grads_line"]
 
 
-def _sources(gd, got: dict, close: Callable) -> dict | None:
+def _sources(gd, got: dict, close: Callable, per_head: Callable) -> dict | None:
     """{"dk": [[source per kv head] per batch], "dv": ...}: "sum", "0" or (b', h') per block; None if any block
     has none."""
     s = gd.data.spec
     if s.Hq == s.Hkv or got["dk"].shape != gd.oracle["dk"].shape or got["dv"].shape != gd.oracle["dv"].shape:
         return None
-    G = s.Hq // s.Hkv
-    kw = dict(gd.data.reference_kwargs(), enable_gqa=False)
-    with np.errstate(all="ignore"):
-        per = sdpa_backward(gd.data.q, expand_gqa(gd.data.k, G), expand_gqa(gd.data.v, G), gd.d_out, **kw)
+    per = per_head(gd)
     out = {}
     for name, contrib in (("dk", per[1]), ("dv", per[2])):              # (B, Hq, Sk, D|Dv) per query head
         blocks = []
@@ -59,12 +54,14 @@ def close_blocks(a: np.ndarray, b: np.ndarray) -> bool:
                 and np.all(np.abs(a - b) <= 1e-6 * (1 + np.abs(b).max(initial=0.0)) + 1e-3 * np.abs(b)))
 
 
-def placement_grads_line(target: str, failing: list, passing: list, close: Callable = close_blocks) -> list[str]:
+def placement_grads_line(target: str, failing: list, passing: list, per_head: Callable,
+                         close: Callable = close_blocks) -> list[str]:
     """``diagnosis TARGET: bwd-gqa-sum — ...`` with the fitted block sources when the fit above holds, else [].
-    ``failing``/``passing``: (GradData, GradReturned) pairs; ``close(a, b)``: two blocks agree."""
+    ``failing``/``passing``: (GradData, GradReturned) pairs; ``per_head(gd)``: (dq, dk, dv) with K and V expanded
+    to the query heads (each query head's own contribution); ``close(a, b)``: two blocks agree."""
     fits = []
     for gd, got in failing:
-        src = _sources(gd, got.grads, close)
+        src = _sources(gd, got.grads, close, per_head)
         if src is None or not close(got.grads["dq"], gd.oracle["dq"]):
             return []
         if all(x == "sum" for rows in src.values() for row in rows for x in row):
