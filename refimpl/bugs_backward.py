@@ -28,7 +28,7 @@ The models (each changes exactly one step):
     bwd-mask-not-reapplied  P recomputed in the backward without the mask, causal band and window (O kept)
     bwd-mask-not-reapplied (also) P and O both recomputed with no mask: unmasked attention's exact gradient
     bwd-masked-uniform P = 1 / Sk on fully masked rows (a finite fill such as finfo.min), O and every gradient too
-    bwd-recompute      P = exp(S - LSE) with the LSE in base 2, or from the scores without the scale
+    bwd-recompute      P = exp(S - LSE) with the LSE in base 2, from the scores without the scale, or no max
     bwd-tile-accumulation  dQ assigned per key tile; dK/dV scratch reset per query block; a key block's query loop
                        started at its first key; the partial last key (or query) tile never walked
     bwd-value-dims     dP = dO V^T over the first D value dims only (everywhere, or in the dQ pass)
@@ -319,7 +319,7 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
               _st("natural LSE in an exp2 recompute: exp2(S log2 e - LSE)", "lse-natural-exp2"),
               _st("LSE without the row max: exp(S - log sum exp(S - max))", "lse-no-max"),
               _st("scores without the softmax scale (nor softcap or additive terms): exp(q k^T - LSE)",
-                  "recompute-unscaled")) + RECOMPUTE_VARIANTS),
+                  "recompute-unscaled")) + RECOMPUTE_VARIANTS + _kbs("bwd-recompute")),
     BugModel("bwd-tile-accumulation", "a tiled backward gets its tiles wrong: a gradient is assigned per tile "
              "instead of accumulated (or into another slice's slot), a loop skips tiles or reads another tile's keys, "
              "or the partial last key tile's zero padding counts as keys",

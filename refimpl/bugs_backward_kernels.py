@@ -30,6 +30,9 @@ changes in one step:
                          blocks of ``block``; dQ and every later chunk's dK, dV wrong
     dk-first-head        dK of a kv head from the first query head of its group only (dV summed); "dv-first-head":
                          dV so, dK summed
+    p-no-max             P = exp(S) / sum exp(S) (a sum of 0 read as 1: unguarded, it is bwd-masked-nan wherever no
+                         score overflows), the row max never subtracted, O and delta from that P: inf / inf = NaN
+                         where a kept score passes exp's range (~709.78), zeros where every kept score underflows
 
 All in float64 but the rounding the mistake names. Imports only the precisions and the band (refimpl._kernel): the
 forward is run by its caller, so the bug tables stay on their import layer.
@@ -47,7 +50,7 @@ __all__ = ["BLOCKS", "KERNEL_MISTAKES", "KERNEL_VARIANTS", "kernel_steps", "padd
 
 KERNEL_MISTAKES = ("softmax-no-grad", "padded-keys", "dkdv-from-key-block", "delta-accumulated", "k-operand-exp2",
                    "k-operand", "scores-16bit", "delta-rows-layout", "dq-one-slot", "stale-kv", "dk-first-head",
-                   "dv-first-head")
+                   "dv-first-head", "p-no-max")
 
 BLOCKS = (16, 32, 64, 128)
 _FIRST = "dK from the first head of each group, dV summed", "dV from the first head of each group, dK summed"
@@ -77,6 +80,8 @@ KERNEL_VARIANTS: dict[str, tuple[tuple[str, str, dict], ...]] = {
                 for b in BLOCKS),
     "bwd-low-precision": tuple((label.format(dt), m, {"dtype": dt}) for dt in ("float16", "bfloat16")
                                for label, m in _LOW),
+    "bwd-recompute": (("P = exp(S) / sum exp(S), the row max never subtracted: NaN where exp(S) overflows", "p-no-max",
+                       {}),),
 }
 
 
@@ -129,6 +134,12 @@ def kernel_steps(q, k, v, g, o, p, *, mistake: str, block: int = 32, dtype: str 
             delta = np.sum(g * (p @ ve), axis=-1, keepdims=True)
         if mistake == "delta-rows-layout":
             delta = _delta_rows(o, g, layout)
+        if mistake == "p-no-max":                                        # the scores' own exp, the band folded in
+            m = padded_keys(q, k, v, _band, 1)[2]["mask"]
+            e = np.exp(cap(raw) + (np.where(m, 0.0, -np.inf) if m.dtype == bool else m))
+            z = e.sum(axis=-1, keepdims=True)
+            p = e / np.where(z == 0, 1.0, z)
+            delta = np.sum(g * (p @ ve), axis=-1, keepdims=True)
         if mistake == "stale-kv":                                        # key j reads key src[j] of chunk 0
             src = np.concatenate([np.arange(c.size) for c in np.array_split(np.arange(Sk), chunks)]) if chunks \
                 else np.arange(Sk) % block

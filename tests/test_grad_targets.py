@@ -390,13 +390,14 @@ def test_a_numpy_backward_with_each_mistake_is_named_by_its_model(mistake, model
 
 
 def _unstabilised(q, k, v, d_out, mask=None, scale=None):
-    """The textbook backward with P = exp(S) / sum exp(S), the row max never subtracted."""
+    """The textbook backward with P = exp(S) / sum exp(S) (a sum of 0 read as 1), the row max never subtracted."""
     s = (1.0 / np.sqrt(q.shape[-1]) if scale is None else scale) * q @ np.swapaxes(k, -1, -2)
     if mask is not None:
         s = np.where(mask, s, -np.inf) if np.asarray(mask).dtype == bool else s + mask
     with np.errstate(all="ignore"):
         e = np.exp(s)
-        p = e / e.sum(axis=-1, keepdims=True)
+        z = e.sum(axis=-1, keepdims=True)
+        p = e / np.where(z == 0, 1.0, z)
         o = p @ v
         ds = p * (d_out @ np.swapaxes(v, -1, -2) - np.sum(d_out * o, axis=-1, keepdims=True))
         c = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
@@ -410,3 +411,14 @@ def test_a_backward_that_overflows_on_saturated_scores_fails_the_extreme_logits_
     assert o.status == Status.FAIL and "NaN or inf" in o.detail, o.detail
     fine = _rows(target, ["sizes"], ("float64",), Backward("numpy", _unstabilised))["sizes"][0]
     assert fine.status == Status.PASS, fine.detail      # right wherever exp(S) stays in range
+
+
+def test_a_backward_without_the_row_max_is_named_as_a_recompute_from_the_wrong_lse():
+    target = Target("user:forward", lambda q, k, v, mask=None, scale=None: q)
+    specs = select(["extreme-logits", "sizes"], "quick", ("float64",))
+    lines = []
+    for f in ("extreme-logits", "sizes"):
+        case = grad_case(f, [s for s in specs if s.family == f], STORE, Backward("numpy", _unstabilised))
+        case.run(target)
+        lines += case.diagnoses.get(target.name, [])
+    assert len(lines) == 1 and ": bwd-recompute — " in lines[0] and "the row max never subtracted" in lines[0], lines
