@@ -7,6 +7,7 @@ written to the APIs' contracts without reading refimpl. The expected names are t
 read against the model table (KEY4 to KEY11 in tools/score_heldout.py, written before the runs; bugs that had no
 model then are named by the models written for them since). Not a measure: the sets are spent."""
 import importlib.util
+import warnings
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,16 @@ NAMED = {
     # tests/heldout15's kernels said unknown at its scoring run, named since by variants written after it
     ("heldout15/torch_sdpa_fwd", "sdpa_softmax_dim_one", "torch-sdpa", "float64"): "softmax-axis",
     ("heldout15/flash_fwd", "flash_fallback_full_context_causal", "flash-attn", "float64"): "causal-forced",
+    # tests/heldout16's kernels said unknown (or mask-kind, wrong) at its scoring run, named since
+    ("heldout16/numpy_fwd", "halo_block_attention", "refimpl", "float64"): "mask-polarity",
+    ("heldout16/numpy_fwd", "keras_additive_mask_attention", "refimpl", "float64"): "finite-mask-fill",
+    ("heldout16/numpy_fwd", "chunked_queries_bias_attention", "refimpl", "float64"): "mask-rows",
+    ("heldout16/numpy_fwd", "softmax_lanes_attention", "refimpl", "float64"): "max-not-reduced",
+    ("heldout16/numpy_fwd", "flash_jax_key_chunks", "refimpl", "float64"): "output-shape",
+    ("heldout16/torch_sdpa_fwd", "sdpa_bias_heads_unsqueeze", "torch-sdpa", "float64"): "output-shape",
+    ("heldout16/flash_fwd", "flash_alibi_tp_partitions", "flash-attn", "float64"): "alibi-slopes",
+    # tests/heldout17's verdict miss: no square whole-tile causal case in the quick suite then
+    ("heldout17/torch_sdpa_fwd", "sdpa_tiled_even_template", "torch-sdpa", "float64"): "causal-dropped",
     # tests/heldout11: five more named since by fitted forms and variants written after it (docs/diagnosis.md)
     ("heldout11/numpy_fwd", "attend_scale_numerator_only", "refimpl", "float64"): "softmax-denominator",
     ("heldout11/torch_sdpa_fwd", "sdpa_value_tiles_store", "torch-sdpa", "float64"): "output-columns",
@@ -273,6 +284,10 @@ BACKWARD = {
         ("bwd-recompute", "LSE of the probabilities"),
     ("heldout15/numpy_bwd", "bwd_weighted_sum_wrong_direction", "numpy-backward", "float64"):
         ("bwd-ds-transposed", "dV = P dO"),
+    ("heldout16/numpy_bwd", "bwd_dk_block_pointer_hq", "numpy-backward", "float64"):
+        ("bwd-gqa-sum", "dK (batch, kv head) <- "),
+    ("heldout17/numpy_bwd", "bwd_energies_unstabilised", "numpy-backward", "float64"):    # passed: no extreme-logits
+        ("bwd-recompute", "the row max never subtracted"),                                # gradient rows then
 }
 
 
@@ -285,7 +300,9 @@ def test_a_spent_held_out_backward_kernel_keeps_its_diagnosis(key):
     specs = [s for s in select(None, "quick", (dtype,)) if not s.long]
     cases = [grad_case(f, [s for s in specs if s.family == f], STORE, Backward(fn, getattr(_module(module), fn)))
              for f in dict.fromkeys(s.family for s in specs)]
-    results = {(c.id, target.name): c.run(target) for c in cases}
+    with warnings.catch_warnings():   # a kernel's own overflow warnings are not errors of the run (as in the CLI)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        results = {(c.id, target.name): c.run(target) for c in cases}
     assert any(o.status == Status.FAIL for o in results.values()), f"{fn}: no grad row failed"
     run = CheckRun(cases, [target.name], results, {}, 0.0)
     analyse_grad(run)                 # the run's line: the models fitted over every grad row's cases together
