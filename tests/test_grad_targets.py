@@ -6,6 +6,7 @@ autograd); every broken one fails and is diagnosed by its catalogued bug model, 
 import importlib.util
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -422,3 +423,22 @@ def test_a_backward_without_the_row_max_is_named_as_a_recompute_from_the_wrong_l
         case.run(target)
         lines += case.diagnoses.get(target.name, [])
     assert len(lines) == 1 and ": bwd-recompute — " in lines[0] and "the row max never subtracted" in lines[0], lines
+
+
+def test_nan_gradients_on_saturated_scores_are_left_out_of_a_fit_on_cases_judged_by_value():
+    """A backward with dK's scale missing also returns NaN on extreme-logits cases (exp(S) without the row max): the
+    model is fitted on the cases judged by value, and the line counts the ones left out."""
+    def both(q, k, v, d_out, mask=None, scale=None):
+        dq, dk, dv = _unstabilised(q, k, v, d_out, mask, scale)
+        return dq, dk / (1.0 / np.sqrt(q.shape[-1]) if scale is None else scale), dv
+    target = Target("user:forward", lambda q, k, v, mask=None, scale=None: q)
+    specs = select(["extreme-logits", "sizes"], "quick", ("float64",))
+    cases = [grad_case(f, [s for s in specs if s.family == f], STORE, Backward("numpy", both))
+             for f in ("extreme-logits", "sizes")]
+    results = {(c.id, target.name): c.run(target) for c in cases}
+    run = CheckRun(cases, [target.name], results, {}, 0.0)
+    analyse_grad(run)
+    lines = run.diagnoses.get(target.name, [])
+    assert len(lines) == 1 and ": bwd-scale-dk — " in lines[0], lines
+    assert re.search(r"\(fitted on the failing cases judged by value; \d+ extreme-logits cases with NaN or inf "
+                     r"gradients left out\)$", lines[0]), lines

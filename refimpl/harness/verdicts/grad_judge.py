@@ -241,12 +241,19 @@ def per_query_head(gd: GradData) -> tuple:
 def diagnose_grads(failing: list[tuple[GradData, GradReturned]], passing: list[tuple[GradData, GradReturned]],
                    target: str) -> list[str]:
     """``diagnosis TARGET: MODEL — explanation`` per fitting backward model (see the module docstring), else
-    ``diagnosis TARGET: unknown gradient error``; [] when nothing failed."""
+    ``diagnosis TARGET: unknown gradient error``; [] when nothing failed. Where cases judged by value failed too,
+    the ``FINITE_ONLY`` ones (NaN or inf on a saturated softmax, where a low-precision kernel's own overflow point
+    decides the pattern) are left out of the fit, and the line says how many."""
     if not failing:
         return []
-    failing, passing = failing[:MAX_FAILING], passing[:MAX_PASSING]
+    by_value = [f for f in failing if f[0].data.spec.family not in FINITE_ONLY]
+    left_out = len(failing) - len(by_value) if by_value else 0
+    failing, passing = (by_value or failing)[:MAX_FAILING], passing[:MAX_PASSING]
     lines = fitting_models(target, bugs_backward.MODELS,
                            lambda model, variant: all(_fits(variant.fn, gd, got, True) for gd, got in failing)
                            and all(_fits(variant.fn, gd, got, False) for gd, got in passing))
     lines = lines or placement_grads_line(target, failing, passing, per_query_head)    # dK / dV blocks' sources
-    return lines or [f"diagnosis {target}: unknown gradient error (no backward bug model fits)"]
+    tail = (f" (fitted on the failing cases judged by value; {left_out} {'/'.join(FINITE_ONLY)} cases with NaN or "
+            f"inf gradients left out)") if left_out else ""
+    return ([line + tail for line in lines]
+            or [f"diagnosis {target}: unknown gradient error (no backward bug model fits)"])
