@@ -1,6 +1,7 @@
 """The fitted ALiBi slope map (refimpl/harness/analysis/fitting_slopes.py) on outputs built here from the quick
 suite's ALiBi cases: each query head's output computed with another head's slope (refimpl's attention with the
 slopes rearranged, the rearrangement chosen by the test), and what the fit prints or refuses."""
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -75,3 +76,23 @@ def test_a_passing_case_the_map_would_change_decides_when_it_applies():
     assert "not GQA (Hq != Hkv)" in line[0], line           # one of the conditions that separate the two cases
     assert _line(fail, [(CASES["alibi/0002"], CASES["alibi/0002"].expected)]) == [    # Hq 2: no map to apply
         LINE + "Hq=6: query heads 0..5 use the slopes of heads 0 1 2 0 1 2"]
+
+
+def test_a_case_without_alibi_or_without_slopes_is_never_fitted_whatever_it_carries():
+    from refimpl.harness.analysis.fitting_slopes import _distinct
+    plain = STORE.get(select(["sizes"], "quick", ("float64",))[0])
+    assert not _distinct(replace(plain, slopes=np.array([0.5, 0.25])))               # slopes but no ALiBi
+    assert not _distinct(replace(SIX, slopes=None))                                    # ALiBi but no slopes
+    assert _distinct(SIX) and _distinct(PER_BATCH)
+
+
+def test_the_maps_of_the_first_three_head_counts_are_printed():
+    counts = {}
+    for s in select(["alibi"], "default", ("float64",)):
+        if s.Hq >= 2 and s.Hq not in counts:
+            counts[s.Hq] = STORE.get(s)
+    assert len(counts) >= 4, sorted(counts)
+    fail = [(d, _with_map(d, tuple(range(1, hq)) + (0,))) for hq, d in counts.items()]   # each head the next's slope
+    line = _line(fail)
+    shown = [int(n) for n in re.findall(r"Hq=(\d+):", line[0])]
+    assert shown == sorted(counts)[:3], line

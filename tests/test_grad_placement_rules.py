@@ -80,3 +80,11 @@ def test_blocks_agree_within_a_thousandth_relative_and_a_millionth_of_their_scal
     assert close_blocks(b * (1 + 9e-4), b) and not close_blocks(b * (1 + 2e-3), b)
     assert close_blocks(b + 4e-6, b) and not close_blocks(np.array([[2.0, 6e-6]]), np.array([[2.0, 0.0]]))
     assert not close_blocks(np.array([[np.nan, 0.0]]), np.zeros((1, 2)))
+
+
+def test_the_absolute_allowance_is_a_millionth_of_one_plus_the_largest_entry():
+    assert close_blocks(np.array([[1000.0, 5e-4]]), np.array([[1000.0, 0.0]]))        # 1e-6 x 1001 allows it
+    assert not close_blocks(np.array([[1.5e-6]]), np.zeros((1, 1)))                   # 1e-6 x (1 + 0)
+    assert close_blocks(np.array([[0.9e-6]]), np.zeros((1, 1)))
+    assert not close_blocks(np.array([[0.5, 1.8e-6]]), np.array([[0.5, 0.0]]))         # 1e-6 x 1.5, not x 2
+    assert close_blocks(np.array([[0.5, 1.4e-6]]), np.array([[0.5, 0.0]]))

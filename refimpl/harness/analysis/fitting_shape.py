@@ -43,7 +43,7 @@ def fit_shape(cases: list[tuple[object, tuple[int, ...]]]) -> tuple[str, ...] | 
 
 
 def shape_line(target: str, shaped: list, pass_data: list, condition: Callable, seen: Callable,
-               raised: int = 0) -> list[str]:
+               raised: int) -> list[str]:
     """``diagnosis TARGET: output-shape — ...`` with the fitted formula (and when it applies) for ``shaped``, the
     (CaseData, returned shape) pairs of every failing case with an output; [] when the fit does not hold.
     ``pass_data``: the passing cases' CaseData; ``condition`` and ``seen`` as :func:`.fitting_heads.heads_line`'s;
