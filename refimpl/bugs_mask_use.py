@@ -32,11 +32,16 @@ DEAD = ("zeros", "NaN", "the mean of V")
 CHUNKS = (8, 16, 32, 64, 128)
 
 
-def mask_skipped(q, k, v, *, when="always", **kw):
+def mask_skipped(q, k, v, *, when="always", dead_zero=False, **kw):
     """The mask not applied: ``when`` "always" (the argument accepted and ignored), "where it is bool" (a float
     mask added, a bool one converted and the conversion dropped), "one query" (only on a call with Sq == 1, the
-    causal and window flags still applied) or "one query, band too" (the flags skipped with it)."""
+    causal and window flags still applied) or "one query, band too" (the flags skipped with it). ``dead_zero``: the
+    rows the mask leaves no key zeroed afterwards (a has-key guard that reads the mask the softmax never got)."""
     kw = _kw(kw)
+    if dead_zero:
+        out = mask_skipped(q, k, v, when=when, **kw)
+        keep = _parts(q, k, v, **kw)[1]                                  # (B..., Sq, Sk): mask and band
+        return np.where(keep.any(axis=-1)[..., None], out, 0.0)
     if when == "where it is bool":
         if kw["mask"] is not None and np.asarray(kw["mask"]).dtype == bool:
             kw = dict(kw, mask=None)
@@ -142,7 +147,9 @@ def mask_rows_collapsed(q, k, v, *, chunk=16, **kw):
 ROWS = (
     BugModel("mask-skipped", "the mask is not applied in some calls: the keys it drops are attended",
              tuple(Variant(f"skipped {w}" if w in SKIPPED[:2] else f"skipped with {w} (Sq == 1, a decode step)",
-                           _named(mask_skipped, when=w), flags=w != "one query, band too") for w in SKIPPED),
+                           _named(mask_skipped, when=w), flags=w != "one query, band too") for w in SKIPPED)
+             + (Variant("skipped always, the rows it leaves no key zeroed (a has-key guard reads the mask)",
+                        _named(mask_skipped, dead_zero=True), flags=True),),
              distinct_from=("alibi-dropped",         # where ALiBi is the only mask: ALiBi dropped says more
                             "causal-alignment")),    # one query, band too: causal dropped is the other alignment
     BugModel("mask-drops-all", "wherever a mask is given every key is dropped (a 0/1 integer mask negated with a "

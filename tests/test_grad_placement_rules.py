@@ -88,3 +88,7 @@ def test_the_absolute_allowance_is_a_millionth_of_one_plus_the_largest_entry():
     assert close_blocks(np.array([[0.9e-6]]), np.zeros((1, 1)))
     assert not close_blocks(np.array([[0.5, 1.8e-6]]), np.array([[0.5, 0.0]]))         # 1e-6 x 1.5, not x 2
     assert close_blocks(np.array([[0.5, 1.4e-6]]), np.array([[0.5, 0.0]]))
+
+
+def test_an_error_of_exactly_the_allowance_is_close():
+    assert close_blocks(np.array([[1e-6]]), np.zeros((1, 1)))                         # 1e-6 x (1 + 0), inclusive

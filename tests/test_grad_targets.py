@@ -425,14 +425,14 @@ def test_a_backward_without_the_row_max_is_named_as_a_recompute_from_the_wrong_l
     assert len(lines) == 1 and ": bwd-recompute — " in lines[0] and "the row max never subtracted" in lines[0], lines
 
 
-def test_nan_gradients_on_saturated_scores_are_left_out_of_a_fit_on_cases_judged_by_value():
-    """A backward with dK's scale missing also returns NaN on extreme-logits cases (exp(S) without the row max): the
-    model is fitted on the cases judged by value, and the line counts the ones left out."""
+def test_nan_gradients_on_saturated_16_bit_scores_are_left_out_of_a_fit_on_cases_judged_by_value():
+    """A backward with dK's scale missing also returns NaN on float16 extreme-logits cases (exp(S) without the row
+    max): the model is fitted on the cases judged by value, and the line counts the ones left out."""
     def both(q, k, v, d_out, mask=None, scale=None):
         dq, dk, dv = _unstabilised(q, k, v, d_out, mask, scale)
         return dq, dk / (1.0 / np.sqrt(q.shape[-1]) if scale is None else scale), dv
     target = Target("user:forward", lambda q, k, v, mask=None, scale=None: q)
-    specs = select(["extreme-logits", "sizes"], "quick", ("float64",))
+    specs = select(["extreme-logits"], "quick", ("float16",)) + select(["sizes"], "quick", ("float64",))
     cases = [grad_case(f, [s for s in specs if s.family == f], STORE, Backward("numpy", both))
              for f in ("extreme-logits", "sizes")]
     results = {(c.id, target.name): c.run(target) for c in cases}
@@ -440,5 +440,29 @@ def test_nan_gradients_on_saturated_scores_are_left_out_of_a_fit_on_cases_judged
     analyse_grad(run)
     lines = run.diagnoses.get(target.name, [])
     assert len(lines) == 1 and ": bwd-scale-dk — " in lines[0], lines
-    assert re.search(r"\(fitted on the failing cases judged by value; \d+ extreme-logits cases with NaN or inf "
-                     r"gradients left out\)$", lines[0]), lines
+    assert re.search(r"\(fitted on the failing cases judged by value; \d+ 16-bit extreme-logits cases with NaN or "
+                     r"inf gradients left out\)$", lines[0]), lines
+
+
+def _max_floor(q, k, v, d_out, mask=None, scale=None):
+    """The textbook backward with P recomputed from a running max started at 0 (max(0, row max)): rows whose kept
+    scores all lie far below 0 underflow to zero weights."""
+    c = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    s = c * q @ np.swapaxes(k, -1, -2)
+    if mask is not None:
+        s = np.where(mask, s, -np.inf) if np.asarray(mask).dtype == bool else s + mask
+    with np.errstate(all="ignore"):
+        e = np.exp(s - np.maximum(s.max(axis=-1, keepdims=True), 0.0))
+        z = e.sum(axis=-1, keepdims=True)
+        p = e / np.where(z == 0, 1.0, z)
+        o = p @ v
+        ds = p * (d_out @ np.swapaxes(v, -1, -2) - np.sum(d_out * o, axis=-1, keepdims=True))
+        return c * ds @ k, c * np.swapaxes(ds, -1, -2) @ q, np.swapaxes(p, -1, -2) @ d_out
+
+
+def test_saturated_float64_gradients_are_judged_by_value():
+    """A running max floored at 0 zeroes the weights of rows whose scores lie far below it: finite, wrong values,
+    caught on the quick suite's float64 extreme-logits cases (only 16-bit cases are judged on finiteness alone)."""
+    target = Target("user:forward", lambda q, k, v, mask=None, scale=None: q)
+    o = _rows(target, ["extreme-logits"], ("float64",), Backward("numpy", _max_floor))["extreme-logits"][0]
+    assert o.status == Status.FAIL and "NaN or inf" not in o.detail, o.detail

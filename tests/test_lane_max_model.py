@@ -34,7 +34,7 @@ def _threads(n: int):
     return fn
 
 
-@pytest.mark.parametrize("n", [32, 128])
+@pytest.mark.parametrize("n", [32, 64])
 def test_the_thread_count_whose_maxes_are_never_reduced_is_named(n):
     target = Target("k", _threads(n), api="refimpl")
     results = [run_one(target, s, STORE) for s in select(None, "quick", ("float64",)) if not s.long]
@@ -55,3 +55,15 @@ def test_each_weight_is_off_by_the_row_max_over_its_lanes_max():
         np.testing.assert_allclose(out[i], (w / w.sum()) @ v[0, 0], rtol=0, atol=1e-12)
         right = np.exp(s[i] - s[i].max())
         assert not np.allclose(out[i], (right / right.sum()) @ v[0, 0])
+
+
+def test_uniform_weights_over_the_kept_keys_are_not_called_a_per_lane_max():
+    """Scale 0 gives every kept key the same weight, as lanes wider than Sk would: the run's cases with more keys
+    than a warp's lanes refute max-not-reduced, and the scale fit names what happened."""
+    def uniform(q, k, v, mask=None, scale=None):
+        return _threads(1)(q, k, v, mask, 0.0)
+    target = Target("k", uniform, api="refimpl")
+    results = [run_one(target, s, STORE) for s in select(None, "quick", ("float64",)) if not s.long]
+    lines = diagnose(results, STORE, target="k")
+    assert not any("max-not-reduced" in x for x in lines), lines
+    assert any(x.startswith("diagnosis k: scale — ") for x in lines), lines

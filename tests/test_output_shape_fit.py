@@ -31,6 +31,8 @@ def test_where_several_sizes_fit_the_expected_one_at_that_axis_is_chosen():
     same = _spec(B=3, Hq=3, Hkv=3, Sq=6, Sk=6, D=6, Dv=6)
     assert fit_shape([(same, (3, 3, 6, 6))]) == ("B", "Hq", "Sq", "Dv")
     assert fit_shape([(same, (1, 3, 3, 6, 6))]) == ("1", "B", "Hq", "Sq", "Dv")
+    ones = _spec(B=1, Hq=1, Hkv=1, Sq=4, Sk=5, D=3, Dv=2)
+    assert fit_shape([(ones, (1, 1, 1, 4, 2))]) == ("1", "B", "Hq", "Sq", "Dv")      # an extra axis of 1: "1"
 
 
 def test_no_formula_when_the_axes_disagree_or_a_size_fits_no_name():
@@ -108,3 +110,10 @@ def test_the_passing_cases_the_formula_would_change_decide_when_and_raised_cases
 def test_the_right_shape_or_no_formula_gives_no_line():
     assert _shape_line([(_data({}), (2, 3, 5, 6))], []) == []
     assert _shape_line([(_data({}), (2, 3, 5, 11))], []) == []
+
+
+def test_an_axis_at_the_expected_place_keeps_its_name_and_an_extra_one_is_1_before_any_size():
+    one_batch = _spec(B=1, Hq=3, Hkv=3, Sq=5, Sk=7, D=4, Dv=6)
+    assert fit_shape([(one_batch, (1, 3, 5, 4))]) == ("B", "Hq", "Sq", "D")       # B = 1, in B's place: B
+    flat = _spec(B=2, Hq=3, Hkv=3, Sq=5, Sk=7, D=4, Dv=1)
+    assert fit_shape([(flat, (1, 2, 3, 5, 1))]) == ("1", "B", "Hq", "Sq", "Dv")    # Dv = 1 too: the extra axis is 1

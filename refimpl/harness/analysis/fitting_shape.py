@@ -5,7 +5,7 @@ often, heads and queries swapped).
 A failing case whose output has another shape gives no values to fit, but its shape is evidence: each axis of it
 is read as the sizes of the case it equals (B, Hq, Sq, Dv, Hkv, Sk, D or 1), and the formula holds when every such
 case has the same number of axes and each axis one size on all of them (the first in that order where several
-fit every case: the size expected at that axis, counted from the last, else the first in that order). It is
+fit every case: the size expected at that axis, counted from the last, else 1, else the first in that order). It is
 reported only when every failing case with an output returned another shape (a fit of some of them explains no
 run); the passing cases whose shape the formula would change decide when it applies (the condition search of
 :mod:`.conditions`); where no case feature separates them, the line says so (the shapes are what was returned,
@@ -38,8 +38,8 @@ def fit_shape(cases: list[tuple[object, tuple[int, ...]]]) -> tuple[str, ...] | 
     if not all(axes):
         return None
     extra = len(axes) - len(RIGHT)                  # axes aligned from the right: the expected size there first
-    return tuple(RIGHT[a - extra] if 0 <= a - extra and RIGHT[a - extra] in names else min(names, key=SIZES.index)
-                 for a, names in enumerate(axes))
+    return tuple(RIGHT[a - extra] if 0 <= a - extra and RIGHT[a - extra] in names
+                 else "1" if "1" in names else min(names, key=SIZES.index) for a, names in enumerate(axes))
 
 
 def shape_line(target: str, shaped: list, pass_data: list, condition: Callable, seen: Callable,

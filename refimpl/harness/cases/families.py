@@ -84,8 +84,10 @@ def _causal(rng, i):
     if i % 6 == 0:                     # one query, top-left: it sees key 0 only (a kernel that skips the causal mask
         d["Sq"], d["Sk"] = 1, max(d["Sk"], 4)        # for a one-query step, as a decode step needs, is caught here)
     if i % 13 == 12:                   # square and whole tiles (64 or 128): a kernel whose even-tile path (no
-        n = (64, 128)[i // 13 % 2]     # boundary step) skips the causal mask is caught; no draw from rng
-        d["Sq"], d["Sk"], align = n, n, ("top-left", "bottom-right")[i // 26 % 2]
+        n = (64, 128)[i // 13 % 2]     # boundary step) skips the causal mask is caught; two batches of two heads: a
+        #                                causal mask built for batch 0 (or head 0) alone is caught; no draw from rng
+        d = dict(d, Sq=n, Sk=n, B=2, Hq=2, Hkv=None)
+        align = ("top-left", "bottom-right")[i // 26 % 2]
     return dict(d, is_causal=True, alignment=align, dead_rows=align == "bottom-right" and d["Sq"] > d["Sk"])
 
 
@@ -229,7 +231,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("padding", "per-batch key lengths (a (B, 1, 1, Sk) keep-mask)", 80,
            lambda r, i: dict(_small(r), B=int(r.integers(2, 5)), mask="padding")),
     Family("causal", "causal masks in both alignments, Sq < Sk (one query among them), Sq > Sk and square whole "
-           "tiles", 130, _causal),
+           "tiles over two batches and heads", 130, _causal),
     Family("window", "sliding windows (left, right), -1 unbounded, both alignments", 110, _window),
     Family("softcap", "logit soft-capping cap * tanh(scores / cap), alone, under a causal mask (Gemma-2) and with "
                       "ALiBi added after the cap", 60,

@@ -23,11 +23,11 @@ How a column gets its gradients:
 case is ``nondeterministic`` (:mod:`.determinism`: which gradient, how many values differ, by how much).
 
 Families with no gradient meaning are n/a: ``long`` (S up to 16,384: the autograd graph of an
-Sq x Sk matrix per head). ``extreme-logits`` (saturated softmax: the weights are one-hot up to rounding,
-ties decided by rounding, the gradient bound vacuous) is judged on shapes and finiteness only: a NaN or inf
-where the float64 oracle is finite fails (a backward that exponentiates the scores without the row max
-overflows there), the values are not compared. Fully masked query rows expect zero gradients whatever the
-forward's masked-rows convention.
+Sq x Sk matrix per head). ``extreme-logits`` (saturated softmax) is judged as every case in float64 and
+float32; in float16 and bfloat16 (the weights one-hot up to rounding, ties decided by rounding, the budget
+vacuous) on shapes and finiteness only: a NaN or inf where the float64 oracle is finite fails (a backward that
+exponentiates the scores without the row max overflows there). Fully masked query rows expect zero gradients
+whatever the forward's masked-rows convention.
 
 The row's cell: FAIL when any case fails, with the first failing cases and the ``diagnosis TARGET: MODEL —
 explanation`` lines of the backward bug models that fit (:func:`.grad_judge.diagnose_grads`); the

@@ -19,8 +19,9 @@ Each gradient is judged on its own:
 * a NaN or inf where the oracle is finite fails (fully masked rows have zero gradients: a NaN there is the
   bwd-masked-nan bug, whatever the forward's masked-rows convention); a wrong shape fails; gradients
   returned in a lower precision than the inputs fail with the ``--dtype`` to use;
-* ``FINITE_ONLY`` families (``extreme-logits``: a saturated softmax, its gradient bound vacuous): only the
-  shapes and the NaN / inf rule above are judged.
+* ``FINITE_ONLY`` families (``extreme-logits``: a saturated softmax) in float16 / bfloat16, where the budget is
+  vacuous (rounding decides the one-hot weights): only the shapes and the NaN / inf rule above are judged; in
+  float64 and float32 they are judged as every case.
 
 Sensitivity: in bfloat16 the rounding quantum (``QUANTUM_ULPS * eps * (1 + n_terms)`` of the gradient's
 magnitude, n_terms >= Sk + 2 Dv + D + 6) is about as large as the gradient itself, so a missing delta term
@@ -51,7 +52,13 @@ __all__ = ["GradData", "GradReturned", "GradVerdict", "GRADS", "grad_data", "jud
 
 GRADS = ("dq", "dk", "dv")
 MAX_FAILING, MAX_PASSING, EXPLAINS = 12, 6, 0.5
-FINITE_ONLY = ("extreme-logits",)       # families whose gradients are judged on shape and finiteness alone
+FINITE_ONLY = ("extreme-logits",)       # families whose 16-bit gradients are judged on shape and finiteness alone
+
+
+def finite_only(spec) -> bool:
+    """A case whose gradients are judged on shape and finiteness alone: a ``FINITE_ONLY`` family in a 16-bit
+    dtype, where rounding decides the saturated softmax's one-hot weights (float64 and float32 keep the bounds)."""
+    return spec.family in FINITE_ONLY and precision(spec.dtype).low
 
 
 @dataclass
@@ -171,7 +178,7 @@ def judge_grads(gd: GradData, got: GradReturned, given_dtype: str, cache: dict |
             ratios.append(math.inf)
             allowed[name] = 0.0
             continue
-        if s.family in FINITE_ONLY:                  # a saturated softmax: finiteness is all that is judged
+        if finite_only(s):                           # a saturated softmax in 16 bits: finiteness is all judged
             allowed[name] = math.inf
             ratios.append(0.0)
             continue
@@ -242,18 +249,18 @@ def diagnose_grads(failing: list[tuple[GradData, GradReturned]], passing: list[t
                    target: str) -> list[str]:
     """``diagnosis TARGET: MODEL — explanation`` per fitting backward model (see the module docstring), else
     ``diagnosis TARGET: unknown gradient error``; [] when nothing failed. Where cases judged by value failed too,
-    the ``FINITE_ONLY`` ones (NaN or inf on a saturated softmax, where a low-precision kernel's own overflow point
+    the :func:`finite_only` ones (NaN or inf on a saturated 16-bit softmax, where the kernel's own overflow point
     decides the pattern) are left out of the fit, and the line says how many."""
     if not failing:
         return []
-    by_value = [f for f in failing if f[0].data.spec.family not in FINITE_ONLY]
+    by_value = [f for f in failing if not finite_only(f[0].data.spec)]
     left_out = len(failing) - len(by_value) if by_value else 0
     failing, passing = (by_value or failing)[:MAX_FAILING], passing[:MAX_PASSING]
     lines = fitting_models(target, bugs_backward.MODELS,
                            lambda model, variant: all(_fits(variant.fn, gd, got, True) for gd, got in failing)
                            and all(_fits(variant.fn, gd, got, False) for gd, got in passing))
     lines = lines or placement_grads_line(target, failing, passing, per_query_head)    # dK / dV blocks' sources
-    tail = (f" (fitted on the failing cases judged by value; {left_out} {'/'.join(FINITE_ONLY)} cases with NaN or "
-            f"inf gradients left out)") if left_out else ""
+    tail = (f" (fitted on the failing cases judged by value; {left_out} 16-bit {'/'.join(FINITE_ONLY)} cases with "
+            f"NaN or inf gradients left out)") if left_out else ""
     return ([line + tail for line in lines]
             or [f"diagnosis {target}: unknown gradient error (no backward bug model fits)"])
