@@ -4,7 +4,6 @@ over the queries, another scale, GQA's heads interleaved) are run through the gr
 ``bwd-forward-mistake`` (or ``bwd-scale``) with that very mistake, and the right forward's autograd must conform
 with no diagnosis. The model functions are also checked against torch autograd directly, case by case."""
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -12,12 +11,8 @@ import torch
 
 from refimpl.bugs_backward_forward import forward_mistake, scale_backward
 from refimpl.harness.cases import Status
-from refimpl.harness.cases.families import select
-from refimpl.harness.rows.family_cases import CaseStore
-from refimpl.harness.rows.grad_cases import Backward, grad_case
-from refimpl.harness.target_spec import Target
+from tests.support.quick_runs import backward_lines
 
-STORE = CaseStore()
 FAMILIES = ["sizes", "bool-mask", "causal", "masked-rows"]
 
 
@@ -76,16 +71,7 @@ def _recompute(q, k, v, d_out, mask=None, scale=None):
 
 
 def _lines(fn):
-    target = Target("user:forward", lambda q, k, v, mask=None, scale=None: q)
-    specs = select(FAMILIES, "quick", ("float64",))
-    lines, statuses = [], []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for f in FAMILIES:
-            case = grad_case(f, [s for s in specs if s.family == f], STORE, Backward("autograd", fn))
-            statuses.append(case.run(target).status)
-            lines += case.diagnoses.get(target.name, [])
-    return statuses, lines
+    return backward_lines(fn, FAMILIES)
 
 
 def test_the_right_forwards_autograd_conforms_with_no_diagnosis():

@@ -3,19 +3,14 @@ kernel was built with: NumPy backward passes written here as loops over tiles, e
 size (or padding multiple), run through the grad rows; the diagnosis must name the model with that very value,
 and a correct tiled kernel must conform with no diagnosis."""
 import math
-import warnings
 
 import numpy as np
 import pytest
 
 from refimpl.bugs_backward import MODELS, steps_backward
 from refimpl.harness.cases import Status
-from refimpl.harness.cases.families import select
-from refimpl.harness.rows.family_cases import CaseStore
-from refimpl.harness.rows.grad_cases import Backward, grad_case
-from refimpl.harness.target_spec import Target
+from tests.support.quick_runs import backward_lines
 
-STORE = CaseStore()
 FAMILIES = ["sizes", "causal", "masked-rows"]
 
 
@@ -63,16 +58,7 @@ def _tiled(q, k, v, d_out, mask=None, scale=None, *, block=32, mistake=None, pad
 
 
 def _lines(fn):
-    target = Target("zoo:forward", lambda q, k, v, mask=None, scale=None: q)
-    specs = select(FAMILIES, "quick", ("float64",))
-    lines, statuses = [], []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for f in FAMILIES:
-            case = grad_case(f, [s for s in specs if s.family == f], STORE, Backward("tiled", fn))
-            statuses.append(case.run(target).status)
-            lines += case.diagnoses.get(target.name, [])
-    return statuses, lines
+    return backward_lines(fn, FAMILIES)
 
 
 def test_a_correct_tiled_backward_conforms_with_no_diagnosis():

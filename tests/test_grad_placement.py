@@ -3,17 +3,12 @@ block holds one query head's contribution, not its group's sum, is named with th
 with two wrong reductions, each reading the contributions off a right backward written out in NumPy."""
 import math
 import re
-import warnings
 
 import numpy as np
 
 from refimpl.harness.cases import Status
-from refimpl.harness.cases.families import select
-from refimpl.harness.rows.family_cases import CaseStore
-from refimpl.harness.rows.grad_cases import Backward, grad_case
-from refimpl.harness.target_spec import Target
+from tests.support.quick_runs import backward_lines
 
-STORE = CaseStore()
 FAMILIES = ["batched-heads", "gqa", "sizes"]
 
 
@@ -51,16 +46,7 @@ def _first_of_group(q, k, v, d_out, mask=None, scale=None):
 
 
 def _lines(fn):
-    target = Target("user:forward", lambda q, k, v, mask=None, scale=None: q)
-    specs = select(FAMILIES, "quick", ("float64",))
-    lines, statuses = [], []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for f in FAMILIES:
-            case = grad_case(f, [s for s in specs if s.family == f], STORE, Backward("numpy", fn))
-            statuses.append(case.run(target).status)
-            lines += case.diagnoses.get(target.name, [])
-    return statuses, lines
+    return backward_lines(fn, FAMILIES)
 
 
 def test_the_query_head_each_dk_block_came_from_is_fitted():

@@ -7,13 +7,7 @@ import numpy as np
 import pytest
 
 from refimpl.bugs_normaliser import lane_max
-from refimpl.harness.analysis.diagnosis import diagnose
-from refimpl.harness.cases import Status
-from refimpl.harness.cases.families import select
-from refimpl.harness.rows.family_cases import CaseStore, run_one
-from refimpl.harness.targets.target import Target
-
-STORE = CaseStore()
+from tests.support.quick_runs import forward_lines
 
 
 def _threads(n: int):
@@ -36,10 +30,7 @@ def _threads(n: int):
 
 @pytest.mark.parametrize("n", [32, 64])
 def test_the_thread_count_whose_maxes_are_never_reduced_is_named(n):
-    target = Target("k", _threads(n), api="refimpl")
-    results = [run_one(target, s, STORE) for s in select(None, "quick", ("float64",)) if not s.long]
-    assert any(r.status == Status.FAIL for r in results)
-    lines = diagnose(results, STORE, target="k")
+    lines = forward_lines(_threads(n))
     assert len(lines) == 1 and lines[0].startswith("diagnosis k: max-not-reduced — "), lines
     assert f"(lanes of {n} (a key's thread: j mod {n}))" in lines[0], lines
 
@@ -62,8 +53,6 @@ def test_uniform_weights_over_the_kept_keys_are_not_called_a_per_lane_max():
     than a warp's lanes refute max-not-reduced, and the scale fit names what happened."""
     def uniform(q, k, v, mask=None, scale=None):
         return _threads(1)(q, k, v, mask, 0.0)
-    target = Target("k", uniform, api="refimpl")
-    results = [run_one(target, s, STORE) for s in select(None, "quick", ("float64",)) if not s.long]
-    lines = diagnose(results, STORE, target="k")
+    lines = forward_lines(uniform)
     assert not any("max-not-reduced" in x for x in lines), lines
     assert any(x.startswith("diagnosis k: scale — ") for x in lines), lines

@@ -7,13 +7,7 @@ import numpy as np
 import pytest
 
 from refimpl.bugs_mask_use import mask_rows_collapsed
-from refimpl.harness.analysis.diagnosis import diagnose
-from refimpl.harness.cases import Status
-from refimpl.harness.cases.families import select
-from refimpl.harness.rows.family_cases import CaseStore, run_one
-from refimpl.harness.targets.target import Target
-
-STORE = CaseStore()
+from tests.support.quick_runs import forward_lines
 
 
 def _chunked(chunk: int):
@@ -38,10 +32,7 @@ def _chunked(chunk: int):
 
 @pytest.mark.parametrize("chunk", [8, 32])
 def test_the_query_chunk_whose_first_mask_row_every_row_reads_is_named(chunk):
-    target = Target("k", _chunked(chunk), api="refimpl")
-    results = [run_one(target, s, STORE) for s in select(None, "quick", ("float64",)) if not s.long]
-    assert any(r.status == Status.FAIL for r in results)
-    lines = diagnose(results, STORE, target="k")
+    lines = forward_lines(_chunked(chunk))
     assert len(lines) == 1 and lines[0].startswith("diagnosis k: mask-rows — "), lines
     assert f"(chunks of {chunk} query rows, each reading its first row's mask)" in lines[0], lines
 

@@ -6,14 +6,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from refimpl.harness.analysis.diagnosis import diagnose
 from refimpl.harness.analysis.fitting_shape import fit_shape
-from refimpl.harness.cases import Status
-from refimpl.harness.cases.families import select
-from refimpl.harness.rows.family_cases import CaseStore, run_one
-from refimpl.harness.targets.target import Target
-
-STORE = CaseStore()
+from tests.support.quick_runs import forward_lines
 
 
 def _spec(B=2, Hq=3, Hkv=3, Sq=5, Sk=7, D=4, Dv=6):
@@ -71,10 +65,7 @@ def _extra_axis(out, q):
 @pytest.mark.parametrize("shape_of, formula", [(_first_d_channels, "(B, Hq, Sq, D)"),
                                                (_extra_axis, "(1, B, Hq, Sq, Dv)")])
 def test_a_kernel_returning_another_shape_is_named_with_it(shape_of, formula):
-    target = Target("k", _numpy_kernel(shape_of), api="refimpl")
-    results = [run_one(target, s, STORE) for s in select(None, "quick", ("float64",)) if not s.long]
-    assert any(r.status == Status.FAIL for r in results)
-    lines = diagnose(results, STORE, target="k")
+    lines = forward_lines(_numpy_kernel(shape_of))
     assert len(lines) == 1 and lines[0].startswith("diagnosis k: output-shape — "), lines
     assert f"fitted {formula} where (B, Hq, Sq, Dv) is expected" in lines[0], lines
 
