@@ -24,7 +24,7 @@ The models (each changes exactly one step):
     bwd-gqa-sum        dK, dV of a kv head from the first (or last) query head of its group, or the group's mean
     bwd-masked-nan     P recomputed as exp(S - max S) / sum: NaN on fully masked rows, which flows into dQ
                        of that row and into every dK, dV entry of its (batch, head)
-    bwd-delta-axis     dS = P * (dP - sum over the queries of P * dP)   (the Jacobian's sum on the wrong axis)
+    bwd-delta-axis     dS = P * (dP - sum over the queries of P * dP), or delta[j] at (i, j) (bugs_backward_shapes)
     bwd-mask-not-reapplied  P recomputed in the backward without the mask, causal band and window (O kept)
     bwd-mask-not-reapplied (also) P and O both recomputed with no mask: unmasked attention's exact gradient
     bwd-masked-uniform P = 1 / Sk on fully masked rows (a finite fill such as finfo.min), O and every gradient too
@@ -59,6 +59,7 @@ from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant
 from .bugs_backward_forward import MODEL as FORWARD_MISTAKE, RECOMPUTE_VARIANTS, SCALE_VARIANTS, TRANSPOSED_VARIANTS
 from .bugs_backward_kernels import BLOCKS, KERNEL_VARIANTS, kernel_steps, padded_keys
+from .bugs_backward_shapes import shape_models
 from .lse import sdpa_lse
 from .masks import band_mask
 from .precision import get as precision
@@ -147,13 +148,9 @@ def _reduce(g: np.ndarray, group: int, mistake: str) -> np.ndarray:
         return g
     sh = g.shape
     grouped = g.reshape(sh[:-3] + (sh[-3] // group, group) + sh[-2:])   # (B, Hkv, G, Sk, X)
-    if mistake == "gqa-first":
-        return grouped[..., 0, :, :]
-    if mistake == "gqa-last":
-        return grouped[..., -1, :, :]
-    if mistake == "gqa-mean":
-        return grouped.mean(axis=-3)
-    return grouped.sum(axis=-3)
+    if mistake in ("gqa-first", "gqa-last"):
+        return grouped[..., 0 if mistake == "gqa-first" else -1, :, :]
+    return grouped.mean(axis=-3) if mistake == "gqa-mean" else grouped.sum(axis=-3)
 
 
 STEP_MISTAKES = ("lse-base2", "recompute-unscaled", "dead-uniform", "delta-unnormalised", "dq-last-key-tile",
@@ -276,6 +273,7 @@ def _kbs(model: str) -> tuple[Variant, ...]:      # the variants of ``model`` th
     return tuple(Variant(label, partial(kernel_backward, mistake=m, **kw)) for label, m, kw in KERNEL_VARIANTS[model])
 
 
+DELTA_SHAPES, LAYOUT_MODEL = shape_models(scaled_dot_product_attention)
 MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("bwd-delta-term",
              "the softmax Jacobian's rowsum(dO * O) term is wrong: dropped (dS = P * dP) or taken from another "
@@ -300,8 +298,9 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              (_v("first head of each group", "gqa-first"),
               _v("last head of each group (overwritten per head)", "gqa-last"), _v("mean over the group", "gqa-mean"))
              + _kbs("bwd-gqa-sum")),
-    BugModel("bwd-delta-axis", "the softmax Jacobian's rowsum(P * dP) is summed over the queries (axis -2), not the "
-             "keys", (_v("sum over queries", "delta-axis"),)),
+    BugModel("bwd-delta-axis", "the softmax Jacobian's row sum on the wrong axis: rowsum(P * dP) summed over the "
+             "queries (axis -2), or delta (B, H, Sq) broadcast without its kept axis (delta[j] at (i, j))",
+             (_v("sum over queries", "delta-axis"), *DELTA_SHAPES)),
     BugModel("bwd-mask-not-reapplied", "the backward recomputes the weights without the mask, causal band or window "
              "(the forward's output kept, or recomputed unmasked too): masked keys get gradients",
              (_v("P without the mask", "unmasked"),
@@ -347,4 +346,4 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              tuple(_st(f"{what} in {dt}", m, dtype=dt) for dt in ("float16", "bfloat16")
                    for what, m in (("P for dV", "p-for-dv-16bit"), ("dS", "ds-16bit"), ("P", "p-16bit"),
                                    ("dO * O before delta's row sum", "delta-16bit")))
-             + _kbs("bwd-low-precision")), FORWARD_MISTAKE)}
+             + _kbs("bwd-low-precision")), FORWARD_MISTAKE, LAYOUT_MODEL)}

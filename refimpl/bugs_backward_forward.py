@@ -23,6 +23,9 @@ renormalised). The mistakes (``MISTAKES``):
     mask-transposed                         the mask's (Sq, Sk) read as (Sk, Sq) (square cases)
     softmax-queries                         the softmax over the queries (axis -2), with its own Jacobian
     softmax-queries-row-jacobian            ... with the row softmax's Jacobian (delta = rowsum(dO * O))
+    softmax-flat                            the softmax over a batch's (heads, queries, keys) at once (the
+                                            scores reshaped to (B, -1)), with the row softmax's Jacobian
+    softmax-size-1                          the softmax over a size-1 axis: every kept weight 1 (row Jacobian)
     gqa-interleaved                         query head h reads kv head h % Hkv, not h // (Hq / Hkv)
     lse-of-weights                          (bwd-recompute) P = exp(S - log sum exp(P)): the LSE of the weights
     p-untransposed-dv                       (bwd-ds-transposed) dV = P dO (square cases; a shape error elsewhere)
@@ -48,7 +51,7 @@ __all__ = ["MISTAKES", "MODEL", "RECOMPUTE_VARIANTS", "SCALE_VARIANTS", "TRANSPO
 
 MISTAKES = ("none", "causal-top-left", "causal-bottom-right", "causal-flipped", "mask-inverted", "band-mask-inverted",
             "mask-transposed", "softmax-queries", "softmax-queries-row-jacobian", "gqa-interleaved",
-            "lse-of-weights", "p-untransposed-dv")
+            "lse-of-weights", "p-untransposed-dv", "softmax-flat", "softmax-size-1")
 SCALES = ("1", "1/sqrt(Dv)", "1/D", "s**2")
 
 
@@ -146,12 +149,14 @@ def forward_mistake(q, k, v, d_out, *, mistake: str, kept: str = "", **kw):
         mistake, wrong = "none", dict(kw)
     idx = (np.arange(Hq) % Hkv if interleaved else np.arange(Hq) // (Hq // Hkv)) if grouped else np.arange(Hq)
     ke, ve = np.take(k, idx, axis=-3), np.take(v, idx, axis=-3)          # (B, Hq, Sk, D), (B, Hq, Sk, Dv)
-    axis = -2 if mistake.startswith("softmax-queries") else -1
+    axis = -2 if mistake.startswith("softmax-queries") else (-3, -2, -1) if mistake == "softmax-flat" else -1
     at = np.arange(Hq) // (Hq // Hkv)                                     # the right kv head of each query head
     with np.errstate(all="ignore"):
         scores = _scores(q, ke, wrong)                                    # (B, Hq, Sq, Sk)
         right = _scores(q, np.take(k, at, axis=-3), kw)
         p = np.exp(scores - _lse(right if kept == "lse" else scores, axis))   # (B, Hq, Sq, Sk)
+        if mistake == "softmax-size-1":                                   # each score its own softmax: exp(0) = 1
+            p = np.isfinite(scores).astype(np.float64)
         if mistake == "lse-of-weights":                                   # LSE taken of the probabilities themselves
             p = np.exp(scores - _lse(np.where(np.isfinite(scores), p, -np.inf)))
         o = np.exp(right - _lse(right)) @ np.take(v, at, axis=-3) if kept else p @ ve   # (B, Hq, Sq, Dv)
@@ -205,4 +210,7 @@ MODEL = BugModel(
                            ("query head h reads kv head h % Hkv (interleaved, not grouped)", "gqa-interleaved"))
           for kept in ("", "o", "lse"))
     + (_fm("the softmax over the queries, with its own Jacobian", "softmax-queries"),
-       _fm("the softmax over the queries, with the row softmax's Jacobian", "softmax-queries-row-jacobian")))
+       _fm("the softmax over the queries, with the row softmax's Jacobian", "softmax-queries-row-jacobian"),
+       _fm("the softmax over a batch's heads, queries and keys at once (scores reshaped to (B, -1)), with the row "
+           "softmax's Jacobian", "softmax-flat"),
+       _fm("the softmax over a size-1 axis: every kept weight 1, with the row softmax's Jacobian", "softmax-size-1")))

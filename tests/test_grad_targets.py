@@ -81,7 +81,7 @@ def test_the_models_change_exactly_the_gradient_they_name():
     assert set(MODELS) == {"bwd-delta-term", "bwd-scale-dq", "bwd-scale-dk", "bwd-ds-transposed", "bwd-gqa-sum",
                            "bwd-masked-nan", "bwd-delta-axis", "bwd-mask-not-reapplied", "bwd-masked-uniform",
                            "bwd-recompute", "bwd-tile-accumulation", "bwd-value-dims", "bwd-scale", "bwd-low-precision",
-                           "bwd-forward-mistake"}
+                           "bwd-forward-mistake", "bwd-layout"}
 
 
 # --- NumPy backward passes (--backward MOD:FN) --------------------------------------------------------

@@ -46,7 +46,7 @@ from ...backward import expand_gqa, reduce_gqa, sdpa_backward
 from ..cases import Status, fitting_models
 from ...precision import get as precision
 from ..cases.features import CaseData, lower_precision
-from .grad_placement import placement_grads_line
+from .grad_placement import placement_grads_line, unsummed_grads_line
 
 __all__ = ["GradData", "GradReturned", "GradVerdict", "GRADS", "grad_data", "judge_grads", "diagnose_grads"]
 
@@ -259,7 +259,8 @@ def diagnose_grads(failing: list[tuple[GradData, GradReturned]], passing: list[t
     lines = fitting_models(target, bugs_backward.MODELS,
                            lambda model, variant: all(_fits(variant.fn, gd, got, True) for gd, got in failing)
                            and all(_fits(variant.fn, gd, got, False) for gd, got in passing))
-    lines = lines or placement_grads_line(target, failing, passing, per_query_head)    # dK / dV blocks' sources
+    lines = (lines or placement_grads_line(target, failing, passing, per_query_head)    # dK / dV blocks' sources
+             or unsummed_grads_line(target, failing, per_query_head))
     tail = (f" (fitted on the failing cases judged by value; {left_out} 16-bit {'/'.join(FINITE_ONLY)} cases with "
             f"NaN or inf gradients left out)") if left_out else ""
     return ([line + tail for line in lines]

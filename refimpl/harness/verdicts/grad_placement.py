@@ -9,7 +9,8 @@ is matched against every (batch, query head)'s contribution, the group sum and z
 their budget passes blocks that 1e-6 would call wrong). The fit holds when every block of dK and dV of every
 failing case matches one, some block is not the right sum, dQ is right, and every passing case has the right sums
 (the mistake shows only under GQA; a map that would change a passing GQA case refutes it). The line prints the map
-of the smallest failing case.
+of the smallest failing case. :func:`unsummed_grads_line`: dK and dV returned per query head, (B, Hq, Sk, X), each
+query head's own contribution where the group's sum (B, Hkv, Sk, X) is due (the reduction left out), dQ right.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from ...precision import get as precision
 
-__all__ = ["close_blocks", "placement_grads_line"]
+__all__ = ["close_blocks", "placement_grads_line", "unsummed_grads_line"]
 
 
 def _sources(gd, got: dict, close: Callable, per_head: Callable) -> dict | None:
@@ -85,3 +86,31 @@ def placement_grads_line(target: str, failing: list, passing: list, per_head: Ca
     return [f"diagnosis {target}: bwd-gqa-sum — dK and dV of a kv head are not the sum of its query heads' "
             f"contributions: fitted on B={spec.B}, Hq={spec.Hq}, Hkv={spec.Hkv}: dK (batch, kv head) <- {shown('dk')}; "
             f"dV <- {shown('dv')}"]
+
+
+def unsummed_grads_line(target: str, failing: list, per_head: Callable, close: Callable = close_blocks) -> list[str]:
+    """``diagnosis TARGET: bwd-gqa-sum — ...`` when every failing case (16-bit ones left out) has dQ right and dK, dV
+    right or returned per query head (B, Hq, Sk, X) equal to each query head's own contribution, and some case
+    returned them so; else []."""
+    seen = None
+    for gd, got in failing:
+        s = gd.data.spec
+        if precision(s.dtype).low:
+            continue
+        if got.grads["dq"].shape != gd.oracle["dq"].shape or not close(got.grads["dq"], gd.oracle["dq"]):
+            return []
+        per = None
+        for i, name in ((1, "dk"), (2, "dv")):
+            a = got.grads[name]
+            if a.shape == gd.oracle[name].shape and close(a, gd.oracle[name]):
+                continue
+            per = per_head(gd) if per is None else per
+            if s.Hq == s.Hkv or a.shape != per[i].shape or not close(a, per[i]):
+                return []
+            seen = seen or s
+    if seen is None:
+        return []
+    return [f"diagnosis {target}: bwd-gqa-sum — dK and dV of a kv head are not the sum of its query heads' "
+            f"contributions: returned per query head, shape (B, Hq, Sk, D) = ({seen.B}, {seen.Hq}, {seen.Sk}, "
+            f"{seen.D}) where the sum over each group of {seen.Hq // seen.Hkv} gives (B, Hkv, Sk, D) = ({seen.B}, "
+            f"{seen.Hkv}, {seen.Sk}, {seen.D})"]
