@@ -11,7 +11,8 @@ setup:
 check: setup
 	.venv/bin/refimpl check $(CHECK_ARGS)
 
-# make test runs every test but the `slow` ones (kill trials, whole-run subprocesses), spread over the cores with
+# make test runs every test but the `slow` ones (kill trials, whole-run subprocesses, and what tests/slow_tests.txt
+# lists: the tests of 0.6 s or more and seven parameters in eight of each sweep), spread over the cores with
 # pytest-xdist when the machine has more than one; make test-slow runs those (.ci/run runs both legs).
 CORES := $(shell nproc 2>/dev/null || echo 1)
 XDIST ?= $(if $(filter 1,$(CORES)),,-n $(CORES))

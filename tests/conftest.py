@@ -19,8 +19,42 @@ from refimpl.heap import keep_freed_memory  # noqa: E402
 keep_freed_memory()                 # as `refimpl check` does: the suite's large arrays are reused, not re-faulted
 
 
-# --- the `r` marker: skip with the reason, except where R is required (CI), where it fails ------
 import pytest  # noqa: E402
+
+# --- the split of make test / make test-slow: tests/slow_tests.txt (written by tools/slow_tests.py) -----------
+SLOW_LIST = os.path.join(os.path.dirname(__file__), "slow_tests.txt")
+SWEEP_KEEP = 8              # make test runs one parameter in SWEEP_KEEP of each listed sweep
+
+
+def _slow_entries():
+    out = {"sweep": set(), "slow": set()}
+    with open(SLOW_LIST) as f:
+        for line in f:
+            if line.strip() and not line.startswith("#"):
+                kind, _, node = line.rstrip("\n").partition(" ")
+                out[kind].add(node)
+    return out
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Mark `slow` each listed slow test and all but one parameter in SWEEP_KEEP of each listed sweep (the first,
+    then every SWEEP_KEEP-th in collection order), before `-m "not slow"` deselects. REFIMPL_SLOW_LIST=0 leaves
+    the list out (the mutation tools: every test may kill a mutant)."""
+    if os.environ.get("REFIMPL_SLOW_LIST", "1") == "0":
+        return
+    entries, seen = _slow_entries(), {}
+    for item in items:
+        fn = item.nodeid.split("[", 1)[0]
+        if fn in entries["sweep"]:
+            i = seen[fn] = seen.get(fn, -1) + 1
+            if i % SWEEP_KEEP:
+                item.add_marker(pytest.mark.slow)
+        elif item.nodeid in entries["slow"]:
+            item.add_marker(pytest.mark.slow)
+
+
+# --- the `r` marker: skip with the reason, except where R is required (CI), where it fails ------
 
 
 def r_required() -> bool:

@@ -80,3 +80,37 @@ def test_a_broken_fixture_value_fails_the_r_leg(broken, rb):
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 1, r.stdout[-1500:]
     assert "complete-vignette.json: weights [r]" in r.stdout and "R side:" in r.stdout
+
+
+def test_every_entry_of_the_slow_list_names_a_test_that_exists():
+    """tests/slow_tests.txt splits make test from make test-slow by test id: an entry whose file or function was
+    renamed would silently put its test back in the fast leg, so each must name a test function of its file."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("slow_tests_tool", ROOT / "tools" / "slow_tests.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    entries = tool.read_entries(ROOT / "tests" / "slow_tests.txt")
+    assert {k for k, _ in entries} == {"sweep", "slow"}
+    missing = []
+    for kind, node in entries:
+        path, _, test = node.partition("::")
+        fn = test.split("[", 1)[0]
+        if not (ROOT / path).is_file() or not re.search(rf"^def {re.escape(fn)}\(", (ROOT / path).read_text(), re.M):
+            missing.append(f"{kind} {node}")
+        if kind == "sweep":
+            assert "[" not in test, f"a sweep names a function, not one of its parameters: {node}"
+    assert not missing, "entries naming no test (renamed or removed? rerun tools/slow_tests.py):\n" + "\n".join(missing)
+
+
+def test_the_slow_list_marks_each_listed_test_and_samples_each_sweep(tmp_path):
+    """Collected with -m 'not slow', a listed slow test is deselected, and of a sweep one parameter in eight stays."""
+    (tmp_path / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())
+    (tmp_path / "slow_tests.txt").write_text("# x\nsweep test_s.py::test_sweep\nslow test_s.py::test_one[2]\n")
+    (tmp_path / "test_s.py").write_text("import pytest\n\n\n@pytest.mark.parametrize('i', range(17))\n"
+                                        "def test_sweep(i):\n    pass\n\n\n@pytest.mark.parametrize('i', range(3))\n"
+                                        "def test_one(i):\n    pass\n")
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "not slow", "-p",
+                          "no:cacheprovider", "-c", os.devnull, "--rootdir", str(tmp_path), str(tmp_path)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    ids = sorted(line.split("::", 1)[1] for line in out.stdout.splitlines() if "::" in line)
+    assert ids == ["test_one[0]", "test_one[1]", "test_sweep[0]", "test_sweep[16]", "test_sweep[8]"], out.stdout

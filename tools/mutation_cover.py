@@ -33,9 +33,11 @@ from pathlib import Path
 IMPORT = "<import>"
 # The environment every run of the suite by the mutation tools gets (the child of ``run_forked``, the trace,
 # and mutation_check.run_tests): Hypothesis's ``ci`` profile (derandomized, a fixed budget: what CI and the
-# Makefile's test target use on CI), one thread per numeric library (one core per run), no .pyc files.
+# Makefile's test target use on CI), one thread per numeric library (one core per run), no .pyc files, and
+# tests/slow_tests.txt not applied (REFIMPL_SLOW_LIST=0): every sweep parameter and every listed test may kill a
+# mutant; `-m "not slow"` leaves out the kill trials and whole-run subprocesses alone, as before the list.
 ENV = {"HYPOTHESIS_PROFILE": "ci", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-       "PYTHONDONTWRITEBYTECODE": "1"}
+       "PYTHONDONTWRITEBYTECODE": "1", "REFIMPL_SLOW_LIST": "0"}
 # ... and the trace hides R (its ids and times are those of the no-R suite): the forked child matches it.
 TRACE_ENV = {**ENV, "REFIMPL_NO_R": "1"}
 TEST_SECONDS = 5.0          # a test id the trace has no time for
