@@ -23,56 +23,13 @@ import numpy as np
 
 from ...attention import scaled_dot_product_attention
 from ..cases.features import CaseData
+from ..cases.scale_formulas import FORMULAS, default_scale as _default
 from .conditions import Seen, condition
 
 __all__ = ["fit_scale", "scale_line", "FORMULAS"]
 
 FIT_CASES = 6                 # the smallest failing cases the scale is fitted on
 REL = 1e-3                    # fitted scales agree with a formula within this
-
-
-def _default(s) -> float:
-    return 1.0 / math.sqrt(s.D) if s.scale is None else s.scale
-
-
-# the kernel's default scale, as a formula of the case's sizes (the right one is 1/sqrt(D))
-DEFAULTS: dict[str, Callable] = {
-    "1/sqrt(D)": lambda s: 1.0 / math.sqrt(s.D),
-    "1/sqrt(Dv)": lambda s: 1.0 / math.sqrt(s.Dv),
-    "1/sqrt(Sk)": lambda s: 1.0 / math.sqrt(s.Sk),
-    "1/sqrt(Sq)": lambda s: 1.0 / math.sqrt(s.Sq),
-    "1/D": lambda s: 1.0 / s.D,
-    "1 (no scaling)": lambda s: 1.0,
-    "sqrt(D)": lambda s: math.sqrt(s.D),
-    "1/sqrt(Hq*D)": lambda s: 1.0 / math.sqrt(s.Hq * s.D),
-    **{f"1/sqrt(D padded to a multiple of {m})": (lambda s, m=m: 1.0 / math.sqrt(-(-s.D // m) * m))
-       for m in (8, 16, 32, 64)},
-}
-
-
-def _candidates() -> list[tuple[str, Callable]]:
-    """(name, the scale the kernel uses on a case): a wrong default with the given scale honoured, the same with
-    the given scale ignored, and a scale applied twice or divided by."""
-    out = [(n, (lambda s, f=f: f(s) if s.scale is None else s.scale)) for n, f in DEFAULTS.items()
-           if n != "1/sqrt(D)"]
-    out += [(f"{n}, the given scale ignored" if n != "1/sqrt(D)" else "1/sqrt(D) (the given scale ignored)", f)
-            for n, f in DEFAULTS.items()]
-    return out + [("0 (a sentinel default used as the scale, every kept key weighted alike)",
-                   lambda s: 0.0 if s.scale is None else s.scale),
-                  ("scale**2 (applied twice)", lambda s: _default(s) ** 2),
-                  ("sqrt(scale) (split over q and k, applied to one of them)", lambda s: math.sqrt(_default(s))),
-                  ("1/scale (divided by it)", lambda s: 1.0 / _default(s)),
-                  ("1/scale where a scale is given (divided by it; the default right)",
-                   lambda s: 1.0 / s.scale if s.scale else 1.0 / math.sqrt(s.D)),
-                  ("1/(D*scale) where a scale is given (its ratio to 1/sqrt(D) inverted; the default right)",
-                   lambda s: 1.0 / (s.D * s.scale) if s.scale else 1.0 / math.sqrt(s.D)),
-                  ("the scale times 1/sqrt(D) again (the caller's, then a backend's own)",
-                   lambda s: _default(s) / math.sqrt(s.D)),
-                  ("the given scale times 1/sqrt(D)", lambda s: _default(s) / (math.sqrt(s.D) if s.scale else 1.0)),
-                  ("the given scale times sqrt(D)", lambda s: _default(s) * (math.sqrt(s.D) if s.scale else 1.0))]
-
-
-FORMULAS = dict(_candidates())
 
 
 def _output(data: CaseData, scale: float) -> np.ndarray:

@@ -47,6 +47,7 @@ from ..cases import Status, fitting_models
 from ...precision import get as precision
 from ..cases.features import CaseData, lower_precision
 from .grad_placement import placement_grads_line, unsummed_grads_line
+from .grad_scale import scale_grads_line
 
 __all__ = ["GradData", "GradReturned", "GradVerdict", "GRADS", "grad_data", "judge_grads", "diagnose_grads"]
 
@@ -259,6 +260,10 @@ def diagnose_grads(failing: list[tuple[GradData, GradReturned]], passing: list[t
     lines = fitting_models(target, bugs_backward.MODELS,
                            lambda model, variant: all(_fits(variant.fn, gd, got, True) for gd, got in failing)
                            and all(_fits(variant.fn, gd, got, False) for gd, got in passing))
+    table_scale = [line for line in lines if ": bwd-scale — " in line]
+    if not lines or table_scale:             # the scale it used, fitted: printed with its formula and value, in
+        fitted = scale_grads_line(target, failing, passing, _fits)       # place of the table's bwd-scale labels
+        lines = [line for line in lines if line not in table_scale] + fitted if fitted else lines
     lines = (lines or placement_grads_line(target, failing, passing, per_query_head)    # dK / dV blocks' sources
              or unsummed_grads_line(target, failing, per_query_head))
     tail = (f" (fitted on the failing cases judged by value; {left_out} 16-bit {'/'.join(FINITE_ONLY)} cases with "
