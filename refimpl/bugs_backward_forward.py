@@ -97,7 +97,7 @@ def _scores(q, ke, kw: dict) -> np.ndarray:
     return np.where(keep, scores, -np.inf)
 
 
-def _lse(scores: np.ndarray, axis: int = -1) -> np.ndarray:
+def _lse(scores: np.ndarray, axis: int | tuple[int, ...] = -1) -> np.ndarray:
     """log sum exp over ``axis`` (keepdims); +inf for a line with no key, so that exp(S - LSE) is 0 there."""
     m = scores.max(axis=axis, keepdims=True)
     z = np.exp(scores - np.where(np.isfinite(m), m, 0.0)).sum(axis=axis, keepdims=True)
@@ -149,7 +149,8 @@ def forward_mistake(q, k, v, d_out, *, mistake: str, kept: str = "", **kw):
         mistake, wrong = "none", dict(kw)
     idx = (np.arange(Hq) % Hkv if interleaved else np.arange(Hq) // (Hq // Hkv)) if grouped else np.arange(Hq)
     ke, ve = np.take(k, idx, axis=-3), np.take(v, idx, axis=-3)          # (B, Hq, Sk, D), (B, Hq, Sk, Dv)
-    axis = -2 if mistake.startswith("softmax-queries") else (-3, -2, -1) if mistake == "softmax-flat" else -1
+    axis: int | tuple[int, ...] = (-2 if mistake.startswith("softmax-queries")
+                                   else (-3, -2, -1) if mistake == "softmax-flat" else -1)
     at = np.arange(Hq) // (Hq // Hkv)                                     # the right kv head of each query head
     with np.errstate(all="ignore"):
         scores = _scores(q, ke, wrong)                                    # (B, Hq, Sq, Sk)
