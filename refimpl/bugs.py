@@ -211,9 +211,11 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
               _fl("when a window is given (causal derived from an unbounded window; the window alone)",
                   causal_dropped, when="with a window")),
              distinct_from=("causal-alignment",)),     # one query: causal dropped is the other alignment's band
-    BugModel("causal-diagonal", "the causal band excludes its diagonal: a query does not see the key at its own "
-             "position", (_fl("j < i + offset", causal_diagonal),
-                          _fl("j < i + offset, a row left with no key NaN", causal_diagonal, nan_rows=True))),
+    BugModel("causal-diagonal", "the diagonal is excluded: a query does not see the key at its own position (under "
+             "causal, or always: a self-exclusion mask left on)",
+             (_fl("j < i + offset", causal_diagonal),
+              _fl("j < i + offset, a row left with no key NaN", causal_diagonal, nan_rows=True),
+              _v("j != i on every call", causal_diagonal, always=True))),
     BugModel("mask-kind", "the user's mask of one kind is read as the other", (
         _split("bool mask added to the scores as numbers (True = +1): nothing masked", bool_mask_added),
         _split("bool mask added to the scores as numbers (True = +1), the causal band and window folded into it",
@@ -233,15 +235,18 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              "(kv_idx, q_idx), an expanded mask transposed)",
              (_v("keep(j, i)", mask_transposed), _tile("keep(j, i) inside the block mask's tiles", tile_transposed)),
              distinct_from=("causal-alignment",)),       # one query: a transposed top-left band is bottom-right
-    BugModel("softmax-axis", "softmax is taken over another axis than the keys (the queries, the heads, or batch x "
-             "heads)",
+    BugModel("softmax-axis", "softmax is taken over another axis than the keys (the queries, the heads, the batch, "
+             "or batch x heads)",
              (_v("over queries", softmax_axis), _v("over queries by a guarded library softmax: a key no query "
                                                    "keeps NaN", softmax_axis, library=True),
               _v("over the flattened batch x heads (an implicit dim 0)", softmax_axis, batch=True),
-              _v("over the heads (dim 1 of (B, H, Sq, Sk))", softmax_axis, heads=True))),
+              _v("over the heads (dim 1 of (B, H, Sq, Sk))", softmax_axis, heads=True),
+              _v("over the batch (dim 0 of (B, H, Sq, Sk))", softmax_axis, axis0=True))),
     BugModel("no-max-subtraction", "exp(scores) without subtracting the row max overflows",
              (_v("exp(S)", no_max_subtraction),
-              _v("exp(S), a row summing to 0 NaN", no_max_subtraction, guarded=False)),
+              _v("exp(S), a row summing to 0 NaN", no_max_subtraction, guarded=False),
+              _v("exp(S - S[i, 0]): rows shifted by their first score", no_max_subtraction, first=True),
+              _v("exp(S - S[i, 0]), a NaN row sum left NaN", no_max_subtraction, first=True, guarded=False)),
              distinct_from=("row-max-floor",)),     # where only all-negative rows fail: exp(S) is a floor of 0 there
     BugModel("mask-after-softmax", "the mask is applied after the softmax (or its exponentials): masked weights set "
              "to 0 afterwards", (_v("weights zeroed after the softmax, not renormalised", mask_after_softmax),

@@ -52,13 +52,16 @@ def _sdpa(q, k, v, **kw):
     return scaled_dot_product_attention(q, k, v, **kw)[0]
 
 
-def softmax_axis(q, k, v, *, library=False, batch=False, heads=False, **kw):
+def softmax_axis(q, k, v, *, library=False, batch=False, heads=False, axis0=False, **kw):
     """Softmax over the queries (axis -2) instead of the keys: P = softmax_q(S), O = P @ v. ``library``: as a
     library softmax behind the usual guard computes it: a row with no key scored 0 before the softmax and zeroed
     after, a key no query keeps NaN (softmax of all -inf). ``batch``: over the flattened batch x heads instead (a
     legacy implicit softmax dim 0 of a (B * H, Sq, Sk) tensor); ``heads``: over the heads (dim 1 of (B, H, Sq, Sk)),
-    an entry masked in every head 0."""
+    an entry masked in every head 0; ``axis0``: over the batch (dim 0 of (B, H, Sq, Sk)), an entry masked in every
+    batch 0."""
     s, keep, v = _parts(q, k, v, **_kw(kw))
+    if axis0:
+        return _softmax(s, np.broadcast_to(keep, s.shape), axis=0) @ v
     if heads:
         return _softmax(s, np.broadcast_to(keep, s.shape), axis=-3) @ v
     if batch:
@@ -159,15 +162,17 @@ def mods_by_kv_head(q, k, v, *, mask=None, slopes=None, **kw):
     return _sdpa(q, k, v, mask=mask, **kw)
 
 
-def causal_diagonal(q, k, v, *, nan_rows=False, **kw):
+def causal_diagonal(q, k, v, *, nan_rows=False, always=False, **kw):
     """Causal (or a window capped by it) without the diagonal: key j visible iff j < i + offset (``nan_rows``: a
-    row that leaves with no key is NaN, a plain softmax of all -inf, where a guarded kernel gives zeros)."""
+    row that leaves with no key is NaN, a plain softmax of all -inf, where a guarded kernel gives zeros).
+    ``always``: the diagonal j == i dropped on every call, causal or not (a self-exclusion mask left on)."""
     kw = _kw(kw)
-    if not kw["is_causal"]:
+    if not kw["is_causal"] and not always:
         return _sdpa(q, k, v, **kw)
     s, keep, v = _parts(q, k, v, **kw)
     Sq, Sk = s.shape[-2], s.shape[-1]
-    diag = window_mask(Sq, Sk, (0, 0), alignment=kw["alignment"])             # (Sq, Sk): j == i + offset
+    diag = (np.eye(Sq, Sk, dtype=bool) if always                                 # (Sq, Sk): j == i
+            else window_mask(Sq, Sk, (0, 0), alignment=kw["alignment"]))          # (Sq, Sk): j == i + offset
     keep = keep & ~diag
     out = _softmax(s, keep) @ v
     if nan_rows:
