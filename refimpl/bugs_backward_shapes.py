@@ -17,8 +17,8 @@ float64). Two families:
                       raises as the slice's broadcast does).
 
 Where the mistake gives an array of another shape the model raises: the kernel's own shape handling after it
-(a sum to k's shape, a reshape) is not reproduced, so a grad row whose failing cases returned another shape stays
-unknown, and the rows whose failing cases kept the shape name the model.
+(a sum to k's shape, a reshape) is not reproduced: the backward diagnosis fits the failing cases that kept every
+gradient's shape and says how many it left out (harness/verdicts/grad_judge.py).
 """
 from __future__ import annotations
 
