@@ -15,10 +15,14 @@ def _inputs(B=1, H=1, Sq=4, Sk=4, D=3, Dv=2):
             RNG.normal(size=(B, H, Sq, Dv)))
 
 
-def test_do_read_as_bshd_is_the_right_backward_of_the_reinterpreted_do():
+@pytest.mark.parametrize("layout", ["do", "do-inverse"])
+def test_do_read_in_another_layout_is_the_right_backward_of_the_reinterpreted_do(layout):
     q, k, v, g = _inputs(B=2, H=3, Sq=4, Sk=5)
-    want = sdpa_backward(q, k, v, np.swapaxes(g.reshape(2, 4, 3, 2), 1, 2))
-    got = layout_backward(q, k, v, g, layout="do", forward=scaled_dot_product_attention)
+    read = (np.swapaxes(g.reshape(2, 4, 3, 2), 1, 2) if layout == "do"           # BHSD memory read as BSHD
+            else np.ascontiguousarray(np.swapaxes(g, 1, 2)).reshape(2, 3, 4, 2))   # BSHD memory read as BHSD
+    want = sdpa_backward(q, k, v, read)
+    got = layout_backward(q, k, v, g, layout=layout, forward=scaled_dot_product_attention)
+    assert not np.allclose(got[0], sdpa_backward(q, k, v, g)[0])                  # three heads: not the right one
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
