@@ -25,7 +25,8 @@ renormalised). The mistakes (``MISTAKES``):
     softmax-queries-row-jacobian            ... with the row softmax's Jacobian (delta = rowsum(dO * O))
     softmax-flat                            the softmax over a batch's (heads, queries, keys) at once (the
                                             scores reshaped to (B, -1)), with the row softmax's Jacobian
-    softmax-size-1                          the softmax over a size-1 axis: every kept weight 1 (row Jacobian)
+    softmax-size-1                          the softmax over a size-1 axis: every kept weight 1, a masked one 0
+                                            (a guarded softmax of a lone -inf), with the row softmax's Jacobian
     gqa-interleaved                         query head h reads kv head h % Hkv, not h // (Hq / Hkv)
     lse-of-weights                          (bwd-recompute) P = exp(S - log sum exp(P)): the LSE of the weights
     p-untransposed-dv                       (bwd-ds-transposed) dV = P dO (square cases; a shape error elsewhere)

@@ -8,7 +8,8 @@ float64). Two families:
                       (B, Sq, Hq, Dv) storage reads the (B, Hq, Sq, Dv) dO it is handed with O's shape,
                       dO' = reshape(dO, (B, Sq, Hq, Dv)) transposed to (B, Hq, Sq, Dv) ("do"); or the inverse
                       ("do-inverse"); or the right gradients computed in (B, S, H, D) and returned reshaped, not
-                      transposed, to (B, H, S, D) ("grads"). With one head the layouts agree: nothing to see.
+                      transposed, to (B, H, S, D) ("grads"). With one head, or one query, the layouts agree:
+                      nothing to see.
     delta_backward    the softmax Jacobian's delta = rowsum(dO * O) of shape (B, Hq, Sq) used without its kept
                       axis: ``P * (dP - delta)`` broadcast by NumPy's trailing-axis rule ("no-keepdims": with one
                       batch and one head, delta[j] at (i, j); elsewhere whatever the rule gives, and a shape the

@@ -85,7 +85,7 @@ def test_the_right_forwards_autograd_conforms_with_no_diagnosis():
     ("queries", "bwd-forward-mistake", "the softmax over the queries, with its own Jacobian"),
     ("scale-1", "bwd-scale", "the whole backward used 1 (no scaling) = 1 "),        # fitted: grad_scale.py
     ("scale-dv", "bwd-scale", "the whole backward used 1/sqrt(Dv) = "),
-])
+], ids=["causal", "inverted", "queries", "scale-1", "scale-dv"])
 def test_the_backward_of_a_wrong_forward_is_named_with_its_mistake(mistake, model, label):
     statuses, lines = _lines(lambda *a, **kw: _autograd(*a, **kw, mistake=mistake))
     assert Status.FAIL in statuses

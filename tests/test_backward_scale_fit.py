@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from refimpl.harness.cases import Status
+from refimpl.harness.cases.families import select
 from tests.support.quick_runs import backward_lines
 
 
@@ -49,9 +50,13 @@ def test_a_backward_with_one_wrong_scale_is_named_with_its_formula_and_value(use
 def test_the_value_printed_is_the_scale_of_the_smallest_failing_case():
     _, lines = backward_lines(lambda *a, **kw: backward(*a, used=_model_width, **kw), ["batched-heads"])
     line = lines[0]
+    # the failing cases are those with more than one head (1/sqrt(Hq*D) = 1/sqrt(D) at Hq = 1); the smallest by
+    # (B * Hq, Sq * Sk), as the line promises
+    failing = [s for s in select(["batched-heads"], "quick", ("float64",)) if s.Hq > 1]
+    smallest = min(failing, key=lambda s: (s.B * s.Hq, s.Sq * s.Sk))
+    assert f"e.g. {smallest.id}: D={smallest.D}," in line, line
     used = float(line.split("1/sqrt(Hq*D) = ", 1)[1].split(" ", 1)[0])
-    d, hq = (int(line.split(f"{n}=", 1)[1].split(",", 1)[0]) for n in ("D", "Hq"))
-    assert used == pytest.approx(1.0 / math.sqrt(hq * d), rel=1e-3) and hq > 1, line
+    assert used == pytest.approx(1.0 / math.sqrt(smallest.Hq * smallest.D), rel=1e-3), line
 
 
 def test_the_right_scale_gets_no_line():

@@ -102,6 +102,25 @@ def test_every_entry_of_the_slow_list_names_a_test_that_exists():
     assert not missing, "entries naming no test (renamed or removed? rerun tools/slow_tests.py):\n" + "\n".join(missing)
 
 
+@pytest.mark.slow          # a collection of the whole suite (~15 s)
+def test_every_slow_entry_is_a_collected_test_id():
+    """The function check above cannot see a renamed parameter: collect the whole suite (the list not applied) and
+    require each `slow` entry's exact id and each sweep's function among the collected ids."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("slow_tests_tool", ROOT / "tools" / "slow_tests.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "", "-p", "no:cacheprovider"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600,
+                         env=dict(os.environ, REFIMPL_SLOW_LIST="0"))
+    ids = {line for line in out.stdout.splitlines() if "::" in line}
+    functions = {i.split("[", 1)[0] for i in ids}
+    assert len(ids) > 1000, out.stdout[-2000:] + out.stderr[-2000:]
+    stale = [f"{k} {n}" for k, n in tool.read_entries(ROOT / "tests" / "slow_tests.txt")
+             if (n not in ids if k == "slow" else n not in functions)]
+    assert not stale, "entries naming no collected test (rerun tools/slow_tests.py, delete these):\n" + "\n".join(stale)
+
+
 def test_the_slow_list_marks_each_listed_test_and_samples_each_sweep(tmp_path):
     """Collected with -m 'not slow', a listed slow test is deselected, and of a sweep one parameter in eight stays."""
     (tmp_path / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())

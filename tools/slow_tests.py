@@ -13,8 +13,9 @@ Two kinds of line (tests/conftest.py reads them; both kinds still run in CI's sl
     slow FILE::TEST        one test (a parameter of a smaller parametrised test included) that took SLOW_SECONDS
                            or more: make test-slow runs it
 
-Entries already in the file are kept when the log has no figure for them (a test already slow is not in a
-`-m "not slow"` run); an entry whose test is gone is dropped by tests/test_ci_config.py's check, which fails on it.
+Entries already in the file are kept (a test already listed has no figure in a `-m "not slow"` run). An entry
+naming no test (a function or a parameter renamed or removed) fails tests/test_ci_config.py's checks (the slow one
+collects the whole suite and compares exact ids): delete it, or rerun the durations.
 """
 from __future__ import annotations
 

@@ -251,15 +251,17 @@ def diagnose_grads(failing: list[tuple[GradData, GradReturned]], passing: list[t
     """``diagnosis TARGET: MODEL — explanation`` per fitting backward model (see the module docstring), else
     ``diagnosis TARGET: unknown gradient error``; [] when nothing failed. Where cases judged by value failed too,
     the :func:`finite_only` ones (NaN or inf on a saturated 16-bit softmax, where the kernel's own overflow point
-    decides the pattern) are left out of the fit, and the line says how many; so are, where some failing case kept
-    every gradient's shape, the cases that returned another shape (the value models cannot reproduce a shape), save
-    for the unsummed dK/dV rule, which reads them."""
+    decides the pattern) are left out of the fit, and the line says how many; so are, where at least as many failing
+    cases kept every gradient's shape, the cases that returned another shape (the value models cannot reproduce a
+    shape), save for the unsummed dK/dV rule, which reads them."""
     if not failing:
         return []
     by_value = [f for f in failing if not finite_only(f[0].data.spec)]
     left_out = len(failing) - len(by_value) if by_value else 0
     every = by_value or failing
     shaped = [(gd, got) for gd, got in every if all(got.grads[n].shape == gd.oracle[n].shape for n in GRADS)]
+    if len(every) - len(shaped) > len(shaped):                  # most failing cases of another shape: a value
+        shaped = []                                             # model fitted on the few left is not the bug
     other_shape = len(every) - len(shaped) if shaped else 0     # a mistake that changes the shape on some cases
     failing, passing = (shaped or every)[:MAX_FAILING], passing[:MAX_PASSING]
     lines = fitting_models(target, bugs_backward.MODELS,
@@ -274,7 +276,7 @@ def diagnose_grads(failing: list[tuple[GradData, GradReturned]], passing: list[t
     tail = (f" (fitted on the failing cases judged by value; {left_out} 16-bit {'/'.join(FINITE_ONLY)} cases with "
             f"NaN or inf gradients left out)") if left_out else ""
     if other_shape and not any("returned per query head" in line for line in lines):
-        tail += (f" (fitted on the {len(shaped)} failing cases whose gradients have the right shapes; {other_shape} "
+        tail += (f" (fitted on {len(failing)} failing cases whose gradients have the right shapes; {other_shape} "
                  f"returned another shape, left out)")
     return ([line + tail for line in lines]
             or [f"diagnosis {target}: unknown gradient error (no backward bug model fits)"])
