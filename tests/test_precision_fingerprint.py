@@ -94,6 +94,16 @@ def test_float64_errors_between_u32_over_8_and_1e_4_are_float32_arithmetic(null_
     assert bool(pf.narrower_arithmetic("t", cases)) == named
 
 
+def test_below_u32_over_8_a_case_float32_itself_rounds_as_little_is_float32_arithmetic(monkeypatch):
+    """The floor u32 / 8 drops to float32's own error / SPREAD on a case where float32 errs less (a small case it
+    rounds almost exactly), never to zero: an error of float32's own size there is float32's; one SPREAD times
+    smaller is not."""
+    own = 4e-9                                                     # float32's own error on this case (< u32 / 8)
+    monkeypatch.setattr(pf, "null32", lambda data: _with(0, own).copy())
+    for err, named in ((own, True), (own / pf.SPREAD, True), (np.nextafter(own / pf.SPREAD, 0), False)):
+        assert bool(pf._float32("t", [(_data(), _with(1, 1e-6)), (_data(), _with(0, err))])) == named, err
+
+
 def test_the_float32_line_quotes_the_median_error_and_float32s_unit_roundoff(null_is_expected):
     cases = [(_data(), _with(0, e)) for e in (1e-5, 5e-5, 3e-5)]
     assert pf.narrower_arithmetic("t", cases) == [

@@ -1,7 +1,8 @@
 """What the numbers say when no bug model fits: errors of a narrower float's size, with no systematic factor.
 
 * **float32 arithmetic**: float64 cases that fail with errors of float32's size (every failing case float64, each
-  within [eps32 / 8, 1e-4] of its largest expected value, or within SPREAD times float32's own error, at most 1e-2,
+  within [eps32 / 8 (or float32's own error / SPREAD, where smaller), 1e-4] of its largest expected value, or
+  within SPREAD times float32's own error, at most 1e-2,
   on a case where float32 itself errs more (logits of ~1e5); never an overflow; and no systematic factor: the
   output's least-squares slope on the oracle within float32 rounding's allowance, as the float32 judge bounds it)
   come from a target that computes in float32; its check is --dtype float32. A float64 output scaled by 1 + 3e-6
@@ -106,7 +107,10 @@ def _float32(target: str, fail_cases: list[tuple[CaseData, np.ndarray]]) -> list
         rel.append(e[0])
         own.append(e[1])
     u32 = f32.eps
-    if not rel or not all(u32 / 8 <= r <= max(1e-4, min(SPREAD * o, 1e-2)) for r, o in zip(rel, own)):
+    # the floor: an eighth of float32's unit roundoff, or float32's own (nonzero) error there / SPREAD where that is
+    # smaller (a small case float32 rounds almost exactly: a target erring as little as float32 itself is float32)
+    if not rel or not all(min(u32 / 8, o / SPREAD if o > 0 else u32) <= r <= max(1e-4, min(SPREAD * o, 1e-2))
+                          for r, o in zip(rel, own)):
         return []
     return [f"diagnosis {target}: float32 arithmetic — the float64 cases fail with errors of ~{np.median(rel):.1e} "
             f"relative (float32's unit roundoff is {u32:.1e}): the target computes in float32; check it with "
