@@ -171,7 +171,9 @@ def probe(target: Target, dtype: str = "float64") -> dict:
                 if err is not None:
                     what = f"raised {type(err).__name__}: {str(err)[:160]}"
                 else:
-                    what = f"returned output {got.output.shape} that is not the expected {data.expected.shape}"
+                    what = (f"returned output {got.output.shape} that is not the expected {data.expected.shape}"
+                            if got.output.shape != data.expected.shape else
+                            f"returned output of the expected shape {data.expected.shape} with other values")
                 raise UsageError(f"--target {name}: as configured ({flags}) it {what} on a probe case ({shapes}); "
                                  f"with {_flags(alt)} it returns the expected output: run it with {_flags(alt)}")
     except TargetDied:
