@@ -104,6 +104,17 @@ def _lit(x) -> tuple[str, int]:
 
 
 def _import_lines(name: str) -> list[str]:
+    """The script's lines that bind ``target``: a Python file or module imported as the check did; a C-ABI kernel
+    (``c:lib.so:symbol``), an ES module's function (``js:kernel.mjs:fn``) or an R function (``R:file.R:fn``,
+    ``R:pkg::fn``) loaded by refimpl's own loaders, their file's path made absolute."""
+    if name.startswith(("c:", "js:", "R:")):
+        prefix, rest = name.split(":", 1)
+        path, _, attr = rest.rpartition(":")
+        spec = name if prefix == "R" and "::" in rest else f"{prefix}:{os.path.abspath(path)}:{attr}"
+        if prefix == "R":
+            return ["from refimpl.harness.targets.r_targets import RFunction   # R through rpy2",
+                    f"target = RFunction({spec!r})"]
+        return ["from refimpl.harness.targets.loading import load_function", f"target = load_function({spec!r})"]
     mod, _, attr = name.rpartition(":")
     if mod.endswith(".py"):
         path = os.path.abspath(mod)
