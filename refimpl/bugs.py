@@ -236,12 +236,14 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              (_v("keep(j, i)", mask_transposed), _tile("keep(j, i) inside the block mask's tiles", tile_transposed)),
              distinct_from=("causal-alignment",)),       # one query: a transposed top-left band is bottom-right
     BugModel("softmax-axis", "softmax is taken over another axis than the keys (the queries, the heads, the batch, "
-             "or batch x heads)",
+             "batch x heads, or a size-1 axis)",
              (_v("over queries", softmax_axis), _v("over queries by a guarded library softmax: a key no query "
                                                    "keeps NaN", softmax_axis, library=True),
               _v("over the flattened batch x heads (an implicit dim 0)", softmax_axis, batch=True),
               _v("over the heads (dim 1 of (B, H, Sq, Sk))", softmax_axis, heads=True),
-              _v("over the batch (dim 0 of (B, H, Sq, Sk))", softmax_axis, axis0=True))),
+              _v("over the batch (dim 0 of (B, H, Sq, Sk))", softmax_axis, axis0=True),
+              _v("over a size-1 axis (a keepdims score column): every kept key weighs 1, O = the sum of V",
+                 softmax_axis, single=True))),
     BugModel("no-max-subtraction", "exp(scores) without subtracting the row max overflows",
              (_v("exp(S)", no_max_subtraction),
               _v("exp(S), a row summing to 0 NaN", no_max_subtraction, guarded=False),

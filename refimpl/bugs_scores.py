@@ -52,14 +52,17 @@ def _sdpa(q, k, v, **kw):
     return scaled_dot_product_attention(q, k, v, **kw)[0]
 
 
-def softmax_axis(q, k, v, *, library=False, batch=False, heads=False, axis0=False, **kw):
+def softmax_axis(q, k, v, *, library=False, batch=False, heads=False, axis0=False, single=False, **kw):
     """Softmax over the queries (axis -2) instead of the keys: P = softmax_q(S), O = P @ v. ``library``: as a
     library softmax behind the usual guard computes it: a row with no key scored 0 before the softmax and zeroed
     after, a key no query keeps NaN (softmax of all -inf). ``batch``: over the flattened batch x heads instead (a
     legacy implicit softmax dim 0 of a (B * H, Sq, Sk) tensor); ``heads``: over the heads (dim 1 of (B, H, Sq, Sk)),
     an entry masked in every head 0; ``axis0``: over the batch (dim 0 of (B, H, Sq, Sk)), an entry masked in every
-    batch 0."""
+    batch 0; ``single``: over a size-1 axis (scores kept as (..., Sq, Sk, 1)): every kept key weighs 1, a masked
+    one 0, so O is the sum of V over the kept keys."""
     s, keep, v = _parts(q, k, v, **_kw(kw))
+    if single:
+        return np.where(np.broadcast_to(keep, s.shape), 1.0, 0.0) @ v
     if axis0:
         return _softmax(s, np.broadcast_to(keep, s.shape), axis=0) @ v
     if heads:

@@ -1,8 +1,8 @@
 """Forward mistakes of the diagonal, the softmax axis and the softmax shift: NumPy kernels written here, each with one
 mistake, over the quick suite. The diagonal dropped on every call (``causal-diagonal``), the softmax over the batch
-axis (``softmax-axis``) and rows shifted by their first score (``no-max-subtraction``) are named with that form; a
-key-padding mask turned into a pairwise one (padded queries see padded keys) fails the padding family's
-self-attention case."""
+axis or over a size-1 axis of scores kept as a column (``softmax-axis``) and rows shifted by their first score
+(``no-max-subtraction``) are named with that form; a key-padding mask turned into a pairwise one (padded queries
+see padded keys) fails the padding family's self-attention case."""
 import numpy as np
 import pytest
 
@@ -13,7 +13,7 @@ from refimpl.harness.targets.target import Target
 from tests.support.quick_runs import STORE, forward_lines
 
 
-def kernel(q, k, v, mask=None, scale=None, *, diagonal=False, axis=-1, shift="max", pairwise=False):
+def kernel(q, k, v, mask=None, scale=None, *, diagonal=False, axis=-1, shift="max", pairwise=False, column=False):
     s = (q.shape[-1] ** -0.5 if scale is None else scale) * (q @ np.swapaxes(k, -1, -2))
     keep = np.ones(s.shape, bool) if mask is None else np.broadcast_to(mask, s.shape)
     if pairwise and mask is not None and np.shape(mask)[-2] == 1 and s.shape[-2] == s.shape[-1]:
@@ -22,17 +22,21 @@ def kernel(q, k, v, mask=None, scale=None, *, diagonal=False, axis=-1, shift="ma
     if diagonal:
         keep = keep & ~np.eye(s.shape[-2], s.shape[-1], dtype=bool)
     s = np.where(keep, s, -np.inf)
+    if column:                  # the scores kept as a (..., Sq, Sk, 1) column: the softmax over its size-1 axis
+        s, axis = s[..., None], -1
     with np.errstate(invalid="ignore", over="ignore"):
         c = s[..., :1] if shift == "first" else s.max(axis=axis, keepdims=True)
         e = np.exp(s - np.where(np.isfinite(c), c, 0.0) if shift == "max" else s - c)
         z = e.sum(axis=axis, keepdims=True)
         p = np.where(z > 0, e / np.where(z > 0, z, 1.0), 0.0)
-    return p @ v
+    return (p[..., 0] if column else p) @ v
 
 
 @pytest.mark.parametrize("kw,model,form", [
     ({"diagonal": True}, "causal-diagonal", "(j != i on every call)"),
     ({"axis": 0}, "softmax-axis", "(over the batch (dim 0 of (B, H, Sq, Sk)))"),
+    ({"column": True}, "softmax-axis",
+     "(over a size-1 axis (a keepdims score column): every kept key weighs 1, O = the sum of V)"),
     ({"shift": "first"}, "no-max-subtraction", "(exp(S - S[i, 0]): rows shifted by their first score)"),
 ])
 def test_each_mistake_is_named_with_its_form(kw, model, form):

@@ -69,7 +69,9 @@ def test_a_case_seen_adds_whether_a_mask_argument_reached_the_target():
 
 @pytest.mark.parametrize("form, asked, left, want", [
     ("left", 5, 5, 5), ("left + 1", 5, 5, 6), ("left - 2", 1, 1, 0), ("left + 2", -1, -1, -1),
-    ("unbounded", 3, 3, -1), ("0", -1, -1, 0), ("right + 1", 0, 7, 1), ("right - 1", -1, 4, -1), ("left", 2, 9, 9)])
+    ("unbounded", 3, 3, -1), ("0", -1, -1, 0), ("right + 1", 0, 7, 1), ("right - 1", -1, 4, -1), ("left", 2, 9, 9),
+    ("left (0 as unbounded)", 0, 0, -1), ("left (0 as unbounded)", 3, 3, 3), ("right (0 as unbounded)", 0, 4, -1),
+    ("right (0 as unbounded)", 2, 4, 2), ("right (0 as unbounded)", -1, 4, -1)])
 def test_a_band_form_moves_a_bounded_edge_and_leaves_an_unbounded_one(form, asked, left, want):
     # (form, the edge asked for, the window's left edge, the edge the form applies); -1 = unbounded
     assert fitting_band._edge(form, asked, left) == want

@@ -104,7 +104,7 @@ def _kv_head_slope(h, Hq):                      # the slopes indexed by the pair
 @pytest.mark.parametrize("slope_head", [_tp_ranks(2), _tp_ranks(3), _kv_head_slope])
 def test_the_alibi_slope_each_head_takes_is_fitted_as_a_map(slope_head):
     line = _one(_lines(kernels.flash_kernel(slope_head=slope_head), "flash-attn"), "alibi-slopes")
-    shapes = re.findall(r"Hq=(\d+): query heads 0\.\.\d+ use the slopes of heads ([\d ]+?)(?:;|$)", line)
+    shapes = re.findall(r"Hq=(\d+), Hkv=\d+: query heads 0\.\.\d+ use the slopes of heads ([\d ]+?)(?:;|$)", line)
     assert shapes, line
     for hq, got in shapes:
         want = [slope_head(h, int(hq)) for h in range(int(hq))]
@@ -202,6 +202,12 @@ def test_a_window_edge_handed_on_negated_is_fitted_as_that_edge_negated(edge):
     line = _one(_lines(kernels.flash_kernel(negate=edge), "flash-attn"), "window-bounds")
     form = "(-left, right)" if edge == "left" else "(left, -right)"
     assert f"the kernel applied {form}" in line, line
+
+
+def test_a_window_edge_of_zero_read_as_unbounded_is_fitted_on_both_edges():
+    """`edge or max_span`: a bound of 0 is falsy, so causal's right edge and a window side of 0 become unbounded."""
+    line = _one(_lines(kernels.flash_kernel(zero_unbounded=True), "flash-attn"), "window-bounds")
+    assert "the kernel applied (left (0 as unbounded), right (0 as unbounded))" in line, line
 
 
 @pytest.mark.parametrize("tile", [16, 32])

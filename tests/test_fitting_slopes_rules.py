@@ -15,6 +15,7 @@ from refimpl.harness.rows.family_cases import CaseStore
 STORE = CaseStore()
 CASES = {s.id.split("-")[0]: STORE.get(s) for s in select(["alibi"], "quick", ("float64",))}
 SIX, TWO, PER_BATCH = CASES["alibi/0000"], CASES["alibi/0002"], CASES["alibi/0005"]     # Hq 6; Hq 2; (B, Hq) = (3, 3)
+SIX_GQA = CASES["alibi/0003"]                                                             # Hq 6 over Hkv 3
 LINE = "diagnosis k: alibi-slopes — query head h is given another head's ALiBi slope instead of its own: fitted "
 
 
@@ -39,13 +40,28 @@ def _line(fail, passing=()):
 
 def test_the_slope_each_head_was_given_is_printed_per_head_count():
     fail = [(SIX, _with_map(SIX, (0, 1, 2, 0, 1, 2))), (TWO, _with_map(TWO, (0, 0)))]
-    assert _line(fail) == [LINE + "Hq=2: query heads 0..1 use the slopes of heads 0 0; Hq=6: query heads 0..5 use "
-                                  "the slopes of heads 0 1 2 0 1 2"]
+    assert _line(fail) == [LINE + "Hq=2, Hkv=2: query heads 0..1 use the slopes of heads 0 0; Hq=6, Hkv=6: query "
+                                  "heads 0..5 use the slopes of heads 0 1 2 0 1 2"]
+
+
+def test_one_head_count_over_two_kv_head_counts_may_map_heads_two_ways():
+    """Slopes sliced per kv group (every group given the first group's slopes) map head h to h mod (Hq / Hkv): under
+    MHA every head takes head 0's slope, with 6 query heads over 3 kv heads h takes h mod 2's. One map per (Hq, Hkv),
+    not per Hq: the two cases of Hq = 6 are both explained, each by its own map."""
+    assert (SIX.spec.Hq, SIX.spec.Hkv, SIX_GQA.spec.Hq, SIX_GQA.spec.Hkv) == (6, 6, 6, 3)
+    fail = [(SIX, _with_map(SIX, (0,) * 6)), (SIX_GQA, _with_map(SIX_GQA, (0, 1, 0, 1, 0, 1)))]
+    assert _line(fail) == [LINE + "Hq=6, Hkv=3: query heads 0..5 use the slopes of heads 0 1 0 1 0 1; Hq=6, Hkv=6: "
+                                  "query heads 0..5 use the slopes of heads 0 0 0 0 0 0"]
+
+
+def test_two_cases_of_one_head_shape_that_disagree_fit_nothing():
+    other = replace(SIX, slopes=np.asarray(SIX.slopes) * 1.5)
+    assert _line([(SIX, _with_map(SIX, (0,) * 6)), (other, _with_map(other, (1,) * 6))]) == []
 
 
 def test_slopes_per_batch_are_read_from_each_batchs_own_row():
     assert _line([(PER_BATCH, _with_map(PER_BATCH, (2, 1, 0)))]) == [
-        LINE + "Hq=3: query heads 0..2 use the slopes of heads 2 1 0"]
+        LINE + "Hq=3, Hkv=3: query heads 0..2 use the slopes of heads 2 1 0"]
 
 
 def test_the_right_slopes_or_a_case_without_alibi_fit_nothing():
@@ -71,11 +87,11 @@ def test_a_passing_case_the_map_would_change_decides_when_it_applies():
     fail = [(SIX, _with_map(SIX, (0, 1, 2, 0, 1, 2)))]
     other = CASES["alibi/0003"]                         # Hq 6 over 3 kv heads: the same map would change it
     line = _line(fail, [(other, other.expected)])
-    assert len(line) == 1 and line[0].startswith(LINE + "Hq=6: query heads 0..5 use the slopes of heads 0 1 2 0 1 2; "
-                                                 "when "), line
+    assert len(line) == 1 and line[0].startswith(
+        LINE + "Hq=6, Hkv=6: query heads 0..5 use the slopes of heads 0 1 2 0 1 2; when "), line
     assert "not GQA (Hq != Hkv)" in line[0], line           # one of the conditions that separate the two cases
     assert _line(fail, [(CASES["alibi/0002"], CASES["alibi/0002"].expected)]) == [    # Hq 2: no map to apply
-        LINE + "Hq=6: query heads 0..5 use the slopes of heads 0 1 2 0 1 2"]
+        LINE + "Hq=6, Hkv=6: query heads 0..5 use the slopes of heads 0 1 2 0 1 2"]
 
 
 def test_a_case_without_alibi_or_without_slopes_is_never_fitted_whatever_it_carries():
@@ -86,7 +102,7 @@ def test_a_case_without_alibi_or_without_slopes_is_never_fitted_whatever_it_carr
     assert _distinct(SIX) and _distinct(PER_BATCH)
 
 
-def test_the_maps_of_the_first_three_head_counts_are_printed():
+def test_the_maps_of_the_first_three_head_shapes_are_printed():
     counts = {}
     for s in select(["alibi"], "default", ("float64",)):
         if s.Hq >= 2 and s.Hq not in counts:
@@ -94,5 +110,5 @@ def test_the_maps_of_the_first_three_head_counts_are_printed():
     assert len(counts) >= 4, sorted(counts)
     fail = [(d, _with_map(d, tuple(range(1, hq)) + (0,))) for hq, d in counts.items()]   # each head the next's slope
     line = _line(fail)
-    shown = [int(n) for n in re.findall(r"Hq=(\d+):", line[0])]
+    shown = [int(n) for n in re.findall(r"Hq=(\d+), Hkv=\d+:", line[0])]
     assert shown == sorted(counts)[:3], line

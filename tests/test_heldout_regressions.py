@@ -155,6 +155,11 @@ NAMED = {
     ("heldout19/numpy_fwd", "self_attention_diag_mask", "refimpl", "float64"): "causal-diagonal",
     ("heldout19/numpy_fwd", "episode_attention_softmax_dim", "refimpl", "float64"): "softmax-axis",
     ("heldout19/numpy_fwd", "fast_softmax_first_element", "refimpl", "float64"): "no-max-subtraction",
+    # tests/heldout20's unknowns named since: the softmax over a kept size-1 axis, the ALiBi slopes of the first kv
+    # group for every group (one map per (Hq, Hkv)), window edges resolved as `edge or max_span`
+    ("heldout20/numpy_fwd", "afm_attention_keepdims_softmax", "refimpl", "float64"): "softmax-axis",
+    ("heldout20/flash_fwd", "flash_alibi_partitioned_heads", "flash-attn", "float64"): "alibi-slopes",
+    ("heldout20/flash_fwd", "flash_window_loaded_or_fallback", "flash-attn", "float64"): "window-bounds",
     # tests/heldout11: five more named since by fitted forms and variants written after it (docs/diagnosis.md)
     ("heldout11/numpy_fwd", "attend_scale_numerator_only", "refimpl", "float64"): "softmax-denominator",
     ("heldout11/torch_sdpa_fwd", "sdpa_value_tiles_store", "torch-sdpa", "float64"): "output-columns",

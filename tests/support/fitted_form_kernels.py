@@ -24,7 +24,7 @@ def _dense(q, k, v, keep, scale, bias=None, softcap=0.0):
 
 
 def flash_kernel(*, kv_head=None, alibi_ignored=None, causal_ignored=None, keys_from_offset=False, folded_rows=None,
-                 slices=None, edge_shift=(0, 0), negate=None, slope_head=None):
+                 slices=None, edge_shift=(0, 0), negate=None, slope_head=None, zero_unbounded=False):
     """flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, ...) with one
     mistake: ``kv_head(h, Hq, Hkv, Sq)`` the kv head query head h reads; ``alibi_ignored(B, Sq, Sk)`` /
     ``causal_ignored(B, Sq, Sk, D, Dv)`` when the argument is skipped; ``keys_from_offset``: every query's keys
@@ -32,7 +32,9 @@ def flash_kernel(*, kv_head=None, alibi_ignored=None, causal_ignored=None, keys_
     ``slices`` m: the flattened batch x heads computed in slices of m, the remainder never; ``edge_shift`` (dl,
     dr): the band's bounded edges moved outwards, left + dl and right + dr (the causal band's right edge too);
     ``negate`` "left" or "right": that edge of a window handed on negated (flash-attn reads a negative edge as
-    unbounded), before causal caps the right edge; ``slope_head(h, Hq)`` the head whose ALiBi slope head h takes."""
+    unbounded), before causal caps the right edge; ``slope_head(h, Hq)`` the head whose ALiBi slope head h takes;
+    ``zero_unbounded``: the edges resolved as ``edge or max_span`` after causal's cap, so an edge of 0 (causal's
+    right edge, a window side of 0) is unbounded."""
     def fn(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
            alibi_slopes=None, deterministic=False, return_attn_probs=False):
         B, Sq, Hq, D = q.shape
@@ -51,6 +53,8 @@ def flash_kernel(*, kv_head=None, alibi_ignored=None, causal_ignored=None, keys_
             left, right = (-left, right) if negate == "left" else (left, -right)
         if causal:
             right = 0 if right < 0 else min(right, 0)
+        if zero_unbounded:
+            left, right = (-1 if e == 0 else e for e in (left, right))
         left, right = (e + d if e >= 0 else e for e, d in zip((left, right), edge_shift))
         keep = torch.ones(Sq, Sk, dtype=torch.bool)
         if left >= 0:

@@ -3,12 +3,14 @@ alignment, each as a change of the ones asked for (``window-bounds`` with its of
 
 A failing case with a band handed as flags (causal, a window) is rerun by refimpl with the band (left', right') in
 an alignment, every other feature kept; left' is one of ``LEFT`` (left, left +- 1 or 2, unbounded, 0, the window's
-left negated), right' one of ``RIGHT`` (right, right +- 1, unbounded, 0, left, negated), the alignment the case's or
-the other. The causal band is the window (-1, 0) (a window under causal has its right edge capped at 0). A form fits
-when it reproduces and explains every failing case of the sample (each must have a band handed as flags) and
-reproduces every passing case with one; the forms that fit are listed (the cases cannot tell them apart), the first
-three and how many more. Named `window-bounds`, or `causal-alignment` when the first form is the edges asked for in
-the other alignment. Without a band, or where the API hands the band inside the mask, the form does not apply.
+left negated, left with a bound of 0 read as unbounded — ``edge or max_span``), right' one of ``RIGHT`` (right,
+right +- 1, unbounded, 0, left, negated, a 0 read as unbounded: causal's own right edge too), the alignment the
+case's or the other. The causal band is the window (-1, 0) (a window under causal has its right edge capped at 0). A
+form fits when it reproduces and explains every failing case of the sample (each must have a band handed as flags)
+and reproduces every passing case with one; the forms that fit are listed (the cases cannot tell them apart), the
+first three and how many more. Named `window-bounds`, or `causal-alignment` when the first form is the edges asked
+for in the other alignment. Without a band, or where the API hands the band inside the mask, the form does not
+apply.
 """
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ from ...attention import scaled_dot_product_attention
 
 __all__ = ["band_line", "LEFT", "RIGHT"]
 
-LEFT = ("left", "left + 1", "left - 1", "left + 2", "left - 2", "unbounded", "0", "-left")
-RIGHT = ("right", "right + 1", "right - 1", "unbounded", "0", "left", "-right")
+LEFT = ("left", "left + 1", "left - 1", "left + 2", "left - 2", "unbounded", "0", "-left", "left (0 as unbounded)")
+RIGHT = ("right", "right + 1", "right - 1", "unbounded", "0", "left", "-right", "right (0 as unbounded)")
 
 
 def _negated(given: int | None, asked: int, causal: bool) -> int:
@@ -39,6 +41,8 @@ def _edge(form: str, asked: int, left: int) -> int:
         return -1 if form == "unbounded" else 0
     if form == "left":
         return left
+    if form.endswith(" (0 as unbounded)"):              # `edge or max_span`: a bound of 0 is falsy
+        return -1 if asked == 0 else asked
     if asked < 0:
         return asked
     return max(asked + int(form.split(" ", 1)[1].replace(" ", "")), 0) if " " in form else asked

@@ -31,14 +31,16 @@ def _map(data, got: np.ndarray, close: Callable, options: Callable, right: tuple
 
 
 def fit_head_map(fail_cases: list, pass_cases: list, close: Callable, changes: Callable, condition: Callable,
-                 seen: Callable, options: Callable, right: Callable, usable: Callable = lambda data: True):
+                 seen: Callable, options: Callable, right: Callable, usable: Callable = lambda data: True,
+                 lookup: Callable | None = None):
     """``(maps, when)``: per shape key ``right(spec)[0]``, the option each query head took (``options(data)``: one
     output (B, Hq, Sq, Dv) per option, each query head taking that option; ``right(spec)``: (shape key, the right
     option of each head)), and when the maps apply. None when the fit does not hold: on some failing case (``usable``,
     of the right shape, Hq >= 2, no packed batch or KV cache) a query head with a judged row took no option or
     several the case cannot tell apart, or took another in another batch; the map is the right one; two failing
     cases of one shape key disagree; or ``condition`` finds none separating the failing cases from the passing
-    ones the map would change (``changes(out, data)``). A head with no judged row keeps its right option."""
+    ones the map would change (``changes(out, data)``). A head with no judged row keeps its right option.
+    ``lookup(maps, spec)``: the map a passing case is tried with (default: its own shape key's)."""
     maps: dict = {}
     for data, got in fail_cases:
         key, good = right(data.spec)
@@ -48,7 +50,7 @@ def fit_head_map(fail_cases: list, pass_cases: list, close: Callable, changes: C
     decided = []
     for data, _ in pass_cases:
         s = data.spec
-        pi = maps.get(right(s)[0])
+        pi = maps.get(right(s)[0]) if lookup is None else lookup(maps, s)
         if pi is None or s.seqlens is not None or s.cache_lens is not None or not usable(data):
             continue
         outs = options(data)
