@@ -53,7 +53,8 @@ class CaseStore:
 def _catalogued(target: Target, data: CaseData, res: CaseResult, raised: Exception | None,
                 masked_rows: str | None, given: str, cache: dict) -> CaseResult:
     """A catalogued divergence excuses only the rows it explains, and only where the target reproduces the
-    catalogued behaviour there (``target.predict``); everything else is judged as usual."""
+    catalogued behaviour there (``target.predict``); everything else is judged as usual, the weights of the other
+    rows too."""
     keep = keep_mask(data.spec, data.mask)
     keep = None if keep is None else np.broadcast_to(keep, data.expected.shape[:-1] + (data.spec.Sk,))
     codes = target.known(data.q, data.k, data.v, keep)
@@ -72,8 +73,12 @@ def _catalogued(target: Target, data: CaseData, res: CaseResult, raised: Excepti
         differs = ~np.isclose(predicted, data.expected, rtol=1e-9, atol=1e-12).all(axis=-1)   # (B, Hq, Sq)
     if not differs.any():
         return res
+    weights, got_w = data.weights, getattr(res.got, "weights", None)
+    if weights is not None and got_w is not None and np.shape(got_w) == weights.shape:
+        weights = np.where(differs[..., None], got_w, weights)   # the explained rows' weights diverge with them
     alt = CaseData(data.spec, data.q, data.k, data.v, data.mask, data.slopes,
-                   np.where(differs[..., None], predicted, data.expected), data.dead & ~differs, absent=data.absent)
+                   np.where(differs[..., None], predicted, data.expected), data.dead & ~differs, weights=weights,
+                   absent=data.absent)
     again = judge(alt, res.got, given, masked_rows=masked_rows, cache={})
     if again.status != Status.PASS:
         return res

@@ -149,9 +149,27 @@ def _numpy(backward: Backward, target: Target, data, d_out: np.ndarray) -> GradR
     return GradReturned(out, lowest(dtypes))
 
 
+def _where_dead_rows_reach(data, grads: dict) -> bool:
+    """Every non-finite gradient entry lies where a fully masked row's NaN softmax puts it: dq on those rows
+    (data.dead, (B, Hq, Sq)), dk and dv in the (batch, kv head) blocks one of whose query heads has such a row."""
+    dead = np.asarray(data.dead)
+    B, Hq, Sq = dead.shape
+    Hkv = data.spec.Hkv
+    block = dead.reshape(B, Hkv, Hq // Hkv, Sq).any(axis=(2, 3))[:, :, None, None]            # (B, Hkv, 1, 1)
+    allowed = {"dq": dead[..., None], "dk": block, "dv": block}
+    for name, a in grads.items():
+        a = np.asarray(a)
+        if a.shape[:2] != (B, Hq if name == "dq" else Hkv) or (~np.isfinite(a) & ~allowed[name]).any():
+            return False
+    return True
+
+
 def _known(target: Target, data, res: CaseResult) -> CaseResult:
-    """A catalogued divergence on fully masked rows (the built-in torch's NaN softmax, T1) excuses NaN gradients."""
+    """A catalogued divergence on fully masked rows (the built-in torch's NaN softmax, T1) excuses NaN gradients
+    where those rows put them, and nothing else (a NaN on a row with a key stays a failure)."""
     if res.status != Status.FAIL or not data.dead.any() or "NaN or inf" not in res.detail:
+        return res
+    if res.got is None or not _where_dead_rows_reach(data, res.got.grads):
         return res
     keep = keep_mask(data.spec, data.mask)
     keep = None if keep is None else np.broadcast_to(keep, data.expected.shape[:-1] + (data.spec.Sk,))
