@@ -29,6 +29,8 @@ renormalised). The mistakes (``MISTAKES``):
                                             (a guarded softmax of a lone -inf), with the row softmax's Jacobian
     gqa-interleaved                         query head h reads kv head h % Hkv, not h // (Hq / Hkv)
     lse-of-weights                          (bwd-recompute) P = exp(S - log sum exp(P)): the LSE of the weights
+    lse-base2-recomputed-o                  (bwd-recompute) P = exp(S - LSE / ln 2): an exp2 forward's LSE in log2
+                                            units read as natural, O = P V and delta recomputed from those weights
     p-untransposed-dv                       (bwd-ds-transposed) dV = P dO (square cases; a shape error elsewhere)
 
 A mistake the case cannot show (no causal band to flip, no bool mask, Sq != Sk, no grouping; a causal band the
@@ -52,7 +54,7 @@ __all__ = ["MISTAKES", "MODEL", "RECOMPUTE_VARIANTS", "SCALE_VARIANTS", "TRANSPO
 
 MISTAKES = ("none", "causal-top-left", "causal-bottom-right", "causal-flipped", "mask-inverted", "band-mask-inverted",
             "mask-transposed", "softmax-queries", "softmax-queries-row-jacobian", "gqa-interleaved",
-            "lse-of-weights", "p-untransposed-dv", "softmax-flat", "softmax-size-1")
+            "lse-of-weights", "p-untransposed-dv", "softmax-flat", "softmax-size-1", "lse-base2-recomputed-o")
 SCALES = ("1", "1/sqrt(Dv)", "1/D", "s**2")
 
 
@@ -161,6 +163,8 @@ def forward_mistake(q, k, v, d_out, *, mistake: str, kept: str = "", **kw):
             p = np.isfinite(scores).astype(np.float64)
         if mistake == "lse-of-weights":                                   # LSE taken of the probabilities themselves
             p = np.exp(scores - _lse(np.where(np.isfinite(scores), p, -np.inf)))
+        if mistake == "lse-base2-recomputed-o":                           # log2(sum e^S) = LSE / ln 2, read as natural
+            p = np.exp(scores - _lse(scores) / math.log(2.0))
         o = np.exp(right - _lse(right)) @ np.take(v, at, axis=-3) if kept else p @ ve   # (B, Hq, Sq, Dv)
     dq, dk, dv = _grads(q, ke, ve, g, p, o, s, kw["softcap"], query_axis=mistake == "softmax-queries")
     if mistake == "p-untransposed-dv":
@@ -194,7 +198,9 @@ def _fm(label: str, mistake: str, kept: str = "") -> Variant:
 
 _KEPT = {"o": "; O the right forward's", "lse": "; P = exp(S - the right forward's LSE), its O"}
 RECOMPUTE_VARIANTS = (_fm("LSE of the probabilities, log sum exp(P), in exp(S - LSE); O and delta from those weights",
-                          "lse-of-weights"),)
+                          "lse-of-weights"),
+                      _fm("LSE in base 2 (an exp2 forward's) read as natural, exp(S - LSE / ln 2); O and delta from "
+                          "those weights", "lse-base2-recomputed-o"))
 TRANSPOSED_VARIANTS = (_fm("dV = P dO: the weights untransposed in dV", "p-untransposed-dv"),)
 SCALE_VARIANTS = tuple(Variant(f"scale {f}", partial(scale_backward, form=f)) for f in SCALES)
 MODEL = BugModel(

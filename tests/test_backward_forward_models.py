@@ -370,3 +370,41 @@ def test_a_recompute_from_the_right_lse_gives_no_weight_to_a_row_the_right_forwa
     want = (ds @ k / math.sqrt(8), np.swapaxes(ds, -1, -2) @ q / math.sqrt(8), np.swapaxes(p, -1, -2) @ g)
     got = forward_mistake(q, k, v, g, mistake="mask-inverted", kept="lse", mask=mask)
     assert _agree(got, want) and not got[0][..., 2, :].any()
+
+
+def _log2_lse_backward(q, k, v, d_out, mask=None, scale=None):
+    """A backward that recomputes P = exp(S - LSE2) against an exp2 forward's LSE kept in log2 units,
+    LSE2 = log2(sum 2^(S log2 e)) (so the ln 2 factor is lost), then O = P V and delta = rowsum(dO * O) from it and
+    the textbook steps: dS = P (dO V^T - delta), dQ = c dS K, dK = c dS^T Q, dV = P^T dO. Rows with no key: P = 0."""
+    q, k, v, g = (np.asarray(a, np.float64) for a in (q, k, v, d_out))
+    c = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    s = c * q @ np.swapaxes(k, -1, -2)
+    if mask is not None:
+        s = np.where(mask, s, -np.inf)
+    with np.errstate(all="ignore"):
+        s2 = s * math.log2(math.e)
+        m2 = np.max(s2, axis=-1, keepdims=True)
+        m2 = np.where(np.isfinite(m2), m2, 0.0)
+        l2 = np.exp2(s2 - m2).sum(axis=-1, keepdims=True)
+        lse2 = np.where(l2 > 0, m2 + np.log2(np.where(l2 > 0, l2, 1.0)), np.inf)
+        p = np.exp(s - lse2)
+    o = p @ v
+    ds = p * (g @ np.swapaxes(v, -1, -2) - np.sum(g * o, axis=-1, keepdims=True))
+    return c * ds @ k, c * np.swapaxes(ds, -1, -2) @ q, np.swapaxes(p, -1, -2) @ g
+
+
+def test_a_log2_lse_read_as_natural_with_o_recomputed_equals_the_backward_written_out():
+    q, k, v, g = _inputs(11)
+    mask = np.random.default_rng(12).random((2, 1, 7, 9)) < 0.7
+    mask[0, 0, 3] = False                                        # a row with no key: no weight, no gradient
+    want = _log2_lse_backward(q, k, v, g, mask)
+    got = forward_mistake(q, k, v, g, mistake="lse-base2-recomputed-o", mask=mask)
+    assert all(np.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in zip(got, want))
+    assert not np.allclose(got[0], forward_mistake(q, k, v, g, mistake="none", mask=mask)[0])
+
+
+def test_a_log2_lse_read_as_natural_with_o_recomputed_is_named_with_that_form():
+    statuses, lines = _lines(_log2_lse_backward)
+    assert Status.FAIL in statuses
+    label = "LSE in base 2 (an exp2 forward's) read as natural, exp(S - LSE / ln 2); O and delta from those weights"
+    assert lines and all(": bwd-recompute — " in line and label in line for line in lines), lines

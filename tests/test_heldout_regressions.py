@@ -320,6 +320,9 @@ BACKWARD = {
         ("bwd-scale", "the whole backward used 1/sqrt(Hq*D) = "),
     ("heldout19/numpy_bwd", "bwd_emb_size_scaling", "numpy-backward", "float64"):
         ("bwd-scale", "the whole backward used 1/sqrt(Hq*D) = "),
+    # heldout20: the recompute against a log2-unit LSE, O and delta recomputed from those weights
+    ("heldout20/numpy_bwd", "bwd_lse_log2_units", "numpy-backward", "float64"):
+        ("bwd-recompute", "LSE in base 2 (an exp2 forward's) read as natural"),
 }
 
 
