@@ -291,3 +291,23 @@ def test_the_nan_a_fully_masked_row_spreads_reaches_its_own_kv_head_block_only()
     wrong = grads()
     wrong["dk"] = np.zeros((B, Hq, Sk, D))                                   # per query head: another shape
     assert _where_dead_rows_reach(data, wrong) is False
+
+
+def test_the_fully_masked_rows_divergence_excuses_their_nan_and_not_a_wrong_value_elsewhere():
+    """T1 sets aside the NaN of fully masked rows only: the other entries are judged as usual, so a dQ three times
+    too large on the rows with a key fails even beside those NaN."""
+    def nan_and_wrong(q, k, v, d_out, mask=None, scale=None):
+        dq, dk, dv = _nan_softmax(q, k, v, d_out, mask, scale)
+        return 3.0 * dq, dk, dv
+    res = run_grad_one(_user(known=_nan_softmax_known), SMALL, STORE, Backward("b", nan_and_wrong))
+    assert res.status == Status.FAIL and "besides the NaN of fully masked rows: dq: " in res.detail, res.detail
+
+
+def test_a_gradient_of_another_shape_beside_masked_row_nan_is_a_failure_not_a_harness_error():
+    """dQ returned (B, H, Sk, D) with dV NaN on the masked rows: the judge's shape message, no broadcast error."""
+    def wrong_dq_shape(q, k, v, d_out, mask=None, scale=None):
+        dq, dk, dv = _nan_softmax(q, k, v, d_out, mask, scale)
+        return np.zeros(q.shape[:-2] + (k.shape[-2], q.shape[-1])), dk, dv
+    assert SMALL.Sq != SMALL.Sk
+    res = run_grad_one(_user(known=_nan_softmax_known), SMALL, STORE, Backward("b", wrong_dq_shape))
+    assert res.status == Status.FAIL and "dq: shape " in res.detail, (res.status, res.detail)
