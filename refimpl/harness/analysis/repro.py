@@ -1,11 +1,11 @@
 """Reproduction scripts: one failing family case as a standalone Python file (``--repro-dir``, ``--repro``).
 
-A script imports NumPy, the user's function (by the target's spec: ``module:fn`` with the directory the
-check ran in on ``sys.path``, ``path/file.py:fn`` by absolute path; ``c:``, ``js:`` and ``R:`` targets through
-refimpl's own loaders, which the script then needs) and torch only when the call needs it. It holds the exact arguments :func:`refimpl.harness.apis.call` passes for the case (captured from a
-recording call, so the call is the API's by construction), every float as a ``float.hex`` literal, the
-float64 expected output (and weights, for the refimpl API), and the judge's checks with its bound
-written as a number:
+A script imports NumPy, the user's function (by the target's spec: ``module:fn`` with the directory the check ran in
+on ``sys.path``, ``path/file.py:fn`` by absolute path; ``c:``, ``js:`` and ``R:`` targets through refimpl's own
+loaders, which the script then needs) and torch only when the call needs it. It holds the exact arguments
+:func:`refimpl.harness.apis.call` passes for the case (captured from a recording call, so the call is the API's by
+construction), every float as a ``float.hex`` literal, the float64 expected output (and weights, for the refimpl API),
+and the judge's checks with its bound written as a number:
 
 * float64: ``max |out - expected| <= ATOL`` on rows with a key, ``ATOL = K_FORWARD * eps * n_terms * max|v|``
   (tolerance rule 3, the additive mask counted among the score terms, as :func:`.judge.judge` does);
