@@ -171,17 +171,16 @@ def _known(target: Target, data, res: CaseResult, rejudge: Callable | None = Non
     (the judge on the gradients with those NaN set to the oracle's values) must pass on the rest."""
     if res.status != Status.FAIL or not data.dead.any() or "NaN or inf" not in res.detail:
         return res
-    if res.got is None or not _where_dead_rows_reach(data, res.got.grads):
+    keep = keep_mask(data.spec, data.mask)
+    keep = None if keep is None else np.broadcast_to(keep, data.expected.shape[:-1] + (data.spec.Sk,))
+    codes = target.known(data.q, data.k, data.v, keep)      # asked first: a target with no catalogue costs nothing
+    if not codes or res.got is None or not _where_dead_rows_reach(data, res.got.grads):
         return res
     again = None if rejudge is None else rejudge(res.got.grads)
     if again is not None and again.status != Status.PASS:
         res.detail = f"{res.detail}; besides the NaN of fully masked rows: {again.detail}"
         return res
-    keep = keep_mask(data.spec, data.mask)
-    keep = None if keep is None else np.broadcast_to(keep, data.expected.shape[:-1] + (data.spec.Sk,))
-    codes = target.known(data.q, data.k, data.v, keep)
-    if codes:
-        res.status, res.detail = Status.KNOWN, f"known {', '.join(codes)}: {res.detail}"
+    res.status, res.detail = Status.KNOWN, f"known {', '.join(codes)}: {res.detail}"
     return res
 
 
