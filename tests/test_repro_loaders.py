@@ -57,3 +57,41 @@ def test_a_c_kernels_script_runs_from_another_directory_and_its_exit_code_is_the
         codes[symbol] = (run.returncode, run.stdout[-300:] + run.stderr[-300:])
     assert codes["attn"][0] == 0, codes                    # the correct kernel conforms
     assert codes["attn_mask_inverted"][0] == 1, codes      # the mask read the other way round does not
+
+
+def _scripts_exit_codes(tmp_path, monkeypatch, specs: dict[str, str], case: str = "padding/0001-float64") -> dict:
+    """Each spec's repro script for ``case``, written and run from a directory other than the one the spec's path
+    is relative to: ``{name: (exit code, tail of its output)}``."""
+    monkeypatch.chdir(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    codes = {}
+    for name, spec in specs.items():
+        script = elsewhere / f"{name}.py"
+        script.write_text(script_for(case, load_target(spec)))
+        run = subprocess.run([sys.executable, str(script)], cwd=elsewhere, env=env, capture_output=True, text=True,
+                             timeout=180)
+        codes[name] = (run.returncode, run.stdout[-300:] + run.stderr[-300:])
+    return codes
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="no node on PATH: JavaScript targets need it "
+                    "(tools/setup.sh installs it)")
+def test_an_es_module_kernels_script_runs_from_another_directory_and_its_exit_code_is_the_verdict(
+        tmp_path, monkeypatch):
+    for name in ("correct.mjs", "broken.mjs"):
+        shutil.copy(ROOT / "tests" / "zoo" / "js" / name, tmp_path / name)
+    codes = _scripts_exit_codes(tmp_path, monkeypatch, {"attn": "js:correct.mjs:attn",
+                                                        "attn_mask_inverted": "js:broken.mjs:attn_mask_inverted"})
+    assert codes["attn"][0] == 0, codes                    # the correct kernel conforms
+    assert codes["attn_mask_inverted"][0] == 1, codes      # the mask read the other way round does not
+
+
+@pytest.mark.r
+def test_an_r_functions_script_runs_from_another_directory_and_its_exit_code_is_the_verdict(tmp_path, monkeypatch):
+    shutil.copy(ROOT / "tests" / "zoo" / "r" / "attention_impls.R", tmp_path / "impls.R")
+    codes = _scripts_exit_codes(tmp_path, monkeypatch, {"correct": "R:impls.R:attn_correct",
+                                                        "polarity": "R:impls.R:attn_mask_polarity"})
+    assert codes["correct"][0] == 0, codes
+    assert codes["polarity"][0] == 1, codes
