@@ -59,7 +59,7 @@ FINITE_ONLY = ("extreme-logits",)       # families whose 16-bit gradients are ju
 def finite_only(spec) -> bool:
     """A case whose gradients are judged on shape and finiteness alone: a ``FINITE_ONLY`` family in a 16-bit
     dtype, where rounding decides the saturated softmax's one-hot weights (float64 and float32 keep the bounds)."""
-    return spec.family in FINITE_ONLY and precision(spec.dtype).low
+    return spec.family in FINITE_ONLY and precision(spec.dtype).rank < precision("float32").rank
 
 
 @dataclass
