@@ -362,3 +362,12 @@ def test_a_pairwise_mask_made_from_a_key_padding_mask_now_fails():
     target = Target("k", getattr(_module("heldout19/numpy_fwd"), "pairwise_mask_from_seq_id"), api="refimpl")
     results = [(s, run_one(target, s, STORE)) for s in select(["padding"], "quick", ("float64",))]
     assert [s.Sq == s.Sk for s, r in results if r.status == Status.FAIL] == [True], "not the self-attention case"
+
+
+# tests/heldout21's sdpa_tiled_mask_skip: a 32 x 32 tile skipped when its float mask tile is all 0 (right for a bool
+# tile that keeps nothing); the additive family's biases were N(0, 2), never exactly 0, so only a default-suite
+# ALiBi corner caught it. Since, the family's case i mod 9 = 8 is a 0 / -inf mask over whole tiles
+def test_a_kernel_skipping_tiles_of_zero_bias_now_fails_on_the_zero_bias_case():
+    target = Target("k", getattr(_module("heldout21/torch_sdpa_fwd"), "sdpa_tiled_mask_skip"), api="torch-sdpa")
+    results = [(s, run_one(target, s, STORE)) for s in select(["additive-mask"], "quick", ("float64",))]
+    assert [s.pattern for s, r in results if r.status == Status.FAIL] == ["zero-bias"], "not the 0 / -inf case"

@@ -219,6 +219,19 @@ def _alibi(rng, i: int) -> dict:
     return fields
 
 
+def _additive(rng, i):
+    """N(0, 2) biases with -inf entries; case i mod 9 = 8 is a float mask as code builds one from padding and
+    causality (Hugging Face's extended attention mask): 0 on every kept key, -inf elsewhere, over whole tiles of 32
+    and 64 keys, self-attention (Sq = Sk = 64, as a padded batch's encoder builds it) and then 40 queries over 97
+    keys. A kernel that skips a tile whose bias is all zero (right for a bool tile that keeps nothing) drops
+    kept keys there; the N(0, 2) biases are never exactly 0. Family size 80 -> 90: the quick suite keeps its eight
+    earlier cases and gains this one; its sizes are set, not drawn, so the other cases keep theirs."""
+    fields = dict(_heads(rng, i), mask="additive")
+    if i % 9 == 8:
+        fields.update(Sq=(64, 40)[i // 9 % 2], Sk=(64, 97)[i // 9 % 2], pattern="zero-bias")   # self-attention first
+    return fields
+
+
 def _padding(rng, i):
     """Per-batch key lengths; case i mod 9 = 8 is self-attention, Sq == Sk, where the (B, 1, 1, Sk) mask keeps the
     padded queries' rows on the kept keys (a kernel that turns it into a pairwise mask, padded with padded, fails
@@ -237,8 +250,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            _gqa),
     Family("bool-mask", "random bool keep-masks (True = attend), no empty row", 100,
            lambda r, i: dict(_heads(r, i), mask="bool")),
-    Family("additive-mask", "float masks added to the scores, with -inf entries", 80,
-           lambda r, i: dict(_heads(r, i), mask="additive")),
+    Family("additive-mask", "float masks added to the scores, with -inf entries; 0 / -inf masks over whole tiles",
+           90, _additive),
     Family("padding", "per-batch key lengths (a (B, 1, 1, Sk) keep-mask), self-attention (Sq == Sk) among them", 90,
            _padding),
     Family("causal", "causal masks in both alignments, Sq < Sk (one query among them), Sq > Sk and square whole "

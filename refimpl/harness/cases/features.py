@@ -55,7 +55,8 @@ class CaseSpec:
     alibi_per_batch: bool = False       # the slopes (B, Hq): batch b's are the heads' times 2**-b (flash-attn's form)
     scale: float | None = None
     magnitude: float = 1.0              # q and k entries drawn from +-magnitude (extreme logits: large)
-    pattern: str = "random"             # random | far-below-fill (attended scores far below any finite fill)
+    pattern: str = "random"             # random | far-below-fill (attended scores far below any finite fill) |
+    #                                     zero-bias (an additive mask of exactly 0 on kept keys, -inf elsewhere)
     dead_rows: bool = False             # the mask leaves some query rows with no key by construction
     long: bool = False                  # expected values from the online variant (no S x S array)
     dtype: str = "float64"
@@ -139,7 +140,9 @@ class CaseSpec:
             "window": self.window is not None, "softcap": self.softcap is not None, "alibi": self.alibi,
             "ALiBi slopes per batch": self.alibi_per_batch,
             "explicit scale": self.scale is not None, "fully masked rows": self.dead_rows,
-            "large logits": self.magnitude > 4, "attended scores far below a finite fill": self.pattern != "random",
+            "large logits": self.magnitude > 4,
+            "attended scores far below a finite fill": self.pattern == "far-below-fill",
+            "a 0 / -inf additive mask": self.pattern == "zero-bias",
             "long sequence": self.long, f"{self.dtype}": True,
             **self._packed_features(),
         }
@@ -235,6 +238,11 @@ def _mask(spec: CaseSpec, rng: np.random.Generator) -> np.ndarray | None:
             keep[:, :, ::2, :64] = False
             keep[:, :, ::2, 64 + int(rng.integers(0, Sk - 64))] = True
         return keep
+    if spec.mask == "additive" and spec.pattern == "zero-bias":     # 0 kept, -inf masked: per-batch key lengths
+        lengths = rng.integers(min(Sk, 64), Sk + 1, size=B)        # of 64 keys or more, odd batches causal too
+        keep = np.broadcast_to(np.arange(Sk) < lengths[:, None, None, None], (B, 1, Sq, Sk)).copy()
+        keep[1::2] &= np.arange(Sk) <= np.arange(Sq)[:, None] + Sk - Sq       # bottom-right: no row left empty
+        return np.where(keep, 0.0, -np.inf)
     if spec.mask == "additive":
         add = rng.normal(0.0, 2.0, size=(B, 1, Sq, Sk))
         add[rng.uniform(size=add.shape) < 0.2] = -np.inf
