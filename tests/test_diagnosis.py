@@ -8,6 +8,7 @@ implementations must give no diagnosis and no localisation.
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 
 from refimpl import bugs
 from refimpl.harness.apis import Returned
+from refimpl.harness.apis.flex_attention import block_size
 from refimpl.harness.cases import Status
 from refimpl.harness.analysis.diagnosis import variant_kwargs, diagnose, localise
 from refimpl.harness.rows.family_cases import CaseStore
@@ -70,14 +72,17 @@ def _keep(data):
     return keep
 
 
-def _run(specs, compute, masked_rows=None):
-    """judge() each case on ``compute(data) -> (B, Hq, Sq, Dv)`` (``masked_rows``: the one dead-row policy)."""
+def _run(specs, compute, masked_rows=None, block=False):
+    """judge() each case on ``compute(data) -> (B, Hq, Sq, Dv)`` (``masked_rows``: the one dead-row policy;
+    ``block``: the target got a block mask, in the BLOCK_SIZE --api flex-attention hands for the case)."""
     results = []
     for spec in specs:
         data = STORE.get(spec)
+        tiles = block_size(spec) if block else None
         with np.errstate(all="ignore"):
-            out = np.asarray(compute(data), np.float64)
-        results.append(judge(data, Returned(out, None, "float64", []), "float64", cache={}, masked_rows=masked_rows))
+            out = np.asarray(compute(replace(data, block=tiles)), np.float64)
+        results.append(judge(data, Returned(out, None, "float64", [], block=tiles), "float64", cache={},
+                             masked_rows=masked_rows))
     return results
 
 
@@ -101,8 +106,10 @@ MODEL_CASES = [(m, v.label, v) for m, model in bugs.MODELS.items() for v in mode
 
 def _model_run(variant, families, masked_rows=None):
     """judge() each case a model applies to (the diagnosis's own call: variant_kwargs) on the model's output."""
-    specs = [s for s in _specs(families) if variant_kwargs(variant, STORE.get(s)) is not None]
-    return _run(specs, lambda d: variant.fn(d.q, d.k, d.v, **variant_kwargs(variant, d)), masked_rows)
+    tiles = variant.tiled           # a model of a block mask's tiles: its cases are a flex-attention target's
+    specs = [s for s in _specs(families)
+             if variant_kwargs(variant, replace(STORE.get(s), block=block_size(s) if tiles else None)) is not None]
+    return _run(specs, lambda d: variant.fn(d.q, d.k, d.v, **variant_kwargs(variant, d)), masked_rows, tiles)
 
 
 @pytest.mark.parametrize("model,label,variant", MODEL_CASES, ids=[f"{m}[{lab}]" for m, lab, _ in MODEL_CASES])

@@ -160,6 +160,9 @@ NAMED = {
     ("heldout20/numpy_fwd", "afm_attention_keepdims_softmax", "refimpl", "float64"): "softmax-axis",
     ("heldout20/flash_fwd", "flash_alibi_partitioned_heads", "flash-attn", "float64"): "alibi-slopes",
     ("heldout20/flash_fwd", "flash_window_loaded_or_fallback", "flash-attn", "float64"): "window-bounds",
+    # tests/heldout21's wrong name: the mask chunk sliced from V (every key kept where V is nonzero) was named
+    # mask-skipped and partial-blocks-unmasked, a block mask's tile model on a target that got no block mask
+    ("heldout21/numpy_fwd", "query_chunk_attention_masked", "refimpl", "float64"): "mask-skipped",
     # tests/heldout11: five more named since by fitted forms and variants written after it (docs/diagnosis.md)
     ("heldout11/numpy_fwd", "attend_scale_numerator_only", "refimpl", "float64"): "softmax-denominator",
     ("heldout11/torch_sdpa_fwd", "sdpa_value_tiles_store", "torch-sdpa", "float64"): "output-columns",

@@ -27,7 +27,6 @@ import numpy as np
 from ... import bugs
 from ..apis import flash_attn_kvcache
 from ..apis.base import keep_mask
-from ..apis.flex_attention import block_size
 from ..cases import Status, fitting_models
 from ..cases.features import CaseData, CaseSpec
 from ..verdicts.judge import DEAD_ROWS_FAILED, CaseResult
@@ -109,8 +108,10 @@ def variant_kwargs(variant, data: CaseData) -> dict | None:
     if variant.splits_alibi and data.spec.seqlens is None:      # the model takes the user's mask and the ALiBi
         #                                       slopes apart (a packed batch's per-sequence ALiBi stays in its mask)
         kw = dict(kw, mask=folded(data.mask), slopes=data.slopes)
-    if variant.tiled:                           # the tile size a block mask of this case comes in
-        kw = dict(kw, block=block_size(data.spec))
+    if variant.tiled:                           # the tile size the case's block mask reached the target in
+        if data.block is None:                  # no block mask (no API but flex-attention hands one): no tiles
+            return None
+        kw = dict(kw, block=data.block)
     if variant.packed:                          # a packed batch's model: its lengths and per-sequence bands
         s = data.spec
         if s.seqlens is not None:
@@ -288,7 +289,7 @@ def _usable(rs: list[CaseResult], store, specs, cap: int) -> list[tuple[CaseData
         if DEAD_ROWS_FAILED in (r.detail or ""):     # the judge failed the rows with no key: a model explains them
             data = replace(data, dead=np.zeros_like(data.dead))
         data = replace(data, band_flags=getattr(r.got, "band_flags", True),
-                       mask_given=getattr(r.got, "mask_given", None))
+                       mask_given=getattr(r.got, "mask_given", None), block=getattr(r.got, "block", None))
         out.append((data, np.asarray(got, np.float64)))
         if len(out) >= cap:
             break

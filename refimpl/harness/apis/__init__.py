@@ -109,7 +109,8 @@ def call(fn, api, data, *, layout: str = "SD", torch: bool = False, lse: bool = 
                    dropout_given=bool(dropout and a.dropout_given),
                    written={n: to_numpy(c, n)[0] for n, c in wrote.items() if n in a.writes},   # for --repeat
                    band_flags=a.band_as_flags(data), mask_given=any(
-                       given.get(n) is not None for n in ("mask", "attn_mask", "attention_mask", "bias", "keep")))
+                       given.get(n) is not None for n in ("mask", "attn_mask", "attention_mask", "bias", "keep")),
+                   block=a.block_size(data))
     if lse_raw is not None:
         got.lse, got.lse_dtype = to_numpy(lse_raw, "log-sum-exp")
         got.lse = a.place_lse(got.lse, data)

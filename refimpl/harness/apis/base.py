@@ -53,6 +53,7 @@ class Returned:
     written: dict = field(default_factory=dict)   # name -> float64 content of the inputs of Api.writes it wrote
     band_flags: bool = True             # the causal band and window reached the target as flags, not in its mask
     mask_given: bool | None = None      # a mask (or bias) argument reached the target (None: not known)
+    block: int | None = None            # the BLOCK_SIZE a block mask reached the target in (None: no block mask)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,11 @@ class Api:
     no_dropout: str = ""                     # why it has no --dropout, when neither form applies (the refusal)
     repro_imports: tuple[str, ...] = ()      # lines a reproduction script needs to rebuild its arguments
     dead_rows: str | None = None             # the output it documents for a row with no key (pins --masked-rows)
+
+    def block_size(self, data) -> int | None:
+        """The BLOCK_SIZE the case's block mask is handed in (None: the API takes no block mask); a bug model that
+        walks a block mask's tiles applies only with it (a kernel cannot have used a tile size it was never given)."""
+        return None
 
     def band_as_flags(self, data) -> bool:
         """Whether the case's causal band and window reach the target as flags rather than folded into its mask (a

@@ -124,6 +124,9 @@ def block_size(spec) -> int:
 
 
 class FlexAttention(Api):
+    def block_size(self, data) -> int | None:
+        return block_size(data.spec)
+
     def arguments(self, data, conv, layout):
         import torch as th
         s = data.spec

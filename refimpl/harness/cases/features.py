@@ -175,6 +175,8 @@ class CaseData:
     band_flags: bool = True              # a target received the causal band and window as flags (False: folded
     #                                      into its mask; set by the diagnosis from what the target returned)
     mask_given: bool | None = None       # a mask argument reached the target (set by the diagnosis; None: unknown)
+    block: int | None = None             # the BLOCK_SIZE its block mask reached the target in (set by the diagnosis;
+    #                                      None: no block mask, and no model of a block mask's tiles applies)
 
     @property
     def live(self) -> np.ndarray:
