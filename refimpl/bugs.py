@@ -246,6 +246,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
                  softmax_axis, single=True))),
     BugModel("no-max-subtraction", "exp(scores) without subtracting the row max overflows",
              (_v("exp(S)", no_max_subtraction),
+              Variant("exp(S) in float32 (overflow past ~88.7)", _named(no_max_subtraction, dtype="float32"),
+                      in_float32=True),
               _v("exp(S), a row summing to 0 NaN", no_max_subtraction, guarded=False),
               _v("exp(S - S[i, 0]): rows shifted by their first score", no_max_subtraction, first=True),
               _v("exp(S - S[i, 0]), a NaN row sum left NaN", no_max_subtraction, first=True, guarded=False)),

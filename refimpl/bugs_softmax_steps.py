@@ -121,12 +121,13 @@ def online_row_sum(q, k, v, *, block=32, **kw):
     return acc / np.where(row_sum == 0, 1.0, row_sum)
 
 
-def no_max_subtraction(q, k, v, *, guarded=True, first=False, **kw):
+def no_max_subtraction(q, k, v, *, guarded=True, first=False, dtype="float64", **kw):
     """P = exp(S) / sum exp(S) without subtracting the row max: overflow gives inf/inf = NaN; a row whose sum
     underflows to 0 gives zeros (``guarded``) or 0/0 = NaN. Rows with no key: zeros. ``first``: each row shifted by
     its first score S[i, 0] instead of its max (overflow where a score exceeds it by ~709; a masked key 0 shifts by
-    -inf: the row's sum NaN, zeros where ``guarded`` (a sum > 0 test), else NaN)."""
-    s, keep, v = _parts(q, k, v, **_kw(kw))
+    -inf: the row's sum NaN, zeros where ``guarded`` (a sum > 0 test), else NaN). ``dtype`` float32: scores,
+    exponentials and sums in float32, where exp overflows past ~88.7 (a float32 kernel's own range)."""
+    s, keep, v = _parts(q, k, v, dtype=np.dtype(dtype).type, **_kw(kw))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         masked = np.where(keep, s, -np.inf)
         e = np.exp(masked - masked[..., :1]) if first else np.exp(masked)
@@ -135,7 +136,7 @@ def no_max_subtraction(q, k, v, *, guarded=True, first=False, **kw):
             out = np.where(z > 0, e / np.where(z > 0, z, 1.0), 0.0) @ v
         else:
             out = (e / np.where(z == 0, 1.0 if guarded else np.nan, z)) @ v
-    return np.where(keep.any(axis=-1, keepdims=True), out, 0.0)
+    return np.where(keep.any(axis=-1, keepdims=True), out, 0.0).astype(np.float64)
 
 
 def low_precision(q, k, v, **kw):
