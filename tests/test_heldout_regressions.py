@@ -31,7 +31,9 @@ NAMED = {
     ("numpy_fwd", "timm_eva_attention", "refimpl", "float64"): "mask-after-softmax",
     ("numpy_fwd", "labml_unet_attention", "refimpl", "float64"): "softmax-axis",
     ("numpy_fwd", "trinity_tiled_attention", "refimpl", "float64"): "no-max-subtraction",
-    ("numpy_fwd", "xglm_half_softmax_attention", "refimpl", "float32"): "low-precision",
+    # ("numpy_fwd", "xglm_half_softmax_attention", "refimpl", "float32"): low-precision only while pytest turned the
+    # kernel's float16 overflow warnings into errors (its cases raised, the rest fitted); run as the CLI runs it
+    # (warnings ignored, since this test ignores them too) it is unknown, at fcde652 as now (docs/diagnosis.md)
     ("numpy_fwd", "opt_prescaled_attention", "refimpl", "float64"): "scale",
     ("numpy_fwd", "flashinfer_padded_tail_attention", "refimpl", "float64"): "padded-tail",
     ("numpy_fwd", "set_transformer_mab_attention", "refimpl", "float64"): "scale",
@@ -163,6 +165,8 @@ NAMED = {
     # tests/heldout21's wrong name: the mask chunk sliced from V (every key kept where V is nonzero) was named
     # mask-skipped and partial-blocks-unmasked, a block mask's tile model on a target that got no block mask
     ("heldout21/numpy_fwd", "query_chunk_attention_masked", "refimpl", "float64"): "mask-skipped",
+    # ... and its float32 kernel without the row max, unknown then (the model overflowed at float64's range only)
+    ("heldout21/numpy_fwd", "device_softmax_attention", "refimpl", "float32"): "no-max-subtraction",
     # tests/heldout11: five more named since by fitted forms and variants written after it (docs/diagnosis.md)
     ("heldout11/numpy_fwd", "attend_scale_numerator_only", "refimpl", "float64"): "softmax-denominator",
     ("heldout11/torch_sdpa_fwd", "sdpa_value_tiles_store", "torch-sdpa", "float64"): "output-columns",
@@ -218,7 +222,9 @@ def _module(name):
 def test_a_spent_held_out_kernel_keeps_its_diagnosis(key):
     module, fn, api, dtype = key
     target = Target(fn, getattr(_module(module), fn), api=api)
-    results = [run_one(target, s, STORE) for s in select(None, "quick", (dtype,)) if not s.long]
+    with warnings.catch_warnings():   # a kernel's own overflow warnings are not errors of the run (as in the CLI)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        results = [run_one(target, s, STORE) for s in select(None, "quick", (dtype,)) if not s.long]
     assert any(r.status == Status.FAIL for r in results), f"{fn}: nothing failed"
     lines = diagnose(results, STORE, target=fn)
     names = [line.split(": ", 1)[1].split(" — ")[0] for line in lines]
