@@ -17,7 +17,7 @@ import numpy as np
 
 from refimpl.bug_model import BugModel, Variant
 from refimpl.bugs_lse import MODELS
-from refimpl.harness.analysis import diagnosis_lse
+from refimpl.harness.analysis import diagnosis_lse, diagnosis_sample
 from refimpl.harness.analysis.diagnosis_lse import lse_lines
 from refimpl.harness.cases import Status
 
@@ -110,9 +110,9 @@ def test_a_passing_case_whose_output_was_not_kept_is_not_read():
 def test_a_long_case_beyond_max_scores_is_not_read():
     fail = _case("f/0", seed=5)
     H, Sq = 2, 1000
-    Sk = diagnosis_lse.MAX_SCORES // (H * Sq) + 1                # B * Hq * Sq * Sk just above MAX_SCORES
+    Sk = diagnosis_sample.MAX_SCORES // (H * Sq) + 1                # B * Hq * Sq * Sk just above MAX_SCORES
     long = _case("p/long", H=H, Sq=Sq, Sk=Sk, D=1, zero=True)
-    assert 1 * H * Sq * Sk > diagnosis_lse.MAX_SCORES
+    assert 1 * H * Sq * Sk > diagnosis_sample.MAX_SCORES
     right = np.full((1, H, Sq), math.log(Sk))                    # q = 0: every score 0, the LSE log(Sk) (not base 2)
     results = [_result(fail, _base2(fail)), _result(long, right, Status.PASS)]
     assert lse_lines(results, _Store(kept=[fail, long]), "t", None) == [BASE2]

@@ -17,19 +17,11 @@ import numpy as np
 from ...bugs_dropout import MODELS, right
 from ..cases import Status, fitting_models
 from ..verdicts.dropout_judge import count_rejected, keep_rate
+from .diagnosis_sample import EXPLAINS, MAX_FAILING, MAX_PASSING, case_data as _data
 
 __all__ = ["dropout_lines"]
 
-MAX_FAILING = 40
-MAX_PASSING = 20
-EXPLAINS = 0.5
 SWAPPED, INVERTED = "dropout-rate-swapped", "dropout-inverted"
-
-
-def _data(store, r, specs):
-    if specs is not None and r.id in specs:
-        return store.get(specs[r.id])
-    return store._data.get(r.id)
 
 
 def _distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -28,21 +28,12 @@ import numpy as np
 from ...bugs_kvcache import MODELS
 from ..apis.base import flash_band
 from ..cases import Status
+from .diagnosis_sample import EXPLAINS, MAX_FAILING, MAX_PASSING, case_data as _data, small
 
 __all__ = ["kvcache_lines"]
 
-MAX_FAILING = 40
-MAX_PASSING = 20
-EXPLAINS = 0.5
-MAX_SCORES = 4_000_000        # skip cases whose B * Hq * Sq * Sk is larger (long sequences)
 INDEX_ERRORS = ("IndexError", "out of bounds", "out of range")
 NAMED = ("output", "fully masked rows", "k_cache", "v_cache")     # what the judge says a model may explain
-
-
-def _data(store, r, specs):
-    if specs is not None and r.id in specs:
-        return store.get(specs[r.id])
-    return store._data.get(r.id)
 
 
 def _distance(a: np.ndarray, b: np.ndarray, rows: np.ndarray) -> float:
@@ -68,24 +59,23 @@ def _run(variant, data, c):
         return None
 
 
-def _verdict(variant, data, r, c) -> tuple[bool, bool]:
-    """``(agrees, explains)``: the model does what the target did on this case, and explains its failure."""
+def _consistent(variant, data, r, c) -> bool:
+    """The model does what the target did on this case and, where the case failed, explains the failure."""
     made = _run(variant, data, c)
     if r.status == Status.ERROR:
-        hit = made == "raises" and any(w in (r.detail or "") for w in INDEX_ERRORS)
-        return hit, hit
+        return made == "raises" and any(w in (r.detail or "") for w in INDEX_ERRORS)
     got = getattr(r, "got", None)
     if made is None or made == "raises" or got is None or r.status not in (Status.PASS, Status.FAIL):
-        return False, False
+        return False
     out, kc, vc = made
     rows = np.ones(out.shape[:-1], bool) if data.absent is None else ~data.absent       # rows with no key too
     fin = np.abs(data.v[np.isfinite(data.v)])
     atol = 1e-6 * (1.0 + (fin.max() if fin.size else 0.0))
     if out.shape != got.output.shape:
-        return False, False
+        return False
     with np.errstate(invalid="ignore", over="ignore"):
         if not np.allclose(out[rows], got.output[rows], rtol=1e-3, atol=atol, equal_nan=True):
-            return False, False
+            return False
     detail = r.detail or ""
     written = getattr(got, "written", None) or {}
     wrong_cache = False
@@ -93,14 +83,14 @@ def _verdict(variant, data, r, c) -> tuple[bool, bool]:
         before, after = c[name]
         left = written.get(name, before)
         if np.shape(left) != model.shape or not np.array_equal(left, model, equal_nan=True):
-            return False, False
+            return False
         wrong_cache |= name in detail and not np.array_equal(model, after, equal_nan=True)
     if r.status == Status.PASS:
-        return True, False
+        return True                                             # a passing case: nothing to explain
     far = _distance(data.expected, got.output, rows)            # the judge named the output, and the model is nearer
     wrong_output = any(w in detail for w in NAMED[:2]) and far > 0 \
         and _distance(out, got.output, rows) <= EXPLAINS * far
-    return True, wrong_cache or wrong_output
+    return wrong_cache or wrong_output
 
 
 def _spread(rs: list, specs: dict | None) -> list:
@@ -134,24 +124,18 @@ def kvcache_lines(results: list, store, target: str, specs: dict | None, kvcache
             if kept >= cap:
                 break
             s = specs[r.id] if specs is not None and r.id in specs else getattr(store._data.get(r.id), "spec", None)
-            if s is not None and s.B * s.Hq * s.Sq * s.Sk > MAX_SCORES:
-                continue                           # long sequences: not modelled (as in the diagnosis)
+            if s is not None and not small(s):
+                continue                           # long sequences: not modelled
             data = _data(store, r, specs)
             if data is None or (r.status == Status.PASS and getattr(r, "got", None) is None):
                 continue
-            if kvcache_api.API.cannot(data.spec):
-                return []
             sample.append((data, r, kvcache_api.caches(data)))
             kept += 1
     if not any(r.status != Status.PASS for _, r, _ in sample):
         return []
 
     def fit(variant) -> bool:
-        for data, r, c in sample:
-            agrees, explains = _verdict(variant, data, r, c)
-            if not agrees or (r.status != Status.PASS and not explains):
-                return False
-        return True
+        return all(_consistent(variant, data, r, c) for data, r, c in sample)
     lines = []
     for model in MODELS.values():
         good = [v.label for v in model.variants if fit(v)]

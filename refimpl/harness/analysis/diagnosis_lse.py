@@ -19,19 +19,9 @@ from ...bugs_lse import MODELS
 from ...precision import get as precision
 from ..cases import Status, fitting_models
 from ..verdicts.lse_judge import LSE_AT_LEAST, reference_lse
+from .diagnosis_sample import EXPLAINS, MAX_FAILING, MAX_PASSING, case_data as _data, small
 
 __all__ = ["lse_lines"]
-
-MAX_FAILING = 40
-MAX_PASSING = 20
-EXPLAINS = 0.5
-MAX_SCORES = 4_000_000        # skip cases whose B * Hq * Sq * Sk is larger (long sequences)
-
-
-def _data(store, r, specs):
-    if specs is not None and r.id in specs:
-        return store.get(specs[r.id])
-    return store._data.get(r.id)
 
 
 def _apart(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -105,8 +95,8 @@ def lse_lines(results: list, store, target: str, specs: dict | None) -> list[str
             if failing and not (r.status == Status.FAIL and (r.detail or "").startswith("log-sum-exp")):
                 return []
             s = specs[r.id] if specs is not None and r.id in specs else getattr(store._data.get(r.id), "spec", None)
-            if s is not None and s.B * s.Hq * s.Sq * s.Sk > MAX_SCORES:
-                continue                           # long sequences: not modelled (as in the diagnosis)
+            if s is not None and not small(s):
+                continue                           # long sequences: not modelled
             data = _data(store, r, specs)
             if data is None:
                 return []
