@@ -34,6 +34,7 @@ from .conditions import Seen, condition
 from .diagnosis_dropout import dropout_lines
 from .diagnosis_kvcache import kvcache_lines
 from .diagnosis_lse import lse_lines
+from .diagnosis_sample import EXPLAINS, MAX_FAILING, MAX_PASSING, case_data as _data, small
 from .fitting import fit_scale, scale_line
 from .fitting_dropout import dropout_at_zero_line
 from .fitted_forms import fitted_form_lines
@@ -44,10 +45,6 @@ from .precision_fingerprint import narrower_arithmetic, null32
 __all__ = ["diagnose", "localise", "fits", "analyse_run"]
 
 MAX_NOISE = 400              # the most failing cases a precision fingerprint reads (an even sample beyond)
-MAX_FAILING = 40
-MAX_PASSING = 20
-EXPLAINS = 0.5
-MAX_SCORES = 4_000_000        # skip cases whose B * Hq * Sq * Sk is larger (long sequences)
 
 
 def _output(r: CaseResult):
@@ -55,15 +52,8 @@ def _output(r: CaseResult):
     return None if got is None else getattr(got, "output", None)
 
 
-def _data(store, r: CaseResult, specs: dict[str, CaseSpec] | None) -> CaseData | None:
-    if specs is not None and r.id in specs:
-        return store.get(specs[r.id])
-    return store._data.get(r.id)          # materialised while the target ran
-
-
 def _small(data: CaseData) -> bool:
-    s = data.spec
-    return s.B * s.Hq * s.Sq * s.Sk <= MAX_SCORES
+    return small(data.spec)
 
 
 def _close(model: np.ndarray, got: np.ndarray, v: np.ndarray, rtol: float, atol: float) -> bool:
@@ -226,7 +216,7 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
         n_fail, n_pass = (sum(CaseSpec.dtype_of(r.id) in dts for r in rs) for rs in (failing, passing))
         held = -(-n_pass * len(every) // max(n_fail, 1))                  # the passing ones, scaled to the sample
         lines = narrower_arithmetic(target, every, held) if len(every) >= 0.9 * len(sample) else []
-    shapes = [np.shape(o) == d.expected.shape for r in failing[:MAX_NOISE]
+    shapes = [np.shape(o) == d.expected.shape for r in failing          # every failing case counted, as said
               if (o := _output(r)) is not None and (d := _data(store, r, specs)) is not None]
     shaped = shapes.count(False)                                       # no values to fit: said, not hidden
     if not lines and shapes and not any(shapes):          # every failing output of another shape: its formula
@@ -238,7 +228,7 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
         return extra + (lines or [f"diagnosis {target}: unknown"])
     output_fits = lines[len(extra):]              # the output's fits (the KV-cache, LSE, dropout lines read more)
     if output_fits and shaped > shapes.count(True):   # a fit of the fewer failing cases explains no run: unknown
-        said = "; ".join(line.split(": ", 1)[1].split(" — ")[0] for line in output_fits)
+        said = "; ".join(line[len(f"diagnosis {target}: "):].split(" — ")[0] for line in output_fits)
         return extra + [f"diagnosis {target}: unknown — {shaped} of {len(shapes)} failing cases returned an output of "
                         f"another shape; the {shapes.count(True)} of the right shape fit {said}"]
     tail = f" (fitted on the failing cases of the right shape; {shaped} returned an output of another shape)"

@@ -45,6 +45,8 @@ class RReturned:
     dtype: str = "float64"              # R computes in double
     mutated: list = field(default_factory=list)   # R copies its arguments: nothing is written back
     warnings: list = field(default_factory=list)
+    band_flags: bool = True             # False where the case has a causal band or window: an R function gets it
+    #                                     folded into its mask, never as flags (a flag model does not apply)
 
 
 def parse_spec(spec: str) -> tuple[str | None, str | None, str]:
@@ -140,7 +142,8 @@ class RFunction:
                 return e
         if not comps or comps[0] is None:
             return RError("the function returned nothing", self.name)
-        return RReturned(comps[0], comps[1] if len(comps) > 1 else None, warnings=warns)
+        return RReturned(comps[0], comps[1] if len(comps) > 1 else None, warnings=warns,
+                         band_flags=not (s.is_causal or s.window is not None))
 
 
 def _shape_error(comp: list):
