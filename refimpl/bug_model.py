@@ -18,7 +18,7 @@ class Variant:
     packed: bool = False                # a packed (varlen) batch's model: takes seqlens, seq_causal, seq_window,
     #                                     slopes; tried only on packed cases
     tiled: bool = False                 # walks a block mask's tiles: takes block= (the case's BLOCK_SIZE, as
-    #                                     --api flex-attention hands it); tried only where a block mask was handed
+    #                                     --api flex-attention hands it); tried only where the API hands one
     in_float32: bool = False            # computes in float32: it names a mistake only where it differs from
     #                                     float32 arithmetic done right (the diagnosis checks that)
     flags: bool = False                 # a mistake in handling the causal/window flags: where the target got the

@@ -113,7 +113,7 @@ def test_loading_a_backward_checks_the_backward_signature(tmp_path):
 def test_an_r_case_result_crosses_the_boundary_whole():
     out, w = np.arange(6.0).reshape(1, 1, 2, 3), np.full((1, 1, 2, 5), 0.2)
     sent = iso._plain_case(RReturned(out, w, "float64", ["q"], ["a warning"]))
-    assert all(type(x) in (str, list, np.ndarray) for x in sent)      # plain data only
+    assert all(type(x) in (str, list, np.ndarray, bool) for x in sent)      # plain data only
     back = iso._case_back(sent)
     assert isinstance(back, RReturned)
     assert np.array_equal(back.output, out) and np.array_equal(back.weights, w)

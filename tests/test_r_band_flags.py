@@ -20,3 +20,13 @@ def test_an_r_functions_result_says_the_band_came_in_its_mask(band, flags):
     res = SimpleNamespace(warnings={}, errors=[None], calls=["attn(Q, K, V)"], components=[np.ones((1, 2, 2))])
     got = fn._case(_spec(**band), res, range(0, 1))
     assert isinstance(got, RReturned) and got.band_flags is flags
+
+
+@pytest.mark.parametrize("flags", [True, False])
+def test_the_band_flag_survives_the_trip_back_from_the_r_worker(flags):
+    # R targets run in a worker by default: what it sends back of a batched case must keep the field (a run
+    # with isolation otherwise tried flag models on an R function that ignores its mask, and named one)
+    from refimpl.harness.targets import isolation as iso
+    sent = RReturned(np.ones((1, 1, 2, 2)), None, warnings=["w"], band_flags=flags)
+    back = iso._case_back(iso._plain_case(sent))
+    assert isinstance(back, RReturned) and back.band_flags is flags and back.warnings == ["w"]

@@ -1,6 +1,7 @@
 """The sample every forward diagnosis reads, one rule for all four (:mod:`.diagnosis`, :mod:`.diagnosis_kvcache`,
 :mod:`.diagnosis_lse`, :mod:`.diagnosis_dropout`): at most ``MAX_FAILING`` failing and ``MAX_PASSING`` passing
-cases of a target's run; a case of more than ``MAX_SCORES`` scores (B * Hq * Sq * Sk: long sequences) left out; a
+cases of a target's run; a case of more than ``MAX_SCORES`` scores (B * Hq * Sq * Sk: long sequences) left out (the
+dropout diagnosis never meets one: long cases are n/a under --dropout); a
 model explains a failure when its distance to what the target returned is at most ``EXPLAINS`` times the expected
 answer's; a case's inputs come from the case store (by its spec, or as materialised while the target ran). The
 backward reads its own, smaller sample (:mod:`..verdicts.grad_judge`: a gradient case costs three backwards)."""

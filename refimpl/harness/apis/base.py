@@ -53,7 +53,8 @@ class Returned:
     written: dict = field(default_factory=dict)   # name -> float64 content of the inputs of Api.writes it wrote
     band_flags: bool = True             # the causal band and window reached the target as flags, not in its mask
     mask_given: bool | None = None      # a mask (or bias) argument reached the target (None: not known)
-    block: int | None = None            # the BLOCK_SIZE a block mask reached the target in (None: no block mask)
+    block: int | None = None            # the BLOCK_SIZE the API handed the target (flex-attention's, with or without
+    #                                     a mask); None: the API has no block mask
 
 
 @dataclass(frozen=True)

@@ -241,7 +241,7 @@ def _mask(spec: CaseSpec, rng: np.random.Generator) -> np.ndarray | None:
             keep[:, :, ::2, 64 + int(rng.integers(0, Sk - 64))] = True
         return keep
     if spec.mask == "additive" and spec.pattern == "zero-bias":     # 0 kept, -inf masked: per-batch key lengths
-        lengths = rng.integers(min(Sk, 64), Sk + 1, size=B)        # of 64 keys or more, odd batches causal too
+        lengths = rng.integers(Sk // 2 + 1, Sk, size=B)            # over half the keys, not all; odd batches causal
         keep = np.broadcast_to(np.arange(Sk) < lengths[:, None, None, None], (B, 1, Sq, Sk)).copy()
         keep[1::2] &= np.arange(Sk) <= np.arange(Sq)[:, None] + Sk - Sq       # bottom-right: no row left empty
         return np.where(keep, 0.0, -np.inf)

@@ -66,7 +66,7 @@ def _plain_case(x) -> tuple:
     """Runs in the worker: one case of an R batch (RReturned, or the exception of its failure) as plain data."""
     if isinstance(x, BaseException):
         return ("raised", type(x).__name__, str(x), getattr(x, "r_message", None), getattr(x, "r_call", None))
-    return ("returned", x.output, x.weights, x.dtype, list(x.mutated), list(x.warnings))
+    return ("returned", x.output, x.weights, x.dtype, list(x.mutated), list(x.warnings), x.band_flags)
 
 
 def _case_back(x: tuple):
