@@ -15,7 +15,6 @@ Every expected value is computed here: the band written out with NumPy, the tole
 table of one model made here (monkeypatched into refimpl.bugs.MODELS) reads the sample and the fitted forms."""
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import replace
 from types import SimpleNamespace
@@ -26,27 +25,12 @@ import pytest
 from refimpl import bugs
 from refimpl.attention import scaled_dot_product_attention
 from refimpl.bug_model import Variant
-from refimpl.harness.apis import Returned
 from refimpl.harness.cases import Status
 from refimpl.harness.cases.features import CaseSpec
 from refimpl.harness.analysis import diagnosis, diagnosis_sample
 from refimpl.harness.analysis.diagnosis import diagnose, fits, variant_kwargs
-from refimpl.harness.rows.family_cases import CaseStore
-from refimpl.harness.verdicts.judge import CaseResult, judge
-
-STORE = CaseStore()
-_INDEX = itertools.count()
-
-
-def _spec(**kw) -> CaseSpec:
-    """A small case of its own (its own index: the store keeps cases by id)."""
-    sizes = dict(Sq=3, Sk=5, D=4, Dv=3)
-    sizes.update(kw)
-    return CaseSpec("rules", next(_INDEX), **sizes)
-
-
-def _returned(data, out, weights=None, dtype="float64") -> CaseResult:
-    return judge(data, Returned(np.asarray(out, np.float64), weights, dtype, []), dtype, cache={})
+from refimpl.harness.verdicts.judge import CaseResult
+from tests.support.rule_cases import STORE, rule_returned as _returned, rule_spec as _spec
 
 
 def _variant(model: str, label: str) -> Variant:

@@ -13,7 +13,6 @@ small cases made here.
 * ``analyse_run``: a diagnosis for every target with a failed family case, a localisation where one FAILed."""
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import replace
 
@@ -22,27 +21,12 @@ import pytest
 
 from refimpl import bugs
 from refimpl.attention import scaled_dot_product_attention
-from refimpl.harness.apis import Returned
 from refimpl.harness.cases import Case, CheckRun, Outcome, Status
-from refimpl.harness.cases.features import CaseSpec
 from refimpl.harness.analysis import diagnosis
 from refimpl.harness.analysis.diagnosis import analyse_run, diagnose
 from refimpl.harness.rows.family_cases import CaseStore
-from refimpl.harness.verdicts.judge import CaseResult, judge
-
-STORE = CaseStore()
-_INDEX = itertools.count()
-
-
-def _spec(**kw) -> CaseSpec:
-    """A small case of its own (its own index: the store keeps cases by id)."""
-    sizes = dict(Sq=3, Sk=5, D=4, Dv=3)
-    sizes.update(kw)
-    return CaseSpec("rules", next(_INDEX), **sizes)
-
-
-def _returned(data, out, weights=None, dtype="float64") -> CaseResult:
-    return judge(data, Returned(np.asarray(out, np.float64), weights, dtype, []), dtype, cache={})
+from refimpl.harness.verdicts.judge import CaseResult
+from tests.support.rule_cases import STORE, rule_returned as _returned, rule_spec as _spec
 
 
 # --- weights-transposed --------------------------------------------------------------------------------------
