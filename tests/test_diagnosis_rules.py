@@ -29,7 +29,8 @@ from refimpl.harness.cases import Status
 from refimpl.harness.cases.features import CaseSpec
 from refimpl.harness.analysis import diagnosis, diagnosis_sample
 from refimpl.harness.analysis.diagnosis import diagnose, fits, variant_kwargs
-from refimpl.harness.verdicts.judge import CaseResult
+from refimpl.harness.apis import Returned
+from refimpl.harness.verdicts.judge import DEAD_ROWS_FAILED, CaseResult, judge
 from tests.support.rule_cases import STORE, rule_returned as _returned, rule_spec as _spec
 
 
@@ -270,3 +271,29 @@ def test_a_float32_model_thousands_of_float32_roundings_from_float32_done_right_
     null = np.zeros(data.expected.shape)
     assert 3e-4 > 1000 * 2.0 ** -24
     assert diagnosis._beyond_float32(_const(null + 3e-4), data, null) is True
+
+
+# --- NaN and infinities on both sides; the rows with no key where the judge failed them ---------------------------
+
+def test_the_distance_counts_a_nan_or_an_infinity_on_both_sides_as_no_distance():
+    # _distance's rule: NaN == NaN and an infinity equal to itself count as 0; on one side only, as inf
+    rows = np.ones((1, 1, 2), bool)
+    a = np.array([[[[np.nan, 1.0], [np.inf, 2.0]]]])
+    assert diagnosis._distance(a, a.copy(), rows) == 0.0
+    one_side = a.copy()
+    one_side[0, 0, 0, 0] = 1.0
+    assert diagnosis._distance(a, one_side, rows) == np.inf
+
+
+def test_nan_on_the_rows_with_no_key_where_zeros_are_required_is_named_dead_rows_nan():
+    # the judge fails the rows with no key (DEAD_ROWS_FAILED in its detail): a model is then fitted with those rows
+    # as live ones, so the model that puts NaN there explains the failure (the rows with keys are right)
+    results = []
+    for _ in range(3):
+        data = STORE.get(_spec(mask="bool", dead_rows=True, Sq=6, Sk=5))
+        assert data.dead.any()
+        out = np.where(data.dead[..., None], np.nan, data.expected)
+        results.append(judge(data, Returned(out, None, "float64", []), "float64", masked_rows="zeros", cache={}))
+    assert all(r.status == Status.FAIL and DEAD_ROWS_FAILED in r.detail for r in results), [r.detail for r in results]
+    lines = diagnose(results, STORE, target="t")
+    assert [line.split(": ", 1)[1].split(" — ")[0] for line in lines] == ["dead-rows-nan"], lines
