@@ -5,7 +5,7 @@ diagnosis reads the one rule (no copy of its figures)."""
 from types import SimpleNamespace
 
 from refimpl.harness.analysis import diagnosis, diagnosis_dropout, diagnosis_kvcache, diagnosis_lse
-from refimpl.harness.analysis.diagnosis_sample import MAX_SCORES, case_data, small
+from refimpl.harness.analysis.diagnosis_sample import MAX_SCORES, case_data, small, too_long
 
 
 def _spec(B, Hq, Sq, Sk):
@@ -39,3 +39,18 @@ def test_every_forward_diagnosis_reads_the_one_sample_rule():
     for mod in (diagnosis, diagnosis_kvcache, diagnosis_lse, diagnosis_dropout):
         src = open(mod.__file__).read()
         assert "MAX_FAILING = " not in src and "EXPLAINS = " not in src and "def _data(" not in src, mod.__name__
+
+
+def test_a_long_case_is_told_from_its_spec_or_the_kept_case_without_materialising_it():
+    long, short = _spec(1, 1, 1, MAX_SCORES + 1), _spec(1, 1, 1, MAX_SCORES)
+
+    class Store:
+        _data = {"kept": SimpleNamespace(spec=long)}
+
+        def get(self, spec):
+            raise AssertionError("materialised")
+    r = SimpleNamespace(id="kept")
+    assert too_long(Store(), r, None)                          # the case the run kept
+    assert not too_long(Store(), r, {"kept": short})          # the spec given first
+    assert too_long(Store(), SimpleNamespace(id="x"), {"x": long})
+    assert not too_long(Store(), SimpleNamespace(id="gone"), None)     # neither knows it

@@ -28,7 +28,7 @@ import numpy as np
 from ...bugs_kvcache import MODELS
 from ..apis.base import flash_band
 from ..cases import Status
-from .diagnosis_sample import EXPLAINS, MAX_FAILING, MAX_PASSING, case_data as _data, small
+from .diagnosis_sample import EXPLAINS, MAX_FAILING, MAX_PASSING, case_data as _data, too_long
 
 __all__ = ["kvcache_lines"]
 
@@ -123,8 +123,7 @@ def kvcache_lines(results: list, store, target: str, specs: dict | None, kvcache
         for r in group:
             if kept >= cap:
                 break
-            s = specs[r.id] if specs is not None and r.id in specs else getattr(store._data.get(r.id), "spec", None)
-            if s is not None and not small(s):
+            if too_long(store, r, specs):
                 continue                           # long sequences: not modelled
             data = _data(store, r, specs)
             if data is None or (r.status == Status.PASS and getattr(r, "got", None) is None):

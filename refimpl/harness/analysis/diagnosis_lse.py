@@ -19,7 +19,7 @@ from ...bugs_lse import MODELS
 from ...precision import get as precision
 from ..cases import Status, fitting_models
 from ..verdicts.lse_judge import LSE_AT_LEAST, reference_lse
-from .diagnosis_sample import EXPLAINS, MAX_FAILING, MAX_PASSING, case_data as _data, small
+from .diagnosis_sample import EXPLAINS, MAX_FAILING, MAX_PASSING, case_data as _data, too_long
 
 __all__ = ["lse_lines"]
 
@@ -94,8 +94,7 @@ def lse_lines(results: list, store, target: str, specs: dict | None) -> list[str
                 continue
             if failing and not (r.status == Status.FAIL and (r.detail or "").startswith("log-sum-exp")):
                 return []
-            s = specs[r.id] if specs is not None and r.id in specs else getattr(store._data.get(r.id), "spec", None)
-            if s is not None and not small(s):
+            if too_long(store, r, specs):
                 continue                           # long sequences: not modelled
             data = _data(store, r, specs)
             if data is None:

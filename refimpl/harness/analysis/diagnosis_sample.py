@@ -7,7 +7,7 @@ answer's; a case's inputs come from the case store (by its spec, or as materiali
 backward reads its own, smaller sample (:mod:`..verdicts.grad_judge`: a gradient case costs three backwards)."""
 from __future__ import annotations
 
-__all__ = ["MAX_FAILING", "MAX_PASSING", "EXPLAINS", "MAX_SCORES", "case_data", "small"]
+__all__ = ["MAX_FAILING", "MAX_PASSING", "EXPLAINS", "MAX_SCORES", "case_data", "small", "too_long"]
 
 MAX_FAILING = 40
 MAX_PASSING = 20
@@ -26,3 +26,10 @@ def case_data(store, r, specs):
 def small(spec) -> bool:
     """At most ``MAX_SCORES`` scores: a case the diagnosis reads (long sequences are not modelled)."""
     return spec.B * spec.Hq * spec.Sq * spec.Sk <= MAX_SCORES
+
+
+def too_long(store, r, specs) -> bool:
+    """Result ``r``'s case has more than ``MAX_SCORES`` scores, told without materialising it (its spec from
+    ``specs``, else the case the run kept); False when neither knows it."""
+    s = specs[r.id] if specs is not None and r.id in specs else getattr(store._data.get(r.id), "spec", None)
+    return s is not None and not small(s)
