@@ -39,7 +39,8 @@ from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, c
 from .bugs_general import (ROWS as GENERAL, _with_alibi, alibi_dropped, alibi_first_batch, alibi_signed,
                            bool_mask_added, causal_dropped, causal_only_realigned, float_mask_as_bool,
                            left_edge_realigned, mask_after_softmax, mask_transposed,
-                           offset_clamped, other_alignment, scale_after_softmax, scale, window_edges, window_bounds)
+                           offset_clamped, OFFSET_VARIANTS, other_alignment, scale_after_softmax, scale, window_edges,
+                           window_bounds)
 
 __all__ = ["MODELS", "BugModel", "Variant"]
 
@@ -164,6 +165,7 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
     BugModel("causal-alignment", "the causal/window band uses the other alignment",
              (_fl("other alignment", causal_alignment), _fl("the causal diagonal only", causal_only_realigned),
               _fl("the bottom-right offset clamped at 0, max(Sk - Sq, 0): top-left where Sq > Sk", offset_clamped),
+              *OFFSET_VARIANTS,
               _fl("the window's left edge only (causal and the right edge keep the case's alignment)",
                   left_edge_realigned),
               _pk("top-left in each sequence", seq_alignment="top-left"),

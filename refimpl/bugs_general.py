@@ -33,7 +33,7 @@ from .masks import alibi_bias, band_mask, window_mask
 __all__ = ["scale", "alibi_dropped", "other_alignment", "causal_only_realigned", "left_edge_realigned",
            "causal_dropped", "offset_clamped", "window_edges", "alibi_signed", "bool_mask_added", "float_mask_as_bool",
            "mask_batch_flattened", "mask_transposed", "mask_after_softmax", "scale_after_softmax", "alibi_first_batch",
-           "window_bounds", "causal_forced"]
+           "window_bounds", "causal_forced", "offset_negated", "OFFSET_VARIANTS"]
 
 
 def _sdpa(q, k, v, **kw):      # as bugs_scores._sdpa: importing that one would stack this module a floor higher
@@ -105,6 +105,38 @@ def offset_clamped(q, k, v, *, is_causal=False, window=None, alignment="top-left
     if alignment == "bottom-right" and Sq > Sk:
         alignment = "top-left"
     return _sdpa(q, k, v, is_causal=is_causal, window=window, alignment=alignment, mask=mask, **kw)
+
+
+def offset_negated(q, k, v, *, is_causal=False, window=None, alignment="top-left", mask=None, slopes=None,
+                   absolute=False, **kw):
+    """Query positions i - (Sk - Sq) where i + (Sk - Sq) is meant (the bottom-right offset's sign flipped), or
+    i + |Sk - Sq| (``absolute``: wrong only where Sq > Sk): ALiBi's distance (always bottom-right) and a bottom-right
+    causal band or window measured from there; a top-left band is refimpl's."""
+    Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
+    offset = abs(Sk - Sq) if absolute else Sq - Sk
+    d = np.arange(Sq)[:, None] + offset - np.arange(Sk)[None, :]               # (Sq, Sk): i + offset' - j
+    if slopes is not None:
+        s = np.asarray(slopes)
+        bias = (-s[..., None, None] * np.abs(d)).astype(s.dtype)                     # (H|B, H, Sq, Sk)
+        bias = bias[None] if s.ndim == 1 else bias
+        mask = bias if mask is None else (np.where(mask, bias, -np.inf) if np.asarray(mask).dtype == bool
+                                          else np.asarray(mask) + bias)
+    if alignment != "bottom-right" or not (is_causal or window is not None):
+        return _sdpa(q, k, v, is_causal=is_causal, window=window, alignment=alignment, mask=mask, **kw)
+    left, right = (-1, -1) if window is None else window
+    if is_causal:
+        right = 0 if right < 0 else min(right, 0)                                 # causal caps the right edge at 0
+    keep = ((left < 0) | (d <= left)) & ((right < 0) | (-d <= right))              # (Sq, Sk)
+    mask = keep if mask is None else (np.asarray(mask) & keep if np.asarray(mask).dtype == bool
+                                      else np.where(keep, mask, -np.inf))
+    return _sdpa(q, k, v, mask=mask, alignment=alignment, **kw)
+
+
+# causal-alignment's variants of the query positions' offset (refimpl.bugs lists them with the rest)
+OFFSET_VARIANTS = tuple(Variant(f"query positions i + {o}, in the band and ALiBi's distance",
+                                _named(offset_negated, absolute=a), flags=True, splits_alibi=True)
+                        for o, a in (("(Sq - Sk): the bottom-right offset negated", False),
+                                     ("|Sk - Sq|: the offset's absolute value", True)))
 
 
 def left_edge_realigned(q, k, v, *, window=None, alignment="top-left", mask=None, **kw):

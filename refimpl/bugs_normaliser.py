@@ -1,9 +1,14 @@
-"""Bug models of the softmax's normaliser: the row sum reduced over more than the row, and split-KV partial results
-merged with the wrong weights. Same calling convention as :mod:`refimpl.bugs` (refimpl's inputs and keywords in,
+"""Bug models of the softmax's normaliser and of the map's orientation: the row sum reduced over more than the row,
+the weights normalised again over the queries, split-KV partial results merged with the wrong weights, the map
+applied transposed. Same calling convention as :mod:`refimpl.bugs` (refimpl's inputs and keywords in,
 the output (B..., Sq, Dv) out); the rows of the bug-model table they make are ``ROWS``.
 
 * the denominator summed over the whole (Sq, Sk) score matrix of a head (a reduce over both axes), each row's own
   max subtracted or one max for the matrix: every row's weights sum to its share of the matrix, not to 1;
+* the row softmax's weights normalised a second time, over the query axis (each key's column divided by its sum
+  over the queries, ``eps`` added to it: PCT's "offset attention" does so by design, a mistake under this contract);
+* the map applied transposed, O = P^T V: the row softmax read as (Sk, Sq), or the scores laid out (Sk, Sq) (q and k
+  swapped) and normalised over their last axis, the queries; with Sq != Sk the product raises, as the kernel's;
 * the row max not reduced across the threads of a row: thread t owns keys t, t + L, t + 2L, ... and subtracts the
   max of its own keys; the sum is over every key, so each key's weight is off by exp(row max - its lane's max);
 * split-KV (flash-decoding): each split of ``split`` keys gives its normalised output o_i and its log-sum-exp l_i,
@@ -20,9 +25,9 @@ import math
 import numpy as np
 
 from .bug_model import BugModel, Variant, _kw, _named
-from .scores_parts import _parts
+from .scores_parts import _parts, _softmax
 
-__all__ = ["ROWS", "matrix_sum", "split_merge", "lane_max", "MERGES"]
+__all__ = ["ROWS", "matrix_sum", "split_merge", "lane_max", "query_renormalised", "map_transposed", "MERGES"]
 
 # the merge weight's exponent per unit of (l_i - max l): e**(factor * (l_i - max l))
 MERGES = {"natural-log LSEs merged in base 2: 2**(lse - max)": math.log(2.0),
@@ -40,6 +45,26 @@ def matrix_sum(q, k, v, *, row_max=True, **kw):
     e = np.exp(s - np.where(np.isfinite(m), m, 0.0))
     z = e.sum(axis=(-2, -1), keepdims=True)
     return (e / np.where(z == 0, 1.0, z)) @ v
+
+
+def query_renormalised(q, k, v, *, eps=1e-9, **kw):
+    """The right row softmax W (rows with no key zero), then W / (eps + its sum over the queries): each key's column
+    of a head sums to (nearly) 1 over the queries. ``eps`` 0: a key no query weighs gives 0/0 = NaN."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    s = np.where(keep, s, -np.inf)
+    m = s.max(axis=-1, keepdims=True)
+    e = np.exp(s - np.where(np.isfinite(m), m, 0.0))
+    z = e.sum(axis=-1, keepdims=True)
+    w = e / np.where(z == 0, 1.0, z)                                     # (B..., Sq, Sk)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w / (eps + w.sum(axis=-2, keepdims=True))) @ v
+
+
+def map_transposed(q, k, v, *, over="keys", **kw):
+    """O = P^T @ v with P the softmax of the kept scores over ``over`` ("keys": the right weights; "queries")."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    p = _softmax(s, np.broadcast_to(keep, s.shape), axis=-1 if over == "keys" else -2)
+    return np.swapaxes(p, -1, -2) @ v
 
 
 def lane_max(q, k, v, *, lanes=32, **kw):
@@ -96,6 +121,15 @@ ROWS = (
              "over each row's keys",
              (Variant("each row's max, the sum over the matrix", _named(matrix_sum, row_max=True)),
               Variant("one max and one sum over the matrix", _named(matrix_sum, row_max=False)))),
+    BugModel("renormalised-over-queries", "the row softmax's weights are divided again by their sum over the query "
+             "axis (each key's column normalised over the queries)",
+             (Variant("W / (1e-9 + W.sum over queries)", _named(query_renormalised, eps=1e-9)),
+              Variant("W / W.sum over queries (a key no query weighs: 0/0 = NaN)",
+                      _named(query_renormalised, eps=0.0)))),
+    BugModel("map-transposed", "the attention map is applied transposed, O = P^T V (with Sq != Sk the product "
+             "raises)", (Variant("the row softmax P transposed (the map read as (Sk, Sq))", map_transposed),
+                         Variant("q and k swapped in the scores, S laid out (Sk, Sq): the softmax over the queries, "
+                                 "transposed", _named(map_transposed, over="queries")))),
     BugModel("split-merge", "split-KV partial outputs are merged wrong (each split's output is right; their weights "
              "are not exp(lse_i - max lse), or an empty split's 0/0 output is merged in)",
              tuple(Variant(f"{label}, splits of {n} keys", _named(split_merge, split=n, merge=label))

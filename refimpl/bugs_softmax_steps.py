@@ -33,15 +33,19 @@ __all__ = ["bias_before_scale", "band_tile_range", "TILE_RANGES", "softcap_form"
            "denominator_epsilon"]
 
 
+# caps hard-coded in published models (Grok-1's 30; Gemma 2's 50 on attention logits, 30 on final logits)
+FIXED_CAPS = (30.0, 50.0)
 SOFTCAP_FORMS = ("cap * tanh(S * cap)", "S * tanh(S / cap)", "cap * tanh((S + bias) / cap)", "never applied",
-                 "(S / cap) * tanh(S / cap)", "cap * tanh(S)")
+                 "(S / cap) * tanh(S / cap)", "cap * tanh(S)") + tuple(
+                     f"{c:g} * tanh(S / {c:g}) (a fixed cap, the given one ignored)" for c in FIXED_CAPS)
 
 
 def softcap_form(q, k, v, *, form="cap * tanh(S * cap)", **kw):
     """The softcap computed as ``form``: "cap * tanh(S * cap)", "S * tanh(S / cap)", "(S / cap) * tanh(S / cap)",
     "cap * tanh(S)" (the inner division missing), "cap * tanh((S + bias) / cap)"
-    (the additive terms, ALiBi folded in, capped with the scores) or "never applied" (the argument accepted and
-    ignored); without a softcap, refimpl's output."""
+    (the additive terms, ALiBi folded in, capped with the scores), "never applied" (the argument accepted and
+    ignored) or "c * tanh(S / c) (a fixed cap, ...)" for c in FIXED_CAPS (a softcap asked for, a hard-coded cap
+    used); without a softcap, refimpl's output."""
     kw = _kw(kw)
     cap = kw["softcap"]
     s, keep, v = _parts(q, k, v, **dict(kw, softcap=None))               # scale q k^T + the finite additive terms
@@ -52,7 +56,8 @@ def softcap_form(q, k, v, *, form="cap * tanh(S * cap)", **kw):
              "S * tanh(S / cap)": lambda: raw * np.tanh(raw / cap) + bias,
              "(S / cap) * tanh(S / cap)": lambda: raw / cap * np.tanh(raw / cap) + bias,
              "cap * tanh(S)": lambda: cap * np.tanh(raw) + bias,
-             "cap * tanh((S + bias) / cap)": lambda: cap * np.tanh(s / cap), "never applied": lambda: s}[form]()
+             "cap * tanh((S + bias) / cap)": lambda: cap * np.tanh(s / cap), "never applied": lambda: s,
+             **{f: (lambda c=c: c * np.tanh(raw / c) + bias) for f, c in zip(SOFTCAP_FORMS[6:], FIXED_CAPS)}}[form]()
     return _softmax(s, keep) @ v
 
 

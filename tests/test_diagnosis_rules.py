@@ -297,3 +297,17 @@ def test_nan_on_the_rows_with_no_key_where_zeros_are_required_is_named_dead_rows
     assert all(r.status == Status.FAIL and DEAD_ROWS_FAILED in r.detail for r in results), [r.detail for r in results]
     lines = diagnose(results, STORE, target="t")
     assert [line.split(": ", 1)[1].split(" — ")[0] for line in lines] == ["dead-rows-nan"], lines
+
+
+def test_rows_with_no_key_the_judge_failed_are_fitted_as_live_ones():
+    # the judge fails rows with no key that come back uniform over every key (DEAD_ROWS_FAILED): the model fitted
+    # with those rows as live ones (a finite fill: a row with no key uniform) is the one that explains the run
+    results = []
+    for _ in range(3):
+        data = STORE.get(_spec(mask="bool", dead_rows=True, Sq=6, Sk=5))
+        uniform = np.broadcast_to(data.v.mean(axis=-2, keepdims=True), data.expected.shape)   # (B, Hq, Sq, Dv)
+        out = np.where(data.dead[..., None], uniform, data.expected)
+        results.append(judge(data, Returned(out, None, "float64", []), "float64", masked_rows="zeros", cache={}))
+    assert all(r.status == Status.FAIL and DEAD_ROWS_FAILED in r.detail for r in results), [r.detail for r in results]
+    lines = diagnose(results, STORE, target="t")
+    assert [line.split(": ", 1)[1].split(" — ")[0] for line in lines] == ["finite-mask-fill"], lines

@@ -22,7 +22,7 @@ import pytest
 from refimpl import bugs
 from refimpl.attention import scaled_dot_product_attention
 from refimpl.harness.cases import Case, CheckRun, Outcome, Status
-from refimpl.harness.analysis import diagnosis
+from refimpl.harness.analysis import diagnosis, diagnosis_sample
 from refimpl.harness.analysis.diagnosis import analyse_run, diagnose
 from refimpl.harness.rows.family_cases import CaseStore
 from refimpl.harness.verdicts.judge import CaseResult
@@ -211,3 +211,22 @@ def test_a_run_is_diagnosed_for_each_target_with_a_failed_family_case_and_locali
     assert run.diagnoses["erring"] == []                            # errors alone: no model fits
     assert set(run.localisations) == {"bad"}                        # localised where a case FAILed
     assert run.localisations["bad"].startswith("fails only when: ")
+
+
+def test_weights_transposed_is_not_read_on_a_failing_case_whose_inputs_the_store_no_longer_holds():
+    # a result of a case the store never kept (its inputs gone): nothing to compare with, so the model is not named
+    # and the diagnosis does not fail on it
+    data = STORE.get(_spec())
+    result = _transposing(data)
+    gone = replace(result, id=_spec().id)
+    assert gone.status == Status.FAIL and CaseStore()._data.get(gone.id) is None
+    assert TRANSPOSED not in diagnose([gone], CaseStore(), target="t")
+
+
+def test_weights_transposed_is_not_read_on_a_case_of_more_scores_than_the_sample_reads():
+    # docs/diagnosis.md ("The sample"): cases of more than MAX_SCORES scores are not modelled, transposed weights
+    # included; the same weights on a small case are named (the first weights-transposed test)
+    spec = _spec(Sq=64, Sk=diagnosis_sample.MAX_SCORES // 64 + 1, D=2, Dv=2)
+    assert not diagnosis_sample.small(spec)
+    data = STORE.get(spec)
+    assert TRANSPOSED not in diagnose([_transposing(data)], STORE, target="t")

@@ -76,6 +76,7 @@ HAND = {
     "1 (no scaling)": (1.0, 0.3),
     "sqrt(D)": (4.0, 0.3),
     "1/sqrt(Hq*D)": (1 / math.sqrt(48), 0.3),
+    "1/sqrt(Hq) (the head count for the head size)": (1 / math.sqrt(3), 0.3),
     "1/sqrt(D) (the given scale ignored)": (0.25, 0.25),
     "1/sqrt(Dv), the given scale ignored": (0.5, 0.5),
     "1/sqrt(Sk), the given scale ignored": (1 / 3, 1 / 3),
@@ -84,6 +85,7 @@ HAND = {
     "1 (no scaling), the given scale ignored": (1.0, 1.0),
     "sqrt(D), the given scale ignored": (4.0, 4.0),
     "1/sqrt(Hq*D), the given scale ignored": (1 / math.sqrt(48), 1 / math.sqrt(48)),
+    "1/sqrt(Hq) (the head count for the head size), the given scale ignored": (1 / math.sqrt(3), 1 / math.sqrt(3)),
     "0 (a sentinel default used as the scale, every kept key weighted alike)": (0.0, 0.3),
     "scale**2 (applied twice)": (1 / 16, 0.09),
     "1/scale (divided by it)": (4.0, 1 / 0.3),
@@ -218,7 +220,7 @@ def _hand_value(name, s):
     honour = "ignored" not in name
     base = {"1/sqrt(D)": 1 / math.sqrt(s.D), "1/sqrt(Dv)": 1 / math.sqrt(s.Dv), "1/sqrt(Sk)": 1 / math.sqrt(s.Sk),
             "1/sqrt(Sq)": 1 / math.sqrt(s.Sq), "1/D": 1 / s.D, "1 (no scaling)": 1.0, "sqrt(D)": math.sqrt(s.D),
-            "1/sqrt(Hq*D)": 1 / math.sqrt(s.Hq * s.D)}
+            "1/sqrt(Hq*D)": 1 / math.sqrt(s.Hq * s.D), "1/sqrt(Hq)": 1 / math.sqrt(s.Hq)}
     expected = s.scale if given else 1 / math.sqrt(s.D)
     if name.startswith("0 (a sentinel default"):
         return s.scale if given else 0.0

@@ -1,16 +1,17 @@
 """The band a kernel actually applied, fitted: the window's (or the causal band's) left and right edges and the
 alignment, each as a change of the ones asked for (``window-bounds`` with its offsets, not a fixed form).
 
-A failing case with a band handed as flags (causal, a window) is rerun by refimpl with the band (left', right') in
-an alignment, every other feature kept; left' is one of ``LEFT`` (left, left +- 1 or 2, unbounded, 0, the window's
-left negated, left with a bound of 0 read as unbounded — ``edge or max_span``), right' one of ``RIGHT`` (right,
-right +- 1, unbounded, 0, left, negated, a 0 read as unbounded: causal's own right edge too), the alignment the
-case's or the other. The causal band is the window (-1, 0) (a window under causal has its right edge capped at 0). A
-form fits when it reproduces and explains every failing case of the sample (each must have a band handed as flags)
-and reproduces every passing case with one; the forms that fit are listed (the cases cannot tell them apart), the
-first three and how many more. Named `window-bounds`, or `causal-alignment` when the first form is the edges asked
-for in the other alignment. Without a band, or where the API hands the band inside the mask, the form does not
-apply.
+A failing case with a band handed as flags (causal, a window) is rerun by refimpl with the band (left', right') in an
+alignment, every other feature kept; left' is one of ``LEFT`` (left, left +- 1 or 2, unbounded, 0, the window's left
+negated, left with a bound of 0 read as unbounded — ``edge or max_span``), right' one of ``RIGHT`` (right, right +- 1,
+unbounded, 0, left, negated, a 0 read as unbounded: causal's own right edge too), the alignment the case's or the other;
+or ``SYMMETRIC``: a causal window (left, 0) carried as a length left + 1 and converted back as the symmetric window
+(left + 1, left + 1), every other band as asked. The causal band is the window (-1, 0) (a window under causal has its
+right edge capped at 0). A form fits when it reproduces and explains every failing case of the sample (each must have a
+band handed as flags) and reproduces every passing case with one; the forms that fit are listed (the cases cannot tell
+them apart), the first three and how many more. Named `window-bounds`, or `causal-alignment` when the first form is the
+edges asked for in the other alignment. Without a band, or where the API hands the band inside the mask, the form does
+not apply.
 """
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ import numpy as np
 
 from ...attention import scaled_dot_product_attention
 
-__all__ = ["band_line", "LEFT", "RIGHT"]
+__all__ = ["band_line", "LEFT", "RIGHT", "SYMMETRIC"]
 
 LEFT = ("left", "left + 1", "left - 1", "left + 2", "left - 2", "unbounded", "0", "-left", "left (0 as unbounded)")
 RIGHT = ("right", "right + 1", "right - 1", "unbounded", "0", "left", "-right", "right (0 as unbounded)")
+SYMMETRIC = "(left + 1, left + 1) under causal with a left window (a causal window made symmetric)"
 
 
 def _negated(given: int | None, asked: int, causal: bool) -> int:
@@ -59,8 +61,11 @@ def _output(data, form: tuple[str, str, bool]) -> np.ndarray:
     s = data.spec
     left, right = _asked(s)
     given = s.window if s.window is not None else (None, None)
-    edges = (_negated(given[0], left, False) if form[0] == "-left" else _edge(form[0], left, left),
-             _negated(given[1], right, s.is_causal) if form[1] == "-right" else _edge(form[1], right, left))
+    if form[0] == SYMMETRIC:
+        edges = (left + 1, left + 1) if s.is_causal and left >= 0 else (left, right)
+    else:
+        edges = (_negated(given[0], left, False) if form[0] == "-left" else _edge(form[0], left, left),
+                 _negated(given[1], right, s.is_causal) if form[1] == "-right" else _edge(form[1], right, left))
     alignment = s.alignment if not form[2] else ("top-left" if s.alignment == "bottom-right" else "bottom-right")
     kw = dict(data.reference_kwargs(), is_causal=False, alignment=alignment,
               window=None if edges == (-1, -1) else edges)
@@ -69,6 +74,8 @@ def _output(data, form: tuple[str, str, bool]) -> np.ndarray:
 
 
 def _label(form: tuple[str, str, bool]) -> str:
+    if form[0] == SYMMETRIC:
+        return SYMMETRIC
     return f"({form[0]}, {form[1]})" + (" in the other alignment" if form[2] else "")
 
 
@@ -80,7 +87,7 @@ def band_line(target: str, fail_cases: list, pass_cases: list, close: Callable, 
     if not fail_cases or not all(banded(d) for d, _ in fail_cases):
         return []
     forms = [(a, b, other) for other in (False, True) for a in LEFT for b in RIGHT
-             if (a, b, other) != ("left", "right", False)]
+             if (a, b, other) != ("left", "right", False)] + [(SYMMETRIC, SYMMETRIC, False)]
     for d, g in fail_cases:
         forms = [f for f in forms if (lambda o: close(o, g, d.v) and explains(o, d, g))(_output(d, f))]
         if not forms:

@@ -1,7 +1,7 @@
 """The softmax scale a kernel may use instead of the case's, as formulas of the case's sizes: a wrong default
-(1/sqrt(Dv), 1/sqrt(Sk), 1/sqrt(Hq*D), D padded, ...), with the given scale honoured or ignored, a scale applied
-twice, split or inverted. ``FORMULAS`` maps each formula's name to the scale it gives on a case (a CaseSpec); the
-forward's fitted ``scale`` (harness/analysis/fitting.py) and the backward's (harness/verdicts/grad_scale.py) name
+(1/sqrt(Dv), 1/sqrt(Sk), 1/sqrt(Hq*D), 1/sqrt(Hq), D padded, ...), with the given scale honoured or ignored, a scale
+applied twice, split or inverted. ``FORMULAS`` maps each formula's name to the scale it gives on a case (a CaseSpec);
+the forward's fitted ``scale`` (harness/analysis/fitting.py) and the backward's (harness/verdicts/grad_scale.py) name
 what they fit by it.
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Callable] = {
     "1 (no scaling)": lambda s: 1.0,
     "sqrt(D)": lambda s: math.sqrt(s.D),
     "1/sqrt(Hq*D)": lambda s: 1.0 / math.sqrt(s.Hq * s.D),
+    "1/sqrt(Hq) (the head count for the head size)": lambda s: 1.0 / math.sqrt(s.Hq),
     **{f"1/sqrt(D padded to a multiple of {m})": (lambda s, m=m: 1.0 / math.sqrt(-(-s.D // m) * m))
        for m in (8, 16, 32, 64)},
 }
