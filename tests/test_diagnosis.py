@@ -8,6 +8,7 @@ implementations must give no diagnosis and no localisation.
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -22,7 +23,7 @@ from refimpl.harness.cases import Status
 from refimpl.harness.analysis.diagnosis import variant_kwargs, diagnose, localise
 from refimpl.harness.rows.family_cases import CaseStore
 from refimpl.harness.cases.families import family_specs
-from refimpl.harness.verdicts.judge import judge
+from refimpl.harness.verdicts.judge import CaseResult, judge
 from refimpl.masks import window_mask
 
 ZOO = Path(__file__).parent / "zoo"
@@ -74,13 +75,20 @@ def _keep(data):
 
 def _run(specs, compute, masked_rows=None, block=False):
     """judge() each case on ``compute(data) -> (B, Hq, Sq, Dv)`` (``masked_rows``: the one dead-row policy;
-    ``block``: the target got a block mask, in the BLOCK_SIZE --api flex-attention hands for the case)."""
+    ``block``: the target got a block mask, in the BLOCK_SIZE --api flex-attention hands for the case); a case
+    where ``compute`` raises is an ERROR, as the harness records a target that raised (a model of a product that
+    needs Sq == Sk raises where the kernel's does)."""
     results = []
     for spec in specs:
         data = STORE.get(spec)
         tiles = block_size(spec) if block else None
-        with np.errstate(all="ignore"):
-            out = np.asarray(compute(replace(data, block=tiles)), np.float64)
+        try:
+            with np.errstate(all="ignore"):
+                out = np.asarray(compute(replace(data, block=tiles)), np.float64)
+        except ValueError as e:
+            results.append(CaseResult(spec.id, Status.ERROR, math.inf, f"{type(e).__name__}: {e}"[:300],
+                                      features=spec.features()))
+            continue
         results.append(judge(data, Returned(out, None, "float64", [], block=tiles), "float64", cache={},
                              masked_rows=masked_rows))
     return results
