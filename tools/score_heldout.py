@@ -24,6 +24,7 @@ scoring run; it is not to be edited to fit a result.
     .venv/bin/python tools/score_heldout.py heldout19   # tests/heldout19 (key KEY19, below)
     .venv/bin/python tools/score_heldout.py heldout20   # tests/heldout20 (key KEY20, below)
     .venv/bin/python tools/score_heldout.py heldout21   # tests/heldout21 (key KEY21, below)
+    .venv/bin/python tools/score_heldout.py heldout22   # tests/heldout22 (key KEY22, below)
     .venv/bin/python tools/score_heldout.py heldout12 --explore 50   # ... and each forward kernel's --explore
                                                        # counterexample: does it name the run's model?
 
@@ -2802,6 +2803,172 @@ KEY21 = {
 # attends every key on rows with no key and attends the dropped keys elsewhere too. Backward dead rows are judged
 # anyway (KEY7/KEY8): bwd_finite_fill_recompute is no convention.
 CONVENTION21 = set()
+# tests/heldout22 answer key (KEY22, CONVENTION22; written by a helper from the set and the model tables, before any
+# scoring run of heldout22, against the models of the tree as checked out). Nothing was run: not refimpl, its CLI, its
+# tests, tools/score_heldout.py nor the heldout22 self-check (only flake8 and an ast parse on this file).
+#
+# Read: tests/heldout22/ (README.md, the four kernel modules in full; selfcheck.py's TRIGGERS table); docs/diagnosis.md
+# from "## The bug models" to the first per-set section; refimpl/bugs.py, bugs_general.py, bugs_mask_use.py,
+# bugs_layout.py (in full), bugs_scores.py (softmax_axis), scores_parts.py (_softmax), bugs_backward.py,
+# bugs_backward_kernels.py, bugs_backward_shapes.py (in full), bugs_backward_forward.py (docstring, MISTAKES, the
+# function heads); refimpl/harness/analysis/diagnosis.py, fitting_ignored.py, fitting_band.py, conditions.py (in full);
+# harness/cases/scale_formulas.py; harness/verdicts/grad_scale.py, grad_placement.py (in full), grad_judge.py (_fits,
+# diagnose_grads); harness/apis/refimpl_protocol.py (its head); tools/score_heldout.py (the docstring, KEY, KEY2, the
+# KEY21 block, SETS, run and main; rows of KEY10-KEY19 found by grep for mistakes like these: precedent for the rule,
+# no judgement copied). Also by grep: harness/apis/*.py for a pinned dead-row policy (flex-attention's only),
+# harness/verdicts/judge.py and README.md for the masked-rows convention.
+# Slips: `git log --oneline | head -5` and `git status --short | head` were run once at the start (five commit titles;
+# status printed nothing); a grep of docs/diagnosis.md's level-2 headings printed every per-set section's title (set,
+# date, commit ids; none of their text read); refimpl/, harness/analysis/, verdicts/ and cases/ were listed, with line
+# counts of bugs*.py and harness/analysis/*.py; the flake8 configuration was printed (setup.cfg).
+#
+# Rule: an entry holds the model(s) whose variant or fitted form performs the BUG line's own operation (not a close or
+# similar one), as the diagnosis line would print it; set() when none does: unknown is then the right answer. A
+# difference the kernel owes to a correct line beside the BUG line (a has-key guard zeroing the rows with no key) does
+# not unkey a model whose form is the mistake; a variant whose own form differs from the BUG line's (-inf, or a fill,
+# where the line adds a finite -10000) does. Correct kernels are not listed.
+#
+# Counts: 24 broken kernels, 15 keyed to a model, 9 None.
+#   forward  (18): 12 keyed to a model, 6 None
+#     numpy_fwd 5 keyed / 1 None; torch_sdpa_fwd 4 keyed / 2 None; flash_fwd 3 keyed / 3 None
+#   backward  (6): 3 keyed to a model, 3 None
+#   conventions: 2 (CONVENTION22: NaN on rows with no key only; keyed dead-rows-nan, expected to pass the run)
+#   least sure: bert_extended_mask_typo (mask-kind's band-folded variant keeps a top-left causal band as a flag,
+#   which this API folds into the mask and the kernel adds as numbers, and attends every key on a row with no key,
+#   which the kernel zeroes: a fit needs failing cases without those; keyed as the form), bwd_scores_not_masked
+#   (unmasked-po attends every key on a row with no kept key, which the kernel zeroes: a case with such a row differs
+#   in that head's dQ row, dK and dV; keyed as the form), flash_decode_window_ignored (if no one-query ALiBi case is
+#   drawn, mask-skipped's "one query, band too" reproduces it and would be named first: scored wrong, its form drops
+#   ALiBi too), bwd_dq_never_set (bwd-scale-dq's "dQ = scale**2 dS K" is nearer a zero dQ than the oracle by the
+#   backward's loose rule wherever the scale is at most 1/2: it may be named, scored wrong), turbo_bert_mask_value_one
+#   (mask-polarity names the idea, but no variant has the finite additive form: None, as KEY17's
+#   bert_extended_mask_sign)
+
+KEY22 = {
+    # ---- numpy_fwd.py (API refimpl) -----------------------------------------------------------------------------
+    "bert_extended_mask_typo": {"mask-kind"},       # the raw 1/0 keep-mask (band and padding folded in by this API)
+    #                                                added to the scaled scores, +1 kept and +0 dropped: nothing
+    #                                                masked; rows with no key zeroed by a has-key guard. mask-kind's
+    #                                                "bool mask added to the scores as numbers (True = +1)", its
+    #                                                band-folded form (bool_mask_added, with_band), as KEY14's
+    #                                                attend_bool_mask_added. Unsure (least sure)
+    "masked_fill_inf_softmax": {"dead-rows-nan"},   # -inf fill, the row max subtracted with no guard: a row with no
+    #                                                kept key exp(-inf - -inf) = NaN, every other row exact: "0/0".
+    #                                                The refimpl API pins no dead-row policy, NaN there is accepted:
+    #                                                CONVENTION22 (as KEY17's mha_padded_masked_fill)
+    "padding_mask_never_set": {"mask-skipped"},     # the mask (band and padding folded in by this API) never passed
+    #                                                on: every key attended, a row with no key too (no guard):
+    #                                                "skipped always (the argument accepted and ignored)", a flagged
+    #                                                variant (the folded band goes with the mask), exactly
+    "double_attention_softmax_dim": {"softmax-axis"},   # folded (B*H, Sq, Sk) scores, -inf where dropped, softmax over
+    #                                                axis 1 (the queries) with a guarded max and sum (a key no query
+    #                                                keeps: zeros): softmax_axis' "over queries" (_softmax over axis
+    #                                                -2), exactly
+    "mha_unfold_heads_batch_order": {"head-layout", "output-placement"},   # 4-D: folded batch-major (b * H + h),
+    #                                                the result reshaped (H, B) and transposed: block (b, h) holds flat
+    #                                                row h * B + b's result, each block right. head-layout's "batch and
+    #                                                heads swapped" (o.reshape(Hq, B, Sq, Dv).swapaxes(0, 1)),
+    #                                                exactly; output-placement's fitted form ((batch, head) blocks
+    #                                                holding another block's right result) is the same mistake, tried
+    #                                                where no table model fits. 3-D, B = 1 or H = 1: right in both
+    "turbo_bert_mask_value_one": set(),             # bias mask * -10000: -10000 on the KEPT keys, 0 on the dropped,
+    #                                                rows with no key zeroed. A row with both attends its dropped keys
+    #                                                (mask-polarity's "True = masked"), but a row that keeps every key
+    #                                                is shifted whole and comes out right, where "True = masked" gives
+    #                                                zeros and the -finfo.max fill the mean of V; causal, padding and
+    #                                                all-kept masks hold such rows. mask-kind's biases sit on the
+    #                                                dropped keys: None (as KEY17's bert_extended_mask_sign)
+
+    # ---- torch_sdpa_fwd.py (API torch-sdpa) ---------------------------------------------------------------------
+    "sdpa_additive_mask_as_keep": {"mask-kind"},    # a float attn_mask (ALiBi and a folded band's -inf in it) read
+    #                                                with .bool(): nonzero entries (-inf too) kept with bias 0, 0.0
+    #                                                dropped; bool masks and is_causal right: "float mask, ALiBi inside
+    #                                                it, cast to bool (nonzero = attend)" (float_mask_as_bool
+    #                                                "nonzero", flagged), exactly
+    "sdpa_softmax_offset_fixed_scale": {"scale"},   # always q_head_dim ** -0.5, a given scale ignored: fit_scale's
+    #                                                "1/sqrt(D) (the given scale ignored)" (fitting_ignored's "the
+    #                                                given scale" names scale too)
+    "sdpa_padding_rows_nan": {"dead-rows-nan"},     # plain torch.softmax: a row with no visible key NaN, every other
+    #                                                row right: "0/0". torch-sdpa pins no dead-row policy, NaN there
+    #                                                is accepted: CONVENTION22 (as KEY13's sdpa_fallback_plain_softmax)
+    "sdpa_emb_size_scale": {"scale"},               # scale=None -> (Hq * D) ** -0.5 with Hq the query heads, a given
+    #                                                scale honoured: "1/sqrt(Hq*D)" (as KEY16's sdpa_mhsa_sqrt_feats)
+    "sdpa_gqa_repeat_seq_axis": set(),              # under GQA K and V repeated along dim 2, the sequence: a shape
+    #                                                error with 1 < Hkv < Hq or a mask (raised: not fitted); MQA
+    #                                                without a mask duplicates each key G times (right), under
+    #                                                is_causal the top-left band lies over the Sk * G duplicated keys.
+    #                                                No model repeats keys along the sequence: None
+    "sdpa_mask_not_broadcast": set(),               # attn_mask reshaped to (-1, Sq, Sk) unbroadcast: a (B, 1, Sq, Sk)
+    #                                                or (B, 1, 1, Sk) mask raises against the B * H folded scores when
+    #                                                B > 1 and H > 1 (not fitted), save where it folds to (1, Sq, Sk)
+    #                                                (B == Sq for key padding: query row i of every block reads batch
+    #                                                i's padding). mask-broadcast tiles whole batches' masks (and its
+    #                                                fitted map gives each batch one other batch's), mask-rows reads
+    #                                                another query row of the same mask: None
+
+    # ---- flash_fwd.py (API flash-attn) --------------------------------------------------------------------------
+    "flash_xformers_local_window": {"window-bounds"},   # left edge as (i + off) - j < left: "left - 1"
+    #                                                (window_bounds shift=-1; left 0 drops key i + off itself, as this
+    #                                                kernel does), or fitting_band's (left - 1, right)
+    "flash_decode_window_ignored": {"window-bounds"},   # Sq == 1: the window dropped, causal (a no-op on one
+    #                                                bottom-right query), softcap and ALiBi kept: fitting_ignored's
+    #                                                "the window" left out "when Sq == 1". mask-skipped's "one query,
+    #                                                band too" drops ALiBi as well (the reference's mask carries it),
+    #                                                which this kernel keeps: not keyed (as KEY15's
+    #                                                flash_single_token_sdpa_fallback). Unsure (least sure)
+    "flash_window_left_uint32": set(),              # window_left -1 held as uint32: the int32 bound i + off -
+    #                                                4294967295 wraps to i + off + 1, so every call without a left
+    #                                                window (no window at all too) keeps only keys j > i + off, none
+    #                                                under causal (zeros). window-bounds' "left -1 as 0" keeps j >= i
+    #                                                + off; fitting_band needs a band on every failing case (plain,
+    #                                                softcap and ALiBi cases fail too): None
+    "flash_out_reshape_no_permute": {"head-layout"},   # (B, H, Sq, Dv) reshaped to (B, Sq, H, Dv) without the
+    #                                                permute: "heads as positions" (output_layout), exactly (as KEY12's
+    #                                                flash_heads_merge_reshape); rows move to other query positions:
+    #                                                not output-placement's form
+    "flash_kv_heads_not_repeated": set(),           # prefill (Sq > 1) multiplies q (B, Hq, ..) with the unrepeated k
+    #                                                (B, Hkv, ..): right for Hkv == 1 (broadcast) or Hkv == Hq, a
+    #                                                shape error for 1 < Hkv < Hq (raised: not fitted); decode right.
+    #                                                Nothing but errors, and no model raises: None
+    "flash_pack_gqa_window_row": set(),             # query heads packed into rows r = i * G + g, the window tested at
+    #                                                r + off (causal and ALiBi at i + off): the window moved by i (G -
+    #                                                1) + g where G > 1. causal-packed-index's positions are a packed
+    #                                                batch's; causal-alignment's offsets and fitting_band's edges are
+    #                                                shifts shared by every query head: None
+
+    # ---- numpy_bwd.py (API numpy-backward) ----------------------------------------------------------------------
+    "bwd_sp_grads_not_reduced": {"bwd-gqa-sum"},    # k, v expanded to the query heads and dK, dV returned per query
+    #                                                head, (B, H, Sk, X) where a broadcast kv head axis of 1 wants the
+    #                                                sum, dQ right: grad_placement's unsummed rule ("returned per query
+    #                                                head, shape (B, Hq, Sk, D)"), exactly
+    "bwd_masked_log_softmax_nan": {"bwd-masked-nan"},   # P = exp(masked_log_softmax) with log(mask) added: a row
+    #                                                with no kept key NaN, so its dQ row and every dK, dV entry of its
+    #                                                (batch, head) (and of the head they are summed into) NaN, the
+    #                                                rest exact: "NaN weights on fully masked rows" (backward_with
+    #                                                "masked-nan"), exactly; backward dead rows are judged
+    "bwd_dq_never_set": set(),                      # dQ zeros, dK and dV right. softmax-no-grad zeroes dK too;
+    #                                                bwd-scale-dq scales dQ (by 1 or s**2); dq-last-key-tile and
+    #                                                dq-one-slot keep some of it; no scale formula zeroes dQ alone:
+    #                                                None. Unsure (least sure: bwd-scale-dq's s**2)
+    "bwd_scores_not_masked": {"bwd-mask-not-reapplied"},   # P and O recomputed from unmasked scores (the band too:
+    #                                                it is in this API's mask), delta from that O, dV from that P:
+    #                                                "P and O both without the mask (unmasked attention's exact
+    #                                                gradient)" ("unmasked-po"), as KEY14's bwd_recompute_without_mask.
+    #                                                Unsure: rows with no kept key zeroed here (least sure)
+    "bwd_dk_view_not_transpose": set(),             # dK = Q^T dS (D, Sk) reshaped, not transposed, to (Sk, D): its
+    #                                                entries scrambled, dQ and dV right. bwd-layout's "grads" reshapes
+    #                                                (B, S, H, X) to (B, H, S, X), every gradient; bwd-ds-transposed
+    #                                                uses dS transposed in a product: None
+    "bwd_context_grad_dropped": set(),              # dK and dV zeros, dQ right. softmax-no-grad zeroes dQ and dK and
+    #                                                keeps dV; no model drops the key and value gradients: None
+}
+
+# The heldout22 kernels whose only difference from correct attention is on rows with no key (NaN or the mean of V,
+# accepted by default when no --masked-rows policy is pinned; neither the refimpl API nor torch-sdpa pins one, as
+# CONVENTION13/14/17/19): masked_fill_inf_softmax (NaN from an unguarded -inf row) and sdpa_padding_rows_nan (NaN from
+# torch.softmax of an all -inf row). bert_extended_mask_typo, padding_mask_never_set and turbo_bert_mask_value_one err
+# on rows with keys too. Backward dead rows are judged anyway (KEY7/KEY8): bwd_masked_log_softmax_nan is no convention.
+CONVENTION22 = {"masked_fill_inf_softmax", "sdpa_padding_rows_nan"}
 SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout2": (KEY2, CONVENTION2, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd")),
         "heldout3": (KEY3, CONVENTION3, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
@@ -2822,7 +2989,8 @@ SETS = {"heldout": (KEY, (), ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy
         "heldout18": (KEY18, CONVENTION18, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout19": (KEY19, CONVENTION19, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
         "heldout20": (KEY20, CONVENTION20, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
-        "heldout21": (KEY21, CONVENTION21, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
+        "heldout21": (KEY21, CONVENTION21, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd")),
+        "heldout22": (KEY22, CONVENTION22, ("numpy_fwd", "torch_sdpa_fwd", "flash_fwd", "numpy_bwd"))}
 FORWARD_FOR_BACKWARD = f"{HELD / 'numpy_fwd.py'}:np_eager_reference"
 
 
