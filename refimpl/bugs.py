@@ -38,9 +38,8 @@ from .bugs_scores import (_expand_heads, _kw, _named, _parts, _sdpa, _softmax, c
                           tile_padded_tail, tile_transposed, tiles_unmasked, zero_padded_tail)
 from .bugs_general import (ROWS as GENERAL, _with_alibi, alibi_dropped, alibi_first_batch, alibi_signed,
                            bool_mask_added, causal_dropped, causal_only_realigned, float_mask_as_bool,
-                           left_edge_realigned, mask_after_softmax, mask_transposed,
-                           offset_clamped, OFFSET_VARIANTS, other_alignment, scale_after_softmax, scale, window_edges,
-                           window_bounds)
+                           left_edge_realigned, mask_after_softmax, mask_transposed, offset_clamped, OFFSET_VARIANTS,
+                           other_alignment, scale_after_softmax, scale, window_edges, window_bounds)
 
 __all__ = ["MODELS", "BugModel", "Variant"]
 
@@ -156,6 +155,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
               _v("True = masked, band included", mask_polarity, with_band=True),
               _fl("True = masked, filled with a finite -finfo.max: a row kept whole is uniform, one kept nothing of "
                   "zeros", mask_inverted_filled),
+              _fl("True = masked, -10000 added to those keys (mask * -10000): a row kept whole is right, one kept "
+                  "nothing of zeros", mask_inverted_filled, fill=-1e4, added=True),
               _fl("key lengths counted from a padding mask's False entries: a sequence of n keys attends its first "
                   "Sk - n", padding_lengths_inverted))),
     BugModel("additive-mask-sign", "the float mask is subtracted from the scores instead of added",
@@ -222,6 +223,9 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
         _split("bool mask added to the scores as numbers (True = +1): nothing masked", bool_mask_added),
         _split("bool mask added to the scores as numbers (True = +1), the causal band and window folded into it",
                bool_mask_added, with_band=True),
+        Variant("bool mask, with the band the API folds into it, added as numbers (True = +1), a row it keeps no "
+                "key of zeroed (a has-key guard)", _named(bool_mask_added, dead_zero=True), splits_alibi=True,
+                flags=True),
         *(Variant(f"bool mask as a bias of {c:g} on the dropped keys (not -inf)",
                   _named(bool_mask_added, kept=0.0, dropped=c), splits_alibi=True, flags=True)
           for c in (-1.0, -10.0, -100.0, -1000.0)),

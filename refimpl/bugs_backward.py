@@ -15,22 +15,19 @@ computation (refimpl.backward), with P the forward's weights (a fully masked row
 
 The models (each changes exactly one step):
 
-    bwd-delta-term     dS = P * dP                    (the rowsum(dO * O) term dropped; or P (1 - P) dP: only
-                                                      the Jacobian's diagonal, as an elementwise softmax derivative)
+    bwd-delta-term     dS = P * dP                    (rowsum(dO * O) dropped; or P (1 - P) dP: the diagonal only)
     bwd-scale-dq       dQ = dR K  or  s^2 dR K        (s forgotten in dQ, or applied twice)
     bwd-scale-dk       dK = dR^T Q  or  s^2 dR^T Q    (s forgotten in dK, or applied twice)
-    bwd-ds-transposed  dQ = s dR^T K  or  dK = s dR Q (dS used transposed; shapes agree only when Sq == Sk:
-                                                      elsewhere the model raises, as the mistake does)
+    bwd-ds-transposed  dQ = s dR^T K  or  dK = s dR Q (dS transposed; where Sq != Sk it raises, as the mistake)
     bwd-gqa-sum        dK, dV of a kv head from the first (or last) query head of its group, or the group's mean
-    bwd-masked-nan     P recomputed as exp(S - max S) / sum: NaN on fully masked rows, which flows into dQ
-                       of that row and into every dK, dV entry of its (batch, head)
+    bwd-masked-nan     P = exp(S - max S) / sum: NaN on fully masked rows, into dQ there and dK, dV of the head
     bwd-delta-axis     dS = P * (dP - sum over the queries of P * dP), or delta[j] at (i, j) (bugs_backward_shapes)
-    bwd-mask-not-reapplied  P recomputed in the backward without the mask, causal band and window (O kept)
-    bwd-mask-not-reapplied (also) P and O both recomputed with no mask: unmasked attention's exact gradient
+    bwd-mask-not-reapplied  P recomputed without the mask, causal band and window (O kept; or O too: unmasked
+                       attention's exact gradient, with or without a has-key guard zeroing a row with no key)
     bwd-masked-uniform P = 1 / Sk on fully masked rows (a finite fill such as finfo.min), O and every gradient too
     bwd-recompute      P = exp(S - LSE) with the LSE in base 2, from the scores without the scale, or no max
-    bwd-tile-accumulation  dQ assigned per key tile; dK/dV scratch reset per query block; a key block's query loop
-                       started at its first key; the partial last key (or query) tile never walked
+    bwd-tile-accumulation  dQ per key tile; dK/dV reset per query block; a query loop from the key block's first
+                       key; the partial last key (or query) tile never walked
     bwd-value-dims     dP = dO V^T over the first D value dims only (everywhere, or in the dQ pass)
     bwd-scale          the whole backward with another scale: D padded to a multiple of N, 1, 1/sqrt(Dv), 1/D, s^2
     bwd-low-precision  P for dV, dS, or P everywhere rounded to float16 or bfloat16
@@ -44,9 +41,8 @@ or delta over O's and dO's rows in two layouts (``bwd-delta-term``); dK or dV of
 query head alone (``bwd-gqa-sum``); the partial last key tile's zero padding kept as keys, the dK/dV pass alone
 starting a key block's query loop at its first key, dQ accumulated with a (batch, head) stride of 0, or a key chunk
 recomputed with chunk 0's stale K/V (``bwd-tile-accumulation``); delta accumulated in a 16-bit register, the
-pre-scaled K operand or the recomputed scores rounded to 16 bits (``bwd-low-precision``).
-
-``MODELS`` maps a model id to its :class:`refimpl.bugs.BugModel` row (explanation, variants).
+pre-scaled K operand or the recomputed scores rounded to 16 bits (``bwd-low-precision``). ``MODELS`` maps a model
+id to its :class:`refimpl.bugs.BugModel` row (explanation, variants).
 """
 from __future__ import annotations
 
@@ -68,7 +64,8 @@ __all__ = ["MODELS", "backward_with", "steps_backward"]
 
 MISTAKES = ("none", "delta", "scale-dq", "scale-dk", "scale-dq-twice", "scale-dk-twice", "ds-transposed-dq",
             "ds-transposed-dk", "gqa-first", "gqa-last", "gqa-mean", "masked-nan", "delta-axis", "unmasked",
-            "unmasked-lse", "unmasked-dqdk", "delta-diagonal", "delta-no-p", "ds-no-p", "delta-matrix", "unmasked-po")
+            "unmasked-lse", "unmasked-dqdk", "delta-diagonal", "delta-no-p", "ds-no-p", "delta-matrix", "unmasked-po",
+            "unmasked-po-guarded")
 
 
 def backward_with(q, k, v, d_out, *, mistake: str = "none", mask=None, scale=None, is_causal=False,
@@ -87,9 +84,12 @@ def backward_with(q, k, v, d_out, *, mistake: str = "none", mask=None, scale=Non
     if mistake == "unmasked-po":                # P and O recomputed with no mask at all: unmasked attention's backward
         return backward_with(q, k, v, d_out, scale=scale, softcap=softcap, enable_gqa=enable_gqa)
     unmasked = mistake in ("unmasked", "unmasked-lse", "unmasked-dqdk")
-    if unmasked:                                # the forward's O kept; P recomputed without mask, causal, window
+    if unmasked or mistake == "unmasked-po-guarded":      # P recomputed without mask, causal band, window
         add = None if mask is None or np.asarray(mask).dtype == bool else np.where(np.isneginf(mask), 0.0, mask)
         pu = scaled_dot_product_attention(q, k, v, mask=add, scale=scale, softcap=softcap, enable_gqa=enable_gqa)[1]
+        if not unmasked:                        # O recomputed from it below; a row with no key zeroed (a guard)
+            p = pv = np.where((p > 0).any(axis=-1, keepdims=True), pu, 0.0)
+    if unmasked:                                # the forward's O kept
         if mistake == "unmasked-lse":           # exp(S - the masked forward's LSE) on every key: Z / Z_masked
             kept = (pu * (p > 0)).sum(axis=-1, keepdims=True)
             with np.errstate(all="ignore"):
@@ -306,7 +306,8 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              (_v("P without the mask", "unmasked"),
               _v("P = exp(S - the masked forward's LSE) on every key", "unmasked-lse"),
               _v("P without the mask in the dQ, dK pass only (dV right)", "unmasked-dqdk"),
-              _v("P and O both without the mask (unmasked attention's exact gradient)", "unmasked-po"))),
+              _v("P and O both without the mask (unmasked attention's exact gradient)", "unmasked-po"),
+              _v("P and O without the mask, a row with no key zeroed (a has-key guard)", "unmasked-po-guarded"))),
     BugModel("bwd-masked-nan", "fully masked query rows give NaN weights in the backward (softmax of all -inf), "
                                "NaN gradients where zeros are expected",
              (_v("NaN weights on fully masked rows", "masked-nan"),)),

@@ -33,7 +33,7 @@ from .bug_model import BugModel, Variant, _kw
 
 __all__ = ["DELTA_FORMS", "LAYOUTS", "delta_backward", "layout_backward", "shape_models"]
 
-LAYOUTS = ("do", "do-inverse", "grads")
+LAYOUTS = ("do", "do-inverse", "grads", "dk-view", "dv-view")
 DELTA_FORMS = ("no-keepdims", "keys")
 
 
@@ -55,6 +55,11 @@ def layout_backward(q, k, v, d_out, *, layout: str, forward: Callable, **kw):
     elif layout == "do-inverse":                         # dO transposed to (B, Sq, Hq, Dv), its memory read as BHSD
         g = np.ascontiguousarray(np.swapaxes(g, 1, 2)).reshape(B, Hq, Sq, Dv)
     grads = _textbook(q, k, v, g, "kept", _kw(kw), forward)          # the right backward, on dO as read
+    if layout in ("dk-view", "dv-view"):                 # dK (dV) formed as its transpose, (X, Sk), then reshaped
+        i = 1 if layout == "dk-view" else 2
+        x = grads[i]
+        return tuple(np.ascontiguousarray(np.swapaxes(x, -1, -2)).reshape(x.shape) if j == i else grads[j]
+                     for j in range(3))
     if layout != "grads":
         return grads
     # each gradient computed as (B, S, H, X) and reshaped (not transposed) to (B, H, S, X)
@@ -108,10 +113,13 @@ def shape_models(forward: Callable) -> tuple[tuple[Variant, ...], BugModel]:
         ("delta (Sq,) of a (batch, head) slice against its (Sq, Sk): delta[j] at (i, j)", "keys")))
     layout = BugModel(
         "bwd-layout",
-        "the backward reads dO, or returns its gradients, in another memory layout: (B, S, H, D) storage read as "
-        "(B, H, S, D) or the reverse (a reshape where a transpose was meant; right with one head)",
+        "the backward reads dO, or returns its gradients, in another memory layout: a reshape where a transpose "
+        "was meant ((B, S, H, D) storage read as (B, H, S, D) or the reverse, right with one head; or a gradient "
+        "formed as its transpose)",
         tuple(Variant(label, partial(layout_backward, layout=w, forward=forward)) for label, w in (
             ("dO's (B, Hq, Sq, Dv) memory read as (B, Sq, Hq, Dv) (the layout of the kept O), then transposed", "do"),
             ("dO transposed to (B, Sq, Hq, Dv) and its memory read as (B, Hq, Sq, Dv)", "do-inverse"),
-            ("the gradients computed as (B, S, H, X) and reshaped, not transposed, to (B, H, S, X)", "grads"))))
+            ("the gradients computed as (B, S, H, X) and reshaped, not transposed, to (B, H, S, X)", "grads"),
+            ("dK computed as Q^T dS, (D, Sk), and reshaped, not transposed, to (Sk, D)", "dk-view"),
+            ("dV computed as dO^T P, (Dv, Sk), and reshaped, not transposed, to (Sk, Dv)", "dv-view"))))
     return delta, layout

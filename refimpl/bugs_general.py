@@ -195,13 +195,15 @@ def _with_alibi(mask, slopes, Sq: int, Sk: int, sign: float = 1.0, alignment: st
     return np.where(mask, bias, -np.inf) if mask.dtype == bool else mask + bias
 
 
-def bool_mask_added(q, k, v, *, mask=None, slopes=None, with_band=False, kept=1.0, dropped=0.0, **kw):
+def bool_mask_added(q, k, v, *, mask=None, slopes=None, with_band=False, kept=1.0, dropped=0.0, dead_zero=False,
+                    **kw):
     """The user's bool keep-mask added to the scores as numbers: S + 1 where True, S + 0 where False; nothing is
     masked by it (causal and windows still are); ALiBi (``slopes``) added as it should be. Without a bool mask
     nothing shows (the reference). ``with_band``: the causal band and window arrive folded into that bool mask (as
     an API without those flags hands them) and are added with it, except a top-left causal band with no window (a
     flag such APIs have: the kernel still masks it). ``kept``, ``dropped``: the numbers True and False become (a
-    bias of ``dropped`` on the dropped keys when kept is 0)."""
+    bias of ``dropped`` on the dropped keys when kept is 0). ``dead_zero``: a row the bool mask keeps no key of is
+    zeroed afterwards (a has-key guard that reads the mask)."""
     kw = _kw(kw)
     Sq, Sk = np.shape(q)[-2], np.shape(k)[-2]
     if with_band and (kw["window"] is not None or (kw["is_causal"] and kw["alignment"] != "top-left")):
@@ -212,9 +214,12 @@ def bool_mask_added(q, k, v, *, mask=None, slopes=None, with_band=False, kept=1.
         if mask is None or np.asarray(mask).dtype == bool:
             mask = band if mask is None else np.asarray(mask) & band
             kw = dict(kw, is_causal=False, window=None)
+    live = None
     if mask is not None and np.asarray(mask).dtype == bool:
+        live = np.asarray(mask).any(axis=-1, keepdims=True)                          # (..., Sq, 1)
         mask = np.where(np.asarray(mask), kept, dropped)
-    return _sdpa(q, k, v, **dict(kw, mask=_with_alibi(mask, slopes, Sq, Sk)))
+    out = _sdpa(q, k, v, **dict(kw, mask=_with_alibi(mask, slopes, Sq, Sk)))
+    return np.where(live, out, 0.0) if dead_zero and live is not None else out
 
 
 def float_mask_as_bool(q, k, v, *, mask=None, slopes=None, how="nonzero", **kw):

@@ -100,17 +100,18 @@ def mask_polarity(q, k, v, *, mask=None, with_band=False, **kw):
     return scaled_dot_product_attention(q, k, v, mask=mask, **kw)[0]
 
 
-def mask_inverted_filled(q, k, v, *, fill=-1e30, **kw):
+def mask_inverted_filled(q, k, v, *, fill=-1e30, added=False, **kw):
     """A bool mask read with True = masked out and the dropped keys scored a finite ``fill`` (a masked_fill with
     -finfo.max on the kept keys): a row the user keeps whole is uniform over its band; a row the user keeps nothing
     of is zeros (the kernel's own has-key guard reads the user's mask); the causal / window flags mask with -inf.
-    A float mask as it should be."""
+    ``added``: the fill added to those scores (BERT's mask * -10000 with the mask's 1 on the kept keys): a row kept
+    whole is only shifted, so right. A float mask as it should be."""
     kw = _kw(kw)
     if kw["mask"] is None or np.asarray(kw["mask"]).dtype != bool:
         return scaled_dot_product_attention(q, k, v, **kw)[0]
     s, band, v = _parts(q, k, v, **dict(kw, mask=None))                  # (B..., Sq, Sk): the flags' band only
     mask = np.asarray(kw["mask"])
-    z = np.where(band, np.where(mask, fill, s), -np.inf)
+    z = np.where(band, np.where(mask, s + fill if added else fill, s), -np.inf)
     e = np.exp(z - np.where(band.any(axis=-1, keepdims=True), z.max(axis=-1, keepdims=True), 0.0))
     d = e.sum(axis=-1, keepdims=True)
     out = (e / np.where(d == 0, 1.0, d)) @ v

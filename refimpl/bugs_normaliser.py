@@ -60,10 +60,14 @@ def query_renormalised(q, k, v, *, eps=1e-9, **kw):
         return (w / (eps + w.sum(axis=-2, keepdims=True))) @ v
 
 
-def map_transposed(q, k, v, *, over="keys", **kw):
-    """O = P^T @ v with P the softmax of the kept scores over ``over`` ("keys": the right weights; "queries")."""
+def map_transposed(q, k, v, *, over="keys", keep_transposed=False, **kw):
+    """O = P^T @ v with P the softmax of the kept scores over ``over`` ("keys": the right weights; "queries");
+    ``keep_transposed``: the keep-mask read as (Sk, Sq) too (a key-major kernel transposes its mask to its layout)."""
     s, keep, v = _parts(q, k, v, **_kw(kw))
-    p = _softmax(s, np.broadcast_to(keep, s.shape), axis=-1 if over == "keys" else -2)
+    if s.shape[-1] != s.shape[-2]:
+        raise ValueError(f"the map applied transposed needs Sq == Sk, got scores {s.shape}")   # as the kernel's
+    keep = np.broadcast_to(keep, s.shape)
+    p = _softmax(s, np.swapaxes(keep, -1, -2) if keep_transposed else keep, axis=-1 if over == "keys" else -2)
     return np.swapaxes(p, -1, -2) @ v
 
 
@@ -129,7 +133,9 @@ ROWS = (
     BugModel("map-transposed", "the attention map is applied transposed, O = P^T V (with Sq != Sk the product "
              "raises)", (Variant("the row softmax P transposed (the map read as (Sk, Sq))", map_transposed),
                          Variant("q and k swapped in the scores, S laid out (Sk, Sq): the softmax over the queries, "
-                                 "transposed", _named(map_transposed, over="queries")))),
+                                 "transposed", _named(map_transposed, over="queries")),
+                         Variant("q and k swapped in the scores of a key-major kernel: its mask read as (Sk, Sq) "
+                                 "too", _named(map_transposed, over="queries", keep_transposed=True)))),
     BugModel("split-merge", "split-KV partial outputs are merged wrong (each split's output is right; their weights "
              "are not exp(lse_i - max lse), or an empty split's 0/0 output is merged in)",
              tuple(Variant(f"{label}, splits of {n} keys", _named(split_merge, split=n, merge=label))

@@ -1,4 +1,5 @@
-"""Backward mistakes of shape and layout (refimpl.bugs_backward_shapes, verdicts/grad_placement's unsummed rule, the
+"""Backward mistakes of shape and layout (refimpl.bugs_backward_shapes: dO or the gradients in another layout, a
+gradient formed as its transpose and reshaped; verdicts/grad_placement's unsummed rule, the
 flattened and size-1 softmax of refimpl.bugs_backward_forward): NumPy / torch backwards written here, each with one
 such mistake, run through the grad rows of the quick suite; the diagnosis must name the model with that very form,
 and the same kernel with the mistake undone must conform with no line."""
@@ -33,7 +34,7 @@ def _fold(x, g):
 
 
 def textbook(q, k, v, d_out, mask=None, scale=None, *, delta_keepdims=True, per_slice=False, unsummed=False,
-             axes=(-1,), size1=False):
+             axes=(-1,), size1=False, view=None):
     """A NumPy backward that recomputes P; each keyword puts one mistake in it."""
     s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     ke, ve, g = _expand(k, v, q.shape[-3])
@@ -51,6 +52,10 @@ def textbook(q, k, v, d_out, mask=None, scale=None, *, delta_keepdims=True, per_
     else:
         ds = p * (dp - (d_out * o).sum(axis=-1, keepdims=delta_keepdims))
     dq, dk = s * ds @ ke, s * np.swapaxes(ds, -1, -2) @ q
+    if view == "dk":                                            # Q^T dS, (D, Sk), reshaped to (Sk, D)
+        dk = (s * np.swapaxes(q, -1, -2) @ ds).reshape(dk.shape)
+    if view == "dv":                                            # dO^T P, (Dv, Sk), reshaped to (Sk, Dv)
+        dv = (np.swapaxes(d_out, -1, -2) @ p).reshape(dv.shape)
     return (dq, dk, dv) if unsummed else (dq, _fold(dk, g), _fold(dv, g))
 
 
@@ -88,6 +93,13 @@ def test_gradients_reshaped_from_bshd_are_named_bwd_layout_with_the_return():
     assert Status.FAIL in statuses and _named(lines, "bwd-layout", "reshaped, not transposed"), lines
 
 
+@pytest.mark.parametrize("view,form", [("dk", "dK computed as Q^T dS, (D, Sk), and reshaped, not transposed"),
+                                       ("dv", "dV computed as dO^T P, (Dv, Sk), and reshaped, not transposed")])
+def test_a_gradient_formed_as_its_transpose_and_reshaped_is_named_bwd_layout_with_which(view, form):
+    statuses, lines = backward_lines(lambda *a, **kw: textbook(*a, view=view, **kw), ["sizes", "gqa"])
+    assert Status.FAIL in statuses and lines and all(_named([n], "bwd-layout", form) for n in lines), lines
+
+
 @pytest.mark.parametrize("per_slice,form", [(False, "without keepdims"), (True, "of a (batch, head) slice")])
 def test_delta_without_its_kept_axis_is_named_bwd_delta_axis_with_its_broadcast(per_slice, form):
     statuses, lines = backward_lines(lambda *a, **kw: textbook(*a, delta_keepdims=False, per_slice=per_slice, **kw),
@@ -114,3 +126,23 @@ def test_a_softmax_over_the_wrong_axes_in_the_recompute_is_named_with_its_axes(k
 def test_the_same_kernels_without_their_mistake_conform_with_no_line(fn):
     statuses, lines = backward_lines(fn, ["sizes", "batched-heads", "causal"] + (["gqa"] if fn is textbook else []))
     assert set(statuses) == {Status.PASS} and lines == [], (statuses, lines)
+
+
+def _unmasked_guarded(q, k, v, d_out, mask=None, scale=None):
+    """The backward of the forward without its mask (P and O recomputed unmasked), a row the mask keeps no key of
+    zeroed by a has-key guard: its dO never reaches a gradient (tests/heldout22's bwd_scores_not_masked)."""
+    if mask is None:
+        return textbook(q, k, v, d_out, None, scale)
+    keep = np.asarray(mask) if np.asarray(mask).dtype == bool else np.isfinite(mask)
+    live = np.broadcast_to(keep, q.shape[:-1] + (k.shape[-2],)).any(axis=-1, keepdims=True)   # (B, Hq, Sq, 1)
+    return textbook(q, k, v, np.where(live, d_out, 0.0), None, scale)
+
+
+def test_the_unmasked_forwards_gradient_behind_a_has_key_guard_is_named_bwd_mask_not_reapplied():
+    # bool-mask's cases have no row without a key: the three forms agree there and the line lists them; the
+    # masked-rows family's tell the guard apart
+    statuses, lines = backward_lines(_unmasked_guarded, ["bool-mask", "masked-rows"])
+    form = "P and O without the mask, a row with no key zeroed (a has-key guard))"
+    assert Status.FAIL in statuses and len(lines) == 2 and all(_named([n], "bwd-mask-not-reapplied", form)
+                                                               for n in lines), lines
+    assert lines[1].endswith(f"gradients ({form}"), lines

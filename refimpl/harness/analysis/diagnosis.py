@@ -7,8 +7,9 @@
       |model - got| <= atol + rtol * |got|,   atol = 1e-6 * (1 + max|v|),  rtol = 1e-3,  NaN == NaN,
 
   and explains it (closer to the target than the expected output is, see :func:`fits`); and it also
-  matches on up to ``MAX_PASSING`` passing cases. Lines: ``diagnosis TARGET: MODEL — explanation``
-  per fitting model, or ``diagnosis TARGET: unknown``; none when nothing failed. A KV cache's models
+  matches on the ``MAX_PASSING`` passing cases of the sample, then on every other passing case of the run.
+  Lines: ``diagnosis TARGET: MODEL — explanation`` per fitting model, or ``diagnosis TARGET: unknown``; none
+  when nothing failed. A KV cache's models
   (:mod:`.diagnosis_kvcache`: its writes and index errors too), a log-sum-exp's (:mod:`.diagnosis_lse`) and
   dropout's (:mod:`.diagnosis_dropout`) add theirs. The fitted scale (:mod:`.fitting`) prints the value the
   kernel used; when no model fits, dropout active at dropout_p = 0 (:mod:`.fitting_dropout`) is looked for,
@@ -195,6 +196,10 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
             rtol, atol = model.tolerance
             return (all(fits(variant, d, g, rtol, atol) for d, g in fail_cases)
                     and all(fits(variant, d, g, rtol, atol, failing=False) for d, g in pass_cases)
+                    and all(fits(variant, d, g, rtol, atol, failing=False) for d, g in every_pass)   # the sample
+                    #       first (it covers the run's kinds of case), then every passing case: one the sample
+                    #       left out may refute the model (a window's left edge realigned, refuted only by a
+                    #       passing window case with more than one query)
                     and (not variant.in_float32 or shows_beyond_float32(variant)))
 
         def same(a, b) -> bool:           # the failing cases cannot tell them apart (a model fitted within its

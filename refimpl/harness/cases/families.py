@@ -71,6 +71,11 @@ def _gqa(rng, i):
         d = dict(d, Sq=max(d["Sq"], 17), is_causal=True, alignment="bottom-right", B=1)   # the query rows must
         mask = "none"       # unpack them for the band (row m // G read as m passed); no draw from rng
         d["dead_rows"] = d["Sq"] > d["Sk"]
+    elif i % 11 == 10:      # a sliding window (left 4, right 0) under grouped heads, bottom-right, no mask: a kernel
+        #                     packing a group's heads into the query rows must test the window at the row's query
+        d = dict(d, Sq=max(d["Sq"], 17), Sk=max(d["Sk"], d["Sq"], 17), window=(4, 0), alignment="bottom-right",
+                 B=1)       # (no draw from rng)
+        mask = "none"
     return dict(d, Hq=hkv * group, Hkv=hkv, mask=mask)                  # there, and only with 2 kv heads or more
 
 
@@ -246,8 +251,8 @@ def _padding(rng, i):
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("sizes", "non-powers of two, D up to 256, Sq != Sk, Dv != D, Sk == 1", 140, _sizes),
     Family("batched-heads", "batch and head dimensions (B up to 3, H up to 4)", 90, _heads),
-    Family("gqa", "grouped-query and multi-query attention (Hq a multiple of Hkv; groups of 2 to 6; causal too)", 100,
-           _gqa),
+    Family("gqa", "grouped-query and multi-query attention (Hq a multiple of Hkv; groups of 2 to 6; causal and a "
+           "sliding window too)", 110, _gqa),
     Family("bool-mask", "random bool keep-masks (True = attend), no empty row", 100,
            lambda r, i: dict(_heads(r, i), mask="bool")),
     Family("additive-mask", "float masks added to the scores, with -inf entries; 0 / -inf masks over whole tiles",

@@ -48,6 +48,7 @@ from ...precision import get as precision
 from ..cases.features import CaseData, lower_precision
 from .grad_placement import placement_grads_line, unsummed_grads_line
 from .grad_scale import scale_grads_line
+from .grad_unwritten import unwritten_grads_line
 
 __all__ = ["GradData", "GradReturned", "GradVerdict", "GRADS", "grad_data", "judge_grads", "diagnose_grads"]
 
@@ -213,7 +214,8 @@ def judge_grads(gd: GradData, got: GradReturned, given_dtype: str, cache: dict |
     return GradVerdict(Status.FAIL, ratio, "; ".join(problems))
 
 
-def _fits(model, gd: GradData, got: GradReturned, failing: bool) -> bool:
+def _fits(model, gd: GradData, got: GradReturned, failing: bool, strict: bool = False) -> bool:
+    """See the module doc; ``strict``: every gradient within 2 x allowed (closer is not enough)."""
     try:
         grads = model(gd.data.q, gd.data.k, gd.data.v, gd.d_out, **gd.data.reference_kwargs())
     except Exception:          # e.g. the transposed-dS models on Sq != Sk
@@ -227,7 +229,7 @@ def _fits(model, gd: GradData, got: GradReturned, failing: bool) -> bool:
                 return False
             continue
         closer = math.isfinite(d_m) and d_m <= EXPLAINS * d_o            # inf vs inf explains nothing
-        if d_m > 2 * allow and not closer:
+        if d_m > 2 * allow and (strict or not closer):
             return False
         explained = explained or (d_o > allow and closer)
     return explained or not failing
@@ -260,6 +262,11 @@ def diagnose_grads(failing: list[tuple[GradData, GradReturned]], passing: list[t
         shaped = []                                             # model fitted on the few left is not the bug
     other_shape = len(every) - len(shaped) if shaped else 0     # a mistake that changes the shape on some cases
     failing, passing = (shaped or every)[:MAX_FAILING], passing[:MAX_PASSING]
+    unwritten = unwritten_grads_line(target, failing, GRADS, _distance)      # zeros: a model that reproduces them
+    if unwritten:                                                          # (dS = 0, a tile never walked) is named,
+        return fitting_models(target, bugs_backward.MODELS,                # not one nearer 0 only by shrinking
+                              lambda model, variant: all(_fits(variant.fn, gd, got, True, True) for gd, got in failing)
+                              and all(_fits(variant.fn, gd, got, False) for gd, got in passing)) or unwritten
     lines = fitting_models(target, bugs_backward.MODELS,
                            lambda model, variant: all(_fits(variant.fn, gd, got, True) for gd, got in failing)
                            and all(_fits(variant.fn, gd, got, False) for gd, got in passing))
