@@ -96,7 +96,8 @@ HARNESS = ["harness/verdicts/judge", "harness/verdicts/grad_judge", "harness/ver
 # ... and every bug model, diagnosis and fit written since (refimpl/bugs_*.py, harness/analysis/diagnosis_*.py,
 # fitting_*.py, precision_*.py)
 HARNESS += sorted({str(p.relative_to(ROOT / "refimpl").with_suffix("")) for pattern in (
-    "bugs_*.py", "harness/analysis/diagnosis_*.py", "harness/analysis/fitting_*.py", "harness/analysis/precision_*.py")
+    "bugs_*.py", "harness/analysis/diagnosis_*.py", "harness/analysis/fitting_*.py", "harness/analysis/precision_*.py",
+    "harness/verdicts/grad_*.py")
     for p in (ROOT / "refimpl").glob(pattern)} - set(HARNESS))
 COPY = ["refimpl", "tests", "fixtures", "r_reference", "pyproject.toml", "tools", "docs", "README.md", "Makefile",
         ".ci", ".github"]

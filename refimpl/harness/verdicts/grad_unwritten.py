@@ -24,14 +24,11 @@ def _zeros(gd, got, name: str) -> bool:
 def unwritten_grads_line(target: str, failing: list, names: tuple, distance) -> list[str]:
     """``diagnosis TARGET: bwd-grad-unwritten — ...`` when the rule of the module docstring holds on ``failing``
     ((GradData, GradReturned) pairs), else []. ``names``: the gradients in order; ``distance(a, b)``: the judge's."""
-    if not failing:
-        return []
     zero = [n for n in names if all(_zeros(gd, got, n) for gd, got in failing)
-            and any(np.any(gd.oracle[n]) for gd, _ in failing)]
+            and any(np.any(gd.oracle[n]) for gd, _ in failing)]                 # (none when nothing failed)
     rest = [n for n in names if n not in zero]
-    if not zero or not all(distance(gd.oracle[n], got.grads[n]) <= (got.allowed or {}).get(n, 0.0)
-                           for gd, got in failing for n in rest):
-        return []
+    holds = bool(zero) and all(distance(gd.oracle[n], got.grads[n]) <= (got.allowed or {}).get(n, 0.0)
+                               for gd, got in failing for n in rest)
     right = f"; {', '.join(rest)} right" if rest else ""
     return [f"diagnosis {target}: bwd-grad-unwritten — {', '.join(zero)} returned as zeros on every failing case "
-            f"(never computed or never written){right}"]
+            f"(never computed or never written){right}"] if holds else []
