@@ -234,22 +234,23 @@ def float_mask_as_bool(q, k, v, *, mask=None, slopes=None, how="nonzero", **kw):
 
 
 def mask_batch_flattened(q, k, v, *, head_major=False, **kw):
-    """A per-batch mask (B, 1, Sq, Sk) tiled over a flattened batch x heads in the wrong order: the row b * H + h
-    of the flattened scores gets mask[(b * H + h) % B] (np.tile(mask, (H, 1, 1)) against a batch-major layout).
-    ``head_major``: the scores flattened head-major (row h * B + b) and the mask, broadcast to (B, H), batch-major:
-    (batch b, head h) gets the mask of flat row h * B + b, i.e. of (batch, head) divmod(h * B + b, H)."""
+    """A mask folded over a flattened batch x heads in the other order than the scores: broadcast to (B, H, Sq, Sk)
+    folded head-major: row r = b * H + h of the batch-major scores gets the mask of flat row r of the
+    head-major fold, (batch, head) = (r % B, r // B) (np.tile(mask, (H, 1, 1)) of a per-batch mask: mask[r % B]).
+    ``head_major``: the scores flattened head-major (row h * B + b) and the mask batch-major: (batch b, head h) gets
+    the mask of (batch, head) divmod(h * B + b, H). A mask without a batch or head axis (2-D) is read right."""
     kw = _kw(kw)
     m = kw["mask"]
-    if m is None or np.ndim(m) < 4 or np.shape(m)[0] == 1 or (np.shape(m)[1] != 1 and not head_major):
+    if m is None or np.ndim(m) < 3:
         return _sdpa(q, k, v, **kw)
     m = np.asarray(m)
     B, H = np.shape(q)[0], np.shape(q)[1]
+    full = np.broadcast_to(m, (B, H) + m.shape[-2:])
     if head_major:
-        full = np.broadcast_to(m, (B, H) + m.shape[2:])
         flat = np.arange(H)[None, :] * B + np.arange(B)[:, None]                # (B, H): the scores' flat row
         return _sdpa(q, k, v, **dict(kw, mask=full[flat // H, flat % H]))
-    idx = (np.arange(B)[:, None] * H + np.arange(H)[None, :]) % B              # (B, H): which batch's mask
-    return _sdpa(q, k, v, **dict(kw, mask=m[idx, 0]))
+    flat = np.arange(B)[:, None] * H + np.arange(H)[None, :]                    # (B, H): batch-major rows
+    return _sdpa(q, k, v, **dict(kw, mask=full[flat % B, flat // B]))
 
 
 def mask_transposed(q, k, v, **kw):
@@ -332,9 +333,9 @@ ROWS = (                                 # the rows of refimpl.bugs.MODELS writt
     BugModel("causal-forced", "a causal band is applied where the call asked none (causal hard-coded on some path)",
              tuple(Variant(f"causal {a}", _named(causal_forced, forced=a), flags=True)
                    for a in ("top-left", "bottom-right"))),
-    BugModel("mask-broadcast", "a per-batch mask is tiled over the flattened batch x heads in the wrong order: row "
-             "b * H + h gets the mask of batch (b * H + h) % B",
-             (Variant("np.tile over heads", mask_batch_flattened),
+    BugModel("mask-broadcast", "a mask is folded over the flattened batch x heads in the other order than the "
+             "scores: row b * H + h gets the mask of batch (b * H + h) % B (of head (b * H + h) // B)",
+             (Variant("np.tile over heads (the mask folded head-major)", mask_batch_flattened),
               Variant("scores head-major, the mask batch-major", _named(mask_batch_flattened, head_major=True)))),
     BugModel("alibi-distance", "ALiBi's distance is measured between the wrong positions",
              (Variant("|i - j|: the queries' positions without the offset Sk - Sq (top-left)", alibi_top_left,

@@ -106,7 +106,7 @@ def test_the_attention_mask_is_additive_with_the_dtypes_most_negative_finite_val
     if data.mask is None and not spec.alibi and not (spec.is_causal or spec.window is not None):
         assert mask is None                                     # nothing to mask: no attention_mask
         return
-    heads = spec.Hq if spec.alibi and spec.Hq > 1 else 1
+    heads = spec.Hq if (spec.alibi or spec.pattern == "per-head") and spec.Hq > 1 else 1   # a mask per head
     assert mask.dtype == torch.float64 and tuple(mask.shape) == (spec.B, heads, spec.Sq, spec.Sk)
     m = np.broadcast_to(mask.numpy(), keep.shape)
     assert np.array_equal(m == torch.finfo(torch.float64).min, ~keep)

@@ -57,6 +57,13 @@ def _heads(rng, i):
     return dict(_small(rng), B=int(rng.integers(1, 4)), Hq=int(rng.integers(1, 5)), Hkv=None)
 
 
+def _bool(rng, i):
+    """Random keep-masks (B, 1, Sq, Sk); every eleventh case one mask per head with no batch axis, (Hq, Sq, Sk), over
+    two batches of three heads: a kernel that promotes a 3-D mask to (B, 1, Sq, Sk) reads it wrong (no draw)."""
+    d = dict(_heads(rng, i), mask="bool")
+    return dict(d, B=2, Hq=3, pattern="per-head") if i % 11 == 10 else d
+
+
 def _gqa(rng, i):
     """Grouped heads, and every other case a per-batch mask (B, 1, Sq, Sk) over B of 2 or 3: a mask broadcast
     against (B, Hkv, G, Sq, Sk) scores must keep its batch axis (a GQA kernel that reshapes the scores to five
@@ -145,7 +152,8 @@ def _decode(rng, i):
     d = dict(Sq=1, Sk=sk, D=_pick(rng, (64, 128)), Dv=_pick(rng, (64, 128)), B=1 if sk >= 1000 else b,
              Hq=_pick(rng, (1, 4)), Hkv=None, mask=_pick(rng, ("none", "padding")))
     if i % 4 == 2:                     # grouped heads, G = 2 or 3: a decode kernel that packs query heads in tiles
-        d["Hq"], d["Hkv"] = (6, 3) if i % 8 == 2 else (9, 3)     # of 4 and reads one kv head per tile is caught
+        d["Hq"], d["Hkv"] = (6, 3) if i % 8 == 2 else (9, 3)     # of 4 and reads one kv head per tile is caught;
+        d["B"] = 2 if sk < 1000 else 1  # two sequences: one that folds a kv head's query heads must offset by batch
     return d
 
 
@@ -253,8 +261,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("batched-heads", "batch and head dimensions (B up to 3, H up to 4)", 90, _heads),
     Family("gqa", "grouped-query and multi-query attention (Hq a multiple of Hkv; groups of 2 to 6; causal and a "
            "sliding window too)", 110, _gqa),
-    Family("bool-mask", "random bool keep-masks (True = attend), no empty row", 100,
-           lambda r, i: dict(_heads(r, i), mask="bool")),
+    Family("bool-mask", "random bool keep-masks (True = attend), no empty row; one per head without a batch axis",
+           110, _bool),
     Family("additive-mask", "float masks added to the scores, with -inf entries; 0 / -inf masks over whole tiles",
            90, _additive),
     Family("padding", "per-batch key lengths (a (B, 1, 1, Sk) keep-mask), self-attention (Sq == Sk) among them", 90,

@@ -56,7 +56,8 @@ class CaseSpec:
     scale: float | None = None
     magnitude: float = 1.0              # q and k entries drawn from +-magnitude (extreme logits: large)
     pattern: str = "random"             # random | far-below-fill (attended scores far below any finite fill) |
-    #                                     zero-bias (an additive mask of exactly 0 on kept keys, -inf elsewhere)
+    #                                     zero-bias (an additive mask of exactly 0 on kept keys, -inf elsewhere) |
+    #                                     per-head (a bool mask of its own per head, (Hq, Sq, Sk): no batch axis)
     dead_rows: bool = False             # the mask leaves some query rows with no key by construction
     long: bool = False                  # expected values from the online variant (no S x S array)
     dtype: str = "float64"
@@ -143,6 +144,7 @@ class CaseSpec:
             "large logits": self.magnitude > 4,
             "attended scores far below a finite fill": self.pattern == "far-below-fill",
             "a 0 / -inf additive mask": self.pattern == "zero-bias",
+            "a per-head mask without a batch axis": self.pattern == "per-head",
             "long sequence": self.long, f"{self.dtype}": True,
             **self._packed_features(),
         }
@@ -227,6 +229,9 @@ def _mask(spec: CaseSpec, rng: np.random.Generator) -> np.ndarray | None:
     B, Sq, Sk = spec.B, spec.Sq, spec.Sk
     if spec.seqlens is not None:
         return packed_keep(spec)
+    if spec.mask == "bool" and spec.pattern == "per-head":   # (Hq, Sq, Sk): broadcast over the batch from the left
+        keep = rng.uniform(size=(spec.Hq, Sq, Sk)) < 0.7
+        return keep | (rng.integers(0, Sk, size=(spec.Hq, Sq))[..., None] == np.arange(Sk))    # one key each
     if spec.mask == "bool":
         keep = rng.uniform(size=(B, 1, Sq, Sk)) < 0.7
         if spec.dead_rows:                                  # whole query rows with no key
