@@ -35,9 +35,14 @@ __all__ = ["bias_before_scale", "band_tile_range", "TILE_RANGES", "softcap_form"
 
 # caps hard-coded in published models (Grok-1's 30; Gemma 2's 50 on attention logits, 30 on final logits)
 FIXED_CAPS = (30.0, 50.0)
+
+
+def _fixed(c: float) -> str:
+    return f"{c:g} * tanh(S / {c:g}) (a fixed cap, the given one ignored)"
+
+
 SOFTCAP_FORMS = ("cap * tanh(S * cap)", "S * tanh(S / cap)", "cap * tanh((S + bias) / cap)", "never applied",
-                 "(S / cap) * tanh(S / cap)", "cap * tanh(S)") + tuple(
-                     f"{c:g} * tanh(S / {c:g}) (a fixed cap, the given one ignored)" for c in FIXED_CAPS)
+                 "(S / cap) * tanh(S / cap)", "cap * tanh(S)") + tuple(_fixed(c) for c in FIXED_CAPS)
 
 
 def softcap_form(q, k, v, *, form="cap * tanh(S * cap)", **kw):
@@ -57,7 +62,7 @@ def softcap_form(q, k, v, *, form="cap * tanh(S * cap)", **kw):
              "(S / cap) * tanh(S / cap)": lambda: raw / cap * np.tanh(raw / cap) + bias,
              "cap * tanh(S)": lambda: cap * np.tanh(raw) + bias,
              "cap * tanh((S + bias) / cap)": lambda: cap * np.tanh(s / cap), "never applied": lambda: s,
-             **{f: (lambda c=c: c * np.tanh(raw / c) + bias) for f, c in zip(SOFTCAP_FORMS[6:], FIXED_CAPS)}}[form]()
+             **{_fixed(c): (lambda c=c: c * np.tanh(raw / c) + bias) for c in FIXED_CAPS}}[form]()
     return _softmax(s, keep) @ v
 
 

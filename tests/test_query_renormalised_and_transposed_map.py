@@ -14,7 +14,8 @@ from refimpl.harness.targets.target import Target
 from tests.support.quick_runs import STORE, forward_lines
 
 
-def kernel(q, k, v, mask=None, scale=None, *, renorm=None, transposed=False, swapped=False, heads_scale=False):
+def kernel(q, k, v, mask=None, scale=None, *, renorm=None, transposed=False, swapped=False, heads_scale=False,
+           key_major=False):
     if scale is None:
         scale = (q.shape[-3] if q.ndim == 4 else 1) ** -0.5 if heads_scale else q.shape[-1] ** -0.5
     s = scale * (q @ np.swapaxes(k, -1, -2))                                   # (..., Sq, Sk)
@@ -22,6 +23,10 @@ def kernel(q, k, v, mask=None, scale=None, *, renorm=None, transposed=False, swa
     axis = -1
     if swapped:                 # the scores read as (Sk, Sq): the "key" axis of the softmax is the queries
         s, keep, axis = np.swapaxes(s, -1, -2), np.swapaxes(keep, -1, -2), -1
+    if key_major:               # a key-major kernel: its mask transposed to (Sk, Sq), laid on q-major scores
+        if s.shape[-1] != s.shape[-2]:
+            raise ValueError("key-major scores need Sq == Sk here")
+        keep, axis = np.swapaxes(keep, -1, -2), -2
     s = np.where(keep, s, -np.inf)
     with np.errstate(invalid="ignore"):
         m = s.max(axis=axis, keepdims=True)
@@ -30,7 +35,7 @@ def kernel(q, k, v, mask=None, scale=None, *, renorm=None, transposed=False, swa
         p = np.where(z > 0, e / np.where(z > 0, z, 1.0), 0.0)
         if renorm is not None:
             p = p / (renorm + p.sum(axis=-2, keepdims=True))
-    return (np.swapaxes(p, -1, -2) if transposed and not swapped else p) @ v
+    return (np.swapaxes(p, -1, -2) if (transposed or key_major) and not swapped else p) @ v
 
 
 @pytest.mark.parametrize("kw,model,form", [
@@ -38,6 +43,8 @@ def kernel(q, k, v, mask=None, scale=None, *, renorm=None, transposed=False, swa
     ({"transposed": True}, "map-transposed", "(the row softmax P transposed (the map read as (Sk, Sq)))"),
     ({"swapped": True}, "map-transposed",
      "(q and k swapped in the scores, S laid out (Sk, Sq): the softmax over the queries, transposed)"),
+    ({"key_major": True}, "map-transposed",
+     "(q and k swapped in the scores of a key-major kernel: its mask read as (Sk, Sq) too)"),
 ])
 def test_each_mistake_is_named_with_its_form(kw, model, form):
     lines = forward_lines(lambda *a, **k: kernel(*a, **kw, **k))

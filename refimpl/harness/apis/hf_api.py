@@ -5,7 +5,8 @@
 Tensors: query (B, Hq, Sq, D), key (B, Hkv, Sk, D), value (B, Hkv, Sk, Dv); ``attn_output`` comes back
 (B, Sq, Hq, Dv) (eager transposes it), ``attn_weights`` (B, Hq, Sq, Sk). ``module`` is an object refimpl builds
 with ``num_key_value_groups`` (Hq // Hkv), ``is_causal`` and ``training=False``. ``attention_mask`` is additive
-in the query's dtype, (B, 1, Sq, Sk) ((B, Hq, Sq, Sk) when ALiBi is folded in): 0 where attended, the dtype's
+in the query's dtype, (B, 1, Sq, Sk) ((B, Hq, Sq, Sk) when it differs per head: ALiBi folded in, or a bool mask
+per head): 0 where attended, the dtype's
 most negative finite value where masked, with causal, sliding window, padding and bool masks all folded in
 (a row with no key therefore gets uniform weights, as eager gives). kwargs: ``softcap`` when the case has one
 (applied to the scaled scores before the mask, as Gemma-2's eager does) and ``sliding_window`` = left + 1
@@ -42,7 +43,7 @@ class HuggingFace(Api):
             base = np.zeros((1, 1, s.Sq, s.Sk)) if additive is None else additive
             if keep is not None:
                 base = np.where(keep, base, -np.inf)
-            heads = s.Hq if base.ndim == 4 and base.shape[1] > 1 else 1
+            heads = s.Hq if base.ndim == 4 and base.shape[1] > 1 else 1      # per head: ALiBi, a per-head mask
             attention_mask = np.broadcast_to(np.where(np.isfinite(base), base, fill), (s.B, heads, s.Sq, s.Sk))
         given = {"query": conv(data.q), "key": conv(data.k), "value": conv(data.v),
                  "attention_mask": conv(attention_mask)}

@@ -48,7 +48,7 @@ from ...precision import get as precision
 from ..cases.features import CaseData, lower_precision
 from .grad_placement import placement_grads_line, unsummed_grads_line
 from .grad_scale import scale_grads_line
-from .grad_unwritten import unwritten_grads_line
+from .grad_unwritten import unwritten_grads, unwritten_grads_line
 
 __all__ = ["GradData", "GradReturned", "GradVerdict", "GRADS", "grad_data", "judge_grads", "diagnose_grads"]
 
@@ -262,20 +262,22 @@ def diagnose_grads(failing: list[tuple[GradData, GradReturned]], passing: list[t
         shaped = []                                             # model fitted on the few left is not the bug
     other_shape = len(every) - len(shaped) if shaped else 0     # a mistake that changes the shape on some cases
     failing, passing = (shaped or every)[:MAX_FAILING], passing[:MAX_PASSING]
-    unwritten = unwritten_grads_line(target, failing, GRADS, _distance)      # zeros: a model that reproduces them
-    if unwritten:                                                          # (dS = 0, a tile never walked) is named,
-        return fitting_models(target, bugs_backward.MODELS,                # not one nearer 0 only by shrinking
-                              lambda model, variant: all(_fits(variant.fn, gd, got, True, True) for gd, got in failing)
-                              and all(_fits(variant.fn, gd, got, False) for gd, got in passing)) or unwritten
-    lines = fitting_models(target, bugs_backward.MODELS,
-                           lambda model, variant: all(_fits(variant.fn, gd, got, True) for gd, got in failing)
-                           and all(_fits(variant.fn, gd, got, False) for gd, got in passing))
-    table_scale = [line for line in lines if ": bwd-scale — " in line]
-    if not lines or table_scale:             # the scale it used, fitted: printed with its formula and value, in
-        fitted = scale_grads_line(target, failing, passing, _fits)       # place of the table's bwd-scale labels
-        lines = [line for line in lines if line not in table_scale] + fitted if fitted else lines
-    lines = (lines or placement_grads_line(target, failing, passing, per_query_head)    # dK / dV blocks' sources
-             or unsummed_grads_line(target, every[:MAX_FAILING], per_query_head))
+    zero = unwritten_grads(failing, GRADS, _distance)      # zeros: a model that reproduces them (dS = 0) is named,
+    if zero:                                               # not one nearer 0 only by shrinking; every gradient zero:
+        unwritten = unwritten_grads_line(target, failing, GRADS, _distance)           # the unwritten line alone
+        lines = (len(zero) < len(GRADS) and fitting_models(target, bugs_backward.MODELS, lambda model, variant: all(
+            _fits(variant.fn, gd, got, True, True) for gd, got in failing) and all(
+            _fits(variant.fn, gd, got, False) for gd, got in passing))) or unwritten
+    else:
+        lines = fitting_models(target, bugs_backward.MODELS,
+                               lambda model, variant: all(_fits(variant.fn, gd, got, True) for gd, got in failing)
+                               and all(_fits(variant.fn, gd, got, False) for gd, got in passing))
+        table_scale = [line for line in lines if ": bwd-scale — " in line]
+        if not lines or table_scale:         # the scale it used, fitted: printed with its formula and value, in
+            fitted = scale_grads_line(target, failing, passing, _fits)   # place of the table's bwd-scale labels
+            lines = [line for line in lines if line not in table_scale] + fitted if fitted else lines
+        lines = (lines or placement_grads_line(target, failing, passing, per_query_head)  # dK / dV blocks' sources
+                 or unsummed_grads_line(target, every[:MAX_FAILING], per_query_head))
     tail = (f" (fitted on the failing cases judged by value; {left_out} 16-bit {'/'.join(FINITE_ONLY)} cases with "
             f"NaN or inf gradients left out)") if left_out else ""
     if other_shape and not any("returned per query head" in line for line in lines):

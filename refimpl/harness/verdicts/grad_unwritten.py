@@ -7,13 +7,14 @@ other gradient is within its allowed error there: then the zeros are the whole f
 come closer to zeros than the oracle (dQ with the scale applied twice is nearer 0 than dQ), but only by shrinking it:
 the zeros name the mistake, so this line is read before the table's models, and a model is named in its place only
 where it reproduces the zeros within twice the allowed error (the softmax's gradient dropped, dS = 0, zeroes dQ and
-dK; a tiled kernel's partial last tile never walked zeroes every gradient of a case smaller than the tile).
+dK); not where every gradient is zero (a tile model that walks no tile of a case smaller than the tile would
+"reproduce" that too: the zeros are the plain reading).
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["unwritten_grads_line"]
+__all__ = ["unwritten_grads", "unwritten_grads_line"]
 
 
 def _zeros(gd, got, name: str) -> bool:
@@ -21,14 +22,21 @@ def _zeros(gd, got, name: str) -> bool:
     return g.shape == gd.oracle[name].shape and not np.any(g)
 
 
-def unwritten_grads_line(target: str, failing: list, names: tuple, distance) -> list[str]:
-    """``diagnosis TARGET: bwd-grad-unwritten — ...`` when the rule of the module docstring holds on ``failing``
-    ((GradData, GradReturned) pairs), else []. ``names``: the gradients in order; ``distance(a, b)``: the judge's."""
+def unwritten_grads(failing: list, names: tuple, distance) -> list[str]:
+    """The gradients the rule of the module docstring finds left at zero on ``failing`` ((GradData, GradReturned)
+    pairs), [] when it does not hold. ``names``: the gradients in order; ``distance(a, b)``: the judge's."""
     zero = [n for n in names if all(_zeros(gd, got, n) for gd, got in failing)
             and any(np.any(gd.oracle[n]) for gd, _ in failing)]                 # (none when nothing failed)
     rest = [n for n in names if n not in zero]
     holds = bool(zero) and all(distance(gd.oracle[n], got.grads[n]) <= (got.allowed or {}).get(n, 0.0)
                                for gd, got in failing for n in rest)
+    return zero if holds else []
+
+
+def unwritten_grads_line(target: str, failing: list, names: tuple, distance) -> list[str]:
+    """``diagnosis TARGET: bwd-grad-unwritten — ...`` when :func:`unwritten_grads` finds gradients, else []."""
+    zero = unwritten_grads(failing, names, distance)
+    rest = [n for n in names if n not in zero]
     right = f"; {', '.join(rest)} right" if rest else ""
     return [f"diagnosis {target}: bwd-grad-unwritten — {', '.join(zero)} returned as zeros on every failing case "
-            f"(never computed or never written){right}"] if holds else []
+            f"(never computed or never written){right}"] if zero else []
