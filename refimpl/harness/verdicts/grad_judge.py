@@ -262,10 +262,10 @@ def diagnose_grads(failing: list[tuple[GradData, GradReturned]], passing: list[t
         shaped = []                                             # model fitted on the few left is not the bug
     other_shape = len(every) - len(shaped) if shaped else 0     # a mistake that changes the shape on some cases
     failing, passing = (shaped or every)[:MAX_FAILING], passing[:MAX_PASSING]
-    zero = unwritten_grads(failing, GRADS, _distance)      # zeros: a model that reproduces them (dS = 0) is named,
-    if zero:                                               # not one nearer 0 only by shrinking; every gradient zero:
-        unwritten = unwritten_grads_line(target, failing, GRADS, _distance)           # the unwritten line alone
-        lines = (len(zero) < len(GRADS) and fitting_models(target, bugs_backward.MODELS, lambda model, variant: all(
+    zero = unwritten_grads(failing, GRADS, _distance)      # zeros: a model that reproduces them (dS = 0, a tile
+    if zero:                                               # never walked) is named, not one nearer 0 by shrinking
+        unwritten = unwritten_grads_line(target, failing, GRADS, _distance)
+        lines = (fitting_models(target, bugs_backward.MODELS, lambda model, variant: all(
             _fits(variant.fn, gd, got, True, True) for gd, got in failing) and all(
             _fits(variant.fn, gd, got, False) for gd, got in passing))) or unwritten
     else:

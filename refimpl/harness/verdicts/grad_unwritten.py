@@ -7,8 +7,8 @@ other gradient is within its allowed error there: then the zeros are the whole f
 come closer to zeros than the oracle (dQ with the scale applied twice is nearer 0 than dQ), but only by shrinking it:
 the zeros name the mistake, so this line is read before the table's models, and a model is named in its place only
 where it reproduces the zeros within twice the allowed error (the softmax's gradient dropped, dS = 0, zeroes dQ and
-dK); not where every gradient is zero (a tile model that walks no tile of a case smaller than the tile would
-"reproduce" that too: the zeros are the plain reading).
+dK; a tiled kernel's partial last tile never walked zeroes every gradient of a case smaller than the tile: on a run
+whose failing cases are all that small the two cannot be told apart, and the model is named).
 """
 from __future__ import annotations
 
