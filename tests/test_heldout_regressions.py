@@ -391,9 +391,9 @@ BACKWARD = {
     ("heldout22/numpy_bwd", "bwd_dk_view_not_transpose", "numpy-backward", "float64"):
         ("bwd-layout", "dK computed as Q^T dS, (D, Sk), and reshaped, not transposed"),
     ("heldout23/numpy_bwd", "bwd_delta_preprocess_strides", "numpy-backward", "float64"):
-        ("bwd-delta-term", "bwd-delta-term — "),
+        ("bwd-delta-term", "O's in (B, S, H) order against dO's in (B, H, S)"),
     ("heldout23/numpy_bwd", "bwd_log2_lse_recompute", "numpy-backward", "float64"):
-        ("bwd-recompute", "bwd-recompute — "),
+        ("bwd-recompute", "LSE in base 2 (an exp2 forward's) read as natural"),
 }
 
 
