@@ -51,11 +51,7 @@ def query_renormalised(q, k, v, *, eps=1e-9, **kw):
     """The right row softmax W (rows with no key zero), then W / (eps + its sum over the queries): each key's column
     of a head sums to (nearly) 1 over the queries. ``eps`` 0: a key no query weighs gives 0/0 = NaN."""
     s, keep, v = _parts(q, k, v, **_kw(kw))
-    s = np.where(keep, s, -np.inf)
-    m = s.max(axis=-1, keepdims=True)
-    e = np.exp(s - np.where(np.isfinite(m), m, 0.0))
-    z = e.sum(axis=-1, keepdims=True)
-    w = e / np.where(z == 0, 1.0, z)                                     # (B..., Sq, Sk)
+    w = _softmax(s, keep)                                                # (B..., Sq, Sk), rows with no key 0
     with np.errstate(invalid="ignore", divide="ignore"):
         return (w / (eps + w.sum(axis=-2, keepdims=True))) @ v
 

@@ -11,7 +11,7 @@ import pytest
 
 from refimpl.harness.cases import Status
 from refimpl.harness.verdicts import grad_judge as gj
-from refimpl.harness.verdicts.grad_unwritten import unwritten_grads_line
+from refimpl.harness.verdicts.grad_unwritten import unwritten_grads, unwritten_grads_line
 from tests.support.quick_runs import backward_lines
 from tests.test_backward_shape_models import textbook
 
@@ -67,7 +67,7 @@ def _pair(dq, dk, dv, oracle=(1.0, 1.0, 1.0), allowed=None):
 
 
 def _line(*pairs):
-    return unwritten_grads_line("t", list(pairs), gj.GRADS, gj._distance)
+    return unwritten_grads_line("t", unwritten_grads(list(pairs), gj.GRADS, gj._distance), gj.GRADS)
 
 
 @pytest.mark.parametrize("off, named", [(0.25, True), (0.2500001, False)])

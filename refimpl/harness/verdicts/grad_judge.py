@@ -264,7 +264,7 @@ def diagnose_grads(failing: list[tuple[GradData, GradReturned]], passing: list[t
     failing, passing = (shaped or every)[:MAX_FAILING], passing[:MAX_PASSING]
     zero = unwritten_grads(failing, GRADS, _distance)      # zeros: a model that reproduces them (dS = 0, a tile
     if zero:                                               # never walked) is named, not one nearer 0 by shrinking
-        unwritten = unwritten_grads_line(target, failing, GRADS, _distance)
+        unwritten = unwritten_grads_line(target, zero, GRADS)
         lines = (fitting_models(target, bugs_backward.MODELS, lambda model, variant: all(
             _fits(variant.fn, gd, got, True, True) for gd, got in failing) and all(
             _fits(variant.fn, gd, got, False) for gd, got in passing))) or unwritten

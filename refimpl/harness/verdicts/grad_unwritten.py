@@ -33,9 +33,8 @@ def unwritten_grads(failing: list, names: tuple, distance) -> list[str]:
     return zero if holds else []
 
 
-def unwritten_grads_line(target: str, failing: list, names: tuple, distance) -> list[str]:
-    """``diagnosis TARGET: bwd-grad-unwritten — ...`` when :func:`unwritten_grads` finds gradients, else []."""
-    zero = unwritten_grads(failing, names, distance)
+def unwritten_grads_line(target: str, zero: list[str], names: tuple) -> list[str]:
+    """``diagnosis TARGET: bwd-grad-unwritten — ...`` for the gradients ``zero`` (:func:`unwritten_grads`), else []."""
     rest = [n for n in names if n not in zero]
     right = f"; {', '.join(rest)} right" if rest else ""
     return [f"diagnosis {target}: bwd-grad-unwritten — {', '.join(zero)} returned as zeros on every failing case "
