@@ -11,12 +11,11 @@ or a float additive mask, broadcastable to (B, Hq, Sq, Sk). The correct computat
     S = scale * q @ k^T  (scale = 1/sqrt(D)),  S = cap * tanh(S / cap),  S += additive,
     P = softmax over keys of S where kept (a row with no kept key -> zeros),  O = P @ v.
 
-Models that only change an argument call :func:`refimpl.attention.scaled_dot_product_attention`; the
-others rebuild S and its keep-mask (:mod:`refimpl.scores_parts`) and change one step. The models of argument
-handling are here and in :mod:`refimpl.bugs_general`; those of the softmax's steps in
-:mod:`refimpl.bugs_softmax_steps` and :mod:`refimpl.bugs_scores`; of the output's layout in
-:mod:`refimpl.bugs_layout`; of packed batches in :mod:`refimpl.bugs_packed`. ``MODELS`` maps a model id to its
-:class:`BugModel` row: the explanation the diagnosis prints, the variants (label and callable), the closeness.
+Models that only change an argument call :func:`refimpl.attention.scaled_dot_product_attention`; the others
+rebuild S and its keep-mask (:mod:`refimpl.scores_parts`) and change one step. Argument handling is modelled here
+and in ``bugs_general``; the softmax's steps in ``bugs_softmax_steps`` and ``bugs_scores``; the output's layout in
+``bugs_layout``; packed batches in ``bugs_packed``; an operand read for another in ``bugs_operands``. ``MODELS``
+maps a model id to its :class:`BugModel` row: the explanation the diagnosis prints, the variants, the closeness.
 """
 from __future__ import annotations
 
@@ -28,6 +27,7 @@ from .bugs_layout import INPUT_LAYOUTS, LAYOUTS, input_layout, output_layout
 from .bugs_mask_use import (ROWS as MASK_USE, bool_mask_filled, mask_inverted_filled, mask_polarity,
                             padding_lengths_inverted)
 from .bugs_normaliser import ROWS as NORMALISER
+from .bugs_operands import ROWS as OPERANDS
 from .bugs_packed import packed_attention
 from .bugs_softmax_steps import (SOFTCAP_FORMS, TILE_RANGES, band_tile_range, bias_before_scale, denominator_epsilon,
                                  exp_times_mask, keys_from_offset, low_precision, max_floored, no_max_subtraction,
@@ -347,4 +347,4 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              + tuple(_v(f"q k^T, scores and weights each rounded to {dt}: computed in the 16-bit input dtype",
                         rounded_step, step="throughout", dtype=dt) for dt in ("bfloat16",)),
              tolerance=(2e-2, 1e-2), distinct_from=("no-max-subtraction",)),    # both overflow to inf alike
-    *MASK_USE, *NORMALISER, *GENERAL)}
+    *MASK_USE, *NORMALISER, *GENERAL, *OPERANDS)}

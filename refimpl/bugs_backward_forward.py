@@ -32,6 +32,12 @@ renormalised). The mistakes (``MISTAKES``):
     lse-base2-recomputed-o                  (bwd-recompute) P = exp(S - LSE / ln 2): an exp2 forward's LSE in log2
                                             units read as natural, O = P V and delta recomputed from those weights
     p-untransposed-dv                       (bwd-ds-transposed) dV = P dO (square cases; a shape error elsewhere)
+    lse-first-head / lse-first-batch        (bwd-recompute) P = exp(S - LSE) with the LSE rows of the first (batch,
+                                            head) for every one (a flat LSE buffer's pointer never advanced), or of
+                                            batch 0's same head; O the right forward's (``kept="lse"``)
+    softmax-all-rowmax                      exp(S - each row's max) over its sum across the whole (B, H, Sq, Sk)
+                                            tensor (a ``sum()`` without its axis), the row softmax's Jacobian
+    scale-after-softmax                     P = s * softmax(q k^T): the weights of the unscaled scores times s
 
 A mistake the case cannot show (no causal band to flip, no bool mask, Sq != Sk, no grouping; a causal band the
 case has already) gives the right gradients: no variant explains such a failing case; a passing one refutes none.
@@ -54,7 +60,8 @@ __all__ = ["MISTAKES", "MODEL", "RECOMPUTE_VARIANTS", "SCALE_VARIANTS", "TRANSPO
 
 MISTAKES = ("none", "causal-top-left", "causal-bottom-right", "causal-flipped", "mask-inverted", "band-mask-inverted",
             "mask-transposed", "softmax-queries", "softmax-queries-row-jacobian", "gqa-interleaved",
-            "lse-of-weights", "p-untransposed-dv", "softmax-flat", "softmax-size-1", "lse-base2-recomputed-o")
+            "lse-of-weights", "p-untransposed-dv", "softmax-flat", "softmax-size-1", "lse-base2-recomputed-o",
+            "lse-first-head", "lse-first-batch", "softmax-all-rowmax", "scale-after-softmax")
 SCALES = ("1", "1/sqrt(Dv)", "1/D", "s**2")
 
 
@@ -133,6 +140,8 @@ def _wrong(mistake: str, kw: dict, Sq: int, Sk: int) -> dict | None:
         return dict(kw, mask=~(keep if mask is None else keep & mask), is_causal=False, window=None)
     if mistake == "mask-transposed":
         return dict(kw, mask=np.swapaxes(mask, -1, -2)) if mask is not None and Sq == Sk else None
+    if mistake == "scale-after-softmax":                                  # the softmax of q k^T (scale 1)
+        return dict(kw, scale=1.0)
     return dict(kw)
 
 
@@ -165,6 +174,15 @@ def forward_mistake(q, k, v, d_out, *, mistake: str, kept: str = "", **kw):
             p = np.exp(scores - _lse(np.where(np.isfinite(scores), p, -np.inf)))
         if mistake == "lse-base2-recomputed-o":                           # log2(sum e^S) = LSE / ln 2, read as natural
             p = np.exp(scores - _lse(scores) / math.log(2.0))
+        if mistake in ("lse-first-head", "lse-first-batch"):              # (B, Hq, Sq, 1): another slice's LSE rows
+            lse = _lse(right)
+            p = np.exp(scores - (lse[:1, :1] if mistake == "lse-first-head" else lse[:1]))
+        if mistake == "softmax-all-rowmax":                               # each row's max, one sum for the tensor
+            m = scores.max(axis=-1, keepdims=True)
+            e = np.exp(scores - np.where(np.isfinite(m), m, 0.0))
+            p = e / (e.sum() or 1.0)
+        if mistake == "scale-after-softmax":                              # softmax of the unscaled scores, times s
+            p = s * np.exp(scores - _lse(scores))
         o = np.exp(right - _lse(right)) @ np.take(v, at, axis=-3) if kept else p @ ve   # (B, Hq, Sq, Dv)
     dq, dk, dv = _grads(q, ke, ve, g, p, o, s, kw["softcap"], query_axis=mistake == "softmax-queries")
     if mistake == "p-untransposed-dv":
@@ -199,6 +217,10 @@ def _fm(label: str, mistake: str, kept: str = "") -> Variant:
 _KEPT = {"o": "; O the right forward's", "lse": "; P = exp(S - the right forward's LSE), its O"}
 RECOMPUTE_VARIANTS = (_fm("LSE of the probabilities, log sum exp(P), in exp(S - LSE); O and delta from those weights",
                           "lse-of-weights"),
+                      _fm("every (batch, head) reads the first's LSE rows (the LSE pointer never advanced); O the "
+                          "right forward's", "lse-first-head", "lse"),
+                      _fm("every batch reads batch 0's LSE rows of its head; O the right forward's", "lse-first-batch",
+                          "lse"),
                       _fm("LSE in base 2 (an exp2 forward's) read as natural, exp(S - LSE / ln 2); O and delta from "
                           "those weights", "lse-base2-recomputed-o"))
 TRANSPOSED_VARIANTS = (_fm("dV = P dO: the weights untransposed in dV", "p-untransposed-dv"),)
@@ -207,7 +229,8 @@ MODEL = BugModel(
     "bwd-forward-mistake",
     "the backward differentiates a forward with one mistake of its own (its recomputed weights wrong, the forward "
     "itself right): a causal band the case does not have or aligned the other way, the bool mask inverted or "
-    "transposed, the softmax over the queries, or query heads reading kv head h % Hkv",
+    "transposed, the softmax over another extent, the scale after the softmax, or query heads reading kv head "
+    "h % Hkv",
     tuple(_fm(label + _KEPT.get(kept, ""), m, kept)
           for label, m in (("a causal band the case does not have, top-left", "causal-top-left"),
                            ("a causal band the case does not have, bottom-right", "causal-bottom-right"),
@@ -221,4 +244,7 @@ MODEL = BugModel(
        _fm("the softmax over the queries, with the row softmax's Jacobian", "softmax-queries-row-jacobian"),
        _fm("the softmax over a batch's heads, queries and keys at once (scores reshaped to (B, -1)), with the row "
            "softmax's Jacobian", "softmax-flat"),
-       _fm("the softmax over a size-1 axis: every kept weight 1, with the row softmax's Jacobian", "softmax-size-1")))
+       _fm("the softmax over a size-1 axis: every kept weight 1, with the row softmax's Jacobian", "softmax-size-1"),
+       _fm("each row's exp(S - max) over one sum across the whole (B, H, Sq, Sk) tensor, with the row softmax's "
+           "Jacobian", "softmax-all-rowmax"),
+       _fm("the scale applied after the softmax: s * softmax(q k^T)", "scale-after-softmax")))

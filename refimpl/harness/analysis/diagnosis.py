@@ -131,11 +131,39 @@ def fits(variant, data: CaseData, got: np.ndarray, rtol: float = 1e-3, atol: flo
             out = np.asarray(variant.fn(data.q, data.k, data.v, **kw), np.float64)   # (B, Hq, Sq, Dv)
     except Exception:
         return False
-    if not _close(out, got, data.v, rtol, atol):
+    if not _close(unjudged_from(got, out, data), got, data.v, rtol, atol):
         return False
     if not failing or out.shape != data.expected.shape:
         return True
     return _explains(out, data, got)
+
+
+def _conventional(rows: np.ndarray, data: CaseData) -> np.ndarray:
+    """(B, Hq, Sq) bool: the rows of ``rows`` (B, Hq, Sq, Dv) the judge accepts where a row has no key: zeros,
+    NaN, or the mean of the values (as :func:`~refimpl.harness.verdicts.judge.classify_dead_rows` reads them)."""
+    group = data.spec.Hq // data.spec.Hkv
+    mean_v = np.repeat(data.v, group, axis=1).mean(axis=-2, keepdims=True)       # (B, Hq, 1, Dv)
+    scale = 1e-3 * (1.0 + float(np.abs(mean_v).max())) if mean_v.size else 1e-3
+    with np.errstate(invalid="ignore", over="ignore"):
+        uniform = np.all(np.abs(rows - mean_v) <= scale + 1e-2 * np.abs(mean_v), axis=-1)
+    return np.all(rows == 0, axis=-1) | np.all(np.isnan(rows), axis=-1) | uniform
+
+
+def unjudged_from(got: np.ndarray, out: np.ndarray, data: CaseData) -> np.ndarray:
+    """``out`` (B, Hq, Sq, Dv) with the rows the judge does not hold against a target taken from ``got``: a
+    packed batch's padding rows, and rows with no key where both give a value the judge accepts there (a model
+    writing zeros where the kernel wrote NaN or the mean of v differs from it only where no verdict looks).
+    Rows with no key that the judge failed are live here (:func:`_usable` clears ``dead`` for them)."""
+    got = np.asarray(got, np.float64)
+    if out.shape != got.shape:
+        return out
+    rows = np.zeros(out.shape[:-1], bool)                                          # (B, Hq, Sq)
+    if data.absent is not None:
+        rows |= np.broadcast_to(data.absent, rows.shape)
+    dead = np.broadcast_to(data.dead, rows.shape)
+    if dead.any():
+        rows |= dead & _conventional(out, data) & _conventional(got, data)
+    return np.where(rows[..., None], got, out) if rows.any() else out
 
 
 def _beyond_float32(variant, data: CaseData, null: np.ndarray | None) -> bool:
@@ -183,6 +211,9 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
     fail_cases = _usable(_spread(failing), store, specs, MAX_FAILING)
     pass_cases = _usable(_spread(passing), store, specs, MAX_PASSING)
     lines = list(extra)
+    whole: dict[str, bool] = {}         # model -> its fitted variant also returns the other-shaped outputs, values too
+    other = [(d, np.asarray(o, np.float64)) for r in failing[:MAX_FAILING] if (o := _output(r)) is not None
+             and (d := _data(store, r, specs)) is not None and _small(d) and np.shape(o) != d.expected.shape]
     if fail_cases:
         every_pass = _usable(passing, store, specs, len(passing))   # what a condition of some calls is fitted on
         fitted = fit_scale(fail_cases, pass_cases, _explains, every_pass)    # the scale and its fitted value
@@ -194,13 +225,17 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
 
         def fit(model, variant) -> bool:
             rtol, atol = model.tolerance
-            return (all(fits(variant, d, g, rtol, atol) for d, g in fail_cases)
-                    and all(fits(variant, d, g, rtol, atol, failing=False) for d, g in pass_cases)
-                    and all(fits(variant, d, g, rtol, atol, failing=False) for d, g in every_pass)   # the sample
-                    #       first (it covers the run's kinds of case), then every passing case: one the sample
-                    #       left out may refute the model (a window's left edge realigned, refuted only by a
-                    #       passing window case with more than one query)
-                    and (not variant.in_float32 or shows_beyond_float32(variant)))
+            ok = (all(fits(variant, d, g, rtol, atol) for d, g in fail_cases)
+                  and all(fits(variant, d, g, rtol, atol, failing=False) for d, g in pass_cases)
+                  and all(fits(variant, d, g, rtol, atol, failing=False) for d, g in every_pass)   # the sample
+                  #         first (it covers the run's kinds of case), then every passing case: one the sample
+                  #         left out may refute the model (a window's left edge realigned, refuted only by a
+                  #         passing window case with more than one query)
+                  and (not variant.in_float32 or shows_beyond_float32(variant)))
+            if ok and model.name not in whole:           # the first fitting variant: does it give the other shapes?
+                whole[model.name] = bool(other) and all(_close(_model_out(variant, d), g, d.v, rtol, atol)
+                                                        for d, g in other)
+            return ok
 
         def same(a, b) -> bool:           # the failing cases cannot tell them apart (a model fitted within its
             #                               tolerance may differ from the other on passing cases: that is no evidence)
@@ -232,8 +267,12 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
                            raised=sum(r.status == Status.ERROR for r in results))
         return extra + (lines or [f"diagnosis {target}: unknown"])
     output_fits = lines[len(extra):]              # the output's fits (the KV-cache, LSE, dropout lines read more)
+    names = [line[len(f"diagnosis {target}: "):].split(" — ")[0] for line in output_fits]
+    if shaped and names and all(whole.get(n) for n in names):     # the model returns those shapes too: it is said
+        tail = f" (the model returns the other output shape of {shaped} failing cases too, values and all)"
+        return extra + [line + tail for line in output_fits]
     if output_fits and shaped > shapes.count(True):   # a fit of the fewer failing cases explains no run: unknown
-        said = "; ".join(line[len(f"diagnosis {target}: "):].split(" — ")[0] for line in output_fits)
+        said = "; ".join(names)
         return extra + [f"diagnosis {target}: unknown — {shaped} of {len(shapes)} failing cases returned an output of "
                         f"another shape; the {shapes.count(True)} of the right shape fit {said}"]
     tail = f" (fitted on the failing cases of the right shape; {shaped} returned an output of another shape)"

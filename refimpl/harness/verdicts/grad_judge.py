@@ -31,7 +31,9 @@ Diagnosis (:func:`diagnose_grads`): a model fits when on every failing case (at 
 each gradient, ``d(model, got) <= 2 * allowed`` or it is *closer*, ``d(model, got) <= EXPLAINS * d(oracle, got)``
 and finite (``d``: max abs difference, NaN == NaN, NaN on one side = inf; ``allowed``: the judge's allowed
 error), it is closer on at least one wrong gradient (``d(oracle, got) > allowed``), and on up to
-``MAX_PASSING`` passing cases ``d(model, got) <= 2 * allowed`` for every gradient.
+``MAX_PASSING`` passing cases ``d(model, got) <= 2 * allowed`` for every gradient. Where several models fit,
+those that fit with ``d(model, got) <= 2 * allowed`` on every failing case (they reproduce the gradients, not
+only come nearer than the oracle) are named alone, if any does.
 """
 from __future__ import annotations
 
@@ -269,9 +271,13 @@ def diagnose_grads(failing: list[tuple[GradData, GradReturned]], passing: list[t
             _fits(variant.fn, gd, got, True, True) for gd, got in failing) and all(
             _fits(variant.fn, gd, got, False) for gd, got in passing))) or unwritten
     else:
-        lines = fitting_models(target, bugs_backward.MODELS,
-                               lambda model, variant: all(_fits(variant.fn, gd, got, True) for gd, got in failing)
-                               and all(_fits(variant.fn, gd, got, False) for gd, got in passing))
+        def fit(model, variant, strict=False) -> bool:
+            return all(_fits(variant.fn, gd, got, True, strict) for gd, got in failing) and all(
+                _fits(variant.fn, gd, got, False) for gd, got in passing)
+        lines = fitting_models(target, bugs_backward.MODELS, fit)
+        if len(lines) > 1:                   # several models nearer than the oracle: those that reproduce the
+            #                                  gradients (within 2 x allowed) are named alone, where any does
+            lines = fitting_models(target, bugs_backward.MODELS, lambda m, v: fit(m, v, True)) or lines
         table_scale = [line for line in lines if ": bwd-scale — " in line]
         if not lines or table_scale:         # the scale it used, fitted: printed with its formula and value, in
             fitted = scale_grads_line(target, failing, passing, _fits)   # place of the table's bwd-scale labels
