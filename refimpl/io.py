@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import os
+import secrets
 import stat
-import tempfile
 from pathlib import Path
 
 from .errors import UsageError
@@ -21,11 +21,16 @@ def write_atomic(path, text: str) -> bool:
     if path.is_file() and path.read_text(encoding="utf-8", errors="replace") == text:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: Path | None = None
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)          # mkstemp makes 0600; give the file the usual mode
+        while True:     # the temp file is named before it exists: an interrupt (SIGTERM raises during an export)
+            #             arriving just after it is made still finds it to remove (mkstemp names it after)
+            tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)    # the usual mode, umask applied
+                break
+            except FileExistsError:             # another writer's: never ours to remove
+                tmp = None
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -37,7 +42,7 @@ def write_atomic(path, text: str) -> bool:
         finally:
             os.close(dfd)
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return True

@@ -1,4 +1,5 @@
 """The setup script and the benchmark command work (figures are printed, never asserted)."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -281,3 +282,23 @@ def test_the_forked_child_runs_with_the_suites_environment(tmp_path, monkeypatch
         " 'MKL_NUM_THREADS': '1', 'REFIMPL_NO_R': '1'}, got\n")
     outcome, _, first = cov.run_forked(tmp_path, ["test_env.py::test_env"], 60, tmp_path / "log")
     assert outcome == "pass", (tmp_path / "log").read_text()
+
+
+def test_the_forked_child_runs_the_source_on_disk_not_bytecode_cached_for_an_earlier_one(tmp_path, monkeypatch):
+    """A mutant and the next one are often of the same size and written within the same second: bytecode cached
+    for the first (its source's mtime and size) must not run in place of the second. The parent writes bytecode
+    here, as a shell without PYTHONDONTWRITEBYTECODE (.ci/run sets it) does."""
+    cov = _cover_tool()
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    (tmp_path / "pkg_m").mkdir()
+    (tmp_path / "pkg_m" / "__init__.py").write_text("")
+    source = tmp_path / "pkg_m" / "m.py"
+    (tmp_path / "test_m.py").write_text("from pkg_m.m import X\n\n\ndef test_x():\n    assert X == 1\n")
+    log = tmp_path / "log"
+    source.write_text("X = 2\n")                                    # a mutant: the test fails
+    os.utime(source, (1_000_000_000, 1_000_000_000))
+    assert cov.run_forked(tmp_path, ["test_m.py::test_x"], 60, log)[0] == "fail"
+    source.write_text("X = 1\n")                                    # the next, same size, same mtime: passes
+    os.utime(source, (1_000_000_000, 1_000_000_000))
+    assert cov.run_forked(tmp_path, ["test_m.py::test_x"], 60, log)[0] == "pass"
+    assert not list(tmp_path.rglob("*.pyc"))                         # nothing cached beside the sources

@@ -420,6 +420,9 @@ def run_mutant(m: Mutant, plan: Plan | None, work: Path, timeout: float) -> tupl
         return "nocover", 0.0, ""
     path = work / "refimpl" / f"{m.module}.py"
     original = path.read_text()
+    for cached in (path.parent / "__pycache__").glob(f"{path.stem}.*.pyc"):   # bytecode of another mutant (or of
+        cached.unlink()                                                       # the original) of the same size and
+    #                                                                           second would be run in its place
     try:
         path.write_text(mutated_source(m, work))
         if plan is None:

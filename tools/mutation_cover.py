@@ -247,6 +247,9 @@ def run_forked(work: Path, args: list[str], timeout: float, log: Path) -> tuple[
             sys.stdout = open(1, "w", closefd=False)         # not a capture object the parent may have set
             sys.stderr = open(2, "w", closefd=False)
             os.environ.update(TRACE_ENV)
+            sys.dont_write_bytecode = True        # (the variable is read at start only) a mutant's bytecode cached
+            #                                       beside it would be taken for the next mutant of the same size
+            #                                       written in the same second: the source's mtime and size match
             os.chdir(work)
             sys.path.insert(0, str(work))
             import pytest
