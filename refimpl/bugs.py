@@ -11,11 +11,10 @@ or a float additive mask, broadcastable to (B, Hq, Sq, Sk). The correct computat
     S = scale * q @ k^T  (scale = 1/sqrt(D)),  S = cap * tanh(S / cap),  S += additive,
     P = softmax over keys of S where kept (a row with no kept key -> zeros),  O = P @ v.
 
-Models that only change an argument call :func:`refimpl.attention.scaled_dot_product_attention`; the others
-rebuild S and its keep-mask (:mod:`refimpl.scores_parts`) and change one step. Argument handling is modelled here
-and in ``bugs_general``; the softmax's steps in ``bugs_softmax_steps`` and ``bugs_scores``; the output's layout in
-``bugs_layout``; packed batches in ``bugs_packed``; an operand read for another in ``bugs_operands``. ``MODELS``
-maps a model id to its :class:`BugModel` row: the explanation the diagnosis prints, the variants, the closeness.
+Models that change an argument call :func:`refimpl.attention.scaled_dot_product_attention`; the others rebuild S
+and its keep-mask (:mod:`refimpl.scores_parts`) with one step changed. Here and in ``bugs_general``: arguments;
+``bugs_softmax_steps``, ``bugs_scores``: the softmax's steps; ``bugs_layout``; ``bugs_packed``; ``bugs_operands``.
+``MODELS`` maps a model id to its :class:`BugModel` row: the explanation printed, the variants, the closeness.
 """
 from __future__ import annotations
 
@@ -297,8 +296,9 @@ MODELS: dict[str, BugModel] = {m.name: m for m in (
              (_v("0/0", dead_rows_nan),)),
     BugModel("padded-tail", "the last key block is padded with zero keys that are attended (score 0, value 0)",
              tuple(_v(f"blocks of {b}", zero_padded_tail, block=b) for b in (16, 32, 64, 128))
-             + tuple(_split(f"blocks of {b}, the pads inside the causal band and window, ALiBi on them too",
-                            zero_padded_tail, block=b, banded=True) for b in (16, 32, 64, 128))
+             + tuple(_split(f"blocks of {b}, the pads inside the causal band and window, ALiBi on them too"
+                            + (", their -inf softcapped to -cap" if c else ""), zero_padded_tail, block=b,
+                            banded=True, capped=c) for c in (False, True) for b in (16, 32, 64, 128))
              + tuple(_tile(f"the block mask's tiles ({b} without a mask)", tile_padded_tail, own=b)
                      for b in (16, 32, 64, 128))),
     BugModel("partial-blocks-unmasked", "the block mask is applied per tile only: inside a partially masked tile "

@@ -9,6 +9,7 @@ one ``mistake`` of ``KERNEL_MISTAKES``; with s the scale, the textbook backward
 changes in one step:
 
     softmax-no-grad      dS = 0: the softmax passes no gradient (dQ = dK = 0), dV right
+    delta-negated        dS = P * (dP + delta): the rowsum(dO * O) term's sign flipped
     padded-keys          keys zero-padded to a multiple of ``block`` and the pads valid for every query in the
                          recomputed LSE, O and P (score 0, value 0): the exact gradient of that padded forward,
                          the pads' dK, dV dropped
@@ -48,9 +49,9 @@ from .precision import get as precision
 
 __all__ = ["BLOCKS", "KERNEL_MISTAKES", "KERNEL_VARIANTS", "kernel_steps", "padded_keys"]
 
-KERNEL_MISTAKES = ("softmax-no-grad", "padded-keys", "dkdv-from-key-block", "delta-accumulated", "k-operand-exp2",
-                   "k-operand", "scores-16bit", "delta-rows-layout", "dq-one-slot", "stale-kv", "dk-first-head",
-                   "dv-first-head", "p-no-max")
+KERNEL_MISTAKES = ("softmax-no-grad", "delta-negated", "padded-keys", "dkdv-from-key-block", "delta-accumulated",
+                   "k-operand-exp2", "k-operand", "scores-16bit", "delta-rows-layout", "dq-one-slot", "stale-kv",
+                   "dk-first-head", "dv-first-head", "p-no-max")
 
 BLOCKS = (16, 32, 64, 128)
 _FIRST = "dK from the first head of each group, dV summed", "dV from the first head of each group, dK summed"
@@ -63,7 +64,8 @@ _LOW = (("rowsum(dO * O) accumulated in {}: every partial sum rounded", "delta-a
         ("scale * q k^T rounded to {} in the recompute against the exact LSE (O, delta from that P)", "scores-16bit"))
 # model -> its variants that are mistakes here: (label, mistake, keywords of kernel_steps)
 KERNEL_VARIANTS: dict[str, tuple[tuple[str, str, dict], ...]] = {
-    "bwd-delta-term": (("dS = 0: the softmax passes no gradient (dQ = dK = 0, dV right)", "softmax-no-grad", {}),)
+    "bwd-delta-term": (("dS = 0: the softmax passes no gradient (dQ = dK = 0, dV right)", "softmax-no-grad", {}),
+                       ("dS = P * (dP + delta): the rowsum(dO * O) term's sign flipped", "delta-negated", {}))
     + tuple((f"rowsum(dO * O) over flat rows, O's in {a} order against dO's in {b}", "delta-rows-layout",
              {"layout": lay}) for lay, a, b in _LAYOUTS),
     "bwd-gqa-sum": ((_FIRST[0], "dk-first-head", {}), (_FIRST[1], "dv-first-head", {})),
@@ -148,7 +150,7 @@ def kernel_steps(q, k, v, g, o, p, *, mistake: str, block: int = 32, dtype: str 
             p = np.where(p > 0, p * np.exp(cap(stale) - cap(raw)), 0.0)
             raw = stale
         dp = g @ np.swapaxes(ve, -1, -2)                                 # (.., Sq, Dv) x (.., Dv, Sk)
-        ds = p * (dp - delta)                                            # (.., Sq, Sk)
+        ds = p * (dp + delta if mistake == "delta-negated" else dp - delta)   # (.., Sq, Sk)
         if softcap is not None:
             ds = ds * (1.0 - np.tanh(raw / softcap) ** 2)
         if mistake == "softmax-no-grad":

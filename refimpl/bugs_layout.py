@@ -8,9 +8,12 @@ with pi one of:
 * "positions as heads": the (B, Sq, Hq, Dv) buffer read as (B, Hq, Sq, Dv) (the permute skipped on the way in);
 * "GQA heads (G, Hkv)": query head kv * G + g written at g * Hkv + kv (a grouped einsum's (Hkv, G) axes flattened
   in the other order), and its inverse;
-* "batch and heads swapped": the flattened (B * Hq) rows read as (Hq, B), and its inverse.
+* "batch and heads swapped": the flattened (B * Hq) rows read as (Hq, B), and its inverse;
+* "rows and channels": each head's (Dv, Sq) buffer (O computed channel-major, O^T) read as (Sq, Dv) (a reshape
+  where a transpose was meant), and its inverse.
 
-Refimpl's output with no layout change where the case has no head axis (or one head and one batch).
+Refimpl's output with no layout change where the case has no head axis (or one head and one batch; the rows and
+channels move with one row or one channel too).
 
 And the inputs laid out wrong (:func:`input_layout`): q, k and v, each a (B, S, H, D) buffer read as (B, H, S, D)
 (heads split with a reshape instead of a transpose), or the other way round; attention is then right on those.
@@ -24,7 +27,8 @@ from .attention import scaled_dot_product_attention
 __all__ = ["output_layout", "input_layout", "LAYOUTS", "INPUT_LAYOUTS"]
 
 LAYOUTS = ("heads as positions", "positions as heads", "GQA heads (G, Hkv)", "GQA heads (G, Hkv), inverse",
-           "batch and heads swapped", "batch and heads swapped, inverse")
+           "batch and heads swapped", "batch and heads swapped, inverse", "rows and channels (Dv, Sq) read as (Sq, Dv)",
+           "rows and channels (Sq, Dv) read as (Dv, Sq)")
 
 
 def output_layout(q, k, v, *, layout="heads as positions", **kw):
@@ -47,6 +51,10 @@ def output_layout(q, k, v, *, layout="heads as positions", **kw):
         return o.reshape(Hq, B, Sq, Dv).swapaxes(0, 1)
     if layout == "batch and heads swapped, inverse":
         return o.swapaxes(0, 1).reshape(B, Hq, Sq, Dv)
+    if layout == LAYOUTS[6]:                     # O^T's flat (Dv, Sq) memory read as (Sq, Dv)
+        return o.swapaxes(2, 3).reshape(B, Hq, Sq, Dv)
+    if layout == LAYOUTS[7]:                     # O's flat (Sq, Dv) memory read as (Dv, Sq), then transposed
+        return o.reshape(B, Hq, Dv, Sq).swapaxes(2, 3)
     raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
 
 

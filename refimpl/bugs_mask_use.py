@@ -11,6 +11,9 @@ the bug-model table they make are ``ROWS`` (:mod:`refimpl.bugs` lists them with 
   finite fill (``masked_fill(mask, -finfo.max)`` on the wrong side);
 * the mask's query rows collapsed: each chunk of C query rows reads its first row's mask (a bias sliced per
   query chunk with a hard-coded length of 1), or every row reads row 0's;
+* a mask of lower rank (a causal band (Sq, Sk), a per-head (H, Sq, Sk)) brought to the scores' rank with
+  ``mask[:, None]`` repeated: its leading axis lands on the batch, the output broadcast to another shape (or a
+  broadcast error);
 * every key dropped wherever a mask is given: a 0/1 integer keep-mask negated with a bitwise not (``~1 = -2``,
   ``~0 = -1``, both nonzero) marks every key as padding; the rows then give what the kernel gives a row with no key
   (zeros behind a guard, NaN from 0/0, V's mean from a finite fill);
@@ -22,7 +25,7 @@ import numpy as np
 from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant, _kw, _named
 from .masks import window_mask
-from .scores_parts import _parts
+from .scores_parts import _parts, _softmax
 
 __all__ = ["ROWS", "mask_skipped", "every_key_dropped", "padding_lengths_inverted", "bool_mask_filled",
            "mask_polarity", "mask_inverted_filled", "mask_rows_collapsed"]
@@ -133,6 +136,23 @@ def bool_mask_filled(q, k, v, *, fill=0.0, **kw):
     return (e / np.where(d == 0, 1.0, d)) @ v
 
 
+def mask_promoted(q, k, v, *, mask=None, at=1, **kw):
+    """A mask of lower rank than the scores brought to their rank by inserting axes at ``at`` (1: ``mask[:, None]``
+    until it has the rank, its leading axis then read as the batch) instead of in front; the scores, keep-mask and
+    values broadcast against it as NumPy does (another output shape, or a broadcast error, as the kernel's)."""
+    s, keep, v = _parts(q, k, v, **_kw(dict(kw, mask=None)))            # (B, H, Sq, Sk) without the mask
+    if mask is not None:
+        m = np.asarray(mask)
+        while m.ndim < s.ndim:
+            m = np.expand_dims(m, at)
+        if m.dtype == bool:
+            keep = keep & m
+        else:
+            keep, s = keep & (m != -np.inf), s + np.where(np.isneginf(m), 0.0, m)
+        s, keep = np.broadcast_arrays(s, keep)
+    return _softmax(s, keep) @ v
+
+
 def mask_rows_collapsed(q, k, v, *, chunk=16, **kw):
     """Query row i attends with the mask row of its chunk's first row, ``(i // chunk) * chunk`` (``chunk`` None:
     row 0 for every row); a mask with one query row, or none, applies as it should."""
@@ -161,4 +181,7 @@ ROWS = (
              tuple(Variant(f"chunks of {c} query rows, each reading its first row's mask",
                            _named(mask_rows_collapsed, chunk=c), flags=True) for c in CHUNKS)
              + (Variant("every query row reading row 0's mask", _named(mask_rows_collapsed, chunk=None), flags=True),)),
+    BugModel("mask-rank", "a mask of lower rank than the scores is brought to their rank with its new axes inserted "
+             "after its first (mask[:, None]), not in front: its leading axis is read as the batch",
+             (Variant("new axes after the mask's first axis", _named(mask_promoted, at=1), flags=True),)),
 )

@@ -103,15 +103,16 @@ def softcap_after_mask(q, k, v, **kw):
     return _softmax(s, np.ones(s.shape, bool)) @ v
 
 
-def zero_padded_tail(q, k, v, *, block=64, banded=False, slopes=None, **kw):
+def zero_padded_tail(q, k, v, *, block=64, banded=False, slopes=None, capped=False, **kw):
     """Keys padded with zeros up to a multiple of ``block`` and attended: score 0 (not masked), value 0.
     ``banded``: the causal band and window, computed from the key index, still mask the pads, and ALiBi's
     ``slopes`` (given apart from the user's mask) bias them too, with the true Sk's offset; only the mask and the
-    sequence length miss them."""
+    sequence length miss them. ``capped``: the pads' scores set to -inf before the softcap, which makes them -cap
+    (right where no softcap is given: -inf masks them)."""
     kw = _kw(kw)
     s, keep, v = _parts(q, k, v, **kw)
     Sq, Sk = s.shape[-2:]
-    pad = (-Sk) % block
+    pad = (-Sk) % block if not capped or kw["softcap"] is not None else 0
     bias = np.zeros((Sq, Sk + pad))
     if slopes is not None:                     # -slope |i + Sk - Sq - j| over the padded keys: (B|1, Hq, Sq, Sk + pad)
         sl = np.asarray(slopes, np.float64)
@@ -121,7 +122,8 @@ def zero_padded_tail(q, k, v, *, block=64, banded=False, slopes=None, **kw):
     if pad:
         band = make_band(Sq, Sk, is_causal=kw["is_causal"], window=kw["window"], alignment=kw["alignment"])
         pads = band.keep(0, Sq, Sk, Sk + pad) if banded and band is not None else np.ones((Sq, pad), bool)
-        s = np.concatenate([s, np.broadcast_to(bias[..., Sk:], s.shape[:-1] + (pad,))], axis=-1)
+        floor = -float(kw["softcap"]) if capped else 0.0               # the pads' own score before ALiBi
+        s = np.concatenate([s, np.broadcast_to(floor + bias[..., Sk:], s.shape[:-1] + (pad,))], axis=-1)
         keep = np.concatenate([keep, np.broadcast_to(pads, keep.shape[:-1] + (pad,))], axis=-1)
         v = np.concatenate([v, np.zeros(v.shape[:-2] + (pad, v.shape[-1]))], axis=-2)
     return _softmax(s, keep) @ v

@@ -25,9 +25,9 @@ def write_atomic(path, text: str) -> bool:
     try:
         while True:     # the temp file is named before it exists: an interrupt (SIGTERM raises during an export)
             #             arriving just after it is made still finds it to remove (mkstemp names it after)
-            tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+            tmp = name = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)    # the usual mode, umask applied
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # the usual mode, umask applied
                 break
             except FileExistsError:             # another writer's: never ours to remove
                 tmp = None
@@ -35,7 +35,7 @@ def write_atomic(path, text: str) -> bool:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(name, path)
         dfd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dfd)

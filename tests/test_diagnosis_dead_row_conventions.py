@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from refimpl.attention import scaled_dot_product_attention
-from refimpl.harness.analysis.diagnosis import diagnose, unjudged_from
+from refimpl.harness.analysis.diagnosis import diagnose
+from refimpl.harness.analysis.judged_rows import unjudged_from
 from refimpl.harness.cases import Status
 from refimpl.harness.cases.families import select
 from refimpl.harness.rows.family_cases import CaseStore, run_one

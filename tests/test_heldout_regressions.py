@@ -225,6 +225,21 @@ NAMED = {
     ("heldout5/numpy_fwd", "attn_kv_grid_from_q_len", "refimpl", "float64"): "keys-bounded-by-queries",
     # a window kernel writing NaN where a row has no key: named since such rows are not held against a model
     ("heldout21/flash_fwd", "flash_triton_window_neg_inf", "flash-attn", "float64"): "masked-block-nan",
+    # tests/heldout24: named at its scoring run, and its misses named since (docs/diagnosis.md)
+    ("heldout24/numpy_fwd", "mha_unscaled_scores", "refimpl", "float64"): "scale",
+    ("heldout24/numpy_fwd", "unfused_attention_finite_fill", "refimpl", "float64"): "finite-mask-fill",
+    ("heldout24/numpy_fwd", "ext_attention_mask_transposed", "refimpl", "float64"): "mask-transposed",
+    ("heldout24/torch_sdpa_fwd", "sdpa_causal_square_only", "torch-sdpa", "float64"): "causal-dropped",
+    ("heldout24/torch_sdpa_fwd", "sdpa_fa_discard_mask", "torch-sdpa", "float64"): "mask-polarity",
+    ("heldout24/torch_sdpa_fwd", "sdpa_wrapper_causal_not_forwarded", "torch-sdpa", "float64"): "causal-dropped",
+    ("heldout24/flash_fwd", "flash_window_early_return", "flash-attn", "float64"): "window-bounds",
+    ("heldout24/flash_fwd", "flash_causal_mask_missing", "flash-attn", "float64"): "causal-dropped",
+    ("heldout24/flash_fwd", "flash_causal_tril_zero", "flash-attn", "float64"): "causal-alignment",
+    ("heldout24/flash_fwd", "flash_local_mask_inclusive", "flash-attn", "float64"): "window-bounds",
+    ("heldout24/flash_fwd", "flash_tile_padded_softmax", "flash-attn", "float64"): "padded-tail",
+    ("heldout24/numpy_fwd", "mha_mask_expand_axis", "refimpl", "float64"): "mask-rank",   # output-shape at the measure
+    ("heldout24/numpy_fwd", "augmented_attn_out_reshape", "refimpl", "float64"): "head-layout",
+    ("heldout24/flash_fwd", "flash_kv_tiles_softcap_padding", "flash-attn", "float64"): "padded-tail",
 }
 
 
@@ -245,6 +260,9 @@ VARIANT = {("heldout9/torch_sdpa_fwd", "sdpa_doc_equivalent", "torch-sdpa", "flo
            ("heldout23/torch_sdpa_fwd", "sdpa_fa2_row_blocks", "torch-sdpa", "float64"): "(key blocks of 32)",
            ("heldout23/flash_fwd", "flash_thread_per_head_dim", "flash-attn", "float64"): "the first 32 of D",
            ("heldout/torch_sdpa_fwd", "sdpa_headdim_hardcoded_64", "torch-sdpa", "float64"): "the first 64 of D",
+           ("heldout24/numpy_fwd", "augmented_attn_out_reshape", "refimpl", "float64"): "(Dv, Sq) read as (Sq, Dv)",
+           ("heldout24/flash_fwd", "flash_kv_tiles_softcap_padding", "flash-attn", "float64"):
+               "their -inf softcapped to -cap",
            ("heldout10/torch_sdpa_fwd", "sdpa_masked_fallback_unscaled", "torch-sdpa", "float64"):
                "= 1 when a mask argument is given",
            ("heldout10/flash_fwd", "flash_native_backend_local", "flash-attn", "float64"): "ignored when not causal",
@@ -418,6 +436,13 @@ BACKWARD = {
         ("bwd-forward-mistake", "one sum across the whole (B, H, Sq, Sk) tensor"),
     ("heldout23/numpy_bwd", "bwd_weights_then_scale", "numpy-backward", "float64"):
         ("bwd-forward-mistake", "the scale applied after the softmax"),
+    # tests/heldout24's backward named at its measure, and its sign-flipped delta named since
+    ("heldout24/numpy_bwd", "bwd_split_kv_dq_overwrite", "numpy-backward", "float64"):
+        ("bwd-tile-accumulation", "dQ assigned per key tile"),
+    ("heldout24/numpy_bwd", "bwd_attention_map_normalized_over_i", "numpy-backward", "float64"):
+        ("bwd-forward-mistake", "the softmax over the queries"),
+    ("heldout24/numpy_bwd", "bwd_softmax_sum_term_sign", "numpy-backward", "float64"):
+        ("bwd-delta-term", "the rowsum(dO * O) term's sign flipped"),
 }
 
 

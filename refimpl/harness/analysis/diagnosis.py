@@ -40,6 +40,7 @@ from .fitting import fit_scale, scale_line
 from .fitting_dropout import dropout_at_zero_line
 from .fitted_forms import fitted_form_lines
 from .fitting_shape import shape_line
+from .judged_rows import unjudged_from
 from .localisation import localise
 from .precision_fingerprint import narrower_arithmetic, null32
 
@@ -138,34 +139,6 @@ def fits(variant, data: CaseData, got: np.ndarray, rtol: float = 1e-3, atol: flo
     return _explains(out, data, got)
 
 
-def _conventional(rows: np.ndarray, data: CaseData) -> np.ndarray:
-    """(B, Hq, Sq) bool: the rows of ``rows`` (B, Hq, Sq, Dv) the judge accepts where a row has no key: zeros,
-    NaN, or the mean of the values (as :func:`~refimpl.harness.verdicts.judge.classify_dead_rows` reads them)."""
-    group = data.spec.Hq // data.spec.Hkv
-    mean_v = np.repeat(data.v, group, axis=1).mean(axis=-2, keepdims=True)       # (B, Hq, 1, Dv)
-    scale = 1e-3 * (1.0 + float(np.abs(mean_v).max())) if mean_v.size else 1e-3
-    with np.errstate(invalid="ignore", over="ignore"):
-        uniform = np.all(np.abs(rows - mean_v) <= scale + 1e-2 * np.abs(mean_v), axis=-1)
-    return np.all(rows == 0, axis=-1) | np.all(np.isnan(rows), axis=-1) | uniform
-
-
-def unjudged_from(got: np.ndarray, out: np.ndarray, data: CaseData) -> np.ndarray:
-    """``out`` (B, Hq, Sq, Dv) with the rows the judge does not hold against a target taken from ``got``: a
-    packed batch's padding rows, and rows with no key where both give a value the judge accepts there (a model
-    writing zeros where the kernel wrote NaN or the mean of v differs from it only where no verdict looks).
-    Rows with no key that the judge failed are live here (:func:`_usable` clears ``dead`` for them)."""
-    got = np.asarray(got, np.float64)
-    if out.shape != got.shape:
-        return out
-    rows = np.zeros(out.shape[:-1], bool)                                          # (B, Hq, Sq)
-    if data.absent is not None:
-        rows |= np.broadcast_to(data.absent, rows.shape)
-    dead = np.broadcast_to(data.dead, rows.shape)
-    if dead.any():
-        rows |= dead & _conventional(out, data) & _conventional(got, data)
-    return np.where(rows[..., None], got, out) if rows.any() else out
-
-
 def _beyond_float32(variant, data: CaseData, null: np.ndarray | None) -> bool:
     """A variant that computes in float32 names its mistake only on a case where it differs from float32
     arithmetic done right (``null``) by more than float32 rounding; else it would name float32 itself."""
@@ -212,8 +185,7 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
     pass_cases = _usable(_spread(passing), store, specs, MAX_PASSING)
     lines = list(extra)
     whole: dict[str, bool] = {}         # model -> its fitted variant also returns the other-shaped outputs, values too
-    other = [(d, np.asarray(o, np.float64)) for r in failing[:MAX_FAILING] if (o := _output(r)) is not None
-             and (d := _data(store, r, specs)) is not None and _small(d) and np.shape(o) != d.expected.shape]
+    other = _usable(failing, store, specs, MAX_FAILING, shaped=False)    # the failing outputs of another shape
     if fail_cases:
         every_pass = _usable(passing, store, specs, len(passing))   # what a condition of some calls is fitted on
         fitted = fit_scale(fail_cases, pass_cases, _explains, every_pass)    # the scale and its fitted value
@@ -259,6 +231,15 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
     shapes = [np.shape(o) == d.expected.shape for r in failing          # every failing case counted, as said
               if (o := _output(r)) is not None and (d := _data(store, r, specs)) is not None]
     shaped = shapes.count(False)                                       # no values to fit: said, not hidden
+    if not lines and other and not fail_cases:          # every failing output of another shape: a table model
+        every_pass = _usable(passing, store, specs, len(passing))     # that returns it, values and all, first
+
+        def fit_other(model, variant) -> bool:
+            rtol, atol = model.tolerance
+            whole[model.name] = all(_close(_model_out(variant, d), g, d.v, rtol, atol) for d, g in other) and all(
+                fits(variant, d, g, rtol, atol, failing=False) for d, g in every_pass)
+            return whole[model.name]
+        lines = fitting_models(target, bugs.MODELS, fit_other)
     if not lines and shapes and not any(shapes):          # every failing output of another shape: its formula
         lines = shape_line(target, [(replace(d, mask_given=getattr(r.got, "mask_given", None)), np.shape(o))
                                     for r in failing if (o := _output(r)) is not None
@@ -269,7 +250,9 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
     output_fits = lines[len(extra):]              # the output's fits (the KV-cache, LSE, dropout lines read more)
     names = [line[len(f"diagnosis {target}: "):].split(" — ")[0] for line in output_fits]
     if shaped and names and all(whole.get(n) for n in names):     # the model returns those shapes too: it is said
-        tail = f" (the model returns the other output shape of {shaped} failing cases too, values and all)"
+        tail = (f" (the model returns the other output shape of {shaped} failing cases too, values and all)"
+                if any(shapes) else f" (every failing case returned another shape; the model returns it, values and "
+                                    f"all, on the {len(other)} read)")
         return extra + [line + tail for line in output_fits]
     if output_fits and shaped > shapes.count(True):   # a fit of the fewer failing cases explains no run: unknown
         said = "; ".join(names)
@@ -311,14 +294,16 @@ def _spread(rs: list[CaseResult]) -> list[CaseResult]:
     return first + rest
 
 
-def _usable(rs: list[CaseResult], store, specs, cap: int) -> list[tuple[CaseData, np.ndarray]]:
+def _usable(rs: list[CaseResult], store, specs, cap: int, shaped: bool = True) -> list[tuple[CaseData, np.ndarray]]:
+    """(case data as the target got it, its output) for the results of ``rs`` with an output of the expected shape
+    (``shaped`` False: of another shape), at most ``cap``."""
     out = []
     for r in rs:
         got = _output(r)
         if got is None:
             continue
         data = _data(store, r, specs)
-        if data is None or not _small(data) or np.shape(got) != data.expected.shape:    # a wrong shape: no values
+        if data is None or not _small(data) or (np.shape(got) == data.expected.shape) != shaped:
             continue
         if DEAD_ROWS_FAILED in (r.detail or ""):     # the judge failed the rows with no key: a model explains them
             data = replace(data, dead=np.zeros_like(data.dead))
