@@ -302,3 +302,27 @@ def test_the_forked_child_runs_the_source_on_disk_not_bytecode_cached_for_an_ear
     os.utime(source, (1_000_000_000, 1_000_000_000))
     assert cov.run_forked(tmp_path, ["test_m.py::test_x"], 60, log)[0] == "pass"
     assert not list(tmp_path.rglob("*.pyc"))                         # nothing cached beside the sources
+
+
+def test_a_line_a_module_fixture_runs_goes_under_its_whole_test_file(tmp_path):
+    """A module-scoped fixture runs in the first test's setup; its value is read by every test of the file, so a
+    mutant of what it ran must be run against the whole file, not the first test alone."""
+    import json
+    (tmp_path / "refimpl").mkdir()
+    (tmp_path / "refimpl" / "__init__.py").write_text("")
+    (tmp_path / "refimpl" / "m.py").write_text("def made():\n    return 1\n\n\ndef used():\n    return 2\n")
+    (tmp_path / "test_f.py").write_text(
+        "import pytest\nfrom refimpl.m import made, used\n\n\n@pytest.fixture(scope='module')\ndef value():\n"
+        "    return made()\n\n\ndef test_first(value):\n    assert used() == 2\n\n\n"
+        "def test_second(value):\n    assert value == 1\n")
+    out = tmp_path / "trace"
+    out.mkdir()
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT / 'tools'}", MUTATION_TRACE_OUT=str(out),
+               MUTATION_TRACE_ROOT=str(tmp_path), MUTATION_TRACE_MODULES="m")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "mutation_cover",
+                        "test_f.py"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = json.loads((out / "trace-main.json").read_text())["lines"]
+    per = lines[str((tmp_path / "refimpl" / "m.py").resolve())]
+    assert per["2"] == ["test_f.py"]                         # made(): run by the fixture, for the whole file
+    assert per["6"] == ["test_f.py::test_first"]             # used(): run by the test itself

@@ -5,7 +5,8 @@ two thousand mutants takes hours on two cores. So mutation_check.py can instead:
 
 1. ``trace``: run the ``-m "not slow"`` suite once under a line tracer limited to the mutated modules, and
    write ``{file: {line: [test node ids]}}`` (lines run outside any test, at import or collection, go
-   under the node id ``<import>``) with each test's duration;
+   under the node id ``<import>``; lines run while a test's fixtures are set up, under its whole test file, which
+   a child runs whole) with each test's duration;
 2. for each mutant, run only the tests that executed the lines of its statement, in a child forked from a
    process that has already imported pytest, NumPy, torch and Hypothesis (refimpl itself is imported fresh
    in the child, from the private copy holding the mutant); ``-x`` stops at the first failure.
@@ -85,6 +86,22 @@ def pytest_runtest_protocol(item, nextitem):
         _TRACER.test = item.nodeid
         sys.settrace(_TRACER.global_trace)          # a test may have replaced it (Hypothesis does, for coverage)
         item._mutation_t0 = time.monotonic()
+
+
+def pytest_runtest_setup(item):
+    """Fixtures: a line run while a test's fixtures are set up goes under its whole file (the value of a module- or
+    session-scoped fixture is read by every later test of the file, not only the first that set it up)."""
+    if _TRACER is not None:
+        _TRACER.test = item.nodeid.split("::")[0]
+
+
+def pytest_runtest_call(item):
+    if _TRACER is not None:
+        _TRACER.test = item.nodeid
+
+
+pytest_runtest_setup.tryfirst = True        # (pluggy's legacy marks: ahead of the setup that runs the fixtures,
+pytest_runtest_call.tryfirst = True         # ahead of the call; this module imports no pytest of its own)
 
 
 def pytest_runtest_logfinish(nodeid, location):
