@@ -92,7 +92,8 @@ HARNESS = ["harness/verdicts/judge", "harness/verdicts/grad_judge", "harness/ver
            # the bug models the diagnoses fit (a wrong model names the wrong bug), and their fit tolerance
            "bug_model", "bugs", "bugs_backward", "bugs_kvcache", "bugs_lse", "bugs_packed", "bugs_scores",
            "harness/analysis/fitted_forms", "harness/analysis/conditions", "harness/analysis/localisation",
-           "harness/verdicts/grad_placement", "harness/verdicts/grad_scale", "harness/cases/scale_formulas"]
+           "harness/verdicts/grad_placement", "harness/verdicts/grad_scale", "harness/cases/scale_formulas",
+           "harness/analysis/judged_rows"]
 # ... and every bug model, diagnosis and fit written since (refimpl/bugs_*.py, harness/analysis/diagnosis_*.py,
 # fitting_*.py, precision_*.py)
 HARNESS += sorted({str(p.relative_to(ROOT / "refimpl").with_suffix("")) for pattern in (
