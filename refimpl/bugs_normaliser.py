@@ -5,6 +5,7 @@ the output (B..., Sq, Dv) out); the rows of the bug-model table they make are ``
 
 * the denominator summed over the whole (Sq, Sk) score matrix of a head (a reduce over both axes), each row's own
   max subtracted or one max for the matrix: every row's weights sum to its share of the matrix, not to 1;
+* the exp left out: the max-shifted kept scores divided by their own sum (weights of either sign);
 * the row softmax's weights normalised a second time, over the query axis (each key's column divided by its sum
   over the queries, ``eps`` added to it: PCT's "offset attention" does so by design, a mistake under this contract);
 * the map applied transposed, O = P^T V: the row softmax read as (Sk, Sq), or the scores laid out (Sk, Sq) (q and k
@@ -27,7 +28,8 @@ import numpy as np
 from .bug_model import BugModel, Variant, _kw, _named
 from .scores_parts import _parts, _softmax
 
-__all__ = ["ROWS", "matrix_sum", "split_merge", "lane_max", "query_renormalised", "map_transposed", "MERGES"]
+__all__ = ["ROWS", "exp_missing", "matrix_sum", "split_merge", "lane_max", "query_renormalised", "map_transposed",
+           "MERGES"]
 
 # the merge weight's exponent per unit of (l_i - max l): e**(factor * (l_i - max l))
 MERGES = {"natural-log LSEs merged in base 2: 2**(lse - max)": math.log(2.0),
@@ -45,6 +47,17 @@ def matrix_sum(q, k, v, *, row_max=True, **kw):
     e = np.exp(s - np.where(np.isfinite(m), m, 0.0))
     z = e.sum(axis=(-2, -1), keepdims=True)
     return (e / np.where(z == 0, 1.0, z)) @ v
+
+
+def exp_missing(q, k, v, **kw):
+    """The max-shifted kept scores S - max divided by their sum, with no exp (weights of either sign; a row whose
+    shifted scores sum to 0, one kept key, zeros)."""
+    s, keep, v = _parts(q, k, v, **_kw(kw))
+    s = np.where(keep, s, -np.inf)
+    m = s.max(axis=-1, keepdims=True)
+    w = np.where(keep, s - np.where(np.isfinite(m), m, 0.0), 0.0)
+    z = w.sum(axis=-1, keepdims=True)
+    return (w / np.where(z == 0, 1.0, z)) @ v
 
 
 def query_renormalised(q, k, v, *, eps=1e-9, **kw):
@@ -113,6 +126,9 @@ def split_merge(q, k, v, *, split=64, splits=None, merge=next(iter(MERGES)), **k
 
 
 ROWS = (
+    BugModel("softmax-exp-missing", "the weights are the max-shifted scores divided by their sum, with no exp (not a "
+             "softmax: weights of either sign)",
+             (Variant("(S - max) / sum(S - max) over the kept keys", exp_missing),)),
     BugModel("max-not-reduced", "the row max is not reduced across the threads of a row: each key's score is offset "
              "by the max of the keys its thread owns (keys t, t + L, ...), the sum taken over every key",
              tuple(Variant(f"lanes of {n} (a key's thread: j mod {n})", _named(lane_max, lanes=n))

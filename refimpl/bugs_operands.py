@@ -11,6 +11,8 @@ the head dimension only, the key loop bounded by the query length. Same calling 
 * the scores summed over the first ``c`` channels of q and k only (a launch or tile width capped at ``c`` while
   the head dimension is larger), scaled by the full D's scale: S = scale * q[..., :c] k[..., :c]^T; c in 16, 32,
   64. With D <= c it is the right output;
+* Q staged flat into a scratch of rows ``w`` wide (w = 32, 64, 128; a buffer sized for the largest head dim):
+  row r of the flattened queries reads Q's flat elements w r .. w r + D, zeros past the end;
 * the key loop bounded by the query length (``for j in range(0, Sq, Bc)``): the keys visited are the first
   min(Sk, ceil(Sq / Bc) * Bc), Bc in 1 (exactly Sq), 16, 32, 64, 128; a row left with no visited key gets zeros.
   With Sk <= Sq it is the right output.
@@ -25,7 +27,8 @@ from .attention import scaled_dot_product_attention
 from .bug_model import BugModel, Variant, _kw, _named
 from .scores_parts import _parts, _softmax
 
-__all__ = ["ROWS", "operand_swapped", "channels_truncated", "keys_bounded_by_queries", "OPERANDS"]
+__all__ = ["ROWS", "operand_swapped", "channels_truncated", "query_row_stride", "keys_bounded_by_queries",
+           "OPERANDS"]
 
 # what is read in place of what: (the operand replaced, the one read instead)
 OPERANDS = {"the keys are the queries (S = Q Q^T)": ("k", "q"),
@@ -58,6 +61,20 @@ def channels_truncated(q, k, v, *, channels=32, scale=None, **kw):
     return scaled_dot_product_attention(q[..., :channels], k[..., :channels], v, **_kw(dict(kw, scale=sc)))[0]
 
 
+def query_row_stride(q, k, v, *, width=64, **kw):
+    """Q staged flat into a scratch of rows ``width`` wide (sized for head dims up to ``width``): row r of the
+    flattened (B..., Sq) queries reads Q's flat elements width * r .. width * r + D (zeros past Q's end); the keys
+    staged right. With D == width it is the right output; D > width raises, as the scratch cannot hold Q."""
+    q = np.asarray(q)
+    D = q.shape[-1]
+    if D > width:
+        raise ValueError(f"a head dim of {D} does not fit rows of {width}")
+    flat = np.zeros(q.size // D * width, q.dtype)
+    flat[:q.size] = q.reshape(-1)
+    staged = flat.reshape(-1, width)[:, :D].reshape(q.shape)
+    return scaled_dot_product_attention(staged, k, v, **_kw(kw))[0]
+
+
 def keys_bounded_by_queries(q, k, v, *, block=1, **kw):
     """Only the first min(Sk, ceil(Sq / block) * block) keys visited (the key loop's bound the query length)."""
     s, keep, v = _parts(q, k, v, **_kw(kw))                               # (B..., Sq, Sk)
@@ -74,6 +91,9 @@ ROWS = (
              "capped below the head dimension); the scale is the full D's",
              tuple(Variant(f"the first {c} of D channels (D > {c})", _named(channels_truncated, channels=c))
                    for c in (16, 32, 64))),
+    BugModel("query-row-stride", "the queries are read with another row stride: Q staged flat into a scratch of rows "
+             "sized for a larger head dimension, each query row reading the next rows' elements",
+             tuple(Variant(f"rows of {w} (D <= {w})", _named(query_row_stride, width=w)) for w in (32, 64, 128))),
     BugModel("keys-bounded-by-queries", "the key loop is bounded by the query length: the keys past Sq (rounded up to "
              "the key block) are never visited",
              (Variant("keys j >= Sq never visited", _named(keys_bounded_by_queries, block=1)),)

@@ -98,3 +98,23 @@ def test_each_model_is_the_right_output_where_its_mistake_cannot_bite():
     with pytest.raises(ValueError):                                              # D != Dv: no value can be a key
         operand_swapped(q, k, v, swap=("k", "v"))
     assert operand_swapped(q, k, v, swap=("v", "k")).shape == (1, 2, 5, 16)     # the keys as values: D wide
+
+
+def _staged_rows(width):
+    """The refimpl API: Q copied flat into a scratch of rows ``width`` wide (the mistake), then plain attention."""
+    def attn(q, k, v, mask=None, scale=None):
+        q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+        D = q.shape[-1]
+        if D > width:
+            raise ValueError("the scratch is too narrow")
+        flat = np.zeros(q.size // D * width)
+        flat[:q.size] = q.reshape(-1)
+        return _attend(flat.reshape(-1, width)[:, :D].reshape(q.shape), k, v,
+                       None if mask is None else np.asarray(mask), scale)
+    return attn
+
+
+@pytest.mark.parametrize("width", [32, 64])
+def test_queries_read_with_another_row_stride_are_named_with_the_stride(width):
+    line = _diagnosis(_staged_rows(width))
+    assert line.startswith("diagnosis k: query-row-stride — ") and f"rows of {width} (D <= {width})" in line, line

@@ -317,7 +317,8 @@ def test_a_line_a_module_fixture_runs_goes_under_its_whole_test_file(tmp_path):
         "def test_second(value):\n    assert value == 1\n")
     out = tmp_path / "trace"
     out.mkdir()
-    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT / 'tools'}", MUTATION_TRACE_OUT=str(out),
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}   # (the file's name: the worker)
+    env.update(PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT / 'tools'}", MUTATION_TRACE_OUT=str(out),
                MUTATION_TRACE_ROOT=str(tmp_path), MUTATION_TRACE_MODULES="m")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "mutation_cover",
                         "test_f.py"], cwd=tmp_path, env=env, capture_output=True, text=True)

@@ -50,7 +50,7 @@ from ...precision import get as precision
 from ..cases.features import CaseData, lower_precision
 from .grad_placement import placement_grads_line, unsummed_grads_line
 from .grad_scale import scale_grads_line
-from .grad_unwritten import unwritten_grads, unwritten_grads_line
+from .grad_unwritten import unwritten_grads, unwritten_grads_line, unwritten_rows_line
 
 __all__ = ["GradData", "GradReturned", "GradVerdict", "GRADS", "grad_data", "judge_grads", "diagnose_grads"]
 
@@ -270,6 +270,8 @@ def diagnose_grads(failing: list[tuple[GradData, GradReturned]], passing: list[t
         lines = (fitting_models(target, bugs_backward.MODELS, lambda model, variant: all(
             _fits(variant.fn, gd, got, True, True) for gd, got in failing) and all(
             _fits(variant.fn, gd, got, False) for gd, got in passing))) or unwritten
+    elif rows := unwritten_rows_line(target, failing, GRADS, _distance):   # some rows of one left at zero
+        lines = rows
     else:
         def fit(model, variant, strict=False) -> bool:
             return all(_fits(variant.fn, gd, got, True, strict) for gd, got in failing) and all(
