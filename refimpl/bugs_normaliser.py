@@ -5,7 +5,7 @@ the output (B..., Sq, Dv) out); the rows of the bug-model table they make are ``
 
 * the denominator summed over the whole (Sq, Sk) score matrix of a head (a reduce over both axes), each row's own
   max subtracted or one max for the matrix: every row's weights sum to its share of the matrix, not to 1;
-* the exp left out: the max-shifted kept scores divided by their own sum (weights of either sign);
+* the exp left out: the max-shifted kept scores divided by their own sum (all <= 0: weights >= 0, the max key 0);
 * the row softmax's weights normalised a second time, over the query axis (each key's column divided by its sum
   over the queries, ``eps`` added to it: PCT's "offset attention" does so by design, a mistake under this contract);
 * the map applied transposed, O = P^T V: the row softmax read as (Sk, Sq), or the scores laid out (Sk, Sq) (q and k
@@ -50,8 +50,8 @@ def matrix_sum(q, k, v, *, row_max=True, **kw):
 
 
 def exp_missing(q, k, v, **kw):
-    """The max-shifted kept scores S - max divided by their sum, with no exp (weights of either sign; a row whose
-    shifted scores sum to 0, one kept key, zeros)."""
+    """The max-shifted kept scores S - max divided by their sum, with no exp (each S - max <= 0, so weights >= 0 and
+    the max key's 0; a row whose shifted scores sum to 0, one kept key or all equal, zeros)."""
     s, keep, v = _parts(q, k, v, **_kw(kw))
     s = np.where(keep, s, -np.inf)
     m = s.max(axis=-1, keepdims=True)
@@ -127,7 +127,7 @@ def split_merge(q, k, v, *, split=64, splits=None, merge=next(iter(MERGES)), **k
 
 ROWS = (
     BugModel("softmax-exp-missing", "the weights are the max-shifted scores divided by their sum, with no exp (not a "
-             "softmax: weights of either sign)",
+             "softmax: the max key weighted 0)",
              (Variant("(S - max) / sum(S - max) over the kept keys", exp_missing),)),
     BugModel("max-not-reduced", "the row max is not reduced across the threads of a row: each key's score is offset "
              "by the max of the keys its thread owns (keys t, t + L, ...), the sum taken over every key",

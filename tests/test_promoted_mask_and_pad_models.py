@@ -116,3 +116,16 @@ def test_a_backward_with_delta_added_is_named_with_the_sign():
     assert Status.FAIL in statuses
     assert lines and all(": bwd-delta-term — " in line and "the rowsum(dO * O) term's sign flipped" in line
                          for line in lines), lines
+
+
+def test_a_model_giving_the_other_shape_is_named_when_a_later_variant_of_it_does_not(monkeypatch):
+    """The other-shape fit is held per model: a variant after the fitting one that does not fit leaves it named."""
+    from refimpl import bugs
+    from refimpl.bug_model import BugModel, Variant, _named
+    from refimpl.bugs_mask_use import mask_promoted
+    row = bugs.MODELS["mask-rank"]
+    two = BugModel(row.name, row.explanation, row.variants + (
+        Variant("new axes after the mask's second axis", _named(mask_promoted, at=2), flags=True),))
+    monkeypatch.setitem(bugs.MODELS, "mask-rank", two)
+    lines = _lines(_promoting, "refimpl", ["causal"])
+    assert len(lines) == 1 and lines[0].startswith("diagnosis k: mask-rank — "), lines

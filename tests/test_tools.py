@@ -327,3 +327,10 @@ def test_a_line_a_module_fixture_runs_goes_under_its_whole_test_file(tmp_path):
     per = lines[str((tmp_path / "refimpl" / "m.py").resolve())]
     assert per["2"] == ["test_f.py"]                         # made(): run by the fixture, for the whole file
     assert per["6"] == ["test_f.py::test_first"]             # used(): run by the test itself
+
+
+def test_a_file_holding_a_test_that_fails_unmutated_is_not_run_whole_for_a_fixtures_line():
+    cov = _cover_tool()
+    cover = {"lines": {"m": {"3": ["tests/a.py", "tests/b.py::t"]}}, "durations": {"tests/a.py::bad": 1.0}}
+    left = cov.without(cover, ["tests/a.py::bad"])
+    assert left["lines"]["m"]["3"] == ["tests/b.py::t"]          # a run of tests/a.py would fail with no mutant

@@ -89,8 +89,9 @@ def pytest_runtest_protocol(item, nextitem):
 
 
 def pytest_runtest_setup(item):
-    """Fixtures: a line run while a test's fixtures are set up goes under its whole file (the value of a module- or
-    session-scoped fixture is read by every later test of the file, not only the first that set it up)."""
+    """Fixtures: a line run while a test's fixtures are set up goes under its whole file (the value of a module-scoped
+    fixture is read by every later test of the file, not only the first that set it up; a session fixture's by other
+    files too, which this does not link)."""
     if _TRACER is not None:
         _TRACER.test = item.nodeid.split("::")[0]
 
@@ -142,11 +143,13 @@ def merge(directory: Path, root: Path) -> dict:
 
 
 def without(cover: dict, tests: list[str]) -> dict:
-    """``cover`` with ``tests`` (node ids, or ``file::name`` prefixes of parametrised ids) left out of every line."""
+    """``cover`` with ``tests`` (node ids, or ``file::name`` prefixes of parametrised ids) left out of every line, and
+    the whole-file ids (a fixture's lines) of the files that hold one: a run of that file would fail unmutated."""
     gone = set(tests)
+    files = {t.split("::")[0] for t in gone}
 
     def kept(t: str) -> bool:
-        return t not in gone and t.split("[")[0] not in gone
+        return t not in gone and t.split("[")[0] not in gone and t not in files
 
     lines = {m: {n: [t for t in ts if kept(t)] for n, ts in per.items()} for m, per in cover["lines"].items()}
     return {**cover, "lines": lines, "durations": {t: d for t, d in cover["durations"].items() if kept(t)},

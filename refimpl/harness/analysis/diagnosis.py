@@ -236,9 +236,10 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
 
         def fit_other(model, variant) -> bool:
             rtol, atol = model.tolerance
-            whole[model.name] = all(_close(_model_out(variant, d), g, d.v, rtol, atol) for d, g in other) and all(
+            ok = all(_close(_model_out(variant, d), g, d.v, rtol, atol) for d, g in other) and all(
                 fits(variant, d, g, rtol, atol, failing=False) for d, g in every_pass)
-            return whole[model.name]
+            whole[model.name] = whole.get(model.name, False) or ok        # (a later variant that fails keeps it)
+            return ok
         lines = fitting_models(target, bugs.MODELS, fit_other)
     if not lines and shapes and not any(shapes):          # every failing output of another shape: its formula
         lines = shape_line(target, [(replace(d, mask_given=getattr(r.got, "mask_given", None)), np.shape(o))
@@ -250,7 +251,8 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
     output_fits = lines[len(extra):]              # the output's fits (the KV-cache, LSE, dropout lines read more)
     names = [line[len(f"diagnosis {target}: "):].split(" — ")[0] for line in output_fits]
     if shaped and names and all(whole.get(n) for n in names):     # the model returns those shapes too: it is said
-        tail = (f" (the model returns the other output shape of {shaped} failing cases too, values and all)"
+        tail = (f" (the model returns the other output shape too, values and all, on the {len(other)} of the {shaped} "
+                f"failing cases of another shape read)"
                 if any(shapes) else f" (every failing case returned another shape; the model returns it, values and "
                                     f"all, on the {len(other)} read)")
         return extra + [line + tail for line in output_fits]

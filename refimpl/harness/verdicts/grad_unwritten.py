@@ -11,11 +11,12 @@ dK; a tiled kernel's partial last tile never walked zeroes every gradient of a c
 whose failing cases are all that small the two cannot be told apart, and the model is named).
 
 Some rows left at zero (:func:`unwritten_rows_line`): a kernel launched over a grid of S // b whole blocks of b
-rows never writes a gradient's last S % b rows (S: Sq for dQ, Sk for dK and dV). The rule holds, for the first b of
-``TILES`` that gives it, when on every failing case that gradient's rows from S // b * b on are exact zeros and the
-rows before within its allowed error, every other gradient within its own, some failing case has whole blocks
-(S >= b: else the block size is not seen) and some has a nonzero row left out by the oracle. Read before the table
-as the plain rule is (a model nearer the zeros by shrinking is not the mistake).
+rows never writes a gradient's last S % b rows (S: Sq for dQ, Sk for dK and dV). The rule holds for each b of
+``TILES`` that gives it (all of them named: a block size the cases do not pin is not chosen) when on every failing
+case that gradient's rows from S // b * b on are exact zeros and the rows before within its allowed error, every
+other gradient within its own, some failing case has whole blocks (S >= b: else the block size is not seen) and
+some has a nonzero row left out by the oracle. Read before the table as the plain rule is (a model nearer the
+zeros by shrinking is not the mistake).
 """
 from __future__ import annotations
 
@@ -71,10 +72,10 @@ def unwritten_rows_line(target: str, failing: list, names: tuple, distance) -> l
         if not all(distance(gd.oracle[n], got.grads[n]) <= (got.allowed or {}).get(n, 0.0)
                    for gd, got in failing for n in rest):
             continue
-        for b in TILES:
-            if _rows_hold(failing, name, b, distance):
-                s = "Sq" if name == "dq" else "Sk"
-                return [f"diagnosis {target}: bwd-grad-unwritten — {name}'s last {s} % {b} rows returned as zeros on "
-                        f"every failing case (a grid of {s} // {b} whole blocks: the partial last block never "
-                        f"written); {', '.join(rest)} right"]
+        held = [b for b in TILES if _rows_hold(failing, name, b, distance)]
+        if held:                        # every block size the cases allow is said: one they do not pin is not chosen
+            s, b = "Sq" if name == "dq" else "Sk", " or ".join(str(b) for b in held)
+            return [f"diagnosis {target}: bwd-grad-unwritten — {name}'s last {s} % {b} rows returned as zeros on "
+                    f"every failing case (a grid of {s} // {b} whole blocks: the partial last block never written); "
+                    f"{', '.join(rest)} right"]
     return []
