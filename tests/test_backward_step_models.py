@@ -96,21 +96,23 @@ def test_a_scale_from_a_padded_head_dim_is_named_with_its_multiple(pad):
     assert lines and all("bwd-scale — " in x and f"multiple of {pad})" in x for x in lines), lines
 
 
-def _setting(sq, sk, seed, magnitude=1.0):
+def _setting(sq, sk, seed, magnitude=1.0, batch=1):
     rng = np.random.default_rng(seed)
-    q, k, v = rng.normal(size=(1, 4, sq, 12)), rng.normal(size=(1, 2, sk, 12)), rng.normal(size=(1, 2, sk, 20))
+    q, k, v = (rng.normal(size=(batch, 4, sq, 12)), rng.normal(size=(batch, 2, sk, 12)),
+               rng.normal(size=(batch, 2, sk, 20)))
     q = q * magnitude
-    g = rng.normal(size=(1, 4, sq, 20))
+    g = rng.normal(size=(batch, 4, sq, 20))
     keep = rng.random((sq, sk)) < 0.8
     keep[3] = False                                                       # one row with no key
     ref = _tiled(q, k.repeat(2, 1), v.repeat(2, 1), g, mask=keep, block=32)
-    ref = (ref[0], ref[1].reshape(1, 2, 2, sk, 12).sum(2), ref[2].reshape(1, 2, 2, sk, 20).sum(2))
+    ref = (ref[0], ref[1].reshape(batch, 2, 2, sk, 12).sum(2), ref[2].reshape(batch, 2, 2, sk, 20).sum(2))
     return (q, k, v, g, keep), ref
 
 
 def test_each_step_model_differs_from_the_correct_backward_and_keeps_shapes():
     settings = [_setting(140, 70, 3), _setting(70, 140, 4),             # Sq > Sk and Sq < Sk: every tile rule bites
-                _setting(20, 30, 5, magnitude=1e3)]                      # scores past exp's range: the row max bites
+                _setting(20, 30, 5, magnitude=1e3),                      # scores past exp's range: the row max bites
+                _setting(24, 24, 6, batch=2)]                            # two batches: batch 0's LSE read by batch 1
     assert all(np.isfinite(a).all() for _, ref in settings for a in ref)
     for model in ("bwd-masked-uniform", "bwd-recompute", "bwd-tile-accumulation", "bwd-value-dims", "bwd-scale",
                   "bwd-low-precision"):

@@ -130,7 +130,8 @@ def test_bug_model_diagnoses_itself(model, label, variant):
     lines = diagnose(results, STORE, target="self")
     assert any(line.startswith(f"diagnosis self: {model} — ") for line in lines), lines
     text = localise(results)
-    if len(_failing(results)) == len(results):          # a packed model's sample is its family: it may fail all
+    if not any(r.status == Status.PASS for r in results):   # a packed model's sample is its family (it may fail all);
+        #                                                 a model of operands its shapes rarely allow raises elsewhere
         assert text == f"fails on every case ({len(results)}): nothing passed to compare with", text
         return
     assert text.startswith("fails only when: ") or text.startswith("fails mostly when: ") and "% of the failures)" \
