@@ -81,7 +81,7 @@ def test_scores_over_the_first_channels_are_named_with_the_channel_count(channel
     assert line.startswith("diagnosis k: channels-truncated — ") and f"the first {channels} of D" in line, line
 
 
-@pytest.mark.parametrize("block", [1, 16, 32])
+@pytest.mark.parametrize("block", [1, 16, 32, 64, 128])
 def test_a_key_loop_bounded_by_the_query_length_is_named_with_its_key_block(block):
     line = _diagnosis(_kernel(keys=lambda Sq, Sk: -(-Sq // block) * block))
     said = "keys j >= Sq never visited" if block == 1 else f"key blocks of {block})"

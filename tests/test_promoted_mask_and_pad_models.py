@@ -68,7 +68,7 @@ def _capped_pads(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, windo
     import torch
     qh, kh, vh = (t.transpose(1, 2).double() for t in (q, k, v))
     sq, sk = qh.shape[-2], kh.shape[-2]
-    pad = (-sk) % 64
+    pad = (-sk) % TILE["n"]
     kh = torch.cat([kh, kh.new_zeros(*kh.shape[:-2], pad, kh.shape[-1])], -2)
     vh = torch.cat([vh, vh.new_zeros(*vh.shape[:-2], pad, vh.shape[-1])], -2)
     s = qh @ kh.transpose(-2, -1) * (qh.shape[-1] ** -0.5 if softmax_scale is None else softmax_scale)
@@ -86,12 +86,17 @@ def _capped_pads(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, windo
     return (torch.softmax(s, -1).nan_to_num(0.0) @ vh).transpose(1, 2).to(q.dtype)
 
 
-def test_pads_whose_minus_inf_is_softcapped_are_named_with_their_tile():
+TILE = {"n": 64}            # the tile the kernel above pads to (set by the test)
+
+
+@pytest.mark.parametrize("tile", [16, 32, 64, 128])
+def test_pads_whose_minus_inf_is_softcapped_are_named_with_their_tile(tile, monkeypatch):
     pytest.importorskip("torch")
+    monkeypatch.setitem(TILE, "n", tile)
     lines = _lines(_capped_pads, "flash-attn", ["softcap"])
     assert len(lines) == 1 and lines[0].startswith("diagnosis k: padded-tail — "), lines
-    assert "blocks of 64, the pads inside the causal band and window, ALiBi on them too, their -inf softcapped to " \
-           "-cap" in lines[0], lines
+    assert f"blocks of {tile}, the pads inside the causal band and window, ALiBi on them too, their -inf softcapped " \
+           "to -cap" in lines[0], lines
 
 
 def _delta_negated(q, k, v, d_out, mask=None, scale=None):

@@ -99,12 +99,15 @@ def _laid_out(layout):
             return o.reshape(B, Sq, Hq * o.size(-1)).reshape(B, Sq, Hq, -1).permute(0, 2, 1, 3)
         if layout == "channel-major":                                      # O^T (Dv, Sq) reshaped, not transposed
             return o.transpose(-2, -1).contiguous().reshape(B, Hq, Sq, -1)
+        if layout == "channel-major, inverse":                             # O's (Sq, Dv) read as (Dv, Sq), transposed
+            return o.reshape(B, Hq, o.size(-1), Sq).transpose(-2, -1)
         return o.reshape(B, Hkv, G, Sq, -1).transpose(1, 2).reshape(B, Hq, Sq, -1)   # heads flattened (G, Hkv)
     return fn
 
 
 @pytest.mark.parametrize("layout,label", [("merge", "heads as positions"), ("groups", "GQA heads (G, Hkv)"),
-                                          ("channel-major", "rows and channels (Dv, Sq) read as (Sq, Dv)")])
+                                          ("channel-major", "rows and channels (Dv, Sq) read as (Sq, Dv)"),
+                                          ("channel-major, inverse", "rows and channels (Sq, Dv) read as (Dv, Sq)")])
 def test_an_output_laid_out_wrong_is_named_with_its_layout(layout, label):
     lines = _lines(_laid_out(layout), "torch-sdpa", ["batched-heads", "gqa"])
     assert len(lines) == 1 and lines[0].startswith("diagnosis k: head-layout — "), lines
