@@ -186,6 +186,9 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
     lines = list(extra)
     whole: dict[str, bool] = {}         # model -> its fitted variant also returns the other-shaped outputs, values too
     other = _usable(failing, store, specs, MAX_FAILING, shaped=False)    # the failing outputs of another shape
+
+    def gives_other(variant, rtol: float, atol: float) -> bool:     # the model returns those shapes, values and all
+        return all(_close(_model_out(variant, d), g, d.v, rtol, atol) for d, g in other)
     if fail_cases:
         every_pass = _usable(passing, store, specs, len(passing))   # what a condition of some calls is fitted on
         fitted = fit_scale(fail_cases, pass_cases, _explains, every_pass)    # the scale and its fitted value
@@ -205,8 +208,7 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
                   #         passing window case with more than one query)
                   and (not variant.in_float32 or shows_beyond_float32(variant)))
             if ok and model.name not in whole:           # the first fitting variant: does it give the other shapes?
-                whole[model.name] = bool(other) and all(_close(_model_out(variant, d), g, d.v, rtol, atol)
-                                                        for d, g in other)
+                whole[model.name] = bool(other) and gives_other(variant, rtol, atol)
             return ok
 
         def same(a, b) -> bool:           # the failing cases cannot tell them apart (a model fitted within its
@@ -236,7 +238,7 @@ def diagnose(results: list[CaseResult], store, target: str = "target",
 
         def fit_other(model, variant) -> bool:
             rtol, atol = model.tolerance
-            ok = all(_close(_model_out(variant, d), g, d.v, rtol, atol) for d, g in other) and all(
+            ok = gives_other(variant, rtol, atol) and all(
                 fits(variant, d, g, rtol, atol, failing=False) for d, g in every_pass)
             whole[model.name] = whole.get(model.name, False) or ok        # (a later variant that fails keeps it)
             return ok

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..cases.features import CaseData
+from ..verdicts.judge import values_mean
 
 __all__ = ["unjudged_from"]
 
@@ -19,8 +20,7 @@ __all__ = ["unjudged_from"]
 def _conventional(rows: np.ndarray, data: CaseData) -> np.ndarray:
     """(B, Hq, Sq) bool: the rows of ``rows`` (B, Hq, Sq, Dv) the judge accepts where a row has no key: zeros,
     NaN, or the mean of the values (as :func:`~refimpl.harness.verdicts.judge.classify_dead_rows` reads them)."""
-    group = data.spec.Hq // data.spec.Hkv
-    mean_v = np.repeat(data.v, group, axis=1).mean(axis=-2, keepdims=True)       # (B, Hq, 1, Dv)
+    mean_v = values_mean(data)                                                   # (B, Hq, 1, Dv)
     scale = 1e-3 * (1.0 + float(np.abs(mean_v).max())) if mean_v.size else 1e-3
     with np.errstate(invalid="ignore", over="ignore"):
         uniform = np.all(np.abs(rows - mean_v) <= scale + 1e-2 * np.abs(mean_v), axis=-1)

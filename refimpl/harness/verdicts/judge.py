@@ -30,8 +30,8 @@ from ..cases.features import CaseData, lower_precision
 from .dropout_judge import judge_dropout
 from .lse_judge import judge_lse
 
-__all__ = ["CaseResult", "judge", "CONVENTIONS", "DEAD_ROWS_FAILED", "classify_dead_rows", "n_terms", "Bounds",
-           "bounds"]
+__all__ = ["CaseResult", "judge", "CONVENTIONS", "DEAD_ROWS_FAILED", "classify_dead_rows", "values_mean", "n_terms",
+           "Bounds", "bounds"]
 
 DEAD_ROWS_FAILED = "fully masked rows give"     # how a case's detail says its rows with no key failed
 
@@ -53,6 +53,12 @@ class CaseResult:
     traceback: str = field(default="", repr=False)           # the target's own traceback when it raised or died
 
 
+def values_mean(data: CaseData) -> np.ndarray:
+    """(B, Hq, 1, Dv): each query head's mean of its values over the keys (the output of a row that weighs every key
+    alike; GQA's kv heads repeated to the query heads)."""
+    return np.repeat(data.v, data.spec.Hq // data.spec.Hkv, axis=1).mean(axis=-2, keepdims=True)
+
+
 def classify_dead_rows(out: np.ndarray, data: CaseData) -> str:
     """zeros | nan | uniform | other: the target's output on the reference's fully masked rows (the judge asks
     only where the case has some)."""
@@ -61,9 +67,7 @@ def classify_dead_rows(out: np.ndarray, data: CaseData) -> str:
         return "zeros"
     if np.all(np.isnan(rows)):
         return "nan"
-    group = data.spec.Hq // data.spec.Hkv
-    mean_v = np.repeat(data.v, group, axis=1).mean(axis=-2, keepdims=True)   # (B, Hq, 1, Dv)
-    mean_v = np.broadcast_to(mean_v, out.shape)[data.dead]
+    mean_v = np.broadcast_to(values_mean(data), out.shape)[data.dead]
     if np.all(np.isfinite(rows)) and np.allclose(rows, mean_v, rtol=1e-2, atol=1e-3 * (1 + np.abs(mean_v).max())):
         return "uniform"
     return "other"
