@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cases.features import CaseData
-from ..verdicts.judge import values_mean
+from ..cases.features import CaseData, values_mean
 
 __all__ = ["unjudged_from"]
 

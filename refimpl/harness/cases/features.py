@@ -20,7 +20,8 @@ from ...masks import alibi_bias, band_mask
 from ...online import sdpa_online
 from ...precision import PRECISIONS, get as precision
 
-__all__ = ["CaseSpec", "CaseData", "materialise", "lower_precision", "CASE_MASKS", "packed_keep", "packed_alibi"]
+__all__ = ["CaseSpec", "CaseData", "materialise", "lower_precision", "CASE_MASKS", "packed_keep", "packed_alibi",
+           "values_mean"]
 
 
 def lower_precision(returned: str, given: str, what: str = "") -> str:
@@ -299,3 +300,9 @@ def materialise(spec: CaseSpec) -> CaseData:
                                       data.dead.shape).copy()
         data.dead &= ~data.absent
     return data
+
+
+def values_mean(data: CaseData) -> np.ndarray:
+    """(B, Hq, 1, Dv): each query head's mean of its values over the keys (the output of a row that weighs every key
+    alike; GQA's kv heads repeated to the query heads)."""
+    return np.repeat(data.v, data.spec.Hq // data.spec.Hkv, axis=1).mean(axis=-2, keepdims=True)

@@ -26,12 +26,12 @@ from ...online import sdpa_online
 from ..apis import Returned
 from ..cases import Status
 from ...precision import get as precision
-from ..cases.features import CaseData, lower_precision
+from ..cases.features import CaseData, lower_precision, values_mean
 from .dropout_judge import judge_dropout
 from .lse_judge import judge_lse
 
-__all__ = ["CaseResult", "judge", "CONVENTIONS", "DEAD_ROWS_FAILED", "classify_dead_rows", "values_mean", "n_terms",
-           "Bounds", "bounds"]
+__all__ = ["CaseResult", "judge", "CONVENTIONS", "DEAD_ROWS_FAILED", "classify_dead_rows", "n_terms", "Bounds",
+           "bounds"]
 
 DEAD_ROWS_FAILED = "fully masked rows give"     # how a case's detail says its rows with no key failed
 
@@ -51,12 +51,6 @@ class CaseResult:
     features: dict = field(default_factory=dict)
     got: Any = field(default=None, repr=False)   # Returned (grad rows: GradReturned): what the target returned
     traceback: str = field(default="", repr=False)           # the target's own traceback when it raised or died
-
-
-def values_mean(data: CaseData) -> np.ndarray:
-    """(B, Hq, 1, Dv): each query head's mean of its values over the keys (the output of a row that weighs every key
-    alike; GQA's kv heads repeated to the query heads)."""
-    return np.repeat(data.v, data.spec.Hq // data.spec.Hkv, axis=1).mean(axis=-2, keepdims=True)
 
 
 def classify_dead_rows(out: np.ndarray, data: CaseData) -> str:
